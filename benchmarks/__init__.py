@@ -1,0 +1,1 @@
+"""Back-ends of ``fedrt bench``: each module measures one target and prints a table."""

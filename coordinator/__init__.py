@@ -1,0 +1,3 @@
+"""The coordinator service: rounds, selection, secure aggregation relay, model versions."""
+
+__all__: list[str] = []
