@@ -38,6 +38,14 @@ def _register_bench(subparsers: Any) -> None:
         register(bench)
 
 
+def _loader(ep: EntryPoint) -> Register:
+    def register(subparsers: Any) -> None:
+        fn: Register = ep.load()
+        fn(subparsers)
+
+    return register
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """Build the parser; with ``command`` set, load only that command's module."""
     parser = argparse.ArgumentParser(prog="fedrt", description="federated learning runtime")
@@ -50,8 +58,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     registrars: dict[str, Register] = {}
     if _group(BENCH_GROUP):
         registrars["bench"] = _register_bench
-    for name in commands:
-        registrars[name] = lambda s, n=name: commands[n].load()(s)
+    for name, ep in commands.items():
+        registrars[name] = _loader(ep)
     for name in sorted(registrars):
         if command is None or command == name:
             registrars[name](sub)

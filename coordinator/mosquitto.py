@@ -1,0 +1,271 @@
+"""Mosquitto as a managed broker: password and ACL files, configuration, and the process."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from fedrt.coordinator.tls import TlsFiles
+from fedrt.errors import FedrtError
+
+# mosquitto_passwd uses 101 iterations of PBKDF2-SHA512; a thousand costs a broker ~1 ms per
+# connect and makes a leaked password file far more expensive to attack.
+PBKDF2_ITERATIONS = 1000
+_SALT_BYTES = 12  # what mosquitto itself uses for its $7$ hashes
+# Mosquitto binds and reads its files within milliseconds; several seconds covers a loaded CI box.
+DEFAULT_START_TIMEOUT = 10.0
+
+Access = Literal["read", "write", "readwrite", "deny"]
+
+
+class BrokerError(FedrtError):
+    """The broker could not be configured, started or stopped."""
+
+
+def hash_password(password: str, *, salt: bytes | None = None) -> str:
+    """Hash ``password`` in Mosquitto 2's ``$7$`` (PBKDF2-SHA512) password-file format."""
+    salt = secrets.token_bytes(_SALT_BYTES) if salt is None else salt
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, PBKDF2_ITERATIONS)
+    b64 = base64.b64encode
+    return f"$7${PBKDF2_ITERATIONS}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def verify_password(password: str, hashed: str) -> bool:
+    """Check ``password`` against a ``$7$`` hash (constant-time comparison)."""
+    try:
+        _, kind, iterations, salt64, digest64 = hashed.split("$")
+        if kind != "7":
+            return False
+        salt, expected = base64.b64decode(salt64), base64.b64decode(digest64)
+        digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, int(iterations))
+    except ValueError:
+        return False
+    return secrets.compare_digest(digest, expected)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AclRule:
+    """One ACL line. ``pattern`` rules apply to every user, with %u / %c substituted."""
+
+    access: Access
+    topic: str
+    pattern: bool = False
+
+    def render(self) -> str:
+        if any(c in self.topic for c in "\n\r") or not self.topic:
+            raise BrokerError(f"invalid ACL topic {self.topic!r}")
+        return f"{'pattern' if self.pattern else 'topic'} {self.access} {self.topic}"
+
+
+def _atomic_write(path: Path, text: str, mode: int = 0o600) -> None:
+    # The broker may re-read these files (SIGHUP) at any time: it must never see half a file.
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def write_password_file(path: Path, users: Mapping[str, str]) -> None:
+    """Write ``users`` (username -> ``$7$`` hash, see :func:`hash_password`)."""
+    lines = []
+    for user, hashed in sorted(users.items()):
+        if not user or ":" in user or any(c.isspace() for c in user):
+            raise BrokerError(f"invalid MQTT username {user!r}")
+        if not hashed.startswith("$7$"):
+            raise BrokerError(f"password for {user!r} is not a $7$ hash")
+        lines.append(f"{user}:{hashed}\n")
+    _atomic_write(path, "".join(lines))
+
+
+def write_acl_file(
+    path: Path,
+    *,
+    patterns: Iterable[AclRule] = (),
+    users: Mapping[str, Sequence[AclRule]] | None = None,
+) -> None:
+    """Write an ACL file: pattern rules for everyone, then per-user topic rules."""
+    out = [rule.render() for rule in patterns]
+    for user, rules in sorted((users or {}).items()):
+        out.append(f"\nuser {user}")
+        out.extend(rule.render() for rule in rules)
+    _atomic_write(path, "\n".join(out) + "\n")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free on ``host`` a moment ago."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout: float) -> bool:
+    """Poll until ``host:port`` accepts a TCP connection; False when ``timeout`` runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BrokerConfig:
+    """What a managed Mosquitto listens on and whom it lets in."""
+
+    directory: Path
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: pick a free port
+    tls: TlsFiles | None = None
+    tls_port: int = 0
+    require_client_certificate: bool = False
+    allow_anonymous: bool = True
+    password_file: Path | None = None
+    acl_file: Path | None = None
+    # Persistence lets QoS 1 messages and persistent sessions survive a broker restart.
+    persistence: bool = True
+    extra: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not self.allow_anonymous and self.password_file is None and self.tls is None:
+            raise BrokerError("a broker without anonymous access needs a password file or TLS")
+
+
+def render_config(config: BrokerConfig, port: int, tls_port: int | None) -> str:
+    """The mosquitto.conf text for ``config`` with concrete ports."""
+    d = config.directory
+    lines = [
+        "per_listener_settings false",
+        f"user {pwd.getpwuid(os.getuid()).pw_name}",
+        f"allow_anonymous {'true' if config.allow_anonymous else 'false'}",
+        f"persistence {'true' if config.persistence else 'false'}",
+        f"persistence_location {d}/",
+        f"log_dest file {d / 'mosquitto.log'}",
+        "log_type error",
+        "log_type warning",
+        "log_type notice",
+        "log_type information",
+        "connection_messages true",
+        "log_timestamp_format %Y-%m-%dT%H:%M:%S",
+    ]
+    if config.password_file is not None:
+        lines.append(f"password_file {config.password_file}")
+    if config.acl_file is not None:
+        lines.append(f"acl_file {config.acl_file}")
+    lines.append(f"listener {port} {config.host}")
+    if config.tls is not None and tls_port is not None:
+        lines += [
+            f"listener {tls_port} {config.host}",
+            f"cafile {config.tls.ca_cert}",
+            f"certfile {config.tls.server_cert}",
+            f"keyfile {config.tls.server_key}",
+            "tls_version tlsv1.2",
+            f"require_certificate {'true' if config.require_client_certificate else 'false'}",
+        ]
+    lines.extend(config.extra)
+    return "\n".join(lines) + "\n"
+
+
+def mosquitto_binary() -> str:
+    found = shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()),
+        None,
+    )
+    if found is None:
+        raise BrokerError(
+            "mosquitto is not installed (Debian/Ubuntu: apt-get install -y mosquitto)"
+        )
+    return found
+
+
+class MosquittoBroker:
+    """A Mosquitto process we own: started on loopback, reloaded on demand, stopped cleanly."""
+
+    def __init__(self, config: BrokerConfig) -> None:
+        self.config = config
+        self.port = config.port or free_port(config.host)
+        self.tls_port: int | None = None
+        if config.tls is not None:
+            self.tls_port = config.tls_port or free_port(config.host)
+        self.config_path = config.directory / "mosquitto.conf"
+        self.log_path = config.directory / "mosquitto.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def host(self) -> str:
+        return self.config.host
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, timeout: float = DEFAULT_START_TIMEOUT) -> None:
+        if self.running:
+            raise BrokerError("broker already running")
+        self.config.directory.mkdir(parents=True, exist_ok=True)
+        _atomic_write(
+            self.config_path, render_config(self.config, self.port, self.tls_port), 0o644
+        )
+        self._proc = subprocess.Popen(
+            [mosquitto_binary(), "-c", str(self.config_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=(self.config.directory / "mosquitto.stderr").open("wb"),
+        )
+        ports = [self.port] + ([self.tls_port] if self.tls_port is not None else [])
+        for port in ports:
+            if not wait_for_port(self.host, port, timeout) or not self.running:
+                self.stop()
+                raise BrokerError(f"mosquitto did not start on {self.host}:{port}:\n{self.logs()}")
+
+    def reload(self) -> None:
+        """Make the broker re-read its password and ACL files (SIGHUP)."""
+        if self._proc is None or not self.running:
+            raise BrokerError("broker is not running")
+        self._proc.send_signal(signal.SIGHUP)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+    def logs(self, tail: int = 40) -> str:
+        text = ""
+        for path in (self.log_path, self.config.directory / "mosquitto.stderr"):
+            if path.exists():
+                text += path.read_text(errors="replace")
+        return "\n".join(text.splitlines()[-tail:])
+
+    def __enter__(self) -> MosquittoBroker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
