@@ -221,15 +221,15 @@ class MosquittoBroker:
         if self.running:
             raise BrokerError("broker already running")
         self.config.directory.mkdir(parents=True, exist_ok=True)
-        _atomic_write(
-            self.config_path, render_config(self.config, self.port, self.tls_port), 0o644
-        )
-        self._proc = subprocess.Popen(
-            [mosquitto_binary(), "-c", str(self.config_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=(self.config.directory / "mosquitto.stderr").open("wb"),
-        )
+        _atomic_write(self.config_path, render_config(self.config, self.port, self.tls_port), 0o644)
+        binary = mosquitto_binary()
+        with (self.config.directory / "mosquitto.stderr").open("wb") as stderr:
+            self._proc = subprocess.Popen(
+                [binary, "-c", str(self.config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
         ports = [self.port] + ([self.tls_port] if self.tls_port is not None else [])
         for port in ports:
             if not wait_for_port(self.host, port, timeout) or not self.running:
@@ -253,8 +253,6 @@ class MosquittoBroker:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout)
-        if proc.stderr is not None:
-            proc.stderr.close()
 
     def logs(self, tail: int = 40) -> str:
         text = ""
