@@ -1,0 +1,349 @@
+"""Coordinator configuration: frozen dataclasses and the one loader (TOML < env < flags)."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import tomllib
+
+from fedrt.coordinator.errors import ConfigError
+
+ENV_PREFIX = "FEDRT_"
+# Standard MQTT ports (IANA): 1883 plain, 8883 TLS.
+MQTT_PORT = 1883
+MQTTS_PORT = 8883
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """A string that never shows in ``repr``, logs or tracebacks; ``reveal()`` to use it."""
+
+    _value: str = field(repr=False)
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpConfig:
+    """Where the REST API and dashboard listen."""
+
+    # Loopback by default: exposing the admin API is an explicit operator decision.
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Exported models are a few MB; 256 MiB leaves room for large LSTMs, stops runaway uploads.
+    max_upload_bytes: int = 256 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if not self.host:
+            raise ConfigError("http.host must not be empty")
+        _check_port("http.port", self.port, allow_zero=True)
+        if self.max_upload_bytes < 1024:
+            raise ConfigError(f"http.max_upload_bytes must be >= 1024, got {self.max_upload_bytes}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BrokerConfig:
+    """How the coordinator reaches MQTT: ``embedded`` or an ``mqtt://``/``mqtts://`` URL."""
+
+    # Embedded (amqtt in-process) so that one machine needs nothing else installed.
+    url: str = "embedded"
+    embedded_host: str = "127.0.0.1"
+    embedded_port: int = MQTT_PORT
+    username: str | None = None
+    password: Secret | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    # Files of an external Mosquitto the coordinator manages (enrollment writes them).
+    password_file: Path | None = None
+    acl_file: Path | None = None
+    # Mosquitto's pid file: SIGHUP to it makes the broker re-read passwords and ACLs.
+    pid_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.url != "embedded":
+            parts = urlsplit(self.url)
+            if parts.scheme not in ("mqtt", "mqtts"):
+                raise ConfigError(
+                    f"broker.url must be 'embedded', mqtt://HOST[:PORT] or mqtts://HOST[:PORT],"
+                    f" got {self.url!r}"
+                )
+            if not parts.hostname:
+                raise ConfigError(f"broker.url has no host: {self.url!r}")
+            try:
+                _ = parts.port
+            except ValueError as exc:
+                raise ConfigError(f"broker.url has a bad port: {self.url!r}") from exc
+        _check_port("broker.embedded_port", self.embedded_port, allow_zero=True)
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ConfigError("broker.cert_file and broker.key_file go together")
+
+    @property
+    def embedded(self) -> bool:
+        return self.url == "embedded"
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts"
+
+    @property
+    def host(self) -> str:
+        if self.embedded:
+            return self.embedded_host
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        if self.embedded:
+            return self.embedded_port
+        parts = urlsplit(self.url)
+        return parts.port or (MQTTS_PORT if parts.scheme == "mqtts" else MQTT_PORT)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LimitsConfig:
+    """Per-device allowances (token buckets) on HTTP routes and MQTT topics."""
+
+    # A device does a handful of requests per round (plan, model, report): 5/s sustained with
+    # a burst of 20 never throttles an honest device and caps a flooding one.
+    device_rate_per_s: float = 5.0
+    device_burst: int = 20
+    # Largest accepted MQTT payload from a device; a 1M-param update at 32 bits is ~4 MiB.
+    max_message_bytes: int = 16 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.device_rate_per_s) and self.device_rate_per_s > 0):
+            raise ConfigError(f"limits.device_rate_per_s must be > 0, got {self.device_rate_per_s}")
+        if self.device_burst < 1:
+            raise ConfigError(f"limits.device_burst must be >= 1, got {self.device_burst}")
+        if self.max_message_bytes < 1024:
+            raise ConfigError(
+                f"limits.max_message_bytes must be >= 1024, got {self.max_message_bytes}"
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CoordinatorConfig:
+    """Everything ``fedrt coordinator serve`` needs; validated on construction."""
+
+    data_dir: Path = Path("fedrt-data")
+    # None: ``<data_dir>/coordinator.sqlite3`` (see ``db_path``).
+    db: Path | None = None
+    # None: a random token is generated on first start into ``<data_dir>/admin-token`` (0600).
+    admin_token: Secret | None = None
+    # Half a second resolves per-stage deadlines (tens of seconds) finely at negligible cost.
+    tick_interval_s: float = 0.5
+    http: HttpConfig = field(default_factory=HttpConfig)
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.tick_interval_s) and 0 < self.tick_interval_s <= 60):
+            raise ConfigError(f"tick_interval_s must be in (0, 60], got {self.tick_interval_s}")
+        if self.admin_token is not None and len(self.admin_token.reveal()) < 16:
+            raise ConfigError("admin_token must be at least 16 characters")
+
+    @property
+    def db_path(self) -> Path:
+        return self.db if self.db is not None else self.data_dir / "coordinator.sqlite3"
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _check_port(name: str, port: int, *, allow_zero: bool) -> None:
+    low = 0 if allow_zero else 1
+    if not (low <= port <= 65535):
+        raise ConfigError(f"{name} must be in {low}..65535, got {port}")
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "http": HttpConfig,
+    "broker": BrokerConfig,
+    "limits": LimitsConfig,
+}
+
+
+def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``FEDRT_HTTP_PORT=9000`` -> ``{"http": {"port": "9000"}}``; unknown names are errors."""
+    out: dict[str, Any] = {}
+    top = {f.name for f in fields(CoordinatorConfig)} - set(_SECTIONS)
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+            continue
+        name = key[len(ENV_PREFIX) :].lower()
+        if name in top:
+            out[name] = value
+            continue
+        section, _, rest = name.partition("_")
+        if section in _SECTIONS and rest in {f.name for f in fields(_SECTIONS[section])}:
+            out.setdefault(section, {})[rest] = value
+        elif section in _SECTIONS:
+            raise ConfigError(f"unknown environment variable {key}")
+        # Other FEDRT_ variables belong to other fedrt parts (sdk, bench): not ours.
+    return out
+
+
+def parse_host_port(value: str, *, what: str = "--http") -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT`` -> (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"{what} must be HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def cli_layer(
+    *,
+    http: str | None = None,
+    broker: str | None = None,
+    db: str | None = None,
+    data_dir: str | None = None,
+) -> dict[str, Any]:
+    """The layer the ``serve`` flags contribute (None = flag not given)."""
+    out: dict[str, Any] = {}
+    if http is not None:
+        host, port = parse_host_port(http)
+        out["http"] = {"host": host, "port": port}
+    if broker is not None:
+        out["broker"] = {"url": broker}
+    if db is not None:
+        out["db"] = db
+    if data_dir is not None:
+        out["data_dir"] = data_dir
+    return out
+
+
+def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _coerce(name: str, annotation: str, value: Any) -> Any:
+    """Turn a TOML value or an env string into the field's type, or say why not."""
+    optional = annotation.endswith("| None")
+    base = annotation.removesuffix(" | None")
+    if value is None or (optional and value == ""):
+        if optional:
+            return None
+        raise ConfigError(f"{name} must be set")
+    try:
+        if base == "int":
+            if isinstance(value, (bool, float)):
+                raise ValueError
+            return int(value)
+        if base == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if base == "str":
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+        if base == "Path":
+            if not isinstance(value, str):
+                raise ValueError
+            return Path(value).expanduser()
+        if base == "Secret":
+            if not isinstance(value, str):
+                raise ValueError
+            return Secret(value)
+    except (TypeError, ValueError):
+        shown = "***" if base == "Secret" else repr(value)
+        raise ConfigError(f"{name} must be {base}, got {shown}") from None
+    raise ConfigError(f"{name}: unsupported type {annotation}")  # pragma: no cover
+
+
+def _build(cls: type[Any], raw: Mapping[str, Any], prefix: str) -> Any:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a table")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown config key(s): {', '.join(prefix + k for k in unknown)}")
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        fld = known[key]
+        if key in _SECTIONS and cls is CoordinatorConfig:
+            kwargs[key] = _build(_SECTIONS[key], value, f"{key}.")
+        else:
+            kwargs[key] = _coerce(prefix + key, str(fld.type), value)
+    return cls(**kwargs)
+
+
+def load_config(
+    path: Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    cli: Mapping[str, Any] | None = None,
+) -> CoordinatorConfig:
+    """Merge TOML file < ``FEDRT_*`` environment < CLI flags into a validated config.
+
+    ``path`` may also come from ``FEDRT_CONFIG``. Unknown keys are errors, so a typo in a
+    file is never silently ignored.
+    """
+    env = dict(os.environ if environ is None else environ)
+    if path is None and env.get(ENV_PREFIX + "CONFIG"):
+        path = Path(env[ENV_PREFIX + "CONFIG"])
+    file_layer: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with Path(path).open("rb") as fh:
+                file_layer = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    merged = _merge(_merge(file_layer, _env_layer(env)), cli or {})
+    config = _build(CoordinatorConfig, merged, "")
+    assert isinstance(config, CoordinatorConfig)
+    return config
+
+
+def describe(config: CoordinatorConfig) -> dict[str, Any]:
+    """A JSON-able view for logs and the API: secrets shown as ``***``."""
+
+    def view(obj: Any) -> Any:
+        if isinstance(obj, Secret):
+            return "***"
+        if isinstance(obj, Path):
+            return str(obj)
+        if is_dataclass(obj) and not isinstance(obj, type):
+            return {f.name: view(getattr(obj, f.name)) for f in fields(obj)}
+        return obj
+
+    out = view(config)
+    assert isinstance(out, dict)
+    return out
+
+
+__all__ = [
+    "BrokerConfig",
+    "CoordinatorConfig",
+    "HttpConfig",
+    "LimitsConfig",
+    "Secret",
+    "cli_layer",
+    "describe",
+    "load_config",
+    "parse_host_port",
+]

@@ -1,0 +1,116 @@
+"""Exceptions raised by the coordinator service, rooted at ``CoordinatorError``.
+
+    FedrtError
+     └── CoordinatorError             anything the coordinator raises on purpose
+          ├── ConfigError             a config value (TOML, env, flag) cannot be used (+UsageError)
+          ├── AuthError               missing or wrong admin token / enrollment token
+          ├── NotFoundError           a task, round, device or model that does not exist
+          ├── ConflictError           a request that contradicts current state
+          │    └── IllegalTransition  a task/stage/model status move that is not allowed
+          ├── BadRequestError         malformed input on an endpoint or topic
+          │    └── BadArtifactError   a model upload that is not a valid exported model
+          ├── RateLimitedError        one device sent more than its allowance
+          ├── StoreError              the store could not be read or written
+          ├── SigningKeyError         the coordinator's Ed25519 key is missing or unusable
+          └── BrokerError             the MQTT broker could not be started or reached
+
+The HTTP layer maps each class to one status code (``HTTP_STATUS``), so handlers never
+choose codes themselves and a new subclass inherits its parent's mapping.
+"""
+
+from __future__ import annotations
+
+from fedrt.errors import FedrtError, UsageError
+
+
+class CoordinatorError(FedrtError):
+    """Base class of everything the coordinator raises on purpose."""
+
+
+class ConfigError(CoordinatorError, UsageError):
+    """A configuration value (file, environment or flag) that cannot be used."""
+
+
+class AuthError(CoordinatorError):
+    """A request without valid credentials (admin token or enrollment token)."""
+
+
+class NotFoundError(CoordinatorError):
+    """The named task, round, device or model does not exist."""
+
+
+class ConflictError(CoordinatorError):
+    """The request contradicts the current state (e.g. a duplicate id)."""
+
+
+class IllegalTransition(ConflictError):
+    """A status change that the lifecycle does not allow (e.g. resume a cancelled task)."""
+
+
+class BadRequestError(CoordinatorError):
+    """Input that does not decode or validate."""
+
+
+class BadArtifactError(BadRequestError):
+    """An uploaded model that is not a valid ``fedrt export`` directory."""
+
+
+class RateLimitedError(CoordinatorError):
+    """A device exceeded its request allowance; ``retry_after`` is in seconds."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StoreError(CoordinatorError):
+    """The persistent store failed (I/O, corruption, schema mismatch)."""
+
+
+class SigningKeyError(CoordinatorError):
+    """The coordinator's signing key cannot be created, read or used."""
+
+
+class BrokerError(CoordinatorError):
+    """The MQTT broker could not be started, reached or reconfigured."""
+
+
+# Most specific class first: ``status_for`` walks the MRO, so subclasses need no entry.
+HTTP_STATUS: dict[type[CoordinatorError], int] = {
+    ConfigError: 500,
+    AuthError: 401,
+    NotFoundError: 404,
+    ConflictError: 409,
+    BadRequestError: 400,
+    RateLimitedError: 429,
+    StoreError: 500,
+    SigningKeyError: 500,
+    BrokerError: 503,
+    CoordinatorError: 500,
+}
+
+
+def status_for(exc: CoordinatorError) -> int:
+    """The HTTP status code that reports ``exc``."""
+    for cls in type(exc).__mro__:
+        if cls in HTTP_STATUS:
+            return HTTP_STATUS[cls]
+    return 500
+
+
+__all__ = [
+    "HTTP_STATUS",
+    "AuthError",
+    "BadArtifactError",
+    "BadRequestError",
+    "BrokerError",
+    "ConfigError",
+    "ConflictError",
+    "CoordinatorError",
+    "IllegalTransition",
+    "NotFoundError",
+    "RateLimitedError",
+    "SigningKeyError",
+    "StoreError",
+    "status_for",
+]

@@ -1,0 +1,161 @@
+"""The coordinator's repository interface; SQLite and in-memory implementations share it.
+
+Every method is atomic on its own; ``transaction()`` groups several calls so that they all
+happen or none does (nested blocks join the outer one). Calls that would break an invariant
+(duplicate id, unknown id, illegal status move, reused enrollment token) raise a typed
+``CoordinatorError`` and change nothing. The audit log is append-only: there is no method
+to change or remove an entry, and the SQLite schema refuses it too.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
+from typing import Any
+
+from fedrt.coordinator.errors import BadRequestError
+from fedrt.coordinator.records import (
+    ROUND_MUTABLE,
+    AuditEntry,
+    DeviceRecord,
+    EnrollmentTokenRecord,
+    MetricRecord,
+    ModelRecord,
+    ModelStatus,
+    RoundRecord,
+    RoundStatus,
+    StageRecord,
+    TaskRecord,
+    TaskStatus,
+)
+
+
+class Store(ABC):
+    """Persistent state of the coordinator (see the module docstring for the guarantees)."""
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[None]:
+        """All calls inside the block commit together, or none does if it raises."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # -- tasks
+    @abstractmethod
+    def create_task(self, task: TaskRecord) -> None: ...
+
+    @abstractmethod
+    def get_task(self, task_id: str) -> TaskRecord: ...
+
+    @abstractmethod
+    def list_tasks(self) -> list[TaskRecord]:
+        """Oldest first."""
+
+    @abstractmethod
+    def set_task_status(self, task_id: str, status: TaskStatus, *, at: float) -> TaskRecord: ...
+
+    @abstractmethod
+    def set_task_model(self, task_id: str, sha256: str, *, at: float) -> TaskRecord:
+        """Point the task at a stored model (the one its next round starts from)."""
+
+    # -- rounds and their stage transitions
+    @abstractmethod
+    def create_round(self, rnd: RoundRecord) -> None: ...
+
+    @abstractmethod
+    def get_round(self, task_id: str, round_no: int) -> RoundRecord: ...
+
+    @abstractmethod
+    def list_rounds(self, task_id: str) -> list[RoundRecord]:
+        """By round number."""
+
+    @abstractmethod
+    def update_round(self, task_id: str, round_no: int, **changes: Any) -> RoundRecord:
+        """Change fields in ``ROUND_MUTABLE``; others are a ``BadRequestError``."""
+
+    @abstractmethod
+    def append_stage(self, stage: StageRecord) -> None:
+        """Record a stage transition and make it the round's current stage."""
+
+    @abstractmethod
+    def list_stages(self, task_id: str, round_no: int) -> list[StageRecord]: ...
+
+    # -- devices and enrollment
+    @abstractmethod
+    def add_device(self, device: DeviceRecord) -> None: ...
+
+    @abstractmethod
+    def get_device(self, device_id: str) -> DeviceRecord: ...
+
+    @abstractmethod
+    def list_devices(self) -> list[DeviceRecord]:
+        """By enrollment time."""
+
+    @abstractmethod
+    def revoke_device(self, device_id: str, *, at: float) -> DeviceRecord: ...
+
+    @abstractmethod
+    def touch_device(self, device_id: str, *, at: float) -> None:
+        """Note that the device was heard from at ``at``."""
+
+    @abstractmethod
+    def add_enrollment_token(self, token: EnrollmentTokenRecord) -> None: ...
+
+    @abstractmethod
+    def consume_enrollment_token(
+        self, token_hash: str, *, device_id: str, at: float
+    ) -> EnrollmentTokenRecord:
+        """Mark a token used; ``AuthError`` if unknown, used or expired (indistinguishably)."""
+
+    @abstractmethod
+    def list_enrollment_tokens(self) -> list[EnrollmentTokenRecord]: ...
+
+    # -- model versions
+    @abstractmethod
+    def add_model(self, model: ModelRecord) -> None: ...
+
+    @abstractmethod
+    def get_model(self, sha256: str) -> ModelRecord: ...
+
+    @abstractmethod
+    def list_models(self, task_id: str | None = None) -> list[ModelRecord]:
+        """Oldest first; all models, or those of one task."""
+
+    @abstractmethod
+    def set_model_status(self, sha256: str, status: ModelStatus) -> ModelRecord: ...
+
+    @abstractmethod
+    def set_model_metrics(self, sha256: str, metrics: dict[str, Any]) -> ModelRecord: ...
+
+    # -- metrics
+    @abstractmethod
+    def add_metric(self, metric: MetricRecord) -> None: ...
+
+    @abstractmethod
+    def list_metrics(self, task_id: str, name: str | None = None) -> list[MetricRecord]:
+        """By round, then time."""
+
+    # -- audit
+    @abstractmethod
+    def append_audit(self, entry: AuditEntry) -> AuditEntry:
+        """Append and return the entry with its ``seq`` (strictly increasing)."""
+
+    @abstractmethod
+    def list_audit(self, *, after_seq: int = 0, limit: int = 100) -> list[AuditEntry]: ...
+
+
+def check_round_changes(changes: dict[str, Any]) -> dict[str, Any]:
+    """Validate ``update_round`` keyword arguments; return them with ``status`` as an enum."""
+    bad = sorted(set(changes) - ROUND_MUTABLE)
+    if bad:
+        raise BadRequestError(f"round fields cannot be changed: {', '.join(bad)}")
+    out = dict(changes)
+    if "status" in out:
+        try:
+            out["status"] = RoundStatus(out["status"])
+        except ValueError:
+            raise BadRequestError(f"unknown round status {out['status']!r}") from None
+    return out
+
+
+__all__ = ["Store", "check_round_changes"]
