@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from fedrt.coordinator.errors import BrokerError
 from fedrt.coordinator.tls import TlsFiles
-from fedrt.errors import FedrtError
 
 # mosquitto_passwd uses 101 iterations of PBKDF2-SHA512; a thousand costs a broker ~1 ms per
 # connect and makes a leaked password file far more expensive to attack.
@@ -30,9 +30,19 @@ DEFAULT_START_TIMEOUT = 10.0
 
 Access = Literal["read", "write", "readwrite", "deny"]
 
-
-class BrokerError(FedrtError):
-    """The broker could not be configured, started or stopped."""
+__all__ = [
+    "AclRule",
+    "BrokerConfig",
+    "BrokerError",
+    "MosquittoBroker",
+    "free_port",
+    "hash_password",
+    "render_config",
+    "verify_password",
+    "wait_for_port",
+    "write_acl_file",
+    "write_password_file",
+]
 
 
 def hash_password(password: str, *, salt: bytes | None = None) -> str:
