@@ -1,0 +1,127 @@
+"""Model catalog: import of exported models, signed versions, promotion and rollback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fedrt.coordinator.artifacts import BlobStore
+from fedrt.coordinator.errors import BadArtifactError, ConflictError, NotFoundError
+from fedrt.coordinator.models import ModelCatalog
+from fedrt.coordinator.records import ModelStatus, TaskRecord, TaskStatus
+from fedrt.coordinator.signing import ModelSigner, verify_model_signature
+from fedrt.coordinator.store_sqlite import SqliteStore
+from tests.coordinator.exported import write_export
+
+LIMIT = 1 << 20
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> ModelCatalog:
+    store = SqliteStore(tmp_path / "db.sqlite3")
+    now = iter(range(1000, 10**6))
+    return ModelCatalog(
+        store,
+        BlobStore(tmp_path / "blobs"),
+        ModelSigner.load_or_create(tmp_path / "keys"),
+        clock=lambda: float(next(now)),
+    )
+
+
+def _task(catalog: ModelCatalog, sha: str) -> None:
+    catalog.store.create_task(
+        TaskRecord(
+            task_id="t1", name="t", status=TaskStatus.CREATED, spec={}, model_sha256=sha,
+            created_at=1.0, updated_at=1.0,
+        )
+    )  # fmt: skip
+
+
+def test_import_export_dir_signs_and_is_idempotent(catalog: ModelCatalog, tmp_path: Path) -> None:
+    manifest = write_export(tmp_path / "export")
+    record = catalog.add_export_dir(tmp_path / "export", actor="admin", max_bytes=LIMIT)
+    assert record.sha256 == manifest.sha256
+    assert record.status is ModelStatus.PROMOTED
+    assert catalog.blobs.read(record.sha256) == (tmp_path / "export" / "model.tflite").read_bytes()
+    verify_model_signature(
+        catalog.signer.public_key_bytes(), record.sha256, record.manifest, record.signature
+    )
+    again = catalog.add_export_dir(tmp_path / "export", actor="admin", max_bytes=LIMIT)
+    assert again == record
+    assert [e.action for e in catalog.store.list_audit()] == ["model.add"]
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda d: (d / "model.tflite").write_bytes(b"\0" * 4096), "TFL3"),
+        (lambda d: (d / "model.tflite").write_bytes(b"short"), "bytes"),
+        (lambda d: (d / "manifest.json").write_text("{not json"), "manifest"),
+        (lambda d: (d / "manifest.json").unlink(), "cannot read"),
+        (lambda d: (d / "model.tflite").unlink(), "cannot read model"),
+    ],
+)
+def test_bad_exports_are_refused_without_change(
+    catalog: ModelCatalog, tmp_path: Path, damage: object, message: str
+) -> None:
+    write_export(tmp_path / "export")
+    damage(tmp_path / "export")  # type: ignore[operator]
+    with pytest.raises(BadArtifactError, match=message):
+        catalog.add_export_dir(tmp_path / "export", actor="admin", max_bytes=LIMIT)
+    assert catalog.store.list_models() == []
+    assert list((tmp_path / "blobs" / "sha256").iterdir()) == []
+
+
+def test_hash_mismatch_is_refused(catalog: ModelCatalog, tmp_path: Path) -> None:
+    write_export(tmp_path / "export")
+    data = json.loads((tmp_path / "export" / "manifest.json").read_text())
+    data["sha256"] = "0" * 64
+    (tmp_path / "export" / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(BadArtifactError, match="does not match"):
+        catalog.add_export_dir(tmp_path / "export", actor="admin", max_bytes=LIMIT)
+    assert catalog.store.list_models() == []
+
+
+def test_versions_promote_and_roll_back(catalog: ModelCatalog, tmp_path: Path) -> None:
+    base = catalog.add_export_dir(write_dir(tmp_path), actor="admin", max_bytes=LIMIT)
+    _task(catalog, base.sha256)
+    v1 = catalog.add_version(
+        b"weights-1", {"kind": "weights"}, task_id="t1", parent_sha256=base.sha256, round_no=1
+    )
+    assert v1.status is ModelStatus.CANDIDATE
+    verify_model_signature(catalog.signer.public_key_bytes(), v1.sha256, v1.manifest, v1.signature)
+    catalog.promote(v1.sha256, task_id="t1", actor="coordinator")
+    v2 = catalog.add_version(
+        b"weights-2", {"kind": "weights"}, task_id="t1", parent_sha256=v1.sha256, round_no=2
+    )
+    catalog.promote(v2.sha256, task_id="t1", actor="coordinator")
+    task = catalog.rollback("t1", to=base.sha256, actor="admin")
+    assert task.model_sha256 == base.sha256
+    assert catalog.store.get_model(v2.sha256).status is ModelStatus.ROLLED_BACK
+    assert catalog.store.list_audit()[-1].action == "model.rollback"
+
+
+def test_rollback_refuses_non_ancestors_and_base(catalog: ModelCatalog, tmp_path: Path) -> None:
+    base = catalog.add_export_dir(write_dir(tmp_path), actor="admin", max_bytes=LIMIT)
+    _task(catalog, base.sha256)
+    with pytest.raises(ConflictError, match="base model"):
+        catalog.rollback("t1", to=None, actor="admin")
+    v1 = catalog.add_version(
+        b"w1", {"kind": "weights"}, task_id="t1", parent_sha256=base.sha256, round_no=1
+    )
+    catalog.promote(v1.sha256, task_id="t1", actor="c")
+    audit_len = len(catalog.store.list_audit())
+    with pytest.raises(ConflictError, match="ancestor"):
+        catalog.rollback("t1", to="f" * 64, actor="admin")
+    with pytest.raises(NotFoundError):
+        catalog.rollback("ghost", to=None, actor="admin")
+    assert catalog.store.get_task("t1").model_sha256 == v1.sha256
+    assert len(catalog.store.list_audit()) == audit_len
+    assert catalog.rollback("t1", to=None, actor="admin").model_sha256 == base.sha256
+
+
+def write_dir(tmp_path: Path) -> Path:
+    write_export(tmp_path / "export")
+    return tmp_path / "export"
