@@ -1,0 +1,105 @@
+"""Exceptions raised by the on-device runtime, local failures apart from the coordinator's refusals.
+
+    FedrtError                              (fedrt.errors)
+     └── SdkError                           every error fedrt.sdk raises on purpose
+          ├── SdkConfigError                a configuration value that cannot be used
+          ├── InterpreterUnavailable        no usable LiteRT interpreter (why, and what to install)
+          ├── ModelError                    the model file lacks what training needs
+          │    └── TrainStepFailed          a train call failed; the caller restores weights
+          ├── DeviceStateError              the device's state could not be read
+          ├── ExampleStoreError             bad example, wrong shape/dtype, corrupt store
+          │    └── NotEnoughExamples        fewer examples than a batch needs
+          ├── SchedulerError                a training job used wrongly (started twice, ...)
+          ├── TransportError                local link failures (connect, publish, TLS, auth)
+          │    ├── NotConnected             the link is down right now; retry later
+          │    └── OutboxError              the on-disk outbox cannot store or find a message
+          ├── DownloadError                 a model download failed locally (I/O, truncated)
+          │    └── ModelRejected            the file arrived but failed verification
+          │         ├── ChecksumMismatch    sha256 differs from the plan's
+          │         └── BadSignature        the coordinator's Ed25519 signature does not verify
+          └── RemoteError                   the coordinator (or its HTTP server) said no
+               └── DownloadRefused          the model server answered with an HTTP error
+
+Local errors describe this device's situation and are usually retried; ``RemoteError`` carries
+what the other side reported, so callers can tell "my link is down" from "the server refused".
+"""
+
+from __future__ import annotations
+
+from fedrt.errors import FedrtError
+
+
+class SdkError(FedrtError):
+    """Root of the errors raised by ``fedrt.sdk``."""
+
+
+class SdkConfigError(SdkError):
+    """A configuration value that cannot be used (raised on construction)."""
+
+
+class InterpreterUnavailable(SdkError):
+    """Neither ``ai_edge_litert`` nor a compatible ``tflite_runtime`` can be imported."""
+
+
+class ModelError(SdkError):
+    """The model lacks a signature, input or weight tensor that training needs."""
+
+
+class TrainStepFailed(ModelError):
+    """A ``train`` invocation raised; weights may be partially updated and must be restored."""
+
+
+class DeviceStateError(SdkError):
+    """The device state provider could not read the state it is responsible for."""
+
+
+class ExampleStoreError(SdkError):
+    """An example does not fit the store's schema, or the store itself is unusable."""
+
+
+class NotEnoughExamples(ExampleStoreError):
+    """The store holds fewer examples than the requested batch needs."""
+
+
+class SchedulerError(SdkError):
+    """A training job was used in a way its lifecycle does not allow."""
+
+
+class TransportError(SdkError):
+    """A local failure of the MQTT link: connect, TLS, authentication or publish."""
+
+
+class NotConnected(TransportError):
+    """The link is down at the moment; the message stays in the outbox for a resend."""
+
+
+class OutboxError(TransportError):
+    """The on-disk outbox could not store, find or update a message."""
+
+
+class DownloadError(SdkError):
+    """A model download failed on this side: I/O, timeout, short read, size limit."""
+
+
+class ModelRejected(DownloadError):
+    """The downloaded file failed verification; the previous model was kept."""
+
+
+class ChecksumMismatch(ModelRejected):
+    """The file's sha256 differs from the one in the round plan."""
+
+
+class BadSignature(ModelRejected):
+    """The coordinator's Ed25519 signature over the model does not verify."""
+
+
+class RemoteError(SdkError):
+    """The remote side reported a failure (an HTTP status, a negative acknowledgement)."""
+
+
+class DownloadRefused(RemoteError):
+    """The model server answered the download with an HTTP error status."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
