@@ -1,0 +1,265 @@
+"""Device enrollment: one-time tokens, device credentials, broker password/ACL sync, revocation.
+
+A device proves it holds the Ed25519 key it registers by signing
+``enrollment_proof_payload(token)``; the coordinator then issues a device id (also its MQTT
+username) and a random MQTT password that is shown once and stored only as a Mosquitto
+``$7$`` hash. After every change the broker's password and ACL files are rewritten from the
+store and the broker reloads them, so a revoked device cannot connect for the next round.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+import signal
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from fedrt.coordinator.errors import AuthError, BadRequestError, BrokerError, NotFoundError
+from fedrt.coordinator.mosquitto import (
+    AclRule,
+    hash_password,
+    write_acl_file,
+    write_password_file,
+)
+from fedrt.coordinator.records import AuditEntry, DeviceRecord, EnrollmentTokenRecord
+from fedrt.coordinator.store import Store
+from fedrt.protocol.topics import coordinator_acl, device_acl_patterns
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+# A day: long enough to provision a batch of devices, short enough that a leaked token dies.
+DEFAULT_TOKEN_TTL_S = 24 * 3600.0
+MAX_TOKEN_TTL_S = 30 * 24 * 3600.0
+_PROOF_DOMAIN = b"fedrt/enroll/v1\n"
+_MAX_LABELS = 16
+
+
+def enrollment_proof_payload(token: str) -> bytes:
+    """What a device signs with its Ed25519 key to enroll with ``token``."""
+    return _PROOF_DOMAIN + token.encode("utf-8")
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnrollmentGrant:
+    """What an enrolled device receives, once. The password is not kept anywhere."""
+
+    device_id: str
+    mqtt_username: str
+    mqtt_password: str = field(repr=False)
+    coordinator_public_key: bytes
+
+
+class BrokerAuth(ABC):
+    """Pushes the set of allowed devices to the broker."""
+
+    @abstractmethod
+    def sync(self, devices: Sequence[DeviceRecord]) -> None:
+        """Make exactly the non-revoked ``devices`` able to connect; raise ``BrokerError``."""
+
+
+class OpenBrokerAuth(BrokerAuth):
+    """For a broker without authentication (the embedded loopback broker): nothing to push."""
+
+    def sync(self, devices: Sequence[DeviceRecord]) -> None:
+        return None
+
+
+class MosquittoFileAuth(BrokerAuth):
+    """Mosquitto ``password_file`` + ``acl_file``, then SIGHUP so the broker re-reads them."""
+
+    def __init__(
+        self,
+        *,
+        password_file: Path,
+        acl_file: Path,
+        coordinator_username: str,
+        coordinator_password_hash: str,
+        reload: Callable[[], None] | None = None,
+    ) -> None:
+        self.password_file = Path(password_file)
+        self.acl_file = Path(acl_file)
+        self.coordinator_username = coordinator_username
+        self._coordinator_hash = coordinator_password_hash
+        self._reload = reload
+
+    @staticmethod
+    def reload_from_pid_file(pid_file: Path) -> Callable[[], None]:
+        """A reload hook for a Mosquitto we do not own: SIGHUP to the pid in ``pid_file``."""
+
+        def reload() -> None:
+            try:
+                pid = int(Path(pid_file).read_text().strip())
+                os.kill(pid, signal.SIGHUP)
+            except (OSError, ValueError) as exc:
+                raise BrokerError(f"cannot signal mosquitto via {pid_file}: {exc}") from None
+
+        return reload
+
+    def sync(self, devices: Sequence[DeviceRecord]) -> None:
+        users = {d.device_id: d.credential_hash for d in devices if not d.revoked}
+        users[self.coordinator_username] = self._coordinator_hash
+        patterns = [
+            AclRule(access=e.access, topic=e.topic, pattern=True) for e in device_acl_patterns()
+        ]
+        mine = [AclRule(access=e.access, topic=e.topic) for e in coordinator_acl()]
+        try:
+            write_password_file(self.password_file, users)
+            write_acl_file(
+                self.acl_file, patterns=patterns, users={self.coordinator_username: mine}
+            )
+        except OSError as exc:
+            raise BrokerError(f"cannot write broker auth files: {exc}") from None
+        if self._reload is not None:
+            self._reload()
+
+
+class Enrollment:
+    """Tokens, enrollment and revocation; each decision is audited in the same transaction."""
+
+    def __init__(
+        self,
+        store: Store,
+        broker_auth: BrokerAuth,
+        *,
+        coordinator_public_key: bytes,
+        clock: Clock,
+        token_bytes: Callable[[int], str] = secrets.token_urlsafe,
+    ) -> None:
+        self.store = store
+        self.broker_auth = broker_auth
+        self._public_key = coordinator_public_key
+        self._clock = clock
+        self._token = token_bytes
+
+    def create_token(
+        self, *, actor: str, ttl_s: float = DEFAULT_TOKEN_TTL_S, note: str = ""
+    ) -> str:
+        """A new one-time enrollment token (returned once; only its hash is stored)."""
+        if not (0 < ttl_s <= MAX_TOKEN_TTL_S):
+            raise BadRequestError(f"ttl_s must be in (0, {MAX_TOKEN_TTL_S:.0f}]")
+        if not isinstance(note, str) or len(note) > 200:
+            raise BadRequestError("note must be a string of at most 200 characters")
+        token = "fet_" + self._token(24)
+        now = self._clock()
+        with self.store.transaction():
+            self.store.add_enrollment_token(
+                EnrollmentTokenRecord(
+                    token_hash=token_hash(token), created_at=now, expires_at=now + ttl_s, note=note
+                )
+            )
+            self._audit(actor, "enrollment_token.create", token_hash(token)[:12], {"note": note})
+        return token
+
+    def enroll(
+        self,
+        token: str,
+        public_key: bytes,
+        proof: bytes,
+        *,
+        labels: Mapping[str, str] | None = None,
+    ) -> EnrollmentGrant:
+        """Turn a valid token + key (with proof of possession) into device credentials."""
+        if not isinstance(token, str) or not (8 <= len(token) <= 256):
+            raise AuthError("enrollment token is unknown, used or expired")
+        key = _public_key(public_key)
+        try:
+            key.verify(proof, enrollment_proof_payload(token))
+        except InvalidSignature:
+            raise AuthError("proof of key possession does not verify") from None
+        labels = _labels(labels or {})
+        device_id = "dev-" + secrets.token_hex(8)
+        password = self._token(24)
+        now = self._clock()
+        with self.store.transaction():
+            self.store.consume_enrollment_token(token_hash(token), device_id=device_id, at=now)
+            self.store.add_device(
+                DeviceRecord(
+                    device_id=device_id,
+                    credential_hash=hash_password(password),
+                    public_key=bytes(public_key),
+                    enrolled_at=now,
+                    labels=labels,
+                )
+            )
+            self._audit("device:" + device_id, "device.enroll", device_id, {"labels": labels})
+            # Inside the transaction: if the broker cannot be updated, the token stays unused.
+            self.broker_auth.sync(self.store.list_devices())
+        log.info("enrolled device %s", device_id)
+        return EnrollmentGrant(
+            device_id=device_id,
+            mqtt_username=device_id,
+            mqtt_password=password,
+            coordinator_public_key=self._public_key,
+        )
+
+    def revoke(self, device_id: str, *, actor: str) -> DeviceRecord:
+        with self.store.transaction():
+            device = self.store.revoke_device(device_id, at=self._clock())
+            self._audit(actor, "device.revoke", device_id, {})
+            self.broker_auth.sync(self.store.list_devices())
+        log.info("revoked device %s", device_id)
+        return device
+
+    def sync_broker(self) -> None:
+        """Rewrite the broker's files from the store (at start, after a crash)."""
+        self.broker_auth.sync(self.store.list_devices())
+
+    def is_active(self, device_id: str) -> bool:
+        """Enrolled and not revoked: the only devices whose messages reach the round."""
+        try:
+            return not self.store.get_device(device_id).revoked
+        except NotFoundError:
+            return False
+
+    def _audit(self, actor: str, action: str, subject: str, detail: dict[str, Any]) -> None:
+        self.store.append_audit(
+            AuditEntry(at=self._clock(), actor=actor, action=action, subject=subject, detail=detail)
+        )
+
+
+def _public_key(raw: bytes) -> Ed25519PublicKey:
+    if not isinstance(raw, bytes) or len(raw) != 32:
+        raise BadRequestError("public_key must be 32 bytes (raw Ed25519)")
+    try:
+        return Ed25519PublicKey.from_public_bytes(raw)
+    except ValueError:
+        raise BadRequestError("public_key is not a valid Ed25519 key") from None
+
+
+def _labels(labels: Mapping[str, Any]) -> dict[str, str]:
+    if not isinstance(labels, Mapping) or len(labels) > _MAX_LABELS:
+        raise BadRequestError(f"labels must be an object of at most {_MAX_LABELS} entries")
+    out: dict[str, str] = {}
+    for key, value in labels.items():
+        if not (isinstance(key, str) and isinstance(value, str)):
+            raise BadRequestError("labels must map strings to strings")
+        if not (0 < len(key) <= 64 and len(value) <= 256):
+            raise BadRequestError("label keys are 1..64 characters, values at most 256")
+        out[key] = value
+    return out
+
+
+__all__ = [
+    "DEFAULT_TOKEN_TTL_S",
+    "BrokerAuth",
+    "Enrollment",
+    "EnrollmentGrant",
+    "MosquittoFileAuth",
+    "OpenBrokerAuth",
+    "enrollment_proof_payload",
+    "token_hash",
+]
