@@ -1,0 +1,270 @@
+"""The MQTT topic layout, its QoS/retain rules and the broker ACL that confines each device.
+
+Layout (``{d}`` a device id, which is also the device's MQTT username; ``{t}`` a task id)::
+
+    fedrt/v1/coord/status           coordinator -> all   retained   presence (+ its will)
+    fedrt/v1/tasks/{t}              coordinator -> all   retained   task announcement
+    fedrt/v1/dev/{d}/in             coordinator -> {d}   queued     plan, stage requests, acks
+    fedrt/v1/dev/{d}/up/checkin     {d} -> coordinator   queued     check-in
+    fedrt/v1/dev/{d}/up/round       {d} -> coordinator   queued     small stage replies, abandon
+    fedrt/v1/dev/{d}/up/update      {d} -> coordinator   queued     masked / quantized update
+    fedrt/v1/dev/{d}/up/status      {d} -> coordinator   live       online / will "offline"
+
+Why this shape: everything a device may write sits under ``fedrt/v1/dev/{d}/up/`` and
+everything only it may read is ``fedrt/v1/dev/{d}/in``, so two Mosquitto ``pattern`` lines
+with ``%u`` confine every device without per-device rules; the sender's identity is the
+topic, which the broker authenticated, not a field a device could forge. Announcements are
+public and retained so that a device coming online learns the current tasks at once. Bulk
+updates get their own channel so the coordinator can meter and size-check them separately.
+Device topics are never retained: a departed device must not leave payloads in the broker.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from fedrt.protocol.round_errors import InvalidTopic
+
+PREFIX = "fedrt/v1"
+# The device id doubles as the MQTT username and a topic level: it must hold no MQTT
+# wildcard (+ #), no level separator (/), no $ (reserved topics) and no whitespace.
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+class QoS(enum.IntEnum):
+    AT_MOST_ONCE = 0
+    AT_LEAST_ONCE = 1
+
+
+class UpChannel(enum.Enum):
+    """The sub-topics a device publishes on."""
+
+    CHECKIN = "checkin"
+    ROUND = "round"
+    UPDATE = "update"
+    STATUS = "status"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TopicRule:
+    """How a class of topic is used: who publishes, who reads, at which QoS, retained or not."""
+
+    template: str
+    publisher: str
+    readers: str
+    qos: QoS
+    retain: bool
+    carries: str
+
+
+# QoS 1 everywhere that matters: with persistent sessions the broker queues these for an
+# offline peer and redelivers after a reconnect; duplicates are removed by message ids.
+# Presence is QoS 1 too so that a will is not lost on a congested link.
+RULES: tuple[TopicRule, ...] = (
+    TopicRule(
+        template=f"{PREFIX}/coord/status",
+        publisher="coordinator",
+        readers="everyone",
+        qos=QoS.AT_LEAST_ONCE,
+        retain=True,
+        carries="b'online' / will b'offline'",
+    ),
+    TopicRule(
+        template=f"{PREFIX}/tasks/{{task_id}}",
+        publisher="coordinator",
+        readers="every device",
+        qos=QoS.AT_LEAST_ONCE,
+        retain=True,
+        carries="TaskAnnouncement (empty payload clears it)",
+    ),
+    TopicRule(
+        template=f"{PREFIX}/dev/{{device_id}}/in",
+        publisher="coordinator",
+        readers="that device only",
+        qos=QoS.AT_LEAST_ONCE,
+        retain=False,
+        carries="Plan, StageRequest, Ack, ReconnectWindow",
+    ),
+    TopicRule(
+        template=f"{PREFIX}/dev/{{device_id}}/up/checkin",
+        publisher="that device only",
+        readers="coordinator",
+        qos=QoS.AT_LEAST_ONCE,
+        retain=False,
+        carries="CheckIn",
+    ),
+    TopicRule(
+        template=f"{PREFIX}/dev/{{device_id}}/up/round",
+        publisher="that device only",
+        readers="coordinator",
+        qos=QoS.AT_LEAST_ONCE,
+        retain=False,
+        carries="StageResponse (key stages), Abandon, EvalReport",
+    ),
+    TopicRule(
+        template=f"{PREFIX}/dev/{{device_id}}/up/update",
+        publisher="that device only",
+        readers="coordinator",
+        qos=QoS.AT_LEAST_ONCE,
+        retain=False,
+        carries="StageResponse (masked input / plain update)",
+    ),
+    TopicRule(
+        template=f"{PREFIX}/dev/{{device_id}}/up/status",
+        publisher="that device only",
+        readers="coordinator",
+        qos=QoS.AT_LEAST_ONCE,
+        retain=False,
+        carries="b'online' / will b'offline'",
+    ),
+)
+
+
+def check_id(value: str, what: str = "device id") -> str:
+    """Return ``value`` if it is usable as a topic level / MQTT username, else raise."""
+    if not isinstance(value, str) or not _ID.fullmatch(value):
+        raise InvalidTopic(f"{what} {value!r} must match {_ID.pattern}")
+    return value
+
+
+def coordinator_status() -> str:
+    return f"{PREFIX}/coord/status"
+
+
+def task_announcement(task_id: str) -> str:
+    return f"{PREFIX}/tasks/{check_id(task_id, 'task id')}"
+
+
+def task_announcements_filter() -> str:
+    """What a device subscribes to for every announcement."""
+    return f"{PREFIX}/tasks/+"
+
+
+def device_inbox(device_id: str) -> str:
+    return f"{PREFIX}/dev/{check_id(device_id)}/in"
+
+
+def device_up(device_id: str, channel: UpChannel) -> str:
+    return f"{PREFIX}/dev/{check_id(device_id)}/up/{channel.value}"
+
+
+def device_up_filter(group: str | None = None) -> str:
+    """What the coordinator subscribes to; with ``group``, an MQTT 5 shared subscription so
+    several coordinator instances split the devices' traffic."""
+    topic = f"{PREFIX}/dev/+/up/+"
+    return topic if group is None else f"$share/{check_id(group, 'share group')}/{topic}"
+
+
+def parse_device_up(topic: str) -> tuple[str, UpChannel]:
+    """(device id, channel) of a topic the coordinator received, or ``InvalidTopic``."""
+    parts = topic.split("/")
+    if len(parts) != 6 or "/".join(parts[:3]) != f"{PREFIX}/dev" or parts[4] != "up":
+        raise InvalidTopic(f"not a device up-topic: {topic!r}")
+    try:
+        channel = UpChannel(parts[5])
+    except ValueError:
+        raise InvalidTopic(f"unknown up-channel in {topic!r}") from None
+    return check_id(parts[3]), channel
+
+
+def parse_task_announcement(topic: str) -> str:
+    """The task id of an announcement topic, or ``InvalidTopic``."""
+    parts = topic.split("/")
+    if len(parts) != 4 or "/".join(parts[:3]) != f"{PREFIX}/tasks":
+        raise InvalidTopic(f"not a task announcement topic: {topic!r}")
+    return check_id(parts[3], "task id")
+
+
+def rule_for(topic: str) -> TopicRule:
+    """The rule (QoS, retain) governing a concrete topic."""
+    for rule in RULES:
+        pattern = re.escape(rule.template)
+        pattern = pattern.replace(r"\{task_id\}", "[^/]+").replace(r"\{device_id\}", "[^/]+")
+        if re.fullmatch(pattern, topic):
+            return rule
+    raise InvalidTopic(f"topic outside the fedrt layout: {topic!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Broker ACL. Mosquitto checks "user" rules, then "pattern" rules with %u replaced by the
+# client's username; anything not granted is refused (the publish is dropped silently and a
+# subscription gets a failure return code).
+
+Access = Literal["read", "write", "readwrite"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AclEntry:
+    """One Mosquitto ACL line; ``pattern`` lines apply to every user with %u substituted."""
+
+    access: Access
+    topic: str
+    pattern: bool = False
+
+    def render(self) -> str:
+        return f"{'pattern' if self.pattern else 'topic'} {self.access} {self.topic}"
+
+
+def device_acl_patterns() -> tuple[AclEntry, ...]:
+    """The pattern lines that confine EVERY device (username = device id) to its own topics."""
+    return (
+        AclEntry(access="read", topic=coordinator_status(), pattern=True),
+        AclEntry(access="read", topic=task_announcements_filter(), pattern=True),
+        AclEntry(access="read", topic=f"{PREFIX}/dev/%u/in", pattern=True),
+        AclEntry(access="write", topic=f"{PREFIX}/dev/%u/up/+", pattern=True),
+    )
+
+
+def device_acl(device_id: str) -> tuple[AclEntry, ...]:
+    """The same grants spelled out for one device (for per-user ACL files or dynamic security)."""
+    check_id(device_id)
+    return tuple(
+        AclEntry(access=e.access, topic=e.topic.replace("%u", device_id))
+        for e in device_acl_patterns()
+    )
+
+
+def coordinator_acl() -> tuple[AclEntry, ...]:
+    """The coordinator reads and writes the whole fedrt tree (and nothing outside it)."""
+    return (AclEntry(access="readwrite", topic=f"{PREFIX}/#"),)
+
+
+def render_acl_file(coordinator_username: str) -> str:
+    """A complete Mosquitto ``acl_file``: the coordinator's grants, then the device patterns.
+
+    Pattern lines also apply to the coordinator's own user, harmlessly: they grant it a
+    subset of what its user rules already do.
+    """
+    check_id(coordinator_username, "coordinator username")
+    lines = ["# fedrt ACL: written by the coordinator; devices use username = device id.", ""]
+    lines += [e.render() for e in device_acl_patterns()]
+    lines += ["", f"user {coordinator_username}"]
+    lines += [e.render() for e in coordinator_acl()]
+    return "\n".join(lines) + "\n"
+
+
+__all__ = [
+    "PREFIX",
+    "RULES",
+    "AclEntry",
+    "QoS",
+    "TopicRule",
+    "UpChannel",
+    "check_id",
+    "coordinator_acl",
+    "coordinator_status",
+    "device_acl",
+    "device_acl_patterns",
+    "device_inbox",
+    "device_up",
+    "device_up_filter",
+    "parse_device_up",
+    "parse_task_announcement",
+    "render_acl_file",
+    "rule_for",
+    "task_announcement",
+    "task_announcements_filter",
+]

@@ -1,0 +1,178 @@
+"""Topic layout, parsing, rules, and the ACL enforced by a real Mosquitto."""
+
+from __future__ import annotations
+
+import queue
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fedrt.coordinator.mosquitto import (
+    BrokerConfig,
+    MosquittoBroker,
+    hash_password,
+    write_password_file,
+)
+from fedrt.protocol import topics
+from fedrt.protocol.round_errors import InvalidTopic
+from fedrt.protocol.topics import QoS, UpChannel
+from tests.support.mqtt import TestClient
+
+
+def test_layout() -> None:
+    assert topics.device_inbox("pi-7") == "fedrt/v1/dev/pi-7/in"
+    assert topics.device_up("pi-7", UpChannel.UPDATE) == "fedrt/v1/dev/pi-7/up/update"
+    assert topics.task_announcement("mnist") == "fedrt/v1/tasks/mnist"
+    assert topics.device_up_filter() == "fedrt/v1/dev/+/up/+"
+    assert topics.device_up_filter("coord") == "$share/coord/fedrt/v1/dev/+/up/+"
+    assert topics.coordinator_status() == "fedrt/v1/coord/status"
+
+
+@pytest.mark.parametrize("channel", list(UpChannel))
+def test_parse_device_up_inverts_device_up(channel: UpChannel) -> None:
+    assert topics.parse_device_up(topics.device_up("a.b_c-9", channel)) == ("a.b_c-9", channel)
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "fedrt/v1/dev/pi/in",
+        "fedrt/v1/dev/pi/up/other",
+        "fedrt/v1/dev/pi/up/round/extra",
+        "fedrt/v2/dev/pi/up/round",
+        "fedrt/v1/dev/+/up/round",
+        "fedrt/v1/dev//up/round",
+        "",
+    ],
+)
+def test_parse_device_up_refuses_foreign_topics(topic: str) -> None:
+    with pytest.raises(InvalidTopic):
+        topics.parse_device_up(topic)
+
+
+@pytest.mark.parametrize("bad", ["", "a/b", "a+b", "#", "$SYS", "a b", "-lead", "x" * 65, "é"])
+def test_ids_that_would_break_topics_or_acls_are_refused(bad: str) -> None:
+    with pytest.raises(InvalidTopic):
+        topics.device_inbox(bad)
+    with pytest.raises(InvalidTopic):
+        topics.task_announcement(bad)
+
+
+def test_parse_task_announcement() -> None:
+    assert topics.parse_task_announcement("fedrt/v1/tasks/mnist") == "mnist"
+    with pytest.raises(InvalidTopic):
+        topics.parse_task_announcement("fedrt/v1/tasks/mnist/x")
+
+
+def test_rules_qos_and_retain() -> None:
+    assert topics.rule_for("fedrt/v1/tasks/mnist").retain
+    assert topics.rule_for("fedrt/v1/coord/status").retain
+    inbox = topics.rule_for(topics.device_inbox("d1"))
+    assert (inbox.qos, inbox.retain) == (QoS.AT_LEAST_ONCE, False)
+    for channel in UpChannel:
+        rule = topics.rule_for(topics.device_up("d1", channel))
+        assert not rule.retain
+        assert rule.qos == QoS.AT_LEAST_ONCE
+    with pytest.raises(InvalidTopic):
+        topics.rule_for("elsewhere/x")
+
+
+def test_acl_rendering() -> None:
+    text = topics.render_acl_file("coordinator")
+    assert "pattern write fedrt/v1/dev/%u/up/+" in text
+    assert "pattern read fedrt/v1/dev/%u/in" in text
+    assert "user coordinator\ntopic readwrite fedrt/v1/#" in text
+    concrete = {e.render() for e in topics.device_acl("pi-1")}
+    assert "topic write fedrt/v1/dev/pi-1/up/+" in concrete
+    assert "topic read fedrt/v1/dev/pi-1/in" in concrete
+    assert not any("%u" in line for line in concrete)
+    with pytest.raises(InvalidTopic):
+        topics.device_acl("a/#")
+
+
+# --- the real broker ------------------------------------------------------------------------
+
+USERS = ("coordinator", "alice", "bob")
+
+
+@pytest.fixture
+def acl_broker(tmp_path: Path) -> Iterator[tuple[MosquittoBroker, dict[str, str]]]:
+    directory = tmp_path / "mosquitto"
+    directory.mkdir()
+    passwords = {u: secrets.token_urlsafe(12) for u in USERS}
+    write_password_file(directory / "passwd", {u: hash_password(p) for u, p in passwords.items()})
+    (directory / "acl").write_text(topics.render_acl_file("coordinator"))
+    broker = MosquittoBroker(
+        BrokerConfig(
+            directory=directory,
+            allow_anonymous=False,
+            password_file=directory / "passwd",
+            acl_file=directory / "acl",
+        )
+    )
+    broker.start()
+    yield broker, passwords
+    broker.stop()
+
+
+def _client(broker: MosquittoBroker, passwords: dict[str, str], user: str) -> TestClient:
+    client = TestClient(broker.host, broker.port, username=user, password=passwords[user])
+    assert not client.connect().is_failure
+    return client
+
+
+def _nothing(client: TestClient, wait: float = 0.3) -> bool:
+    try:
+        client.expect(timeout=wait)
+    except queue.Empty:
+        return True
+    return False
+
+
+def test_broker_confines_each_device_to_its_own_topics(
+    acl_broker: tuple[MosquittoBroker, dict[str, str]],
+) -> None:
+    broker, passwords = acl_broker
+    coord = _client(broker, passwords, "coordinator")
+    alice = _client(broker, passwords, "alice")
+    bob = _client(broker, passwords, "bob")
+    spy = _client(broker, passwords, "alice")
+    try:
+        assert not coord.subscribe(topics.device_up_filter())[0].is_failure
+        # Devices may read their inbox and the announcements, not someone else's inbox.
+        assert not alice.subscribe(topics.device_inbox("alice"))[0].is_failure
+        assert not alice.subscribe(topics.task_announcements_filter())[0].is_failure
+        assert not bob.subscribe(topics.device_inbox("bob"))[0].is_failure
+        assert not bob.subscribe(topics.task_announcements_filter())[0].is_failure
+        # Mosquitto 2.0 may grant a subscription and filter at delivery: check delivery.
+        for spying in (topics.device_inbox("bob"), "fedrt/v1/dev/+/in", "fedrt/v1/dev/+/up/+"):
+            spy.subscribe(spying)
+
+        # Alice's own up-topic reaches the coordinator; posing as bob does not.
+        alice.publish(topics.device_up("alice", UpChannel.ROUND), b"mine")
+        got = coord.expect()
+        assert (got.topic, got.payload) == (topics.device_up("alice", UpChannel.ROUND), b"mine")
+        alice.publish(topics.device_up("bob", UpChannel.ROUND), b"forged")
+        alice.publish(topics.device_inbox("bob"), b"forged")
+        alice.publish(topics.task_announcement("mnist"), b"forged")
+        assert _nothing(coord)
+        assert _nothing(bob)
+        bob.publish(topics.device_up("bob", UpChannel.CHECKIN), b"bob's own")
+        assert coord.expect().payload == b"bob's own"
+
+        # The coordinator reaches each inbox and announces to everyone.
+        coord.publish(topics.device_inbox("bob"), b"plan")
+        assert bob.expect().payload == b"plan"
+        assert _nothing(alice)
+        assert _nothing(spy)
+        coord.publish(topics.device_inbox("alice"), b"hers")
+        got = alice.expect()
+        assert (got.topic, got.payload) == (topics.device_inbox("alice"), b"hers")
+        coord.publish(topics.task_announcement("mnist"), b"open")
+        assert alice.expect().topic == topics.task_announcement("mnist")
+        assert bob.expect().topic == topics.task_announcement("mnist")
+    finally:
+        for c in (coord, alice, bob, spy):
+            c.close()
