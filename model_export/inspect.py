@@ -1,0 +1,257 @@
+"""Reads a .tflite flatbuffer: signatures, op histogram, Flex/custom ops, variable initializers.
+
+Uses only the ``flatbuffers`` runtime (no tensorflow, keras or LiteRT), so devices and the
+coordinator can vet a model before loading it. Field numbers follow TFLite's schema.fbs.
+A model passes (``ModelReport.ok``) when it has no Flex or custom op and every resource
+variable read by a signature is assigned by an initializer subgraph that a ``CALL_ONCE`` runs.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flatbuffers import number_types as nt
+from flatbuffers.table import Table
+
+from fedrt.model_export.errors import MissingSignature, ModelFileError
+from fedrt.model_export.manifest import DTYPES, TensorSpec
+
+FILE_IDENTIFIER = b"TFL3"
+OP_CUSTOM = 32
+OP_CALL_ONCE = 129
+OP_VAR_HANDLE = 142
+OP_ASSIGN_VARIABLE = 144
+# TensorType enum of schema.fbs, by value.
+_TENSOR_TYPES = DTYPES
+
+
+def _op_names() -> dict[int, str]:
+    # The runtime ships the generated schema; its enum gives names in sync with the kernels.
+    try:
+        from ai_edge_litert.schema_py_generated import BuiltinOperator
+    except ImportError:  # pragma: no cover - a coordinator without LiteRT still gets codes
+        return {}
+    return {v: k for k, v in vars(BuiltinOperator).items() if isinstance(v, int)}
+
+
+class _Node:
+    """A flatbuffer table with the few accessors the TFLite schema needs."""
+
+    def __init__(self, buf: bytes, pos: int) -> None:
+        self.tab = Table(buf, pos)
+
+    def _off(self, field: int) -> int:
+        return int(self.tab.Offset(4 + 2 * field))
+
+    def scalar(self, field: int, flags: Any, default: int = 0) -> int:
+        off = self._off(field)
+        return default if off == 0 else int(self.tab.Get(flags, off + self.tab.Pos))
+
+    def string(self, field: int) -> str:
+        off = self._off(field)
+        if off == 0:
+            return ""
+        return bytes(self.tab.String(off + self.tab.Pos)).decode("utf-8", "replace")
+
+    def tables(self, field: int) -> list[_Node]:
+        off = self._off(field)
+        if off == 0:
+            return []
+        start, count = self.tab.Vector(off), self.tab.VectorLen(off)
+        return [_Node(self.tab.Bytes, self.tab.Indirect(start + 4 * i)) for i in range(count)]
+
+    def ints(self, field: int) -> list[int]:
+        off = self._off(field)
+        if off == 0:
+            return []
+        start, count = self.tab.Vector(off), self.tab.VectorLen(off)
+        return [int(self.tab.Get(nt.Int32Flags, start + 4 * i)) for i in range(count)]
+
+    def union(self, field: int) -> _Node | None:
+        off = self._off(field)
+        if off == 0:
+            return None
+        inner = Table(bytearray(), 0)
+        self.tab.Union(inner, off)
+        return _Node(self.tab.Bytes, inner.Pos)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignatureInfo:
+    """One signature: its subgraph and named input/output tensors (-1 = any size)."""
+
+    name: str
+    subgraph: int
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "subgraph": self.subgraph,
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelReport:
+    """What ``inspect_model`` found in one flatbuffer."""
+
+    size: int
+    schema_version: int
+    subgraphs: int
+    signatures: dict[str, SignatureInfo]
+    ops: dict[str, int]
+    flex_ops: tuple[str, ...]
+    custom_ops: tuple[str, ...]
+    variables: tuple[str, ...]
+    initialized: tuple[str, ...]
+    has_call_once: bool
+
+    @property
+    def uninitialized(self) -> tuple[str, ...]:
+        return tuple(v for v in self.variables if v not in self.initialized)
+
+    @property
+    def problems(self) -> list[str]:
+        found = []
+        if self.flex_ops:
+            found.append(f"Flex ops (need the Select TF ops delegate): {', '.join(self.flex_ops)}")
+        if self.custom_ops:
+            found.append(f"custom ops: {', '.join(self.custom_ops)}")
+        if self.variables and not self.has_call_once:
+            found.append("resource variables but no CALL_ONCE initializer")
+        elif self.uninitialized:
+            found.append(f"variables no initializer assigns: {', '.join(self.uninitialized)}")
+        return found
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def require_signatures(self, names: tuple[str, ...] | list[str]) -> None:
+        missing = [n for n in names if n not in self.signatures]
+        if missing:
+            raise MissingSignature(missing, sorted(self.signatures))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "size": self.size,
+            "schema_version": self.schema_version,
+            "subgraphs": self.subgraphs,
+            "signatures": {k: v.to_dict() for k, v in sorted(self.signatures.items())},
+            "ops": dict(sorted(self.ops.items())),
+            "flex_ops": list(self.flex_ops),
+            "custom_ops": list(self.custom_ops),
+            "variables": len(self.variables),
+            "uninitialized_variables": list(self.uninitialized),
+            "has_call_once": self.has_call_once,
+            "ok": self.ok,
+            "problems": self.problems,
+        }
+
+
+def _tensor_spec(name: str, tensor: _Node) -> TensorSpec:
+    shape = tensor.ints(7) or tensor.ints(0)  # shape_signature keeps -1 for dynamic dims
+    code = tensor.scalar(1, nt.Int8Flags)
+    if not 0 <= code < len(_TENSOR_TYPES):
+        raise ModelFileError(f"tensor {name!r} has unknown type code {code}")
+    return TensorSpec(name=name, shape=tuple(shape), dtype=_TENSOR_TYPES[code])
+
+
+def _signatures(model: _Node, graphs: list[_Node]) -> dict[str, SignatureInfo]:
+    found: dict[str, SignatureInfo] = {}
+    for sig in model.tables(7):
+        index = sig.scalar(4, nt.Uint32Flags)
+        if index >= len(graphs):
+            raise ModelFileError(f"signature points at subgraph {index} of {len(graphs)}")
+        tensors = graphs[index].tables(0)
+
+        def specs(
+            field: int, tensors: list[_Node] = tensors, sig: _Node = sig
+        ) -> tuple[TensorSpec, ...]:
+            maps = sig.tables(field)
+            out = [_tensor_spec(m.string(0), tensors[m.scalar(1, nt.Uint32Flags)]) for m in maps]
+            return tuple(sorted(out, key=lambda t: t.name))
+
+        key = sig.string(2)
+        found[key] = SignatureInfo(name=key, subgraph=index, inputs=specs(0), outputs=specs(1))
+    return found
+
+
+def _var_name(op: _Node) -> str:
+    options = op.union(4)  # VarHandleOptions: container (0), shared_name (1)
+    if options is None:
+        return ""
+    return f"{options.string(0)}/{options.string(1)}"
+
+
+def _parse(buf: bytes) -> ModelReport:
+    root = _Node(buf, int(nt.UOffsetTFlags.py_type(struct.unpack_from("<I", buf, 0)[0])))
+    codes = root.tables(1)
+    graphs = root.tables(2)
+    names = _op_names()
+    ops: Counter[str] = Counter()
+    flex: set[str] = set()
+    custom: set[str] = set()
+    init_graphs: set[int] = set()
+    handles: dict[int, set[str]] = {}
+    for g_index, graph in enumerate(graphs):
+        for op in graph.tables(3):
+            code_index = op.scalar(0, nt.Uint32Flags)
+            if code_index >= len(codes):
+                raise ModelFileError(f"operator code {code_index} out of range")
+            code_node = codes[code_index]
+            code = max(code_node.scalar(0, nt.Int8Flags), code_node.scalar(3, nt.Int32Flags))
+            if code == OP_CUSTOM:
+                name = code_node.string(1) or "<unnamed custom>"
+                (flex if name.startswith("Flex") else custom).add(name)
+            else:
+                name = names.get(code, f"BUILTIN_{code}")
+            ops[name] += 1
+            if code == OP_CALL_ONCE:
+                options = op.union(4)  # CallOnceOptions: init_subgraph_index (0)
+                init_graphs.add(options.scalar(0, nt.Int32Flags) if options else -1)
+            elif code == OP_VAR_HANDLE:
+                handles.setdefault(g_index, set()).add(_var_name(op))
+    variables = sorted(set().union(*handles.values())) if handles else []
+    initialized = sorted(
+        set().union(*(v for g, v in handles.items() if g in init_graphs)) if handles else set()
+    )
+    return ModelReport(
+        size=len(buf),
+        schema_version=root.scalar(0, nt.Uint32Flags),
+        subgraphs=len(graphs),
+        signatures=_signatures(root, graphs),
+        ops=dict(ops),
+        flex_ops=tuple(sorted(flex)),
+        custom_ops=tuple(sorted(custom)),
+        variables=tuple(variables),
+        initialized=tuple(initialized),
+        has_call_once=bool(init_graphs),
+    )
+
+
+def inspect_model(data: bytes) -> ModelReport:
+    """Parse TFLite flatbuffer bytes; raise ModelFileError if they are not a readable model."""
+    if len(data) < 8 or data[4:8] != FILE_IDENTIFIER:
+        raise ModelFileError("not a TFLite model (missing the TFL3 file identifier)")
+    try:
+        report = _parse(bytes(data))
+    except (struct.error, IndexError, ValueError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"truncated or corrupt TFLite model: {exc}") from None
+    if report.subgraphs == 0:
+        raise ModelFileError("TFLite model has no subgraphs")
+    return report
+
+
+def inspect_file(path: str | Path) -> ModelReport:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ModelFileError(f"cannot read {path}: {exc.strerror}") from None
+    return inspect_model(data)

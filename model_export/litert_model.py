@@ -1,0 +1,171 @@
+"""Minimal device-side runner: opens an exported model with LiteRT and calls its signatures.
+
+Imports numpy and ``ai_edge_litert`` only (never tensorflow): the SDK and the tests train with
+it. Inputs are checked against the signature before the interpreter sees them, so a bad array
+is a ``RuntimeInputError`` and changes no weight. A ``train`` step that fails inside the
+interpreter may have updated some weights already; ``rollback_on_error`` restores them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from fedrt.model_export.errors import MissingSignature, ModelFileError, RuntimeInputError
+from fedrt.model_export.inspect import inspect_model
+from fedrt.model_export.manifest import REQUIRED_SIGNATURES, Manifest
+
+Array = npt.NDArray[Any]
+FloatArray = npt.NDArray[np.float32]
+
+
+class LiteRTModel:
+    """An exported fedrt model loaded in ``ai_edge_litert.interpreter.Interpreter``."""
+
+    def __init__(
+        self,
+        model: bytes | str | Path,
+        manifest: Manifest | None = None,
+        *,
+        num_threads: int | None = None,
+    ) -> None:
+        if isinstance(model, bytes):
+            data = model
+        else:
+            try:
+                data = Path(model).read_bytes()
+            except OSError as exc:
+                raise ModelFileError(f"cannot read {model}: {exc.strerror}") from None
+        report = inspect_model(data)  # typed error for a truncated or foreign file
+        report.require_signatures(REQUIRED_SIGNATURES)
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            self._interpreter = Interpreter(model_content=data, num_threads=num_threads)
+        except (ValueError, RuntimeError) as exc:
+            raise ModelFileError(f"LiteRT cannot load the model: {exc}") from None
+        self.manifest = manifest
+        self._runners = {n: self._interpreter.get_signature_runner(n) for n in report.signatures}
+        self._inputs = {n: r.get_input_details() for n, r in self._runners.items()}
+        if manifest is not None:
+            self.weight_names = manifest.weight_names
+        else:
+            self.weight_names = tuple(sorted(self._inputs["set_weights"]))
+        if sorted(self.weight_names) != sorted(self._inputs["set_weights"]):
+            raise MissingSignature(["set_weights inputs matching the manifest"], self.weight_names)
+
+    @classmethod
+    def open(cls, directory: str | Path, *, num_threads: int | None = None) -> LiteRTModel:
+        """Load ``directory``'s manifest.json, check the model's sha256, open the model."""
+        manifest = Manifest.load(directory)
+        path = manifest.verify_model_file(directory)
+        return cls(path, manifest, num_threads=num_threads)
+
+    @property
+    def signatures(self) -> tuple[str, ...]:
+        return tuple(sorted(self._runners))
+
+    def input_shape(self, signature: str, name: str) -> tuple[int, ...]:
+        """Static shape of an input (-1 where the signature accepts any size)."""
+        detail = self._inputs[signature][name]
+        return tuple(int(d) for d in detail["shape_signature"])
+
+    @property
+    def batch_size(self) -> int:
+        return self.input_shape("train", "x")[0]
+
+    def _prepare(self, signature: str, name: str, value: Any) -> Array:
+        detail = self._inputs[signature].get(name)
+        if detail is None:
+            raise RuntimeInputError(f"{signature} has no input {name!r}")
+        array = np.asarray(value)
+        want = tuple(int(d) for d in detail["shape_signature"])
+        if array.shape != want and array.size == int(np.prod(want)) and -1 not in want:
+            array = array.reshape(want)  # e.g. labels [B] for a [B, 1] output
+        fits = len(array.shape) == len(want) and all(
+            w in (-1, a) for w, a in zip(want, array.shape, strict=True)
+        )
+        if not fits:
+            raise RuntimeInputError(f"{signature}.{name}: shape {array.shape} does not fit {want}")
+        dtype = np.dtype(detail["dtype"])
+        if array.dtype != dtype:
+            if dtype.kind in "iu" and array.dtype.kind == "f":
+                raise RuntimeInputError(f"{signature}.{name}: integer input, got {array.dtype}")
+            array = array.astype(dtype)
+        return np.ascontiguousarray(array)
+
+    def _call(self, signature: str, **inputs: Any) -> dict[str, Array]:
+        expected = set(self._inputs[signature])
+        if set(inputs) != expected:
+            raise RuntimeInputError(f"{signature} takes {sorted(expected)}, got {sorted(inputs)}")
+        prepared = {k: self._prepare(signature, k, v) for k, v in inputs.items()}
+        result: dict[str, Array] = self._runners[signature](**prepared)
+        return result
+
+    @staticmethod
+    def _hyper(value: float) -> FloatArray:
+        # Shape [1]: 0-d hyperparameters crash LiteRT 2.3 on aarch64.
+        return np.asarray([value], dtype=np.float32)
+
+    def train(
+        self,
+        x: Array,
+        y: Array,
+        lr: float,
+        *,
+        mu: float | None = None,
+        momentum: float | None = None,
+    ) -> float:
+        """One SGD step on one batch of exactly ``batch_size`` examples; returns the loss."""
+        inputs: dict[str, Any] = {"x": x, "y": y, "lr": self._hyper(lr)}
+        if mu is not None:
+            inputs["mu"] = self._hyper(mu)
+        if momentum is not None:
+            inputs["momentum"] = self._hyper(momentum)
+        return float(self._call("train", **inputs)["loss"])
+
+    def evaluate(self, x: Array, y: Array) -> tuple[float, int]:
+        """Loss and number of correct predictions on one batch of ``batch_size`` examples."""
+        out = self._call("evaluate", x=x, y=y)
+        return float(out["loss"]), int(out["correct"])
+
+    def infer(self, x: Array) -> FloatArray:
+        out: FloatArray = self._call("infer", x=x)["logits"]
+        return np.array(out, dtype=np.float32)
+
+    def get_weights(self) -> dict[str, FloatArray]:
+        """Copies of the weights, in manifest order."""
+        out = self._call("get_weights")
+        return {n: np.array(out[n], dtype=np.float32) for n in self.weight_names}
+
+    def set_weights(self, weights: Mapping[str, Any]) -> None:
+        """Replace every weight (also FedProx's anchor; momentum restarts from zero)."""
+        if set(weights) != set(self.weight_names):
+            missing = sorted(set(self.weight_names) - set(weights))
+            extra = sorted(set(weights) - set(self.weight_names))
+            raise RuntimeInputError(f"set_weights: missing {missing}, unexpected {extra}")
+        prepared = {}
+        for name in self.weight_names:
+            array = np.asarray(weights[name])
+            if not np.all(np.isfinite(array)):
+                raise RuntimeInputError(f"set_weights: {name} has non-finite values")
+            want = self.input_shape("set_weights", name)
+            if array.shape != want:
+                raise RuntimeInputError(f"set_weights: {name} has shape {array.shape}, not {want}")
+            prepared[name] = np.ascontiguousarray(array, dtype=np.float32)
+        self._runners["set_weights"](**prepared)
+
+    @contextlib.contextmanager
+    def rollback_on_error(self) -> Iterator[dict[str, FloatArray]]:
+        """Snapshot the weights; put them back if the block raises."""
+        saved = self.get_weights()
+        try:
+            yield saved
+        except BaseException:
+            self.set_weights(saved)
+            raise

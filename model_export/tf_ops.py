@@ -1,0 +1,352 @@
+"""Differentiable TensorFlow primitives whose gradients convert to LiteRT builtin ops only.
+
+TensorFlow's own gradients of these ops (ReluGrad, SigmoidGrad, TanhGrad, Conv2DBackpropFilter,
+DepthwiseConv2dNativeBackprop*, MaxPoolGrad, AvgPoolGrad, RsqrtGrad, ...) are Flex ops, so
+each primitive here carries a ``tf.custom_gradient`` written in ops the converter maps to
+builtins. Every function takes ``native``: when true it is the plain TensorFlow op with
+TensorFlow's autodiff, which the tests use as the reference. Shapes must be static wherever a
+gradient is taken (train and evaluate have a static batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+Tensor = Any
+Grad = Callable[[Tensor], Any]
+
+
+def _custom(fn: Callable[..., tuple[Tensor, Grad]]) -> Callable[..., Tensor]:
+    """``tf.custom_gradient`` with a type mypy can follow."""
+    wrapped: Callable[..., Tensor] = tf.custom_gradient(fn)
+    return wrapped
+
+
+def _static(shape: Any) -> list[int]:
+    dims = [int(d) if d is not None else -1 for d in shape]
+    if -1 in dims:
+        raise ValueError(f"gradient needs a static shape, got {dims}")
+    return dims
+
+
+def relu(x: Tensor, native: bool) -> Tensor:
+    if native:
+        return tf.nn.relu(x)
+
+    @_custom
+    def op(x: Tensor) -> tuple[Tensor, Grad]:
+        y = tf.maximum(x, 0.0)
+        return y, lambda dy: dy * tf.cast(x > 0.0, x.dtype)
+
+    return op(x)
+
+
+def relu6(x: Tensor, native: bool) -> Tensor:
+    if native:
+        return tf.nn.relu6(x)
+
+    @_custom
+    def op(x: Tensor) -> tuple[Tensor, Grad]:
+        y = tf.minimum(tf.maximum(x, 0.0), 6.0)
+        return y, lambda dy: dy * tf.cast(tf.logical_and(x > 0.0, x < 6.0), x.dtype)
+
+    return op(x)
+
+
+def sigmoid(x: Tensor, native: bool) -> Tensor:
+    if native:
+        return tf.sigmoid(x)
+
+    @_custom
+    def op(x: Tensor) -> tuple[Tensor, Grad]:
+        y = tf.sigmoid(x)
+        return y, lambda dy: dy * y * (1.0 - y)
+
+    return op(x)
+
+
+def tanh(x: Tensor, native: bool) -> Tensor:
+    if native:
+        return tf.tanh(x)
+
+    @_custom
+    def op(x: Tensor) -> tuple[Tensor, Grad]:
+        y = tf.tanh(x)
+        return y, lambda dy: dy * (1.0 - y * y)
+
+    return op(x)
+
+
+def softmax(x: Tensor, native: bool) -> Tensor:
+    if native:
+        return tf.nn.softmax(x, axis=-1)
+
+    @_custom
+    def op(x: Tensor) -> tuple[Tensor, Grad]:
+        y = tf.nn.softmax(x, axis=-1)
+        return y, lambda dy: y * (dy - tf.reduce_sum(dy * y, axis=-1, keepdims=True))
+
+    return op(x)
+
+
+def log_softmax(x: Tensor, native: bool) -> Tensor:
+    if native:
+        return tf.nn.log_softmax(x, axis=-1)
+
+    @_custom
+    def op(x: Tensor) -> tuple[Tensor, Grad]:
+        shifted = x - tf.reduce_max(x, axis=-1, keepdims=True)
+        y = shifted - tf.math.log(tf.reduce_sum(tf.exp(shifted), axis=-1, keepdims=True))
+        return y, lambda dy: dy - tf.exp(y) * tf.reduce_sum(dy, axis=-1, keepdims=True)
+
+    return op(x)
+
+
+def sigmoid_ce(logits: Tensor, labels: Tensor, native: bool) -> Tensor:
+    """Elementwise binary cross-entropy from logits, stable for large |logits|."""
+    if native:
+        return tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+
+    @_custom
+    def op(z: Tensor) -> tuple[Tensor, Grad]:
+        loss = tf.maximum(z, 0.0) - z * labels + tf.math.log(1.0 + tf.exp(-tf.abs(z)))
+        return loss, lambda dy: dy * (tf.sigmoid(z) - labels)
+
+    return op(logits)
+
+
+def _same_pads(size: int, out: int, stride: int, kernel: int) -> tuple[int, int]:
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def _window_input(
+    x: Tensor,
+    out_hw: tuple[int, int],
+    kernel: tuple[int, int],
+    strides: tuple[int, int],
+    padding: str,
+) -> Tensor:
+    """``x`` padded as the forward op padded it, cropped to the rows/columns windows touch."""
+    _, height, width, _ = _static(x.shape)
+    if padding == "SAME":
+        top, bottom = _same_pads(height, out_hw[0], strides[0], kernel[0])
+        left, right = _same_pads(width, out_hw[1], strides[1], kernel[1])
+        x = tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]])
+    rows = (out_hw[0] - 1) * strides[0] + kernel[0]
+    cols = (out_hw[1] - 1) * strides[1] + kernel[1]
+    return x[:, :rows, :cols, :]
+
+
+def conv2d(x: Tensor, w: Tensor, strides: tuple[int, int], padding: str, native: bool) -> Tensor:
+    """NHWC convolution; filter gradient as a dilated VALID conv of transposed tensors."""
+    if native:
+        return tf.nn.conv2d(x, w, strides=strides, padding=padding)
+
+    @_custom
+    def op(x: Tensor, w: Tensor) -> tuple[Tensor, Grad]:
+        y = tf.nn.conv2d(x, w, strides=strides, padding=padding)
+
+        def grad(dy: Tensor) -> tuple[Tensor, Tensor]:
+            x_shape = _static(x.shape)
+            kh, kw = _static(w.shape)[:2]
+            dx = tf.nn.conv2d_transpose(dy, w, x_shape, strides=strides, padding=padding)
+            out_hw = (int(dy.shape[1]), int(dy.shape[2]))
+            xw = _window_input(x, out_hw, (kh, kw), strides, padding)
+            # Batch becomes the contracted channel axis: [C_in, H, W, B] * [Ho, Wo, B, C_out].
+            xt = tf.transpose(xw, [3, 1, 2, 0])
+            dyt = tf.transpose(dy, [1, 2, 0, 3])
+            dwt = tf.nn.conv2d(xt, dyt, strides=1, padding="VALID", dilations=list(strides))
+            return dx, tf.transpose(dwt, [1, 2, 0, 3])
+
+        return y, grad
+
+    return op(x, w)
+
+
+def _dilate(t: Tensor, strides: tuple[int, int]) -> Tensor:
+    """Insert stride-1 zeros between rows and columns (the adjoint of striding)."""
+    b, h, w, c = _static(t.shape)
+    sh, sw = strides
+    if sh == 1 and sw == 1:
+        return t
+    t = tf.reshape(t, [b, h, 1, w, 1, c])
+    t = tf.pad(t, [[0, 0], [0, 0], [0, sh - 1], [0, 0], [0, sw - 1], [0, 0]])
+    t = tf.reshape(t, [b, h * sh, w * sw, c])
+    return t[:, : (h - 1) * sh + 1, : (w - 1) * sw + 1, :]
+
+
+def depthwise_conv2d(
+    x: Tensor, w: Tensor, strides: tuple[int, int], padding: str, native: bool
+) -> Tensor:
+    """Depthwise convolution with filter [kh, kw, C, M]; both gradients depthwise convs."""
+    full = [1, strides[0], strides[1], 1]
+    if native:
+        return tf.nn.depthwise_conv2d(x, w, full, padding)
+
+    @_custom
+    def op(x: Tensor, w: Tensor) -> tuple[Tensor, Grad]:
+        y = tf.nn.depthwise_conv2d(x, w, full, padding)
+
+        def grad(dy: Tensor) -> tuple[Tensor, Tensor]:
+            b, height, width, chans = _static(x.shape)
+            kh, kw, _, mult = _static(w.shape)
+            ho, wo = int(dy.shape[1]), int(dy.shape[2])
+            # Input gradient: full correlation of the dilated dy with the flipped filter,
+            # then each input channel sums its M output channels.
+            top, left = 0, 0
+            if padding == "SAME":
+                top = _same_pads(height, ho, strides[0], kh)[0]
+                left = _same_pads(width, wo, strides[1], kw)[0]
+            dyd = _dilate(dy, strides)
+            pad_h = (kh - 1 - top, height + top - dyd.shape[1])
+            pad_w = (kw - 1 - left, width + left - dyd.shape[2])
+            dyd = tf.pad(dyd, [[0, 0], [pad_h[0], pad_h[1]], [pad_w[0], pad_w[1]], [0, 0]])
+            flipped = tf.reshape(tf.reverse(w, [0, 1]), [kh, kw, chans * mult, 1])
+            dx = tf.nn.depthwise_conv2d(dyd, flipped, [1, 1, 1, 1], "VALID")
+            dx = tf.reduce_sum(tf.reshape(dx, [b, height, width, chans, mult]), axis=4)
+            # Filter gradient: channels and batch fold into one depthwise axis (C*B) and the
+            # output map acts as a dilated filter over the padded input.
+            xw = _window_input(x, (ho, wo), (kh, kw), strides, padding)
+            xt = tf.reshape(tf.transpose(xw, [1, 2, 3, 0]), [1, xw.shape[1], xw.shape[2], -1])
+            dyt = tf.transpose(tf.reshape(dy, [b, ho, wo, chans, mult]), [1, 2, 3, 0, 4])
+            dyt = tf.reshape(dyt, [ho, wo, chans * b, mult])
+            dw = tf.nn.depthwise_conv2d(xt, dyt, [1, 1, 1, 1], "VALID", dilations=list(strides))
+            dw = tf.reduce_sum(tf.reshape(dw, [kh, kw, chans, b, mult]), axis=3)
+            return dx, dw
+
+        return y, grad
+
+    return op(x, w)
+
+
+def _windows(x: Tensor, pool: tuple[int, int]) -> Tensor:
+    """[B, Ho*ph, Wo*pw, C] -> [B, Ho, Wo, C, ph*pw] for non-overlapping windows."""
+    b, h, w, c = _static(x.shape)
+    ph, pw = pool
+    t = tf.reshape(x, [b, h // ph, ph, w // pw, pw, c])
+    t = tf.transpose(t, [0, 1, 3, 5, 2, 4])
+    return tf.reshape(t, [b, h // ph, w // pw, c, ph * pw])
+
+
+def _unwindows(t: Tensor, pool: tuple[int, int]) -> Tensor:
+    b, ho, wo, c, _ = _static(t.shape)
+    ph, pw = pool
+    t = tf.reshape(t, [b, ho, wo, c, ph, pw])
+    t = tf.transpose(t, [0, 1, 4, 2, 5, 3])
+    return tf.reshape(t, [b, ho * ph, wo * pw, c])
+
+
+def _pool_crop(x: Tensor, pool: tuple[int, int]) -> tuple[Tensor, list[int]]:
+    shape = _static(x.shape)
+    rows = shape[1] // pool[0] * pool[0]
+    cols = shape[2] // pool[1] * pool[1]
+    return x[:, :rows, :cols, :], [shape[1] - rows, shape[2] - cols]
+
+
+def max_pool(x: Tensor, pool: tuple[int, int], native: bool) -> Tensor:
+    """Max pooling with stride == pool size and no padding (non-overlapping windows)."""
+    if native:
+        return tf.nn.max_pool2d(x, pool, pool, "VALID")
+
+    @_custom
+    def op(x: Tensor) -> tuple[Tensor, Grad]:
+        y = tf.nn.max_pool2d(x, pool, pool, "VALID")
+
+        def grad(dy: Tensor) -> Tensor:
+            # The first maximum of each window takes the gradient, as TensorFlow's kernel does.
+            cropped, rest = _pool_crop(x, pool)
+            win = _windows(cropped, pool)
+            first = tf.one_hot(tf.argmax(win, axis=-1, output_type=tf.int32), pool[0] * pool[1])
+            dx = _unwindows(first * dy[..., None], pool)
+            return tf.pad(dx, [[0, 0], [0, rest[0]], [0, rest[1]], [0, 0]])
+
+        return y, grad
+
+    return op(x)
+
+
+def avg_pool(x: Tensor, pool: tuple[int, int], native: bool) -> Tensor:
+    """Average pooling with stride == pool size and no padding (non-overlapping windows)."""
+    if native:
+        return tf.nn.avg_pool2d(x, pool, pool, "VALID")
+
+    @_custom
+    def op(x: Tensor) -> tuple[Tensor, Grad]:
+        y = tf.nn.avg_pool2d(x, pool, pool, "VALID")
+
+        def grad(dy: Tensor) -> Tensor:
+            _, rest = _pool_crop(x, pool)
+            share = dy[..., None] / float(pool[0] * pool[1])
+            shape = [*_static(dy.shape), pool[0] * pool[1]]
+            dx = _unwindows(tf.broadcast_to(share, shape), pool)
+            return tf.pad(dx, [[0, 0], [0, rest[0]], [0, rest[1]], [0, 0]])
+
+        return y, grad
+
+    return op(x)
+
+
+def layer_norm(x: Tensor, epsilon: float, native: bool) -> Tensor:
+    """Normalization over the last axis (no scale/offset: those are plain ops around it)."""
+    if native:
+        mean, var = tf.nn.moments(x, axes=[-1], keepdims=True)
+        return (x - mean) * tf.math.rsqrt(var + epsilon)
+
+    @_custom
+    def op(x: Tensor) -> tuple[Tensor, Grad]:
+        mean = tf.reduce_mean(x, axis=-1, keepdims=True)
+        centered = x - mean
+        inv = 1.0 / tf.sqrt(tf.reduce_mean(centered * centered, axis=-1, keepdims=True) + epsilon)
+        xhat = centered * inv
+
+        def grad(dy: Tensor) -> Tensor:
+            mean_dy = tf.reduce_mean(dy, axis=-1, keepdims=True)
+            mean_dy_xhat = tf.reduce_mean(dy * xhat, axis=-1, keepdims=True)
+            return inv * (dy - mean_dy - xhat * mean_dy_xhat)
+
+        return xhat, grad
+
+    return op(x)
+
+
+def embedding(ids: Tensor, table: Tensor, native: bool) -> Tensor:
+    """Row lookup; the table gradient is one_hot(ids)^T @ dy instead of a sparse scatter."""
+    if native:
+        return tf.gather(table, ids)
+
+    @_custom
+    def op(table: Tensor) -> tuple[Tensor, Grad]:
+        y = tf.gather(table, ids)
+
+        def grad(dy: Tensor) -> Tensor:
+            vocab, dim = _static(table.shape)
+            hot = tf.reshape(tf.one_hot(ids, vocab, dtype=dy.dtype), [-1, vocab])
+            return tf.matmul(hot, tf.reshape(dy, [-1, dim]), transpose_a=True)
+
+        return y, grad
+
+    return op(table)
+
+
+# Constants of a counter-based integer hash (Murmur3/xxHash style multipliers). int32
+# multiplication wraps identically in TensorFlow and LiteRT, so both draw the same masks.
+_HASH_MUL = (np.int32(-1640531535), np.int32(-2048144777), np.int32(739982445))
+_HASH_BITS = 24
+
+
+def uniform_hash(shape: list[int], seed: int, step: Tensor) -> Tensor:
+    """Uniform [0, 1) floats from (seed, step, element index), identical in TF and LiteRT."""
+    idx = tf.reshape(tf.range(int(np.prod(shape)), dtype=tf.int32), shape)
+    h = idx * _HASH_MUL[0] + (step + np.int32(seed)) * _HASH_MUL[1]
+    h = tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, 15))
+    h = h * _HASH_MUL[2]
+    h = tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, 13))
+    h = h * _HASH_MUL[0]
+    h = tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, 16))
+    scale = float(1 << _HASH_BITS)
+    return tf.cast(tf.math.floormod(h, 1 << _HASH_BITS), tf.float32) / scale

@@ -1,0 +1,100 @@
+"""Reference Keras models (``zoo:NAME``): mlp, cnn (McMahan et al. 2017 style), lstm_lm.
+
+Keras is imported inside the builders, so listing the zoo stays light.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fedrt.model_export.errors import UnsupportedModel
+
+
+def _init(seed: int, index: int) -> Any:
+    import keras
+
+    return keras.initializers.GlorotUniform(seed=seed * 1000 + index)
+
+
+def mlp(input_shape: tuple[int, ...], classes: int, *, hidden: int = 64, seed: int = 0) -> Any:
+    """Flatten -> Dense(hidden, relu) -> Dense(classes) logits."""
+    import keras
+
+    layers: list[Any] = [keras.Input(shape=input_shape)]
+    if len(input_shape) > 1:
+        layers.append(keras.layers.Flatten())
+    layers += [
+        keras.layers.Dense(hidden, activation="relu", kernel_initializer=_init(seed, 0)),
+        keras.layers.Dense(classes, kernel_initializer=_init(seed, 1)),
+    ]
+    return keras.Sequential(layers, name="mlp")
+
+
+def cnn(input_shape: tuple[int, ...], classes: int, *, seed: int = 0) -> Any:
+    """Two conv (+2x2 max-pool) blocks and two dense layers, scaled to the input.
+
+    McMahan et al.'s MNIST CNN (5x5 convs of 32 and 64 filters, 512 dense units) at 28x28;
+    3x3 kernels and 128 dense units for small inputs such as the 8x8 digits.
+    """
+    import keras
+
+    if len(input_shape) != 3:
+        raise UnsupportedModel(f"cnn needs an input shape H,W,C, got {input_shape}")
+    height, width, _ = input_shape
+    small = min(height, width) < 16
+    kernel = 3 if small else 5
+    dense = 128 if small else 512
+    layers: list[Any] = [keras.Input(shape=input_shape)]
+    size = (height, width)
+    for index, filters in enumerate((32, 64)):
+        layers.append(
+            keras.layers.Conv2D(
+                filters,
+                kernel,
+                padding="same",
+                activation="relu",
+                kernel_initializer=_init(seed, index),
+            )
+        )
+        if size[0] % 2 == 0 and size[1] % 2 == 0 and min(size) >= 4:
+            layers.append(keras.layers.MaxPooling2D(2))
+            size = (size[0] // 2, size[1] // 2)
+    layers += [
+        keras.layers.Flatten(),
+        keras.layers.Dense(dense, activation="relu", kernel_initializer=_init(seed, 2)),
+        keras.layers.Dense(classes, kernel_initializer=_init(seed, 3)),
+    ]
+    return keras.Sequential(layers, name="cnn")
+
+
+def lstm_lm(
+    input_shape: tuple[int, ...], classes: int, *, embed: int = 32, units: int = 64, seed: int = 0
+) -> Any:
+    """Next-token model: tokens [T] -> Embedding -> LSTM -> Dense(vocab) logits."""
+    import keras
+
+    if len(input_shape) != 1:
+        raise UnsupportedModel(
+            f"lstm_lm needs an input shape (sequence length,), got {input_shape}"
+        )
+    return keras.Sequential(
+        [
+            keras.Input(shape=input_shape, dtype="int32"),
+            keras.layers.Embedding(
+                classes,
+                embed,
+                embeddings_initializer=keras.initializers.RandomUniform(-0.05, 0.05, seed=seed),
+            ),
+            keras.layers.LSTM(
+                units,
+                kernel_initializer=_init(seed, 1),
+                recurrent_initializer=keras.initializers.Orthogonal(seed=seed),
+            ),
+            keras.layers.Dense(classes, kernel_initializer=_init(seed, 2)),
+        ],
+        name="lstm_lm",
+    )
+
+
+ZOO: dict[str, Callable[..., Any]] = {"cnn": cnn, "lstm_lm": lstm_lm, "mlp": mlp}
