@@ -1,0 +1,247 @@
+"""Versioned binary encoding of the SecAgg+ messages, strict and canonical.
+
+Every message starts with ``version:u8 type:u8 round_id:16B``; integers are little-endian,
+counts are u32 and must match the remaining length exactly, so each message has one encoding
+and ``encode(decode(data)) == data``. Signed (client) messages end with a 64-byte Ed25519
+signature over ``signing_digest``: SHA-256 of the encoding without the signature.
+
+    type  message        body after the header
+    1     AdvertiseKeys  sender:u32 encryption_key:32B masking_key:32B signature:64B
+    2     ShareKeys      sender:u32 seed_digest:32B n:u32 n*(peer:u32 ciphertext:88B) signature
+    3     MaskedInput    sender:u32 bits:u8 length:u32 payload:ceil(length*bits/8)B signature
+    4     UnmaskShares   sender:u32 n:u32 n*(owner:u32 kind:u8 share:36B) signature
+    17    KeysBroadcast  recipient:u32 n:u32 n*(sender:u32 keys:64B signature:64B)
+    18    SharesRelay    recipient:u32 n:u32 n*(peer:u32 ciphertext:88B)
+    19    UnmaskRequest  recipient:u32 n:u32 n*(device:u32)
+
+Decoding anything else raises ``DecodeError`` (or its ``LengthError``) and nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Callable, Iterator
+
+from fedrt.protocol.bitpack import packed_size
+from fedrt.protocol.crypto import KEY_BYTES, SIGNATURE_BYTES, TAG_BYTES
+from fedrt.protocol.errors import DecodeError, LengthError
+from fedrt.protocol.messages import (
+    AdvertiseKeys,
+    ClientMessage,
+    EncryptedShare,
+    KeysBroadcast,
+    MaskedInput,
+    Message,
+    RevealedShare,
+    ShareKeys,
+    ShareKind,
+    SharesRelay,
+    UnmaskRequest,
+    UnmaskShares,
+)
+from fedrt.protocol.secagg_config import ROUND_ID_BYTES
+from fedrt.protocol.shamir import SHARE_BYTES
+
+__all__ = [
+    "CIPHERTEXT_BYTES",
+    "ROUND_ID_BYTES",
+    "VERSION",
+    "decode",
+    "encode",
+    "signing_digest",
+]
+
+VERSION = 1
+CIPHERTEXT_BYTES = 2 * SHARE_BYTES + TAG_BYTES
+_HEADER = struct.Struct(f"<BB{ROUND_ID_BYTES}s")
+_U32 = struct.Struct("<I")
+_TYPES: dict[type[Message], int] = {
+    AdvertiseKeys: 1,
+    ShareKeys: 2,
+    MaskedInput: 3,
+    UnmaskShares: 4,
+    KeysBroadcast: 17,
+    SharesRelay: 18,
+    UnmaskRequest: 19,
+}
+_ENTRY_KEYS = 4 + 2 * KEY_BYTES + SIGNATURE_BYTES
+_ENTRY_SHARE = 4 + CIPHERTEXT_BYTES
+_ENTRY_REVEALED = 5 + SHARE_BYTES
+
+
+def _u32(value: int) -> bytes:
+    return _U32.pack(value)
+
+
+def _parts(message: Message) -> Iterator[bytes]:
+    """The encoding of ``message`` without its signature, in pieces (payloads not copied)."""
+    yield _HEADER.pack(VERSION, _TYPES[type(message)], message.round_id)
+    match message:
+        case AdvertiseKeys():
+            yield _u32(message.sender) + message.encryption_key + message.masking_key
+        case ShareKeys():
+            yield _u32(message.sender) + message.seed_digest + _u32(len(message.shares))
+            yield b"".join(_u32(s.peer) + s.ciphertext for s in message.shares)
+        case MaskedInput():
+            yield _u32(message.sender) + bytes([message.bits]) + _u32(message.length)
+            yield message.payload
+        case UnmaskShares():
+            yield _u32(message.sender) + _u32(len(message.shares))
+            yield b"".join(_u32(s.owner) + bytes([s.kind]) + s.share for s in message.shares)
+        case KeysBroadcast():
+            yield _u32(message.recipient) + _u32(len(message.keys))
+            yield b"".join(
+                _u32(k.sender) + k.encryption_key + k.masking_key + k.signature
+                for k in message.keys
+            )
+        case SharesRelay():
+            yield _u32(message.recipient) + _u32(len(message.shares))
+            yield b"".join(_u32(s.peer) + s.ciphertext for s in message.shares)
+        case UnmaskRequest():
+            yield _u32(message.recipient) + _u32(len(message.survivors))
+            yield b"".join(_u32(d) for d in message.survivors)
+
+
+def signing_digest(message: ClientMessage) -> bytes:
+    """SHA-256 of the message's encoding without its signature: what the device signs."""
+    digest = hashlib.sha256()
+    for part in _parts(message):
+        digest.update(part)
+    return digest.digest()
+
+
+def encode(message: Message) -> bytes:
+    """The wire bytes of ``message``."""
+    tail = message.signature if isinstance(message, _SIGNED) else b""
+    return b"".join([*_parts(message), tail])
+
+
+class _Reader:
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: memoryview) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, size: int) -> bytes:
+        if size < 0 or self.pos + size > len(self.data):
+            raise LengthError(f"message truncated at byte {self.pos} (wanted {size} more)")
+        chunk = self.data[self.pos : self.pos + size].tobytes()
+        self.pos += size
+        return chunk
+
+    def u32(self) -> int:
+        value: int = _U32.unpack(self.take(4))[0]
+        return value
+
+    def count(self, entry: int, reserve: int = 0) -> int:
+        """A u32 count whose entries must fill the rest (less ``reserve``) exactly."""
+        n = self.u32()
+        if n * entry != len(self.data) - self.pos - reserve:
+            raise LengthError(f"count {n} does not match the remaining bytes")
+        return n
+
+    def end(self) -> None:
+        if self.pos != len(self.data):
+            raise LengthError(f"{len(self.data) - self.pos} trailing bytes")
+
+
+def _advertise(r: _Reader, round_id: bytes) -> AdvertiseKeys:
+    return AdvertiseKeys(
+        round_id=round_id,
+        sender=r.u32(),
+        encryption_key=r.take(KEY_BYTES),
+        masking_key=r.take(KEY_BYTES),
+        signature=r.take(SIGNATURE_BYTES),
+    )
+
+
+def _share(r: _Reader) -> EncryptedShare:
+    return EncryptedShare(peer=r.u32(), ciphertext=r.take(CIPHERTEXT_BYTES))
+
+
+def _revealed(r: _Reader) -> RevealedShare:
+    owner = r.u32()
+    kind = r.take(1)[0]
+    if kind not in (ShareKind.SEED, ShareKind.KEY):
+        raise DecodeError(f"unknown share kind {kind}")
+    return RevealedShare(owner=owner, kind=ShareKind(kind), share=r.take(SHARE_BYTES))
+
+
+def _decode_share_keys(r: _Reader, rid: bytes) -> ShareKeys:
+    sender, digest = r.u32(), r.take(32)
+    n = r.count(_ENTRY_SHARE, SIGNATURE_BYTES)
+    shares = tuple(_share(r) for _ in range(n))
+    return ShareKeys(
+        round_id=rid, sender=sender, seed_digest=digest, shares=shares, signature=r.take(64)
+    )
+
+
+def _decode_masked(r: _Reader, rid: bytes) -> MaskedInput:
+    sender, bits, length = r.u32(), r.take(1)[0], r.u32()
+    if not 1 <= bits <= 64:
+        raise DecodeError(f"ring bits {bits} outside 1..64")
+    payload = r.take(packed_size(length, bits))
+    return MaskedInput(
+        round_id=rid, sender=sender, bits=bits, length=length, payload=payload, signature=r.take(64)
+    )
+
+
+def _decode_unmask(r: _Reader, rid: bytes) -> UnmaskShares:
+    sender = r.u32()
+    n = r.count(_ENTRY_REVEALED, SIGNATURE_BYTES)
+    shares = tuple(_revealed(r) for _ in range(n))
+    return UnmaskShares(round_id=rid, sender=sender, shares=shares, signature=r.take(64))
+
+
+def _decode_broadcast(r: _Reader, rid: bytes) -> KeysBroadcast:
+    recipient = r.u32()
+    n = r.count(_ENTRY_KEYS)
+    return KeysBroadcast(
+        round_id=rid, recipient=recipient, keys=tuple(_advertise(r, rid) for _ in range(n))
+    )
+
+
+def _decode_relay(r: _Reader, rid: bytes) -> SharesRelay:
+    recipient = r.u32()
+    n = r.count(_ENTRY_SHARE)
+    return SharesRelay(round_id=rid, recipient=recipient, shares=tuple(_share(r) for _ in range(n)))
+
+
+def _decode_request(r: _Reader, rid: bytes) -> UnmaskRequest:
+    recipient = r.u32()
+    n = r.count(4)
+    return UnmaskRequest(
+        round_id=rid, recipient=recipient, survivors=tuple(r.u32() for _ in range(n))
+    )
+
+
+_DECODERS: dict[int, Callable[[_Reader, bytes], Message]] = {
+    1: _advertise,
+    2: _decode_share_keys,
+    3: _decode_masked,
+    4: _decode_unmask,
+    17: _decode_broadcast,
+    18: _decode_relay,
+    19: _decode_request,
+}
+_SIGNED = (AdvertiseKeys, ShareKeys, MaskedInput, UnmaskShares)
+
+
+def decode(data: bytes | bytearray | memoryview) -> Message:
+    """Parse one message; anything malformed raises ``DecodeError``."""
+    view = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
+    if len(view) < _HEADER.size:
+        raise LengthError(f"{len(view)} bytes is shorter than the {_HEADER.size}-byte header")
+    version, kind, round_id = _HEADER.unpack_from(view)
+    if version != VERSION:
+        raise DecodeError(f"unsupported protocol version {version}")
+    decoder = _DECODERS.get(kind)
+    if decoder is None:
+        raise DecodeError(f"unknown message type {kind}")
+    reader = _Reader(view)
+    reader.pos = _HEADER.size
+    message = decoder(reader, round_id)
+    reader.end()
+    return message

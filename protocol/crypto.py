@@ -1,0 +1,113 @@
+"""Crypto recipes of the protocol: X25519 + HKDF-SHA256, AES-256-GCM, Ed25519 signatures.
+
+Few recipes, one opaque failure per kind: a ciphertext that does not authenticate raises
+``DecryptionFailed`` and nothing else; a signature that does not verify raises
+``BadSignature``. Private keys are built from an injected ``RandomSource`` so known-answer
+tests and simulations are reproducible. AEAD keys here are single-use (derived per round,
+pair and direction), which is why the nonce may be fixed; callers never reuse a key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from fedrt.protocol.errors import (
+    BadSignature,
+    ConsistencyError,
+    DecryptionFailed,
+    ParameterError,
+)
+from fedrt.protocol.prg import RandomSource
+
+__all__ = [
+    "KEY_BYTES",
+    "SIGNATURE_BYTES",
+    "TAG_BYTES",
+    "agree",
+    "derive",
+    "identity_from_seed",
+    "load_identity_key",
+    "new_x25519",
+    "open_sealed",
+    "seal",
+    "sign_digest",
+    "verify_digest",
+    "x25519_public",
+]
+
+KEY_BYTES = 32
+TAG_BYTES = 16
+SIGNATURE_BYTES = 64
+ZERO_NONCE = bytes(12)
+SIGNATURE_CONTEXT = b"fedrt/protocol/signature/v1\x00"
+
+
+def new_x25519(random: RandomSource) -> X25519PrivateKey:
+    """A fresh X25519 private key from 32 bytes of ``random``."""
+    return X25519PrivateKey.from_private_bytes(random(KEY_BYTES))
+
+
+def x25519_public(key: X25519PrivateKey) -> bytes:
+    """The raw 32-byte public key of ``key``."""
+    return key.public_key().public_bytes_raw()
+
+
+def agree(private: X25519PrivateKey, peer_public: bytes) -> bytes:
+    """The 32-byte X25519 shared secret; a low-order peer key raises ``ConsistencyError``."""
+    try:
+        return private.exchange(X25519PublicKey.from_public_bytes(peer_public))
+    except ValueError as exc:  # wrong length or an all-zero (low-order) result
+        raise ConsistencyError("unusable X25519 public key") from exc
+
+
+def derive(secret: bytes, *, salt: bytes, info: bytes, length: int = KEY_BYTES) -> bytes:
+    """HKDF-SHA256 of ``secret`` (RFC 5869)."""
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(secret)
+
+
+def seal(key: bytes, plaintext: bytes, aad: bytes, *, nonce: bytes = ZERO_NONCE) -> bytes:
+    """AES-256-GCM encryption: ciphertext followed by the 16-byte tag."""
+    if len(key) != KEY_BYTES:
+        raise ParameterError("AES-256-GCM keys are 32 bytes")
+    return AESGCM(key).encrypt(nonce, plaintext, aad)
+
+
+def open_sealed(key: bytes, ciphertext: bytes, aad: bytes, *, nonce: bytes = ZERO_NONCE) -> bytes:
+    """Authenticate, then decrypt; any failure is the one opaque ``DecryptionFailed``."""
+    try:
+        return AESGCM(key).decrypt(nonce, ciphertext, aad)
+    except (InvalidTag, ValueError) as exc:
+        raise DecryptionFailed("ciphertext failed authentication") from exc
+
+
+def identity_from_seed(seed: bytes) -> Ed25519PrivateKey:
+    """A deterministic Ed25519 identity (tests and simulations): SHA-256 of ``seed``."""
+    return Ed25519PrivateKey.from_private_bytes(hashlib.sha256(seed).digest())
+
+
+def load_identity_key(public: bytes) -> Ed25519PublicKey:
+    """Parse a raw 32-byte Ed25519 public key."""
+    try:
+        return Ed25519PublicKey.from_public_bytes(public)
+    except ValueError as exc:
+        raise ParameterError("not a raw 32-byte Ed25519 public key") from exc
+
+
+def sign_digest(identity: Ed25519PrivateKey, digest: bytes) -> bytes:
+    """Sign a 32-byte message digest under the protocol's signature context."""
+    return identity.sign(SIGNATURE_CONTEXT + digest)
+
+
+def verify_digest(public: Ed25519PublicKey, signature: bytes, digest: bytes) -> None:
+    """Verify ``sign_digest``'s output; raise ``BadSignature`` when it does not verify."""
+    try:
+        public.verify(signature, SIGNATURE_CONTEXT + digest)
+    except InvalidSignature as exc:
+        raise BadSignature("signature does not verify under the sender's key") from exc

@@ -1,0 +1,105 @@
+"""The SecAgg+ neighbour graph and the choice of its degree k and threshold t.
+
+The graph is a Harary graph H(k, n) on a random ring order (Bell et al. 2020): a device at
+ring position p neighbours positions p +- 1 .. p +- k // 2, plus p + n / 2 when k is odd (then
+n must be even). It is k-regular and k-connected, and k = n - 1 gives the complete graph of
+classic SecAgg. The ring order comes from a seed, so every party derives the same graph.
+
+``choose_parameters`` picks the smallest k with a threshold t such that
+  * 2t > k + c for the c corrupted neighbours a device may have: honest neighbours reveal one
+    share per peer, so the server never gathers t shares of both of a device's secrets;
+  * n * P[Binomial(k, 1 - dropout) < t] <= 2**failure_log2: every device keeps t live
+    neighbours (union bound over devices, dropouts independent);
+  * n * P[Binomial(k, corrupt) >= 2t - k] <= 2**security_log2 (only when corrupt > 0).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from math import comb, log2
+
+import numpy as np
+
+from fedrt.protocol.errors import ParameterError
+from fedrt.protocol.prg import keystream
+
+__all__ = [
+    "choose_parameters",
+    "neighbor_graph",
+    "round_failure_log2",
+    "validate_parameters",
+]
+
+Graph = tuple[tuple[int, ...], ...]
+
+
+def validate_parameters(clients: int, neighbors: int, threshold: int) -> None:
+    """Raise ``ParameterError`` unless (n, k, t) make a valid SecAgg+ graph and threshold."""
+    if clients < 2:
+        raise ParameterError(f"need at least 2 clients, got {clients}")
+    if not 1 <= neighbors <= clients - 1:
+        raise ParameterError(f"neighbors must be in 1..{clients - 1}, got {neighbors}")
+    if neighbors % 2 and clients % 2:
+        raise ParameterError("no k-regular graph has odd k and an odd number of clients")
+    if not neighbors < 2 * threshold <= 2 * neighbors:
+        raise ParameterError(
+            f"threshold must satisfy k/2 < t <= k (k={neighbors}), got {threshold}"
+        )
+
+
+def neighbor_graph(clients: int, neighbors: int, seed: bytes) -> Graph:
+    """Neighbours of every device (sorted tuples) in the seeded random Harary graph."""
+    if clients < 2 or not 1 <= neighbors <= clients - 1 or (neighbors % 2 and clients % 2):
+        raise ParameterError(f"no {neighbors}-regular graph on {clients} devices")
+    key = hashlib.sha256(b"fedrt/secagg/graph/v1\x00" + seed).digest()
+    sort_keys = np.frombuffer(keystream(key, 8 * clients), dtype="<u8")
+    ring = np.argsort(sort_keys, kind="stable")
+    position = np.empty(clients, dtype=np.int64)
+    position[ring] = np.arange(clients)
+    offsets = [d for d in range(1, neighbors // 2 + 1)] + [-d for d in range(1, neighbors // 2 + 1)]
+    if neighbors % 2:
+        offsets.append(clients // 2)
+    table = ring[(position[:, None] + np.asarray(offsets, dtype=np.int64)) % clients]
+    return tuple(tuple(sorted(int(v) for v in row)) for row in table)
+
+
+def _binomial_below(trials: int, p: float, bound: int) -> float:
+    """P[Binomial(trials, p) < bound]."""
+    return sum(comb(trials, s) * p**s * (1 - p) ** (trials - s) for s in range(max(bound, 0)))
+
+
+def round_failure_log2(clients: int, neighbors: int, threshold: int, dropout: float) -> float:
+    """log2 of the union bound on a round failing because some device keeps < t neighbours."""
+    bound = clients * _binomial_below(neighbors, 1.0 - dropout, threshold)
+    return log2(bound) if bound > 0 else float("-inf")
+
+
+def choose_parameters(
+    clients: int,
+    *,
+    dropout: float = 0.1,
+    failure_log2: float = -20.0,
+    corrupt: float = 0.0,
+    security_log2: float = -40.0,
+) -> tuple[int, int]:
+    """The smallest (k, t) meeting the bounds in the module docstring; k = n - 1 at most.
+
+    When even the complete graph misses the failure target, it returns classic SecAgg with
+    the smallest allowed threshold, which is the most dropout-tolerant choice there is.
+    """
+    if clients < 2:
+        raise ParameterError(f"need at least 2 clients, got {clients}")
+    if not (0.0 <= dropout < 1.0 and 0.0 <= corrupt < 1.0):
+        raise ParameterError("dropout and corrupt must be fractions in [0, 1)")
+    for k in range(1, clients):
+        if k % 2 and clients % 2:
+            continue
+        for t in range(k // 2 + 1, k + 1):
+            margin = 2 * t - k  # corrupted neighbours tolerated: c < 2t - k
+            insecure = clients * (1.0 - _binomial_below(k, corrupt, margin)) if corrupt else 0.0
+            if insecure > 2.0**security_log2:
+                continue
+            if round_failure_log2(clients, k, t, dropout) <= failure_log2:
+                return k, t
+    k = clients - 1
+    return k, k // 2 + 1

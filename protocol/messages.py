@@ -1,0 +1,154 @@
+"""The SecAgg+ wire vocabulary: one frozen dataclass per message, shared by both sides.
+
+Client -> server messages name their ``sender`` (the device's index in the cohort) and carry
+an Ed25519 ``signature`` by the device's long-term identity key over the SHA-256 digest of
+their encoding (see ``codec.signing_digest``). Server -> client messages name their
+``recipient``; what they relay is either signed by the peer (``AdvertiseKeys``) or sealed
+with AES-GCM between the two devices (``EncryptedShare``). Every message carries the round
+id, and its type fixes the stage it belongs to (``STAGE_OF``).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+__all__ = [
+    "STAGE_OF",
+    "AdvertiseKeys",
+    "ClientMessage",
+    "EncryptedShare",
+    "KeysBroadcast",
+    "MaskedInput",
+    "Message",
+    "RevealedShare",
+    "ServerMessage",
+    "ShareKeys",
+    "ShareKind",
+    "SharesRelay",
+    "Stage",
+    "UnmaskRequest",
+    "UnmaskShares",
+]
+
+
+class Stage(enum.Enum):
+    """Protocol stages in order; a machine in stage S waits for (or sends) S's messages."""
+
+    ADVERTISE_KEYS = "advertise_keys"
+    SHARE_KEYS = "share_keys"
+    MASKED_INPUT = "masked_input"
+    UNMASK = "unmask"
+    DONE = "done"
+    ABORTED = "aborted"
+
+
+class ShareKind(enum.IntEnum):
+    """Which secret a revealed share belongs to."""
+
+    SEED = 0  # self-mask seed b_i of a device whose masked input was included
+    KEY = 1  # masking private key s_i of a device that dropped after sharing
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdvertiseKeys:
+    """Stage 1, client -> server: the device's two fresh X25519 public keys for this round."""
+
+    round_id: bytes
+    sender: int
+    encryption_key: bytes  # c_i: agrees the AES-GCM keys for shares, never revealed
+    masking_key: bytes  # s_i: agrees the pairwise masks, its private half is secret-shared
+    signature: bytes = b""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EncryptedShare:
+    """A sealed pair of shares (seed and key) between ``peer`` and the other endpoint."""
+
+    peer: int  # the recipient in ShareKeys, the original sender in SharesRelay
+    ciphertext: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShareKeys:
+    """Stage 2, client -> server: shares for each neighbour and a commitment to the seed."""
+
+    round_id: bytes
+    sender: int
+    seed_digest: bytes  # SHA-256 of the self-mask seed: the server checks reconstructions
+    shares: tuple[EncryptedShare, ...]
+    signature: bytes = b""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MaskedInput:
+    """Stage 3, client -> server: the masked vector, bit-packed to ``bits`` per coordinate."""
+
+    round_id: bytes
+    sender: int
+    bits: int
+    length: int
+    payload: bytes
+    signature: bytes = b""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RevealedShare:
+    """One plaintext share a device reveals for its neighbour ``owner``."""
+
+    owner: int
+    kind: ShareKind
+    share: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnmaskShares:
+    """Stage 4, client -> server: one share per neighbour, seed or key as requested."""
+
+    round_id: bytes
+    sender: int
+    shares: tuple[RevealedShare, ...]
+    signature: bytes = b""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeysBroadcast:
+    """Server -> client after stage 1: the signed keys of the recipient's live neighbours."""
+
+    round_id: bytes
+    recipient: int
+    keys: tuple[AdvertiseKeys, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SharesRelay:
+    """Server -> client after stage 2: the ciphertexts addressed to the recipient."""
+
+    round_id: bytes
+    recipient: int
+    shares: tuple[EncryptedShare, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnmaskRequest:
+    """Server -> client after stage 3: the recipient's neighbours whose input was included."""
+
+    round_id: bytes
+    recipient: int
+    survivors: tuple[int, ...]
+
+
+ClientMessage = AdvertiseKeys | ShareKeys | MaskedInput | UnmaskShares
+ServerMessage = KeysBroadcast | SharesRelay | UnmaskRequest
+Message = ClientMessage | ServerMessage
+
+STAGE_OF: dict[type[Message], Stage] = {
+    AdvertiseKeys: Stage.ADVERTISE_KEYS,
+    ShareKeys: Stage.SHARE_KEYS,
+    MaskedInput: Stage.MASKED_INPUT,
+    UnmaskShares: Stage.UNMASK,
+    KeysBroadcast: Stage.SHARE_KEYS,
+    SharesRelay: Stage.MASKED_INPUT,
+    UnmaskRequest: Stage.UNMASK,
+}
+"""The stage a message belongs to; server messages open the stage they name."""

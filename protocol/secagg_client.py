@@ -1,0 +1,316 @@
+"""The device side of SecAgg+: a sans-I/O state machine fed server messages as bytes.
+
+Theory of operation. ``SecAggClient`` is in the stage whose message it sends next:
+
+    ADVERTISE_KEYS --start()--> SHARE_KEYS --KeysBroadcast--> MASKED_INPUT
+    MASKED_INPUT --SharesRelay + set_input()--> UNMASK --UnmaskRequest--> DONE
+    (any stage) --fewer than t usable neighbours--> ABORTED (raises RoundAborted)
+
+``start()`` returns the signed ``AdvertiseKeys``; ``receive(data)`` checks one server message
+and returns the device's signed reply (``None`` only while the relay waits for
+``set_input``). A message that fails any check raises a ``ProtocolError`` subclass and
+leaves the client as it was. The device keeps two rules that protect it from a lying
+server: it answers each stage once, and in the unmask stage it reveals for every
+neighbour either the seed share (neighbour included) or the key share (neighbour dropped),
+never both, and only if at least t of its neighbours are included.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from typing import TypeVar
+
+import numpy as np
+import numpy.typing as npt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from fedrt.protocol import codec, shamir
+from fedrt.protocol.bitpack import pack, word_dtype
+from fedrt.protocol.crypto import (
+    agree,
+    load_identity_key,
+    new_x25519,
+    open_sealed,
+    seal,
+    sign_digest,
+    verify_digest,
+    x25519_public,
+)
+from fedrt.protocol.errors import (
+    ConsistencyError,
+    DuplicateDevice,
+    DuplicateMessage,
+    DuplicateShare,
+    LengthError,
+    ParameterError,
+    ReplayError,
+    RoundAborted,
+    StageError,
+    UnknownDevice,
+)
+from fedrt.protocol.messages import (
+    STAGE_OF,
+    AdvertiseKeys,
+    ClientMessage,
+    EncryptedShare,
+    KeysBroadcast,
+    MaskedInput,
+    RevealedShare,
+    ShareKeys,
+    ShareKind,
+    SharesRelay,
+    Stage,
+    UnmaskRequest,
+    UnmaskShares,
+)
+from fedrt.protocol.prg import MaskAccumulator, RandomSource, system_random
+from fedrt.protocol.secagg_config import (
+    SecAggConfig,
+    mask_key,
+    mask_sign,
+    share_aad,
+    share_key,
+)
+
+__all__ = ["SecAggClient"]
+
+_Signed = TypeVar("_Signed", AdvertiseKeys, ShareKeys, MaskedInput, UnmaskShares)
+
+
+@dataclass(frozen=True, slots=True)
+class _Peer:
+    encryption_key: bytes
+    masking_key: bytes
+
+
+class SecAggClient:
+    """One device's SecAgg+ state machine for one round."""
+
+    def __init__(
+        self,
+        config: SecAggConfig,
+        *,
+        index: int,
+        identity: Ed25519PrivateKey,
+        random: RandomSource = system_random,
+    ) -> None:
+        if not 0 <= index < config.clients:
+            raise UnknownDevice(f"index {index} is not in the cohort of {config.clients}")
+        own = identity.public_key().public_bytes_raw()
+        if own != config.members[index].identity_key:
+            raise ParameterError("identity key differs from the one registered for this index")
+        self.config = config
+        self.index = index
+        self.stage = Stage.ADVERTISE_KEYS
+        self._identity = identity
+        self._random = random
+        self._neighbors = frozenset(config.graph()[index])
+        self._identities = {
+            j: load_identity_key(config.members[j].identity_key) for j in self._neighbors
+        }
+        self._encryption: X25519PrivateKey | None = None
+        self._masking: X25519PrivateKey | None = None
+        self._peers: dict[int, _Peer] = {}
+        self._seed = b""
+        self._held: dict[int, tuple[bytes, bytes]] = {}  # peer -> (seed share, key share)
+        self._input: npt.NDArray[np.unsignedinteger] | None = None
+        self._relayed = False
+
+    # -- public API -----------------------------------------------------------------------
+
+    def start(self) -> bytes:
+        """Create this round's key pairs and return the signed ``AdvertiseKeys``."""
+        self._expect(Stage.ADVERTISE_KEYS)
+        encryption, masking = new_x25519(self._random), new_x25519(self._random)
+        message = self._sign(
+            AdvertiseKeys(
+                round_id=self.config.round_id,
+                sender=self.index,
+                encryption_key=x25519_public(encryption),
+                masking_key=x25519_public(masking),
+            )
+        )
+        self._encryption, self._masking = encryption, masking
+        self.stage = Stage.SHARE_KEYS
+        return codec.encode(message)
+
+    def set_input(self, vector: npt.NDArray[np.unsignedinteger]) -> bytes | None:
+        """Give the vector to aggregate (values < 2**bits); returns the masked input if due."""
+        if self._input is not None or self.stage in (Stage.UNMASK, Stage.DONE, Stage.ABORTED):
+            raise StageError("the input was already given")
+        values = np.asarray(vector)
+        if values.ndim != 1 or values.dtype.kind != "u":
+            raise ParameterError("input must be a 1-d array of unsigned integers")
+        if values.size != self.config.length:
+            raise LengthError(
+                f"input has {values.size} values, the round needs {self.config.length}"
+            )
+        if values.size and self.config.bits < 64 and int(values.max()) >> self.config.bits:
+            raise ParameterError(f"an input value does not fit in {self.config.bits} bits")
+        self._input = values.astype(word_dtype(self.config.bits), copy=True)
+        return self._masked_input() if self._relayed else None
+
+    def receive(self, data: bytes) -> bytes | None:
+        """Check one server message and return this device's reply to it."""
+        message = codec.decode(data)
+        if isinstance(message, ClientMessage):
+            raise StageError(f"{type(message).__name__} is a client message")
+        if message.round_id != self.config.round_id:
+            raise ReplayError("message belongs to another round")
+        if message.recipient != self.index:
+            raise UnknownDevice(f"message is addressed to device {message.recipient}")
+        if isinstance(message, SharesRelay) and self._relayed:
+            raise DuplicateMessage("the shares were already relayed")
+        self._expect(STAGE_OF[type(message)])
+        if isinstance(message, KeysBroadcast):
+            return self._on_keys(message)
+        if isinstance(message, SharesRelay):
+            return self._on_relay(message)
+        return self._on_request(message)
+
+    # -- stages ---------------------------------------------------------------------------
+
+    def _on_keys(self, message: KeysBroadcast) -> bytes:
+        peers: dict[int, _Peer] = {}
+        seen_keys = {x25519_public(k) for k in (self._encryption, self._masking) if k}
+        for advert in message.keys:
+            if advert.sender not in self._neighbors:
+                raise UnknownDevice(f"device {advert.sender} is not a neighbour")
+            if advert.sender in peers:
+                raise DuplicateDevice(f"device {advert.sender} advertised twice")
+            verify_digest(
+                self._identities[advert.sender], advert.signature, codec.signing_digest(advert)
+            )
+            for key in (advert.encryption_key, advert.masking_key):
+                if key in seen_keys:
+                    raise DuplicateDevice("a public key appears twice in this round")
+                seen_keys.add(key)
+            peers[advert.sender] = _Peer(advert.encryption_key, advert.masking_key)
+        self._require(len(peers), Stage.SHARE_KEYS)
+        assert self._encryption is not None
+        assert self._masking is not None
+        holders = sorted(peers)
+        seed = self._random(shamir.SECRET_BYTES)
+        secrets = shamir.secrets_to_field([seed, self._masking.private_bytes_raw()])
+        shares = shamir.split(
+            secrets, [h + 1 for h in holders], self.config.threshold, self._random
+        )
+        rid = self.config.round_id
+        sealed = []
+        for row, holder in enumerate(holders):
+            shared = agree(self._encryption, peers[holder].encryption_key)
+            plaintext = shamir.share_to_bytes(shares[row, 0]) + shamir.share_to_bytes(
+                shares[row, 1]
+            )
+            key = share_key(shared, rid, self.index, holder)
+            sealed.append(
+                EncryptedShare(
+                    peer=holder, ciphertext=seal(key, plaintext, share_aad(rid, self.index, holder))
+                )
+            )
+        reply = self._sign(
+            ShareKeys(
+                round_id=rid,
+                sender=self.index,
+                seed_digest=hashlib.sha256(seed).digest(),
+                shares=tuple(sealed),
+            )
+        )
+        self._peers, self._seed = peers, seed
+        self.stage = Stage.MASKED_INPUT
+        return codec.encode(reply)
+
+    def _on_relay(self, message: SharesRelay) -> bytes | None:
+        assert self._encryption is not None
+        held: dict[int, tuple[bytes, bytes]] = {}
+        rid = self.config.round_id
+        for item in message.shares:
+            peer = self._peers.get(item.peer)
+            if peer is None:
+                raise UnknownDevice(f"device {item.peer} did not advertise keys to this device")
+            if item.peer in held:
+                raise DuplicateShare(f"two ciphertexts from device {item.peer}")
+            key = share_key(
+                agree(self._encryption, peer.encryption_key), rid, item.peer, self.index
+            )
+            plain = open_sealed(key, item.ciphertext, share_aad(rid, item.peer, self.index))
+            seed_share, key_share = plain[: shamir.SHARE_BYTES], plain[shamir.SHARE_BYTES :]
+            shamir.share_from_bytes(seed_share), shamir.share_from_bytes(key_share)
+            held[item.peer] = (seed_share, key_share)
+        self._require(len(held), Stage.MASKED_INPUT)
+        self._held, self._relayed = held, True
+        return self._masked_input() if self._input is not None else None
+
+    def _masked_input(self) -> bytes:
+        assert self._input is not None
+        assert self._masking is not None
+        config = self.config
+        masked = MaskAccumulator(self._input)
+        masked.add(self._seed)
+        for peer in sorted(self._held):
+            shared = agree(self._masking, self._peers[peer].masking_key)
+            masked.add(
+                mask_key(shared, config.round_id, self.index, peer),
+                sign=mask_sign(self.index, peer),
+            )
+        values = masked.values
+        if config.bits < values.dtype.itemsize * 8:
+            np.bitwise_and(values, values.dtype.type((1 << config.bits) - 1), out=values)
+        reply = self._sign(
+            MaskedInput(
+                round_id=config.round_id,
+                sender=self.index,
+                bits=config.bits,
+                length=config.length,
+                payload=pack(values, config.bits, check=False),
+            )
+        )
+        # The seed and the masking key are no longer needed: drop them with the input.
+        self._input, self._seed, self._masking = None, b"", None
+        self.stage = Stage.UNMASK
+        return codec.encode(reply)
+
+    def _on_request(self, message: UnmaskRequest) -> bytes:
+        survivors = set(message.survivors)
+        if len(survivors) != len(message.survivors):
+            raise DuplicateDevice("a survivor is listed twice")
+        strangers = survivors - self._held.keys()
+        if strangers:
+            raise ConsistencyError(f"survivors {sorted(strangers)} did not share with this device")
+        self._require(len(survivors), Stage.UNMASK)
+        revealed = tuple(
+            RevealedShare(owner=peer, kind=ShareKind.SEED, share=pair[0])
+            if peer in survivors
+            else RevealedShare(owner=peer, kind=ShareKind.KEY, share=pair[1])
+            for peer, pair in sorted(self._held.items())
+        )
+        reply = self._sign(
+            UnmaskShares(round_id=self.config.round_id, sender=self.index, shares=revealed)
+        )
+        self._held = {}
+        self.stage = Stage.DONE
+        return codec.encode(reply)
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _expect(self, stage: Stage) -> None:
+        if self.stage is not stage:
+            raise StageError(f"client is in stage {self.stage.value}, not {stage.value}")
+
+    def _require(self, available: int, stage: Stage) -> None:
+        if available < self.config.threshold:
+            self.stage = Stage.ABORTED
+            raise RoundAborted(
+                f"only {available} usable neighbours in {stage.value}, "
+                f"threshold is {self.config.threshold}",
+                stage=stage.value,
+                survivors=available,
+                threshold=self.config.threshold,
+            )
+
+    def _sign(self, message: _Signed) -> _Signed:
+        return replace(
+            message, signature=sign_digest(self._identity, codec.signing_digest(message))
+        )

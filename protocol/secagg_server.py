@@ -1,0 +1,311 @@
+"""The coordinator side of SecAgg+: a sans-I/O state machine that never sees an input.
+
+Theory of operation. ``SecAggServer`` collects one stage's client messages at a time:
+
+    ADVERTISE_KEYS -> SHARE_KEYS -> MASKED_INPUT -> UNMASK -> DONE   (or ABORTED)
+
+``receive(data)`` checks one client message (round, stage, sender, duplicates, signature,
+content) and stores it, or raises a ``ProtocolError`` subclass and stores nothing. The
+coordinator calls ``close_stage()`` when ``waiting_for`` is empty or the stage's deadline
+passes: whoever answered goes on, and the call returns the messages to relay, keyed by the
+recipient's device index. With U1..U4 the devices that answered each stage, U3's masked
+inputs are summed; unmasking needs, for every u in U3, t seed shares from u's neighbours in
+U4, and for every dropped j in U2 \\ U3 with a neighbour in U3, t key shares. When a stage
+closes with fewer than t devices, or fewer than t neighbours able to reveal a needed secret,
+``close_stage`` raises ``RoundAborted`` and the server moves to ABORTED.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import numpy.typing as npt
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from fedrt.protocol import codec, shamir
+from fedrt.protocol.bitpack import unpack
+from fedrt.protocol.crypto import agree, load_identity_key, verify_digest, x25519_public
+from fedrt.protocol.errors import (
+    ConsistencyError,
+    DuplicateDevice,
+    DuplicateMessage,
+    DuplicateShare,
+    LengthError,
+    ReplayError,
+    RoundAborted,
+    StageError,
+    UnknownDevice,
+)
+from fedrt.protocol.messages import (
+    STAGE_OF,
+    AdvertiseKeys,
+    ClientMessage,
+    EncryptedShare,
+    KeysBroadcast,
+    MaskedInput,
+    ShareKeys,
+    ShareKind,
+    SharesRelay,
+    Stage,
+    UnmaskRequest,
+    UnmaskShares,
+)
+from fedrt.protocol.prg import MaskAccumulator
+from fedrt.protocol.secagg_config import SecAggConfig, mask_key, mask_sign
+
+__all__ = ["SecAggServer"]
+
+Vector = npt.NDArray[np.unsignedinteger]
+_NEXT = {
+    Stage.ADVERTISE_KEYS: Stage.SHARE_KEYS,
+    Stage.SHARE_KEYS: Stage.MASKED_INPUT,
+    Stage.MASKED_INPUT: Stage.UNMASK,
+    Stage.UNMASK: Stage.DONE,
+}
+
+
+class SecAggServer:
+    """The server's SecAgg+ state machine for one round; it learns only the sum."""
+
+    def __init__(self, config: SecAggConfig) -> None:
+        self.config = config
+        self.stage = Stage.ADVERTISE_KEYS
+        self._graph = tuple(frozenset(row) for row in config.graph())
+        self._identities = [load_identity_key(m.identity_key) for m in config.members]
+        self._expected: frozenset[int] = frozenset(range(config.clients))
+        self._keys: dict[int, AdvertiseKeys] = {}
+        self._shares: dict[int, ShareKeys] = {}
+        self._masked: set[int] = set()
+        self._sum: Vector | None = None
+        self._revealed: dict[int, dict[int, bytes]] = {}
+        self._result: Vector | None = None
+
+    # -- public API -----------------------------------------------------------------------
+
+    @property
+    def waiting_for(self) -> frozenset[int]:
+        """Devices expected in this stage that have not answered yet."""
+        return self._expected - self._answered()
+
+    @property
+    def included(self) -> frozenset[int]:
+        """Devices whose masked input is in the sum (known once MASKED_INPUT closed)."""
+        if self.stage in (Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.MASKED_INPUT):
+            raise StageError("the included devices are known once the masked-input stage closed")
+        return frozenset(self._masked)
+
+    @property
+    def result(self) -> Vector:
+        """The sum modulo 2**bits of the included devices' inputs (uint32, or uint64 > 32 bits)."""
+        if self._result is None:
+            raise StageError(f"no result in stage {self.stage.value}")
+        return self._result
+
+    def receive(self, data: bytes) -> None:
+        """Check and store one client message; on any error nothing is stored."""
+        message = codec.decode(data)
+        if not isinstance(message, ClientMessage):
+            raise StageError(f"{type(message).__name__} is a server message")
+        if message.round_id != self.config.round_id:
+            raise ReplayError("message belongs to another round")
+        sender = message.sender
+        if not 0 <= sender < self.config.clients:
+            raise UnknownDevice(f"device index {sender} is not in the cohort")
+        if STAGE_OF[type(message)] is not self.stage:
+            raise StageError(f"{type(message).__name__} arrived in stage {self.stage.value}")
+        if sender not in self._expected:
+            raise StageError(f"device {sender} is not part of stage {self.stage.value}")
+        if sender in self._answered():
+            raise DuplicateMessage(f"device {sender} already answered {self.stage.value}")
+        verify_digest(self._identities[sender], message.signature, codec.signing_digest(message))
+        if isinstance(message, AdvertiseKeys):
+            self._on_advertise(message)
+        elif isinstance(message, ShareKeys):
+            self._on_share_keys(message)
+        elif isinstance(message, MaskedInput):
+            self._on_masked_input(message)
+        else:
+            self._on_unmask(message)
+
+    def close_stage(self) -> dict[int, bytes]:
+        """End the stage with whoever answered; return the messages for the next one."""
+        if self.stage not in _NEXT:
+            raise StageError(f"nothing to close in stage {self.stage.value}")
+        answered = self._answered()
+        self._check(len(answered) >= self.config.threshold, f"{len(answered)} devices answered")
+        if self.stage is Stage.ADVERTISE_KEYS:
+            outgoing = self._broadcast_keys(answered)
+        elif self.stage is Stage.SHARE_KEYS:
+            outgoing = self._relay_shares(answered)
+        elif self.stage is Stage.MASKED_INPUT:
+            outgoing = self._request_unmask(answered)
+        else:
+            self._result = self._unmask(answered)
+            outgoing = {}
+        self._expected = answered
+        self.stage = _NEXT[self.stage]
+        return outgoing
+
+    # -- receiving ------------------------------------------------------------------------
+
+    def _answered(self) -> frozenset[int]:
+        if self.stage is Stage.ADVERTISE_KEYS:
+            return frozenset(self._keys)
+        if self.stage is Stage.SHARE_KEYS:
+            return frozenset(self._shares)
+        if self.stage is Stage.MASKED_INPUT:
+            return frozenset(self._masked)
+        return frozenset(self._revealed)
+
+    def _on_advertise(self, message: AdvertiseKeys) -> None:
+        used = {k for a in self._keys.values() for k in (a.encryption_key, a.masking_key)}
+        keys = {message.encryption_key, message.masking_key}
+        if len(keys) != 2 or keys & used:
+            raise DuplicateDevice("a public key was already advertised in this round")
+        self._keys[message.sender] = message
+
+    def _on_share_keys(self, message: ShareKeys) -> None:
+        recipients = [s.peer for s in message.shares]
+        if len(set(recipients)) != len(recipients):
+            raise DuplicateShare("two ciphertexts for one recipient")
+        if set(recipients) != self._graph[message.sender] & self._keys.keys():
+            raise ConsistencyError("shares must go to exactly the neighbours that advertised keys")
+        self._shares[message.sender] = message
+
+    def _on_masked_input(self, message: MaskedInput) -> None:
+        if message.bits != self.config.bits or message.length != self.config.length:
+            raise LengthError(
+                f"masked input is {message.length} x {message.bits} bits, "
+                f"the round needs {self.config.length} x {self.config.bits}"
+            )
+        values = unpack(message.payload, message.bits, message.length)
+        if self._sum is None:
+            self._sum = values
+        else:
+            np.add(self._sum, values, out=self._sum)
+        self._masked.add(message.sender)
+
+    def _on_unmask(self, message: UnmaskShares) -> None:
+        sender = message.sender
+        owners = [s.owner for s in message.shares]
+        if len(set(owners)) != len(owners):
+            raise DuplicateShare("two shares for one owner in one message")
+        if set(owners) != self._graph[sender] & self._shares.keys():
+            raise ConsistencyError("shares must cover exactly the neighbours that shared")
+        parsed: dict[int, bytes] = {}
+        for item in message.shares:
+            want = ShareKind.SEED if item.owner in self._masked else ShareKind.KEY
+            if item.kind is not want:
+                raise ConsistencyError(f"device {item.owner} needs a {want.name} share")
+            shamir.share_from_bytes(item.share)
+            parsed[item.owner] = item.share
+        self._revealed[sender] = parsed
+
+    # -- closing --------------------------------------------------------------------------
+
+    def _check(self, ok: bool, why: str) -> None:
+        if not ok:
+            stage = self.stage
+            self.stage = Stage.ABORTED
+            raise RoundAborted(
+                f"round aborted in {stage.value}: {why} (threshold {self.config.threshold})",
+                stage=stage.value,
+                survivors=len(self._answered()) if stage in _NEXT else 0,
+                threshold=self.config.threshold,
+            )
+
+    def _broadcast_keys(self, live: frozenset[int]) -> dict[int, bytes]:
+        rid = self.config.round_id
+        return {
+            i: codec.encode(
+                KeysBroadcast(
+                    round_id=rid,
+                    recipient=i,
+                    keys=tuple(self._keys[j] for j in sorted(self._graph[i] & live)),
+                )
+            )
+            for i in sorted(live)
+        }
+
+    def _relay_shares(self, live: frozenset[int]) -> dict[int, bytes]:
+        inbox: dict[int, list[EncryptedShare]] = {i: [] for i in live}
+        for sender in sorted(live):
+            for item in self._shares[sender].shares:
+                if item.peer in inbox:
+                    inbox[item.peer].append(EncryptedShare(peer=sender, ciphertext=item.ciphertext))
+        rid = self.config.round_id
+        return {
+            i: codec.encode(SharesRelay(round_id=rid, recipient=i, shares=tuple(items)))
+            for i, items in sorted(inbox.items())
+        }
+
+    def _needed(self, holders: frozenset[int]) -> dict[int, frozenset[int]]:
+        """For each secret the unmasking needs: which of ``holders`` can reveal a share."""
+        included = frozenset(self._masked)
+        needed = {u: self._graph[u] & holders for u in included}
+        for j in self._shares.keys() - included:
+            if self._graph[j] & included:
+                needed[j] = self._graph[j] & holders
+        return needed
+
+    def _check_needed(self, holders: frozenset[int]) -> dict[int, frozenset[int]]:
+        needed = self._needed(holders)
+        short = sorted(d for d, h in needed.items() if len(h) < self.config.threshold)
+        self._check(not short, f"devices {short[:8]} have fewer than t live neighbours")
+        return needed
+
+    def _request_unmask(self, included: frozenset[int]) -> dict[int, bytes]:
+        self._check_needed(included)
+        rid = self.config.round_id
+        return {
+            h: codec.encode(
+                UnmaskRequest(
+                    round_id=rid, recipient=h, survivors=tuple(sorted(self._graph[h] & included))
+                )
+            )
+            for h in sorted(included)
+        }
+
+    def _unmask(self, responders: frozenset[int]) -> Vector:
+        needed = self._check_needed(responders)
+        t = self.config.threshold
+        owners = sorted(needed)
+        holders = np.array([sorted(needed[o])[:t] for o in owners], dtype=np.int64)
+        shares = np.stack(
+            [
+                np.stack([shamir.share_from_bytes(self._revealed[h][o]) for h in row])
+                for o, row in zip(owners, holders.tolist(), strict=True)
+            ]
+        )
+        secrets = dict(zip(owners, self._secrets(holders + 1, shares), strict=True))
+        assert self._sum is not None
+        total = MaskAccumulator(self._sum)
+        for owner in owners:
+            if owner in self._masked:
+                if hashlib.sha256(secrets[owner]).digest() != self._shares[owner].seed_digest:
+                    self._check(False, f"shares of device {owner}'s seed are inconsistent")
+                total.add(secrets[owner], sign=-1)
+            else:
+                self._unmask_dropped(total, owner, secrets[owner])
+        values = total.values
+        if self.config.bits < values.dtype.itemsize * 8:
+            np.bitwise_and(values, values.dtype.type((1 << self.config.bits) - 1), out=values)
+        return values
+
+    def _secrets(self, xs: npt.NDArray[np.int64], ys: npt.NDArray[np.uint64]) -> list[bytes]:
+        try:
+            return shamir.secrets_from_field(shamir.reconstruct(xs, ys))
+        except ConsistencyError:
+            self._check(False, "revealed shares are inconsistent")
+            raise
+
+    def _unmask_dropped(self, total: MaskAccumulator, dropped: int, secret: bytes) -> None:
+        masking = X25519PrivateKey.from_private_bytes(secret)
+        if x25519_public(masking) != self._keys[dropped].masking_key:
+            self._check(False, f"shares of device {dropped}'s key are inconsistent")
+        rid = self.config.round_id
+        for u in sorted(self._graph[dropped] & self._masked):
+            shared = agree(masking, self._keys[u].masking_key)
+            # u added sign(u, dropped) * mask; remove exactly that.
+            total.add(mask_key(shared, rid, u, dropped), sign=-mask_sign(u, dropped))
