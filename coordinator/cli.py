@@ -1,0 +1,70 @@
+"""``fedrt coordinator serve``: run the coordinator until SIGTERM/SIGINT, then shut down cleanly."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: Any) -> None:
+    """Entry point of ``fedrt coordinator`` (group ``fedrt.commands``); imports stay light."""
+    parser = subparsers.add_parser("coordinator", help="run the federated-learning coordinator")
+    sub = parser.add_subparsers(dest="coordinator_command", metavar="SUBCOMMAND", required=True)
+    serve = sub.add_parser(
+        "serve",
+        help="serve the REST API, dashboard and MQTT rounds",
+        description="Config precedence: TOML file < FEDRT_* environment < these flags.",
+    )
+    serve.add_argument("--config", type=Path, help="coordinator.toml (or FEDRT_CONFIG)")
+    serve.add_argument("--http", metavar="HOST:PORT", help="listen address (127.0.0.1:8080)")
+    serve.add_argument(
+        "--broker", metavar="URL", help="embedded (default), mqtt://HOST:PORT or mqtts://HOST:PORT"
+    )
+    serve.add_argument("--db", metavar="PATH", help="SQLite file (DATA_DIR/coordinator.sqlite3)")
+    serve.add_argument("--data-dir", metavar="DIR", help="keys, artifacts, database (fedrt-data)")
+    serve.set_defaults(run=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from fedrt.coordinator.config import cli_layer, load_config
+
+    config = load_config(
+        args.config,
+        cli=cli_layer(http=args.http, broker=args.broker, db=args.db, data_dir=args.data_dir),
+    )
+    asyncio.run(serve(config))
+    return 0
+
+
+async def serve(config: Any, *, stop: asyncio.Event | None = None) -> None:
+    """Run until ``stop`` is set or SIGTERM/SIGINT arrives; always shut down gracefully."""
+    from fedrt.coordinator.driver_registry import default_driver_factory
+    from fedrt.coordinator.service import CoordinatorService
+
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    service = CoordinatorService(config, driver_factory=default_driver_factory())
+    try:
+        await service.start()
+        print(
+            f"fedrt coordinator: http://{config.http.host}:{service.http_port} "
+            f"(admin token: {(config.admin_token and 'from config') or 'see data dir'})",
+            flush=True,
+        )
+        await stop.wait()
+        log.info("shutdown requested")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await service.stop()
+
+
+__all__ = ["register", "run_serve", "serve"]

@@ -1,0 +1,65 @@
+"""The hook where a round driver (the round state machine's asyncio-free adapter) plugs in.
+
+The service owns all I/O: it authenticates and meters device messages before handing them
+to ``on_device_message``, calls ``on_tick`` every ``tick_interval_s`` for deadlines, and
+offers ``DriverContext.publish`` to send. A driver only decides; its calls must not block.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fedrt.coordinator.enrollment import Enrollment
+from fedrt.coordinator.models import ModelCatalog
+from fedrt.coordinator.records import TaskRecord
+from fedrt.coordinator.store import Store
+from fedrt.coordinator.tasks import TaskManager
+from fedrt.protocol.topics import UpChannel
+
+PublishFn = Callable[[str, bytes, int, bool], None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DriverContext:
+    """What a driver may use: persistent state, models, devices, the clock and the outbox."""
+
+    store: Store
+    catalog: ModelCatalog
+    tasks: TaskManager
+    enrollment: Enrollment
+    clock: Callable[[], float]
+    # publish(topic, payload, qos, retain): queued and sent in order by the service; QoS 1
+    # messages survive broker reconnects (they are resent after the session resumes).
+    publish: PublishFn
+    # URL prefix devices fetch models from, e.g. "http://host:8080/v1/models/".
+    model_url_prefix: str
+
+
+class RoundDriver(ABC):
+    """Runs rounds for the running tasks. Errors it raises should be ``FedrtError``s:
+    the service logs them, counts them and carries on with the next message."""
+
+    @abstractmethod
+    def on_device_message(
+        self, device_id: str, channel: UpChannel, payload: bytes, now: float
+    ) -> None:
+        """A message from an enrolled, non-revoked device, already size- and rate-checked."""
+
+    @abstractmethod
+    def on_tick(self, now: float) -> None:
+        """Periodic: close stages whose deadline passed, start rounds, steer pace."""
+
+    @abstractmethod
+    def on_task_change(self, task: TaskRecord) -> None:
+        """A task was created, started, paused, resumed, cancelled or changed model."""
+
+    @abstractmethod
+    def on_shutdown(self, now: float) -> None:
+        """Persist whatever in-flight state the store does not yet hold."""
+
+
+DriverFactory = Callable[[DriverContext], RoundDriver]
+
+__all__ = ["DriverContext", "DriverFactory", "PublishFn", "RoundDriver"]

@@ -1,0 +1,55 @@
+"""HTTP credentials: the operator's bearer token and devices' MQTT credentials (Basic)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+
+from aiohttp import web
+
+from fedrt.coordinator.config import Secret
+from fedrt.coordinator.errors import AuthError, NotFoundError
+from fedrt.coordinator.mosquitto import verify_password
+from fedrt.coordinator.store import Store
+
+ADMIN = "admin"
+
+
+def require_admin(request: web.Request, token: Secret) -> str:
+    """``"admin"`` if the request carries ``Authorization: Bearer <admin token>``."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    # compare_digest on bytes: the time taken does not depend on where the tokens differ.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode(), token.reveal().encode()
+    ):
+        raise AuthError("admin token required (Authorization: Bearer ...)")
+    return ADMIN
+
+
+def require_device_or_admin(request: web.Request, token: Secret, store: Store) -> str:
+    """The device id (Basic auth with the MQTT username/password), or ``"admin"``."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer":
+        return require_admin(request, token)
+    if scheme.lower() != "basic":
+        raise AuthError("device credentials (Basic) or admin token (Bearer) required")
+    try:
+        user, sep, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        raise AuthError("malformed Basic credentials") from None
+    if not sep:
+        raise AuthError("malformed Basic credentials")
+    try:
+        device = store.get_device(user)
+    except NotFoundError:
+        device = None
+    # Same answer for unknown, revoked and wrong password: nothing to probe.
+    if device is None or device.revoked or not verify_password(password, device.credential_hash):
+        raise AuthError("unknown device, revoked device or wrong password")
+    return device.device_id
+
+
+__all__ = ["ADMIN", "require_admin", "require_device_or_admin"]

@@ -1,0 +1,139 @@
+"""Model artifacts over HTTP: multipart upload, and downloads with ETag, Range and If-Range."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from aiohttp import BodyPartReader, web
+
+from fedrt.coordinator.artifacts import BlobStore
+from fedrt.coordinator.errors import BadArtifactError, BadRequestError
+from fedrt.coordinator.models import ModelCatalog, parse_manifest
+from fedrt.coordinator.records import ModelRecord
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_CHUNK = 1 << 16
+_MAX_MANIFEST = 1 << 20
+
+
+async def read_upload(
+    request: web.Request, catalog: ModelCatalog, *, actor: str, max_bytes: int
+) -> tuple[ModelRecord, bool]:
+    """Parse ``multipart/form-data`` with parts ``manifest`` (first) and ``model``.
+
+    Returns (record, created). The model part streams to disk while it is hashed; nothing
+    becomes visible unless size, sha256 and file type all match the manifest.
+    """
+    if not request.content_type.startswith("multipart/"):
+        raise BadRequestError("upload must be multipart/form-data with 'manifest' and 'model'")
+    try:
+        reader = await request.multipart()
+        part = await reader.next()
+        if not isinstance(part, BodyPartReader) or part.name != "manifest":
+            raise BadArtifactError("the first part must be 'manifest' (manifest.json)")
+        manifest = parse_manifest(await _read_bounded(part, _MAX_MANIFEST))
+        part = await reader.next()
+        if not isinstance(part, BodyPartReader) or part.name != "model":
+            raise BadArtifactError("the second part must be 'model' (the model file)")
+        before = {m.sha256 for m in catalog.store.list_models()}
+        with catalog.blobs.writer(max_bytes) as writer:
+            while chunk := await part.read_chunk(_CHUNK):
+                writer.write(chunk)
+            record = catalog.add_uploaded(manifest, writer, actor=actor)
+    except ValueError as exc:  # aiohttp's multipart parser reports malformed bodies so
+        raise BadRequestError(f"malformed multipart body: {exc}") from None
+    return record, record.sha256 not in before
+
+
+async def _read_bounded(part: BodyPartReader, limit: int) -> bytes:
+    data = bytearray()
+    while chunk := await part.read_chunk(_CHUNK):
+        data += chunk
+        if len(data) > limit:
+            raise BadArtifactError(f"part '{part.name}' larger than {limit} bytes")
+    return bytes(data)
+
+
+def _etag(sha256: str) -> str:
+    # The content hash is a strong validator: same tag, same bytes, forever.
+    return f'"{sha256}"'
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    tags = [t.strip().removeprefix("W/") for t in header.split(",")]
+    return "*" in tags or etag in tags
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """(start, end inclusive) for one satisfiable byte range; None to serve everything.
+
+    Raises ``web.HTTPRequestRangeNotSatisfiable`` for a well-formed unsatisfiable range.
+    Several ranges, or anything malformed, are ignored (RFC 9110 lets a server do so).
+    """
+    m = _RANGE.fullmatch(header.strip())
+    if m is None or (not m.group(1) and not m.group(2)):
+        return None
+    first, last = m.group(1), m.group(2)
+    if first:
+        start = int(first)
+        end = min(int(last), size - 1) if last else size - 1
+        if last and int(last) < start:
+            return None
+    else:
+        suffix = int(last)
+        start, end = max(size - suffix, 0), size - 1
+        if suffix == 0:
+            start = size  # unsatisfiable
+    if start >= size or size == 0:
+        raise web.HTTPRequestRangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
+    return start, end
+
+
+async def serve_blob(request: web.Request, blobs: BlobStore, sha256: str) -> web.StreamResponse:
+    """Send an artifact honouring If-None-Match (304), Range (206/416) and If-Range."""
+    size = blobs.size(sha256)
+    etag = _etag(sha256)
+    headers = {
+        "ETag": etag,
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "private, max-age=31536000, immutable",
+    }
+    if_none = request.headers.get("If-None-Match")
+    if if_none is not None and _etag_matches(if_none, etag):
+        return web.Response(status=304, headers=headers)
+    span = None
+    range_header = request.headers.get("Range")
+    if_range = request.headers.get("If-Range")
+    if range_header is not None and (if_range is None or if_range.strip() == etag):
+        try:
+            span = parse_range(range_header, size)
+        except web.HTTPRequestRangeNotSatisfiable as exc:
+            exc.headers.update(headers)
+            raise
+    start, end = span if span is not None else (0, size - 1)
+    response = web.StreamResponse(status=206 if span is not None else 200, headers=headers)
+    response.content_type = "application/octet-stream"
+    response.content_length = end - start + 1 if size else 0
+    if span is not None:
+        response.headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    await response.prepare(request)
+    if request.method != "HEAD" and size:
+        await _stream(response, blobs.path(sha256), start, end)
+    await response.write_eof()
+    return response
+
+
+async def _stream(response: web.StreamResponse, path: Path, start: int, end: int) -> None:
+    with path.open("rb") as fh:
+        fh.seek(start)
+        left = end - start + 1
+        while left > 0:
+            chunk = fh.read(min(_CHUNK, left))
+            if not chunk:
+                break
+            left -= len(chunk)
+            await response.write(chunk)
+
+
+__all__ = ["parse_range", "read_upload", "serve_blob"]

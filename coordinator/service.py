@@ -1,0 +1,321 @@
+"""The coordinator service: assembles store, models, enrollment, MQTT link, HTTP and a driver."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import ssl
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from fedrt.coordinator.artifacts import BlobStore
+from fedrt.coordinator.config import CoordinatorConfig, Secret
+from fedrt.coordinator.driver import DriverContext, DriverFactory, RoundDriver
+from fedrt.coordinator.embedded_broker import EmbeddedBroker
+from fedrt.coordinator.enrollment import BrokerAuth, Enrollment, MosquittoFileAuth, OpenBrokerAuth
+from fedrt.coordinator.errors import ConfigError
+from fedrt.coordinator.models import ModelCatalog
+from fedrt.coordinator.mosquitto import hash_password
+from fedrt.coordinator.mqtt_link import LinkSettings, MqttLink
+from fedrt.coordinator.prometheus import Registry
+from fedrt.coordinator.ratelimit import RateLimiter
+from fedrt.coordinator.records import RoundStatus, TaskRecord, TaskStatus
+from fedrt.coordinator.signing import ModelSigner
+from fedrt.coordinator.store_sqlite import SqliteStore
+from fedrt.coordinator.tasks import TaskManager
+from fedrt.errors import FedrtError
+from fedrt.protocol.round_errors import InvalidTopic
+from fedrt.protocol.topics import coordinator_status, device_up_filter, parse_device_up
+
+log = logging.getLogger(__name__)
+
+ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 - a file name, not a secret
+COORDINATOR_USERNAME = "fedrt-coordinator"
+# last_seen is for dashboards: writing it once per 10 s per device spares the disk.
+_SEEN_FLUSH_S = 10.0
+
+
+class CoordinatorService:
+    """Everything ``fedrt coordinator serve`` runs, in one asyncio loop.
+
+    ``start()`` opens the store, starts the embedded broker if configured, connects to MQTT,
+    starts the tick loop and the HTTP server; ``stop()`` undoes it in reverse order after
+    letting the driver persist its in-flight state.
+    """
+
+    def __init__(
+        self,
+        config: CoordinatorConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        driver_factory: DriverFactory | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        data = config.data_dir
+        try:
+            data.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create data dir {data}: {exc.strerror}") from None
+        self.admin_token = load_admin_token(config)
+        self.store = SqliteStore(config.db_path)
+        self.signer = ModelSigner.load_or_create(data)
+        self.blobs = BlobStore(data / "artifacts")
+        self.catalog = ModelCatalog(self.store, self.blobs, self.signer, clock=clock)
+        self.tasks = TaskManager(self.store, clock=clock, on_change=self._task_changed)
+        self.enrollment = Enrollment(
+            self.store,
+            self._broker_auth(),
+            coordinator_public_key=self.signer.public_key_bytes(),
+            clock=clock,
+        )
+        limits = config.limits
+        self.device_limiter = RateLimiter(
+            rate=limits.device_rate_per_s, burst=limits.device_burst, clock=time.monotonic
+        )
+        self.metrics = Registry()
+        self._m_messages = self.metrics.counter(
+            "fedrt_mqtt_messages_total", "Device messages received, by channel and outcome."
+        )
+        self._m_bytes = self.metrics.counter(
+            "fedrt_mqtt_received_bytes_total", "Payload bytes received from devices."
+        )
+        self.m_http = self.metrics.counter(
+            "fedrt_http_requests_total", "HTTP requests, by route and status."
+        )
+        self._gauges()
+        self.embedded: EmbeddedBroker | None = None
+        self.link: MqttLink | None = None
+        self.driver: RoundDriver | None = None
+        self._driver_factory = driver_factory
+        self._seen: dict[str, float] = {}
+        self._seen_flushed = 0.0
+        self._tick_task: asyncio.Task[None] | None = None
+        self._runner: object | None = None
+        self.http_port: int | None = None
+
+    # ---------------------------------------------------------------- wiring
+    def _broker_auth(self) -> BrokerAuth:
+        b = self.config.broker
+        if b.password_file is None and b.acl_file is None:
+            return OpenBrokerAuth()
+        if b.password_file is None or b.acl_file is None or b.password is None:
+            raise ConfigError("broker.password_file, acl_file and password go together")
+        reload = MosquittoFileAuth.reload_from_pid_file(b.pid_file) if b.pid_file else None
+        return MosquittoFileAuth(
+            password_file=b.password_file,
+            acl_file=b.acl_file,
+            coordinator_username=b.username or COORDINATOR_USERNAME,
+            coordinator_password_hash=hash_password(b.password.reveal()),
+            reload=reload,
+        )
+
+    def _gauges(self) -> None:
+        tasks = self.metrics.gauge("fedrt_tasks", "Tasks by status.")
+        devices = self.metrics.gauge("fedrt_devices", "Enrolled devices by state.")
+        round_gauge = self.metrics.gauge(
+            "fedrt_round_devices", "Devices in the latest round of each task, by role."
+        )
+        connected = self.metrics.gauge("fedrt_mqtt_connected", "1 while the MQTT link is up.")
+
+        def collect() -> None:
+            all_tasks = self.store.list_tasks()
+            for status in TaskStatus:
+                n = sum(t.status is status for t in all_tasks)
+                tasks.set(n, status=status.value)
+            all_devices = self.store.list_devices()
+            revoked = sum(d.revoked for d in all_devices)
+            devices.set(len(all_devices) - revoked, state="active")
+            devices.set(revoked, state="revoked")
+            for task in all_tasks:
+                rounds = self.store.list_rounds(task.task_id)
+                if rounds:
+                    r = rounds[-1]
+                    for role in ("checked_in", "selected", "reporting", "dropped"):
+                        round_gauge.set(getattr(r, role), task=task.task_id, role=role)
+            connected.set(1.0 if self.link is not None and self.link.connected else 0.0)
+
+        self.metrics.add_collector(collect)
+
+    def driver_context(self) -> DriverContext:
+        host, port = self.config.http.host, self.http_port or self.config.http.port
+        return DriverContext(
+            store=self.store,
+            catalog=self.catalog,
+            tasks=self.tasks,
+            enrollment=self.enrollment,
+            clock=self.clock,
+            publish=self.publish,
+            model_url_prefix=f"http://{host}:{port}/v1/models/",
+        )
+
+    # ---------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        from fedrt.coordinator.http_api import start_http
+
+        self.enrollment.sync_broker()
+        b = self.config.broker
+        host, port = b.host, b.port
+        if b.embedded:
+            self.embedded = EmbeddedBroker(b.embedded_host, b.embedded_port)
+            await self.embedded.start()
+            host, port = self.embedded.host, self.embedded.port
+        self._runner, self.http_port = await start_http(self)
+        if self._driver_factory is not None:
+            self.driver = self._driver_factory(self.driver_context())
+        self.link = MqttLink(
+            LinkSettings(
+                host=host,
+                port=port,
+                username=b.username or (COORDINATOR_USERNAME if b.password else None),
+                password=b.password.reveal() if b.password else None,
+                tls=self._tls_context() if b.tls else None,
+                subscriptions=(device_up_filter(),),
+                status_topic=coordinator_status(),
+            ),
+            self._on_mqtt_message,
+        )
+        await self.link.start()
+        self._tick_task = asyncio.create_task(self._tick_loop(), name="fedrt-tick")
+        log.info("coordinator up: http://%s:%d, mqtt %s:%d", self.config.http.host,
+                 self.http_port, host, port)  # fmt: skip
+
+    async def stop(self) -> None:
+        """Graceful: stop ticking, let the driver persist, flush the outbox, close all."""
+        if self._tick_task is not None:
+            self._tick_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tick_task
+            self._tick_task = None
+        if self.driver is not None:
+            self.driver.on_shutdown(self.clock())
+        self._flush_seen(force=True)
+        if self.link is not None:
+            await self.link.flush(timeout=2.0)
+            await self.link.stop()
+        if self._runner is not None:
+            from fedrt.coordinator.http_api import stop_http
+
+            await stop_http(self._runner)
+            self._runner = None
+        if self.embedded is not None:
+            await self.embedded.stop()
+        self.store.close()
+        log.info("coordinator stopped")
+
+    def _tls_context(self) -> ssl.SSLContext:
+        b = self.config.broker
+        ctx = ssl.create_default_context(cafile=str(b.ca_file) if b.ca_file else None)
+        if b.cert_file is not None and b.key_file is not None:
+            ctx.load_cert_chain(str(b.cert_file), str(b.key_file))
+        return ctx
+
+    # ---------------------------------------------------------------- the driver hook
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        """Queue a message for the broker (sent in order, resent across reconnects)."""
+        if self.link is None:
+            raise ConfigError("the MQTT link is not started")
+        self.link.enqueue(topic, payload, qos, retain)
+
+    async def _on_mqtt_message(self, topic: str, payload: bytes) -> None:
+        self.on_device_message(topic, payload)
+
+    def on_device_message(self, topic: str, payload: bytes) -> str:
+        """Authenticate, meter and route one device message; returns the outcome label.
+
+        The device id comes from the topic, which the broker's ACL ties to the MQTT user,
+        so a device cannot speak for another. Each rejection is logged and counted, and
+        changes nothing.
+        """
+        try:
+            device_id, channel = parse_device_up(topic)
+        except InvalidTopic as exc:
+            return self._count("invalid", "bad_topic", len(payload), exc)
+        ch = channel.value
+        if len(payload) > self.config.limits.max_message_bytes:
+            return self._count(ch, "too_large", len(payload), f"{device_id}: {len(payload)} B")
+        if self.device_limiter.try_acquire("mqtt:" + device_id) > 0:
+            return self._count(ch, "rate_limited", len(payload), device_id)
+        if not self.enrollment.is_active(device_id):
+            return self._count(ch, "unknown_device", len(payload), device_id)
+        now = self.clock()
+        self._seen[device_id] = now
+        if self.driver is None:
+            return self._count(ch, "no_driver", len(payload), None)
+        try:
+            self.driver.on_device_message(device_id, channel, payload, now)
+        except FedrtError as exc:
+            return self._count(ch, "rejected", len(payload), f"{device_id}: {exc!r}")
+        return self._count(ch, "accepted", len(payload), None)
+
+    def _count(self, channel: str, outcome: str, size: int, why: object) -> str:
+        self._m_messages.inc(channel=channel, outcome=outcome)
+        self._m_bytes.inc(size, channel=channel)
+        if why is not None:
+            log.warning("device message %s: %s", outcome, why)
+        return outcome
+
+    def tick(self) -> None:
+        """One periodic step: deadlines (driver), last-seen bookkeeping."""
+        now = self.clock()
+        if self.driver is not None:
+            try:
+                self.driver.on_tick(now)
+            except FedrtError as exc:
+                log.error("round driver tick failed: %r", exc)
+        self._flush_seen()
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.tick_interval_s)
+            self.tick()
+
+    def _flush_seen(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self._seen or (not force and now - self._seen_flushed < _SEEN_FLUSH_S):
+            return
+        seen, self._seen, self._seen_flushed = self._seen, {}, now
+        with self.store.transaction():
+            for device_id, at in seen.items():
+                with contextlib.suppress(FedrtError):
+                    self.store.touch_device(device_id, at=at)
+
+    def _task_changed(self, task: TaskRecord) -> None:
+        if self.driver is not None:
+            self.driver.on_task_change(task)
+
+    def live_rounds(self) -> list[dict[str, object]]:
+        """The latest round of every task, for the dashboard."""
+        out: list[dict[str, object]] = []
+        for task in self.store.list_tasks():
+            rounds = self.store.list_rounds(task.task_id)
+            if rounds and rounds[-1].status is RoundStatus.RUNNING:
+                r = rounds[-1]
+                out.append({"task_id": task.task_id, "round_no": r.round_no, "stage": r.stage})
+        return out
+
+
+def load_admin_token(config: CoordinatorConfig) -> Secret:
+    """The configured admin token, else the one in ``data_dir/admin-token`` (made once, 0600)."""
+    if config.admin_token is not None:
+        return config.admin_token
+    path = Path(config.data_dir) / ADMIN_TOKEN_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        token = path.read_text().strip()
+        if len(token) < 16:
+            raise ConfigError(f"{path} holds no usable admin token") from None
+        return Secret(token)
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    log.info("generated an admin token in %s (readable by this user only)", path)
+    return Secret(token)
+
+
+__all__ = ["ADMIN_TOKEN_FILE", "COORDINATOR_USERNAME", "CoordinatorService", "load_admin_token"]
