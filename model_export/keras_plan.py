@@ -192,11 +192,16 @@ def _steps(layer: Any) -> list[Step]:
         return _with_activation(layer, step, config)
     if kind in ("Conv2D", "DepthwiseConv2D"):
         _check(layer, config, dilation_rate=(1, 1), groups=1)
-        main = "kernel" if kind == "Conv2D" else "depthwise_kernel"
+        # Keras 3 names the depthwise filter "kernel"; older releases "depthwise_kernel".
+        present = {str(w.name).rsplit("/", 1)[-1] for w in layer.weights}
+        main = "depthwise_kernel" if "depthwise_kernel" in present else "kernel"
         names = (main, "bias") if config.get("use_bias", True) else (main,)
         options = {"strides": _pair(config["strides"]), "padding": config["padding"].upper()}
         if options["padding"] not in ("SAME", "VALID"):
             raise _unsupported(layer, f"padding {config['padding']!r} is not supported")
+        if kind == "DepthwiseConv2D" and options["strides"][0] != options["strides"][1]:
+            # TensorFlow's own kernel refuses them, so no reference could check the gradient.
+            raise _unsupported(layer, f"unequal strides {options['strides']} are not supported")
         step_kind = "conv2d" if kind == "Conv2D" else "depthwise_conv2d"
         step = Step(
             kind=step_kind, layer=layer.name, options=options, weights=_weights(layer, names)

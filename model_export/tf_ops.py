@@ -169,13 +169,18 @@ def conv2d(x: Tensor, w: Tensor, strides: tuple[int, int], padding: str, native:
 
 
 def _dilate(t: Tensor, strides: tuple[int, int]) -> Tensor:
-    """Insert stride-1 zeros between rows and columns (the adjoint of striding)."""
+    """Insert stride-1 zeros between rows and columns (the adjoint of striding).
+
+    Built from 4-D pads and reshapes: LiteRT's PAD takes at most 5 dimensions.
+    """
     b, h, w, c = _static(t.shape)
     sh, sw = strides
     if sh == 1 and sw == 1:
         return t
-    t = tf.reshape(t, [b, h, 1, w, 1, c])
-    t = tf.pad(t, [[0, 0], [0, 0], [0, sh - 1], [0, 0], [0, sw - 1], [0, 0]])
+    t = tf.reshape(t, [b, h, 1, w * c])
+    t = tf.pad(t, [[0, 0], [0, 0], [0, sh - 1], [0, 0]])
+    t = tf.reshape(t, [b * h * sh, w, 1, c])
+    t = tf.pad(t, [[0, 0], [0, 0], [0, sw - 1], [0, 0]])
     t = tf.reshape(t, [b, h * sh, w * sw, c])
     return t[:, : (h - 1) * sh + 1, : (w - 1) * sw + 1, :]
 

@@ -23,10 +23,12 @@ def mlp(input_shape: tuple[int, ...], classes: int, *, hidden: int = 64, seed: i
 
     layers: list[Any] = [keras.Input(shape=input_shape)]
     if len(input_shape) > 1:
-        layers.append(keras.layers.Flatten())
+        layers.append(keras.layers.Flatten(name="flatten"))
     layers += [
-        keras.layers.Dense(hidden, activation="relu", kernel_initializer=_init(seed, 0)),
-        keras.layers.Dense(classes, kernel_initializer=_init(seed, 1)),
+        keras.layers.Dense(
+            hidden, activation="relu", kernel_initializer=_init(seed, 0), name="hidden"
+        ),
+        keras.layers.Dense(classes, kernel_initializer=_init(seed, 1), name="logits"),
     ]
     return keras.Sequential(layers, name="mlp")
 
@@ -55,15 +57,16 @@ def cnn(input_shape: tuple[int, ...], classes: int, *, seed: int = 0) -> Any:
                 padding="same",
                 activation="relu",
                 kernel_initializer=_init(seed, index),
+                name=f"conv{index + 1}",
             )
         )
         if size[0] % 2 == 0 and size[1] % 2 == 0 and min(size) >= 4:
-            layers.append(keras.layers.MaxPooling2D(2))
+            layers.append(keras.layers.MaxPooling2D(2, name=f"pool{index + 1}"))
             size = (size[0] // 2, size[1] // 2)
     layers += [
-        keras.layers.Flatten(),
-        keras.layers.Dense(dense, activation="relu", kernel_initializer=_init(seed, 2)),
-        keras.layers.Dense(classes, kernel_initializer=_init(seed, 3)),
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dense(dense, activation="relu", kernel_initializer=_init(seed, 2), name="fc"),
+        keras.layers.Dense(classes, kernel_initializer=_init(seed, 3), name="logits"),
     ]
     return keras.Sequential(layers, name="cnn")
 
@@ -85,13 +88,15 @@ def lstm_lm(
                 classes,
                 embed,
                 embeddings_initializer=keras.initializers.RandomUniform(-0.05, 0.05, seed=seed),
+                name="embed",
             ),
             keras.layers.LSTM(
                 units,
                 kernel_initializer=_init(seed, 1),
                 recurrent_initializer=keras.initializers.Orthogonal(seed=seed),
+                name="lstm",
             ),
-            keras.layers.Dense(classes, kernel_initializer=_init(seed, 2)),
+            keras.layers.Dense(classes, kernel_initializer=_init(seed, 2), name="logits"),
         ],
         name="lstm_lm",
     )
