@@ -188,21 +188,51 @@ class UpdateSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SecAggSpec:
-    """SecAgg+ parameters of the round and this device's place in it."""
+class CohortMember:
+    """A selected device as SecAgg+ knows it: id and registered Ed25519 public key."""
 
-    # This device's SecAgg+ id (1..n, never 0: Shamir shares are evaluated at it).
-    client_id: int
-    n_clients: int
-    threshold: int
-    neighbors: int
+    device_id: str
+    identity_key: bytes
 
     def __post_init__(self) -> None:
-        _positive(self, "client_id", "n_clients", "threshold", "neighbors")
-        if self.client_id > self.n_clients:
-            raise _fail(SecAggSpec, "client_id must be in 1..n_clients")
-        if self.neighbors > max(self.n_clients - 1, 1) or self.threshold > self.n_clients:
-            raise _fail(SecAggSpec, "neighbors must be < n_clients and threshold <= n_clients")
+        _ident(self, "device_id")
+        if not isinstance(self.identity_key, bytes) or len(self.identity_key) != 32:
+            raise _fail(CohortMember, "identity_key must be 32 raw bytes")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SecAggSpec:
+    """SecAgg+ parameters of the round, the cohort, and this device's place in it.
+
+    The whole cohort travels because each device derives the neighbour graph from the round
+    id itself and checks its neighbours' signatures against their registered keys: the
+    server cannot pick a device's neighbours or swap their keys.
+    """
+
+    # This device's index in ``members``.
+    client_id: int
+    threshold: int
+    neighbors: int
+    members: tuple[CohortMember, ...]
+
+    def __post_init__(self) -> None:
+        _u64(self, "client_id")
+        _positive(self, "threshold", "neighbors")
+        if not isinstance(self.members, tuple) or not all(
+            isinstance(m, CohortMember) for m in self.members
+        ):
+            raise _fail(SecAggSpec, "members must be a tuple of CohortMember")
+        n = len(self.members)
+        if self.client_id >= n:
+            raise _fail(SecAggSpec, "client_id must index members")
+        if self.neighbors > max(n - 1, 1) or self.threshold > self.neighbors:
+            raise _fail(SecAggSpec, "need neighbors < len(members) and threshold <= neighbors")
+        if len({m.device_id for m in self.members}) != n:
+            raise _fail(SecAggSpec, "a device appears twice in the cohort")
+
+    @property
+    def n_clients(self) -> int:
+        return len(self.members)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -420,6 +450,7 @@ __all__ = [
     "Ack",
     "AckStatus",
     "CheckIn",
+    "CohortMember",
     "CoordinatorMessage",
     "DeviceMessage",
     "EvalReport",

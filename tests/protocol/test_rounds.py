@@ -23,6 +23,9 @@ from fedrt.protocol.round_codec import (
 from fedrt.protocol.round_errors import MalformedMessage, UnexpectedMessage, UnsupportedVersion
 
 SHA = "0123456789abcdef" * 4
+COHORT = tuple(
+    rm.CohortMember(device_id=f"dev-{i}", identity_key=bytes([i]) * 32) for i in range(10)
+)
 MODEL = rm.ModelRef(version=7, sha256=SHA, url=f"/v1/models/{SHA}", signature=b"\x01" * 64)
 
 
@@ -38,7 +41,7 @@ def samples() -> list[rm.RoundMessage]:
             model=MODEL,
             training=rm.TrainingConfig(epochs=2, batch_size=16, learning_rate=0.05, max_steps=9),
             update=rm.UpdateSpec(params=1234, clip_norm=2.5, bits=12, weight_cap=500),
-            secagg=rm.SecAggSpec(client_id=3, n_clients=10, threshold=5, neighbors=8),
+            secagg=rm.SecAggSpec(client_id=3, threshold=5, neighbors=8, members=COHORT),
             report_within=120.0,
         ),
         rm.Plan(
@@ -197,9 +200,12 @@ def test_decoded_fields_are_validated() -> None:
         lambda: rm.ModelRef(version=1, sha256="ABC", url=""),
         lambda: rm.UpdateSpec(params=1, clip_norm=0.0, bits=8, weight_cap=1),
         lambda: rm.UpdateSpec(params=1, clip_norm=1.0, bits=33, weight_cap=1),
-        lambda: rm.SecAggSpec(client_id=0, n_clients=3, threshold=2, neighbors=2),
-        lambda: rm.SecAggSpec(client_id=4, n_clients=3, threshold=2, neighbors=2),
-        lambda: rm.SecAggSpec(client_id=1, n_clients=3, threshold=2, neighbors=3),
+        lambda: rm.SecAggSpec(client_id=-1, threshold=2, neighbors=2, members=COHORT[:3]),
+        lambda: rm.SecAggSpec(client_id=3, threshold=2, neighbors=2, members=COHORT[:3]),
+        lambda: rm.SecAggSpec(client_id=0, threshold=2, neighbors=3, members=COHORT[:3]),
+        lambda: rm.SecAggSpec(client_id=0, threshold=3, neighbors=2, members=COHORT[:3]),
+        lambda: rm.SecAggSpec(client_id=0, threshold=1, neighbors=1, members=COHORT[:1] * 2),
+        lambda: rm.CohortMember(device_id="x", identity_key=b"short"),
         lambda: rm.TrainingConfig(learning_rate=float("inf")),
         lambda: rm.TrainingConfig(batch_size=0),
         lambda: rm.Metric(name="x", value=float("nan")),

@@ -1,0 +1,74 @@
+"""Pace steering: reconnect windows that spread unneeded devices' check-ins evenly over time.
+
+Bonawitz et al. (2019, section 2.3) send every device the coordinator cannot use now a
+window in which to come back, sized so that the expected arrival rate matches what the
+coordinator wants. Here each window is a SLOT on a shared time line that advances by
+``1 / target_rate`` per device told to wait: however many devices are turned away at
+once, they come back at most ``target_rate`` per second (plus the jitter of each window),
+so a burst of thousands never stampedes the broker. When few devices are waiting, the slot
+line falls behind the clock and the window starts ``min_delay`` after now.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from fedrt.coordinator.errors import ConfigError
+from fedrt.protocol.round_messages import MAX_WINDOW
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaceConfig:
+    # Check-ins per second the coordinator wants at most from devices it sent away; 10/s is
+    # far below what one Mosquitto handles and far above what a round needs.
+    target_rate: float = 10.0
+    # Nobody comes back sooner than this: a round takes minutes, so earlier is pointless.
+    min_delay: float = 60.0
+    # Width of each window; the device picks uniformly inside, which smooths the slots.
+    spread: float = 30.0
+
+    def __post_init__(self) -> None:
+        for name in ("target_rate", "spread"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"pace.{name} must be a positive number, got {value!r}")
+        if not (math.isfinite(self.min_delay) and 0 <= self.min_delay <= MAX_WINDOW / 2):
+            raise ConfigError(f"pace.min_delay must lie in [0, {MAX_WINDOW / 2}]")
+        if self.spread > MAX_WINDOW / 2:
+            raise ConfigError(f"pace.spread must be at most {MAX_WINDOW / 2}")
+
+
+class PaceSteering:
+    """Hands out reconnect windows; one instance per task, shared by its rounds."""
+
+    __slots__ = ("_config", "_next_slot")
+
+    def __init__(self, config: PaceConfig | None = None) -> None:
+        self._config = config or PaceConfig()
+        self._next_slot = -math.inf
+
+    @property
+    def config(self) -> PaceConfig:
+        return self._config
+
+    def window(self, now: float, *, not_before: float = 0.0) -> tuple[float, float]:
+        """(earliest, latest) in seconds from ``now`` for the next device sent away.
+
+        ``not_before`` (seconds from now) raises the floor, e.g. to after the current round.
+        """
+        c = self._config
+        floor = now + max(c.min_delay, not_before)
+        slot = max(self._next_slot, floor)
+        # A week is the longest window on the wire; beyond that the line just stops growing.
+        slot = min(slot, now + MAX_WINDOW - c.spread)
+        self._next_slot = slot + 1.0 / c.target_rate
+        earliest = slot - now
+        return earliest, earliest + c.spread
+
+    def backlog(self, now: float) -> float:
+        """Seconds of already promised slots ahead of ``now`` (0 when idle)."""
+        return max(0.0, self._next_slot - now)
+
+
+__all__ = ["PaceConfig", "PaceSteering"]

@@ -1,0 +1,204 @@
+"""What goes into a coordinator round (``RoundConfig``) and what comes out (commands).
+
+The round machine (``round_machine.py``) returns a list of these commands from every call;
+the driver acts on each in order and never decides anything itself:
+
+==================  =====================================================================
+``Send``            publish ``encode_message(message)`` to ``topics.device_inbox(device_id)``
+                    (QoS 1, not retained)
+``Announce``        publish the announcement to ``topics.task_announcement(task_id)``
+                    (QoS 1, retained)
+``StageChanged``    record the transition (store, audit log, dashboard)
+``Commit``          persist the new model version and optimizer state, with the metrics
+``EvaluationDone``  persist the federated evaluation metrics of ``model_version``
+``AbandonRound``    record the failure; the model is untouched; start another round
+==================  =====================================================================
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+
+from fedrt.coordinator.errors import ConfigError
+from fedrt.coordinator.strategies import Aggregator, OptimizerState, WeightedMean
+from fedrt.protocol.round_messages import (
+    MAX_WINDOW,
+    CoordinatorMessage,
+    ModelRef,
+    RoundKind,
+    TaskAnnouncement,
+    TrainingConfig,
+)
+from fedrt.protocol.topics import check_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoundConfig:
+    """Everything one round needs to know; the driver builds it from the task spec."""
+
+    task_id: str
+    round_id: int
+    model: ModelRef
+    kind: RoundKind = RoundKind.TRAIN
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    # Devices whose update the round wants, and how many more to select for dropouts:
+    # Bonawitz et al. 2019 report 6-10 % dropout and select 130 % of the goal.
+    goal_count: int = 10
+    over_selection: float = 1.3
+    # Fewest contributions the round accepts; below that it is abandoned.
+    min_reports: int = 5
+    # L2 clip of each device's delta, and quantization bits per coordinate.
+    clip_norm: float = 1.0
+    bits: int = 16
+    # Example count at which a device's FedAvg weight stops growing (caps one device's pull).
+    weight_cap: int = 1000
+    secagg: bool = True
+    # None: chosen from the cohort size by ``protocol.graph.choose_parameters``.
+    secagg_neighbors: int | None = None
+    secagg_threshold: int | None = None
+    # Dropout rate the SecAgg+ graph is sized for (Bonawitz et al.: 6-10 %).
+    expected_dropout: float = 0.1
+    # Seconds: for check-ins, for local training (the plan's report window), for each
+    # SecAgg+ stage (pure computation and one message each way).
+    checkin_timeout: float = 120.0
+    training_timeout: float = 600.0
+    stage_timeout: float = 60.0
+    # Used only when secagg is off: a robust rule over the individual updates.
+    aggregator: Aggregator = field(default_factory=WeightedMean)
+
+    def __post_init__(self) -> None:
+        check_id(self.task_id, "task id")
+        ints = {"goal_count": 1, "min_reports": 1, "weight_cap": 1, "round_id": 0}
+        for name, low in ints.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < low:
+                raise ConfigError(f"round.{name} must be an integer >= {low}, got {value!r}")
+        if not 1 <= self.bits <= 24:
+            # Past 24 bits the rounding error is far below float32 training noise anyway.
+            raise ConfigError(f"round.bits must lie in [1, 24], got {self.bits}")
+        if self.min_reports > self.goal_count:
+            raise ConfigError("round.min_reports must not exceed round.goal_count")
+        if self.secagg and self.min_reports < 2:
+            raise ConfigError("a SecAgg+ round needs min_reports >= 2")
+        if not (math.isfinite(self.over_selection) and 1.0 <= self.over_selection <= 10.0):
+            raise ConfigError("round.over_selection must lie in [1, 10]")
+        if not (math.isfinite(self.clip_norm) and self.clip_norm > 0):
+            raise ConfigError("round.clip_norm must be a positive number")
+        if not 0.0 <= self.expected_dropout < 1.0:
+            raise ConfigError("round.expected_dropout must lie in [0, 1)")
+        for name in ("checkin_timeout", "training_timeout", "stage_timeout"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0 < value <= MAX_WINDOW):
+                raise ConfigError(f"round.{name} must lie in (0, {MAX_WINDOW}] seconds")
+        if (self.secagg_neighbors is None) != (self.secagg_threshold is None):
+            raise ConfigError("round.secagg_neighbors and secagg_threshold go together")
+
+    @property
+    def select_count(self) -> int:
+        """How many check-ins close selection: the goal times the over-selection factor."""
+        return max(self.goal_count, math.ceil(self.goal_count * self.over_selection - 1e-9))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoundMetrics:
+    """Counts and figures of one round, for the store and the dashboard."""
+
+    checked_in: int = 0
+    selected: int = 0
+    # Devices whose first answer (keys, plain update, evaluation) arrived in time.
+    reported: int = 0
+    # Devices whose update is in the aggregate.
+    included: int = 0
+    # Devices lost per round state name (missed a deadline or withdrew).
+    dropped: tuple[tuple[str, int], ...] = ()
+    # Sum of the FedAvg weights min(n, cap) / cap of the included devices.
+    total_weight: float = 0.0
+    update_norm: float = 0.0
+    bytes_received: int = 0
+    started_at: float = 0.0
+    ended_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Send:
+    device_id: str
+    message: CoordinatorMessage
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Announce:
+    message: TaskAnnouncement
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StageChanged:
+    round_id: int
+    previous: str
+    state: str
+    at: float
+    # Devices still taking part, and the deadline of the new state (None when final).
+    active: int
+    deadline: float | None
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class Commit:
+    round_id: int
+    weights: npt.NDArray[np.float32] = field(repr=False)
+    optimizer_state: OptimizerState
+    # The aggregated (weighted mean or robust) delta the optimizer was applied to.
+    delta: npt.NDArray[np.float64] = field(repr=False)
+    metrics: RoundMetrics
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EvaluationDone:
+    round_id: int
+    model_version: int
+    n_examples: int
+    # Each reported metric sum divided by the total example count (e.g. mean loss, accuracy).
+    metrics: tuple[tuple[str, float], ...]
+    round_metrics: RoundMetrics
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AbandonRound:
+    round_id: int
+    reason: str
+    metrics: RoundMetrics
+
+
+Command: TypeAlias = Send | Announce | StageChanged | Commit | EvaluationDone | AbandonRound
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoundStatus:
+    """A snapshot for the dashboard and the REST API."""
+
+    round_id: int
+    state: str
+    deadline: float | None
+    checked_in: int
+    active: int
+    answered: int
+    dropped: int
+
+
+__all__ = [
+    "AbandonRound",
+    "Announce",
+    "Command",
+    "Commit",
+    "EvaluationDone",
+    "RoundConfig",
+    "RoundMetrics",
+    "RoundStatus",
+    "Send",
+    "StageChanged",
+]

@@ -1,0 +1,501 @@
+"""The coordinator's sans-I/O round state machine: one round from check-in to commit.
+
+Theory of operation
+-------------------
+A ``RoundMachine`` runs exactly one round of one task. It never touches a socket, a clock
+or a global random generator: the driver feeds it events -- ``start(now)``,
+``receive(device_id, message, now)`` for every decoded device message (the device id is the
+one in the topic, which the broker authenticated), ``tick(now)`` at ``next_deadline()`` --
+and carries out the commands each call returns (see ``round_commands``), in order.
+
+States and moves (all of them are in ``TRANSITIONS``; anything else is a bug)::
+
+    CREATED -> CHECK_IN -> TRAINING -+-> SHARE_KEYS -> MASKED_INPUT -> UNMASK -+-> COMMITTED
+                  |           |      |  (SecAgg+)                               |
+                  |           |      +-- (plain update / evaluation) -----------+
+                  +-----------+---------------+--------------+----------+------> ABANDONED
+
+* CHECK_IN: devices check in until ``select_count`` have (goal x over-selection) or the
+  check-in deadline passes with at least ``min_reports``. Later check-ins get a reconnect
+  window from pace steering.
+* TRAINING: every selected device gets its ``Plan``. A device reports by answering its first
+  stage: SecAgg+ keys (``ADVERTISE_KEYS``), its plain quantized update, or its evaluation.
+  The stage closes as soon as ``goal_count`` have reported (the over-selected rest are sent
+  away), or when everyone still in has answered, or at the deadline.
+* SHARE_KEYS, MASKED_INPUT, UNMASK: each closes when every device asked has answered, or at
+  the stage deadline; whoever has not answered is cut. ``SecAggServer`` decides whether
+  enough survive (dropouts at any stage are survived down to its threshold).
+* COMMITTED: the weighted mean delta (or a robust aggregate when SecAgg is off) went
+  through the server optimizer: ``Commit``. ABANDONED: ``AbandonRound``; the model is
+  untouched.
+
+The machine abandons as soon as the round can no longer reach ``min_reports``, without
+waiting for the deadline. Every input that cannot be taken raises a ``RoundError`` (or a
+SecAgg+ ``ProtocolError``) before anything changes, so the driver logs it, optionally sends
+``rejection(...)``, and carries on.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from fedrt.coordinator.pace_steering import PaceSteering
+from fedrt.coordinator.round_aggregation import RoundAggregation
+from fedrt.coordinator.round_commands import (
+    AbandonRound,
+    Command,
+    RoundConfig,
+    RoundMetrics,
+    RoundStatus,
+    Send,
+    StageChanged,
+)
+from fedrt.coordinator.round_outbox import RoundOutbox
+from fedrt.coordinator.strategies import OptimizerState, ServerOptimizer
+from fedrt.protocol import round_messages as rm
+from fedrt.protocol.errors import ProtocolError, RoundAborted
+from fedrt.protocol.round_codec import decode_from_device
+from fedrt.protocol.round_errors import (
+    DuplicateMessageId,
+    IllegalTransition,
+    LateMessage,
+    StaleMessage,
+    UnexpectedMessage,
+    UnknownParticipant,
+)
+from fedrt.protocol.round_secagg import sender_of
+
+
+class RoundState(enum.Enum):
+    CREATED = "created"
+    CHECK_IN = "check_in"
+    TRAINING = "training"
+    SHARE_KEYS = "share_keys"
+    MASKED_INPUT = "masked_input"
+    UNMASK = "unmask"
+    COMMITTED = "committed"
+    ABANDONED = "abandoned"
+
+
+S = RoundState
+TRANSITIONS: dict[RoundState, frozenset[RoundState]] = {
+    S.CREATED: frozenset({S.CHECK_IN}),
+    S.CHECK_IN: frozenset({S.TRAINING, S.ABANDONED}),
+    S.TRAINING: frozenset({S.SHARE_KEYS, S.COMMITTED, S.ABANDONED}),
+    S.SHARE_KEYS: frozenset({S.MASKED_INPUT, S.ABANDONED}),
+    S.MASKED_INPUT: frozenset({S.UNMASK, S.ABANDONED}),
+    S.UNMASK: frozenset({S.COMMITTED, S.ABANDONED}),
+    S.COMMITTED: frozenset(),
+    S.ABANDONED: frozenset(),
+}
+FINAL = frozenset({S.COMMITTED, S.ABANDONED})
+# The SecAgg+ stage devices answer in each state after TRAINING, and the state that follows.
+_SECAGG_NEXT: dict[RoundState, tuple[rm.Stage, RoundState]] = {
+    S.SHARE_KEYS: (rm.Stage.SHARE_KEYS, S.MASKED_INPUT),
+    S.MASKED_INPUT: (rm.Stage.MASKED_INPUT, S.UNMASK),
+    S.UNMASK: (rm.Stage.UNMASK, S.COMMITTED),
+}
+
+
+class _Status(enum.Enum):
+    CHECKED_IN = "checked_in"
+    ACTIVE = "active"  # selected and still expected to answer
+    CUT = "cut"  # missed a deadline, or not needed once the goal was met
+    WITHDRAWN = "withdrawn"  # sent Abandon
+
+
+@dataclass(slots=True)
+class _Device:
+    device_id: str
+    status: _Status = _Status.CHECKED_IN
+    client_id: int = -1
+    answered: set[rm.Stage] = field(default_factory=set)
+    seen: set[int] = field(default_factory=set)
+
+
+class RoundMachine:
+    """One round of one task, driven by events; see the module docstring."""
+
+    def __init__(
+        self,
+        config: RoundConfig,
+        *,
+        weights: npt.NDArray[np.floating],
+        optimizer: ServerOptimizer,
+        optimizer_state: OptimizerState,
+        pace: PaceSteering,
+        rng: np.random.Generator,
+        identity_keys: Mapping[str, bytes] | None = None,
+        first_msg_id: int = 1,
+    ) -> None:
+        w = np.asarray(weights)
+        if w.ndim != 1 or w.size == 0:
+            raise IllegalTransition("weights must be a non-empty flat vector")
+        if config.secagg and identity_keys is None:
+            raise IllegalTransition("a SecAgg+ round needs the devices' identity keys")
+        self.config = config
+        self.update_spec = rm.UpdateSpec(
+            params=int(w.size),
+            clip_norm=config.clip_norm,
+            bits=config.bits,
+            weight_cap=config.weight_cap,
+        )
+        self._agg = RoundAggregation(
+            config,
+            self.update_spec,
+            weights=w,
+            optimizer=optimizer,
+            optimizer_state=optimizer_state,
+        )
+        self._out = RoundOutbox(config, self.update_spec, pace, first_msg_id)
+        self._rng = rng
+        self._keys = identity_keys or {}
+        self.state = S.CREATED
+        self.deadline: float | None = None
+        self._devices: dict[str, _Device] = {}
+        self._by_client: dict[int, str] = {}
+        self._started_at = 0.0
+        self._dropped: dict[str, int] = {}
+        self._bytes = 0
+
+    # --- events ----------------------------------------------------------------------------
+
+    def start(self, now: float) -> list[Command]:
+        """Open check-in: announce the round."""
+        out: list[Command] = []
+        self._started_at = now
+        self._move(S.CHECK_IN, now, now + self.config.checkin_timeout, out, "opened")
+        out.append(self._out.announce(accepting=True))
+        return out
+
+    def receive_data(self, device_id: str, data: bytes, now: float) -> list[Command]:
+        """Decode bytes from ``device_id``'s up-topic and ``receive`` them."""
+        return self.receive(device_id, decode_from_device(data), now)
+
+    def receive(self, device_id: str, message: rm.DeviceMessage, now: float) -> list[Command]:
+        """Take one message from ``device_id``; raises before any change if it cannot."""
+        if not isinstance(message, rm.DEVICE_MESSAGES):
+            raise UnexpectedMessage(f"{type(message).__name__} is not a device message")
+        if message.task_id != self.config.task_id:
+            raise StaleMessage(f"message for task {message.task_id!r}")
+        if self.state is S.CREATED:
+            raise IllegalTransition("the round has not started")
+        dev = self._devices.get(device_id)
+        if dev is not None and message.msg_id in dev.seen:
+            raise DuplicateMessageId(
+                f"{device_id} message {message.msg_id} already processed", msg_id=message.msg_id
+            )
+        if isinstance(message, rm.CheckIn):
+            return self._on_checkin(device_id, dev, message, now)
+        if message.round_id != self.config.round_id:
+            raise StaleMessage(f"message for round {message.round_id}")
+        if dev is None or (dev.status is _Status.CHECKED_IN and self.state is not S.CHECK_IN):
+            raise UnknownParticipant(f"{device_id} is not part of round {self.config.round_id}")
+        if isinstance(message, rm.Abandon):
+            return self._on_abandon(dev, message, now)
+        if dev.status is not _Status.ACTIVE:
+            raise LateMessage(f"{device_id} is no longer part of the round ({dev.status.value})")
+        return self._on_answer(dev, message, now)
+
+    def tick(self, now: float) -> list[Command]:
+        """Act on a deadline that has passed (a no-op before it)."""
+        out: list[Command] = []
+        if self.deadline is None or now < self.deadline or self.state in FINAL:
+            return out
+        if self.state is S.CHECK_IN:
+            self._close_checkin(now, out)
+        else:
+            self._close_stage(now, out, "deadline")
+        return out
+
+    def cancel(self, reason: str, now: float) -> list[Command]:
+        """Abandon the round on the operator's request (pause, cancel, shutdown)."""
+        if self.state in FINAL:
+            raise IllegalTransition(f"the round is already {self.state.value}")
+        out: list[Command] = []
+        self._abandon(reason, now, out)
+        return out
+
+    def rejection(self, device_id: str, message: rm.DeviceMessage, error: Exception) -> Send:
+        """The ``Ack`` that tells a device its message was refused (for the driver to send
+        after catching ``error``), so the device's outbox stops resending it."""
+        if isinstance(error, DuplicateMessageId):
+            status = rm.AckStatus.DUPLICATE
+        elif isinstance(error, LateMessage | StaleMessage):
+            status = rm.AckStatus.LATE
+        else:
+            status = rm.AckStatus.REJECTED
+        return self._out.ack(device_id, message, status)
+
+    # --- queries ---------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        return None if self.state in FINAL else self.deadline
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINAL
+
+    @property
+    def next_msg_id(self) -> int:
+        """The id the next outgoing message gets (persist it to continue after a restart)."""
+        return self._out.next_msg_id
+
+    def status(self) -> RoundStatus:
+        devs = self._devices.values()
+        stage = self._expected_stage()
+        return RoundStatus(
+            round_id=self.config.round_id,
+            state=self.state.value,
+            deadline=self.next_deadline(),
+            checked_in=len(self._devices),
+            active=sum(d.status is _Status.ACTIVE for d in devs),
+            answered=sum(stage in d.answered for d in devs) if stage else 0,
+            dropped=sum(self._dropped.values()),
+        )
+
+    # --- handlers --------------------------------------------------------------------------
+
+    def _on_checkin(
+        self, device_id: str, dev: _Device | None, msg: rm.CheckIn, now: float
+    ) -> list[Command]:
+        if dev is not None:
+            raise UnexpectedMessage(f"{device_id} has already checked in to this round")
+        if self.state is S.CHECK_IN and self.config.secagg and device_id not in self._keys:
+            raise UnknownParticipant(f"{device_id} has no registered identity key")
+        out: list[Command] = [self._out.ack(device_id, msg, rm.AckStatus.ACCEPTED)]
+        if self.state is not S.CHECK_IN:
+            reason = rm.ReconnectReason.ROUND_FULL
+            out.append(self._out.reconnect(device_id, reason, now, not_before=self._remaining(now)))
+            return out
+        dev = _Device(device_id=device_id)
+        dev.seen.add(msg.msg_id)
+        self._devices[device_id] = dev
+        if len(self._devices) >= self.config.select_count:
+            self._close_checkin(now, out)
+        return out
+
+    def _on_abandon(self, dev: _Device, msg: rm.Abandon, now: float) -> list[Command]:
+        if dev.status is not _Status.ACTIVE and dev.status is not _Status.CHECKED_IN:
+            raise LateMessage(f"{dev.device_id} is no longer part of the round")
+        out: list[Command] = [self._out.ack(dev.device_id, msg, rm.AckStatus.ACCEPTED)]
+        dev.seen.add(msg.msg_id)
+        if dev.status is _Status.CHECKED_IN:
+            del self._devices[dev.device_id]
+            return out
+        dev.status = _Status.WITHDRAWN
+        self._dropped[self.state.value] = self._dropped.get(self.state.value, 0) + 1
+        self._after_answer_or_loss(now, out)
+        return out
+
+    def _on_answer(
+        self, dev: _Device, msg: rm.StageResponse | rm.EvalReport, now: float
+    ) -> list[Command]:
+        stage = self._expected_stage()
+        got = msg.stage if isinstance(msg, rm.StageResponse) else rm.Stage.EVALUATION
+        if stage is None or got != stage:
+            raise UnexpectedMessage(f"{got.name} is not accepted in {self.state.value}")
+        if stage in dev.answered:
+            raise UnexpectedMessage(f"{dev.device_id} has already answered {stage.name}")
+        # Validate into the aggregation state first: a bad payload raises with nothing changed.
+        if isinstance(msg, rm.EvalReport):
+            self._agg.add_evaluation(dev.device_id, msg)
+        elif stage is rm.Stage.PLAIN_UPDATE:
+            self._agg.add_plain(dev.device_id, msg.payload)
+        else:
+            assert self._agg.server is not None
+            # Signatures already bind a message to its sender; this refuses even a device
+            # re-submitting a peer's message it saw relayed.
+            if sender_of(msg.payload) != dev.client_id:
+                raise UnexpectedMessage(f"{dev.device_id} sent a message of another device")
+            self._agg.server.receive(msg.payload)
+        if isinstance(msg, rm.StageResponse):
+            self._bytes += len(msg.payload)
+        dev.answered.add(stage)
+        dev.seen.add(msg.msg_id)
+        out: list[Command] = [self._out.ack(dev.device_id, msg, rm.AckStatus.ACCEPTED)]
+        self._after_answer_or_loss(now, out)
+        return out
+
+    # --- stage logic -----------------------------------------------------------------------
+
+    def _expected_stage(self) -> rm.Stage | None:
+        if self.state is S.TRAINING:
+            if self.config.kind is rm.RoundKind.EVALUATE:
+                return rm.Stage.EVALUATION
+            return rm.Stage.ADVERTISE_KEYS if self.config.secagg else rm.Stage.PLAIN_UPDATE
+        entry = _SECAGG_NEXT.get(self.state)
+        return entry[0] if entry else None
+
+    def _after_answer_or_loss(self, now: float, out: list[Command]) -> None:
+        stage = self._expected_stage()
+        if stage is None:
+            return
+        active = [d for d in self._devices.values() if d.status is _Status.ACTIVE]
+        answered = sum(stage in d.answered for d in active)
+        # In UNMASK the inputs are already fixed: SecAgg+ alone judges whether enough remain.
+        if self.state is not S.UNMASK and len(active) < self.config.min_reports:
+            self._abandon(
+                f"only {len(active)} devices left, {self.config.min_reports} needed", now, out
+            )
+        elif answered == len(active) or (
+            self.state is S.TRAINING and answered >= self.config.goal_count
+        ):
+            self._close_stage(now, out, "all answered" if answered == len(active) else "goal met")
+
+    def _close_checkin(self, now: float, out: list[Command]) -> None:
+        cfg = self.config
+        ids = list(self._devices)
+        if len(ids) < max(cfg.min_reports, 2 if cfg.secagg else 1):
+            self._abandon(f"{len(ids)} devices checked in, {cfg.min_reports} needed", now, out)
+            return
+        # A random order, so a device's SecAgg+ index says nothing about when it checked in.
+        order = [ids[i] for i in self._rng.permutation(len(ids))]
+        for client, device_id in enumerate(order):
+            self._devices[device_id].client_id = client
+            self._devices[device_id].status = _Status.ACTIVE
+            self._by_client[client] = device_id
+        secagg_spec: list[rm.SecAggSpec | None] = [None] * len(order)
+        if cfg.secagg and cfg.kind is rm.RoundKind.TRAIN:
+            try:
+                secagg_spec = list(self._agg.open_secagg(order, self._keys))
+            except ProtocolError as exc:
+                self._abandon(f"cannot set up SecAgg+: {exc}", now, out)
+                return
+        self._move(S.TRAINING, now, now + cfg.training_timeout, out, "selection closed")
+        out.append(self._out.announce(accepting=False))
+        for client, device_id in enumerate(order):
+            out.append(self._out.plan(device_id, secagg_spec[client]))
+
+    def _close_stage(self, now: float, out: list[Command], why: str) -> None:
+        stage = self._expected_stage()
+        assert stage is not None
+        active = [d for d in self._devices.values() if d.status is _Status.ACTIVE]
+        answered = [d for d in active if stage in d.answered]
+        goal_met = self.state is S.TRAINING and len(answered) >= self.config.goal_count
+        reason = rm.ReconnectReason.ROUND_FULL if goal_met else rm.ReconnectReason.DROPPED
+        for dev in active:
+            if stage not in dev.answered:
+                self._cut(dev, reason, now, out)
+        if self.state is not S.UNMASK and len(answered) < self.config.min_reports:
+            self._abandon(
+                f"{len(answered)} answered {stage.name}, {self.config.min_reports} needed",
+                now,
+                out,
+            )
+            return
+        if self._agg.server is None:
+            self._finish(now, out, answered)
+            return
+        try:
+            requests = self._agg.server.close_stage()
+        except RoundAborted as exc:
+            self._abandon(f"SecAgg+ aborted in {exc.stage}: {exc}", now, out)
+            return
+        if self.state is S.UNMASK:
+            self._finish(now, out, answered)
+            return
+        nxt = S.SHARE_KEYS if self.state is S.TRAINING else _SECAGG_NEXT[self.state][1]
+        next_stage = _SECAGG_NEXT[nxt][0]
+        self._move(nxt, now, now + self.config.stage_timeout, out, why)
+        for client, payload in sorted(requests.items()):
+            device_id = self._by_client[client]
+            dev = self._devices[device_id]
+            if dev.status is not _Status.ACTIVE:
+                continue
+            out.append(self._out.request(device_id, next_stage, payload))
+        # A device that answered but got no request (SecAgg+ dropped it) is out of the round.
+        for dev in answered:
+            if dev.client_id not in requests:
+                self._cut(dev, rm.ReconnectReason.DROPPED, now, out)
+
+    def _finish(self, now: float, out: list[Command], answered: list[_Device]) -> None:
+        try:
+            command = self._agg.finish(
+                [d.device_id for d in answered], self._metrics(now, len(answered))
+            )
+        except ProtocolError as exc:
+            self._abandon(f"aggregation failed: {exc}", now, out)
+            return
+        self._move(S.COMMITTED, now, None, out, "aggregated")
+        for dev in self._devices.values():
+            if dev.status is _Status.ACTIVE:
+                out.append(
+                    self._out.reconnect(dev.device_id, rm.ReconnectReason.ROUND_COMPLETE, now)
+                )
+        out.append(command)
+
+    def _abandon(self, reason: str, now: float, out: list[Command]) -> None:
+        self._move(S.ABANDONED, now, None, out, reason)
+        for dev in self._devices.values():
+            if dev.status in (_Status.ACTIVE, _Status.CHECKED_IN):
+                out.append(
+                    self._out.reconnect(dev.device_id, rm.ReconnectReason.ROUND_ABANDONED, now)
+                )
+        self._agg.discard()
+        out.append(
+            AbandonRound(
+                round_id=self.config.round_id, reason=reason, metrics=self._metrics(now, 0)
+            )
+        )
+
+    def _cut(
+        self, dev: _Device, reason: rm.ReconnectReason, now: float, out: list[Command]
+    ) -> None:
+        dev.status = _Status.CUT
+        if reason is rm.ReconnectReason.DROPPED:
+            self._dropped[self.state.value] = self._dropped.get(self.state.value, 0) + 1
+        out.append(self._out.reconnect(dev.device_id, reason, now))
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _move(
+        self, new: RoundState, now: float, deadline: float | None, out: list[Command], why: str
+    ) -> None:
+        if new not in TRANSITIONS[self.state]:
+            raise IllegalTransition(f"round cannot go from {self.state.value} to {new.value}")
+        previous, self.state, self.deadline = self.state, new, deadline
+        active = sum(d.status is _Status.ACTIVE for d in self._devices.values())
+        out.append(
+            StageChanged(
+                round_id=self.config.round_id,
+                previous=previous.value,
+                state=new.value,
+                at=now,
+                active=active,
+                deadline=deadline,
+                reason=why,
+            )
+        )
+
+    def _remaining(self, now: float) -> float:
+        # A device turned away mid-round should not come back before this round could end.
+        budget = self.config.training_timeout + 3 * self.config.stage_timeout
+        return max(0.0, self._started_at + self.config.checkin_timeout + budget - now)
+
+    def _metrics(self, now: float, included: int) -> RoundMetrics:
+        devs = self._devices.values()
+        first = self._expected_first_stage()
+        return RoundMetrics(
+            checked_in=len(self._devices),
+            selected=sum(d.client_id >= 0 for d in devs),
+            reported=sum(first in d.answered for d in devs),
+            included=included,
+            dropped=tuple(sorted(self._dropped.items())),
+            bytes_received=self._bytes,
+            started_at=self._started_at,
+            ended_at=now,
+        )
+
+    def _expected_first_stage(self) -> rm.Stage:
+        if self.config.kind is rm.RoundKind.EVALUATE:
+            return rm.Stage.EVALUATION
+        return rm.Stage.ADVERTISE_KEYS if self.config.secagg else rm.Stage.PLAIN_UPDATE
+
+
+__all__ = ["FINAL", "TRANSITIONS", "RoundMachine", "RoundState"]

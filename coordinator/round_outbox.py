@@ -1,0 +1,105 @@
+"""The messages a coordinator round sends, numbered: acks, plans, requests, windows, news."""
+
+from __future__ import annotations
+
+from fedrt.coordinator.pace_steering import PaceSteering
+from fedrt.coordinator.round_commands import Announce, RoundConfig, Send
+from fedrt.protocol import round_messages as rm
+
+
+class RoundOutbox:
+    """Builds one round's outgoing messages; owns the round's message-id counter."""
+
+    __slots__ = ("_config", "_next", "_pace", "_update")
+
+    def __init__(
+        self, config: RoundConfig, update: rm.UpdateSpec, pace: PaceSteering, first_msg_id: int
+    ) -> None:
+        self._config = config
+        self._update = update
+        self._pace = pace
+        self._next = first_msg_id
+
+    @property
+    def next_msg_id(self) -> int:
+        return self._next
+
+    def _id(self) -> int:
+        self._next += 1
+        return self._next - 1
+
+    def ack(self, device_id: str, msg: rm.DeviceMessage, status: rm.AckStatus) -> Send:
+        c = self._config
+        return Send(
+            device_id=device_id,
+            message=rm.Ack(
+                msg_id=self._id(),
+                task_id=c.task_id,
+                round_id=c.round_id,
+                acked=msg.msg_id,
+                status=status,
+            ),
+        )
+
+    def reconnect(
+        self, device_id: str, reason: rm.ReconnectReason, now: float, not_before: float = 0.0
+    ) -> Send:
+        earliest, latest = self._pace.window(now, not_before=not_before)
+        c = self._config
+        return Send(
+            device_id=device_id,
+            message=rm.ReconnectWindow(
+                msg_id=self._id(),
+                task_id=c.task_id,
+                round_id=c.round_id,
+                reason=reason,
+                earliest=earliest,
+                latest=latest,
+            ),
+        )
+
+    def announce(self, *, accepting: bool) -> Announce:
+        c = self._config
+        return Announce(
+            message=rm.TaskAnnouncement(
+                msg_id=self._id(),
+                task_id=c.task_id,
+                accepting=accepting,
+                round_id=c.round_id,
+                model=c.model,
+            )
+        )
+
+    def plan(self, device_id: str, secagg: rm.SecAggSpec | None) -> Send:
+        c = self._config
+        return Send(
+            device_id=device_id,
+            message=rm.Plan(
+                msg_id=self._id(),
+                task_id=c.task_id,
+                round_id=c.round_id,
+                kind=c.kind,
+                model=c.model,
+                training=c.training,
+                update=self._update,
+                secagg=secagg,
+                report_within=c.training_timeout,
+            ),
+        )
+
+    def request(self, device_id: str, stage: rm.Stage, payload: bytes) -> Send:
+        c = self._config
+        return Send(
+            device_id=device_id,
+            message=rm.StageRequest(
+                msg_id=self._id(),
+                task_id=c.task_id,
+                round_id=c.round_id,
+                stage=stage,
+                respond_within=c.stage_timeout,
+                payload=payload,
+            ),
+        )
+
+
+__all__ = ["RoundOutbox"]

@@ -1,0 +1,384 @@
+"""The device's sans-I/O round participant: check in, train, report, run SecAgg+, back off.
+
+Theory of operation
+-------------------
+A ``Participant`` follows one task for one device across rounds. It does no I/O and reads
+no clock: the ``Device`` facade passes ``now`` (device clock, seconds) into every call and
+acts on the returned commands (``participant_commands``). Events in:
+``check_in(now)``, ``receive(message, now)`` for each decoded inbox or announcement message,
+``training_done(delta, n_examples, now)`` / ``evaluation_done(...)`` /
+``training_abandoned(reason, now)`` from the trainer, and ``tick(now)`` at
+``next_deadline()``.
+
+    IDLE --check_in--> CHECKED_IN --Plan--> TRAINING --done--> REPORTING --...--> IDLE
+      ^                    |                   |                    |
+      +---ReconnectWindow / timeout / abandon--+--------------------+
+
+* IDLE: nothing in flight; ``may_check_in(now)`` once the last reconnect window opened.
+* CHECKED_IN: waiting for a ``Plan`` (selected) or a ``ReconnectWindow`` (not needed).
+* TRAINING: ``Train``/``Evaluate`` is out; the plan's window (minus a margin) is the deadline.
+* REPORTING: the update (plain) or the SecAgg+ keys went out; each ``StageRequest`` is
+  answered by the SecAgg+ client until the coordinator ends the round with a
+  ``ReconnectWindow``. Silence for longer than the stage window plus ``grace`` ends it too.
+
+Times from the coordinator are relative, so they are turned into device-clock deadlines on
+receipt. Every input that cannot be taken raises a ``RoundError`` (or a SecAgg+
+``ProtocolError``) before anything changes; the facade logs it and drops the message.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+
+import numpy as np
+import numpy.typing as npt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from fedrt.protocol import round_messages as rm
+from fedrt.protocol import round_update
+from fedrt.protocol.errors import ProtocolError
+from fedrt.protocol.prg import RandomSource, system_random
+from fedrt.protocol.round_codec import decode_from_coordinator
+from fedrt.protocol.round_errors import (
+    DuplicateMessageId,
+    IllegalTransition,
+    MalformedMessage,
+    StaleMessage,
+    UnexpectedMessage,
+)
+from fedrt.protocol.round_secagg import secagg_config
+from fedrt.protocol.secagg_client import SecAggClient
+from fedrt.protocol.topics import UpChannel
+from fedrt.sdk.participant_commands import (
+    CancelTraining,
+    Command,
+    Evaluate,
+    Forget,
+    ParticipantConfig,
+    Publish,
+    RoundEnded,
+    ScheduleCheckIn,
+    Train,
+)
+
+
+class ParticipantState(enum.Enum):
+    IDLE = "idle"
+    CHECKED_IN = "checked_in"
+    TRAINING = "training"
+    REPORTING = "reporting"
+
+
+P = ParticipantState
+TRANSITIONS: dict[ParticipantState, frozenset[ParticipantState]] = {
+    P.IDLE: frozenset({P.CHECKED_IN, P.TRAINING}),
+    P.CHECKED_IN: frozenset({P.TRAINING, P.IDLE}),
+    P.TRAINING: frozenset({P.REPORTING, P.IDLE}),
+    P.REPORTING: frozenset({P.IDLE}),
+}
+# After answering stage S the device expects the request of the stage that follows.
+_NEXT_REQUEST = {
+    rm.Stage.ADVERTISE_KEYS: rm.Stage.SHARE_KEYS,
+    rm.Stage.SHARE_KEYS: rm.Stage.MASKED_INPUT,
+    rm.Stage.MASKED_INPUT: rm.Stage.UNMASK,
+}
+_BULK = frozenset({rm.Stage.MASKED_INPUT, rm.Stage.PLAIN_UPDATE})
+
+
+class Participant:
+    """One device's side of one task's rounds; see the module docstring."""
+
+    def __init__(
+        self,
+        config: ParticipantConfig,
+        *,
+        identity: Ed25519PrivateKey,
+        rng: np.random.Generator,
+        random: RandomSource = system_random,
+        first_msg_id: int = 1,
+    ) -> None:
+        self.config = config
+        self._identity = identity
+        self._public = identity.public_key().public_bytes_raw()
+        self._rng = rng
+        self._random = random
+        self._next_msg_id = first_msg_id
+        self.state = P.IDLE
+        self.deadline: float | None = None
+        self.not_before = -np.inf
+        self.plan: rm.Plan | None = None
+        self.round_id: int | None = None
+        self.announcement: rm.TaskAnnouncement | None = None
+        self._answered: rm.Stage | None = None
+        self._client: SecAggClient | None = None
+        self._unacked: set[int] = set()
+        self._seen: set[tuple[int, int]] = set()
+
+    # --- events ----------------------------------------------------------------------------
+
+    def may_check_in(self, now: float) -> bool:
+        """Whether a check-in is due: idle, the reconnect window has opened, and the task is
+        not announced as closed."""
+        closed = self.announcement is not None and not self.announcement.accepting
+        return self.state is P.IDLE and now >= self.not_before and not closed
+
+    def check_in(self, now: float) -> list[Command]:
+        if self.state is not P.IDLE:
+            raise IllegalTransition(f"cannot check in while {self.state.value}")
+        msg = rm.CheckIn(
+            msg_id=self._msg_id(),
+            task_id=self.config.task_id,
+            sdk_version=self.config.sdk_version,
+            model_version=self.plan.model.version if self.plan else 0,
+        )
+        self._move(P.CHECKED_IN, now + self.config.checkin_timeout)
+        return [self._publish(msg)]
+
+    def receive_data(self, data: bytes, now: float) -> list[Command]:
+        return self.receive(decode_from_coordinator(data), now)
+
+    def receive(self, message: rm.CoordinatorMessage, now: float) -> list[Command]:
+        """Take one message from the coordinator; raises before any change if it cannot."""
+        if not isinstance(message, rm.COORDINATOR_MESSAGES):
+            raise UnexpectedMessage(f"{type(message).__name__} is not a coordinator message")
+        if message.task_id != self.config.task_id:
+            raise StaleMessage(f"message for task {message.task_id!r}")
+        if isinstance(message, rm.TaskAnnouncement):
+            self.announcement = message
+            return []
+        key = (message.round_id, message.msg_id)
+        if key in self._seen:
+            raise DuplicateMessageId(f"message {key} already processed", msg_id=message.msg_id)
+        if isinstance(message, rm.Ack):
+            out = self._on_ack(message, now)
+        elif isinstance(message, rm.Plan):
+            out = self._on_plan(message, now)
+        elif isinstance(message, rm.StageRequest):
+            out = self._on_request(message, now)
+        else:
+            out = self._on_reconnect(message, now)
+        self._seen.add(key)
+        return out
+
+    def training_done(
+        self, delta: npt.NDArray[np.floating], n_examples: int, now: float
+    ) -> list[Command]:
+        """Local training finished: ``delta`` = trained - round weights (flat float vector)."""
+        plan = self._training(rm.RoundKind.TRAIN)
+        if self.deadline is not None and now > self.deadline:
+            return self._give_up(rm.AbandonReason.DEADLINE, "training finished late", now)
+        secagg = plan.secagg is not None
+        vector = round_update.encode(delta, n_examples, plan.update, self._rng, weighted=secagg)
+        if plan.secagg is None:
+            stage, payload = rm.Stage.PLAIN_UPDATE, round_update.pack(vector, plan.update.bits)
+        else:
+            client = SecAggClient(
+                secagg_config(
+                    task_id=plan.task_id,
+                    round_id=plan.round_id,
+                    spec=plan.secagg,
+                    update=plan.update,
+                ),
+                index=plan.secagg.client_id,
+                identity=self._identity,
+                random=self._random,
+            )
+            stage, payload = rm.Stage.ADVERTISE_KEYS, client.start()
+            client.set_input(vector)
+            self._client = client
+        return self._answer(plan, stage, payload, now, plan.report_within)
+
+    def evaluation_done(
+        self, n_examples: int, metric_sums: Mapping[str, float], now: float
+    ) -> list[Command]:
+        """Evaluation finished: example count and metric SUMS (e.g. loss_sum, correct)."""
+        plan = self._training(rm.RoundKind.EVALUATE)
+        if self.deadline is not None and now > self.deadline:
+            return self._give_up(rm.AbandonReason.DEADLINE, "evaluation finished late", now)
+        report = rm.EvalReport(
+            msg_id=self._msg_id(),
+            task_id=plan.task_id,
+            round_id=plan.round_id,
+            n_examples=n_examples,
+            metrics=tuple(rm.Metric(name=k, value=v) for k, v in sorted(metric_sums.items())),
+        )
+        self._answered = rm.Stage.EVALUATION
+        self._move(P.REPORTING, now + plan.report_within + self.config.grace)
+        return [self._publish(report)]
+
+    def training_abandoned(
+        self, reason: rm.AbandonReason, now: float, detail: str = ""
+    ) -> list[Command]:
+        """Training or evaluation cannot finish (ineligible too long, no data, error)."""
+        if self.state is not P.TRAINING:
+            raise IllegalTransition(f"no training to abandon while {self.state.value}")
+        return self._give_up(reason, detail, now, cancel=False)
+
+    def tick(self, now: float) -> list[Command]:
+        if self.deadline is None or now < self.deadline:
+            return []
+        if self.state is P.TRAINING:
+            return self._give_up(rm.AbandonReason.DEADLINE, "training window passed", now)
+        if self.state in (P.CHECKED_IN, P.REPORTING):
+            return self._end(None, "the coordinator went silent", now)
+        return []
+
+    # --- queries ---------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        return self.deadline
+
+    @property
+    def next_msg_id(self) -> int:
+        """Persist this with the outbox, so a restarted device never reuses a message id."""
+        return self._next_msg_id
+
+    @property
+    def unacknowledged(self) -> frozenset[int]:
+        return frozenset(self._unacked)
+
+    # --- handlers --------------------------------------------------------------------------
+
+    def _on_ack(self, ack: rm.Ack, now: float) -> list[Command]:
+        if ack.acked not in self._unacked:
+            raise DuplicateMessageId(f"nothing outstanding with id {ack.acked}", msg_id=ack.acked)
+        self._unacked.discard(ack.acked)
+        out: list[Command] = [Forget(msg_id=ack.acked)]
+        refused = ack.status in (rm.AckStatus.REJECTED, rm.AckStatus.LATE)
+        ours = self.state is P.CHECKED_IN or ack.round_id == self.round_id
+        if refused and ours and self.state in (P.CHECKED_IN, P.REPORTING):
+            out += self._end(None, f"refused by the coordinator ({ack.status.name})", now)
+        return out
+
+    def _on_plan(self, plan: rm.Plan, now: float) -> list[Command]:
+        if self.round_id is not None and plan.round_id <= self.round_id:
+            raise StaleMessage(
+                f"plan of round {plan.round_id}, already took part in {self.round_id}"
+            )
+        if self.state not in (P.IDLE, P.CHECKED_IN):
+            raise UnexpectedMessage(f"a plan arrived while {self.state.value}")
+        if plan.secagg is not None:
+            me = plan.secagg.members[plan.secagg.client_id]
+            if me.device_id != self.config.device_id or me.identity_key != self._public:
+                raise MalformedMessage("the plan's cohort names another device at our index")
+            try:
+                secagg_config(
+                    task_id=plan.task_id,
+                    round_id=plan.round_id,
+                    spec=plan.secagg,
+                    update=plan.update,
+                )
+            except ProtocolError as exc:
+                raise MalformedMessage(f"unusable SecAgg+ parameters: {exc}") from None
+        deadline = now + max(0.0, plan.report_within - self.config.deadline_margin)
+        self.plan, self.round_id, self._answered, self._client = plan, plan.round_id, None, None
+        self._seen = {k for k in self._seen if k[0] == plan.round_id}
+        self._move(P.TRAINING, deadline)
+        if plan.kind is rm.RoundKind.EVALUATE:
+            return [Evaluate(plan=plan, deadline=deadline)]
+        return [Train(plan=plan, deadline=deadline)]
+
+    def _on_request(self, req: rm.StageRequest, now: float) -> list[Command]:
+        if req.round_id != self.round_id:
+            raise StaleMessage(f"request for round {req.round_id}, taking part in {self.round_id}")
+        expected = _NEXT_REQUEST.get(self._answered) if self._answered else None
+        if self.state is not P.REPORTING or self._client is None or req.stage != expected:
+            raise UnexpectedMessage(f"{req.stage.name} is not expected while {self.state.value}")
+        reply = self._client.receive(req.payload)
+        if reply is None:
+            raise UnexpectedMessage(f"the SecAgg+ client had no answer to {req.stage.name}")
+        assert self.plan is not None
+        return self._answer(self.plan, req.stage, reply, now, req.respond_within)
+
+    def _on_reconnect(self, window: rm.ReconnectWindow, now: float) -> list[Command]:
+        current = self.state in (P.TRAINING, P.REPORTING)
+        if current and window.round_id != self.round_id:
+            raise StaleMessage(
+                f"window for round {window.round_id}, taking part in {self.round_id}"
+            )
+        if self.state is P.IDLE:
+            raise UnexpectedMessage("a reconnect window arrived while idle")
+        at = now + float(self._rng.uniform(window.earliest, window.latest))
+        out: list[Command] = []
+        if self.state is P.TRAINING:
+            out.append(CancelTraining(reason=window.reason.name.lower()))
+        if current:
+            out.append(RoundEnded(round_id=window.round_id, reason=window.reason))
+        self._to_idle(at)
+        out.append(ScheduleCheckIn(at=at))
+        return out
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _training(self, kind: rm.RoundKind) -> rm.Plan:
+        if self.state is not P.TRAINING or self.plan is None or self.plan.kind is not kind:
+            raise IllegalTransition(f"no {kind.name.lower()} job is running ({self.state.value})")
+        return self.plan
+
+    def _answer(
+        self, plan: rm.Plan, stage: rm.Stage, payload: bytes, now: float, window: float
+    ) -> list[Command]:
+        msg = rm.StageResponse(
+            msg_id=self._msg_id(),
+            task_id=plan.task_id,
+            round_id=plan.round_id,
+            stage=stage,
+            payload=payload,
+        )
+        self._answered = stage
+        # The next request comes once this stage closes: at the latest after its window.
+        self._move(P.REPORTING, now + window + self.config.grace)
+        return [self._publish(msg)]
+
+    def _give_up(
+        self, reason: rm.AbandonReason, detail: str, now: float, *, cancel: bool = True
+    ) -> list[Command]:
+        assert self.plan is not None
+        msg = rm.Abandon(
+            msg_id=self._msg_id(),
+            task_id=self.plan.task_id,
+            round_id=self.plan.round_id,
+            reason=reason,
+            detail=detail[:256],
+        )
+        out: list[Command] = [CancelTraining(reason=reason.name.lower())] if cancel else []
+        out.append(self._publish(msg))
+        return out + self._end(None, detail or reason.name.lower(), now)
+
+    def _end(self, reason: rm.ReconnectReason | None, detail: str, now: float) -> list[Command]:
+        at = now + float(self._rng.uniform(self.config.retry_earliest, self.config.retry_latest))
+        out: list[Command] = []
+        if self.round_id is not None and self.state is not P.CHECKED_IN:
+            out.append(RoundEnded(round_id=self.round_id, reason=reason, detail=detail))
+        self._to_idle(at)
+        out.append(ScheduleCheckIn(at=at))
+        return out
+
+    def _to_idle(self, not_before: float) -> None:
+        self._move(P.IDLE, None)
+        self.not_before = not_before
+        self._client = None
+        self._answered = None
+
+    def _move(self, new: ParticipantState, deadline: float | None) -> None:
+        if new is not self.state and new not in TRANSITIONS[self.state]:
+            raise IllegalTransition(f"participant cannot go from {self.state.value} to {new.value}")
+        self.state, self.deadline = new, deadline
+
+    def _publish(self, msg: rm.DeviceMessage) -> Publish:
+        if isinstance(msg, rm.CheckIn):
+            channel = UpChannel.CHECKIN
+        elif isinstance(msg, rm.StageResponse) and msg.stage in _BULK:
+            channel = UpChannel.UPDATE
+        else:
+            channel = UpChannel.ROUND
+        self._unacked.add(msg.msg_id)
+        return Publish(channel=channel, message=msg)
+
+    def _msg_id(self) -> int:
+        self._next_msg_id += 1
+        return self._next_msg_id - 1
+
+
+__all__ = ["TRANSITIONS", "Participant", "ParticipantState"]
