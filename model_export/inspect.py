@@ -190,8 +190,22 @@ def _var_name(op: _Node) -> str:
     return f"{options.string(0)}/{options.string(1)}"
 
 
+def _check_buffers(root: _Node, size: int) -> None:
+    """Every weight buffer must lie inside the file: a cut-off tail is a truncated model."""
+    for index, buffer in enumerate(root.tables(4)):
+        off = buffer._off(0)  # Buffer.data: [ubyte]
+        if off:
+            end = buffer.tab.Vector(off) + buffer.tab.VectorLen(off)
+            if end > size:
+                raise ModelFileError(f"buffer {index} ends at {end}, past the file's {size} bytes")
+        start = buffer.scalar(1, nt.Uint64Flags)  # offset/size of data stored after the flatbuffer
+        if start > 1 and start + buffer.scalar(2, nt.Uint64Flags) > size:
+            raise ModelFileError(f"buffer {index} lies past the end of the file")
+
+
 def _parse(buf: bytes) -> ModelReport:
     root = _Node(buf, int(nt.UOffsetTFlags.py_type(struct.unpack_from("<I", buf, 0)[0])))
+    _check_buffers(root, len(buf))
     codes = root.tables(1)
     graphs = root.tables(2)
     names = _op_names()

@@ -1,0 +1,164 @@
+"""The flatbuffer inspector on hand-built models (Flex, custom, variables) and real exports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fedrt.cli import main
+from fedrt.model_export import MissingSignature, ModelFileError, inspect_file, inspect_model
+from tests.model_export.conftest import Exported
+from tests.model_export.synthetic_tflite import (
+    ASSIGN_VARIABLE,
+    CALL_ONCE,
+    CUSTOM,
+    READ_VARIABLE,
+    VAR_HANDLE,
+    Graph,
+    Op,
+    build_model,
+    dense_graph,
+)
+
+
+def _variable_model(*, call_once: bool, init_vars: tuple[str, ...] = ("w",)) -> bytes:
+    reads = [Op(VAR_HANDLE, outputs=[3], var="w"), Op(READ_VARIABLE, inputs=[3], outputs=[1])]
+    main_ops = ([Op(CALL_ONCE, init_subgraph=1)] if call_once else []) + reads
+    init = Graph(
+        name="init",
+        tensors=[("r", [], 13), ("v", [2, 4], 0)],
+        ops=[
+            op
+            for name in init_vars
+            for op in (Op(VAR_HANDLE, outputs=[0], var=name), Op(ASSIGN_VARIABLE, inputs=[0, 1]))
+        ],
+    )
+    return build_model([dense_graph(extra=main_ops), init])
+
+
+def test_clean_model_reports_signatures_and_op_histogram() -> None:
+    report = inspect_model(build_model([dense_graph()]))
+    assert report.ok
+    assert report.ops == {"FULLY_CONNECTED": 1}
+    sig = report.signatures["infer"]
+    assert [(t.name, t.shape, t.dtype) for t in sig.inputs] == [("x", (1, 4), "float32")]
+    assert [t.name for t in sig.outputs] == ["logits"]
+    assert report.to_dict()["ok"] is True
+
+
+def test_flex_op_is_reported() -> None:
+    data = build_model([dense_graph(extra=[Op(CUSTOM, custom="FlexReluGrad")])])
+    report = inspect_model(data)
+    assert report.flex_ops == ("FlexReluGrad",)
+    assert not report.ok
+    assert "Flex" in report.problems[0]
+
+
+def test_custom_op_is_reported() -> None:
+    report = inspect_model(build_model([dense_graph(extra=[Op(CUSTOM, custom="MyOp")])]))
+    assert report.custom_ops == ("MyOp",)
+    assert report.flex_ops == ()
+    assert not report.ok
+
+
+def test_variables_without_call_once_are_reported() -> None:
+    report = inspect_model(_variable_model(call_once=False))
+    assert report.variables == ("/w",)
+    assert not report.has_call_once
+    assert report.problems == ["resource variables but no CALL_ONCE initializer"]
+
+
+def test_variable_the_initializer_never_assigns_is_reported() -> None:
+    report = inspect_model(_variable_model(call_once=True, init_vars=("other",)))
+    assert report.has_call_once
+    assert report.uninitialized == ("/w",)
+    assert not report.ok
+
+
+def test_initialized_variables_pass() -> None:
+    report = inspect_model(_variable_model(call_once=True))
+    assert report.ok, report.problems
+    assert report.ops["CALL_ONCE"] == 1
+
+
+def test_missing_signatures_raise_typed_error() -> None:
+    report = inspect_model(build_model([dense_graph()]))
+    with pytest.raises(MissingSignature, match="train, evaluate"):
+        report.require_signatures(["train", "evaluate", "infer"])
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"TFL3", b"\x00" * 64, b"\x10\x00\x00\x00TFL3" + b"\xff" * 8],
+    ids=["empty", "short", "no-identifier", "garbage-root"],
+)
+def test_unreadable_bytes_are_model_file_errors(data: bytes) -> None:
+    with pytest.raises(ModelFileError):
+        inspect_model(data)
+
+
+def test_every_truncation_of_a_real_model_is_a_model_file_error(
+    zoo_mlp: Exported,
+) -> None:
+    data = (zoo_mlp.directory / "model.tflite").read_bytes()
+    assert inspect_model(data).ok
+    for size in [*range(0, len(data), max(1, len(data) // 97)), len(data) - 1]:
+        with pytest.raises(ModelFileError):
+            inspect_model(data[:size])
+
+
+def test_cli_inspect_exit_codes(
+    zoo_cnn: Exported, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["inspect", str(zoo_cnn.directory / "model.tflite"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is True
+    assert report["ops"]["CONV_2D"] >= 2
+    assert sorted(report["signatures"]) == [
+        "evaluate",
+        "get_weights",
+        "infer",
+        "set_weights",
+        "train",
+    ]
+    flex = tmp_path / "flex.tflite"
+    flex.write_bytes(
+        build_model([dense_graph(extra=[Op(CUSTOM, custom="FlexConv2DBackpropFilter")])])
+    )
+    assert main(["inspect", str(flex)]) == 1
+    captured = capsys.readouterr()
+    assert "FlexConv2DBackpropFilter" in captured.out
+    assert "Flex ops" in captured.err
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(b"not a model")
+    assert main(["inspect", str(broken)]) == 2
+    assert "not a TFLite model" in capsys.readouterr().err
+
+
+def test_inspect_runs_where_tensorflow_cannot_be_imported(zoo_mlp: Exported) -> None:
+    code = (
+        "import sys\n"
+        "class B:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('tensorflow', 'keras'):\n"
+        "            raise ImportError(name)\n"
+        "sys.meta_path.insert(0, B())\n"
+        "from fedrt.cli import main\n"
+        f"rc = main(['inspect', {str(zoo_mlp.directory / 'model.tflite')!r}])\n"
+        "assert not [m for m in sys.modules if m.startswith(('tensorflow', 'keras'))]\n"
+        "sys.exit(rc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert "ok: runs on the plain LiteRT interpreter" in out.stdout
+
+
+def test_inspect_file_reports_unreadable_paths(tmp_path: Path) -> None:
+    with pytest.raises(ModelFileError, match="cannot read"):
+        inspect_file(tmp_path / "absent.tflite")
