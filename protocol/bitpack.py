@@ -1,12 +1,13 @@
 """Exact k-bit packing of unsigned integer vectors, vectorized over lanes.
 
-Layout (normative, it is the wire format of masked inputs): let W = 32 for k <= 32 and
-W = 64 otherwise, and g = W / gcd(k, W) values per group, which fill g * k / W words. The
-first G = m // g * g values are cut into g contiguous lanes of G // g values; value j of each
-group is taken from lane j, so every shift is one numpy operation over a whole lane. Group
-words are stored lane-major (word w of every group, then word w + 1, ...) little-endian. The
-r = m - G tail values follow as a plain little-endian bit string of r * k bits, zero-padded
-to a byte. The total is exactly ceil(m * k / 8) bytes and padding bits must be zero.
+Layout (normative, it is the wire format of masked inputs): W = 16, 32 or 64 is the
+smallest word width holding k bits and g = W / gcd(k, W) values form a group, which fills
+g * k / W words. The first G = m // g * g values are cut into g contiguous lanes of G // g
+values; value j of each group is taken from lane j, so every shift is one numpy operation
+over a whole lane. Group words are stored lane-major (word w of every group, then word
+w + 1, ...) little-endian. The r = m - G tail values follow as a plain little-endian bit
+string of r * k bits, zero-padded to a byte. The total is exactly ceil(m * k / 8) bytes and
+padding bits must be zero.
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ __all__ = ["pack", "packed_size", "unpack", "word_dtype"]
 Words = npt.NDArray[np.unsignedinteger]
 
 
-def word_dtype(bits: int) -> type[np.uint32] | type[np.uint64]:
-    """The unsigned word type that holds ``bits``-bit values (uint32 up to 32 bits)."""
+WordType = type[np.uint16] | type[np.uint32] | type[np.uint64]
+
+
+def word_dtype(bits: int) -> WordType:
+    """The smallest of uint16, uint32 and uint64 that holds ``bits``-bit values."""
     _check_bits(bits)
-    return np.uint32 if bits <= 32 else np.uint64
+    return np.uint16 if bits <= 16 else np.uint32 if bits <= 32 else np.uint64
 
 
 def packed_size(count: int, bits: int) -> int:
@@ -42,9 +46,9 @@ def _check_bits(bits: int) -> None:
         raise ParameterError(f"bits must be in 1..64, got {bits}")
 
 
-def _geometry(bits: int) -> tuple[int, int, type[np.uint32] | type[np.uint64]]:
+def _geometry(bits: int) -> tuple[int, int, WordType]:
     dtype = word_dtype(bits)
-    width = 32 if dtype is np.uint32 else 64
+    width = np.dtype(dtype).itemsize * 8
     return width, width // gcd(bits, width), dtype
 
 
@@ -71,7 +75,7 @@ def _pack_lanes(
     lanes: npt.NDArray[np.unsignedinteger],
     bits: int,
     width: int,
-    dtype: type[np.uint32] | type[np.uint64],
+    dtype: WordType,
 ) -> bytes:
     group, lane = lanes.shape
     if lane == 0:
@@ -97,7 +101,7 @@ def _pack_tail(tail: Words, bits: int) -> bytes:
 
 
 def unpack(data: bytes | memoryview, bits: int, count: int) -> Words:
-    """Inverse of ``pack``: ``count`` values of ``bits`` bits as uint32 (<= 32 bits) or uint64.
+    """Inverse of ``pack``: ``count`` values of ``bits`` bits, typed ``word_dtype(bits)``.
 
     Raises ``LengthError`` when ``data`` is not exactly ``packed_size(count, bits)`` bytes
     or when a padding bit is set (so every vector has one encoding).

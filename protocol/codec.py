@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from fedrt.protocol.bitpack import packed_size
 from fedrt.protocol.crypto import KEY_BYTES, SIGNATURE_BYTES, TAG_BYTES
@@ -65,9 +66,6 @@ _TYPES: dict[type[Message], int] = {
     SharesRelay: 18,
     UnmaskRequest: 19,
 }
-_ENTRY_KEYS = 4 + 2 * KEY_BYTES + SIGNATURE_BYTES
-_ENTRY_SHARE = 4 + CIPHERTEXT_BYTES
-_ENTRY_REVEALED = 5 + SHARE_BYTES
 
 
 def _u32(value: int) -> bytes:
@@ -135,44 +133,42 @@ class _Reader:
         value: int = _U32.unpack(self.take(4))[0]
         return value
 
-    def count(self, entry: int, reserve: int = 0) -> int:
-        """A u32 count whose entries must fill the rest (less ``reserve``) exactly."""
+    def entries(self, layout: struct.Struct, reserve: int = 0) -> list[tuple[Any, ...]]:
+        """A u32 count and that many fixed-size entries, filling the rest less ``reserve``."""
         n = self.u32()
-        if n * entry != len(self.data) - self.pos - reserve:
+        if n * layout.size != len(self.data) - self.pos - reserve:
             raise LengthError(f"count {n} does not match the remaining bytes")
-        return n
+        return list(layout.iter_unpack(self.take(n * layout.size)))
 
     def end(self) -> None:
         if self.pos != len(self.data):
             raise LengthError(f"{len(self.data) - self.pos} trailing bytes")
 
 
-def _advertise(r: _Reader, round_id: bytes) -> AdvertiseKeys:
+_KEYS = struct.Struct(f"<I{KEY_BYTES}s{KEY_BYTES}s{SIGNATURE_BYTES}s")
+_SHARE = struct.Struct(f"<I{CIPHERTEXT_BYTES}s")
+_REVEALED = struct.Struct(f"<IB{SHARE_BYTES}s")
+
+
+def _advertise(r: _Reader, rid: bytes) -> AdvertiseKeys:
+    return _advert(rid, *_KEYS.unpack(r.take(_KEYS.size)))
+
+
+def _advert(
+    rid: bytes, sender: int, encryption: bytes, masking: bytes, sig: bytes
+) -> AdvertiseKeys:
     return AdvertiseKeys(
-        round_id=round_id,
-        sender=r.u32(),
-        encryption_key=r.take(KEY_BYTES),
-        masking_key=r.take(KEY_BYTES),
-        signature=r.take(SIGNATURE_BYTES),
+        round_id=rid, sender=sender, encryption_key=encryption, masking_key=masking, signature=sig
     )
 
 
-def _share(r: _Reader) -> EncryptedShare:
-    return EncryptedShare(peer=r.u32(), ciphertext=r.take(CIPHERTEXT_BYTES))
-
-
-def _revealed(r: _Reader) -> RevealedShare:
-    owner = r.u32()
-    kind = r.take(1)[0]
-    if kind not in (ShareKind.SEED, ShareKind.KEY):
-        raise DecodeError(f"unknown share kind {kind}")
-    return RevealedShare(owner=owner, kind=ShareKind(kind), share=r.take(SHARE_BYTES))
+def _shares(r: _Reader, reserve: int = 0) -> tuple[EncryptedShare, ...]:
+    return tuple(EncryptedShare(peer=p, ciphertext=c) for p, c in r.entries(_SHARE, reserve))
 
 
 def _decode_share_keys(r: _Reader, rid: bytes) -> ShareKeys:
     sender, digest = r.u32(), r.take(32)
-    n = r.count(_ENTRY_SHARE, SIGNATURE_BYTES)
-    shares = tuple(_share(r) for _ in range(n))
+    shares = _shares(r, SIGNATURE_BYTES)
     return ShareKeys(
         round_id=rid, sender=sender, seed_digest=digest, shares=shares, signature=r.take(64)
     )
@@ -190,33 +186,31 @@ def _decode_masked(r: _Reader, rid: bytes) -> MaskedInput:
 
 def _decode_unmask(r: _Reader, rid: bytes) -> UnmaskShares:
     sender = r.u32()
-    n = r.count(_ENTRY_REVEALED, SIGNATURE_BYTES)
-    shares = tuple(_revealed(r) for _ in range(n))
+    entries = r.entries(_REVEALED, SIGNATURE_BYTES)
+    if any(kind not in _KINDS for _, kind, _ in entries):
+        raise DecodeError("unknown share kind")
+    shares = tuple(RevealedShare(owner=o, kind=_KINDS[k], share=s) for o, k, s in entries)
     return UnmaskShares(round_id=rid, sender=sender, shares=shares, signature=r.take(64))
 
 
 def _decode_broadcast(r: _Reader, rid: bytes) -> KeysBroadcast:
     recipient = r.u32()
-    n = r.count(_ENTRY_KEYS)
-    return KeysBroadcast(
-        round_id=rid, recipient=recipient, keys=tuple(_advertise(r, rid) for _ in range(n))
-    )
+    keys = tuple(_advert(rid, *entry) for entry in r.entries(_KEYS))
+    return KeysBroadcast(round_id=rid, recipient=recipient, keys=keys)
 
 
 def _decode_relay(r: _Reader, rid: bytes) -> SharesRelay:
     recipient = r.u32()
-    n = r.count(_ENTRY_SHARE)
-    return SharesRelay(round_id=rid, recipient=recipient, shares=tuple(_share(r) for _ in range(n)))
+    return SharesRelay(round_id=rid, recipient=recipient, shares=_shares(r))
 
 
 def _decode_request(r: _Reader, rid: bytes) -> UnmaskRequest:
     recipient = r.u32()
-    n = r.count(4)
-    return UnmaskRequest(
-        round_id=rid, recipient=recipient, survivors=tuple(r.u32() for _ in range(n))
-    )
+    survivors = tuple(d for (d,) in r.entries(_U32))
+    return UnmaskRequest(round_id=rid, recipient=recipient, survivors=survivors)
 
 
+_KINDS = {int(k): k for k in ShareKind}
 _DECODERS: dict[int, Callable[[_Reader, bytes], Message]] = {
     1: _advertise,
     2: _decode_share_keys,

@@ -10,7 +10,10 @@ classic SecAgg. The ring order comes from a seed, so every party derives the sam
     share per peer, so the server never gathers t shares of both of a device's secrets;
   * n * P[Binomial(k, 1 - dropout) < t] <= 2**failure_log2: every device keeps t live
     neighbours (union bound over devices, dropouts independent);
-  * n * P[Binomial(k, corrupt) >= 2t - k] <= 2**security_log2 (only when corrupt > 0).
+  * n * P[Binomial(k, corrupt) >= 2t - k] <= 2**security_log2 (only when corrupt > 0);
+  * the honest live devices stay connected, else the server learns the sum of a smaller
+    component: k >= 2, and cutting the ring takes two runs of k/2 consecutive removed
+    positions, so n**2 * (dropout + corrupt)**k <= 2**security_log2.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import hashlib
 from math import comb, log2
 
 import numpy as np
+import numpy.typing as npt
 
 from fedrt.protocol.errors import ParameterError
 from fedrt.protocol.prg import keystream
@@ -26,11 +30,13 @@ from fedrt.protocol.prg import keystream
 __all__ = [
     "choose_parameters",
     "neighbor_graph",
+    "neighbors_of",
     "round_failure_log2",
     "validate_parameters",
 ]
 
 Graph = tuple[tuple[int, ...], ...]
+Ints = npt.NDArray[np.int64]
 
 
 def validate_parameters(clients: int, neighbors: int, threshold: int) -> None:
@@ -47,20 +53,33 @@ def validate_parameters(clients: int, neighbors: int, threshold: int) -> None:
         )
 
 
-def neighbor_graph(clients: int, neighbors: int, seed: bytes) -> Graph:
-    """Neighbours of every device (sorted tuples) in the seeded random Harary graph."""
+def _ring(clients: int, neighbors: int, seed: bytes) -> tuple[Ints, Ints, list[int]]:
     if clients < 2 or not 1 <= neighbors <= clients - 1 or (neighbors % 2 and clients % 2):
         raise ParameterError(f"no {neighbors}-regular graph on {clients} devices")
     key = hashlib.sha256(b"fedrt/secagg/graph/v1\x00" + seed).digest()
     sort_keys = np.frombuffer(keystream(key, 8 * clients), dtype="<u8")
-    ring = np.argsort(sort_keys, kind="stable")
+    ring = np.argsort(sort_keys, kind="stable").astype(np.int64)
     position = np.empty(clients, dtype=np.int64)
     position[ring] = np.arange(clients)
     offsets = [d for d in range(1, neighbors // 2 + 1)] + [-d for d in range(1, neighbors // 2 + 1)]
     if neighbors % 2:
         offsets.append(clients // 2)
-    table = ring[(position[:, None] + np.asarray(offsets, dtype=np.int64)) % clients]
-    return tuple(tuple(sorted(int(v) for v in row)) for row in table)
+    return ring, position, offsets
+
+
+def neighbor_graph(clients: int, neighbors: int, seed: bytes) -> Graph:
+    """Neighbours of every device (sorted tuples) in the seeded random Harary graph."""
+    ring, position, offsets = _ring(clients, neighbors, seed)
+    table = np.sort(ring[(position[:, None] + np.asarray(offsets)) % clients], axis=1)
+    return tuple(tuple(row) for row in table.tolist())
+
+
+def neighbors_of(clients: int, neighbors: int, seed: bytes, index: int) -> tuple[int, ...]:
+    """One device's row of ``neighbor_graph`` (a device needs only its own)."""
+    if not 0 <= index < clients:
+        raise ParameterError(f"device {index} is not in 0..{clients - 1}")
+    ring, position, offsets = _ring(clients, neighbors, seed)
+    return tuple(sorted(int(ring[(position[index] + d) % clients]) for d in offsets))
 
 
 def _binomial_below(trials: int, p: float, bound: int) -> float:
@@ -89,10 +108,13 @@ def choose_parameters(
     """
     if clients < 2:
         raise ParameterError(f"need at least 2 clients, got {clients}")
-    if not (0.0 <= dropout < 1.0 and 0.0 <= corrupt < 1.0):
+    if not (0.0 <= dropout < 1.0 and 0.0 <= corrupt < 1.0 and dropout + corrupt < 1.0):
         raise ParameterError("dropout and corrupt must be fractions in [0, 1)")
-    for k in range(1, clients):
+    removed = dropout + corrupt
+    for k in range(1 if clients == 2 else 2, clients):
         if k % 2 and clients % 2:
+            continue
+        if k < clients - 1 and clients**2 * removed**k > 2.0**security_log2:
             continue
         for t in range(k // 2 + 1, k + 1):
             margin = 2 * t - k  # corrupted neighbours tolerated: c < 2t - k

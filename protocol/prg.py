@@ -1,7 +1,8 @@
 """AES-256-CTR pseudo-random generation: mask words and deterministic byte sources.
 
 A mask of m words under a 256-bit key is the AES-256-CTR keystream with an all-zero initial
-counter block, read as little-endian uint32 words (ring bits <= 32) or uint64 words. Every key
+counter block, read as little-endian words of the ring's word type (uint16, uint32 or uint64,
+see ``bitpack.word_dtype``), so the ring arithmetic is plain unsigned wrap-around. Every key
 is single-use by construction (derived per round, pair and purpose), so the fixed counter is
 safe. ``MaskAccumulator`` adds or subtracts many masks into one vector with natural unsigned
 wrap-around, reusing one scratch buffer so a mask costs one AES pass plus one numpy add.
@@ -18,6 +19,8 @@ import numpy.typing as npt
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from fedrt.protocol.errors import ParameterError
+
+WordType = type[np.uint16] | type[np.uint32] | type[np.uint64]
 
 __all__ = [
     "ZERO_IV",
@@ -52,9 +55,7 @@ def keystream(key: bytes, size: int, *, iv: bytes = ZERO_IV) -> bytes:
     return encryptor.update(bytes(size)) + encryptor.finalize()
 
 
-def expand(
-    key: bytes, count: int, dtype: type[np.uint32] | type[np.uint64] = np.uint32
-) -> npt.NDArray[np.unsignedinteger]:
+def expand(key: bytes, count: int, dtype: WordType = np.uint32) -> npt.NDArray[np.unsignedinteger]:
     """``count`` pseudo-random words of ``dtype`` from ``key`` (a fresh, writable array)."""
     if count < 0:
         raise ParameterError(f"count must be >= 0, got {count}")
@@ -69,8 +70,8 @@ class MaskAccumulator:
     __slots__ = ("_scratch", "_words", "_zeros", "values")
 
     def __init__(self, values: npt.NDArray[np.unsignedinteger]) -> None:
-        if values.ndim != 1 or values.dtype.type not in (np.uint32, np.uint64):
-            raise ParameterError("accumulator values must be a 1-d uint32 or uint64 array")
+        if values.ndim != 1 or values.dtype.type not in (np.uint16, np.uint32, np.uint64):
+            raise ParameterError("accumulator values must be a 1-d uint16/32/64 array")
         self.values = values
         nbytes = values.size * values.dtype.itemsize
         self._zeros = bytes(nbytes)

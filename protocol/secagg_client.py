@@ -81,8 +81,8 @@ _Signed = TypeVar("_Signed", AdvertiseKeys, ShareKeys, MaskedInput, UnmaskShares
 
 @dataclass(frozen=True, slots=True)
 class _Peer:
-    encryption_key: bytes
     masking_key: bytes
+    inbound_key: bytes  # AES-GCM key of the shares this peer seals to us
 
 
 class SecAggClient:
@@ -106,7 +106,7 @@ class SecAggClient:
         self.stage = Stage.ADVERTISE_KEYS
         self._identity = identity
         self._random = random
-        self._neighbors = frozenset(config.graph()[index])
+        self._neighbors = frozenset(config.neighbors_of(index))
         self._identities = {
             j: load_identity_key(config.members[j].identity_key) for j in self._neighbors
         }
@@ -173,12 +173,12 @@ class SecAggClient:
     # -- stages ---------------------------------------------------------------------------
 
     def _on_keys(self, message: KeysBroadcast) -> bytes:
-        peers: dict[int, _Peer] = {}
+        adverts: dict[int, AdvertiseKeys] = {}
         seen_keys = {x25519_public(k) for k in (self._encryption, self._masking) if k}
         for advert in message.keys:
             if advert.sender not in self._neighbors:
                 raise UnknownDevice(f"device {advert.sender} is not a neighbour")
-            if advert.sender in peers:
+            if advert.sender in adverts:
                 raise DuplicateDevice(f"device {advert.sender} advertised twice")
             verify_digest(
                 self._identities[advert.sender], advert.signature, codec.signing_digest(advert)
@@ -187,33 +187,30 @@ class SecAggClient:
                 if key in seen_keys:
                     raise DuplicateDevice("a public key appears twice in this round")
                 seen_keys.add(key)
-            peers[advert.sender] = _Peer(advert.encryption_key, advert.masking_key)
-        self._require(len(peers), Stage.SHARE_KEYS)
+            adverts[advert.sender] = advert
+        self._require(len(adverts), Stage.SHARE_KEYS)
         assert self._encryption is not None
         assert self._masking is not None
-        holders = sorted(peers)
+        holders = sorted(adverts)
         seed = self._random(shamir.SECRET_BYTES)
         secrets = shamir.secrets_to_field([seed, self._masking.private_bytes_raw()])
         shares = shamir.split(
             secrets, [h + 1 for h in holders], self.config.threshold, self._random
         )
-        rid = self.config.round_id
-        sealed = []
+        rid, me = self.config.round_id, self.index
+        sealed, peers = [], {}
         for row, holder in enumerate(holders):
-            shared = agree(self._encryption, peers[holder].encryption_key)
-            plaintext = shamir.share_to_bytes(shares[row, 0]) + shamir.share_to_bytes(
-                shares[row, 1]
+            shared = agree(self._encryption, adverts[holder].encryption_key)
+            plaintext = shamir.share_to_bytes(shares[row].ravel())
+            ciphertext = seal(
+                share_key(shared, rid, me, holder), plaintext, share_aad(rid, me, holder)
             )
-            key = share_key(shared, rid, self.index, holder)
-            sealed.append(
-                EncryptedShare(
-                    peer=holder, ciphertext=seal(key, plaintext, share_aad(rid, self.index, holder))
-                )
-            )
+            sealed.append(EncryptedShare(peer=holder, ciphertext=ciphertext))
+            peers[holder] = _Peer(adverts[holder].masking_key, share_key(shared, rid, holder, me))
         reply = self._sign(
             ShareKeys(
                 round_id=rid,
-                sender=self.index,
+                sender=me,
                 seed_digest=hashlib.sha256(seed).digest(),
                 shares=tuple(sealed),
             )
@@ -223,7 +220,6 @@ class SecAggClient:
         return codec.encode(reply)
 
     def _on_relay(self, message: SharesRelay) -> bytes | None:
-        assert self._encryption is not None
         held: dict[int, tuple[bytes, bytes]] = {}
         rid = self.config.round_id
         for item in message.shares:
@@ -232,13 +228,10 @@ class SecAggClient:
                 raise UnknownDevice(f"device {item.peer} did not advertise keys to this device")
             if item.peer in held:
                 raise DuplicateShare(f"two ciphertexts from device {item.peer}")
-            key = share_key(
-                agree(self._encryption, peer.encryption_key), rid, item.peer, self.index
-            )
-            plain = open_sealed(key, item.ciphertext, share_aad(rid, item.peer, self.index))
-            seed_share, key_share = plain[: shamir.SHARE_BYTES], plain[shamir.SHARE_BYTES :]
-            shamir.share_from_bytes(seed_share), shamir.share_from_bytes(key_share)
-            held[item.peer] = (seed_share, key_share)
+            aad = share_aad(rid, item.peer, self.index)
+            plain = open_sealed(peer.inbound_key, item.ciphertext, aad)
+            held[item.peer] = (plain[: shamir.SHARE_BYTES], plain[shamir.SHARE_BYTES :])
+        shamir.check_shares(b"".join(a + b for a, b in held.values()))
         self._require(len(held), Stage.MASKED_INPUT)
         self._held, self._relayed = held, True
         return self._masked_input() if self._input is not None else None

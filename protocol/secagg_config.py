@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from fedrt.protocol.crypto import KEY_BYTES, derive
 from fedrt.protocol.errors import DuplicateDevice, ParameterError
-from fedrt.protocol.graph import Graph, neighbor_graph, validate_parameters
+from fedrt.protocol.graph import Graph, neighbor_graph, neighbors_of, validate_parameters
 
 __all__ = [
     "ROUND_ID_BYTES",
@@ -80,6 +80,10 @@ class SecAggConfig:
     def graph(self) -> Graph:
         """Sorted neighbours of every device index (computed on each call: cache it)."""
         return neighbor_graph(self.clients, self.neighbors, self.round_id)
+
+    def neighbors_of(self, index: int) -> tuple[int, ...]:
+        """Sorted neighbours of device ``index`` (what ``graph()[index]`` holds)."""
+        return neighbors_of(self.clients, self.neighbors, self.round_id, index)
 
 
 def mask_sign(own: int, peer: int) -> int:

@@ -75,6 +75,7 @@ class SecAggServer:
         self._identities = [load_identity_key(m.identity_key) for m in config.members]
         self._expected: frozenset[int] = frozenset(range(config.clients))
         self._keys: dict[int, AdvertiseKeys] = {}
+        self._public_keys: set[bytes] = set()
         self._shares: dict[int, ShareKeys] = {}
         self._masked: set[int] = set()
         self._sum: Vector | None = None
@@ -159,11 +160,11 @@ class SecAggServer:
         return frozenset(self._revealed)
 
     def _on_advertise(self, message: AdvertiseKeys) -> None:
-        used = {k for a in self._keys.values() for k in (a.encryption_key, a.masking_key)}
         keys = {message.encryption_key, message.masking_key}
-        if len(keys) != 2 or keys & used:
+        if len(keys) != 2 or keys & self._public_keys:
             raise DuplicateDevice("a public key was already advertised in this round")
         self._keys[message.sender] = message
+        self._public_keys |= keys
 
     def _on_share_keys(self, message: ShareKeys) -> None:
         recipients = [s.peer for s in message.shares]
@@ -193,14 +194,12 @@ class SecAggServer:
             raise DuplicateShare("two shares for one owner in one message")
         if set(owners) != self._graph[sender] & self._shares.keys():
             raise ConsistencyError("shares must cover exactly the neighbours that shared")
-        parsed: dict[int, bytes] = {}
         for item in message.shares:
             want = ShareKind.SEED if item.owner in self._masked else ShareKind.KEY
             if item.kind is not want:
                 raise ConsistencyError(f"device {item.owner} needs a {want.name} share")
-            shamir.share_from_bytes(item.share)
-            parsed[item.owner] = item.share
-        self._revealed[sender] = parsed
+        shamir.check_shares(b"".join(item.share for item in message.shares))
+        self._revealed[sender] = {item.owner: item.share for item in message.shares}
 
     # -- closing --------------------------------------------------------------------------
 
@@ -272,12 +271,12 @@ class SecAggServer:
         t = self.config.threshold
         owners = sorted(needed)
         holders = np.array([sorted(needed[o])[:t] for o in owners], dtype=np.int64)
-        shares = np.stack(
-            [
-                np.stack([shamir.share_from_bytes(self._revealed[h][o]) for h in row])
-                for o, row in zip(owners, holders.tolist(), strict=True)
-            ]
+        data = b"".join(
+            self._revealed[h][o]
+            for o, row in zip(owners, holders.tolist(), strict=True)
+            for h in row
         )
+        shares = shamir.shares_from_bytes(data, holders.size).reshape(*holders.shape, -1)
         secrets = dict(zip(owners, self._secrets(holders + 1, shares), strict=True))
         assert self._sum is not None
         total = MaskAccumulator(self._sum)

@@ -22,11 +22,13 @@ __all__ = [
     "PRIME",
     "SECRET_BYTES",
     "SHARE_BYTES",
+    "check_shares",
     "reconstruct",
     "secrets_from_field",
     "secrets_to_field",
     "share_from_bytes",
     "share_to_bytes",
+    "shares_from_bytes",
     "split",
 ]
 
@@ -137,8 +139,24 @@ def reconstruct(xs: npt.NDArray[np.integer], ys: Field) -> Field:
 
 
 def share_to_bytes(share: Field) -> bytes:
-    """One share (CHUNKS field elements) as 36 little-endian bytes."""
+    """Shares (CHUNKS field elements each, flattened) as 36 little-endian bytes apiece."""
     return np.asarray(share, dtype=np.uint64).astype("<u4").tobytes()
+
+
+def check_shares(data: bytes) -> None:
+    """Check a concatenation of shares in one pass: whole shares, elements reduced."""
+    if len(data) % SHARE_BYTES:
+        raise DecodeError(f"shares are {SHARE_BYTES} bytes each, got {len(data)} bytes")
+    if (np.frombuffer(data, dtype="<u4") >= _P).any():
+        raise DecodeError("share element is not reduced modulo the prime")
+
+
+def shares_from_bytes(data: bytes, count: int) -> Field:
+    """``count`` concatenated shares as a (count, CHUNKS) array (checked like ``check_shares``)."""
+    if len(data) != count * SHARE_BYTES:
+        raise DecodeError(f"expected {count} shares of {SHARE_BYTES} bytes")
+    check_shares(data)
+    return np.frombuffer(data, dtype="<u4").astype(np.uint64).reshape(count, CHUNKS)
 
 
 def share_from_bytes(data: bytes | memoryview) -> Field:
