@@ -75,7 +75,7 @@ class Network:
     now: float = 0.0
     server_out: list[rc.Command] = field(default_factory=list)
     device_out: dict[str, list[pc.Command]] = field(default_factory=dict)
-    # Device-level hook run on every encoded message the coordinator receives.
+    # Called with every encoded device message right after the coordinator took it.
     tap: Callable[[str, bytes], None] | None = None
 
     def __post_init__(self) -> None:
@@ -111,14 +111,28 @@ class Network:
         for d in checkin if checkin is not None else self.ids:
             self._device(d, self.devices[d].check_in(self.now))
 
+    def deliver(self, max_steps: int = 10_000) -> None:
+        """Deliver every queued message (and what it triggers) without moving the clock."""
+        for _ in range(max_steps):
+            if self.to_server:
+                device_id, data = self.to_server.popleft()
+                self._server(self.machine.receive_data(device_id, data, self.now))
+            elif self.to_device:
+                device_id, data = self.to_device.popleft()
+                if device_id not in self.dead:
+                    self._device(device_id, self.devices[device_id].receive_data(data, self.now))
+            else:
+                return
+        raise AssertionError("messages kept coming")
+
     def run(self, max_steps: int = 10_000) -> None:
         """Deliver everything, advancing the clock to the next deadline when idle."""
         for _ in range(max_steps):
             if self.to_server:
                 device_id, data = self.to_server.popleft()
+                self._server(self.machine.receive_data(device_id, data, self.now))
                 if self.tap is not None:
                     self.tap(device_id, data)
-                self._server(self.machine.receive_data(device_id, data, self.now))
             elif self.to_device:
                 device_id, data = self.to_device.popleft()
                 if device_id not in self.dead:
