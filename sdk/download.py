@@ -1,0 +1,206 @@
+"""Model download: HTTP GET with Range resume, then sha256 and Ed25519 checks, then an atomic swap.
+
+Order of trust: the coordinator's signature over (sha256, manifest) is checked first — before
+a byte is fetched — so a forged plan costs no bandwidth; the downloaded bytes must then hash
+to that sha256. Only then does the file replace the current model (``os.replace``), so a
+tampered, truncated or badly signed download leaves the previous model in place. A partial
+download is kept next to the target (named by the expected hash) and resumed with a
+``Range`` request next time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from fedrt.sdk.errors import (
+    BadSignature,
+    ChecksumMismatch,
+    DownloadError,
+    DownloadRefused,
+    SdkConfigError,
+)
+
+__all__ = ["DownloadResult", "download_model", "model_signing_payload", "verify_model_signature"]
+
+# Must stay byte-identical to fedrt.coordinator.signing (a test pins the two together).
+_DOMAIN = b"fedrt/model-version/v1\n"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_CHUNK = 1 << 16
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+# Far above any model a device trains (the cnn zoo model is well under 10 MB).
+DEFAULT_MAX_BYTES = 256 << 20
+
+
+def model_signing_payload(sha256: str, manifest: Mapping[str, Any]) -> bytes:
+    """The bytes a model-version signature covers: domain, sha256, canonical manifest JSON."""
+    canonical = json.dumps(manifest, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return _DOMAIN + sha256.encode("ascii") + b"\n" + canonical.encode("utf-8")
+
+
+def verify_model_signature(
+    public_key: bytes, sha256: str, manifest: Mapping[str, Any], signature: bytes
+) -> None:
+    """Raise `BadSignature` unless ``signature`` is the coordinator's over this version."""
+    try:
+        key = Ed25519PublicKey.from_public_bytes(public_key)
+    except ValueError as exc:
+        raise SdkConfigError("the coordinator public key must be 32 raw Ed25519 bytes") from exc
+    try:
+        payload = model_signing_payload(sha256, manifest)
+        key.verify(signature, payload)
+    except (InvalidSignature, ValueError, TypeError):
+        raise BadSignature(
+            "the model's signature does not verify with the coordinator key"
+        ) from None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DownloadResult:
+    path: Path
+    fetched_bytes: int  # bytes transferred by this call
+    resumed: bool  # a Range request continued an earlier partial download
+    already_present: bool  # the target already held this exact model: nothing fetched
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def download_model(
+    url: str,
+    dest: str | Path,
+    *,
+    sha256: str,
+    signature: bytes,
+    public_key: bytes,
+    manifest: Mapping[str, Any],
+    timeout_s: float = 30.0,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    headers: Mapping[str, str] | None = None,
+) -> DownloadResult:
+    """Fetch ``url`` into ``dest`` if and only if it is the signed model with this sha256."""
+    if not _SHA256.match(sha256):
+        raise SdkConfigError(f"sha256 must be 64 lowercase hex digits, got {sha256!r}")
+    if not url.startswith(("http://", "https://")):
+        raise SdkConfigError(f"model url must be http(s), got {url!r}")
+    if max_bytes < 1 or timeout_s <= 0:
+        raise SdkConfigError("max_bytes and timeout_s must be positive")
+    verify_model_signature(public_key, sha256, manifest, signature)
+
+    target = Path(dest)
+    if target.is_file() and _file_sha256(target) == sha256:
+        return DownloadResult(path=target, fetched_bytes=0, resumed=False, already_present=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(f".{target.name}.{sha256[:16]}.part")
+    offset = part.stat().st_size if part.is_file() else 0
+    if offset > max_bytes:
+        part.unlink()
+        offset = 0
+
+    fetched, resumed = _fetch(url, part, offset, timeout_s, max_bytes, headers or {})
+    actual = _file_sha256(part)
+    if actual != sha256:
+        part.unlink(missing_ok=True)
+        raise ChecksumMismatch(
+            f"downloaded model has sha256 {actual[:16]}…, the plan says {sha256[:16]}…; "
+            "refused, previous model kept"
+        )
+    os.replace(part, target)
+    _fsync_dir(target.parent)
+    return DownloadResult(
+        path=target, fetched_bytes=fetched, resumed=resumed, already_present=False
+    )
+
+
+def _fetch(
+    url: str,
+    part: Path,
+    offset: int,
+    timeout_s: float,
+    max_bytes: int,
+    headers: Mapping[str, str],
+) -> tuple[int, bool]:
+    """Append the rest of ``url`` to ``part``; returns (bytes fetched, resumed)."""
+    request = urllib.request.Request(url, headers=dict(headers))  # noqa: S310 (scheme checked)
+    if offset:
+        request.add_header("Range", f"bytes={offset}-")
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout_s)  # noqa: S310
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        if exc.code == 416 and offset:
+            # Nothing after our offset: the part may already be complete; the hash decides.
+            return 0, True
+        raise DownloadRefused(
+            f"model server answered {exc.code} {exc.reason}", status=exc.code
+        ) from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise DownloadError(f"cannot fetch {url}: {exc}") from exc
+
+    with response:
+        resumed = False
+        if offset and response.status == 206:
+            match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+            if match is None or int(match.group(1)) != offset:
+                raise DownloadError("the server answered the Range request with another range")
+            resumed = True
+        elif offset:
+            offset = 0  # the server ignored Range and sent everything: start over
+        length_header = response.headers.get("Content-Length")
+        expected = int(length_header) if length_header and length_header.isdigit() else None
+        if expected is not None and offset + expected > max_bytes:
+            raise DownloadError(f"model of {offset + expected} bytes exceeds {max_bytes}")
+        fetched = 0
+        with part.open("ab" if offset else "wb") as fh:
+            try:
+                while True:
+                    chunk = response.read(_CHUNK)
+                    if not chunk:
+                        break
+                    fetched += len(chunk)
+                    if offset + fetched > max_bytes:
+                        raise DownloadError(f"model exceeds {max_bytes} bytes")
+                    fh.write(chunk)
+            except (OSError, http.client.HTTPException) as exc:
+                # A dropped link (IncompleteRead, reset, timeout): keep what arrived for Range.
+                raise DownloadError(
+                    f"download interrupted after {fetched} bytes ({exc!r}); it resumes next time"
+                ) from exc
+            finally:
+                fh.flush()
+                os.fsync(fh.fileno())
+        if expected is not None and fetched < expected:
+            raise DownloadError(
+                f"download cut short ({fetched} of {expected} bytes); resumes next time"
+            )
+    return fetched, resumed
