@@ -241,11 +241,14 @@ async def get_task(request: web.Request) -> web.Response:
     return _json(_task_with_round(_svc(request), request.match_info["task_id"]))
 
 
-async def task_action(request: web.Request) -> web.Response:
-    svc = _svc(request)
-    actor = _admin(request)
-    task = svc.tasks.act(request.match_info["task_id"], request.match_info["action"], actor=actor)
-    return _json(task_view(task))
+def _task_action(action: str) -> Handler:
+    async def handler(request: web.Request) -> web.Response:
+        svc = _svc(request)
+        actor = _admin(request)
+        task = svc.tasks.act(request.match_info["task_id"], action, actor=actor)
+        return _json(task_view(task))
+
+    return handler
 
 
 async def rollback(request: web.Request) -> web.Response:
@@ -387,8 +390,8 @@ def build_app(service: CoordinatorService) -> web.Application:
     r.add_get("/v1/tasks", list_tasks)
     r.add_post("/v1/tasks", create_task)
     r.add_get("/v1/tasks/{task_id}", get_task)
-    actions = "|".join(sorted(ACTIONS))
-    r.add_post(f"/v1/tasks/{{task_id}}/{{action:{actions}}}", task_action)
+    for action in sorted(ACTIONS):
+        r.add_post(f"/v1/tasks/{{task_id}}/{action}", _task_action(action))
     r.add_post("/v1/tasks/{task_id}/rollback", rollback)
     r.add_post("/v1/tasks/{task_id}/promote", promote)
     r.add_get("/v1/tasks/{task_id}/rounds", list_rounds)

@@ -227,6 +227,11 @@ class MosquittoBroker:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id while running (for a pid file another process signals)."""
+        return self._proc.pid if self.running and self._proc is not None else None
+
     def start(self, timeout: float = DEFAULT_START_TIMEOUT) -> None:
         if self.running:
             raise BrokerError("broker already running")

@@ -1,0 +1,136 @@
+"""A real coordinator service in a background event loop, and a small HTTP client for it."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import threading
+import uuid
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fedrt.coordinator.config import BrokerConfig, CoordinatorConfig, HttpConfig, Secret
+from fedrt.coordinator.driver import DriverFactory
+from fedrt.coordinator.service import CoordinatorService
+from tests.coordinator.openapi_check import check_reply
+
+ADMIN_TOKEN = "test-admin-token-0123456789"
+TIMEOUT = 15.0
+T = TypeVar("T")
+
+
+def make_config(
+    data_dir: Path, broker_url: str = "embedded", **overrides: Any
+) -> CoordinatorConfig:
+    return CoordinatorConfig(
+        data_dir=data_dir,
+        admin_token=Secret(ADMIN_TOKEN),
+        tick_interval_s=overrides.pop("tick_interval_s", 0.05),
+        http=HttpConfig(port=0),
+        broker=overrides.pop("broker", BrokerConfig(url=broker_url, embedded_port=0)),
+        **overrides,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class ServiceThread:
+    """Runs ``CoordinatorService`` in its own thread and loop, like ``fedrt coordinator serve``."""
+
+    def __init__(
+        self, config: CoordinatorConfig, driver_factory: DriverFactory | None = None
+    ) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.service = CoordinatorService(config, driver_factory=driver_factory)
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> ServiceThread:
+        self._thread.start()
+        try:
+            self.call(self.service.start())
+        except BaseException:
+            self._halt()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.call(self.service.stop())
+        finally:
+            self._halt()
+
+    def _halt(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(TIMEOUT)
+        self.loop.close()
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(TIMEOUT)
+
+    def run(self, fn: Any, *args: Any) -> Any:
+        """Run a plain function inside the service's loop (as MQTT callbacks do)."""
+
+        async def wrapper() -> Any:
+            return fn(*args)
+
+        return self.call(wrapper())
+
+    @property
+    def port(self) -> int:
+        assert self.service.http_port is not None
+        return self.service.http_port
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = ADMIN_TOKEN,
+        body: Any = None,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        check: bool = True,
+    ) -> Reply:
+        """One request on a fresh connection; ``check`` validates it against the OpenAPI doc."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=TIMEOUT)
+        hdrs = dict(headers or {})
+        if token is not None:
+            hdrs.setdefault("Authorization", f"Bearer {token}")
+        data = raw
+        if body is not None:
+            data = json.dumps(body).encode()
+            hdrs.setdefault("Content-Type", "application/json")
+        try:
+            conn.request(method, path, body=data, headers=hdrs)
+            response = conn.getresponse()
+            reply = Reply(response.status, response.headers, response.read())
+        finally:
+            conn.close()
+        if check:
+            ctype = reply.headers.get("Content-Type", "")
+            check_reply(method, path, reply.status, ctype, reply.body)
+        return reply
+
+
+def multipart(parts: list[tuple[str, bytes, str]]) -> tuple[bytes, str]:
+    """Encode (name, data, content type) parts as multipart/form-data."""
+    boundary = uuid.uuid4().hex
+    out = bytearray()
+    for name, data, ctype in parts:
+        out += f"--{boundary}\r\n".encode()
+        out += f'Content-Disposition: form-data; name="{name}"; filename="{name}"\r\n'.encode()
+        out += f"Content-Type: {ctype}\r\n\r\n".encode()
+        out += data + b"\r\n"
+    out += f"--{boundary}--\r\n".encode()
+    return bytes(out), f"multipart/form-data; boundary={boundary}"

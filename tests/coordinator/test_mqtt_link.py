@@ -1,0 +1,93 @@
+"""The coordinator's MQTT link against a real broker: presence, outbox, reconnect."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from fedrt.coordinator.embedded_broker import EmbeddedBroker
+from fedrt.coordinator.errors import BrokerError
+from fedrt.coordinator.mosquitto import BrokerConfig, MosquittoBroker
+from fedrt.coordinator.mqtt_link import LinkSettings, MqttLink
+from tests.support.mqtt import TestClient
+
+
+def test_outbox_survives_a_broker_restart(tmp_path: Path) -> None:
+    broker = MosquittoBroker(BrokerConfig(directory=tmp_path / "m"))
+    broker.start()
+    received: list[tuple[str, bytes]] = []
+    watcher = TestClient(broker.host, broker.port, client_id="watcher")
+
+    async def on_message(topic: str, payload: bytes) -> None:
+        received.append((topic, payload))
+
+    async def scenario() -> None:
+        link = MqttLink(
+            LinkSettings(
+                host=broker.host, port=broker.port, subscriptions=("in/#",), status_topic="st"
+            ),
+            on_message,
+        )
+        await link.start()
+        link.enqueue("out/1", b"first")
+        assert await link.flush(5)
+        broker.stop()
+        await asyncio.sleep(0.3)
+        # Retained, so a client connecting later can check that it reached the broker.
+        link.enqueue("out/2", b"queued while the broker was down", 1, True)
+        broker.start()
+        deadline = asyncio.get_running_loop().time() + 15
+        while link.connects < 2 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        assert link.connects == 2
+        assert await link.flush(5)
+        await link.stop()
+
+    try:
+        watcher.connect()
+        watcher.subscribe("out/#")
+        asyncio.run(scenario())
+        assert watcher.expect().payload == b"first"
+    finally:
+        watcher.close()
+        broker.stop()
+    check = MosquittoBroker(BrokerConfig(directory=tmp_path / "m"))
+    check.start()
+    try:
+        late = TestClient(check.host, check.port)
+        late.connect()
+        late.subscribe("st")
+        assert late.expect().payload == b"offline"  # retained presence after a clean stop
+        late.subscribe("out/2")
+        assert late.expect().payload == b"queued while the broker was down"
+        late.close()
+    finally:
+        check.stop()
+
+
+def test_unreachable_broker_is_a_broker_error() -> None:
+    async def scenario() -> None:
+        link = MqttLink(LinkSettings(host="127.0.0.1", port=1), lambda t, p: asyncio.sleep(0))
+        with pytest.raises(BrokerError, match="cannot connect"):
+            await link.start(timeout=1.0)
+
+    asyncio.run(scenario())
+
+
+def test_embedded_broker_is_loopback_only() -> None:
+    with pytest.raises(BrokerError, match="loopback"):
+        EmbeddedBroker(host="0.0.0.0")
+
+    async def twice() -> None:
+        broker = EmbeddedBroker()
+        await broker.start()
+        try:
+            with pytest.raises(BrokerError, match="already"):
+                await broker.start()
+        finally:
+            await broker.stop()
+        assert not broker.running
+
+    asyncio.run(twice())

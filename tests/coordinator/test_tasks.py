@@ -1,0 +1,55 @@
+"""Task specs decode strictly; lifecycle moves are audited and illegal ones change nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from fedrt.coordinator.errors import BadRequestError, IllegalTransition
+from fedrt.coordinator.records import TaskRecord, TaskStatus
+from fedrt.coordinator.store_memory import MemoryStore
+from fedrt.coordinator.tasks import TaskManager, TaskSpec
+from tests.coordinator.store_conformance import model, sha
+
+
+def test_spec_round_trips_and_defaults_are_valid() -> None:
+    spec = TaskSpec.from_json({"goal_count": 20, "min_reports": 15, "learning_rate": 1})
+    assert spec.learning_rate == 1.0
+    assert TaskSpec.from_json(spec.to_json()) == spec
+    assert TaskSpec().secagg is True
+    plain = TaskSpec.from_json({"strategy": "krum", "secagg": False})
+    assert plain.strategy == "krum"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        [],
+        {"goal_count": True},
+        {"learning_rate": float("inf")},
+        {"over_selection": 0.9},
+        {"quantization_bits": 17},
+        {"strategy": "trimmed_mean"},
+        {"secagg_threshold": 1.0},
+    ],
+)
+def test_bad_specs(data: object) -> None:
+    with pytest.raises(BadRequestError):
+        TaskSpec.from_json(data)
+
+
+def test_lifecycle_and_hook() -> None:
+    store = MemoryStore()
+    store.add_model(model("m0"))
+    seen: list[TaskRecord] = []
+    manager = TaskManager(store, clock=lambda: 5.0, on_change=seen.append)
+    task = manager.create(name="t", model_sha256=sha("m0"), spec=TaskSpec(), actor="admin")
+    assert manager.act(task.task_id, "start", actor="admin").status is TaskStatus.RUNNING
+    with pytest.raises(IllegalTransition):
+        manager.act(task.task_id, "resume", actor="admin")
+    with pytest.raises(BadRequestError):
+        manager.act(task.task_id, "explode", actor="admin")
+    with pytest.raises(BadRequestError):
+        manager.create(name="t", model_sha256=sha("m0"), spec=TaskSpec(), actor="a", task_id="a/b")
+    assert [t.status for t in seen] == [TaskStatus.CREATED, TaskStatus.RUNNING]
+    assert [e.action for e in store.list_audit()] == ["task.create", "task.start"]
+    assert manager.spec(task.task_id) == TaskSpec()
