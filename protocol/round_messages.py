@@ -225,8 +225,9 @@ class SecAggSpec:
         n = len(self.members)
         if self.client_id >= n:
             raise _fail(SecAggSpec, "client_id must index members")
-        if self.neighbors > max(n - 1, 1) or self.threshold > self.neighbors:
-            raise _fail(SecAggSpec, "need neighbors < len(members) and threshold <= neighbors")
+        # A device's secrets have k + 1 holders (its neighbours and itself).
+        if self.neighbors > max(n - 1, 1) or self.threshold > self.neighbors + 1:
+            raise _fail(SecAggSpec, "need neighbors < len(members), threshold <= neighbors + 1")
         if len({m.device_id for m in self.members}) != n:
             raise _fail(SecAggSpec, "a device appears twice in the cohort")
 

@@ -1,60 +1,48 @@
-"""A device's update as ring elements: clip, weight, quantize, count; and the inverse on a sum.
+"""A round's update encoding: the plan's ``UpdateSpec`` applied through ``protocol.quantize``.
 
-Layout of one device's vector (length ``vector_length(spec)``), every element in [0, 2^b):
-
-* m coordinates: ``q(w * clip(delta))`` where ``clip`` scales delta to L2 norm <= C,
-  ``w = min(n_examples, cap) / cap`` in (0, 1] is the FedAvg weight, and ``q`` maps [-C, C]
-  onto 2^b - 1 steps with unbiased stochastic rounding;
-* ``count_digits(spec)`` coordinates: ``min(n_examples, cap)`` written in base 2^b, so the
-  server learns the SUM of the weights exactly (never one device's count).
-
-Summing n such vectors can never exceed n (2^b - 1) per element, so the sum is exact in the
-ring Z_(2^k) with k = b + ceil(log2 n) (``ring_bits``), which is what SecAgg+ works in. The
-server divides the de-quantized weighted sum by the exact weight sum: the weighted FedAvg
-mean, with an error of at most one quantization step per coordinate.
+Under SecAgg+ a device sends ``quantize.encode_update`` (clipped delta pre-multiplied by its
+FedAvg weight, plus its capped example count in base-2^b digits) and the server decodes the
+sum. A plain update (SecAgg off, robust aggregation) is NOT pre-weighted: the server sees
+each delta on its own, so it gets full quantization resolution whatever the device's
+weight, and the same count digits follow it. Both are bit-packed to ``bits`` per element.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import numpy.typing as npt
 
-from fedrt.protocol import bitpack
+from fedrt.protocol import bitpack, quantize
 from fedrt.protocol.errors import LengthError, ParameterError
 from fedrt.protocol.round_messages import UpdateSpec
 
-Ring = npt.NDArray[np.uint64]
+Ring = npt.NDArray[np.uint32]
 Floats = npt.NDArray[np.float64]
 
 
-def count_digits(spec: UpdateSpec) -> int:
-    """How many base-2^b digits the capped example count takes."""
-    return max(1, math.ceil(spec.weight_cap.bit_length() / spec.bits))
+def quant_spec(spec: UpdateSpec) -> quantize.QuantSpec:
+    return quantize.QuantSpec(
+        params=spec.params, bits=spec.bits, clip_norm=spec.clip_norm, weight_cap=spec.weight_cap
+    )
 
 
 def vector_length(spec: UpdateSpec) -> int:
-    return spec.params + count_digits(spec)
+    return quant_spec(spec).length
 
 
 def ring_bits(spec: UpdateSpec, n_devices: int) -> int:
     """Bits k of the ring in which a sum of ``n_devices`` vectors cannot overflow."""
-    if n_devices < 1:
-        raise ParameterError("a sum needs at least one device")
-    return spec.bits + max(0, math.ceil(math.log2(n_devices)))
+    return quantize.ring_bits(spec.bits, n_devices)
 
 
 def step(spec: UpdateSpec) -> float:
     """One quantization step: the worst-case rounding error of a coordinate."""
-    return 2.0 * spec.clip_norm / ((1 << spec.bits) - 1)
+    return quant_spec(spec).step
 
 
 def clip(delta: npt.NDArray[np.floating], clip_norm: float) -> Floats:
     """Scale ``delta`` down to L2 norm ``clip_norm`` (unchanged when already within)."""
-    d = np.asarray(delta, dtype=np.float64)
-    norm = float(np.linalg.norm(d))
-    return d if norm <= clip_norm else d * (clip_norm / norm)
+    return quantize.clip_l2(delta, clip_norm)
 
 
 def encode(
@@ -65,31 +53,17 @@ def encode(
     *,
     weighted: bool = True,
 ) -> Ring:
-    """The device's vector of ring elements (each < 2^bits) for ``delta`` trained on
-    ``n_examples`` examples.
-
-    ``weighted`` (for SecAgg+, where only the sum is seen) pre-multiplies the clipped delta
-    by the device's weight; a plain update (SecAgg off) leaves it unweighted so a robust
-    rule sees the delta itself, at full quantization resolution.
-    """
-    d = np.asarray(delta)
-    if d.ndim != 1 or d.size != spec.params:
-        raise LengthError(f"delta must be a flat vector of {spec.params} values, got {d.shape}")
-    if not np.all(np.isfinite(d)):
-        raise ParameterError("delta contains NaN or infinity")
-    if not isinstance(n_examples, int) or n_examples < 1:
-        raise ParameterError(f"n_examples must be a positive integer, got {n_examples!r}")
-    count = min(n_examples, spec.weight_cap)
-    levels = (1 << spec.bits) - 1
-    scale = count / spec.weight_cap if weighted else 1.0
-    scaled = (clip(d, spec.clip_norm) * scale + spec.clip_norm) * (levels / (2.0 * spec.clip_norm))
-    # floor(x + u), u ~ U[0, 1): E[result] = x, so the quantized mean is unbiased.
-    rounded = np.floor(scaled + rng.random(scaled.size))
-    np.clip(rounded, 0, levels, out=rounded)
-    out = np.empty(vector_length(spec), dtype=np.uint64)
-    out[: spec.params] = rounded.astype(np.uint64)
-    for i in range(count_digits(spec)):
-        out[spec.params + i] = (count >> (i * spec.bits)) & levels
+    """The device's vector of ring elements (each < 2^bits); ``weighted`` for SecAgg+."""
+    qs = quant_spec(spec)
+    if weighted:
+        return quantize.encode_update(delta, spec=qs, examples=n_examples, rng=rng)
+    # The weighted encoding validates everything; its count digits are reused as they are.
+    out = quantize.encode_update(np.zeros(spec.params), spec=qs, examples=n_examples, rng=rng)
+    if np.asarray(delta).shape != (spec.params,) or not np.isfinite(delta).all():
+        raise LengthError(f"delta must be {spec.params} finite values")
+    out[: spec.params] = quantize.quantize(
+        clip(delta, spec.clip_norm), bound=spec.clip_norm, bits=spec.bits, rng=rng
+    )
     return out
 
 
@@ -97,54 +71,45 @@ def decode_sum(
     total: npt.NDArray[np.unsignedinteger], spec: UpdateSpec, n_devices: int
 ) -> tuple[Floats, float]:
     """(weighted mean delta, summed weight) from the exact sum of ``n_devices`` vectors."""
-    t = np.asarray(total)
-    if t.ndim != 1 or t.size != vector_length(spec) or t.dtype.kind != "u":
-        raise LengthError(f"a sum must hold {vector_length(spec)} unsigned values")
-    levels = (1 << spec.bits) - 1
-    if n_devices < 1 or int(t.max(initial=0)) > n_devices * levels:
-        raise ParameterError("the sum exceeds what that many devices can produce")
-    counts = sum(int(v) << (i * spec.bits) for i, v in enumerate(t[spec.params :]))
-    if counts < n_devices:
-        raise ParameterError(f"summed example count {counts} < {n_devices} devices")
-    weight = counts / spec.weight_cap
-    # Every device added the offset C whatever its weight, so n * C comes off the sum.
-    weighted_sum = t[: spec.params].astype(np.float64) * (2.0 * spec.clip_norm / levels)
-    weighted_sum -= n_devices * spec.clip_norm
-    return weighted_sum / weight, weight
+    agg = quantize.decode_update_sum(total, spec=quant_spec(spec), contributors=n_devices)
+    return agg.mean, agg.weight
 
 
 def decode_one(vector: npt.NDArray[np.unsignedinteger], spec: UpdateSpec) -> tuple[Floats, int]:
     """(clipped delta, capped example count) of ONE unweighted vector (a plain update)."""
     v = np.asarray(vector)
-    if v.ndim != 1 or v.size != vector_length(spec) or v.dtype.kind != "u":
-        raise LengthError(f"an update must hold {vector_length(spec)} unsigned values")
-    levels = (1 << spec.bits) - 1
-    if int(v.max(initial=0)) > levels:
+    qs = quant_spec(spec)
+    if v.ndim != 1 or v.size != qs.length or v.dtype.kind != "u":
+        raise LengthError(f"an update must hold {qs.length} unsigned values")
+    if int(v.max(initial=0)) > qs.levels:
         raise ParameterError(f"an update value exceeds {spec.bits} bits")
-    count = sum(int(x) << (i * spec.bits) for i, x in enumerate(v[spec.params :]))
+    digits = v[spec.params : spec.params + qs.count_digits]
+    count = sum(int(x) << (i * spec.bits) for i, x in enumerate(digits))
     if not 1 <= count <= spec.weight_cap:
         raise ParameterError(f"example count {count} outside 1..{spec.weight_cap}")
-    delta = v[: spec.params].astype(np.float64) * (2.0 * spec.clip_norm / levels) - spec.clip_norm
+    delta = quantize.dequantize_sum(
+        v[: spec.params], bound=spec.clip_norm, bits=spec.bits, contributors=1
+    )
     return delta, count
 
 
 def pack(vector: npt.NDArray[np.unsignedinteger], bits: int) -> bytes:
     """Bit-pack a vector of ring elements (wire form of a plain update)."""
-    return bitpack.pack(np.asarray(vector, dtype=np.uint64), bits)
+    return bitpack.pack(np.asarray(vector), bits)
 
 
-def unpack(data: bytes, spec: UpdateSpec) -> Ring:
+def unpack(data: bytes, spec: UpdateSpec) -> npt.NDArray[np.unsignedinteger]:
     """A plain update from its wire form; ``LengthError`` unless exactly the right size."""
-    return bitpack.unpack(data, spec.bits, vector_length(spec)).astype(np.uint64)
+    return bitpack.unpack(data, spec.bits, vector_length(spec))
 
 
 __all__ = [
     "clip",
-    "count_digits",
     "decode_one",
     "decode_sum",
     "encode",
     "pack",
+    "quant_spec",
     "ring_bits",
     "step",
     "unpack",

@@ -51,7 +51,7 @@ def config(**overrides: object) -> rc.RoundConfig:
         bits=16,
         weight_cap=100,
         secagg_neighbors=5,
-        secagg_threshold=3,
+        secagg_threshold=4,
         checkin_timeout=30.0,
         training_timeout=60.0,
         stage_timeout=10.0,

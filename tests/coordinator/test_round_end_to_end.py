@@ -96,8 +96,8 @@ def test_dropouts_spread_over_every_stage_in_one_round() -> None:
         "dev-02": "masked_input",
         "dev-03": "unmask",
     }
-    # Classic SecAgg (k = n - 1) over 10 devices, t = 5: six unmask holders suffice.
-    net = _network(3, drop=drop, n=10, secagg_neighbors=9, secagg_threshold=5)
+    # Classic SecAgg (k = n - 1) over 10 devices, t = 6: the six unmask holders suffice.
+    net = _network(3, drop=drop, n=10, secagg_neighbors=9, secagg_threshold=6)
     start = net.weights.copy()
     net.start()
     net.run()

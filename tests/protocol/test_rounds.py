@@ -203,7 +203,7 @@ def test_decoded_fields_are_validated() -> None:
         lambda: rm.SecAggSpec(client_id=-1, threshold=2, neighbors=2, members=COHORT[:3]),
         lambda: rm.SecAggSpec(client_id=3, threshold=2, neighbors=2, members=COHORT[:3]),
         lambda: rm.SecAggSpec(client_id=0, threshold=2, neighbors=3, members=COHORT[:3]),
-        lambda: rm.SecAggSpec(client_id=0, threshold=3, neighbors=2, members=COHORT[:3]),
+        lambda: rm.SecAggSpec(client_id=0, threshold=4, neighbors=2, members=COHORT[:3]),
         lambda: rm.SecAggSpec(client_id=0, threshold=1, neighbors=1, members=COHORT[:1] * 2),
         lambda: rm.CohortMember(device_id="x", identity_key=b"short"),
         lambda: rm.TrainingConfig(learning_rate=float("inf")),

@@ -48,7 +48,7 @@ def plan(
     msg_id: int = 10,
     client_id: int = 0,
 ) -> rm.Plan:
-    spec = rm.SecAggSpec(client_id=client_id, threshold=2, neighbors=3, members=COHORT)
+    spec = rm.SecAggSpec(client_id=client_id, threshold=3, neighbors=3, members=COHORT)
     return rm.Plan(
         msg_id=msg_id,
         task_id="mnist",
