@@ -62,6 +62,9 @@ class BrokerConfig:
     url: str = "embedded"
     embedded_host: str = "127.0.0.1"
     embedded_port: int = MQTT_PORT
+    # The embedded broker checks enrolled credentials and the device ACL; anonymous access
+    # (any local process may publish as any device) is for demos and tests only.
+    embedded_anonymous: bool = False
     username: str | None = None
     password: Secret | None = None
     ca_file: Path | None = None
@@ -236,6 +239,9 @@ def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
 def _coerce(name: str, annotation: str, value: Any) -> Any:
     """Turn a TOML value or an env string into the field's type, or say why not."""
     optional = annotation.endswith("| None")
@@ -253,6 +259,12 @@ def _coerce(name: str, annotation: str, value: Any) -> Any:
             if isinstance(value, bool):
                 raise ValueError
             return float(value)
+        if base == "bool":
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in _BOOLS:
+                return _BOOLS[value.lower()]
+            raise ValueError
         if base == "str":
             if not isinstance(value, str):
                 raise ValueError

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import os
 import secrets
@@ -15,11 +16,11 @@ from pathlib import Path
 from fedrt.coordinator.artifacts import BlobStore
 from fedrt.coordinator.config import CoordinatorConfig, Secret
 from fedrt.coordinator.driver import DriverContext, DriverFactory, RoundDriver
-from fedrt.coordinator.embedded_broker import EmbeddedBroker
+from fedrt.coordinator.embedded_broker import EmbeddedAuth, EmbeddedBroker
 from fedrt.coordinator.enrollment import BrokerAuth, Enrollment, MosquittoFileAuth, OpenBrokerAuth
-from fedrt.coordinator.errors import ConfigError
+from fedrt.coordinator.errors import ConfigError, NotFoundError
 from fedrt.coordinator.models import ModelCatalog
-from fedrt.coordinator.mosquitto import hash_password
+from fedrt.coordinator.mosquitto import hash_password, verify_password
 from fedrt.coordinator.mqtt_link import LinkSettings, MqttLink
 from fedrt.coordinator.prometheus import Registry
 from fedrt.coordinator.ratelimit import RateLimiter
@@ -160,8 +161,17 @@ class CoordinatorService:
         self.enrollment.sync_broker()
         b = self.config.broker
         host, port = b.host, b.port
+        username = b.username or (COORDINATOR_USERNAME if b.password else None)
+        password = b.password.reveal() if b.password else None
         if b.embedded:
-            self.embedded = EmbeddedBroker(b.embedded_host, b.embedded_port)
+            auth = None
+            if not b.embedded_anonymous:
+                username, password = COORDINATOR_USERNAME, secrets.token_urlsafe(24)
+                auth = EmbeddedAuth(
+                    verify=self._embedded_verifier(password),
+                    coordinator_username=COORDINATOR_USERNAME,
+                )
+            self.embedded = EmbeddedBroker(b.embedded_host, b.embedded_port, auth=auth)
             await self.embedded.start()
             host, port = self.embedded.host, self.embedded.port
         self._runner, self.http_port = await start_http(self)
@@ -171,8 +181,8 @@ class CoordinatorService:
             LinkSettings(
                 host=host,
                 port=port,
-                username=b.username or (COORDINATOR_USERNAME if b.password else None),
-                password=b.password.reveal() if b.password else None,
+                username=username,
+                password=password,
                 tls=self._tls_context() if b.tls else None,
                 subscriptions=(device_up_filter(),),
                 status_topic=coordinator_status(),
@@ -183,6 +193,20 @@ class CoordinatorService:
         self._tick_task = asyncio.create_task(self._tick_loop(), name="fedrt-tick")
         log.info("coordinator up: http://%s:%d, mqtt %s:%d", self.config.http.host,
                  self.http_port, host, port)  # fmt: skip
+
+    def _embedded_verifier(self, coordinator_password: str) -> Callable[[str, str], bool]:
+        """Password check for the embedded broker: the coordinator, or an active device."""
+
+        def verify(username: str, password: str) -> bool:
+            if username == COORDINATOR_USERNAME:
+                return hmac.compare_digest(password.encode(), coordinator_password.encode())
+            try:
+                device = self.store.get_device(username)
+            except NotFoundError:
+                return False
+            return not device.revoked and verify_password(password, device.credential_hash)
+
+        return verify
 
     async def stop(self) -> None:
         """Graceful: stop ticking, let the driver persist, flush the outbox, close all."""

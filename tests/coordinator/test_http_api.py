@@ -315,3 +315,28 @@ def test_per_device_rate_limit(tmp_path: Path, mosquitto: MosquittoBroker) -> No
             ).status
             == 200
         )
+
+
+def test_upload_limit_and_enrollment_flood(tmp_path: Path, mosquitto: MosquittoBroker) -> None:
+    from fedrt.coordinator.config import HttpConfig
+
+    config = make_config(tmp_path / "data", mosquitto.url)
+    config = type(config)(
+        data_dir=config.data_dir,
+        admin_token=config.admin_token,
+        broker=config.broker,
+        http=HttpConfig(port=0, max_upload_bytes=2048),
+    )
+    with ServiceThread(config) as svc:
+        data = tflite_bytes(0, size=4096)
+        status, body = _upload(svc, data, manifest_for(data).to_json().encode())
+        assert status == 400
+        assert "limit" in body["error"]["message"]  # type: ignore[index]
+        assert svc.service.store.list_models() == []
+        junk = {"token": "t" * 20, "public_key": "AA==", "proof": "AA=="}
+        statuses = [
+            svc.request("POST", "/v1/enroll", token=None, body=junk).status for _ in range(12)
+        ]
+        # Ten tries per address in a burst, then 429 with Retry-After.
+        assert statuses[:10] == [400] * 10
+        assert statuses[10:] == [429, 429]

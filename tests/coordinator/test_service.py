@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import queue
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from fedrt.coordinator.mosquitto import MosquittoBroker, hash_password
 from fedrt.coordinator.records import TaskRecord
 from fedrt.protocol.topics import UpChannel, coordinator_status, device_inbox, device_up
 from tests.coordinator.harness import ServiceThread, make_config
+from tests.support.brokers import SecureBroker
 from tests.support.mqtt import TestClient
 
 COORD_USER, COORD_PASSWORD = "fedrt-coordinator", "coordinator-secret-0123"
@@ -210,3 +212,94 @@ def test_no_driver_counts_and_last_seen_is_flushed_on_stop(tmp_path: Path) -> No
         assert _outcomes(svc)["no_driver"] == 1
     with ServiceThread(config) as again:
         assert again.service.store.get_device(user).last_seen is not None
+
+
+def test_service_over_mqtts_with_a_private_ca(
+    tmp_path: Path, mosquitto_secure: SecureBroker
+) -> None:
+    config = make_config(
+        tmp_path / "data",
+        broker=BrokerConfig(
+            url=f"mqtts://{mosquitto_secure.host}:{mosquitto_secure.tls_port}",
+            username="admin",
+            password=Secret(mosquitto_secure.passwords["admin"]),
+            ca_file=mosquitto_secure.tls.ca_cert,
+        ),
+    )
+    with ServiceThread(config) as svc:
+        health = svc.request("GET", "/healthz", token=None).json()
+        assert health["mqtt_connected"] is True
+        watcher = TestClient(
+            mosquitto_secure.host,
+            mosquitto_secure.port,
+            username="admin",
+            password=mosquitto_secure.passwords["admin"],
+        )
+        try:
+            watcher.connect()
+            watcher.subscribe("x/#")
+            svc.run(svc.service.publish, "x/y", b"over tls")
+            assert watcher.expect().payload == b"over tls"
+        finally:
+            watcher.close()
+
+
+class V311Client:
+    """paho MQTT 3.1.1 (what amqtt speaks), collecting messages into a queue."""
+
+    def __init__(self, port: int, username: str | None, password: str | None) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self.result: queue.Queue[int] = queue.Queue()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        self.client.on_connect = lambda c, u, f, rc, p: self.result.put(rc.value)
+        self.client.on_message = lambda c, u, m: self.messages.put((m.topic, bytes(m.payload)))
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def connected(self) -> bool:
+        return self.result.get(timeout=10) == 0
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_embedded_broker_enforces_enrolled_credentials_and_acl(tmp_path: Path) -> None:
+    with ServiceThread(make_config(tmp_path / "data"), driver_factory=RecordingDriver) as svc:
+        driver = svc.service.driver
+        assert isinstance(driver, RecordingDriver)
+        assert svc.service.embedded is not None
+        port = svc.service.embedded.port
+        alice, alice_pw = _enroll(svc)
+        bob, _ = _enroll(svc)
+        anonymous = V311Client(port, None, None)
+        wrong = V311Client(port, alice, "wrong-password")
+        device = V311Client(port, alice, alice_pw)
+        try:
+            assert not anonymous.connected()
+            assert not wrong.connected()
+            assert device.connected()
+            device.client.subscribe(device_inbox(alice), qos=1)
+            device.client.subscribe(device_inbox(bob), qos=1)  # refused by the ACL
+            time.sleep(0.2)
+            device.client.publish(device_up(bob, UpChannel.CHECKIN), b"forged", qos=1)
+            device.client.publish(device_up(alice, UpChannel.CHECKIN), b"mine", qos=1)
+            assert device.messages.get(timeout=10) == (device_inbox(alice), b"plan for mine")
+            svc.run(svc.service.publish, device_inbox(bob), b"for bob only", 1, False)
+            with pytest.raises(queue.Empty):
+                device.messages.get(timeout=0.3)
+            assert driver.messages == [(alice, UpChannel.CHECKIN, b"mine")]
+        finally:
+            for client in (anonymous, wrong, device):
+                client.close()
+        svc.request("POST", f"/v1/devices/{alice}/revoke")
+        revoked = V311Client(port, alice, alice_pw)
+        try:
+            assert not revoked.connected()
+        finally:
+            revoked.close()
