@@ -194,10 +194,12 @@ class RoundMachine:
             return self._on_checkin(device_id, dev, message, now)
         if message.round_id != self.config.round_id:
             raise StaleMessage(f"message for round {message.round_id}")
-        if dev is None or (dev.status is _Status.CHECKED_IN and self.state is not S.CHECK_IN):
+        if dev is None:
             raise UnknownParticipant(f"{device_id} is not part of round {self.config.round_id}")
         if isinstance(message, rm.Abandon):
             return self._on_abandon(dev, message, now)
+        if dev.status is _Status.CHECKED_IN:
+            raise UnexpectedMessage(f"{device_id} answers a round that has not selected yet")
         if dev.status is not _Status.ACTIVE:
             raise LateMessage(f"{device_id} is no longer part of the round ({dev.status.value})")
         return self._on_answer(dev, message, now)
@@ -264,13 +266,22 @@ class RoundMachine:
     def _on_checkin(
         self, device_id: str, dev: _Device | None, msg: rm.CheckIn, now: float
     ) -> list[Command]:
-        if dev is not None:
-            raise UnexpectedMessage(f"{device_id} has already checked in to this round")
         if self.state is S.CHECK_IN and self.config.secagg and device_id not in self._keys:
             raise UnknownParticipant(f"{device_id} has no registered identity key")
         out: list[Command] = [self._out.ack(device_id, msg, rm.AckStatus.ACCEPTED)]
+        if dev is not None:
+            # Checking in again: a resend after a reboot while waiting (nothing to do), or a
+            # device that restarted mid-round and lost its round state (it is out).
+            dev.seen.add(msg.msg_id)
+            if dev.status is _Status.ACTIVE:
+                self._drop(dev, _Status.WITHDRAWN)
+                out.append(self._out.reconnect(device_id, rm.ReconnectReason.DROPPED, now))
+                self._after_answer_or_loss(now, out)
+            elif dev.status is not _Status.CHECKED_IN:
+                out.append(self._out.reconnect(device_id, rm.ReconnectReason.DROPPED, now))
+            return out
         if self.state is not S.CHECK_IN:
-            reason = rm.ReconnectReason.ROUND_FULL
+            reason = rm.ReconnectReason.NO_ROUND if self.finished else rm.ReconnectReason.ROUND_FULL
             out.append(self._out.reconnect(device_id, reason, now, not_before=self._remaining(now)))
             return out
         dev = _Device(device_id=device_id)
@@ -288,8 +299,7 @@ class RoundMachine:
         if dev.status is _Status.CHECKED_IN:
             del self._devices[dev.device_id]
             return out
-        dev.status = _Status.WITHDRAWN
-        self._dropped[self.state.value] = self._dropped.get(self.state.value, 0) + 1
+        self._drop(dev, _Status.WITHDRAWN)
         self._after_answer_or_loss(now, out)
         return out
 
@@ -447,12 +457,16 @@ class RoundMachine:
     def _cut(
         self, dev: _Device, reason: rm.ReconnectReason, now: float, out: list[Command]
     ) -> None:
-        dev.status = _Status.CUT
         if reason is rm.ReconnectReason.DROPPED:
-            self._dropped[self.state.value] = self._dropped.get(self.state.value, 0) + 1
+            self._drop(dev, _Status.CUT)
+        dev.status = _Status.CUT
         out.append(self._out.reconnect(dev.device_id, reason, now))
 
     # --- helpers ---------------------------------------------------------------------------
+
+    def _drop(self, dev: _Device, status: _Status) -> None:
+        dev.status = status
+        self._dropped[self.state.value] = self._dropped.get(self.state.value, 0) + 1
 
     def _move(
         self, new: RoundState, now: float, deadline: float | None, out: list[Command], why: str
