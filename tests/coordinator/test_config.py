@@ -113,3 +113,15 @@ def test_secret_errors_do_not_echo_the_value(tmp_path: Path) -> None:
 def test_direct_construction_validates() -> None:
     with pytest.raises(ConfigError):
         CoordinatorConfig(tick_interval_s=float("nan"))
+
+
+def test_booleans_from_env_and_toml(tmp_path: Path) -> None:
+    env = {"FEDRT_BROKER_EMBEDDED_ANONYMOUS": "true"}
+    assert load_config(environ=env).broker.embedded_anonymous is True
+    assert load_config(environ={}).broker.embedded_anonymous is False
+    with pytest.raises(ConfigError, match="must be bool"):
+        load_config(environ={"FEDRT_BROKER_EMBEDDED_ANONYMOUS": "maybe"})
+    path = tmp_path / "c.toml"
+    path.write_text("[broker]\nembedded_anonymous = 1\n")
+    with pytest.raises(ConfigError, match="must be bool"):
+        load_config(path, environ={})
