@@ -1,3 +1,247 @@
-"""The on-device runtime: eligibility, idle-window training on LiteRT, secure updates over MQTT."""
+"""The on-device runtime: eligibility, idle-window training on LiteRT, secure updates over MQTT.
 
-__all__: list[str] = []
+Importing ``fedrt.sdk`` loads only the error classes; every other name is imported on first
+use (PEP 562), so an app that needs the example store does not pay for paho-mqtt, the
+cryptography backend or the model runner.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from fedrt.sdk.errors import (
+    BadSignature,
+    ChecksumMismatch,
+    DeviceStateError,
+    DownloadError,
+    DownloadRefused,
+    ExampleStoreError,
+    InterpreterUnavailable,
+    ModelError,
+    ModelRejected,
+    NotConnected,
+    NotEnoughExamples,
+    OutboxError,
+    RemoteError,
+    SchedulerError,
+    SdkConfigError,
+    SdkError,
+    TrainStepFailed,
+    TransportError,
+)
+
+if TYPE_CHECKING:
+    from fedrt.sdk.budget import (
+        DailyBudget,
+    )
+    from fedrt.sdk.checkpoint import (
+        Checkpoint,
+    )
+    from fedrt.sdk.clock import (
+        Clock,
+        ManualClock,
+        SystemClock,
+    )
+    from fedrt.sdk.dedupe import (
+        SeenIds,
+    )
+    from fedrt.sdk.device_state import (
+        BatteryStatus,
+        DeviceSnapshot,
+        DeviceState,
+        NetworkKind,
+        PowerSource,
+        ThermalStatus,
+    )
+    from fedrt.sdk.download import (
+        DownloadResult,
+        download_model,
+        model_signing_payload,
+        verify_model_signature,
+    )
+    from fedrt.sdk.eligibility import (
+        EligibilityDecision,
+        EligibilityPolicy,
+        Ineligible,
+        Reason,
+    )
+    from fedrt.sdk.example_store import (
+        Batch,
+        ExampleStore,
+        Retention,
+    )
+    from fedrt.sdk.interpreter import (
+        InterpreterChoice,
+        resolve_interpreter,
+    )
+    from fedrt.sdk.linux_state import (
+        LinuxDeviceState,
+    )
+    from fedrt.sdk.memory_transport import (
+        MemoryBroker,
+        MemoryTransport,
+    )
+    from fedrt.sdk.outbox import (
+        Outbox,
+        OutboxEntry,
+        ReliableSender,
+        new_msg_id,
+    )
+    from fedrt.sdk.scheduler import (
+        JobState,
+        JobStatus,
+        Outcome,
+        SchedulerConfig,
+        TrainingJob,
+        TrainingPlan,
+        TrainingResult,
+        TrainingScheduler,
+    )
+    from fedrt.sdk.scripted_state import (
+        ScriptedDeviceState,
+    )
+    from fedrt.sdk.trainer import (
+        LiteRtTrainer,
+        TrainerBackend,
+    )
+    from fedrt.sdk.transport import (
+        Message,
+        MqttConfig,
+        PahoTransport,
+        ReconnectBackoff,
+        Transport,
+    )
+
+_LAZY: dict[str, str] = {
+    "DailyBudget": "budget",
+    "Checkpoint": "checkpoint",
+    "Clock": "clock",
+    "ManualClock": "clock",
+    "SystemClock": "clock",
+    "SeenIds": "dedupe",
+    "BatteryStatus": "device_state",
+    "DeviceSnapshot": "device_state",
+    "DeviceState": "device_state",
+    "NetworkKind": "device_state",
+    "PowerSource": "device_state",
+    "ThermalStatus": "device_state",
+    "DownloadResult": "download",
+    "download_model": "download",
+    "model_signing_payload": "download",
+    "verify_model_signature": "download",
+    "EligibilityDecision": "eligibility",
+    "EligibilityPolicy": "eligibility",
+    "Ineligible": "eligibility",
+    "Reason": "eligibility",
+    "Batch": "example_store",
+    "ExampleStore": "example_store",
+    "Retention": "example_store",
+    "InterpreterChoice": "interpreter",
+    "resolve_interpreter": "interpreter",
+    "LinuxDeviceState": "linux_state",
+    "MemoryBroker": "memory_transport",
+    "MemoryTransport": "memory_transport",
+    "Outbox": "outbox",
+    "OutboxEntry": "outbox",
+    "ReliableSender": "outbox",
+    "new_msg_id": "outbox",
+    "JobState": "scheduler",
+    "JobStatus": "scheduler",
+    "Outcome": "scheduler",
+    "SchedulerConfig": "scheduler",
+    "TrainingJob": "scheduler",
+    "TrainingPlan": "scheduler",
+    "TrainingResult": "scheduler",
+    "TrainingScheduler": "scheduler",
+    "ScriptedDeviceState": "scripted_state",
+    "LiteRtTrainer": "trainer",
+    "TrainerBackend": "trainer",
+    "Message": "transport",
+    "MqttConfig": "transport",
+    "PahoTransport": "transport",
+    "ReconnectBackoff": "transport",
+    "Transport": "transport",
+}
+
+__all__ = [
+    "BadSignature",
+    "Batch",
+    "BatteryStatus",
+    "Checkpoint",
+    "ChecksumMismatch",
+    "Clock",
+    "DailyBudget",
+    "DeviceSnapshot",
+    "DeviceState",
+    "DeviceStateError",
+    "DownloadError",
+    "DownloadRefused",
+    "DownloadResult",
+    "EligibilityDecision",
+    "EligibilityPolicy",
+    "ExampleStore",
+    "ExampleStoreError",
+    "Ineligible",
+    "InterpreterChoice",
+    "InterpreterUnavailable",
+    "JobState",
+    "JobStatus",
+    "LinuxDeviceState",
+    "LiteRtTrainer",
+    "ManualClock",
+    "MemoryBroker",
+    "MemoryTransport",
+    "Message",
+    "ModelError",
+    "ModelRejected",
+    "MqttConfig",
+    "NetworkKind",
+    "NotConnected",
+    "NotEnoughExamples",
+    "Outbox",
+    "OutboxEntry",
+    "OutboxError",
+    "Outcome",
+    "PahoTransport",
+    "PowerSource",
+    "Reason",
+    "ReconnectBackoff",
+    "ReliableSender",
+    "RemoteError",
+    "Retention",
+    "SchedulerConfig",
+    "SchedulerError",
+    "ScriptedDeviceState",
+    "SdkConfigError",
+    "SdkError",
+    "SeenIds",
+    "SystemClock",
+    "ThermalStatus",
+    "TrainStepFailed",
+    "TrainerBackend",
+    "TrainingJob",
+    "TrainingPlan",
+    "TrainingResult",
+    "TrainingScheduler",
+    "Transport",
+    "TransportError",
+    "download_model",
+    "model_signing_payload",
+    "new_msg_id",
+    "resolve_interpreter",
+    "verify_model_signature",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"fedrt.sdk.{module}"), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

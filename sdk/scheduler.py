@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy.typing as npt
 
@@ -42,7 +42,10 @@ from fedrt.sdk.errors import (
     SdkError,
 )
 from fedrt.sdk.example_store import ExampleStore
-from fedrt.sdk.trainer import TrainerBackend
+
+if TYPE_CHECKING:
+    # Only for annotations: the trainer module pulls in the model runner and flatbuffers.
+    from fedrt.sdk.trainer import TrainerBackend
 
 Array = npt.NDArray[Any]
 

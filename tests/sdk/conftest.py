@@ -1,4 +1,4 @@
-"""Fixtures of the SDK tests: a real LiteRT training model and the sysfs fixture trees."""
+"""Fixtures of the SDK tests: a model from `fedrt export` and the sysfs fixture trees."""
 
 from __future__ import annotations
 
@@ -14,12 +14,27 @@ SYSFS_TREES = sorted(p.name for p in SYSFS.iterdir() if p.is_dir())
 
 
 @pytest.fixture(scope="session")
-def softmax_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny softmax-regression model with the `fedrt export` signatures (built once)."""
-    out = tmp_path_factory.mktemp("litert") / "model.tflite"
+def exported_mlp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`fedrt export zoo:mlp` (3 features, 2 classes, batch 4, FedProx), built once."""
+    out = tmp_path_factory.mktemp("mlp")
     # TensorFlow runs in a child so this process stays as light as a device process.
     subprocess.run(
-        [sys.executable, str(Path(__file__).with_name("litert_model.py")), str(out)],
+        [
+            sys.executable,
+            "-m",
+            "fedrt",
+            "export",
+            "zoo:mlp",
+            "--input-shape",
+            "3",
+            "--classes",
+            "2",
+            "--batch",
+            "4",
+            "--fedprox",
+            "--out",
+            str(out),
+        ],
         check=True,
         capture_output=True,
         timeout=240,

@@ -43,18 +43,17 @@ class FakeTrainer(TrainerBackend):
 
     @property
     def x_spec(self) -> TensorSpec:
-        return TensorSpec(name="x", shape=(self._batch, self._features), dtype=np.dtype("float32"))
+        return TensorSpec(name="x", shape=(self._batch, self._features), dtype="float32")
 
     @property
     def y_spec(self) -> TensorSpec:
-        return TensorSpec(name="y", shape=(self._batch,), dtype=np.dtype("float32"))
+        return TensorSpec(name="y", shape=(self._batch,), dtype="float32")
 
     @property
     def weight_specs(self) -> tuple[TensorSpec, ...]:
-        f32 = np.dtype("float32")
         return (
-            TensorSpec(name="w", shape=(self._features,), dtype=f32),
-            TensorSpec(name="b", shape=(1,), dtype=f32),
+            TensorSpec(name="w", shape=(self._features,), dtype="float32"),
+            TensorSpec(name="b", shape=(1,), dtype="float32"),
         )
 
     @property

@@ -273,9 +273,9 @@ class UnplugOnce(DeviceState):
         return dataclasses.replace(state, taken_at=now)
 
 
-def test_real_litert_training_pauses_and_resumes(softmax_model: Path) -> None:
+def test_real_litert_training_pauses_and_resumes(exported_mlp: Path) -> None:
     clock = ManualClock(T0)
-    trainer = LiteRtTrainer(softmax_model, weight_names=["dense_kernel", "dense_bias"])
+    trainer = LiteRtTrainer.open(exported_mlp)
     store = ExampleStore.for_model(
         ":memory:",
         x_spec_shape=trainer.x_spec.shape,
@@ -298,7 +298,7 @@ def test_real_litert_training_pauses_and_resumes(softmax_model: Path) -> None:
     loss_before, _ = trainer.evaluate(batch.x, batch.y)
     checkpoints: list[Checkpoint] = []
     job = sched.start(
-        TrainingPlan(round_id="r", steps=30, lr=0.5, deadline=T0 + 100),
+        TrainingPlan(round_id="r", steps=30, lr=0.1, deadline=T0 + 100),
         on_checkpoint=checkpoints.append,
     )
     result = job.result(WAIT)

@@ -1,48 +1,46 @@
-"""LiteRtTrainer on a real LiteRT interpreter with a model in the `fedrt export` layout."""
+"""LiteRtTrainer on a real LiteRT interpreter with a model made by `fedrt export`."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from fedrt.sdk.errors import ModelError
+from fedrt.sdk.errors import InterpreterUnavailable, ModelError
+from fedrt.sdk.interpreter import InterpreterChoice
 from fedrt.sdk.trainer import LiteRtTrainer, TrainerBackend
 
-WEIGHTS = ["dense_kernel", "dense_bias"]
 X = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 1]], np.float32)
 Y = np.array([0, 1, 0, 1], np.int32)
 
 
 @pytest.fixture
-def trainer(softmax_model: Path) -> LiteRtTrainer:
-    return LiteRtTrainer(softmax_model, weight_names=WEIGHTS)
+def trainer(exported_mlp: Path) -> LiteRtTrainer:
+    return LiteRtTrainer.open(exported_mlp)
 
 
 def same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
     return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
-def test_is_a_trainer_backend_with_static_specs(trainer: LiteRtTrainer) -> None:
+def test_is_a_trainer_backend_with_the_manifest_specs(trainer: LiteRtTrainer) -> None:
     assert isinstance(trainer, TrainerBackend)
     assert trainer.batch_size == 4
     assert trainer.x_spec.shape == (4, 3)
-    assert trainer.y_spec.dtype == np.int32
-    assert [s.name for s in trainer.weight_specs] == WEIGHTS
-    assert [s.shape for s in trainer.weight_specs] == [(3, 2), (2,)]
+    assert trainer.y_spec.dtype == "int32"
+    names = [s.name for s in trainer.weight_specs]
+    assert names == list(trainer.manifest.weight_names)
+    assert [w.shape for w in trainer.get_weights()] == [s.shape for s in trainer.weight_specs]
     assert trainer.supports_mu
 
 
-def test_weights_come_back_in_manifest_order(softmax_model: Path) -> None:
-    reversed_order = LiteRtTrainer(softmax_model, weight_names=WEIGHTS[::-1])
-    assert [w.shape for w in reversed_order.get_weights()] == [(2,), (3, 2)]
-
-
 def test_training_lowers_the_loss_and_evaluate_counts(trainer: LiteRtTrainer) -> None:
-    first = trainer.train_step(X, Y, 0.5)
-    for _ in range(20):
-        last = trainer.train_step(X, Y, 0.5)
+    first = trainer.train_step(X, Y, 0.1)
+    for _ in range(60):
+        last = trainer.train_step(X, Y, 0.1)
     assert last < first
     loss, correct = trainer.evaluate(X, Y)
     assert loss < first
@@ -54,7 +52,7 @@ def test_training_lowers_the_loss_and_evaluate_counts(trainer: LiteRtTrainer) ->
 
 def test_set_weights_restores_a_copy_from_get_weights(trainer: LiteRtTrainer) -> None:
     start = trainer.get_weights()
-    trainer.train_step(X, Y, 1.0)
+    trainer.train_step(X, Y, 0.5)
     assert not same(trainer.get_weights(), start)
     trainer.set_weights(start)
     assert same(trainer.get_weights(), start)
@@ -66,16 +64,19 @@ def test_get_weights_returns_independent_copies(trainer: LiteRtTrainer) -> None:
     assert not np.any(trainer.get_weights()[0] == 42.0)
 
 
-def test_fedprox_mu_pulls_towards_the_round_weights(softmax_model: Path) -> None:
-    free = LiteRtTrainer(softmax_model, weight_names=WEIGHTS)
-    prox = LiteRtTrainer(softmax_model, weight_names=WEIGHTS)
+def test_fedprox_mu_pulls_towards_the_round_weights(exported_mlp: Path) -> None:
+    free = LiteRtTrainer.open(exported_mlp)
+    prox = LiteRtTrainer.open(exported_mlp)
     start = free.get_weights()
-    for _ in range(10):
-        free.train_step(X, Y, 0.5, mu=0.0)
-        prox.train_step(X, Y, 0.5, mu=1.0)
+    prox.set_weights(start)  # same start, and the anchor of the proximal term
+    free.set_weights(start)
+    for _ in range(20):
+        free.train_step(X, Y, 0.2, mu=0.0)
+        prox.train_step(X, Y, 0.2, mu=2.0)
 
     def drift(t: LiteRtTrainer) -> float:
-        return sum(float(np.sum((w - s) ** 2)) for w, s in zip(t.get_weights(), start, strict=True))
+        pairs = zip(t.get_weights(), start, strict=True)
+        return sum(float(np.sum((w - s) ** 2)) for w, s in pairs)
 
     assert drift(prox) < drift(free)
 
@@ -84,8 +85,8 @@ def test_fedprox_mu_pulls_towards_the_round_weights(softmax_model: Path) -> None
     ("x", "y", "lr"),
     [
         (X[:2], Y[:2], 0.1),  # wrong batch
-        (X.astype(np.float64)[:, :2], Y, 0.1),  # wrong feature count
-        (X, Y.astype(np.float32), 0.1),  # float labels cannot become int32 safely
+        (X[:, :2], Y, 0.1),  # wrong feature count
+        (X, Y.astype(np.float32) + 0.5, 0.1),  # float labels for an integer input
         (X, Y, float("nan")),
     ],
 )
@@ -100,25 +101,45 @@ def test_bad_train_inputs_are_refused_without_touching_weights(
 
 def test_bad_weights_are_refused_without_touching_weights(trainer: LiteRtTrainer) -> None:
     before = trainer.get_weights()
-    with pytest.raises(ModelError, match="expected 2"):
+    with pytest.raises(ModelError, match="expected 4"):
         trainer.set_weights(before[:1])
+    wrong = [np.zeros((2, 2), np.float32) + 7, *before[1:]]
     with pytest.raises(ModelError, match="shape"):
-        trainer.set_weights([np.zeros((3, 2), np.float32) + 7, np.zeros(3, np.float32)])
+        trainer.set_weights(wrong)
+    nan = [np.full_like(before[0], np.nan), *before[1:]]
+    with pytest.raises(ModelError):
+        trainer.set_weights(nan)
     assert same(trainer.get_weights(), before)
 
 
-def test_unknown_weight_names_are_refused(softmax_model: Path) -> None:
-    with pytest.raises(ModelError, match="do not match"):
-        LiteRtTrainer(softmax_model, weight_names=["dense_kernel", "other"])
+def test_a_tampered_model_file_is_refused(exported_mlp: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "export"
+    shutil.copytree(exported_mlp, copy)
+    blob = bytearray((copy / "model.tflite").read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    (copy / "model.tflite").write_bytes(bytes(blob))
+    with pytest.raises(ModelError, match="sha256"):
+        LiteRtTrainer.open(copy)
 
 
-def test_a_file_that_is_not_a_model_is_refused(tmp_path: Path) -> None:
-    junk = tmp_path / "junk.tflite"
-    junk.write_bytes(b"not a flatbuffer at all" * 10)
-    with pytest.raises(ModelError, match="cannot load"):
-        LiteRtTrainer(junk)
-
-
-def test_a_truncated_model_is_refused(softmax_model: Path) -> None:
+def test_a_broken_manifest_is_refused(exported_mlp: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "export"
+    shutil.copytree(exported_mlp, copy)
+    data = json.loads((copy / "manifest.json").read_text())
+    del data["weights"]
+    (copy / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(ModelError):
-        LiteRtTrainer(softmax_model.read_bytes()[:2000])
+        LiteRtTrainer.open(copy)
+
+
+def test_a_missing_export_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ModelError):
+        LiteRtTrainer.open(tmp_path)
+
+
+def test_the_fallback_interpreter_is_refused_until_the_runner_accepts_it(
+    exported_mlp: Path,
+) -> None:
+    choice = InterpreterChoice(interpreter_cls=object, package="tflite_runtime", version="2.14")
+    with pytest.raises(InterpreterUnavailable, match="tflite_runtime"):
+        LiteRtTrainer.open(exported_mlp, interpreter=choice)

@@ -1,0 +1,82 @@
+"""`import fedrt.sdk` in a fresh process loads no TensorFlow or aiohttp; its RSS is reported."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import fedrt.sdk
+
+PROBE = r"""
+import json, sys
+
+def hwm_kb():
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the forking pytest.
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return -1
+
+class Forbid:
+    # Any attempt to import these fails loudly instead of silently costing 500 MB.
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "keras", "aiohttp"):
+            raise ImportError(f"device code imported {name}")
+        return None
+
+sys.meta_path.insert(0, Forbid())
+import fedrt.sdk
+after_import = hwm_kb()
+for name in fedrt.sdk.__all__:
+    getattr(fedrt.sdk, name)
+trainer = fedrt.sdk.LiteRtTrainer.open(sys.argv[1])
+trainer.get_weights()
+heavy = ("tensorflow", "keras", "aiohttp")
+print(json.dumps({
+    "rss_import_kb": after_import,
+    "rss_all_kb": hwm_kb(),
+    "modules": sorted(m for m in sys.modules if m.split(".")[0] in heavy),
+}))
+"""
+
+
+def test_sdk_imports_no_tensorflow_or_aiohttp(exported_mlp: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(exported_mlp)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["modules"] == []
+    # Reported, not asserted (timings and sizes belong to benchmarks).
+    print(
+        f"\nfedrt.sdk peak RSS: {report['rss_import_kb'] / 1024:.1f} MB after import, "
+        f"{report['rss_all_kb'] / 1024:.1f} MB with every export loaded and a model open"
+    )
+
+
+def test_bare_import_loads_only_the_errors() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, fedrt.sdk; print(sorted(m for m in ('numpy', 'paho', 'cryptography',"
+            " 'sqlite3', 'ai_edge_litert') if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.strip() == "[]"
+
+
+def test_all_is_sorted_and_every_name_resolves() -> None:
+    assert fedrt.sdk.__all__ == sorted(fedrt.sdk.__all__)
+    for name in fedrt.sdk.__all__:
+        assert getattr(fedrt.sdk, name) is not None
