@@ -135,6 +135,15 @@ class Store(ABC):
     def list_metrics(self, task_id: str, name: str | None = None) -> list[MetricRecord]:
         """By round, then time."""
 
+    # -- driver state (optimizer state, in-flight round bookkeeping), JSON per (task, key)
+    @abstractmethod
+    def save_task_state(self, task_id: str, key: str, value: dict[str, Any]) -> None:
+        """Replace the value under (task, key); large binary state belongs in the blob store,
+        referenced here by sha256."""
+
+    @abstractmethod
+    def load_task_state(self, task_id: str, key: str) -> dict[str, Any] | None: ...
+
     # -- audit
     @abstractmethod
     def append_audit(self, entry: AuditEntry) -> AuditEntry:

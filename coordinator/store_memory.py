@@ -44,8 +44,11 @@ class MemoryStore(Store):
         self._models: dict[str, ModelRecord] = {}
         self._metrics: list[MetricRecord] = []
         self._audit: list[AuditEntry] = []
+        self._state: dict[tuple[str, str], dict[str, Any]] = {}
 
-    _STATE = ("_tasks", "_rounds", "_stages", "_devices", "_tokens", "_models", "_metrics")
+    _STATE = (
+        "_tasks", "_rounds", "_stages", "_devices", "_tokens", "_models", "_metrics", "_state",
+    )  # fmt: skip
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -242,6 +245,16 @@ class MemoryStore(Store):
         ]
         return sorted(found, key=lambda m: (m.round_no, m.at))
 
+    # -- driver state
+    def save_task_state(self, task_id: str, key: str, value: dict[str, Any]) -> None:
+        with self.transaction():
+            self.get_task(task_id)
+            self._state[(task_id, key)] = _json_copy(value)
+
+    def load_task_state(self, task_id: str, key: str) -> dict[str, Any] | None:
+        value = self._state.get((task_id, key))
+        return None if value is None else _json_copy(value)
+
     # -- audit
     def append_audit(self, entry: AuditEntry) -> AuditEntry:
         with self.transaction():
@@ -252,6 +265,15 @@ class MemoryStore(Store):
 
     def list_audit(self, *, after_seq: int = 0, limit: int = 100) -> list[AuditEntry]:
         return [e for e in self._audit if e.seq > after_seq][: max(limit, 0)]
+
+
+def _json_copy(value: dict[str, Any]) -> dict[str, Any]:
+    try:
+        out = json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"value is not JSON-serializable: {exc}") from None
+    assert isinstance(out, dict)
+    return out
 
 
 def _frozen_copy(record: _R) -> _R:

@@ -60,6 +60,9 @@ CREATE TABLE IF NOT EXISTS enrollment_tokens (
 CREATE TABLE IF NOT EXISTS metrics (
     id INTEGER PRIMARY KEY AUTOINCREMENT, task_id TEXT NOT NULL REFERENCES tasks(task_id),
     round_no INTEGER NOT NULL, name TEXT NOT NULL, value REAL NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS task_state (
+    task_id TEXT NOT NULL REFERENCES tasks(task_id), key TEXT NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (task_id, key));
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, actor TEXT NOT NULL,
     action TEXT NOT NULL, subject TEXT NOT NULL, detail TEXT NOT NULL);
@@ -380,6 +383,24 @@ class SqliteStore(Store):
         return [
             MetricRecord(task_id=r[0], round_no=r[1], name=r[2], value=r[3], at=r[4]) for r in rows
         ]
+
+    # -- driver state
+    def save_task_state(self, task_id: str, key: str, value: dict[str, Any]) -> None:
+        with self.transaction():
+            self.get_task(task_id)
+            self._q(
+                "INSERT INTO task_state VALUES (?, ?, ?)"
+                " ON CONFLICT (task_id, key) DO UPDATE SET value = excluded.value",
+                (task_id, key, _js(value)),
+            )
+
+    def load_task_state(self, task_id: str, key: str) -> dict[str, Any] | None:
+        rows = self._q("SELECT value FROM task_state WHERE task_id = ? AND key = ?", (task_id, key))
+        if not rows:
+            return None
+        value = json.loads(rows[0][0])
+        assert isinstance(value, dict)
+        return value
 
     # -- audit
     def append_audit(self, entry: AuditEntry) -> AuditEntry:

@@ -239,3 +239,17 @@ def test_stored_records_do_not_alias_caller_dicts(seeded: Store) -> None:
     seeded.create_task(dataclasses.replace(task("t2", sha("m0")), spec=spec))
     spec["goal"] = 99
     assert seeded.get_task("t2").spec == {"goal": 1}
+
+
+def test_task_state_is_replaced_per_key(seeded: Store) -> None:
+    assert seeded.load_task_state("t1", "optimizer") is None
+    seeded.save_task_state("t1", "optimizer", {"rounds": 1, "blob": sha("m0")})
+    seeded.save_task_state("t1", "optimizer", {"rounds": 2})
+    seeded.save_task_state("t1", "inflight", {"round_no": 3})
+    assert seeded.load_task_state("t1", "optimizer") == {"rounds": 2}
+    assert seeded.load_task_state("t1", "inflight") == {"round_no": 3}
+    with pytest.raises(NotFoundError):
+        seeded.save_task_state("ghost", "optimizer", {})
+    with pytest.raises(StoreError):
+        seeded.save_task_state("t1", "optimizer", {"x": float("inf")})
+    assert seeded.load_task_state("t1", "optimizer") == {"rounds": 2}
