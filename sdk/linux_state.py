@@ -44,6 +44,8 @@ _RTF_UP = 0x1
 _PASSIVE_BELOW_CRITICAL_MC = 15000
 _DEFAULT_PASSIVE_MC = 85000
 _LIGHT_MARGIN_MC = 10000
+# A connection's metered flag changes when the user switches networks, not between steps.
+DEFAULT_NMCLI_TTL_S = 30.0
 
 
 def system_nmcli(interface: str) -> str | None:
@@ -108,7 +110,9 @@ class LinuxDeviceState(DeviceState):
     """Reads ``ROOT/sys`` and ``ROOT/proc``; ``root`` is "/" on a device, a fixture in tests.
 
     ``nmcli`` is asked for NetworkManager's metered flag only for the real root: running the
-    host's nmcli against a fixture tree would mix two machines.
+    host's nmcli against a fixture tree would mix two machines. Its answer is cached for
+    ``nmcli_ttl_s`` per interface: the scheduler reads the state before every training step
+    and a subprocess per step would cost more than the step.
     """
 
     def __init__(
@@ -117,8 +121,11 @@ class LinuxDeviceState(DeviceState):
         *,
         nmcli: NmcliRunner | bool | None = True,
         input_idle: Callable[[], float | None] | None = None,
+        nmcli_ttl_s: float = DEFAULT_NMCLI_TTL_S,
     ) -> None:
         self._root = Path(root)
+        self._nmcli_ttl_s = nmcli_ttl_s
+        self._nmcli_cache: dict[str, tuple[float, str | None]] = {}
         if not self._root.is_dir():
             raise DeviceStateError(f"device-state root {self._root} is not a directory")
         if nmcli is True:
@@ -131,7 +138,7 @@ class LinuxDeviceState(DeviceState):
 
     def snapshot(self, now: float) -> DeviceSnapshot:
         power = self._power()
-        network, iface, metered, net_notes = self._network()
+        network, iface, metered, net_notes = self._network(now)
         load, cpus = self._load()
         return DeviceSnapshot(
             taken_at=now,
@@ -285,12 +292,22 @@ class LinuxDeviceState(DeviceState):
             return NetworkKind.ETHERNET
         return NetworkKind.OTHER
 
-    def _network(self) -> tuple[NetworkKind, str | None, bool | None, list[str]]:
+    def _ask_nmcli(self, iface: str, now: float) -> str | None:
+        if self._nmcli is None:
+            return None
+        cached = self._nmcli_cache.get(iface)
+        if cached is not None and 0 <= now - cached[0] < self._nmcli_ttl_s:
+            return cached[1]
+        output = self._nmcli(iface)
+        self._nmcli_cache[iface] = (now, output)
+        return output
+
+    def _network(self, now: float) -> tuple[NetworkKind, str | None, bool | None, list[str]]:
         iface = self._default_interface()
         if iface is None:
             return NetworkKind.NONE, None, None, ["no default route"]
         kind = self._kind(iface)
-        output = self._nmcli(iface) if self._nmcli is not None else None
+        output = self._ask_nmcli(iface, now)
         flag = parse_nmcli_metered(output) if output is not None else None
         if flag is not None:
             return kind, iface, flag, [f"metered={'yes' if flag else 'no'} from NetworkManager"]

@@ -163,3 +163,18 @@ def test_the_real_machine_can_be_read() -> None:
     assert s.taken_at == NOW
     assert s.cpu_count is not None
     assert s.cpu_count >= 1
+
+
+def test_nmcli_answers_are_cached_for_a_while() -> None:
+    calls: list[str] = []
+
+    def nmcli(iface: str) -> str:
+        calls.append(iface)
+        return "GENERAL.METERED:no\n"
+
+    state = LinuxDeviceState(SYSFS / "laptop_hotspot_metered", nmcli=nmcli, nmcli_ttl_s=30)
+    for t in (0.0, 1.0, 29.0):
+        state.snapshot(NOW + t)
+    assert calls == ["wlan0"]
+    state.snapshot(NOW + 31.0)
+    assert calls == ["wlan0", "wlan0"]
