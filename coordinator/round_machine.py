@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -56,6 +55,7 @@ from fedrt.coordinator.round_commands import (
     StageChanged,
 )
 from fedrt.coordinator.round_outbox import RoundOutbox
+from fedrt.coordinator.round_roster import DeviceStatus, RoundDevice, RoundRoster
 from fedrt.coordinator.strategies import OptimizerState, ServerOptimizer
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol.errors import ProtocolError, RoundAborted
@@ -102,22 +102,6 @@ _SECAGG_NEXT: dict[RoundState, tuple[rm.Stage, RoundState]] = {
 }
 
 
-class _Status(enum.Enum):
-    CHECKED_IN = "checked_in"
-    ACTIVE = "active"  # selected and still expected to answer
-    CUT = "cut"  # missed a deadline, or not needed once the goal was met
-    WITHDRAWN = "withdrawn"  # sent Abandon
-
-
-@dataclass(slots=True)
-class _Device:
-    device_id: str
-    status: _Status = _Status.CHECKED_IN
-    client_id: int = -1
-    answered: set[rm.Stage] = field(default_factory=set)
-    seen: set[int] = field(default_factory=set)
-
-
 class RoundMachine:
     """One round of one task, driven by events; see the module docstring."""
 
@@ -157,11 +141,8 @@ class RoundMachine:
         self._keys = identity_keys or {}
         self.state = S.CREATED
         self.deadline: float | None = None
-        self._devices: dict[str, _Device] = {}
-        self._by_client: dict[int, str] = {}
+        self._roster = RoundRoster()
         self._started_at = 0.0
-        self._dropped: dict[str, int] = {}
-        self._bytes = 0
 
     # --- events ----------------------------------------------------------------------------
 
@@ -185,7 +166,7 @@ class RoundMachine:
             raise StaleMessage(f"message for task {message.task_id!r}")
         if self.state is S.CREATED:
             raise IllegalTransition("the round has not started")
-        dev = self._devices.get(device_id)
+        dev = self._roster.get(device_id)
         if dev is not None and message.msg_id in dev.seen:
             raise DuplicateMessageId(
                 f"{device_id} message {message.msg_id} already processed", msg_id=message.msg_id
@@ -198,9 +179,9 @@ class RoundMachine:
             raise UnknownParticipant(f"{device_id} is not part of round {self.config.round_id}")
         if isinstance(message, rm.Abandon):
             return self._on_abandon(dev, message, now)
-        if dev.status is _Status.CHECKED_IN:
+        if dev.status is DeviceStatus.CHECKED_IN:
             raise UnexpectedMessage(f"{device_id} answers a round that has not selected yet")
-        if dev.status is not _Status.ACTIVE:
+        if dev.status is not DeviceStatus.ACTIVE:
             raise LateMessage(f"{device_id} is no longer part of the round ({dev.status.value})")
         return self._on_answer(dev, message, now)
 
@@ -249,22 +230,22 @@ class RoundMachine:
         return self._out.next_msg_id
 
     def status(self) -> RoundStatus:
-        devs = self._devices.values()
         stage = self._expected_stage()
+        active = self._roster.active()
         return RoundStatus(
             round_id=self.config.round_id,
             state=self.state.value,
             deadline=self.next_deadline(),
-            checked_in=len(self._devices),
-            active=sum(d.status is _Status.ACTIVE for d in devs),
-            answered=sum(stage in d.answered for d in devs) if stage else 0,
-            dropped=sum(self._dropped.values()),
+            checked_in=len(self._roster),
+            active=len(active),
+            answered=sum(stage in d.answered for d in active) if stage else 0,
+            dropped=sum(self._roster.dropped.values()),
         )
 
     # --- handlers --------------------------------------------------------------------------
 
     def _on_checkin(
-        self, device_id: str, dev: _Device | None, msg: rm.CheckIn, now: float
+        self, device_id: str, dev: RoundDevice | None, msg: rm.CheckIn, now: float
     ) -> list[Command]:
         if self.state is S.CHECK_IN and self.config.secagg and device_id not in self._keys:
             raise UnknownParticipant(f"{device_id} has no registered identity key")
@@ -273,38 +254,36 @@ class RoundMachine:
             # Checking in again: a resend after a reboot while waiting (nothing to do), or a
             # device that restarted mid-round and lost its round state (it is out).
             dev.seen.add(msg.msg_id)
-            if dev.status is _Status.ACTIVE:
-                self._drop(dev, _Status.WITHDRAWN)
+            if dev.status is DeviceStatus.ACTIVE:
+                self._drop(dev, DeviceStatus.WITHDRAWN)
                 out.append(self._out.reconnect(device_id, rm.ReconnectReason.DROPPED, now))
                 self._after_answer_or_loss(now, out)
-            elif dev.status is not _Status.CHECKED_IN:
+            elif dev.status is not DeviceStatus.CHECKED_IN:
                 out.append(self._out.reconnect(device_id, rm.ReconnectReason.DROPPED, now))
             return out
         if self.state is not S.CHECK_IN:
             reason = rm.ReconnectReason.NO_ROUND if self.finished else rm.ReconnectReason.ROUND_FULL
             out.append(self._out.reconnect(device_id, reason, now, not_before=self._remaining(now)))
             return out
-        dev = _Device(device_id=device_id)
-        dev.seen.add(msg.msg_id)
-        self._devices[device_id] = dev
-        if len(self._devices) >= self.config.select_count:
+        self._roster.add(device_id, msg.msg_id)
+        if len(self._roster) >= self.config.select_count:
             self._close_checkin(now, out)
         return out
 
-    def _on_abandon(self, dev: _Device, msg: rm.Abandon, now: float) -> list[Command]:
-        if dev.status is not _Status.ACTIVE and dev.status is not _Status.CHECKED_IN:
+    def _on_abandon(self, dev: RoundDevice, msg: rm.Abandon, now: float) -> list[Command]:
+        if dev.status is not DeviceStatus.ACTIVE and dev.status is not DeviceStatus.CHECKED_IN:
             raise LateMessage(f"{dev.device_id} is no longer part of the round")
         out: list[Command] = [self._out.ack(dev.device_id, msg, rm.AckStatus.ACCEPTED)]
         dev.seen.add(msg.msg_id)
-        if dev.status is _Status.CHECKED_IN:
-            del self._devices[dev.device_id]
+        if dev.status is DeviceStatus.CHECKED_IN:
+            self._roster.remove(dev.device_id)
             return out
-        self._drop(dev, _Status.WITHDRAWN)
+        self._drop(dev, DeviceStatus.WITHDRAWN)
         self._after_answer_or_loss(now, out)
         return out
 
     def _on_answer(
-        self, dev: _Device, msg: rm.StageResponse | rm.EvalReport, now: float
+        self, dev: RoundDevice, msg: rm.StageResponse | rm.EvalReport, now: float
     ) -> list[Command]:
         stage = self._expected_stage()
         got = msg.stage if isinstance(msg, rm.StageResponse) else rm.Stage.EVALUATION
@@ -325,7 +304,7 @@ class RoundMachine:
                 raise UnexpectedMessage(f"{dev.device_id} sent a message of another device")
             self._agg.server.receive(msg.payload)
         if isinstance(msg, rm.StageResponse):
-            self._bytes += len(msg.payload)
+            self._roster.bytes_received += len(msg.payload)
         dev.answered.add(stage)
         dev.seen.add(msg.msg_id)
         out: list[Command] = [self._out.ack(dev.device_id, msg, rm.AckStatus.ACCEPTED)]
@@ -346,7 +325,7 @@ class RoundMachine:
         stage = self._expected_stage()
         if stage is None:
             return
-        active = [d for d in self._devices.values() if d.status is _Status.ACTIVE]
+        active = self._roster.active()
         answered = sum(stage in d.answered for d in active)
         # In UNMASK the inputs are already fixed: SecAgg+ alone judges whether enough remain.
         if self.state is not S.UNMASK and len(active) < self.config.min_reports:
@@ -360,16 +339,13 @@ class RoundMachine:
 
     def _close_checkin(self, now: float, out: list[Command]) -> None:
         cfg = self.config
-        ids = list(self._devices)
+        ids = self._roster.ids()
         if len(ids) < max(cfg.min_reports, 2 if cfg.secagg else 1):
             self._abandon(f"{len(ids)} devices checked in, {cfg.min_reports} needed", now, out)
             return
         # A random order, so a device's SecAgg+ index says nothing about when it checked in.
         order = [ids[i] for i in self._rng.permutation(len(ids))]
-        for client, device_id in enumerate(order):
-            self._devices[device_id].client_id = client
-            self._devices[device_id].status = _Status.ACTIVE
-            self._by_client[client] = device_id
+        self._roster.select(order)
         secagg_spec: list[rm.SecAggSpec | None] = [None] * len(order)
         if cfg.secagg and cfg.kind is rm.RoundKind.TRAIN:
             try:
@@ -385,7 +361,7 @@ class RoundMachine:
     def _close_stage(self, now: float, out: list[Command], why: str) -> None:
         stage = self._expected_stage()
         assert stage is not None
-        active = [d for d in self._devices.values() if d.status is _Status.ACTIVE]
+        active = self._roster.active()
         answered = [d for d in active if stage in d.answered]
         goal_met = self.state is S.TRAINING and len(answered) >= self.config.goal_count
         reason = rm.ReconnectReason.ROUND_FULL if goal_met else rm.ReconnectReason.DROPPED
@@ -414,17 +390,15 @@ class RoundMachine:
         next_stage = _SECAGG_NEXT[nxt][0]
         self._move(nxt, now, now + self.config.stage_timeout, out, why)
         for client, payload in sorted(requests.items()):
-            device_id = self._by_client[client]
-            dev = self._devices[device_id]
-            if dev.status is not _Status.ACTIVE:
-                continue
-            out.append(self._out.request(device_id, next_stage, payload))
+            dev = self._roster.by_client(client)
+            if dev.status is DeviceStatus.ACTIVE:
+                out.append(self._out.request(dev.device_id, next_stage, payload))
         # A device that answered but got no request (SecAgg+ dropped it) is out of the round.
         for dev in answered:
             if dev.client_id not in requests:
                 self._cut(dev, rm.ReconnectReason.DROPPED, now, out)
 
-    def _finish(self, now: float, out: list[Command], answered: list[_Device]) -> None:
+    def _finish(self, now: float, out: list[Command], answered: list[RoundDevice]) -> None:
         try:
             command = self._agg.finish(
                 [d.device_id for d in answered], self._metrics(now, len(answered))
@@ -433,20 +407,14 @@ class RoundMachine:
             self._abandon(f"aggregation failed: {exc}", now, out)
             return
         self._move(S.COMMITTED, now, None, out, "aggregated")
-        for dev in self._devices.values():
-            if dev.status is _Status.ACTIVE:
-                out.append(
-                    self._out.reconnect(dev.device_id, rm.ReconnectReason.ROUND_COMPLETE, now)
-                )
+        for dev in self._roster.active():
+            out.append(self._out.reconnect(dev.device_id, rm.ReconnectReason.ROUND_COMPLETE, now))
         out.append(command)
 
     def _abandon(self, reason: str, now: float, out: list[Command]) -> None:
         self._move(S.ABANDONED, now, None, out, reason)
-        for dev in self._devices.values():
-            if dev.status in (_Status.ACTIVE, _Status.CHECKED_IN):
-                out.append(
-                    self._out.reconnect(dev.device_id, rm.ReconnectReason.ROUND_ABANDONED, now)
-                )
+        for dev in self._roster.with_status(DeviceStatus.ACTIVE, DeviceStatus.CHECKED_IN):
+            out.append(self._out.reconnect(dev.device_id, rm.ReconnectReason.ROUND_ABANDONED, now))
         self._agg.discard()
         out.append(
             AbandonRound(
@@ -455,18 +423,17 @@ class RoundMachine:
         )
 
     def _cut(
-        self, dev: _Device, reason: rm.ReconnectReason, now: float, out: list[Command]
+        self, dev: RoundDevice, reason: rm.ReconnectReason, now: float, out: list[Command]
     ) -> None:
         if reason is rm.ReconnectReason.DROPPED:
-            self._drop(dev, _Status.CUT)
-        dev.status = _Status.CUT
+            self._drop(dev, DeviceStatus.CUT)
+        dev.status = DeviceStatus.CUT
         out.append(self._out.reconnect(dev.device_id, reason, now))
 
     # --- helpers ---------------------------------------------------------------------------
 
-    def _drop(self, dev: _Device, status: _Status) -> None:
-        dev.status = status
-        self._dropped[self.state.value] = self._dropped.get(self.state.value, 0) + 1
+    def _drop(self, dev: RoundDevice, status: DeviceStatus) -> None:
+        self._roster.drop(dev, status, self.state.value)
 
     def _move(
         self, new: RoundState, now: float, deadline: float | None, out: list[Command], why: str
@@ -474,7 +441,7 @@ class RoundMachine:
         if new not in TRANSITIONS[self.state]:
             raise IllegalTransition(f"round cannot go from {self.state.value} to {new.value}")
         previous, self.state, self.deadline = self.state, new, deadline
-        active = sum(d.status is _Status.ACTIVE for d in self._devices.values())
+        active = len(self._roster.active())
         out.append(
             StageChanged(
                 round_id=self.config.round_id,
@@ -493,17 +460,11 @@ class RoundMachine:
         return max(0.0, self._started_at + self.config.checkin_timeout + budget - now)
 
     def _metrics(self, now: float, included: int) -> RoundMetrics:
-        devs = self._devices.values()
-        first = self._expected_first_stage()
-        return RoundMetrics(
-            checked_in=len(self._devices),
-            selected=sum(d.client_id >= 0 for d in devs),
-            reported=sum(first in d.answered for d in devs),
+        return self._roster.metrics(
+            first=self._expected_first_stage(),
             included=included,
-            dropped=tuple(sorted(self._dropped.items())),
-            bytes_received=self._bytes,
             started_at=self._started_at,
-            ended_at=now,
+            now=now,
         )
 
     def _expected_first_stage(self) -> rm.Stage:

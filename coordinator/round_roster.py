@@ -1,0 +1,95 @@
+"""Who is in a coordinator round: each device's status, SecAgg+ index, answers and counts."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from fedrt.coordinator.round_commands import RoundMetrics
+from fedrt.protocol import round_messages as rm
+
+
+class DeviceStatus(enum.Enum):
+    CHECKED_IN = "checked_in"
+    ACTIVE = "active"  # selected and still expected to answer
+    CUT = "cut"  # missed a deadline, or not needed once the goal was met
+    WITHDRAWN = "withdrawn"  # sent Abandon, or checked in again having lost its state
+
+
+@dataclass(slots=True)
+class RoundDevice:
+    device_id: str
+    status: DeviceStatus = DeviceStatus.CHECKED_IN
+    client_id: int = -1
+    answered: set[rm.Stage] = field(default_factory=set)
+    # Message ids processed from this device in this round (QoS 1 redeliveries repeat them).
+    seen: set[int] = field(default_factory=set)
+
+
+class RoundRoster:
+    """The devices of one round, in check-in order."""
+
+    __slots__ = ("_by_client", "_devices", "bytes_received", "dropped")
+
+    def __init__(self) -> None:
+        self._devices: dict[str, RoundDevice] = {}
+        self._by_client: dict[int, RoundDevice] = {}
+        self.dropped: dict[str, int] = {}
+        self.bytes_received = 0
+
+    def __len__(self) -> int:
+        return len(self._devices)
+
+    def get(self, device_id: str) -> RoundDevice | None:
+        return self._devices.get(device_id)
+
+    def add(self, device_id: str, msg_id: int) -> RoundDevice:
+        dev = RoundDevice(device_id=device_id, seen={msg_id})
+        self._devices[device_id] = dev
+        return dev
+
+    def remove(self, device_id: str) -> None:
+        del self._devices[device_id]
+
+    def ids(self) -> list[str]:
+        return list(self._devices)
+
+    def select(self, order: Sequence[str]) -> None:
+        """Make ``order`` the cohort: SecAgg+ index = position, all ACTIVE."""
+        for client, device_id in enumerate(order):
+            dev = self._devices[device_id]
+            dev.client_id, dev.status = client, DeviceStatus.ACTIVE
+            self._by_client[client] = dev
+
+    def by_client(self, client: int) -> RoundDevice:
+        return self._by_client[client]
+
+    def with_status(self, *statuses: DeviceStatus) -> list[RoundDevice]:
+        return [d for d in self._devices.values() if d.status in statuses]
+
+    def active(self) -> list[RoundDevice]:
+        return self.with_status(DeviceStatus.ACTIVE)
+
+    def drop(self, dev: RoundDevice, status: DeviceStatus, during: str) -> None:
+        """``dev`` leaves the round as ``status``, counted as a dropout of state ``during``."""
+        dev.status = status
+        self.dropped[during] = self.dropped.get(during, 0) + 1
+
+    def metrics(
+        self, *, first: rm.Stage, included: int, started_at: float, now: float
+    ) -> RoundMetrics:
+        devs = self._devices.values()
+        return RoundMetrics(
+            checked_in=len(devs),
+            selected=sum(d.client_id >= 0 for d in devs),
+            reported=sum(first in d.answered for d in devs),
+            included=included,
+            dropped=tuple(sorted(self.dropped.items())),
+            bytes_received=self.bytes_received,
+            started_at=started_at,
+            ended_at=now,
+        )
+
+
+__all__ = ["DeviceStatus", "RoundDevice", "RoundRoster"]
