@@ -70,7 +70,8 @@ async def _body(request: web.Request) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: a few KB of "[[[[..." nest deeper than the parser's stack.
         raise BadRequestError("body is not valid JSON") from None
     if not isinstance(data, dict):
         raise BadRequestError("body must be a JSON object")

@@ -24,7 +24,7 @@ from fedrt.coordinator.mosquitto import hash_password, verify_password
 from fedrt.coordinator.mqtt_link import LinkSettings, MqttLink
 from fedrt.coordinator.prometheus import Registry
 from fedrt.coordinator.ratelimit import RateLimiter
-from fedrt.coordinator.records import RoundStatus, TaskRecord, TaskStatus
+from fedrt.coordinator.records import TaskRecord, TaskStatus
 from fedrt.coordinator.signing import ModelSigner
 from fedrt.coordinator.store_sqlite import SqliteStore
 from fedrt.coordinator.tasks import TaskManager
@@ -311,16 +311,6 @@ class CoordinatorService:
     def _task_changed(self, task: TaskRecord) -> None:
         if self.driver is not None:
             self.driver.on_task_change(task)
-
-    def live_rounds(self) -> list[dict[str, object]]:
-        """The latest round of every task, for the dashboard."""
-        out: list[dict[str, object]] = []
-        for task in self.store.list_tasks():
-            rounds = self.store.list_rounds(task.task_id)
-            if rounds and rounds[-1].status is RoundStatus.RUNNING:
-                r = rounds[-1]
-                out.append({"task_id": task.task_id, "round_no": r.round_no, "stage": r.stage})
-        return out
 
 
 def load_admin_token(config: CoordinatorConfig) -> Secret:

@@ -190,6 +190,12 @@ def test_malformed_bodies(svc: ServiceThread) -> None:
     big = b'{"name": "' + b"x" * 70_000 + b'"}'
     assert svc.request("POST", "/v1/tasks", raw=big).status == 400
     assert svc.request("GET", "/v1/audit?after=x").status == 400
+    deep = b"[" * 60_000 + b"]" * 60_000
+    assert svc.request("POST", "/v1/tasks", raw=deep[:65_000]).status == 400
+    assert svc.request("POST", "/v1/enrollment-tokens", raw=b"[" * 50_000).status == 400
+    nested = b'{"a":' * 20_000 + b"1" + b"}" * 20_000
+    assert svc.request("POST", "/v1/enrollment-tokens", raw=nested).status == 400
+    assert svc.service.store.list_tasks() == []
 
 
 def test_enrollment_and_revocation_over_http(svc: ServiceThread) -> None:
