@@ -63,6 +63,7 @@ class MqttLink:
         self._task: asyncio.Task[None] | None = None
         self._client: aiomqtt.Client | None = None
         self.connects = 0
+        self.failures = 0
 
     @property
     def connected(self) -> bool:
@@ -140,7 +141,7 @@ class MqttLink:
                         async for message in client.messages:
                             payload = message.payload
                             if isinstance(payload, bytes | bytearray):
-                                await self._on_message(str(message.topic), bytes(payload))
+                                await self._deliver(str(message.topic), bytes(payload))
                     finally:
                         sender.cancel()
                         with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
@@ -152,6 +153,15 @@ class MqttLink:
                 self._connected.clear()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, _BACKOFF_MAX_S)
+
+    async def _deliver(self, topic: str, payload: bytes) -> None:
+        try:
+            await self._on_message(topic, payload)
+        except Exception:
+            # Typed errors are handled by the service; anything else is a bug in one message's
+            # path, and it must not stop every other device's messages from being read.
+            self.failures += 1
+            log.exception("handling a message on %s failed", topic)
 
     async def _send(self, client: aiomqtt.Client) -> None:
         while True:

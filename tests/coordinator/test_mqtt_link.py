@@ -91,3 +91,36 @@ def test_embedded_broker_is_loopback_only() -> None:
         assert not broker.running
 
     asyncio.run(twice())
+
+
+def test_a_failing_message_does_not_stop_ingestion(caplog: pytest.LogCaptureFixture) -> None:
+    got: list[bytes] = []
+
+    async def on_message(topic: str, payload: bytes) -> None:
+        if payload == b"boom":
+            raise RuntimeError("bug in one message's path")
+        got.append(payload)
+
+    async def scenario() -> None:
+        broker = EmbeddedBroker()
+        await broker.start()
+        link = MqttLink(
+            LinkSettings(host=broker.host, port=broker.port, subscriptions=("t/#",)), on_message
+        )
+        try:
+            await link.start()
+            for payload in (b"boom", b"after"):
+                link.enqueue("t/x", payload)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while not got and loop.time() < deadline:
+                await asyncio.sleep(0.02)
+            assert link.failures == 1
+            assert link.connects == 1  # no reconnect was needed
+        finally:
+            await link.stop()
+            await broker.stop()
+
+    asyncio.run(scenario())
+    assert got == [b"after"]
+    assert "handling a message on t/x failed" in caplog.text
