@@ -63,9 +63,12 @@ def _json(data: Any, status: int = 200) -> web.Response:
 async def _body(request: web.Request) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > _MAX_JSON:
         raise BadRequestError(f"JSON body larger than {_MAX_JSON} bytes")
-    raw = await request.content.read(_MAX_JSON + 1)
-    if len(raw) > _MAX_JSON:
-        raise BadRequestError(f"JSON body larger than {_MAX_JSON} bytes")
+    raw = bytearray()
+    # read(n) returns what has arrived, not n bytes: loop until the end of the body.
+    while chunk := await request.content.read(16 * 1024):
+        raw += chunk
+        if len(raw) > _MAX_JSON:
+            raise BadRequestError(f"JSON body larger than {_MAX_JSON} bytes")
     if not raw:
         return {}
     try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from fedrt.coordinator.mosquitto import MosquittoBroker
 from fedrt.coordinator.records import MetricRecord, RoundRecord, RoundStatus, StageRecord
 from fedrt.coordinator.signing import verify_model_signature
 from tests.coordinator.exported import manifest_for, tflite_bytes, write_export
-from tests.coordinator.harness import ServiceThread, make_config, multipart
+from tests.coordinator.harness import ADMIN_TOKEN, ServiceThread, make_config, multipart
 
 
 @pytest.fixture
@@ -182,6 +184,22 @@ def test_bad_specs_are_400(svc: ServiceThread, spec: dict[str, object]) -> None:
     assert reply.status == 400
     assert reply.json()["error"]["type"] == "BadRequestError"
     assert svc.service.store.list_tasks() == []
+
+
+def test_json_body_arriving_in_pieces_is_read_whole(svc: ServiceThread) -> None:
+    import socket
+
+    body = json.dumps({"note": "n" * 150, "ttl_s": 60}).encode()
+    head = (
+        f"POST /v1/enrollment-tokens HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+        f"Authorization: Bearer {ADMIN_TOKEN}\r\nContent-Type: application/json\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", svc.port), timeout=10) as sock:
+        sock.sendall(head + body[:40])
+        time.sleep(0.2)  # the handler has started reading and sees only part of the body
+        sock.sendall(body[40:])
+        reply = sock.recv(65536).split(b"\r\n", 1)[0]
+    assert reply == b"HTTP/1.1 201 Created"
 
 
 def test_malformed_bodies(svc: ServiceThread) -> None:
