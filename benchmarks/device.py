@@ -1,16 +1,256 @@
-"""``fedrt bench device``: LiteRT vs TensorFlow time per train step and peak RSS."""
+"""``fedrt bench device``: time per train step and peak RSS, LiteRT vs TensorFlow.
+
+For each spec the model is exported by ``fedrt export`` in a child process, then two more
+children train it on the same random batch: one with ``ai_edge_litert`` only (TensorFlow
+imports blocked, as on a device), one with TensorFlow (the Keras model, a ``tf.function``
+GradientTape step with plain SGD). Each child reports its own peak RSS (``ru_maxrss``, which
+includes the interpreter and its imports) and the mean time of ``--steps`` steps after
+``--warmup``. Target (issue 3): LiteRT at least 2x faster per step and at most 1/4 of
+TensorFlow's peak RSS.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 from typing import Any
+
+from fedrt.errors import UsageError
+
+SPEED_TARGET = 2.0
+RSS_TARGET = 0.25
+# Default shapes per zoo model: MNIST-sized images, a 20-token window over 1000 words.
+DEFAULTS = {
+    "zoo:mlp": ((28, 28, 1), 10),
+    "zoo:cnn": ((28, 28, 1), 10),
+    "zoo:lstm_lm": ((20,), 1000),
+}
+HEAVY = ("tensorflow", "keras", "tf_keras")
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def _batch(shape: list[int], dtype: str, classes: int, loss: str) -> tuple[Any, Any]:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    if dtype == "int32":
+        x = rng.integers(0, classes, size=shape).astype(np.int32)
+    else:
+        x = rng.normal(size=shape).astype(np.float32)
+    if loss == "sparse_ce":
+        y = rng.integers(0, classes, size=shape[:1]).astype(np.int32)
+    else:
+        y = rng.integers(0, 2, size=(shape[0], 1)).astype(np.float32)
+    return x, y
+
+
+def _timed(step: Any, warmup: int, steps: int) -> tuple[float, float]:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return sum(times) / len(times) * 1e3, times[len(times) // 2] * 1e3
+
+
+def child_litert(directory: str, warmup: int, steps: int, threads: int) -> dict[str, Any]:
+    class _Block:
+        def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+            if name.split(".")[0] in HEAVY:
+                raise ImportError(f"{name} is blocked in the LiteRT benchmark process")
+
+    sys.meta_path.insert(0, _Block())
+    from fedrt.model_export import LiteRTModel
+
+    model = LiteRTModel.open(directory, num_threads=threads)
+    manifest = model.manifest
+    assert manifest is not None
+    x_shape = list(model.input_shape("train", "x"))
+    x, y = _batch(x_shape, manifest.input.dtype, manifest.output.shape[-1], manifest.loss)
+    mean, median = _timed(lambda: model.train(x, y, 0.01), warmup, steps)
+    return {"backend": "litert", "ms_mean": mean, "ms_median": median, "rss_mib": _peak_rss_mib()}
+
+
+def child_tensorflow(
+    directory: str, spec: str, warmup: int, steps: int, threads: int
+) -> dict[str, Any]:
+    import tensorflow as tf
+
+    from fedrt.model_export import Manifest
+    from fedrt.model_export.cli import load_spec
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    manifest = Manifest.load(directory)
+    model = load_spec(spec, manifest.input.shape, manifest.output.shape[-1])
+    x_np, y_np = _batch(
+        [manifest.batch_size, *manifest.input.shape],
+        manifest.input.dtype,
+        manifest.output.shape[-1],
+        manifest.loss,
+    )
+    x, y = tf.constant(x_np), tf.constant(y_np)
+    import keras
+
+    loss_fn = {
+        "sparse_ce": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        "binary_ce": keras.losses.BinaryCrossentropy(from_logits=True),
+        "mse": keras.losses.MeanSquaredError(),
+    }[manifest.loss]
+    variables = model.trainable_variables
+
+    def sgd_step() -> Any:
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        for var, grad in zip(variables, tape.gradient(loss, variables), strict=True):
+            var.assign_sub(0.01 * tf.convert_to_tensor(grad))
+        return loss
+
+    step = tf.function(sgd_step)
+    mean, median = _timed(lambda: step().numpy(), warmup, steps)
+    return {
+        "backend": "tensorflow", "ms_mean": mean, "ms_median": median, "rss_mib": _peak_rss_mib()
+    }  # fmt: skip
+
+
+def _child(args: list[str]) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-m", "fedrt.benchmarks.device", *args],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    if out.returncode != 0:
+        raise UsageError(f"benchmark child {args[0]} failed: {out.stderr.strip()[-2000:]}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _export(spec: str, shape: tuple[int, ...], classes: int, batch: int, out: Path) -> None:
+    cmd = [sys.executable, "-m", "fedrt", "--log-level", "ERROR", "export", spec, "--out", str(out)]
+    cmd += ["--batch", str(batch), "--input-shape", ",".join(map(str, shape))]
+    cmd += ["--classes", str(classes)]
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=1800, check=False,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise UsageError(f"export of {spec} failed: {done.stderr.strip()[-2000:]}")
+
+
+def bench_spec(spec: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    shape, classes = DEFAULTS.get(spec, (None, None))
+    shape = args.input_shape or shape
+    classes = args.classes or classes
+    if shape is None or classes is None:
+        raise UsageError(f"{spec} needs --input-shape and --classes")
+    out = work / spec.replace(":", "_").replace(".", "_")
+    _export(spec, shape, classes, args.batch, out)
+    common = [str(args.warmup), str(args.steps), str(args.threads)]
+    lite = _child(["litert", str(out), *common])
+    tens = _child(["tensorflow", str(out), spec, *common])
+    manifest = json.loads((out / "manifest.json").read_text())
+    return {
+        "spec": spec,
+        "input_shape": list(shape),
+        "classes": classes,
+        "batch": args.batch,
+        "params": manifest["num_params"],
+        "litert": lite,
+        "tensorflow": tens,
+        "speedup": tens["ms_mean"] / lite["ms_mean"],
+        "rss_ratio": lite["rss_mib"] / tens["rss_mib"],
+    }
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    head = (
+        f"{'model':<14}{'params':>10}{'backend':>12}{'ms/step':>10}{'p50 ms':>9}"
+        f"{'peak RSS MiB':>14}"
+    )
+    lines = [head, "-" * len(head)]
+    for row in rows:
+        for backend in ("litert", "tensorflow"):
+            r = row[backend]
+            lines.append(
+                f"{row['spec']:<14}{row['params']:>10}{backend:>12}{r['ms_mean']:>10.2f}"
+                f"{r['ms_median']:>9.2f}{r['rss_mib']:>14.1f}"
+            )
+        ok_speed = row["speedup"] >= SPEED_TARGET
+        ok_rss = row["rss_ratio"] <= RSS_TARGET
+        lines.append(
+            f"{'':<14}speedup {row['speedup']:.2f}x (target >= {SPEED_TARGET}x: "
+            f"{'met' if ok_speed else 'MISSED'}), RSS ratio {row['rss_ratio']:.3f} "
+            f"(target <= {RSS_TARGET}: {'met' if ok_rss else 'MISSED'})"
+        )
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
-    print("fedrt bench device: not implemented yet")
-    return 1
+    specs = args.spec or list(DEFAULTS)
+    with tempfile.TemporaryDirectory(prefix="fedrt-bench-device-") as tmp:
+        rows = [bench_spec(spec, args, Path(tmp)) for spec in specs]
+    print(_table(rows))
+    met = all(r["speedup"] >= SPEED_TARGET and r["rss_ratio"] <= RSS_TARGET for r in rows)
+    summary = {
+        "bench": "device",
+        "threads": args.threads,
+        "steps": args.steps,
+        "targets": {"speedup_min": SPEED_TARGET, "rss_ratio_max": RSS_TARGET},
+        "met": met,
+        "results": rows,
+    }
+    print(json.dumps(summary, sort_keys=True))
+    return 0
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    return tuple(int(d) for d in text.split(",") if d)
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("device", help="LiteRT vs TensorFlow train-step time and RSS")
+    parser = subparsers.add_parser(
+        "device", help="LiteRT vs TensorFlow: time per train step and peak RSS"
+    )
+    parser.add_argument(
+        "--spec", action="append", help="zoo:NAME or module:function (repeatable; default: zoo)"
+    )
+    parser.add_argument("--input-shape", type=_shape, help="override the spec's input shape")
+    parser.add_argument("--classes", type=int, help="override the spec's classes")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument(
+        "--threads", type=int, default=os.cpu_count() or 1, help="threads for both back-ends"
+    )
     parser.set_defaults(run=run)
+
+
+def main(argv: list[str]) -> int:
+    kind, rest = argv[0], argv[1:]
+    if kind == "litert":
+        result = child_litert(rest[0], int(rest[1]), int(rest[2]), int(rest[3]))
+    elif kind == "tensorflow":
+        result = child_tensorflow(rest[0], rest[1], int(rest[2]), int(rest[3]), int(rest[4]))
+    else:
+        raise SystemExit(f"unknown child {kind!r}")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

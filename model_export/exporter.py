@@ -60,9 +60,14 @@ def _quiet_tf() -> Iterator[None]:
     # The converter logs pages of MLIR notes per export; keep only errors.
     previous = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    absl = logging.getLogger("absl")
+    absl_level = absl.level
+    # SavedModel import warns about the custom gradients we chose not to save.
+    absl.setLevel(logging.ERROR)
     try:
         yield
     finally:
+        absl.setLevel(absl_level)
         if previous is None:
             os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
         else:
@@ -95,7 +100,10 @@ def _convert(module: Any, signatures: dict[str, Any]) -> bytes:
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory(prefix="fedrt-export-") as tmp:
-        tf.saved_model.save(module, tmp, signatures=signatures)
+        # Gradients are already inside the train graph; re-tracing the custom gradients
+        # for the SavedModel would fail on infer's dynamic batch and is not needed.
+        options = tf.saved_model.SaveOptions(experimental_custom_gradients=False)
+        tf.saved_model.save(module, tmp, signatures=signatures, options=options)
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=list(signatures))
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         converter.experimental_enable_resource_variables = True

@@ -100,14 +100,12 @@ class Forward:
         if kind == "dense":
             return _dense(x, params)
         if kind in ("conv2d", "depthwise_conv2d"):
-            # Gradients need static shapes; inference may run on any batch size.
-            grad_free = native or x.shape[0] is None
             conv = tf_ops.conv2d if kind == "conv2d" else tf_ops.depthwise_conv2d
-            y = conv(x, params[0], opts["strides"], opts["padding"], grad_free)
+            y = conv(x, params[0], opts["strides"], opts["padding"], native)
             return y + params[1] if len(params) > 1 else y
         if kind in ("max_pool", "avg_pool"):
             pool = tf_ops.max_pool if kind == "max_pool" else tf_ops.avg_pool
-            return pool(x, opts["pool"], native or x.shape[0] is None)
+            return pool(x, opts["pool"], native)
         if kind == "activation":
             return _activate(opts["fn"], x, native)
         if kind == "global_avg_pool":
@@ -124,13 +122,13 @@ class Forward:
             keep = tf_ops.uniform_hash(shape, opts["seed"], step_count) >= opts["rate"]
             return x * (tf.cast(keep, x.dtype) / (1.0 - opts["rate"]))
         if kind == "layer_norm":
-            y = tf_ops.layer_norm(x, opts["epsilon"], native or x.shape[0] is None)
+            y = tf_ops.layer_norm(x, opts["epsilon"], native)
             named = dict(zip(opts["params"], params, strict=True))
             if "gamma" in named:
                 y = y * named["gamma"]
             return y + named["beta"] if "beta" in named else y
         if kind == "embedding":
-            return tf_ops.embedding(x, params[0], native or x.shape[0] is None)
+            return tf_ops.embedding(x, params[0], native)
         if kind == "lstm":
             return _lstm(x, params, opts, native)
         raise AssertionError(f"unknown step kind {kind}")
@@ -260,8 +258,9 @@ class TrainingModule(tf.Module):  # type: ignore[misc]  # tensorflow is untyped
         return {"loss": loss, "correct": correct}
 
     def _infer(self, x: Tensor) -> dict[str, Tensor]:
-        # No gradient here: TensorFlow's own ops, which also accept any batch size.
-        return {"logits": self.forward(self.weights, x, training=False, native=True)}
+        # The same ops as train (e.g. convolutions as matmuls, fast with variable weights);
+        # their gradients are never built here, so any batch size works.
+        return {"logits": self.forward(self.weights, x, training=False, native=self.native)}
 
     def _get_weights(self) -> dict[str, Tensor]:
         return {name: tf.identity(w) for name, w in zip(self.names, self.weights, strict=True)}
