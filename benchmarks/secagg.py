@@ -80,7 +80,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         k, t = choose_parameters(n, dropout=max(args.dropout, 0.01))
     else:
         k = args.neighbors
-        t = args.threshold or k // 2 + 1
+        t = args.threshold or (k + 1) // 2 + 1
     if args.threshold is not None:
         t = args.threshold
     spec = QuantSpec(params=m, bits=args.bits, clip_norm=1.0, weight_cap=1000)

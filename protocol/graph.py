@@ -5,12 +5,16 @@ ring position p neighbours positions p +- 1 .. p +- k // 2, plus p + n / 2 when 
 n must be even). It is k-regular and k-connected, and k = n - 1 gives the complete graph of
 classic SecAgg. The ring order comes from a seed, so every party derives the same graph.
 
-``choose_parameters`` picks the smallest k with a threshold t such that
-  * 2t > k + c for the c corrupted neighbours a device may have: honest neighbours reveal one
-    share per peer, so the server never gathers t shares of both of a device's secrets;
+Each device shares its two secrets with its k neighbours and itself (k + 1 holders, as in
+classic SecAgg, so exactly t survivors suffice there). ``choose_parameters`` picks the
+smallest k with a threshold t such that
+  * 2t > k + 1 + c for the c corrupted neighbours a device may have: an honest holder reveals
+    one share per peer and a device never reveals its own key share, so the server cannot
+    gather t shares of both secrets of one device (t seed shares need t - 1 neighbours, t
+    key shares t more);
   * n * P[Binomial(k, 1 - dropout) < t] <= 2**failure_log2: every device keeps t live
-    neighbours (union bound over devices, dropouts independent);
-  * n * P[Binomial(k, corrupt) >= 2t - k] <= 2**security_log2 (only when corrupt > 0);
+    neighbours, not counting itself (union bound over devices, dropouts independent);
+  * n * P[Binomial(k, corrupt) >= 2t - k - 1] <= 2**security_log2 (only when corrupt > 0);
   * the honest live devices stay connected, else the server learns the sum of a smaller
     component: k >= 2, and cutting the ring takes two runs of k/2 consecutive removed
     positions, so n**2 * (dropout + corrupt)**k <= 2**security_log2.
@@ -47,9 +51,9 @@ def validate_parameters(clients: int, neighbors: int, threshold: int) -> None:
         raise ParameterError(f"neighbors must be in 1..{clients - 1}, got {neighbors}")
     if neighbors % 2 and clients % 2:
         raise ParameterError("no k-regular graph has odd k and an odd number of clients")
-    if not neighbors < 2 * threshold <= 2 * neighbors:
+    if not neighbors + 1 < 2 * threshold <= 2 * (neighbors + 1):
         raise ParameterError(
-            f"threshold must satisfy k/2 < t <= k (k={neighbors}), got {threshold}"
+            f"threshold must satisfy (k+1)/2 < t <= k+1 (k={neighbors}), got {threshold}"
         )
 
 
@@ -116,12 +120,12 @@ def choose_parameters(
             continue
         if k < clients - 1 and clients**2 * removed**k > 2.0**security_log2:
             continue
-        for t in range(k // 2 + 1, k + 1):
-            margin = 2 * t - k  # corrupted neighbours tolerated: c < 2t - k
+        for t in range((k + 1) // 2 + 1, k + 2):
+            margin = 2 * t - k - 1  # corrupted neighbours tolerated: c < 2t - k - 1
             insecure = clients * (1.0 - _binomial_below(k, corrupt, margin)) if corrupt else 0.0
             if insecure > 2.0**security_log2:
                 continue
             if round_failure_log2(clients, k, t, dropout) <= failure_log2:
                 return k, t
     k = clients - 1
-    return k, k // 2 + 1
+    return k, (k + 1) // 2 + 1

@@ -71,7 +71,7 @@ class EncryptedShare:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ShareKeys:
-    """Stage 2, client -> server: shares for each neighbour and a commitment to the seed."""
+    """Stage 2, client -> server: sealed shares for each neighbour, a commitment to the seed."""
 
     round_id: bytes
     sender: int
@@ -103,7 +103,7 @@ class RevealedShare:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UnmaskShares:
-    """Stage 4, client -> server: one share per neighbour, seed or key as requested."""
+    """Stage 4, client -> server: one share per holder's peer (and itself), seed or key."""
 
     round_id: bytes
     sender: int
@@ -131,7 +131,7 @@ class SharesRelay:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UnmaskRequest:
-    """Server -> client after stage 3: the recipient's neighbours whose input was included."""
+    """Server -> client after stage 3: which of the recipient and its neighbours are included."""
 
     round_id: bytes
     recipient: int

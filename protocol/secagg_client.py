@@ -9,10 +9,11 @@ Theory of operation. ``SecAggClient`` is in the stage whose message it sends nex
 ``start()`` returns the signed ``AdvertiseKeys``; ``receive(data)`` checks one server message
 and returns the device's signed reply (``None`` only while the relay waits for
 ``set_input``). A message that fails any check raises a ``ProtocolError`` subclass and
-leaves the client as it was. The device keeps two rules that protect it from a lying
-server: it answers each stage once, and in the unmask stage it reveals for every
-neighbour either the seed share (neighbour included) or the key share (neighbour dropped),
-never both, and only if at least t of its neighbours are included.
+leaves the client as it was. A device holds shares of its neighbours' secrets and of its
+own, and keeps three rules that protect it from a lying server: it answers each stage once;
+in the unmask stage it reveals for every peer either the seed share (peer included) or the
+key share (peer dropped), never both; and it answers only if it is itself listed as included
+(so it never reveals its own key share) with at least t holders in all.
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ class SecAggClient:
         self._masking: X25519PrivateKey | None = None
         self._peers: dict[int, _Peer] = {}
         self._seed = b""
+        self._own = (b"", b"")  # this device's shares of its own seed and key
         self._held: dict[int, tuple[bytes, bytes]] = {}  # peer -> (seed share, key share)
         self._input: npt.NDArray[np.unsignedinteger] | None = None
         self._relayed = False
@@ -188,20 +190,23 @@ class SecAggClient:
                     raise DuplicateDevice("a public key appears twice in this round")
                 seen_keys.add(key)
             adverts[advert.sender] = advert
-        self._require(len(adverts), Stage.SHARE_KEYS)
+        rid, me = self.config.round_id, self.index
+        holders = sorted([*adverts, me])  # a device holds a share of its own secrets too
+        self._require(len(holders), Stage.SHARE_KEYS)
         assert self._encryption is not None
         assert self._masking is not None
-        holders = sorted(adverts)
         seed = self._random(shamir.SECRET_BYTES)
         secrets = shamir.secrets_to_field([seed, self._masking.private_bytes_raw()])
         shares = shamir.split(
             secrets, [h + 1 for h in holders], self.config.threshold, self._random
         )
-        rid, me = self.config.round_id, self.index
         sealed, peers = [], {}
         for row, holder in enumerate(holders):
-            shared = agree(self._encryption, adverts[holder].encryption_key)
             plaintext = shamir.share_to_bytes(shares[row].ravel())
+            if holder == me:
+                own = (plaintext[: shamir.SHARE_BYTES], plaintext[shamir.SHARE_BYTES :])
+                continue
+            shared = agree(self._encryption, adverts[holder].encryption_key)
             ciphertext = seal(
                 share_key(shared, rid, me, holder), plaintext, share_aad(rid, me, holder)
             )
@@ -215,7 +220,7 @@ class SecAggClient:
                 shares=tuple(sealed),
             )
         )
-        self._peers, self._seed = peers, seed
+        self._peers, self._seed, self._own = peers, seed, own
         self.stage = Stage.MASKED_INPUT
         return codec.encode(reply)
 
@@ -232,6 +237,7 @@ class SecAggClient:
             plain = open_sealed(peer.inbound_key, item.ciphertext, aad)
             held[item.peer] = (plain[: shamir.SHARE_BYTES], plain[shamir.SHARE_BYTES :])
         shamir.check_shares(b"".join(a + b for a, b in held.values()))
+        held[self.index] = self._own
         self._require(len(held), Stage.MASKED_INPUT)
         self._held, self._relayed = held, True
         return self._masked_input() if self._input is not None else None
@@ -242,7 +248,7 @@ class SecAggClient:
         config = self.config
         masked = MaskAccumulator(self._input)
         masked.add(self._seed)
-        for peer in sorted(self._held):
+        for peer in sorted(self._peers.keys() & self._held.keys()):
             shared = agree(self._masking, self._peers[peer].masking_key)
             masked.add(
                 mask_key(shared, config.round_id, self.index, peer),
@@ -272,6 +278,9 @@ class SecAggClient:
         strangers = survivors - self._held.keys()
         if strangers:
             raise ConsistencyError(f"survivors {sorted(strangers)} did not share with this device")
+        if self.index not in survivors:
+            # Otherwise this device would reveal a share of its own masking key.
+            raise ConsistencyError("this device is asked to unmask but not listed as included")
         self._require(len(survivors), Stage.UNMASK)
         revealed = tuple(
             RevealedShare(owner=peer, kind=ShareKind.SEED, share=pair[0])

@@ -9,10 +9,10 @@ content) and stores it, or raises a ``ProtocolError`` subclass and stores nothin
 coordinator calls ``close_stage()`` when ``waiting_for`` is empty or the stage's deadline
 passes: whoever answered goes on, and the call returns the messages to relay, keyed by the
 recipient's device index. With U1..U4 the devices that answered each stage, U3's masked
-inputs are summed; unmasking needs, for every u in U3, t seed shares from u's neighbours in
-U4, and for every dropped j in U2 \\ U3 with a neighbour in U3, t key shares. When a stage
-closes with fewer than t devices, or fewer than t neighbours able to reveal a needed secret,
-``close_stage`` raises ``RoundAborted`` and the server moves to ABORTED.
+inputs are summed; unmasking needs, for every u in U3, t seed shares from u and its
+neighbours in U4, and for every dropped j in U2 \\ U3 with a neighbour in U3, t key
+shares. When a stage closes with fewer than t devices, or fewer than t holders able to
+reveal a needed secret, ``close_stage`` raises ``RoundAborted`` and the server moves to ABORTED.
 """
 
 from __future__ import annotations
@@ -72,6 +72,8 @@ class SecAggServer:
         self.config = config
         self.stage = Stage.ADVERTISE_KEYS
         self._graph = tuple(frozenset(row) for row in config.graph())
+        # Holders of a device's shares: its neighbours and itself.
+        self._holders = tuple(row | {i} for i, row in enumerate(self._graph))
         self._identities = [load_identity_key(m.identity_key) for m in config.members]
         self._expected: frozenset[int] = frozenset(range(config.clients))
         self._keys: dict[int, AdvertiseKeys] = {}
@@ -192,8 +194,8 @@ class SecAggServer:
         owners = [s.owner for s in message.shares]
         if len(set(owners)) != len(owners):
             raise DuplicateShare("two shares for one owner in one message")
-        if set(owners) != self._graph[sender] & self._shares.keys():
-            raise ConsistencyError("shares must cover exactly the neighbours that shared")
+        if set(owners) != self._holders[sender] & self._shares.keys():
+            raise ConsistencyError("shares must cover exactly the neighbours that shared, and self")
         for item in message.shares:
             want = ShareKind.SEED if item.owner in self._masked else ShareKind.KEY
             if item.kind is not want:
@@ -205,12 +207,12 @@ class SecAggServer:
 
     def _check(self, ok: bool, why: str) -> None:
         if not ok:
-            stage = self.stage
+            stage, survivors = self.stage, len(self._answered())
             self.stage = Stage.ABORTED
             raise RoundAborted(
                 f"round aborted in {stage.value}: {why} (threshold {self.config.threshold})",
                 stage=stage.value,
-                survivors=len(self._answered()) if stage in _NEXT else 0,
+                survivors=survivors,
                 threshold=self.config.threshold,
             )
 
@@ -242,7 +244,7 @@ class SecAggServer:
     def _needed(self, holders: frozenset[int]) -> dict[int, frozenset[int]]:
         """For each secret the unmasking needs: which of ``holders`` can reveal a share."""
         included = frozenset(self._masked)
-        needed = {u: self._graph[u] & holders for u in included}
+        needed = {u: self._holders[u] & holders for u in included}
         for j in self._shares.keys() - included:
             if self._graph[j] & included:
                 needed[j] = self._graph[j] & holders
@@ -260,7 +262,7 @@ class SecAggServer:
         return {
             h: codec.encode(
                 UnmaskRequest(
-                    round_id=rid, recipient=h, survivors=tuple(sorted(self._graph[h] & included))
+                    round_id=rid, recipient=h, survivors=tuple(sorted(self._holders[h] & included))
                 )
             )
             for h in sorted(included)

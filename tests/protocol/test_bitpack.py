@@ -1,0 +1,66 @@
+"""Exact k-bit packing: round trips, exact sizes, one encoding per vector."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fedrt.protocol.bitpack import pack, packed_size, unpack, word_dtype
+from fedrt.protocol.errors import LengthError, ParameterError
+
+
+@st.composite
+def vectors(draw: st.DrawFn) -> tuple[np.ndarray, int]:
+    bits = draw(st.integers(1, 64))
+    values = draw(st.lists(st.integers(0, 2**bits - 1), max_size=300))
+    return np.array(values, dtype=np.uint64), bits
+
+
+@settings(deadline=None, max_examples=200)
+@given(vectors())
+def test_pack_unpack_round_trip_in_exactly_k_bits(case: tuple[np.ndarray, int]) -> None:
+    values, bits = case
+    data = pack(values, bits)
+    assert len(data) == packed_size(values.size, bits) == -(-values.size * bits // 8)
+    back = unpack(data, bits, values.size)
+    assert back.dtype == word_dtype(bits)
+    assert back.tolist() == values.tolist()
+
+
+def test_word_types_follow_the_bit_width() -> None:
+    assert [word_dtype(b) for b in (1, 16, 17, 32, 33, 64)] == [
+        np.uint16,
+        np.uint16,
+        np.uint32,
+        np.uint32,
+        np.uint64,
+        np.uint64,
+    ]
+
+
+def test_a_large_vector_round_trips() -> None:
+    values = np.random.default_rng(0).integers(0, 2**15, 100_003, dtype=np.uint64)
+    assert np.array_equal(unpack(pack(values, 15), 15, values.size), values)
+
+
+def test_pack_rejects_values_that_do_not_fit_and_bad_arrays() -> None:
+    with pytest.raises(ParameterError):
+        pack(np.array([8], dtype=np.uint64), 3)
+    with pytest.raises(ParameterError):
+        pack(np.array([1.0]), 3)  # type: ignore[arg-type]
+    with pytest.raises(ParameterError):
+        pack(np.zeros((2, 2), dtype=np.uint64), 3)
+    with pytest.raises(ParameterError):
+        pack(np.zeros(2, dtype=np.uint64), 65)
+
+
+def test_unpack_rejects_wrong_sizes_and_set_padding_bits() -> None:
+    data = pack(np.array([1, 2, 3], dtype=np.uint64), 3)  # 9 bits: 2 bytes, 7 padding bits
+    with pytest.raises(LengthError):
+        unpack(data + b"\x00", 3, 3)
+    with pytest.raises(LengthError):
+        unpack(data[:1], 3, 3)
+    with pytest.raises(LengthError):
+        unpack(data[:1] + bytes([data[1] | 0x80]), 3, 3)

@@ -1,0 +1,174 @@
+"""The wire codec: canonical round trips, and garbage raises only DecodeError."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fedrt.protocol import codec
+from fedrt.protocol.bitpack import packed_size
+from fedrt.protocol.errors import DecodeError, LengthError
+from fedrt.protocol.messages import (
+    AdvertiseKeys,
+    EncryptedShare,
+    KeysBroadcast,
+    MaskedInput,
+    Message,
+    RevealedShare,
+    ShareKeys,
+    ShareKind,
+    SharesRelay,
+    UnmaskRequest,
+    UnmaskShares,
+)
+
+u32 = st.integers(0, 2**32 - 1)
+rid = st.binary(min_size=16, max_size=16)
+key = st.binary(min_size=32, max_size=32)
+sig = st.binary(min_size=64, max_size=64)
+cipher = st.builds(EncryptedShare, peer=u32, ciphertext=st.binary(min_size=88, max_size=88))
+advert = st.builds(
+    AdvertiseKeys, round_id=rid, sender=u32, encryption_key=key, masking_key=key, signature=sig
+)
+
+
+@st.composite
+def masked(draw: st.DrawFn) -> MaskedInput:
+    bits, length = draw(st.integers(1, 64)), draw(st.integers(0, 40))
+    payload = draw(
+        st.binary(min_size=packed_size(length, bits), max_size=packed_size(length, bits))
+    )
+    return MaskedInput(
+        round_id=draw(rid),
+        sender=draw(u32),
+        bits=bits,
+        length=length,
+        payload=payload,
+        signature=draw(sig),
+    )
+
+
+@st.composite
+def broadcast(draw: st.DrawFn) -> KeysBroadcast:
+    r = draw(rid)
+    keys = draw(st.lists(advert, max_size=4))
+    return KeysBroadcast(
+        round_id=r,
+        recipient=draw(u32),
+        keys=tuple(AdvertiseKeys(**{**_fields(k), "round_id": r}) for k in keys),
+    )
+
+
+def _fields(message: object) -> dict[str, object]:
+    return {name: getattr(message, name) for name in message.__slots__}  # type: ignore[attr-defined]
+
+
+messages = st.one_of(
+    advert,
+    st.builds(
+        ShareKeys,
+        round_id=rid,
+        sender=u32,
+        seed_digest=key,
+        shares=st.lists(cipher, max_size=4).map(tuple),
+        signature=sig,
+    ),
+    masked(),
+    st.builds(
+        UnmaskShares,
+        round_id=rid,
+        sender=u32,
+        signature=sig,
+        shares=st.lists(
+            st.builds(
+                RevealedShare,
+                owner=u32,
+                kind=st.sampled_from(ShareKind),
+                share=st.binary(min_size=36, max_size=36),
+            ),
+            max_size=4,
+        ).map(tuple),
+    ),
+    broadcast(),
+    st.builds(
+        SharesRelay, round_id=rid, recipient=u32, shares=st.lists(cipher, max_size=4).map(tuple)
+    ),
+    st.builds(
+        UnmaskRequest, round_id=rid, recipient=u32, survivors=st.lists(u32, max_size=6).map(tuple)
+    ),
+)
+
+
+@settings(deadline=None, max_examples=200)
+@given(messages)
+def test_every_message_round_trips_canonically(message: Message) -> None:
+    data = codec.encode(message)
+    assert data[0] == codec.VERSION
+    assert codec.decode(data) == message
+    assert codec.encode(codec.decode(bytearray(data))) == data
+
+
+@settings(deadline=None, max_examples=300)
+@given(st.binary(max_size=400))
+def test_garbage_raises_only_decode_errors(data: bytes) -> None:
+    try:
+        message = codec.decode(data)
+    except DecodeError:
+        return
+    assert codec.encode(message) == data
+
+
+@settings(deadline=None, max_examples=100)
+@given(messages, st.data())
+def test_mutated_and_truncated_messages_raise_only_decode_errors(
+    message: Message, data: st.DataObject
+) -> None:
+    wire = bytearray(codec.encode(message))
+    position = data.draw(st.integers(0, len(wire) - 1))
+    wire[position] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(wire)))
+    for candidate in (bytes(wire), bytes(wire[:cut]), bytes(wire) + b"\x00"):
+        try:
+            decoded = codec.decode(candidate)
+        except DecodeError:
+            continue
+        assert codec.encode(decoded) == candidate
+
+
+def test_specific_malformations_name_the_problem() -> None:
+    good = codec.encode(UnmaskRequest(round_id=b"r" * 16, recipient=1, survivors=(1, 2)))
+    with pytest.raises(DecodeError, match="version"):
+        codec.decode(b"\x02" + good[1:])
+    with pytest.raises(DecodeError, match="type"):
+        codec.decode(good[:1] + b"\x63" + good[2:])
+    with pytest.raises(LengthError):
+        codec.decode(good + b"\x00\x00\x00\x00")
+    with pytest.raises(LengthError):
+        codec.decode(good[:5])
+    share = UnmaskShares(
+        round_id=b"r" * 16,
+        sender=0,
+        signature=b"s" * 64,
+        shares=(RevealedShare(owner=1, kind=ShareKind.KEY, share=b"x" * 36),),
+    )
+    wire = bytearray(codec.encode(share))
+    wire[18 + 8 + 4] = 7  # the kind byte of the first share
+    with pytest.raises(DecodeError, match="kind"):
+        codec.decode(bytes(wire))
+    masked_input = MaskedInput(
+        round_id=b"r" * 16, sender=0, bits=3, length=3, payload=b"\x00\x00", signature=b"s" * 64
+    )
+    wire = bytearray(codec.encode(masked_input))
+    wire[22] = 0  # ring bits
+    with pytest.raises(DecodeError, match="bits"):
+        codec.decode(bytes(wire))
+
+
+def test_signing_digest_covers_everything_but_the_signature() -> None:
+    a = AdvertiseKeys(round_id=b"r" * 16, sender=1, encryption_key=b"e" * 32, masking_key=b"m" * 32)
+    signed = AdvertiseKeys(**{**_fields(a), "signature": b"s" * 64})
+    assert codec.signing_digest(a) == codec.signing_digest(signed)
+    assert codec.signing_digest(a) != codec.signing_digest(
+        AdvertiseKeys(**{**_fields(a), "sender": 2})
+    )

@@ -1,0 +1,57 @@
+"""AES-256-CTR mask expansion and the seeded random source."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedrt.protocol.errors import ParameterError
+from fedrt.protocol.prg import MaskAccumulator, SeededRandom, expand, keystream
+
+KEY = bytes(range(32))
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint32, np.uint64])
+def test_expand_reads_the_keystream_as_little_endian_words(dtype: type) -> None:
+    words = expand(KEY, 9, dtype)
+    assert words.dtype == dtype
+    assert (
+        words.tobytes()
+        == np.frombuffer(keystream(KEY, 9 * words.itemsize), "<" + np.dtype(dtype).str[1:])
+        .astype(dtype)
+        .tobytes()
+    )
+    assert words.flags.writeable
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint32, np.uint64])
+def test_masks_added_and_subtracted_cancel_with_wraparound(dtype: type) -> None:
+    start = np.arange(1000, dtype=dtype)
+    acc = MaskAccumulator(start.copy())
+    acc.add(KEY)
+    acc.add(b"\x01" * 32, sign=-1)
+    assert not np.array_equal(acc.values, start)
+    acc.add(b"\x01" * 32)
+    acc.add(KEY, sign=-1)
+    assert np.array_equal(acc.values, start)
+    one = MaskAccumulator(np.zeros(1000, dtype=dtype))
+    one.add(KEY)
+    assert np.array_equal(one.values, expand(KEY, 1000, dtype))
+
+
+def test_bad_keys_signs_and_arrays_are_rejected() -> None:
+    with pytest.raises(ParameterError):
+        expand(b"short", 4)
+    with pytest.raises(ParameterError):
+        MaskAccumulator(np.zeros(4, np.uint32)).add(KEY, sign=2)
+    with pytest.raises(ParameterError):
+        MaskAccumulator(np.zeros(4, np.int32))  # type: ignore[arg-type]
+    with pytest.raises(ParameterError):
+        keystream(KEY, 4, iv=b"\x00")
+
+
+def test_seeded_random_is_a_deterministic_stream() -> None:
+    a, b = SeededRandom(5), SeededRandom(5)
+    assert a(10) + a(6) == b(16)
+    assert SeededRandom(b"x")(16) != SeededRandom(b"y")(16)
+    assert SeededRandom(5)(16) != SeededRandom(6)(16)

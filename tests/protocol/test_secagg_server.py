@@ -1,0 +1,229 @@
+"""SecAggServer: every bad client message is rejected with its own error and changes nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from fedrt.protocol import codec
+from fedrt.protocol.errors import (
+    BadSignature,
+    ConsistencyError,
+    DecodeError,
+    DuplicateMessage,
+    DuplicateShare,
+    LengthError,
+    ProtocolError,
+    ReplayError,
+    RoundAborted,
+    StageError,
+    UnknownDevice,
+)
+from fedrt.protocol.messages import (
+    AdvertiseKeys,
+    MaskedInput,
+    RevealedShare,
+    ShareKeys,
+    ShareKind,
+    Stage,
+    UnmaskShares,
+)
+from fedrt.protocol.shamir import PRIME
+from tests.protocol.secagg_support import Round
+
+
+def _finish(r: Round, outgoing: dict[int, bytes], *, skip: tuple[int, ...] = ()) -> None:
+    while r.server.stage is not Stage.DONE:
+        outgoing = r.step(outgoing, skip=skip)
+
+
+def test_a_clean_round_sums_everything_and_reports_progress() -> None:
+    r = Round.new()
+    assert r.server.waiting_for == frozenset(range(5))
+    r.server.receive(r.clients[0].start())
+    assert r.server.waiting_for == frozenset(range(1, 5))
+    for client in r.clients[1:]:
+        r.server.receive(client.start())
+    _finish(r, r.server.close_stage())
+    assert r.server.included == frozenset(range(5))
+    assert r.server.result.tolist() == r.expected(range(5)).tolist()
+    with pytest.raises(StageError):
+        r.server.close_stage()
+
+
+def test_every_flipped_bit_of_a_signed_message_is_rejected_and_changes_nothing() -> None:
+    r = Round.new()
+    outgoing = r.step(r.advertise())
+    replies = r.replies(outgoing)
+    data = replies[2]
+    for position in range(0, len(data), 7):
+        tampered = bytearray(data)
+        tampered[position] ^= 0x10
+        with pytest.raises(ProtocolError):
+            r.server.receive(bytes(tampered))
+    assert 2 in r.server.waiting_for
+    for reply in replies.values():
+        r.server.receive(reply)
+    _finish(r, r.server.close_stage())
+    assert r.server.result.tolist() == r.expected(range(5)).tolist()
+
+
+def test_a_flipped_bit_in_a_ciphertext_is_a_bad_signature_at_the_server() -> None:
+    r = Round.new()
+    replies = r.replies(r.advertise())
+    message = codec.decode(replies[1])
+    assert isinstance(message, ShareKeys)
+    first = message.shares[0]
+    flipped = bytes([first.ciphertext[0] ^ 1]) + first.ciphertext[1:]
+    forged = dataclasses.replace(
+        message, shares=(dataclasses.replace(first, ciphertext=flipped), *message.shares[1:])
+    )
+    with pytest.raises(BadSignature):
+        r.server.receive(codec.encode(forged))
+
+
+def test_a_message_signed_by_another_device_is_rejected() -> None:
+    r = Round.new()
+    advert = codec.decode(r.clients[0].start())
+    assert isinstance(advert, AdvertiseKeys)
+    impostor = dataclasses.replace(advert, sender=1)  # signed by device 0's key
+    with pytest.raises(BadSignature):
+        r.server.receive(codec.encode(impostor))
+    assert r.server.waiting_for == frozenset(range(5))
+
+
+def test_a_message_of_a_previous_round_is_a_replay() -> None:
+    old = Round.new(round_id=b"A" * 16)
+    new = Round.new(round_id=b"B" * 16)  # same devices, same identity keys
+    with pytest.raises(ReplayError):
+        new.server.receive(old.clients[0].start())
+    # Rewriting the round id breaks the signature instead.
+    advert = codec.decode(old.clients[1].start())
+    with pytest.raises(BadSignature):
+        new.server.receive(codec.encode(dataclasses.replace(advert, round_id=b"B" * 16)))
+
+
+def test_a_second_message_from_a_device_in_one_stage_is_a_duplicate() -> None:
+    r = Round.new()
+    advert = r.clients[0].start()
+    r.server.receive(advert)
+    with pytest.raises(DuplicateMessage):
+        r.server.receive(advert)
+
+
+def test_wrong_stage_unknown_device_and_garbage() -> None:
+    r = Round.new()
+    outgoing = r.advertise(skip=(4,))
+    replies = r.replies({i: d for i, d in outgoing.items() if i != 0})
+    with pytest.raises(StageError):  # server messages are not accepted
+        r.server.receive(outgoing[0])
+    r.server.receive(replies[1])
+    early = r.clients[0].receive(outgoing[0])
+    assert early is not None
+    with pytest.raises(StageError):  # device 4 did not advertise: not part of share keys
+        r.server.receive(r.resign(dataclasses.replace(codec.decode(early), sender=4)))  # type: ignore[arg-type]
+    stranger = dataclasses.replace(codec.decode(early), sender=9)
+    with pytest.raises(UnknownDevice):
+        r.server.receive(codec.encode(stranger))  # type: ignore[arg-type]
+    with pytest.raises(DecodeError):
+        r.server.receive(b"\x01\x02garbage")
+    r.server.receive(early)
+    assert r.server.waiting_for == frozenset({2, 3})
+
+
+def test_a_masked_input_of_the_wrong_length_is_rejected() -> None:
+    r = Round.new()
+    replies = r.replies(r.step(r.advertise()))
+    message = codec.decode(replies[0])
+    assert isinstance(message, MaskedInput)
+    short = dataclasses.replace(message, length=message.length - 1, payload=message.payload[:-2])
+    with pytest.raises(LengthError):
+        r.server.receive(r.resign(short))
+    with pytest.raises(LengthError):  # truncated on the wire
+        r.server.receive(replies[0][:-3])
+    for reply in replies.values():
+        r.server.receive(reply)
+    _finish(r, r.server.close_stage())
+    assert r.server.result.tolist() == r.expected(range(5)).tolist()
+
+
+def _unmask_replies(r: Round) -> dict[int, bytes]:
+    return r.replies(r.step(r.step(r.advertise())))
+
+
+def test_duplicate_and_misdirected_shares_are_rejected() -> None:
+    r = Round.new()
+    replies = _unmask_replies(r)
+    message = codec.decode(replies[0])
+    assert isinstance(message, UnmaskShares)
+    doubled = dataclasses.replace(message, shares=(*message.shares, message.shares[0]))
+    with pytest.raises(DuplicateShare):
+        r.server.receive(r.resign(doubled))
+    wrong_kind = dataclasses.replace(
+        message,
+        shares=(dataclasses.replace(message.shares[0], kind=ShareKind.KEY), *message.shares[1:]),
+    )
+    with pytest.raises(ConsistencyError):
+        r.server.receive(r.resign(wrong_kind))
+    with pytest.raises(ConsistencyError):
+        r.server.receive(r.resign(dataclasses.replace(message, shares=message.shares[1:])))
+    unreduced = RevealedShare(
+        owner=message.shares[0].owner, kind=ShareKind.SEED, share=b"\xff" * 36
+    )
+    with pytest.raises(DecodeError):
+        r.server.receive(
+            r.resign(dataclasses.replace(message, shares=(unreduced, *message.shares[1:])))
+        )
+    for reply in replies.values():
+        r.server.receive(reply)
+    r.server.close_stage()
+    assert r.server.result.tolist() == r.expected(range(5)).tolist()
+
+
+def test_a_corrupted_share_aborts_instead_of_returning_a_wrong_sum() -> None:
+    r = Round.new()
+    replies = _unmask_replies(r)
+    message = codec.decode(replies[0])  # device 0 is the first holder of everyone's secrets
+    assert isinstance(message, UnmaskShares)
+    share = message.shares[1]
+    value = (int.from_bytes(share.share[:4], "little") + 1) % PRIME
+    bad = dataclasses.replace(share, share=value.to_bytes(4, "little") + share.share[4:])
+    r.server.receive(
+        r.resign(dataclasses.replace(message, shares=(message.shares[0], bad, *message.shares[2:])))
+    )
+    for i in range(1, 5):
+        r.server.receive(replies[i])
+    with pytest.raises(RoundAborted):
+        r.server.close_stage()
+    assert r.server.stage is Stage.ABORTED
+    with pytest.raises(StageError):
+        _ = r.server.result
+
+
+def test_too_few_devices_abort_at_the_stage_where_it_happens() -> None:
+    r = Round.new(threshold=3)
+    for client in r.clients[:2]:
+        r.server.receive(client.start())
+    with pytest.raises(RoundAborted) as info:
+        r.server.close_stage()
+    assert (info.value.stage, info.value.survivors, info.value.threshold) == (
+        "advertise_keys",
+        2,
+        3,
+    )
+    assert r.server.stage is Stage.ABORTED
+    with pytest.raises(StageError):
+        r.server.receive(r.clients[2].start())
+
+
+def test_dropouts_at_every_stage_are_survived() -> None:
+    r = Round.new(9, threshold=5)
+    outgoing = r.advertise(skip=(0,))
+    outgoing = r.step(outgoing, skip=(1,))
+    outgoing = r.step(outgoing, skip=(2,))
+    r.step(outgoing, skip=(3,))
+    assert r.server.included == frozenset({3, 4, 5, 6, 7, 8})
+    assert r.server.result.dtype == np.uint16
+    assert r.server.result.tolist() == r.expected([3, 4, 5, 6, 7, 8]).tolist()
