@@ -24,7 +24,7 @@ from fedrt.coordinator.errors import (
     RateLimitedError,
     status_for,
 )
-from fedrt.coordinator.http_auth import require_admin, require_device_or_admin
+from fedrt.coordinator.http_auth import ADMIN, require_admin, require_device_or_admin
 from fedrt.coordinator.http_models import read_upload, serve_blob
 from fedrt.coordinator.openapi import openapi_document
 from fedrt.coordinator.ratelimit import RateLimiter
@@ -169,10 +169,15 @@ def _b64_field(body: dict[str, Any], name: str) -> bytes:
 
 
 # ------------------------------------------------------------------ models
+def _meter_device(svc: CoordinatorService, who: str) -> None:
+    # Per-device allowance; the operator is not a device and is not metered.
+    if who != ADMIN:
+        svc.device_limiter.acquire("http:" + who)
+
+
 async def get_model(request: web.Request) -> web.StreamResponse:
     svc = _svc(request)
-    who = require_device_or_admin(request, svc.admin_token, svc.store)
-    svc.device_limiter.acquire("http:" + who)
+    _meter_device(svc, require_device_or_admin(request, svc.admin_token, svc.store))
     sha = check_sha256(request.match_info["sha256"])
     svc.store.get_model(sha)  # only registered versions are served
     return await serve_blob(request, svc.blobs, sha)
@@ -180,8 +185,7 @@ async def get_model(request: web.Request) -> web.StreamResponse:
 
 async def get_model_meta(request: web.Request) -> web.Response:
     svc = _svc(request)
-    who = require_device_or_admin(request, svc.admin_token, svc.store)
-    svc.device_limiter.acquire("http:" + who)
+    _meter_device(svc, require_device_or_admin(request, svc.admin_token, svc.store))
     return _json(model_view(svc.store.get_model(check_sha256(request.match_info["sha256"]))))
 
 
