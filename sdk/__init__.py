@@ -97,6 +97,7 @@ if TYPE_CHECKING:
         TrainingPlan,
         TrainingResult,
         TrainingScheduler,
+        steps_for,
     )
     from fedrt.sdk.scripted_state import (
         ScriptedDeviceState,
@@ -154,6 +155,7 @@ _LAZY: dict[str, str] = {
     "TrainingPlan": "scheduler",
     "TrainingResult": "scheduler",
     "TrainingScheduler": "scheduler",
+    "steps_for": "scheduler",
     "ScriptedDeviceState": "scripted_state",
     "LiteRtTrainer": "trainer",
     "TrainerBackend": "trainer",
@@ -230,6 +232,7 @@ __all__ = [
     "model_signing_payload",
     "new_msg_id",
     "resolve_interpreter",
+    "steps_for",
     "verify_model_signature",
 ]
 

@@ -58,6 +58,7 @@ __all__ = [
     "TrainingPlan",
     "TrainingResult",
     "TrainingScheduler",
+    "steps_for",
 ]
 
 
@@ -96,6 +97,15 @@ class TrainingPlan:
             raise SdkConfigError("deadline must be finite")
         if self.mu is not None and not (math.isfinite(self.mu) and self.mu >= 0):
             raise SdkConfigError(f"mu must be >= 0, got {self.mu}")
+
+
+def steps_for(*, examples: int, batch_size: int, epochs: int, max_steps: int = 0) -> int:
+    """Steps for ``epochs`` passes over ``examples`` in static batches (last one wraps),
+    capped by ``max_steps`` when it is not 0 — the round plan's training config in steps."""
+    if examples < 1 or batch_size < 1 or epochs < 1 or max_steps < 0:
+        raise SdkConfigError("examples, batch_size and epochs must be >= 1, max_steps >= 0")
+    steps = epochs * math.ceil(examples / batch_size)
+    return min(steps, max_steps) if max_steps else steps
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

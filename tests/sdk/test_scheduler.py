@@ -21,6 +21,7 @@ from fedrt.sdk.scheduler import (
     SchedulerConfig,
     TrainingPlan,
     TrainingScheduler,
+    steps_for,
 )
 from fedrt.sdk.scripted_state import ScriptedDeviceState, idle_plugged_in, unplugged
 from fedrt.sdk.trainer import LiteRtTrainer
@@ -309,3 +310,24 @@ def test_real_litert_training_pauses_and_resumes(exported_mlp: Path) -> None:
     assert result.examples == 40
     loss_after, _ = trainer.evaluate(batch.x, batch.y)
     assert loss_after < loss_before
+
+
+def test_steps_for_a_plans_epochs() -> None:
+    assert steps_for(examples=20, batch_size=4, epochs=2) == 10
+    assert steps_for(examples=21, batch_size=4, epochs=1) == 6  # the last batch wraps
+    assert steps_for(examples=3, batch_size=8, epochs=3) == 3
+    assert steps_for(examples=1000, batch_size=10, epochs=5, max_steps=50) == 50
+    with pytest.raises(SdkConfigError):
+        steps_for(examples=0, batch_size=4, epochs=1)
+
+
+def test_restart_after_the_deadline_abandons_with_the_saved_progress() -> None:
+    trainer = FakeTrainer()
+    w = tuple(trainer.get_weights())
+    saved = Checkpoint(round_id="r1", step=4, cursor=16, weights=w, start_weights=w, pauses=1)
+    clock = ManualClock(T0 + 2000)  # rebooted long after the round's deadline
+    sched, _ = scheduler(ScriptedDeviceState([(0, idle_plugged_in())]), clock, trainer=trainer)
+    result = sched.start(plan(deadline=T0 + 1000), resume=saved).result(WAIT)
+    assert result.outcome is Outcome.ABANDONED
+    assert result.steps_done == 4
+    assert trainer.steps == 0
