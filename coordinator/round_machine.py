@@ -120,7 +120,8 @@ class RoundMachine:
         w = np.asarray(weights)
         if w.ndim != 1 or w.size == 0:
             raise IllegalTransition("weights must be a non-empty flat vector")
-        if config.secagg and identity_keys is None:
+        self._uses_secagg = config.secagg and config.kind is rm.RoundKind.TRAIN
+        if self._uses_secagg and identity_keys is None:
             raise IllegalTransition("a SecAgg+ round needs the devices' identity keys")
         self.config = config
         self.update_spec = rm.UpdateSpec(
@@ -247,7 +248,7 @@ class RoundMachine:
     def _on_checkin(
         self, device_id: str, dev: RoundDevice | None, msg: rm.CheckIn, now: float
     ) -> list[Command]:
-        if self.state is S.CHECK_IN and self.config.secagg and device_id not in self._keys:
+        if self.state is S.CHECK_IN and self._uses_secagg and device_id not in self._keys:
             raise UnknownParticipant(f"{device_id} has no registered identity key")
         out: list[Command] = [self._out.ack(device_id, msg, rm.AckStatus.ACCEPTED)]
         if dev is not None:
@@ -340,14 +341,14 @@ class RoundMachine:
     def _close_checkin(self, now: float, out: list[Command]) -> None:
         cfg = self.config
         ids = self._roster.ids()
-        if len(ids) < max(cfg.min_reports, 2 if cfg.secagg else 1):
+        if len(ids) < max(cfg.min_reports, 2 if self._uses_secagg else 1):
             self._abandon(f"{len(ids)} devices checked in, {cfg.min_reports} needed", now, out)
             return
         # A random order, so a device's SecAgg+ index says nothing about when it checked in.
         order = [ids[i] for i in self._rng.permutation(len(ids))]
         self._roster.select(order)
         secagg_spec: list[rm.SecAggSpec | None] = [None] * len(order)
-        if cfg.secagg and cfg.kind is rm.RoundKind.TRAIN:
+        if self._uses_secagg:
             try:
                 secagg_spec = list(self._agg.open_secagg(order, self._keys))
             except ProtocolError as exc:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fedrt.coordinator import round_commands as rc
 from fedrt.coordinator.strategies import FedAdam, OptimizerState
@@ -206,3 +208,41 @@ def test_messages_from_another_round_are_refused_by_both_sides() -> None:
         if isinstance(c, rc.Send) and c.device_id in new.devices:
             with pytest.raises(ProtocolError):
                 new.devices[c.device_id].receive_data(encode_message(c.message), 0.0)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n=st.integers(4, 9),
+    secagg=st.booleans(),
+    data=st.data(),
+)
+def test_any_dropout_pattern_commits_the_right_mean_or_abandons_cleanly(
+    n: int, secagg: bool, data: st.DataObject
+) -> None:
+    points = st.sampled_from((None, *DROP_POINTS))
+    drop = {f"dev-{i:02d}": p for i in range(n) if (p := data.draw(points, label=f"dev-{i}"))}
+    # Classic SecAgg (k = n - 1) with the most dropout-tolerant threshold, t = n // 2 + 1.
+    k, t = n - 1, n // 2 + 1
+    net = _network(
+        n, drop=drop, n=n, secagg=secagg, min_reports=3, secagg_neighbors=k, secagg_threshold=t
+    )
+    start = net.weights.copy()
+    net.start()
+    net.run()
+    out = net.outcome()
+    included = (
+        _included(net)
+        if secagg
+        else [d for d in net.ids if d not in drop or drop[d] not in ("training", "advertise_keys")]
+    )
+    if isinstance(out, rc.Commit):
+        assert out.metrics.included == len(included) >= 3
+        ref = fedavg([net.deltas[d] for d in included], [net.examples[d] for d in included])
+        err = np.abs(out.weights.astype(np.float64) - (start + ref)).max()
+        assert err <= _bound(net, included)
+    else:
+        assert isinstance(out, rc.AbandonRound)
+        assert drop, "a round without dropouts must commit"
+    np.testing.assert_array_equal(net.weights, start)
+    # However it ended, no device that is still alive is left waiting.
+    assert all(net.devices[d].state.value == "idle" for d in net.ids if d not in net.dead)
