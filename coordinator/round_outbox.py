@@ -102,4 +102,49 @@ class RoundOutbox:
         )
 
 
-__all__ = ["RoundOutbox"]
+def no_round_replies(
+    *,
+    task_id: str,
+    device_id: str,
+    message: rm.DeviceMessage,
+    pace: PaceSteering,
+    now: float,
+    first_msg_id: int,
+    reason: rm.ReconnectReason = rm.ReconnectReason.NO_ROUND,
+) -> list[Send]:
+    """What the driver answers when no round of ``task_id`` can take ``message``: a check-in
+    is acknowledged and sent away with a paced window (``reason``: NO_ROUND, TASK_PAUSED);
+    anything else is acknowledged LATE so the device's outbox stops resending it. The
+    replies use ids ``first_msg_id``, ``first_msg_id + 1``; they carry round id 0."""
+    status = rm.AckStatus.ACCEPTED if isinstance(message, rm.CheckIn) else rm.AckStatus.LATE
+    out = [
+        Send(
+            device_id=device_id,
+            message=rm.Ack(
+                msg_id=first_msg_id,
+                task_id=task_id,
+                round_id=0,
+                acked=message.msg_id,
+                status=status,
+            ),
+        )
+    ]
+    if isinstance(message, rm.CheckIn):
+        earliest, latest = pace.window(now)
+        out.append(
+            Send(
+                device_id=device_id,
+                message=rm.ReconnectWindow(
+                    msg_id=first_msg_id + 1,
+                    task_id=task_id,
+                    round_id=0,
+                    reason=reason,
+                    earliest=earliest,
+                    latest=latest,
+                ),
+            )
+        )
+    return out
+
+
+__all__ = ["RoundOutbox", "no_round_replies"]
