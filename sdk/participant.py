@@ -84,6 +84,7 @@ _NEXT_REQUEST = {
     rm.Stage.MASKED_INPUT: rm.Stage.UNMASK,
 }
 _BULK = frozenset({rm.Stage.MASKED_INPUT, rm.Stage.PLAIN_UPDATE})
+_SEEN_LIMIT = 4096
 
 
 class Participant:
@@ -159,6 +160,10 @@ class Participant:
         else:
             out = self._on_reconnect(message, now)
         self._seen.add(key)
+        if len(self._seen) > _SEEN_LIMIT:
+            # Between rounds only "no round" replies accumulate; the oldest are safe to forget
+            # because the coordinator's ids only grow.
+            self._seen = set(sorted(self._seen)[_SEEN_LIMIT // 2 :])
         return out
 
     def training_done(
