@@ -318,7 +318,7 @@ class RoundMachine:
         if self.state is S.TRAINING:
             if self.config.kind is rm.RoundKind.EVALUATE:
                 return rm.Stage.EVALUATION
-            return rm.Stage.ADVERTISE_KEYS if self.config.secagg else rm.Stage.PLAIN_UPDATE
+            return rm.Stage.ADVERTISE_KEYS if self._uses_secagg else rm.Stage.PLAIN_UPDATE
         entry = _SECAGG_NEXT.get(self.state)
         return entry[0] if entry else None
 
@@ -471,7 +471,7 @@ class RoundMachine:
     def _expected_first_stage(self) -> rm.Stage:
         if self.config.kind is rm.RoundKind.EVALUATE:
             return rm.Stage.EVALUATION
-        return rm.Stage.ADVERTISE_KEYS if self.config.secagg else rm.Stage.PLAIN_UPDATE
+        return rm.Stage.ADVERTISE_KEYS if self._uses_secagg else rm.Stage.PLAIN_UPDATE
 
 
 __all__ = ["FINAL", "TRANSITIONS", "RoundMachine", "RoundState"]
