@@ -141,7 +141,7 @@ class SecAggClient:
     def set_input(self, vector: npt.NDArray[np.unsignedinteger]) -> bytes | None:
         """Give the vector to aggregate (values < 2**bits); returns the masked input if due."""
         if self._input is not None or self.stage in (Stage.UNMASK, Stage.DONE, Stage.ABORTED):
-            raise StageError("the input was already given")
+            raise StageError(f"no input accepted now (stage {self.stage.value})")
         values = np.asarray(vector)
         if values.ndim != 1 or values.dtype.kind != "u":
             raise ParameterError("input must be a 1-d array of unsigned integers")

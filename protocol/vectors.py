@@ -283,8 +283,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(generate_vectors(), indent=1))
         return 0
     if len(args) == 2 and args[0] == "check":
-        with open(args[1], encoding="utf-8") as f:
-            names = check_vectors(json.load(f))
+        try:
+            with open(args[1], encoding="utf-8") as f:
+                names = check_vectors(json.load(f))
+        except (OSError, ValueError, KeyError, TypeError, ProtocolError) as exc:
+            print(f"FAILED: {exc}", file=sys.stderr)
+            return 1
         print(f"ok: {', '.join(names)}")
         return 0
     print("usage: python -m fedrt.protocol.vectors generate | check PATH", file=sys.stderr)

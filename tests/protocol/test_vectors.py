@@ -62,7 +62,11 @@ def test_published_outputs_are_pinned_even_if_the_file_agrees_with_itself() -> N
         check_vectors({"format": "other"})
 
 
-def test_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+def test_command_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["check", str(DATA)]) == 0
     assert capsys.readouterr().out.startswith("ok: aes256_ctr")
     assert main(["nonsense"]) == 2
+    broken = tmp_path / "kat.json"
+    broken.write_text(DATA.read_text(encoding="utf-8").replace('"count": 17', '"count": 18'))
+    assert main(["check", str(broken)]) == 1
+    assert "FAILED: prg[1]" in capsys.readouterr().err
