@@ -5,7 +5,8 @@ against the server in one process, every message going through the codec. A frac
 the devices vanish, spread round-robin over the four stages (``--drop-stage`` puts them all
 in one). Client figures are the mean per device that took part in the stage; server figures
 are the sum of its ``receive`` and ``close_stage`` calls. The result is checked against the
-plain sum of the included devices' quantized vectors.
+plain sum of the included devices' quantized vectors. With ``--repeat R`` it runs R rounds
+(seeds S..S+R-1) and reports the median of each timing, which tames a busy machine.
 """
 
 from __future__ import annotations
@@ -140,7 +141,8 @@ def _table(report: dict[str, Any]) -> str:
     rows = [
         f"SecAgg+ n={report['clients']} m={report['params']} dropout={report['dropout']} "
         f"({report['drop_stage']}) k={report['neighbors']} t={report['threshold']} "
-        f"b={report['bits']} ring={report['ring_bits']} bits, included={report['included']}",
+        f"b={report['bits']} ring={report['ring_bits']} bits, included={report['included']}, "
+        f"median of {report['repeat']} round(s)",
         f"{'stage':<16}{'client ms (mean)':>18}{'server ms':>12}",
     ]
     client, server = report["client_seconds"], report["server_seconds"]
@@ -165,12 +167,26 @@ def _table(report: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def _median_of(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first report with every timing replaced by its median over all repeats."""
+    merged = dict(reports[0])
+    for key in ("client_seconds", "server_seconds"):
+        merged[key] = {s: float(np.median([r[key][s] for r in reports])) for s in reports[0][key]}
+    merged["matched_plain_sum"] = all(r["matched_plain_sum"] for r in reports)
+    merged["repeat"] = len(reports)
+    return merged
+
+
 def run(args: argparse.Namespace) -> int:
     if args.clients < 2 or args.params < 1 or not 0.0 <= args.dropout < 1.0:
         raise UsageError("need --clients >= 2, --params >= 1 and 0 <= --dropout < 1")
-    if not 1 <= args.bits <= 32:
-        raise UsageError("--bits must be in 1..32")
-    report = measure(args)
+    if not 1 <= args.bits <= 32 or args.repeat < 1:
+        raise UsageError("--bits must be in 1..32 and --repeat >= 1")
+    reports = [
+        measure(argparse.Namespace(**{**vars(args), "seed": args.seed + i}))
+        for i in range(args.repeat)
+    ]
+    report = _median_of(reports)
     print(_table(report))
     if args.json:
         print(json.dumps(report, sort_keys=True))
@@ -192,5 +208,8 @@ def register(subparsers: Any) -> None:
         help="where the dropouts happen (default: spread over the four stages)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds to run; timings are their medians"
+    )
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
     parser.set_defaults(run=run)

@@ -12,13 +12,26 @@ from fedrt.cli import main
 def test_bench_secagg_prints_a_table_and_a_json_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert (
         main(
-            ["bench", "secagg", "--clients", "12", "--params", "300", "--dropout", "0.25", "--json"]
+            [
+                "bench",
+                "secagg",
+                "--clients",
+                "12",
+                "--params",
+                "300",
+                "--dropout",
+                "0.25",
+                "--repeat",
+                "2",
+                "--json",
+            ]
         )
         == 0
     )
     out = capsys.readouterr().out.strip().splitlines()
     report = json.loads(out[-1])
     assert report["matched_plain_sum"] is True
+    assert report["repeat"] == 2
     assert (report["clients"], report["params"], report["dropout"]) == (12, 300, 0.25)
     for key in ("client_seconds", "server_seconds"):
         assert set(report[key]) == {
