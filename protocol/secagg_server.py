@@ -18,6 +18,7 @@ reveal a needed secret, ``close_stage`` raises ``RoundAborted`` and the server m
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 
 import numpy as np
 import numpy.typing as npt
@@ -89,7 +90,7 @@ class SecAggServer:
     @property
     def waiting_for(self) -> frozenset[int]:
         """Devices expected in this stage that have not answered yet."""
-        return self._expected - self._answered()
+        return self._expected - frozenset(self._answered())
 
     @property
     def included(self) -> frozenset[int]:
@@ -100,7 +101,7 @@ class SecAggServer:
 
     @property
     def result(self) -> Vector:
-        """The sum modulo 2**bits of the included devices' inputs (uint32, or uint64 > 32 bits)."""
+        """The sum mod 2**bits of the included devices' inputs (``bitpack.word_dtype(bits)``)."""
         if self._result is None:
             raise StageError(f"no result in stage {self.stage.value}")
         return self._result
@@ -135,7 +136,7 @@ class SecAggServer:
         """End the stage with whoever answered; return the messages for the next one."""
         if self.stage not in _NEXT:
             raise StageError(f"nothing to close in stage {self.stage.value}")
-        answered = self._answered()
+        answered = frozenset(self._answered())
         self._check(len(answered) >= self.config.threshold, f"{len(answered)} devices answered")
         if self.stage is Stage.ADVERTISE_KEYS:
             outgoing = self._broadcast_keys(answered)
@@ -152,14 +153,15 @@ class SecAggServer:
 
     # -- receiving ------------------------------------------------------------------------
 
-    def _answered(self) -> frozenset[int]:
+    def _answered(self) -> Collection[int]:
+        """The devices heard from in this stage (a live view: copy it to keep it)."""
         if self.stage is Stage.ADVERTISE_KEYS:
-            return frozenset(self._keys)
+            return self._keys.keys()
         if self.stage is Stage.SHARE_KEYS:
-            return frozenset(self._shares)
+            return self._shares.keys()
         if self.stage is Stage.MASKED_INPUT:
-            return frozenset(self._masked)
-        return frozenset(self._revealed)
+            return self._masked
+        return self._revealed.keys()
 
     def _on_advertise(self, message: AdvertiseKeys) -> None:
         keys = {message.encryption_key, message.masking_key}
