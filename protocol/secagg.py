@@ -142,8 +142,9 @@ def run_in_memory(
 
     ``inputs`` are equal-length unsigned arrays with values < 2**bits; ``neighbors`` is k
     (n - 1 is classic SecAgg); ``drop`` maps a device index to the stage name
-    (``STAGE_NAMES``) before whose message it vanishes. Raises ``RoundAborted`` when fewer
-    than ``threshold`` devices (or neighbours of a needed device) survive.
+    (``STAGE_NAMES``) before whose message it vanishes. The sum comes back as the ring's
+    word type (uint16 up to 16 bits, then uint32, uint64). Raises ``RoundAborted`` when
+    fewer than ``threshold`` devices (or holders of a needed secret) survive.
     """
     if len(inputs) < 2:
         raise ParameterError("need inputs of at least 2 devices")
