@@ -1,0 +1,157 @@
+"""Read and replace the initial weights baked into an exported model's flatbuffer.
+
+Each model version the coordinator commits is a complete, runnable ``.tflite`` file: the
+exported graph with the new global weights as its variables' initial values. A device (or
+any LiteRT runtime, the Android one included) loads it and starts from those weights
+without a separate ``set_weights`` call, and the coordinator reads a version's weights
+without an interpreter. Initial values are the constant tensors that the CALL_ONCE
+initializer subgraph assigns to each variable (``VAR_HANDLE`` shared name = weight name).
+A FedProx anchor (``{name}_anchor``) gets the same values, since a round starts there.
+
+No TensorFlow: only the TFLite schema's object API that ``ai_edge_litert`` ships.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import flatbuffers
+import numpy as np
+import numpy.typing as npt
+
+from fedrt.model_export.errors import ModelFileError
+from fedrt.model_export.manifest import Manifest
+
+__all__ = ["read_weights", "replace_weights"]
+
+_FILE_ID = b"TFL3"
+_NUMPY = {"float32": np.float32, "int32": np.int32, "int64": np.int64, "int8": np.int8}
+
+
+def _schema() -> Any:
+    try:
+        from ai_edge_litert import schema_py_generated
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ModelFileError("reading model weights needs ai-edge-litert") from exc
+    return schema_py_generated
+
+
+def _unpack(model: bytes):  # type: ignore[no-untyped-def]
+    if len(model) < 8 or model[4:8] != _FILE_ID:
+        raise ModelFileError("not a TFLite model (missing the TFL3 file identifier)")
+    try:
+        return _schema().ModelT.InitFromPackedBuf(bytearray(model), 0)
+    except Exception as exc:  # the generated code raises whatever a bad offset causes
+        raise ModelFileError(f"truncated or corrupt TFLite model: {exc}") from None
+
+
+def _initializers(m) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """Variable name -> the constant tensor its initializer assigns."""
+    s = _schema()
+    op_names = {}
+    for i, code in enumerate(m.operatorCodes or []):
+        op_names[i] = max(code.builtinCode, code.deprecatedBuiltinCode)
+    init_graphs = {
+        op.builtinOptions.initSubgraphIndex
+        for g in m.subgraphs
+        for op in g.operators or []
+        if op_names.get(op.opcodeIndex) == s.BuiltinOperator.CALL_ONCE
+    }
+    found: dict[str, object] = {}
+    for gi in init_graphs:
+        graph = m.subgraphs[gi]
+        handle_of: dict[int, str] = {}
+        for op in graph.operators or []:
+            if op_names.get(op.opcodeIndex) == s.BuiltinOperator.VAR_HANDLE:
+                name = (op.builtinOptions.sharedName or b"").decode()
+                handle_of[int(op.outputs[0])] = name
+        for op in graph.operators or []:
+            if op_names.get(op.opcodeIndex) == s.BuiltinOperator.ASSIGN_VARIABLE:
+                name = handle_of.get(int(op.inputs[0]))
+                if name is not None:
+                    found[name] = graph.tensors[int(op.inputs[1])]
+    return found
+
+
+def _value(m, tensor) -> npt.NDArray[np.generic]:  # type: ignore[no-untyped-def]
+    buffer = m.buffers[tensor.buffer]
+    data = buffer.data if buffer.data is not None else np.zeros(0, np.uint8)
+    dtype = _numpy_dtype(tensor.type)
+    shape = tuple(int(d) for d in (tensor.shape if tensor.shape is not None else []))
+    arr = np.frombuffer(np.asarray(data, dtype=np.uint8).tobytes(), dtype=dtype)
+    if arr.size != int(np.prod(shape, dtype=np.int64)):
+        raise ModelFileError(f"initial value of {tensor.name!r} does not match its shape")
+    return arr.reshape(shape)
+
+
+def _numpy_dtype(code: int) -> type[np.generic]:
+    s = _schema()
+    by_code: dict[int, type[np.generic]] = {
+        s.TensorType.FLOAT32: np.float32,
+        s.TensorType.INT32: np.int32,
+        s.TensorType.INT64: np.int64,
+        s.TensorType.INT8: np.int8,
+    }
+    if code not in by_code:
+        raise ModelFileError(f"unsupported initial-value tensor type {code}")
+    return by_code[code]
+
+
+def _weight_inits(m, manifest: Manifest) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    inits = _initializers(m)
+    missing = [w.name for w in manifest.weights if w.name not in inits]
+    if missing:
+        raise ModelFileError(f"model has no initializer for weight(s): {', '.join(missing)}")
+    return inits
+
+
+def read_weights(model: bytes, manifest: Manifest) -> list[npt.NDArray[np.generic]]:
+    """The initial weights of ``model``, in the manifest's order."""
+    m = _unpack(model)
+    inits = _weight_inits(m, manifest)
+    return [_value(m, inits[w.name]) for w in manifest.weights]
+
+
+def replace_weights(
+    model: bytes, manifest: Manifest, weights: Sequence[npt.NDArray[np.generic]]
+) -> bytes:
+    """A copy of ``model`` whose weights (and FedProx anchors) start at ``weights``."""
+    if len(weights) != len(manifest.weights):
+        raise ModelFileError(f"{len(weights)} weight arrays for {len(manifest.weights)} weights")
+    m = _unpack(model)
+    inits = _weight_inits(m, manifest)
+    s = _schema()
+    # The converter shares one buffer between equal constants (zero biases, say): give every
+    # replaced value a buffer of its own rather than overwrite a shared one.
+    for spec, value in zip(manifest.weights, weights, strict=True):
+        arr = np.asarray(value)
+        want = _NUMPY[spec.dtype]
+        if tuple(arr.shape) != tuple(spec.shape):
+            raise ModelFileError(f"weight {spec.name}: shape {arr.shape}, expected {spec.shape}")
+        data = np.ascontiguousarray(arr, dtype=want).reshape(-1).view(np.uint8)
+        for name in (spec.name, f"{spec.name}_anchor"):
+            tensor = inits.get(name)
+            if tensor is None:
+                continue
+            buffer = s.BufferT()
+            buffer.data = data.copy()
+            m.buffers.append(buffer)
+            tensor.buffer = len(m.buffers) - 1  # type: ignore[attr-defined]
+    _drop_unused_buffers(m)
+    builder = flatbuffers.Builder(len(model) + 1024)
+    builder.Finish(m.Pack(builder), file_identifier=_FILE_ID)
+    return bytes(builder.Output())
+
+
+def _drop_unused_buffers(m) -> None:  # type: ignore[no-untyped-def]
+    """Empty the data of buffers no tensor refers to any more (the replaced initial values)."""
+    used = {0}
+    for graph in m.subgraphs:
+        used.update(int(t.buffer) for t in graph.tensors or [])
+    for meta in m.metadata or []:
+        used.add(int(meta.buffer))
+    used.update(int(i) for i in (m.metadataBuffer or []))
+    for index, buffer in enumerate(m.buffers):
+        if index not in used:
+            buffer.data = None
