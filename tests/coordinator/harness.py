@@ -134,3 +134,45 @@ def multipart(parts: list[tuple[str, bytes, str]]) -> tuple[bytes, str]:
         out += data + b"\r\n"
     out += f"--{boundary}--\r\n".encode()
     return bytes(out), f"multipart/form-data; boundary={boundary}"
+
+
+def mqtt_connect_code(
+    port: int,
+    username: str | None,
+    password: str | None,
+    *,
+    v5: bool = True,
+    host: str = "127.0.0.1",
+) -> int:
+    """CONNACK reason code of one connection attempt (0 = accepted), then disconnect.
+
+    Driven without paho's background thread, so a refused client never reconnects on its
+    own and leaves no socket behind for a later test to trip over.
+    """
+    import time
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    codes: list[int] = []
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"probe-{uuid.uuid4().hex[:8]}",
+        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+    )
+    if username is not None:
+        client.username_pw_set(username, password)
+    client.on_connect = lambda c, u, f, rc, p: codes.append(int(rc.value))
+    try:
+        client.connect(host, port, keepalive=10)
+        deadline = time.monotonic() + TIMEOUT
+        while not codes and time.monotonic() < deadline:
+            if client.loop(timeout=0.05) != mqtt.MQTT_ERR_SUCCESS and not codes:
+                break  # the broker closed the connection without a CONNACK
+        if codes and codes[0] == 0:
+            client.disconnect()
+    finally:
+        sock = client.socket()
+        if sock is not None:
+            sock.close()
+    return codes[0] if codes else -1

@@ -29,6 +29,7 @@ from fedrt.coordinator.mosquitto import BrokerConfig, MosquittoBroker, hash_pass
 from fedrt.coordinator.store_memory import MemoryStore
 from fedrt.coordinator.store_sqlite import SqliteStore
 from fedrt.protocol.topics import UpChannel, device_inbox, device_up, device_up_filter
+from tests.coordinator.harness import mqtt_connect_code
 from tests.support.mqtt import TestClient
 
 NOT_AUTHORIZED = 0x87
@@ -91,11 +92,7 @@ def _client(broker: MosquittoBroker, user: str, password: str) -> TestClient:
 
 
 def _connects(broker: MosquittoBroker, user: str, password: str) -> bool:
-    client = _client(broker, user, password)
-    try:
-        return not client.connect().is_failure
-    finally:
-        client.close()
+    return mqtt_connect_code(broker.port, user, password, host=broker.host) == 0
 
 
 def test_enrolled_device_connects_confined_and_revocation_locks_it_out(
