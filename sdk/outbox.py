@@ -175,19 +175,18 @@ class ReliableSender:
 
     def _on_connect(self, session_present: bool) -> None:
         # Resend even when the session survived: the ack may be what was lost.
-        current = self._transport.connection_count
         for e in self._outbox.pending():
-            if self._sent_on.get(e.msg_id) != current:
-                self._publish(e.msg_id, e.topic, e.payload)
+            self._publish(e.msg_id, e.topic, e.payload, skip_if_sent_on_this_connection=True)
 
     def send(self, topic: str, payload: bytes, *, msg_id: str | None = None) -> str:
         """Store, then try to publish at once; returns the id the ack will carry.
 
         Returns normally while the link is down: the message is on disk and goes out on the
-        next connect.
+        next connect. Sending an id again that already went out on the current connection
+        publishes nothing (use `flush` or `resend_due` to publish again).
         """
         mid = self._outbox.put(topic, payload, msg_id=msg_id)
-        self._publish(mid, topic, payload)
+        self._publish(mid, topic, payload, skip_if_sent_on_this_connection=True)
         return mid
 
     def acknowledge(self, msg_id: str) -> bool:
@@ -214,9 +213,19 @@ class ReliableSender:
     def pending(self) -> int:
         return len(self._outbox)
 
-    def _publish(self, msg_id: str, topic: str, payload: bytes) -> bool:
+    def _publish(
+        self,
+        msg_id: str,
+        topic: str,
+        payload: bytes,
+        *,
+        skip_if_sent_on_this_connection: bool = False,
+    ) -> bool:
         with self._send_lock:
             connection = self._transport.connection_count
+            # Checked under the lock: a send() racing the on-connect flush publishes once.
+            if skip_if_sent_on_this_connection and self._sent_on.get(msg_id) == connection:
+                return False
             try:
                 self._transport.publish(topic, payload, msg_id=msg_id, qos=1)
             except TransportError:  # NotConnected included: it stays stored for the next try

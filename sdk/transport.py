@@ -164,6 +164,10 @@ class MqttConfig:
     connect_timeout_s: float = 10.0
     will_topic: str | None = None
     will_payload: bytes = b"offline"
+    # 5: MQTT v5 (session expiry, message ids as user properties). 4: MQTT 3.1.1 for brokers
+    # without v5, such as the coordinator's embedded amqtt; the session then never expires
+    # and message ids travel only inside payloads.
+    protocol: int = 5
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -176,6 +180,8 @@ class MqttConfig:
             raise SdkConfigError("a password needs a username")
         if (self.client_cert is None) != (self.client_key is None):
             raise SdkConfigError("client_cert and client_key go together")
+        if self.protocol not in (4, 5):
+            raise SdkConfigError(f"protocol must be 5 (MQTT v5) or 4 (3.1.1), got {self.protocol}")
         if self.keepalive_s < 5 or self.session_expiry_s < 0 or self.connect_timeout_s <= 0:
             raise SdkConfigError("keepalive_s >= 5, session_expiry_s >= 0, connect_timeout_s > 0")
         for path in (self.ca_file, self.client_cert, self.client_key):
@@ -204,10 +210,12 @@ class PahoTransport(Transport):
         self._connects = 0
         self._started = False
         self.last_error: str | None = None
+        self._v5 = config.protocol == 5
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=config.client_id,
-            protocol=mqtt.MQTTv5,
+            protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
+            clean_session=None if self._v5 else False,
             reconnect_on_failure=True,
         )
         client.connect_timeout = config.connect_timeout_s
@@ -240,16 +248,21 @@ class PahoTransport(Transport):
             if self._started:
                 raise TransportError("transport already started")
             self._started = True
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self.config.session_expiry_s
         try:
-            self._client.connect_async(
-                self.config.host,
-                self.config.port,
-                keepalive=self.config.keepalive_s,
-                clean_start=False,
-                properties=props,
-            )
+            if self._v5:
+                props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+                props.SessionExpiryInterval = self.config.session_expiry_s
+                self._client.connect_async(
+                    self.config.host,
+                    self.config.port,
+                    keepalive=self.config.keepalive_s,
+                    clean_start=False,
+                    properties=props,
+                )
+            else:
+                self._client.connect_async(
+                    self.config.host, self.config.port, keepalive=self.config.keepalive_s
+                )
         except ValueError as exc:
             raise TransportError(f"cannot connect to {self.config.host}: {exc}") from exc
         self._client.loop_start()
@@ -362,7 +375,7 @@ class PahoTransport(Transport):
         if not self.connected:
             raise NotConnected(f"not connected to {self.config.host}:{self.config.port}")
         props = None
-        if msg_id is not None:
+        if msg_id is not None and self._v5:
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             props.UserProperty = (MSG_ID_PROPERTY, msg_id)
         info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
@@ -387,6 +400,9 @@ class PahoTransport(Transport):
             self._send_subscribe(topic_filter, qos, sid)
 
     def _send_subscribe(self, topic_filter: str, qos: int, sub_id: int) -> None:
+        if not self._v5:
+            self._client.subscribe(topic_filter, qos)
+            return
         props = Properties(PacketTypes.SUBSCRIBE)  # type: ignore[no-untyped-call]
         props.SubscriptionIdentifier = sub_id
         self._client.subscribe(topic_filter, qos, properties=props)

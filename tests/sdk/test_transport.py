@@ -22,6 +22,7 @@ class Net:
     make: Callable[[str], Transport]
     restart: Callable[[], None]
     started: list[Transport]
+    carries_ids: bool = True  # MQTT 3.1.1 has no user properties for message ids
 
     def client(self, client_id: str, *, start: bool = True) -> Transport:
         t = self.make(client_id)
@@ -43,7 +44,7 @@ def fast(host: str, port: int, client_id: str, **kw: object) -> MqttConfig:
     )
 
 
-@pytest.fixture(params=["memory", "mosquitto"])
+@pytest.fixture(params=["memory", "mosquitto", "mosquitto-v311"])
 def net(request: pytest.FixtureRequest) -> Iterator[Net]:
     started: list[Transport] = []
     if request.param == "memory":
@@ -61,10 +62,14 @@ def net(request: pytest.FixtureRequest) -> Iterator[Net]:
             mosq.stop()
             mosq.start()
 
+        protocol = 4 if request.param.endswith("v311") else 5
         yield Net(
-            lambda cid: PahoTransport(fast(mosq.host, mosq.port, cid), rng=random.Random(1)),
+            lambda cid: PahoTransport(
+                fast(mosq.host, mosq.port, cid, protocol=protocol), rng=random.Random(1)
+            ),
             restart_mosquitto,
             started,
+            carries_ids=protocol == 5,
         )
     for t in started:
         t.close()
@@ -79,7 +84,8 @@ def test_publish_reaches_a_subscriber_with_its_id(net: Net) -> None:
     assert eventually(lambda: _probe(pub, sub, "a/b", inbox))
     pub.publish("a/b", b"\x00payload\xff", msg_id="m-1")
     got = inbox.get()
-    assert (got.topic, got.payload, got.msg_id) == ("a/b", b"\x00payload\xff", "m-1")
+    assert (got.topic, got.payload) == ("a/b", b"\x00payload\xff")
+    assert got.msg_id == ("m-1" if net.carries_ids else None)
     pub.publish("a/b", b"plain")
     assert inbox.get().msg_id is None
 
@@ -153,7 +159,10 @@ def test_persistent_session_queues_while_offline(net: Net) -> None:
     sessions: list[bool] = []
     again.add_connect_listener(sessions.append)
     again.start()
-    assert [again_inbox.get().msg_id, again_inbox.get().msg_id] == ["p1", "p2"]
+    got = [again_inbox.get(), again_inbox.get()]
+    assert [m.payload for m in got] == [b"while you were away", b"and this"]
+    if net.carries_ids:
+        assert [m.msg_id for m in got] == ["p1", "p2"]
     assert eventually(lambda: sessions == [True])
 
 
@@ -282,4 +291,63 @@ def test_tls_and_credentials_on_a_secured_broker(mosquitto_secure: object) -> No
         assert intruder.last_error is not None
     finally:
         for t in (alice, bob, intruder):
+            t.close()
+
+
+@pytest.fixture
+def amqtt_broker() -> Iterator[tuple[str, int]]:
+    """The coordinator's embedded amqtt broker (MQTT 3.1.1 only) on its own event loop.
+
+    With authentication, as the coordinator runs it: amqtt keeps no queue for anonymous
+    sessions.
+    """
+    import asyncio
+    import threading
+
+    from fedrt.coordinator.embedded_broker import EmbeddedAuth, EmbeddedBroker
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    auth = EmbeddedAuth(
+        verify=lambda user, password: password == "pw", coordinator_username="coord"
+    )
+    broker = EmbeddedBroker(auth=auth)
+    asyncio.run_coroutine_threadsafe(broker.start(), loop).result(TIMEOUT)
+    try:
+        yield broker.host, broker.port
+    finally:
+        asyncio.run_coroutine_threadsafe(broker.stop(), loop).result(TIMEOUT)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(TIMEOUT)
+        loop.close()
+
+
+def test_mqtt_311_mode_works_with_the_embedded_amqtt_broker(
+    amqtt_broker: tuple[str, int],
+) -> None:
+    host, port = amqtt_broker
+    inbox, later = Inbox(), Inbox()
+
+    def client(user: str) -> PahoTransport:
+        return PahoTransport(fast(host, port, user, protocol=4, username=user, password="pw"))
+
+    sub, pub, again = client("dev-1"), client("coord"), client("dev-1")
+    try:
+        sub.subscribe("fedrt/v1/dev/dev-1/in", inbox)
+        sub.start()
+        pub.start()
+        assert sub.wait_connected(TIMEOUT)
+        assert pub.wait_connected(TIMEOUT)
+        assert eventually(lambda: _probe(pub, sub, "fedrt/v1/dev/dev-1/in", inbox))
+        pub.publish("fedrt/v1/dev/dev-1/in", b"plan", msg_id="ignored-in-3.1.1")
+        got = inbox.get()
+        assert (got.payload, got.msg_id) == (b"plan", None)
+        sub.close()
+        pub.publish("fedrt/v1/dev/dev-1/in", b"queued while offline")
+        again.subscribe("fedrt/v1/dev/dev-1/in", later)
+        again.start()
+        assert later.get().payload == b"queued while offline"
+    finally:
+        for t in (again, sub, pub):
             t.close()
