@@ -9,6 +9,8 @@ interpreter may have updated some weights already; ``rollback_on_error`` restore
 from __future__ import annotations
 
 import contextlib
+import os
+import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,31 @@ from fedrt.model_export.inspect import inspect_model
 from fedrt.model_export.manifest import REQUIRED_SIGNATURES, Manifest
 
 Array = npt.NDArray[Any]
+# LiteRT 2.3 prints this "ERROR" whenever the latest XNNPACK features are asked for.
+_XNNPACK_NOTICE = b"TFLITE_XNNPACK_DELEGATE_FLAG_ENABLE_SUBGRAPH_RESHAPING is deprecated"
+
+
+@contextlib.contextmanager
+def _drop_stderr_line(notice: bytes) -> Iterator[None]:
+    """Hide one known, harmless native log line; every other stderr line is passed on."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable fd 2 (e.g. some embedded hosts): nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = [line for line in capture.read().splitlines(True) if notice not in line]
+            if kept:
+                os.write(2, b"".join(kept))
+
+
 FloatArray = npt.NDArray[np.float32]
 
 
@@ -33,6 +60,7 @@ class LiteRTModel:
         manifest: Manifest | None = None,
         *,
         num_threads: int | None = None,
+        latest_delegate_features: bool = True,
     ) -> None:
         if isinstance(model, bytes):
             data = model
@@ -46,7 +74,14 @@ class LiteRTModel:
         from ai_edge_litert.interpreter import Interpreter
 
         try:
-            self._interpreter = Interpreter(model_content=data, num_threads=num_threads)
+            # XNNPACK's latest operators include matmuls with variable (non-constant)
+            # weights: measured 1.6x faster train steps on the zoo CNN.
+            with _drop_stderr_line(_XNNPACK_NOTICE):
+                self._interpreter = Interpreter(
+                    model_content=data,
+                    num_threads=num_threads,
+                    experimental_default_delegate_latest_features=latest_delegate_features,
+                )
         except (ValueError, RuntimeError) as exc:
             raise ModelFileError(f"LiteRT cannot load the model: {exc}") from None
         self.manifest = manifest
@@ -60,11 +95,22 @@ class LiteRTModel:
             raise MissingSignature(["set_weights inputs matching the manifest"], self.weight_names)
 
     @classmethod
-    def open(cls, directory: str | Path, *, num_threads: int | None = None) -> LiteRTModel:
+    def open(
+        cls,
+        directory: str | Path,
+        *,
+        num_threads: int | None = None,
+        latest_delegate_features: bool = True,
+    ) -> LiteRTModel:
         """Load ``directory``'s manifest.json, check the model's sha256, open the model."""
         manifest = Manifest.load(directory)
         path = manifest.verify_model_file(directory)
-        return cls(path, manifest, num_threads=num_threads)
+        return cls(
+            path,
+            manifest,
+            num_threads=num_threads,
+            latest_delegate_features=latest_delegate_features,
+        )
 
     @property
     def signatures(self) -> tuple[str, ...]:

@@ -283,20 +283,25 @@ def depthwise_conv2d(
 
 
 def _windows(x: Tensor, pool: tuple[int, int]) -> Tensor:
-    """[B, Ho*ph, Wo*pw, C] -> [B, Ho, Wo, C, ph*pw] for non-overlapping windows."""
+    """[B, Ho*ph, Wo*pw, C] -> [B*Ho*Wo, ph*pw, C] for non-overlapping windows."""
     b, h, w, c = _static(x.shape)
     ph, pw = pool
-    t = tf.reshape(x, [b, h // ph, ph, w // pw, pw, c])
-    t = tf.transpose(t, [0, 1, 3, 5, 2, 4])
-    return tf.reshape(t, [b, h // ph, w // pw, c, ph * pw])
+    if ph == pw:
+        # SPACE_TO_DEPTH is one fast 4-D op; the general path needs a 6-D transpose.
+        t = tf.nn.space_to_depth(x, ph)
+    else:
+        t = tf.transpose(tf.reshape(x, [b, h // ph, ph, w // pw, pw, c]), [0, 1, 3, 2, 4, 5])
+    return tf.reshape(t, [b * (h // ph) * (w // pw), ph * pw, c])
 
 
-def _unwindows(t: Tensor, pool: tuple[int, int]) -> Tensor:
-    b, ho, wo, c, _ = _static(t.shape)
+def _unwindows(t: Tensor, like: list[int], pool: tuple[int, int]) -> Tensor:
+    """Inverse of ``_windows`` back to the (cropped) input shape ``like``."""
+    b, h, w, c = like
     ph, pw = pool
-    t = tf.reshape(t, [b, ho, wo, c, ph, pw])
-    t = tf.transpose(t, [0, 1, 4, 2, 5, 3])
-    return tf.reshape(t, [b, ho * ph, wo * pw, c])
+    if ph == pw:
+        return tf.nn.depth_to_space(tf.reshape(t, [b, h // ph, w // pw, ph * pw * c]), ph)
+    t = tf.reshape(t, [b, h // ph, w // pw, ph, pw, c])
+    return tf.reshape(tf.transpose(t, [0, 1, 3, 2, 4, 5]), like)
 
 
 def _pool_crop(x: Tensor, pool: tuple[int, int]) -> tuple[Tensor, list[int]]:
@@ -319,8 +324,10 @@ def max_pool(x: Tensor, pool: tuple[int, int], native: bool) -> Tensor:
             # The first maximum of each window takes the gradient, as TensorFlow's kernel does.
             cropped, rest = _pool_crop(x, pool)
             win = _windows(cropped, pool)
-            first = tf.one_hot(tf.argmax(win, axis=-1, output_type=tf.int32), pool[0] * pool[1])
-            dx = _unwindows(first * dy[..., None], pool)
+            size = pool[0] * pool[1]
+            first = tf.one_hot(tf.argmax(win, axis=1, output_type=tf.int32), size, axis=1)
+            flat_dy = tf.reshape(dy, [-1, 1, int(dy.shape[-1])])
+            dx = _unwindows(first * flat_dy, _static(cropped.shape), pool)
             return tf.pad(dx, [[0, 0], [0, rest[0]], [0, rest[1]], [0, 0]])
 
         return y, grad
@@ -338,10 +345,11 @@ def avg_pool(x: Tensor, pool: tuple[int, int], native: bool) -> Tensor:
         y = tf.nn.avg_pool2d(x, pool, pool, "VALID")
 
         def grad(dy: Tensor) -> Tensor:
-            _, rest = _pool_crop(x, pool)
-            share = dy[..., None] / float(pool[0] * pool[1])
-            shape = [*_static(dy.shape), pool[0] * pool[1]]
-            dx = _unwindows(tf.broadcast_to(share, shape), pool)
+            cropped, rest = _pool_crop(x, pool)
+            size = pool[0] * pool[1]
+            share = tf.reshape(dy, [-1, 1, int(dy.shape[-1])]) / float(size)
+            tiled = tf.tile(share, [1, size, 1])
+            dx = _unwindows(tiled, _static(cropped.shape), pool)
             return tf.pad(dx, [[0, 0], [0, rest[0]], [0, rest[1]], [0, 0]])
 
         return y, grad

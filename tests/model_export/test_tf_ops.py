@@ -49,7 +49,8 @@ def dense_stack() -> Any:
 
 
 def conv_stack() -> Any:
-    """Conv2D (SAME, relu), MaxPool with a cropped edge, strided SAME depthwise, VALID conv."""
+    """Conv2D (SAME, relu), rectangular MaxPool with a cropped edge, strided SAME depthwise
+    with a depth multiplier, VALID conv. (The zoo CNN covers square max pooling.)"""
     import keras
 
     k = keras.layers
@@ -58,7 +59,7 @@ def conv_stack() -> Any:
         [
             keras.Input((10, 10, 2)),
             k.Conv2D(3, 3, padding="same", activation="relu"),
-            k.MaxPooling2D(3),
+            k.MaxPooling2D((3, 2)),
             k.DepthwiseConv2D(3, strides=2, padding="same", depth_multiplier=2),
             k.ReLU(6.0),
             k.Conv2D(4, 2, padding="valid"),
@@ -69,17 +70,18 @@ def conv_stack() -> Any:
 
 
 def strided_stack() -> Any:
-    """Strided SAME conv, strided rectangular VALID depthwise, AvgPool, GlobalAvgPool,
-    Reshape and Dense on a 3-D tensor."""
+    """Strided SAME conv, strided rectangular VALID depthwise, rectangular and square
+    AvgPool (one cropping), 1x1 conv, GlobalAvgPool, Reshape and Dense on a 3-D tensor."""
     import keras
 
     k = keras.layers
     keras.utils.set_random_seed(5)
     return keras.Model(*_chain(
-        keras.Input((11, 11, 2)),
+        keras.Input((15, 15, 2)),
         [
             k.Conv2D(4, 3, strides=2, padding="same", use_bias=False),
             k.DepthwiseConv2D((2, 3), strides=2, padding="valid", activation="tanh"),
+            k.AveragePooling2D((2, 1)),
             k.AveragePooling2D(2),
             k.Conv2D(4, 1, activation="sigmoid"),
             k.GlobalAveragePooling2D(),
