@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from fedrt.coordinator.driver import DriverFactory
+from fedrt.coordinator.driver import DriverContext, DriverFactory, RoundDriver
 
 
 def default_driver_factory() -> DriverFactory | None:
-    """The driver factory the CLI passes to the service.
+    """The driver factory the CLI passes to the service: the federated round driver."""
 
-    None until the round machine's asyncio adapter is wired here; without a driver the
-    service still enrolls devices, serves models and the API, and counts device messages
-    as ``no_driver``.
-    """
-    return None
+    def make(ctx: DriverContext) -> RoundDriver:
+        from fedrt.coordinator.round_driver import FederatedDriver
+
+        return FederatedDriver(ctx)
+
+    return make
 
 
 __all__ = ["default_driver_factory"]

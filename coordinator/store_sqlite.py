@@ -20,7 +20,6 @@ from fedrt.coordinator.records import (
     ModelRecord,
     ModelStatus,
     RoundRecord,
-    RoundStatus,
     StageRecord,
     TaskRecord,
     TaskStatus,
@@ -28,55 +27,17 @@ from fedrt.coordinator.records import (
     check_task_transition,
 )
 from fedrt.coordinator.store import Store, check_round_changes
-
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS models (
-    sha256 TEXT PRIMARY KEY, task_id TEXT, parent_sha256 TEXT REFERENCES models(sha256),
-    round_no INTEGER, status TEXT NOT NULL, size INTEGER NOT NULL, manifest TEXT NOT NULL,
-    signature BLOB NOT NULL, created_at REAL NOT NULL, metrics TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS tasks (
-    task_id TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL, spec TEXT NOT NULL,
-    model_sha256 TEXT NOT NULL REFERENCES models(sha256),
-    created_at REAL NOT NULL, updated_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS rounds (
-    task_id TEXT NOT NULL REFERENCES tasks(task_id), round_no INTEGER NOT NULL,
-    stage TEXT NOT NULL, status TEXT NOT NULL, model_sha256 TEXT NOT NULL,
-    started_at REAL NOT NULL, ended_at REAL, deadline REAL,
-    checked_in INTEGER NOT NULL, selected INTEGER NOT NULL, reporting INTEGER NOT NULL,
-    dropped INTEGER NOT NULL, bytes_in INTEGER NOT NULL, result_sha256 TEXT,
-    detail TEXT NOT NULL, PRIMARY KEY (task_id, round_no));
-CREATE TABLE IF NOT EXISTS stages (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, task_id TEXT NOT NULL, round_no INTEGER NOT NULL,
-    stage TEXT NOT NULL, at REAL NOT NULL, detail TEXT NOT NULL,
-    FOREIGN KEY (task_id, round_no) REFERENCES rounds(task_id, round_no));
-CREATE TABLE IF NOT EXISTS devices (
-    device_id TEXT PRIMARY KEY, credential_hash TEXT NOT NULL, public_key BLOB NOT NULL,
-    enrolled_at REAL NOT NULL, revoked_at REAL, last_seen REAL, labels TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS enrollment_tokens (
-    token_hash TEXT PRIMARY KEY, created_at REAL NOT NULL, expires_at REAL NOT NULL,
-    note TEXT NOT NULL, used_by TEXT, used_at REAL);
-CREATE TABLE IF NOT EXISTS metrics (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, task_id TEXT NOT NULL REFERENCES tasks(task_id),
-    round_no INTEGER NOT NULL, name TEXT NOT NULL, value REAL NOT NULL, at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS task_state (
-    task_id TEXT NOT NULL REFERENCES tasks(task_id), key TEXT NOT NULL, value TEXT NOT NULL,
-    PRIMARY KEY (task_id, key));
-CREATE TABLE IF NOT EXISTS audit (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, actor TEXT NOT NULL,
-    action TEXT NOT NULL, subject TEXT NOT NULL, detail TEXT NOT NULL);
-CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
-    BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
-    BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
-CREATE INDEX IF NOT EXISTS metrics_by_task ON metrics(task_id, name);
-CREATE INDEX IF NOT EXISTS stages_by_round ON stages(task_id, round_no);
-"""
-
-_ROUND_COLS = (
-    "task_id, round_no, stage, status, model_sha256, started_at, ended_at, deadline, "
-    "checked_in, selected, reporting, dropped, bytes_in, result_sha256, detail"
+from fedrt.coordinator.store_sqlite_rows import (
+    ROUND_COLS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    device_row,
+    js,
+    model_row,
+    round_row,
+    round_values,
+    task_row,
+    token_row,
 )
 
 
@@ -105,7 +66,7 @@ class SqliteStore(Store):
                 )
             # One script, one transaction: a crash here leaves either no schema or all of it.
             self._db.executescript(
-                f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
             )
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: {exc}") from None
@@ -159,7 +120,7 @@ class SqliteStore(Store):
             self.get_model(task.model_sha256)
             self._q(
                 "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (task.task_id, task.name, task.status.value, _js(task.spec),
+                (task.task_id, task.name, task.status.value, js(task.spec),
                  task.model_sha256, task.created_at, task.updated_at),
             )  # fmt: skip
 
@@ -167,10 +128,10 @@ class SqliteStore(Store):
         rows = self._q("SELECT * FROM tasks WHERE task_id = ?", (task_id,))
         if not rows:
             raise NotFoundError(f"no task {task_id}")
-        return _task(rows[0])
+        return task_row(rows[0])
 
     def list_tasks(self) -> list[TaskRecord]:
-        return [_task(r) for r in self._q("SELECT * FROM tasks ORDER BY created_at, task_id")]
+        return [task_row(r) for r in self._q("SELECT * FROM tasks ORDER BY created_at, task_id")]
 
     def set_task_status(self, task_id: str, status: TaskStatus, *, at: float) -> TaskRecord:
         with self.transaction():
@@ -201,25 +162,25 @@ class SqliteStore(Store):
             ):
                 raise ConflictError(f"round {rnd.round_no} of task {rnd.task_id} exists")
             self._q(
-                f"INSERT INTO rounds ({_ROUND_COLS}) VALUES ({', '.join('?' * 15)})",  # noqa: S608
-                _rrow(rnd),
+                f"INSERT INTO rounds ({ROUND_COLS}) VALUES ({', '.join('?' * 15)})",  # noqa: S608
+                round_values(rnd),
             )
 
     def get_round(self, task_id: str, round_no: int) -> RoundRecord:
         rows = self._q(
-            f"SELECT {_ROUND_COLS} FROM rounds WHERE task_id = ? AND round_no = ?",  # noqa: S608
+            f"SELECT {ROUND_COLS} FROM rounds WHERE task_id = ? AND round_no = ?",  # noqa: S608
             (task_id, round_no),
         )
         if not rows:
             raise NotFoundError(f"no round {round_no} of task {task_id}")
-        return _round(rows[0])
+        return round_row(rows[0])
 
     def list_rounds(self, task_id: str) -> list[RoundRecord]:
         rows = self._q(
-            f"SELECT {_ROUND_COLS} FROM rounds WHERE task_id = ? ORDER BY round_no",  # noqa: S608
+            f"SELECT {ROUND_COLS} FROM rounds WHERE task_id = ? ORDER BY round_no",  # noqa: S608
             (task_id,),
         )
-        return [_round(r) for r in rows]
+        return [round_row(r) for r in rows]
 
     def update_round(self, task_id: str, round_no: int, **changes: Any) -> RoundRecord:
         changes = check_round_changes(changes)
@@ -232,7 +193,7 @@ class SqliteStore(Store):
                 " WHERE task_id = ? AND round_no = ?",
                 (new.stage, new.status.value, new.ended_at, new.deadline, new.checked_in,
                  new.selected, new.reporting, new.dropped, new.bytes_in, new.result_sha256,
-                 _js(new.detail), task_id, round_no),
+                 js(new.detail), task_id, round_no),
             )  # fmt: skip
             return new
 
@@ -241,7 +202,7 @@ class SqliteStore(Store):
             self.get_round(stage.task_id, stage.round_no)
             self._q(
                 "INSERT INTO stages (task_id, round_no, stage, at, detail) VALUES (?, ?, ?, ?, ?)",
-                (stage.task_id, stage.round_no, stage.stage, stage.at, _js(stage.detail)),
+                (stage.task_id, stage.round_no, stage.stage, stage.at, js(stage.detail)),
             )
             self._q(
                 "UPDATE rounds SET stage = ? WHERE task_id = ? AND round_no = ?",
@@ -267,18 +228,18 @@ class SqliteStore(Store):
             self._q(
                 "INSERT INTO devices VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (device.device_id, device.credential_hash, device.public_key,
-                 device.enrolled_at, device.revoked_at, device.last_seen, _js(device.labels)),
+                 device.enrolled_at, device.revoked_at, device.last_seen, js(device.labels)),
             )  # fmt: skip
 
     def get_device(self, device_id: str) -> DeviceRecord:
         rows = self._q("SELECT * FROM devices WHERE device_id = ?", (device_id,))
         if not rows:
             raise NotFoundError(f"no device {device_id}")
-        return _device(rows[0])
+        return device_row(rows[0])
 
     def list_devices(self) -> list[DeviceRecord]:
         return [
-            _device(r) for r in self._q("SELECT * FROM devices ORDER BY enrolled_at, device_id")
+            device_row(r) for r in self._q("SELECT * FROM devices ORDER BY enrolled_at, device_id")
         ]
 
     def revoke_device(self, device_id: str, *, at: float) -> DeviceRecord:
@@ -308,19 +269,19 @@ class SqliteStore(Store):
     ) -> EnrollmentTokenRecord:
         with self.transaction():
             rows = self._q("SELECT * FROM enrollment_tokens WHERE token_hash = ?", (token_hash,))
-            token = _token(rows[0]) if rows else None
+            token = token_row(rows[0]) if rows else None
             if token is None or token.used_by is not None or at >= token.expires_at:
                 raise AuthError("enrollment token is unknown, used or expired")
             self._q(
                 "UPDATE enrollment_tokens SET used_by = ?, used_at = ? WHERE token_hash = ?",
                 (device_id, at, token_hash),
             )
-            return _token(self._q("SELECT * FROM enrollment_tokens WHERE token_hash = ?",
+            return token_row(self._q("SELECT * FROM enrollment_tokens WHERE token_hash = ?",
                                   (token_hash,))[0])  # fmt: skip
 
     def list_enrollment_tokens(self) -> list[EnrollmentTokenRecord]:
         rows = self._q("SELECT * FROM enrollment_tokens ORDER BY created_at, token_hash")
-        return [_token(r) for r in rows]
+        return [token_row(r) for r in rows]
 
     # -- models
     def add_model(self, model: ModelRecord) -> None:
@@ -334,15 +295,15 @@ class SqliteStore(Store):
             self._q(
                 "INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (model.sha256, model.task_id, model.parent_sha256, model.round_no,
-                 model.status.value, model.size, _js(model.manifest), model.signature,
-                 model.created_at, _js(model.metrics)),
+                 model.status.value, model.size, js(model.manifest), model.signature,
+                 model.created_at, js(model.metrics)),
             )  # fmt: skip
 
     def get_model(self, sha256: str) -> ModelRecord:
         rows = self._q("SELECT * FROM models WHERE sha256 = ?", (sha256,))
         if not rows:
             raise NotFoundError(f"no model {sha256}")
-        return _model(rows[0])
+        return model_row(rows[0])
 
     def list_models(self, task_id: str | None = None) -> list[ModelRecord]:
         if task_id is None:
@@ -351,7 +312,7 @@ class SqliteStore(Store):
             rows = self._q(
                 "SELECT * FROM models WHERE task_id = ? ORDER BY created_at, sha256", (task_id,)
             )
-        return [_model(r) for r in rows]
+        return [model_row(r) for r in rows]
 
     def set_model_status(self, sha256: str, status: ModelStatus) -> ModelRecord:
         with self.transaction():
@@ -362,7 +323,7 @@ class SqliteStore(Store):
     def set_model_metrics(self, sha256: str, metrics: dict[str, Any]) -> ModelRecord:
         with self.transaction():
             self.get_model(sha256)
-            self._q("UPDATE models SET metrics = ? WHERE sha256 = ?", (_js(metrics), sha256))
+            self._q("UPDATE models SET metrics = ? WHERE sha256 = ?", (js(metrics), sha256))
             return self.get_model(sha256)
 
     # -- metrics
@@ -391,7 +352,7 @@ class SqliteStore(Store):
             self._q(
                 "INSERT INTO task_state VALUES (?, ?, ?)"
                 " ON CONFLICT (task_id, key) DO UPDATE SET value = excluded.value",
-                (task_id, key, _js(value)),
+                (task_id, key, js(value)),
             )
 
     def load_task_state(self, task_id: str, key: str) -> dict[str, Any] | None:
@@ -407,12 +368,12 @@ class SqliteStore(Store):
         with self.transaction():
             cur = self._db.execute(
                 "INSERT INTO audit (at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)",
-                (entry.at, entry.actor, entry.action, entry.subject, _js(entry.detail)),
+                (entry.at, entry.actor, entry.action, entry.subject, js(entry.detail)),
             )
             assert cur.lastrowid is not None
             return AuditEntry(
                 seq=cur.lastrowid, at=entry.at, actor=entry.actor, action=entry.action,
-                subject=entry.subject, detail=json.loads(_js(entry.detail)),
+                subject=entry.subject, detail=json.loads(js(entry.detail)),
             )  # fmt: skip
 
     def list_audit(self, *, after_seq: int = 0, limit: int = 100) -> list[AuditEntry]:
@@ -426,58 +387,6 @@ class SqliteStore(Store):
                        detail=json.loads(r[5]))
             for r in rows
         ]  # fmt: skip
-
-
-def _js(obj: Any) -> str:
-    try:
-        return json.dumps(obj, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise StoreError(f"value is not JSON-serializable: {exc}") from None
-
-
-def _task(r: Any) -> TaskRecord:
-    return TaskRecord(
-        task_id=r[0], name=r[1], status=TaskStatus(r[2]), spec=json.loads(r[3]),
-        model_sha256=r[4], created_at=r[5], updated_at=r[6],
-    )  # fmt: skip
-
-
-def _rrow(x: RoundRecord) -> tuple[Any, ...]:
-    return (
-        x.task_id, x.round_no, x.stage, x.status.value, x.model_sha256, x.started_at,
-        x.ended_at, x.deadline, x.checked_in, x.selected, x.reporting, x.dropped, x.bytes_in,
-        x.result_sha256, _js(x.detail),
-    )  # fmt: skip
-
-
-def _round(r: Any) -> RoundRecord:
-    return RoundRecord(
-        task_id=r[0], round_no=r[1], stage=r[2], status=RoundStatus(r[3]), model_sha256=r[4],
-        started_at=r[5], ended_at=r[6], deadline=r[7], checked_in=r[8], selected=r[9],
-        reporting=r[10], dropped=r[11], bytes_in=r[12], result_sha256=r[13],
-        detail=json.loads(r[14]),
-    )  # fmt: skip
-
-
-def _device(r: Any) -> DeviceRecord:
-    return DeviceRecord(
-        device_id=r[0], credential_hash=r[1], public_key=bytes(r[2]), enrolled_at=r[3],
-        revoked_at=r[4], last_seen=r[5], labels=json.loads(r[6]),
-    )  # fmt: skip
-
-
-def _token(r: Any) -> EnrollmentTokenRecord:
-    return EnrollmentTokenRecord(
-        token_hash=r[0], created_at=r[1], expires_at=r[2], note=r[3], used_by=r[4], used_at=r[5]
-    )
-
-
-def _model(r: Any) -> ModelRecord:
-    return ModelRecord(
-        sha256=r[0], task_id=r[1], parent_sha256=r[2], round_no=r[3],
-        status=ModelStatus(r[4]), size=r[5], manifest=json.loads(r[6]),
-        signature=bytes(r[7]), created_at=r[8], metrics=json.loads(r[9]),
-    )  # fmt: skip
 
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]

@@ -1,0 +1,58 @@
+"""What every HTTP handler shares: the app keys, JSON in and out, operator authentication."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from fedrt.coordinator.errors import BadRequestError
+from fedrt.coordinator.http_auth import require_admin
+from fedrt.coordinator.ratelimit import RateLimiter
+
+if TYPE_CHECKING:
+    from fedrt.coordinator.service import CoordinatorService
+
+SERVICE: web.AppKey[CoordinatorService] = web.AppKey("service")
+IP_LIMITER: web.AppKey[RateLimiter] = web.AppKey("ip_limiter")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# JSON bodies are small (specs, tokens); anything bigger is a mistake or an attack.
+_MAX_JSON = 64 * 1024
+
+
+def svc_of(request: web.Request) -> CoordinatorService:
+    return request.app[SERVICE]
+
+
+def json_reply(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda o: json.dumps(o, allow_nan=False))
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    if request.content_length is not None and request.content_length > _MAX_JSON:
+        raise BadRequestError(f"JSON body larger than {_MAX_JSON} bytes")
+    raw = bytearray()
+    # read(n) returns what has arrived, not n bytes: loop until the end of the body.
+    while chunk := await request.content.read(16 * 1024):
+        raw += chunk
+        if len(raw) > _MAX_JSON:
+            raise BadRequestError(f"JSON body larger than {_MAX_JSON} bytes")
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: a few KB of "[[[[..." nest deeper than the parser's stack.
+        raise BadRequestError("body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequestError("body must be a JSON object")
+    return data
+
+
+def admin(request: web.Request) -> str:
+    return require_admin(request, svc_of(request).admin_token)
+
+
+__all__ = ["IP_LIMITER", "SERVICE", "Handler", "admin", "json_body", "json_reply", "svc_of"]

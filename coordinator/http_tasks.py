@@ -1,0 +1,125 @@
+"""Task, round, metric and model-lifecycle routes of the REST API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from fedrt.coordinator.artifacts import check_sha256
+from fedrt.coordinator.errors import BadRequestError
+from fedrt.coordinator.http_common import Handler, admin, json_body, json_reply, svc_of
+from fedrt.coordinator.tasks import TaskSpec
+from fedrt.coordinator.views import metrics_view, round_view, stage_view, task_view
+
+if TYPE_CHECKING:
+    from fedrt.coordinator.service import CoordinatorService
+
+
+async def create_task(request: web.Request) -> web.Response:
+    svc = svc_of(request)
+    actor = admin(request)
+    body = await json_body(request)
+    unknown = sorted(set(body) - {"name", "task_id", "model_sha256", "model_dir", "spec"})
+    if unknown:
+        raise BadRequestError(f"unknown field(s): {', '.join(unknown)}")
+    spec = TaskSpec.from_json(body.get("spec", {}))
+    if ("model_sha256" in body) == ("model_dir" in body):
+        raise BadRequestError("give exactly one of model_sha256 (uploaded) or model_dir")
+    task_id = body.get("task_id")
+    if task_id is not None and not isinstance(task_id, str):
+        raise BadRequestError("task_id must be a string")
+    if "model_dir" in body:
+        if not isinstance(body["model_dir"], str):
+            raise BadRequestError("model_dir must be a path on the coordinator host")
+        sha = svc.catalog.add_export_dir(
+            Path(body["model_dir"]), actor=actor, max_bytes=svc.config.http.max_upload_bytes
+        ).sha256
+    else:
+        sha = check_sha256(body["model_sha256"])
+    task = svc.tasks.create(name=body.get("name", ""), model_sha256=sha, spec=spec,
+                            actor=actor, task_id=task_id)  # fmt: skip
+    return json_reply(task_view(task), status=201)
+
+
+async def list_tasks(request: web.Request) -> web.Response:
+    svc = svc_of(request)
+    admin(request)
+    return json_reply({"tasks": [task_with_round(svc, t.task_id) for t in svc.store.list_tasks()]})
+
+
+def task_with_round(svc: CoordinatorService, task_id: str) -> dict[str, Any]:
+    task = svc.store.get_task(task_id)
+    rounds = svc.store.list_rounds(task_id)
+    return task_view(task, rounds[-1] if rounds else None)
+
+
+async def get_task(request: web.Request) -> web.Response:
+    admin(request)
+    return json_reply(task_with_round(svc_of(request), request.match_info["task_id"]))
+
+
+def task_action(action: str) -> Handler:
+    async def handler(request: web.Request) -> web.Response:
+        svc = svc_of(request)
+        actor = admin(request)
+        task = svc.tasks.act(request.match_info["task_id"], action, actor=actor)
+        return json_reply(task_view(task))
+
+    return handler
+
+
+async def rollback(request: web.Request) -> web.Response:
+    svc = svc_of(request)
+    actor = admin(request)
+    body = await json_body(request)
+    to = body.get("to")
+    if to is not None and not isinstance(to, str):
+        raise BadRequestError("to must be a sha256 string")
+    task = svc.catalog.rollback(request.match_info["task_id"], to=to, actor=actor)
+    return json_reply(task_view(task))
+
+
+async def promote(request: web.Request) -> web.Response:
+    svc = svc_of(request)
+    actor = admin(request)
+    body = await json_body(request)
+    sha = body.get("sha256")
+    if not isinstance(sha, str):
+        raise BadRequestError("sha256 must be a string")
+    task = svc.catalog.promote(sha, task_id=request.match_info["task_id"], actor=actor)
+    return json_reply(task_view(task))
+
+
+async def list_rounds(request: web.Request) -> web.Response:
+    svc = svc_of(request)
+    admin(request)
+    task_id = request.match_info["task_id"]
+    svc.store.get_task(task_id)
+    return json_reply({"rounds": [round_view(r) for r in svc.store.list_rounds(task_id)]})
+
+
+async def get_round(request: web.Request) -> web.Response:
+    svc = svc_of(request)
+    admin(request)
+    task_id, raw_no = request.match_info["task_id"], request.match_info["round_no"]
+    if not raw_no.isdigit() or len(raw_no) > 9:
+        raise BadRequestError("round_no must be a non-negative integer")
+    rnd = svc.store.get_round(task_id, int(raw_no))
+    stages = svc.store.list_stages(task_id, rnd.round_no)
+    return json_reply({**round_view(rnd), "stages": [stage_view(s) for s in stages]})
+
+
+async def task_metrics(request: web.Request) -> web.Response:
+    svc = svc_of(request)
+    admin(request)
+    task_id = request.match_info["task_id"]
+    svc.store.get_task(task_id)
+    return json_reply({"task_id": task_id, "series": metrics_view(svc.store.list_metrics(task_id))})
+
+
+__all__ = [
+    "create_task", "get_round", "get_task", "list_rounds", "list_tasks", "promote", "rollback",
+    "task_action", "task_metrics", "task_with_round",
+]  # fmt: skip
