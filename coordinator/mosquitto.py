@@ -212,6 +212,8 @@ class MosquittoBroker:
         if config.tls is not None:
             self.tls_port = config.tls_port or free_port(config.host)
         self.config_path = config.directory / "mosquitto.conf"
+        # Written once the broker runs, for processes that signal it (SIGHUP to reload).
+        self.pid_file = config.directory / "mosquitto.pid"
         self.log_path = config.directory / "mosquitto.log"
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -250,6 +252,7 @@ class MosquittoBroker:
             if not wait_for_port(self.host, port, timeout) or not self.running:
                 self.stop()
                 raise BrokerError(f"mosquitto did not start on {self.host}:{port}:\n{self.logs()}")
+        _atomic_write(self.pid_file, f"{self._proc.pid}\n", 0o644)
 
     def reload(self) -> None:
         """Make the broker re-read its password and ACL files (SIGHUP)."""

@@ -1,0 +1,593 @@
+"""The round driver: runs each running task's rounds by feeding its ``RoundMachine``.
+
+The service hands it authenticated device messages and ticks; it decodes, calls the
+machine, and carries out the commands the machine returns (publish, record, commit).
+It decides nothing about the protocol itself. What it owns is the life *between* rounds:
+which model a round starts from (the task's promoted version, re-read every round so an
+operator's rollback takes effect), the server optimizer state, round numbering and
+message ids, turning a committed aggregate into a new signed model version, and whether
+that version is promoted (server-side evaluation, when an evaluator is given, must not
+regress by more than the task's ``promote_margin``).
+
+A coordinator that restarts marks the round it was running as abandoned and starts the
+next one: devices notice through their deadlines and check in again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from fedrt.coordinator.driver import DriverContext, RoundDriver
+from fedrt.coordinator.errors import CoordinatorError, NotFoundError
+from fedrt.coordinator.pace_steering import PaceConfig, PaceSteering
+from fedrt.coordinator.records import (
+    MetricRecord,
+    ModelRecord,
+    RoundRecord,
+    RoundStatus,
+    StageRecord,
+    TaskRecord,
+    TaskStatus,
+)
+from fedrt.coordinator.round_commands import (
+    AbandonRound,
+    Announce,
+    Command,
+    Commit,
+    EvaluationDone,
+    RoundConfig,
+    RoundMetrics,
+    Send,
+    StageChanged,
+)
+from fedrt.coordinator.round_machine import RoundMachine
+from fedrt.coordinator.round_outbox import no_round_replies
+from fedrt.coordinator.strategies import (
+    AGGREGATORS,
+    OPTIMIZERS,
+    Aggregator,
+    FedAvgM,
+    OptimizerState,
+    ServerOptimizer,
+    TrimmedMean,
+)
+from fedrt.coordinator.tasks import TaskSpec
+from fedrt.model_export.manifest import Manifest
+from fedrt.model_export.weights_file import read_weights, replace_weights
+from fedrt.protocol import round_messages as rm
+from fedrt.protocol.errors import ProtocolError
+from fedrt.protocol.round_codec import decode_from_device, encode_message
+from fedrt.protocol.topics import UpChannel, device_inbox, task_announcement
+
+log = logging.getLogger(__name__)
+
+# Server-side evaluation of a candidate model: (model bytes, manifest) -> metrics such as
+# {"accuracy": 0.93, "loss": 0.21}. Runs on the coordinator's own held-out data.
+Evaluator = Callable[[bytes, Manifest], Mapping[str, float]]
+# Called after every finished round (committed or abandoned), e.g. for progress output.
+RoundListener = Callable[["RoundSummary"], None]
+
+_STATE_KEY = "driver"
+# After an abandoned round, wait a little before the next: the devices that were in it
+# need their reconnect windows to pass anyway, and a broken task should not spin.
+DEFAULT_RETRY_DELAY_S = 2.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoundSummary:
+    """One finished round, as progress output and reports want it."""
+
+    task_id: str
+    round_no: int
+    kind: str
+    status: str
+    metrics: RoundMetrics
+    model_sha256: str
+    result_sha256: str | None = None
+    evaluation: Mapping[str, float] = field(default_factory=dict)
+    promoted: bool = False
+    reason: str = ""
+    bytes_out: int = 0
+
+
+@dataclass(slots=True)
+class _Model:
+    record: ModelRecord
+    manifest: Manifest
+    data: bytes
+    flat: npt.NDArray[np.float32]
+
+
+@dataclass(slots=True)
+class _Run:
+    """The driver's memory of one running task."""
+
+    task_id: str
+    spec: TaskSpec
+    pace: PaceSteering
+    optimizer: ServerOptimizer
+    opt_state: OptimizerState
+    round_no: int
+    next_msg_id: int
+    next_start: float = 0.0
+    machine: RoundMachine | None = None
+    model: _Model | None = None
+    bytes_out: int = 0
+    evaluation: dict[str, float] = field(default_factory=dict)
+
+
+def optimizer_for(spec: TaskSpec) -> ServerOptimizer:
+    cls = OPTIMIZERS.get(spec.strategy, OPTIMIZERS["fedavg"])
+    if cls is FedAvgM:
+        return FedAvgM(server_lr=spec.server_lr, momentum=spec.server_momentum)
+    return cls(server_lr=spec.server_lr)  # type: ignore[call-arg]
+
+
+def aggregator_for(spec: TaskSpec) -> Aggregator:
+    if spec.strategy == "trimmed_mean":
+        return TrimmedMean(fraction=spec.trimmed_fraction)
+    return AGGREGATORS.get(spec.strategy, AGGREGATORS["mean"])()
+
+
+def secagg_parameters(spec: TaskSpec) -> tuple[int | None, int | None]:
+    """(neighbours, threshold) for the round config; (None, None) lets the protocol choose."""
+    if spec.secagg_neighbors == 0:
+        return None, None
+    k = spec.secagg_neighbors
+    # Each device's neighbourhood is its k neighbours plus itself; a strict majority of it
+    # must survive (2t > k + 1), and at least the configured fraction.
+    t = max(math.floor((k + 1) / 2) + 1, math.ceil(spec.secagg_threshold * (k + 1)))
+    return k, min(t, k + 1)
+
+
+def flatten(weights: list[npt.NDArray[Any]]) -> npt.NDArray[np.float32]:
+    return np.concatenate([np.asarray(w, np.float32).reshape(-1) for w in weights])
+
+
+def unflatten(flat: npt.NDArray[Any], manifest: Manifest) -> list[npt.NDArray[np.float32]]:
+    out, at = [], 0
+    for spec in manifest.weights:
+        out.append(np.asarray(flat[at : at + spec.size], np.float32).reshape(spec.shape))
+        at += spec.size
+    return out
+
+
+class FederatedDriver(RoundDriver):
+    """Drives rounds for every running task of one coordinator."""
+
+    def __init__(
+        self,
+        ctx: DriverContext,
+        *,
+        evaluator: Evaluator | None = None,
+        listener: RoundListener | None = None,
+        pace: PaceConfig | None = None,
+        rng: np.random.Generator | None = None,
+        retry_delay_s: float = DEFAULT_RETRY_DELAY_S,
+    ) -> None:
+        self.ctx = ctx
+        self.evaluator = evaluator
+        self.listener = listener
+        self.pace_config = pace or PaceConfig()
+        self.rng = rng or np.random.default_rng()
+        self.retry_delay_s = retry_delay_s
+        self.runs: dict[str, _Run] = {}
+        self._recover(ctx.clock())
+
+    # ------------------------------------------------------------------ events
+    def on_device_message(
+        self, device_id: str, channel: UpChannel, payload: bytes, now: float
+    ) -> None:
+        msg = decode_from_device(payload)
+        run = self.runs.get(msg.task_id)
+        if run is None:
+            raise NotFoundError(f"no running task {msg.task_id!r}")
+        machine = run.machine
+        if machine is None or machine.finished:
+            reason = rm.ReconnectReason.NO_ROUND
+            self._act(run, self._no_round(run, device_id, msg, now, reason), now)
+            return
+        try:
+            commands = machine.receive(device_id, msg, now)
+        except ProtocolError as exc:
+            self._act(run, [machine.rejection(device_id, msg, exc)], now)
+            raise
+        self._act(run, commands, now)
+
+    def on_tick(self, now: float) -> None:
+        for run in list(self.runs.values()):
+            machine = run.machine
+            if machine is not None and not machine.finished:
+                deadline = machine.next_deadline()
+                if deadline is not None and deadline <= now:
+                    self._act(run, machine.tick(now), now)
+            if (run.machine is None or run.machine.finished) and now >= run.next_start:
+                self._start_round(run, now)
+
+    def on_task_change(self, task: TaskRecord) -> None:
+        now = self.ctx.clock()
+        if task.status is TaskStatus.RUNNING:
+            if task.task_id not in self.runs:
+                self.runs[task.task_id] = self._new_run(task)
+            return
+        run = self.runs.pop(task.task_id, None)
+        if run is not None and run.machine is not None and not run.machine.finished:
+            self._act(run, run.machine.cancel(f"task {task.status.value}", now), now)
+
+    def on_shutdown(self, now: float) -> None:
+        for run in self.runs.values():
+            self._save(run)
+
+    # ------------------------------------------------------------------ rounds
+    def _start_round(self, run: _Run, now: float) -> None:
+        task = self.ctx.store.get_task(run.task_id)
+        if task.status is not TaskStatus.RUNNING:
+            return
+        if run.round_no >= run.spec.max_rounds:
+            self._finish_task(run, now)
+            return
+        model = self._model(run, task.model_sha256)
+        run.round_no += 1
+        spec = run.spec
+        kind = (
+            rm.RoundKind.EVALUATE
+            if spec.eval_every and run.round_no % (spec.eval_every + 1) == 0
+            else rm.RoundKind.TRAIN
+        )
+        neighbors, threshold = secagg_parameters(spec)
+        config = RoundConfig(
+            task_id=run.task_id,
+            round_id=run.round_no,
+            model=rm.ModelRef(
+                version=model.record.round_no or 0,
+                sha256=model.record.sha256,
+                url=self.ctx.model_url_prefix + model.record.sha256,
+                signature=model.record.signature,
+            ),
+            kind=kind,
+            training=rm.TrainingConfig(
+                epochs=spec.local_epochs,
+                batch_size=model.manifest.batch_size,
+                learning_rate=spec.learning_rate,
+                fedprox_mu=spec.fedprox_mu,
+            ),
+            goal_count=spec.goal_count,
+            over_selection=spec.over_selection,
+            min_reports=spec.min_reports,
+            clip_norm=spec.clip_norm,
+            bits=spec.quantization_bits,
+            secagg=spec.secagg,
+            secagg_neighbors=neighbors,
+            secagg_threshold=threshold,
+            checkin_timeout=spec.checkin_deadline_s,
+            training_timeout=spec.training_deadline_s,
+            stage_timeout=spec.secagg_stage_deadline_s,
+            aggregator=aggregator_for(spec),
+        )
+        keys = {d.device_id: d.public_key for d in self.ctx.store.list_devices() if not d.revoked}
+        machine = RoundMachine(
+            config,
+            weights=model.flat,
+            optimizer=run.optimizer,
+            optimizer_state=run.opt_state,
+            pace=run.pace,
+            rng=self.rng,
+            identity_keys=keys,
+            first_msg_id=run.next_msg_id,
+        )
+        with self.ctx.store.transaction():
+            self.ctx.store.create_round(
+                RoundRecord(
+                    task_id=run.task_id,
+                    round_no=run.round_no,
+                    stage="created",
+                    status=RoundStatus.RUNNING,
+                    model_sha256=model.record.sha256,
+                    started_at=now,
+                    detail={"kind": kind.name.lower()},
+                )
+            )
+            self._save(run)
+        run.machine, run.bytes_out = machine, 0
+        log.info("task %s: round %d (%s) started", run.task_id, run.round_no, kind.name.lower())
+        self._act(run, machine.start(now), now)
+
+    def _act(self, run: _Run, commands: list[Command], now: float) -> None:
+        for command in commands:
+            if isinstance(command, Send):
+                payload = encode_message(command.message)
+                run.bytes_out += len(payload)
+                self.ctx.publish(device_inbox(command.device_id), payload, 1, False)
+            elif isinstance(command, Announce):
+                payload = encode_message(command.message)
+                self.ctx.publish(task_announcement(run.task_id), payload, 1, True)
+            elif isinstance(command, StageChanged):
+                self._stage_changed(run, command)
+            elif isinstance(command, Commit):
+                self._commit(run, command, now)
+            elif isinstance(command, EvaluationDone):
+                self._evaluated(run, command, now)
+            elif isinstance(command, AbandonRound):
+                self._abandoned(run, command, now)
+        if run.machine is not None:
+            run.next_msg_id = max(run.next_msg_id, run.machine.next_msg_id)
+
+    def _stage_changed(self, run: _Run, change: StageChanged) -> None:
+        with self.ctx.store.transaction():
+            self.ctx.store.append_stage(
+                StageRecord(
+                    task_id=run.task_id,
+                    round_no=change.round_id,
+                    stage=change.state,
+                    at=change.at,
+                    detail={
+                        "from": change.previous,
+                        "active": change.active,
+                        "reason": change.reason,
+                    },
+                )
+            )
+            status = run.machine.status() if run.machine is not None else None
+            self.ctx.store.update_round(
+                run.task_id,
+                change.round_id,
+                stage=change.state,
+                deadline=change.deadline,
+                checked_in=status.checked_in if status else 0,
+                reporting=status.answered if status else 0,
+                dropped=status.dropped if status else 0,
+            )
+
+    def _commit(self, run: _Run, commit: Commit, now: float) -> None:
+        model = run.model
+        assert model is not None
+        data = replace_weights(
+            model.data, model.manifest, unflatten(commit.weights, model.manifest)
+        )
+        sha = hashlib.sha256(data).hexdigest()
+        manifest = dataclasses.replace(model.manifest, sha256=sha, model_bytes=len(data))
+        evaluation = dict(self.evaluator(data, manifest)) if self.evaluator else {}
+        metrics = {**_metrics_json(commit.metrics), **evaluation}
+        record = self.ctx.catalog.add_version(
+            data,
+            manifest.to_dict(),
+            task_id=run.task_id,
+            parent_sha256=model.record.sha256,
+            round_no=commit.round_id,
+            metrics=metrics,
+        )
+        promoted = self._should_promote(run, evaluation)
+        if promoted:
+            self.ctx.catalog.promote(record.sha256, task_id=run.task_id, actor="coordinator")
+            run.model = _Model(record, manifest, data, np.asarray(commit.weights, np.float32))
+            run.opt_state = commit.optimizer_state
+            run.evaluation = evaluation
+        self._close_round(
+            run,
+            commit.round_id,
+            RoundStatus.COMMITTED,
+            commit.metrics,
+            now,
+            result_sha256=record.sha256,
+            evaluation=evaluation,
+            promoted=promoted,
+        )
+
+    def _should_promote(self, run: _Run, evaluation: Mapping[str, float]) -> bool:
+        before, after = run.evaluation.get("accuracy"), evaluation.get("accuracy")
+        if before is None or after is None:
+            return True
+        return after >= before - run.spec.promote_margin
+
+    def _evaluated(self, run: _Run, done: EvaluationDone, now: float) -> None:
+        self._close_round(
+            run,
+            done.round_id,
+            RoundStatus.COMMITTED,
+            done.round_metrics,
+            now,
+            evaluation={f"federated_{k}": v for k, v in done.metrics},
+        )
+
+    def _abandoned(self, run: _Run, abandon: AbandonRound, now: float) -> None:
+        log.warning("task %s: round %d abandoned: %s", run.task_id, abandon.round_id,
+                    abandon.reason)  # fmt: skip
+        self._close_round(
+            run,
+            abandon.round_id,
+            RoundStatus.ABANDONED,
+            abandon.metrics,
+            now,
+            reason=abandon.reason,
+        )
+        run.next_start = now + self.retry_delay_s
+
+    def _close_round(
+        self,
+        run: _Run,
+        round_no: int,
+        status: RoundStatus,
+        metrics: RoundMetrics,
+        now: float,
+        *,
+        result_sha256: str | None = None,
+        evaluation: Mapping[str, float] | None = None,
+        promoted: bool = False,
+        reason: str = "",
+    ) -> None:
+        evaluation = dict(evaluation or {})
+        detail = {
+            "metrics": _metrics_json(metrics),
+            "evaluation": evaluation,
+            "promoted": promoted,
+            "reason": reason,
+            "bytes_out": run.bytes_out,
+        }
+        with self.ctx.store.transaction():
+            self.ctx.store.update_round(
+                run.task_id,
+                round_no,
+                status=status,
+                ended_at=now,
+                selected=metrics.selected,
+                reporting=metrics.included,
+                dropped=sum(n for _, n in metrics.dropped),
+                bytes_in=metrics.bytes_received,
+                result_sha256=result_sha256,
+                detail=detail,
+            )
+            for name, value in evaluation.items():
+                self.ctx.store.add_metric(
+                    MetricRecord(
+                        task_id=run.task_id, round_no=round_no, name=name, value=value, at=now
+                    )
+                )
+            self._save(run)
+        if self.listener is not None:
+            model = run.model
+            self.listener(
+                RoundSummary(
+                    task_id=run.task_id,
+                    round_no=round_no,
+                    kind=str(self.ctx.store.get_round(run.task_id, round_no).detail.get("kind")),
+                    status=status.value,
+                    metrics=metrics,
+                    model_sha256=model.record.sha256 if model else "",
+                    result_sha256=result_sha256,
+                    evaluation=evaluation,
+                    promoted=promoted,
+                    reason=reason,
+                    bytes_out=run.bytes_out,
+                )
+            )
+
+    def _finish_task(self, run: _Run, now: float) -> None:
+        from fedrt.coordinator.records import AuditEntry
+
+        with self.ctx.store.transaction():
+            self.ctx.store.set_task_status(run.task_id, TaskStatus.COMPLETED, at=now)
+            self.ctx.store.append_audit(
+                AuditEntry(
+                    at=now,
+                    actor="coordinator",
+                    action="task.complete",
+                    subject=run.task_id,
+                    detail={"rounds": run.round_no},
+                )
+            )
+        self.runs.pop(run.task_id, None)
+        log.info("task %s: completed after %d rounds", run.task_id, run.round_no)
+
+    # ------------------------------------------------------------------ state
+    def _model(self, run: _Run, sha256: str) -> _Model:
+        if run.model is not None and run.model.record.sha256 == sha256:
+            return run.model
+        record = self.ctx.store.get_model(sha256)
+        manifest = Manifest.from_dict(record.manifest)
+        data = self.ctx.catalog.blobs.read(sha256)
+        flat = flatten(read_weights(data, manifest))
+        run.model = _Model(record, manifest, data, flat)
+        if run.opt_state.momentum is not None and run.opt_state.momentum.size != flat.size:
+            run.opt_state = OptimizerState(rounds=run.opt_state.rounds)
+        return run.model
+
+    def _new_run(self, task: TaskRecord) -> _Run:
+        spec = TaskSpec.from_json(task.spec)
+        saved = self.ctx.store.load_task_state(task.task_id, _STATE_KEY) or {}
+        rounds = self.ctx.store.list_rounds(task.task_id)
+        last_round = max([r.round_no for r in rounds] + [int(saved.get("round_no", 0))])
+        return _Run(
+            task_id=task.task_id,
+            spec=spec,
+            pace=PaceSteering(self.pace_config),
+            optimizer=optimizer_for(spec),
+            opt_state=OptimizerState(rounds=int(saved.get("optimizer_rounds", 0))),
+            round_no=last_round,
+            next_msg_id=int(saved.get("next_msg_id", 1)),
+        )
+
+    def _save(self, run: _Run) -> None:
+        self.ctx.store.save_task_state(
+            run.task_id,
+            _STATE_KEY,
+            {
+                "round_no": run.round_no,
+                "next_msg_id": run.next_msg_id,
+                "optimizer_rounds": run.opt_state.rounds,
+            },
+        )
+
+    def _recover(self, now: float) -> None:
+        """Adopt running tasks; a round left open by a previous process is abandoned."""
+        for task in self.ctx.store.list_tasks():
+            if task.status is not TaskStatus.RUNNING:
+                continue
+            for rnd in self.ctx.store.list_rounds(task.task_id):
+                if rnd.status is RoundStatus.RUNNING:
+                    with self.ctx.store.transaction():
+                        self.ctx.store.update_round(
+                            task.task_id,
+                            rnd.round_no,
+                            status=RoundStatus.ABANDONED,
+                            ended_at=now,
+                            detail={**rnd.detail, "reason": "coordinator restarted"},
+                        )
+            try:
+                self.runs[task.task_id] = self._new_run(task)
+            except CoordinatorError as exc:
+                log.error("task %s cannot run: %s", task.task_id, exc)
+
+    def _no_round(
+        self,
+        run: _Run,
+        device_id: str,
+        msg: rm.DeviceMessage,
+        now: float,
+        reason: rm.ReconnectReason,
+    ) -> list[Command]:
+        replies = no_round_replies(
+            task_id=run.task_id,
+            device_id=device_id,
+            message=msg,
+            pace=run.pace,
+            now=now,
+            first_msg_id=run.next_msg_id,
+            reason=reason,
+        )
+        run.next_msg_id += len(replies)
+        return list(replies)
+
+
+def _metrics_json(m: RoundMetrics) -> dict[str, Any]:
+    return {
+        "checked_in": m.checked_in,
+        "selected": m.selected,
+        "reported": m.reported,
+        "included": m.included,
+        "dropped": dict(m.dropped),
+        "total_weight": m.total_weight,
+        "update_norm": m.update_norm,
+        "bytes_received": m.bytes_received,
+        "started_at": m.started_at,
+        "ended_at": m.ended_at,
+    }
+
+
+__all__ = [
+    "Evaluator",
+    "FederatedDriver",
+    "RoundListener",
+    "RoundSummary",
+    "aggregator_for",
+    "optimizer_for",
+    "secagg_parameters",
+]

@@ -1,0 +1,172 @@
+"""A device's identity and credentials: its Ed25519 key, enrollment, and what it was granted.
+
+The identity key is made on the device and never leaves it; enrollment proves possession
+of it (a signature over the one-time token) and returns the device id, MQTT credentials and
+the coordinator's public key, which together are stored under the device's data directory
+with owner-only permissions. Secrets never appear in ``repr`` or logs.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from fedrt.sdk.errors import RemoteError, SdkConfigError, SdkError
+
+__all__ = [
+    "CREDENTIALS_FILE",
+    "IDENTITY_FILE",
+    "Credentials",
+    "EnrollmentRefused",
+    "basic_auth",
+    "enroll",
+    "load_or_create_identity",
+]
+
+IDENTITY_FILE = "identity-ed25519.pem"
+CREDENTIALS_FILE = "credentials.json"
+# Must match fedrt.coordinator.enrollment.enrollment_proof_payload.
+_PROOF_DOMAIN = b"fedrt/enroll/v1\n"
+_TIMEOUT_S = 30.0
+
+
+class EnrollmentRefused(RemoteError):
+    """The coordinator refused the enrollment (bad, used or expired token; bad proof)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Credentials:
+    """What enrollment granted this device."""
+
+    device_id: str
+    mqtt_username: str
+    mqtt_password: str = field(repr=False)
+    coordinator_public_key: bytes
+    mqtt_host: str
+    mqtt_port: int
+    mqtt_tls: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "device_id": self.device_id,
+            "mqtt_username": self.mqtt_username,
+            "mqtt_password": self.mqtt_password,
+            "coordinator_public_key": base64.b64encode(self.coordinator_public_key).decode(),
+            "mqtt": {"host": self.mqtt_host, "port": self.mqtt_port, "tls": self.mqtt_tls},
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> Credentials:
+        try:
+            mqtt = data["mqtt"]
+            return cls(
+                device_id=str(data["device_id"]),
+                mqtt_username=str(data["mqtt_username"]),
+                mqtt_password=str(data["mqtt_password"]),
+                coordinator_public_key=base64.b64decode(
+                    data["coordinator_public_key"], validate=True
+                ),
+                mqtt_host=str(mqtt["host"]),
+                mqtt_port=int(mqtt["port"]),
+                mqtt_tls=bool(mqtt.get("tls", False)),
+            )
+        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+            raise SdkConfigError(f"malformed credentials: {exc!r}") from None
+
+    def save(self, directory: Path) -> Path:
+        path = directory / CREDENTIALS_FILE
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(self.to_json(), fh)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, directory: Path) -> Credentials | None:
+        path = directory / CREDENTIALS_FILE
+        try:
+            return cls.from_json(json.loads(path.read_text()))
+        except FileNotFoundError:
+            return None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SdkConfigError(f"cannot read {path}: {exc}") from None
+
+
+def load_or_create_identity(directory: Path) -> Ed25519PrivateKey:
+    """The device's long-term signing key, created (0600) on first use."""
+    path = directory / IDENTITY_FILE
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except FileNotFoundError:
+        directory.mkdir(parents=True, exist_ok=True)
+        new = Ed25519PrivateKey.generate()
+        pem = new.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(pem)
+        return new
+    except (OSError, ValueError) as exc:
+        raise SdkConfigError(f"cannot read the identity key {path}: {exc}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise SdkConfigError(f"{path} is not an Ed25519 private key")
+    return key
+
+
+def basic_auth(credentials: Credentials) -> dict[str, str]:
+    """HTTP headers with which a device fetches models (its MQTT credentials, Basic)."""
+    raw = f"{credentials.mqtt_username}:{credentials.mqtt_password}".encode()
+    return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+
+
+def enroll(
+    coordinator_url: str,
+    token: str,
+    identity: Ed25519PrivateKey,
+    *,
+    labels: dict[str, str] | None = None,
+    timeout_s: float = _TIMEOUT_S,
+) -> Credentials:
+    """Enroll with a one-time ``token``: POST /v1/enroll with a proof of key possession."""
+    if not coordinator_url.startswith(("http://", "https://")):
+        raise SdkConfigError(f"coordinator url must be http(s), got {coordinator_url!r}")
+    public = identity.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    body = json.dumps(
+        {
+            "token": token,
+            "public_key": base64.b64encode(public).decode(),
+            "proof": base64.b64encode(identity.sign(_PROOF_DOMAIN + token.encode())).decode(),
+            "labels": labels or {},
+        }
+    ).encode()
+    request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
+        coordinator_url.rstrip("/") + "/v1/enroll",
+        data=body,
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as resp:  # noqa: S310
+            reply = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        detail = exc.read()[:500].decode("utf-8", "replace")
+        raise EnrollmentRefused(f"enrollment refused ({exc.code}): {detail}") from None
+    except (urllib.error.URLError, OSError, json.JSONDecodeError) as exc:
+        raise SdkError(f"cannot reach the coordinator at {coordinator_url}: {exc}") from None
+    return Credentials.from_json(reply)

@@ -1,0 +1,411 @@
+"""The ``Device`` facade: what an app embeds to take part in federated rounds.
+
+One event thread owns the round ``Participant`` (sans-I/O) and acts on its commands:
+publishing through the on-disk outbox, starting local work (download, then training or
+evaluation in idle windows) on a worker thread, and waking for deadlines and scheduled
+check-ins. MQTT callbacks and workers only put events on its queue, so the participant
+is never touched from two threads. The app's own thread is never blocked.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedrt.protocol import round_messages as rm
+from fedrt.protocol.errors import ProtocolError
+from fedrt.protocol.round_codec import decode_from_coordinator, encode_message
+from fedrt.protocol.topics import (
+    device_inbox,
+    device_up,
+    parse_task_announcement,
+    task_announcements_filter,
+)
+from fedrt.sdk.credentials import Credentials, basic_auth, enroll, load_or_create_identity
+from fedrt.sdk.device_state import DeviceState
+from fedrt.sdk.eligibility import EligibilityDecision, EligibilityPolicy
+from fedrt.sdk.errors import SdkConfigError
+from fedrt.sdk.example_store import ExampleStore
+from fedrt.sdk.outbox import Outbox, ReliableSender
+from fedrt.sdk.participant import Participant
+from fedrt.sdk.participant_commands import (
+    CancelTraining,
+    Command,
+    Evaluate,
+    Forget,
+    ParticipantConfig,
+    Publish,
+    RoundEnded,
+    ScheduleCheckIn,
+    Train,
+)
+from fedrt.sdk.round_work import RoundWork, WorkResult, default_scheduler_factory
+from fedrt.sdk.scheduler import SchedulerConfig
+from fedrt.sdk.transport import Message, MqttConfig, PahoTransport, Transport
+
+__all__ = ["Device", "DeviceConfig", "DeviceEvent", "DeviceStatus"]
+
+log = logging.getLogger(__name__)
+_STATE_FILE = "device-state.json"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceConfig:
+    """How this device reaches its coordinator and when it may work."""
+
+    data_dir: Path
+    coordinator_url: str
+    # The task to follow; None: the first task the coordinator announces.
+    task_id: str | None = None
+    # Override the broker address enrollment returned (e.g. behind NAT or a TLS proxy).
+    mqtt_host: str | None = None
+    mqtt_port: int | None = None
+    ca_file: Path | None = None
+    # MQTT 5 unless the broker speaks only 3.1.1 (the embedded amqtt broker).
+    mqtt_protocol: int = 5
+    policy: EligibilityPolicy = field(default_factory=EligibilityPolicy)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    # While idle and not told when to come back, look at eligibility this often.
+    poll_s: float = 15.0
+    participant: dict[str, float] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    num_threads: int | None = 1
+
+    def __post_init__(self) -> None:
+        if not self.coordinator_url.startswith(("http://", "https://")):
+            raise SdkConfigError(f"coordinator_url must be http(s): {self.coordinator_url!r}")
+        if not self.poll_s > 0:
+            raise SdkConfigError("poll_s must be > 0")
+
+
+class DeviceEvent(enum.Enum):
+    CHECKED_IN = "checked_in"
+    TRAINING_STARTED = "training_started"
+    UPDATE_SENT = "update_sent"
+    ROUND_ENDED = "round_ended"
+    ABANDONED = "abandoned"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceStatus:
+    device_id: str | None
+    task_id: str | None
+    state: str
+    connected: bool
+    round_id: int | None
+    rounds_completed: int
+    pending_uploads: int
+    eligibility: str
+    bytes_up: int
+    bytes_down: int
+    last_detail: str = ""
+
+
+class Device:
+    """A device taking part in one task's rounds (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: DeviceConfig,
+        *,
+        store: ExampleStore,
+        device_state: DeviceState,
+        clock: Callable[[], float] = time.time,
+        rng: np.random.Generator | None = None,
+        on_event: Callable[[DeviceEvent, dict[str, Any]], None] | None = None,
+        transport_factory: Callable[[MqttConfig], Transport] | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.device_state = device_state
+        self._clock = clock
+        self._rng = rng if rng is not None else np.random.default_rng()
+        self._on_event = on_event
+        self._transport_factory = transport_factory or (lambda c: PahoTransport(c))
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.identity = load_or_create_identity(config.data_dir)
+        self.credentials = Credentials.load(config.data_dir)
+        self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._transport: Transport | None = None
+        self._sender: ReliableSender | None = None
+        self._outbox: Outbox | None = None
+        self._participant: Participant | None = None
+        self._task_id = config.task_id
+        self._work: RoundWork | None = None
+        self._check_in_at: float = 0.0
+        self._round_id: int | None = None
+        self._rounds_completed = 0
+        self._bytes_up = 0
+        self._bytes_down = 0
+        self._last_detail = ""
+        self._last_decision: EligibilityDecision | None = None
+
+    # ------------------------------------------------------------------ app API
+    def enroll(self, token: str | None = None) -> str:
+        """Enroll once (idempotent): returns the device id."""
+        if self.credentials is None:
+            if not token:
+                raise SdkConfigError("this device is not enrolled: an enrollment token is needed")
+            self.credentials = enroll(
+                self.config.coordinator_url, token, self.identity, labels=self.config.labels
+            )
+            self.credentials.save(self.config.data_dir)
+            log.info("enrolled as %s", self.credentials.device_id)
+        return self.credentials.device_id
+
+    def start(self) -> None:
+        creds = self.credentials
+        if creds is None:
+            raise SdkConfigError("enroll() before start()")
+        if self._thread is not None:
+            raise SdkConfigError("device already started")
+        mqtt = MqttConfig(
+            host=self.config.mqtt_host or creds.mqtt_host,
+            port=self.config.mqtt_port or creds.mqtt_port,
+            client_id=creds.device_id,
+            username=creds.mqtt_username,
+            password=creds.mqtt_password,
+            ca_file=self.config.ca_file,
+            protocol=self.config.mqtt_protocol,
+        )
+        self._transport = self._transport_factory(mqtt)
+        self._outbox = Outbox(self.config.data_dir / "outbox.sqlite3")
+        self._sender = ReliableSender(self._transport, self._outbox)
+        self._transport.subscribe(device_inbox(creds.device_id), self._on_inbox)
+        self._transport.subscribe(task_announcements_filter(), self._on_announcement)
+        self._thread = threading.Thread(target=self._loop, name="fedrt-device", daemon=True)
+        self._thread.start()
+        self._transport.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._thread is None:
+            return
+        self._events.put(("stop", None))
+        self._thread.join(timeout)
+        self._thread = None
+        if self._work is not None:
+            self._work.cancel()
+            self._work.join(timeout)
+        if self._transport is not None:
+            self._transport.close()
+        if self._outbox is not None:
+            self._outbox.close()
+
+    def status(self) -> DeviceStatus:
+        p = self._participant
+        decision = self._last_decision
+        return DeviceStatus(
+            device_id=self.credentials.device_id if self.credentials else None,
+            task_id=self._task_id,
+            state=p.state.value if p is not None else "idle",
+            connected=bool(self._transport is not None and self._transport.connected),
+            round_id=self._round_id,
+            rounds_completed=self._rounds_completed,
+            pending_uploads=self._sender.pending if self._sender is not None else 0,
+            eligibility=str(decision) if decision is not None else "unknown",
+            bytes_up=self._bytes_up,
+            bytes_down=self._bytes_down,
+            last_detail=self._last_detail,
+        )
+
+    # ------------------------------------------------------------------ callbacks (any thread)
+    def _on_inbox(self, message: Message) -> None:
+        self._events.put(("inbox", message.payload))
+
+    def _on_announcement(self, message: Message) -> None:
+        self._events.put(("announce", message))
+
+    def _work_done(self, result: WorkResult) -> None:
+        self._events.put(("work", result))
+
+    # ------------------------------------------------------------------ event thread
+    def _loop(self) -> None:
+        self._participant = self._new_participant() if self._task_id else None
+        while True:
+            timeout = max(0.0, self._next_wake() - self._clock())
+            try:
+                kind, value = self._events.get(timeout=min(timeout, self.config.poll_s))
+            except queue.Empty:
+                kind, value = "tick", None
+            if kind == "stop":
+                self._save_state()
+                return
+            try:
+                self._handle(kind, value)
+            except ProtocolError as exc:
+                log.info("dropped a coordinator message: %s", exc)
+            except Exception:  # the loop must survive anything one event does
+                log.exception("device event %s failed", kind)
+
+    def _handle(self, kind: str, value: Any) -> None:
+        now = self._clock()
+        p = self._participant
+        if kind == "announce":
+            self._announced(value)
+        elif kind == "inbox" and p is not None:
+            self._act(p.receive(decode_from_coordinator(value), now))
+        elif kind == "work" and p is not None:
+            self._work_result(p, value, now)
+        p = self._participant
+        if p is None:
+            return
+        deadline = p.next_deadline()
+        if deadline is not None and deadline <= now:
+            self._act(p.tick(now))
+        if self._sender is not None:
+            self._sender.resend_due()
+        if now >= self._check_in_at and p.may_check_in(now) and len(self.store) > 0:
+            decision = self.config.policy.decide(self.device_state.snapshot(now), now)
+            self._last_decision = decision
+            if decision.eligible and self._transport is not None and self._transport.connected:
+                self._act(p.check_in(now))
+                self._emit(DeviceEvent.CHECKED_IN, {})
+            else:
+                self._check_in_at = now + self.config.poll_s
+
+    def _announced(self, message: Message) -> None:
+        task_id = parse_task_announcement(message.topic)
+        if self._task_id is None:
+            self._task_id = task_id
+            self._participant = self._new_participant()
+            log.info("following task %s", task_id)
+        if task_id == self._task_id and self._participant is not None:
+            try:
+                self._act(self._participant.receive_data(message.payload, self._clock()))
+            except ProtocolError as exc:
+                log.debug("announcement ignored: %s", exc)
+
+    def _work_result(self, p: Participant, result: WorkResult, now: float) -> None:
+        self._work = None
+        self._bytes_down += result.bytes_down
+        if result.training is not None:
+            self._act(p.training_done(result.training.delta, result.training.n_examples, now))
+            self._emit(DeviceEvent.UPDATE_SENT, {"round_id": result.plan.round_id})
+        elif result.eval_sums is not None:
+            self._act(p.evaluation_done(result.eval_examples, result.eval_sums, now))
+        else:
+            reason = result.abandon or rm.AbandonReason.ERROR
+            self._last_detail = result.detail
+            self._act(p.training_abandoned(reason, now, result.detail))
+            self._emit(DeviceEvent.ABANDONED, {"reason": reason.name, "detail": result.detail})
+
+    def _act(self, commands: list[Command]) -> None:
+        creds = self.credentials
+        assert creds is not None
+        for command in commands:
+            if isinstance(command, Publish):
+                payload = encode_message(command.message)
+                self._bytes_up += len(payload)
+                assert self._sender is not None
+                self._sender.send(
+                    device_up(creds.device_id, command.channel),
+                    payload,
+                    msg_id=str(command.message.msg_id),
+                )
+            elif isinstance(command, Forget):
+                if self._sender is not None:
+                    self._sender.acknowledge(str(command.msg_id))
+            elif isinstance(command, Train | Evaluate):
+                self._start_work(command.plan, command.deadline)
+            elif isinstance(command, CancelTraining):
+                if self._work is not None:
+                    self._work.cancel()
+                    self._work = None
+            elif isinstance(command, ScheduleCheckIn):
+                self._check_in_at = command.at
+            elif isinstance(command, RoundEnded):
+                self._round_ended(command)
+        self._save_state()
+
+    def _start_work(self, plan: rm.Plan, deadline: float) -> None:
+        creds = self.credentials
+        assert creds is not None
+        self._round_id = plan.round_id
+        base = self.config.coordinator_url.rstrip("/")
+        work = RoundWork(
+            plan=plan,
+            deadline=deadline,
+            store=self.store,
+            scheduler_factory=default_scheduler_factory(
+                store=self.store,
+                device_state=self.device_state,
+                policy=self.config.policy,
+                config=self.config.scheduler,
+            ),
+            model_dir=self.config.data_dir / "models",
+            public_key=creds.coordinator_public_key,
+            auth_headers=basic_auth(creds),
+            meta_url=f"{base}/v1/models/{plan.model.sha256}/meta",
+            done=self._work_done,
+            num_threads=self.config.num_threads,
+        )
+        self._work = work
+        work.start()
+        self._emit(DeviceEvent.TRAINING_STARTED, {"round_id": plan.round_id})
+
+    def _round_ended(self, ended: RoundEnded) -> None:
+        if ended.reason is rm.ReconnectReason.ROUND_COMPLETE:
+            self._rounds_completed += 1
+        self._last_detail = ended.detail or (ended.reason.name if ended.reason else "")
+        self._emit(
+            DeviceEvent.ROUND_ENDED,
+            {"round_id": ended.round_id, "reason": ended.reason.name if ended.reason else None},
+        )
+
+    def _next_wake(self) -> float:
+        wake = self._check_in_at
+        p = self._participant
+        if p is not None and p.next_deadline() is not None:
+            wake = min(wake, p.next_deadline() or wake)
+        return wake
+
+    def _emit(self, event: DeviceEvent, detail: dict[str, Any]) -> None:
+        if self._on_event is not None:
+            try:
+                self._on_event(event, detail)
+            except Exception:  # an app callback must not break the device
+                log.exception("on_event callback failed")
+
+    # ------------------------------------------------------------------ persistence
+    def _new_participant(self) -> Participant:
+        creds = self.credentials
+        assert creds is not None
+        assert self._task_id is not None
+        state = self._load_state()
+        config = ParticipantConfig(device_id=creds.device_id, task_id=self._task_id)
+        if self.config.participant:
+            config = replace(config, **self.config.participant)  # type: ignore[arg-type]
+        return Participant(
+            config,
+            identity=self.identity,
+            rng=self._rng,
+            first_msg_id=int(state.get("next_msg_id", 1)),
+        )
+
+    def _load_state(self) -> dict[str, Any]:
+        try:
+            data = json.loads((self.config.data_dir / _STATE_FILE).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _save_state(self) -> None:
+        p = self._participant
+        if p is None:
+            return
+        path = self.config.data_dir / _STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"next_msg_id": p.next_msg_id, "task_id": self._task_id}))
+        os.replace(tmp, path)

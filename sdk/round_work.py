@@ -1,0 +1,254 @@
+"""A device's local work for one round: fetch the plan's model, then train or evaluate it.
+
+Runs on a worker thread of the ``Device`` and reports back through a callback. The model
+is downloaded once per version (Range-resumable, signature and sha256 verified before it
+is used) into the device's model cache; every round opens a fresh interpreter on it, so
+the round starts exactly from the committed global weights baked into that version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from fedrt.model_export.errors import ExportError
+from fedrt.model_export.litert_model import LiteRTModel
+from fedrt.model_export.manifest import Manifest
+from fedrt.protocol import round_messages as rm
+from fedrt.sdk.download import download_model
+from fedrt.sdk.eligibility import EligibilityPolicy
+from fedrt.sdk.errors import DownloadError, ModelError, SdkError
+from fedrt.sdk.example_store import ExampleStore
+from fedrt.sdk.scheduler import (
+    Outcome,
+    SchedulerConfig,
+    TrainingPlan,
+    TrainingScheduler,
+    steps_for,
+)
+from fedrt.sdk.trainer import LiteRtTrainer
+
+__all__ = ["RoundWork", "TrainingOutput", "WorkResult"]
+
+log = logging.getLogger(__name__)
+_META_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrainingOutput:
+    delta: npt.NDArray[np.float32]
+    n_examples: int
+    mean_loss: float | None
+    steps: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkResult:
+    """What the worker hands back: a training output, evaluation sums, or why it stopped."""
+
+    plan: rm.Plan
+    training: TrainingOutput | None = None
+    eval_examples: int = 0
+    eval_sums: Mapping[str, float] | None = None
+    abandon: rm.AbandonReason | None = None
+    detail: str = ""
+    bytes_down: int = 0
+
+
+def _flat(weights: list[npt.NDArray[np.float32]]) -> npt.NDArray[np.float32]:
+    return np.concatenate([np.asarray(w, np.float32).reshape(-1) for w in weights])
+
+
+class RoundWork:
+    """One ``Train`` or ``Evaluate`` command carried out on a worker thread."""
+
+    def __init__(
+        self,
+        *,
+        plan: rm.Plan,
+        deadline: float,
+        store: ExampleStore,
+        scheduler_factory: Callable[[LiteRtTrainer], TrainingScheduler],
+        model_dir: Path,
+        public_key: bytes,
+        auth_headers: Mapping[str, str],
+        meta_url: str,
+        done: Callable[[WorkResult], None],
+        num_threads: int | None = 1,
+    ) -> None:
+        self.plan = plan
+        self.deadline = deadline
+        self.store = store
+        self.scheduler_factory = scheduler_factory
+        self.model_dir = model_dir
+        self.public_key = public_key
+        self.auth_headers = dict(auth_headers)
+        self.meta_url = meta_url
+        self.done = done
+        self.num_threads = num_threads
+        self._cancel = threading.Event()
+        self._job_lock = threading.Lock()
+        self._job: object | None = None
+        self._thread = threading.Thread(target=self._main, name="fedrt-round-work", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+        with self._job_lock:
+            job = self._job
+        if job is not None:
+            job.cancel()  # type: ignore[attr-defined]
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    # ------------------------------------------------------------------ worker
+    def _main(self) -> None:
+        try:
+            result = self._run()
+        except SdkError as exc:
+            log.warning("round %d: %s", self.plan.round_id, exc)
+            reason = (
+                rm.AbandonReason.MODEL_UNAVAILABLE
+                if isinstance(exc, DownloadError | ModelError)
+                else rm.AbandonReason.ERROR
+            )
+            result = WorkResult(plan=self.plan, abandon=reason, detail=str(exc)[:200])
+        except ExportError as exc:
+            result = WorkResult(
+                plan=self.plan, abandon=rm.AbandonReason.MODEL_UNAVAILABLE, detail=str(exc)[:200]
+            )
+        if not self._cancel.is_set():
+            self.done(result)
+
+    def _run(self) -> WorkResult:
+        manifest, path, fetched = self._fetch_model()
+        if self._cancel.is_set():
+            return WorkResult(plan=self.plan, abandon=rm.AbandonReason.ERROR, detail="cancelled")
+        try:
+            trainer = LiteRtTrainer(
+                LiteRTModel(path, manifest, num_threads=self.num_threads), manifest
+            )
+        except ExportError as exc:
+            raise ModelError(f"cannot load model {self.plan.model.sha256[:12]}: {exc}") from exc
+        if len(self.store) < 1:
+            return WorkResult(
+                plan=self.plan, abandon=rm.AbandonReason.NO_DATA, detail="no local examples"
+            )
+        if self.plan.kind is rm.RoundKind.EVALUATE:
+            n, sums = self._evaluate(trainer)
+            return WorkResult(plan=self.plan, eval_examples=n, eval_sums=sums, bytes_down=fetched)
+        return self._train(trainer, fetched)
+
+    def _fetch_model(self) -> tuple[Manifest, Path, int]:
+        ref = self.plan.model
+        request = urllib.request.Request(self.meta_url, headers=self.auth_headers)  # noqa: S310
+        try:
+            with urllib.request.urlopen(request, timeout=_META_TIMEOUT_S) as resp:  # noqa: S310
+                meta = json.loads(resp.read())
+        except (urllib.error.URLError, OSError, json.JSONDecodeError) as exc:
+            raise DownloadError(f"cannot fetch model metadata: {exc}") from None
+        raw_manifest = meta.get("manifest") if isinstance(meta, dict) else None
+        if not isinstance(raw_manifest, dict):
+            raise DownloadError("model metadata has no manifest")
+        # The signature comes from the plan (signed by the coordinator), not from this reply.
+        result = download_model(
+            ref.url,
+            self.model_dir / f"{ref.sha256}.tflite",
+            sha256=ref.sha256,
+            signature=ref.signature,
+            public_key=self.public_key,
+            manifest=raw_manifest,
+            headers=self.auth_headers,
+        )
+        try:
+            manifest = Manifest.from_dict(raw_manifest)
+        except ExportError as exc:
+            raise ModelError(f"bad manifest: {exc}") from exc
+        return manifest, result.path, result.fetched_bytes
+
+    def _train(self, trainer: LiteRtTrainer, fetched: int) -> WorkResult:
+        start = trainer.get_weights()
+        cfg = self.plan.training
+        steps = steps_for(
+            examples=len(self.store),
+            batch_size=trainer.batch_size,
+            epochs=cfg.epochs,
+            max_steps=cfg.max_steps,
+        )
+        plan = TrainingPlan(
+            round_id=f"{self.plan.task_id}/{self.plan.round_id}",
+            steps=steps,
+            lr=cfg.learning_rate,
+            deadline=self.deadline,
+            mu=cfg.fedprox_mu if cfg.fedprox_mu > 0 and trainer.supports_mu else None,
+        )
+        scheduler = self.scheduler_factory(trainer)
+        with self._job_lock:
+            job = scheduler.start(plan)
+            self._job = job
+        result = job.result()
+        if result.outcome is not Outcome.COMPLETED:
+            reason = {
+                Outcome.ABANDONED: rm.AbandonReason.DEADLINE,
+                Outcome.FAILED: rm.AbandonReason.ERROR,
+            }.get(result.outcome, rm.AbandonReason.ERROR)
+            return WorkResult(
+                plan=self.plan, abandon=reason, detail=result.reason[:200], bytes_down=fetched
+            )
+        delta = _flat(list(result.checkpoint.weights)) - _flat(start)
+        return WorkResult(
+            plan=self.plan,
+            training=TrainingOutput(
+                delta=delta,
+                n_examples=result.examples,
+                mean_loss=result.checkpoint.mean_loss,
+                steps=result.steps_done,
+            ),
+            bytes_down=fetched,
+        )
+
+    def _evaluate(self, trainer: LiteRtTrainer) -> tuple[int, dict[str, float]]:
+        n = len(self.store)
+        b = trainer.batch_size
+        loss_sum, correct, seen, cursor = 0.0, 0, 0, 0
+        while seen < n and not self._cancel.is_set():
+            batch = self.store.batch(b, cursor)
+            loss, right = trainer.evaluate(batch.x, batch.y)
+            take = min(b, n - seen)
+            # A wrapped last batch repeats examples: count only the new ones, pro rata.
+            loss_sum += loss * take
+            correct += round(right * take / b)
+            seen += take
+            cursor = batch.next_cursor
+        return seen, {"loss": loss_sum, "accuracy": float(correct)}
+
+
+def default_scheduler_factory(
+    *,
+    store: ExampleStore,
+    device_state: object,
+    policy: EligibilityPolicy,
+    config: SchedulerConfig,
+) -> Callable[[LiteRtTrainer], TrainingScheduler]:
+    def make(trainer: LiteRtTrainer) -> TrainingScheduler:
+        return TrainingScheduler(
+            trainer=trainer,
+            store=store,
+            device_state=device_state,  # type: ignore[arg-type]
+            policy=policy,
+            config=config,
+        )
+
+    return make

@@ -1,0 +1,172 @@
+"""``fedrt simulate`` and ``fedrt demo``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import threading
+from pathlib import Path
+from typing import Any
+
+from fedrt.errors import UsageError
+
+DEMO_DEFAULTS: dict[str, Any] = {
+    "devices": 20,
+    "per_round": 10,
+    "rounds": 15,
+    "model": "zoo:cnn",
+    "partition": "dirichlet:0.5",
+    "bits": 8,
+    "dropout": 0.1,
+}
+
+
+def _add_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
+    from fedrt.simulation.runner import SimConfig
+
+    base = SimConfig()
+    d = {**{f: getattr(base, f) for f in base.__dataclass_fields__}, **defaults}
+    parser.add_argument("--devices", type=int, default=d["devices"])
+    parser.add_argument("--per-round", type=int, default=d["per_round"])
+    parser.add_argument("--rounds", type=int, default=d["rounds"])
+    parser.add_argument("--model", default=d["model"], help="zoo:cnn, zoo:mlp or an export DIR")
+    parser.add_argument("--dataset", default=d["dataset"], choices=["digits"])
+    parser.add_argument(
+        "--partition", default=d["partition"], help="iid, dirichlet:ALPHA or shards:S"
+    )
+    parser.add_argument("--strategy", default=d["strategy"])
+    parser.add_argument("--server-lr", type=float, default=d["server_lr"])
+    parser.add_argument("--bits", type=int, default=d["bits"])
+    parser.add_argument("--secagg", action=argparse.BooleanOptionalAction, default=d["secagg"])
+    parser.add_argument(
+        "--dropout",
+        type=float,
+        default=d["dropout"],
+        help="probability that a selected device vanishes mid-round",
+    )
+    parser.add_argument(
+        "--availability",
+        default=d["availability"],
+        help="always or diurnal (phone-like days, compressed clock)",
+    )
+    parser.add_argument(
+        "--speed",
+        type=float,
+        default=d["speed"],
+        help="simulated seconds per real second for --availability",
+    )
+    parser.add_argument("--seed", type=int, default=d["seed"])
+    parser.add_argument("--local-epochs", type=int, default=d["local_epochs"])
+    parser.add_argument("--lr", type=float, default=d["learning_rate"])
+    parser.add_argument("--batch", type=int, default=d["batch_size"])
+    parser.add_argument("--clip", type=float, default=d["clip_norm"])
+    parser.add_argument(
+        "--broker", default=d["broker"], help="auto (Mosquitto if installed), embedded or mqtt://…"
+    )
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        default=d["baseline"],
+        help="also train the model centrally on the pooled data",
+    )
+    parser.add_argument("--data-dir", type=Path, default=d["data_dir"])
+    parser.add_argument(
+        "--http",
+        default=f"{d['http_host']}:{d['http_port']}",
+        help="coordinator HTTP HOST:PORT (port 0: any free one)",
+    )
+    parser.add_argument("--time-limit", type=float, default=d["time_limit_s"])
+    parser.add_argument("--json", type=Path, dest="json_report", help="write the report here")
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from fedrt.simulation.runner import SimConfig
+
+    host, _, port = str(args.http).rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--http must be HOST:PORT, got {args.http!r}")
+    return SimConfig(
+        devices=args.devices,
+        per_round=args.per_round,
+        rounds=args.rounds,
+        model=args.model,
+        dataset=args.dataset,
+        partition=args.partition,
+        strategy=args.strategy,
+        server_lr=args.server_lr,
+        bits=args.bits,
+        secagg=args.secagg,
+        dropout=args.dropout,
+        availability=args.availability,
+        speed=args.speed,
+        seed=args.seed,
+        local_epochs=args.local_epochs,
+        learning_rate=args.lr,
+        batch_size=args.batch,
+        clip_norm=args.clip,
+        broker=args.broker,
+        baseline=args.baseline,
+        data_dir=args.data_dir,
+        http_host=host,
+        http_port=int(port),
+        time_limit_s=args.time_limit,
+    )
+
+
+def _summary(report: Any) -> str:
+    committed = sum(r.status == "committed" for r in report.rounds)
+    final = f"{report.final_accuracy:.3f}" if report.final_accuracy is not None else "-"
+    text = (
+        f"done: {committed}/{len(report.rounds)} rounds committed, held-out accuracy "
+        f"{report.initial_accuracy:.3f} -> {final} in {report.wall_seconds:.0f} s"
+    )
+    if report.baseline_accuracy is not None:
+        text += f" (centralized baseline {report.baseline_accuracy:.3f})"
+    return text
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    from fedrt.simulation.runner import Simulation, write_report
+
+    report = Simulation(_config(args)).run()
+    print(_summary(report), flush=True)
+    if args.json_report is not None:
+        write_report(report, args.json_report)
+        print(f"report: {args.json_report}")
+    return 0 if report.rounds and report.final_accuracy is not None else 1
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from fedrt.simulation.runner import Simulation, write_report
+
+    def keep_serving(url: str) -> None:
+        token = f"{args.data_dir}/run-*/coordinator/admin-token"
+        print(f"\ndashboard: {url}/  (admin token in {token}); Ctrl-C to stop", flush=True)
+        if not args.no_wait:
+            with contextlib.suppress(KeyboardInterrupt):
+                threading.Event().wait()
+
+    sim = Simulation(_config(args))
+    print("the dashboard URL is printed below", flush=True)
+    report = sim.run(keep_serving=keep_serving)
+    print(_summary(report), flush=True)
+    if args.json_report is not None:
+        write_report(report, args.json_report)
+    return 0 if report.final_accuracy is not None else 1
+
+
+def register_simulate(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "simulate", help="run broker, coordinator and N real devices on this machine"
+    )
+    _add_options(parser, {})
+    parser.set_defaults(run=run_simulate)
+
+
+def register_demo(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "demo", help="a few-minute federated run with the dashboard kept up until Ctrl-C"
+    )
+    _add_options(parser, DEMO_DEFAULTS)
+    parser.add_argument("--no-wait", action="store_true", help="exit when the run ends")
+    parser.set_defaults(run=run_demo)

@@ -1,0 +1,215 @@
+"""Simulated devices: real SDK ``Device``s, each with its own MQTT client, credentials,
+example store and LiteRT interpreter, many per process.
+
+Their device state follows an availability trace on a compressed clock, and a chaos hook
+can make a device vanish abruptly mid-round (``--dropout``) and come back later, as a
+killed app or a phone in a tunnel would.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedrt.sdk.device import Device, DeviceConfig, DeviceEvent
+from fedrt.sdk.device_state import DeviceSnapshot, DeviceState
+from fedrt.sdk.eligibility import EligibilityPolicy
+from fedrt.sdk.example_store import ExampleStore, Retention
+from fedrt.sdk.scheduler import SchedulerConfig
+from fedrt.simulation.datasets import Dataset
+from fedrt.simulation.traces import DeviceTrace
+
+log = logging.getLogger(__name__)
+
+# Simulated devices react fast: the rounds they take part in last seconds, not minutes.
+PARTICIPANT_TIMINGS = {
+    "deadline_margin": 1.0,
+    "grace": 15.0,
+    "checkin_timeout": 30.0,
+    "retry_earliest": 1.0,
+    "retry_latest": 3.0,
+}
+
+
+class TracedState(DeviceState):
+    """Device state from an availability trace, on a clock ``speed`` times faster than real."""
+
+    def __init__(self, trace: DeviceTrace, *, t0: float, speed: float, sim_start: float) -> None:
+        self.trace, self.t0, self.speed, self.sim_start = trace, t0, speed, sim_start
+
+    def sim_now(self, now: float) -> float:
+        return self.sim_start + (now - self.t0) * self.speed
+
+    def snapshot(self, now: float) -> DeviceSnapshot:
+        snap = self.trace.state.snapshot(self.sim_now(now))
+        return _at(snap, now)
+
+
+def _at(snap: DeviceSnapshot, now: float) -> DeviceSnapshot:
+    from dataclasses import replace
+
+    return replace(snap, taken_at=now)
+
+
+@dataclass(slots=True)
+class SimDevice:
+    index: int
+    directory: Path
+    data: Dataset
+    state: TracedState
+    device: Device | None = None
+    crashes: int = 0
+    restarting: bool = False
+    # Bytes moved by earlier incarnations of this device (before a crash).
+    past_up: int = 0
+    past_down: int = 0
+    events: list[tuple[float, str]] = field(default_factory=list)
+
+
+class Fleet:
+    """Creates, enrolls, starts and stops the simulated devices of one run."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        coordinator_url: str,
+        task_id: str,
+        mqtt_protocol: int,
+        token_factory: Callable[[], str],
+        dropout: float,
+        rng: np.random.Generator,
+        poll_s: float = 0.2,
+    ) -> None:
+        self.directory = directory
+        self.coordinator_url = coordinator_url
+        self.task_id = task_id
+        self.mqtt_protocol = mqtt_protocol
+        self.token_factory = token_factory
+        self.dropout = dropout
+        self.rng = rng
+        self.poll_s = poll_s
+        self.devices: list[SimDevice] = []
+        self._lock = threading.Lock()
+        self._timers: list[threading.Timer] = []
+        self._stopping = False
+
+    def add(self, index: int, data: Dataset, state: TracedState) -> SimDevice:
+        sim = SimDevice(
+            index=index, directory=self.directory / f"device-{index:04d}", data=data, state=state
+        )
+        self.devices.append(sim)
+        return sim
+
+    def _make(self, sim: SimDevice) -> Device:
+        sim.directory.mkdir(parents=True, exist_ok=True)
+        store = ExampleStore(
+            sim.directory / "examples.sqlite3",
+            x_shape=sim.data.input_shape,
+            x_dtype=np.float32,
+            y_shape=(),
+            y_dtype=np.int32,
+            retention=Retention(max_examples=max(1000, len(sim.data))),
+        )
+        if len(store) == 0:
+            store.extend(list(sim.data.x), list(sim.data.y))
+        config = DeviceConfig(
+            data_dir=sim.directory,
+            coordinator_url=self.coordinator_url,
+            task_id=self.task_id,
+            mqtt_protocol=self.mqtt_protocol,
+            policy=EligibilityPolicy(),
+            scheduler=SchedulerConfig(wait_poll_s=self.poll_s),
+            poll_s=self.poll_s,
+            participant=dict(PARTICIPANT_TIMINGS),
+        )
+        seed = int(self.rng.integers(2**63))
+        return Device(
+            config,
+            store=store,
+            device_state=sim.state,
+            rng=np.random.default_rng(seed),
+            on_event=functools.partial(self._on_event, sim),
+        )
+
+    def start_all(self) -> None:
+        for sim in self.devices:
+            device = self._make(sim)
+            device.enroll(self.token_factory())
+            device.start()
+            sim.device = device
+
+    def stop_all(self) -> None:
+        with self._lock:
+            self._stopping = True
+            timers, self._timers = self._timers, []
+        for timer in timers:
+            timer.cancel()
+        for sim in self.devices:
+            if sim.device is not None:
+                sim.device.stop(timeout=5.0)
+                sim.device.store.close()
+                sim.device = None
+
+    # ------------------------------------------------------------------ chaos
+    def _on_event(self, sim: SimDevice, event: DeviceEvent, detail: dict[str, Any]) -> None:
+        sim.events.append((time.time(), event.value))
+        if event is not DeviceEvent.TRAINING_STARTED or self.dropout <= 0:
+            return
+        with self._lock:
+            if self._stopping or sim.restarting or self.rng.random() >= self.dropout:
+                return
+            sim.restarting = True
+            # Vanish at a random moment of the round: during training or any SecAgg+ stage.
+            delay = float(self.rng.uniform(0.0, 3.0))
+            self._later(delay, lambda: self._crash(sim))
+
+    def _later(self, delay: float, fn: Callable[[], None]) -> None:
+        timer = threading.Timer(delay, fn)
+        timer.daemon = True
+        self._timers.append(timer)
+        timer.start()
+
+    def _crash(self, sim: SimDevice) -> None:
+        device, sim.device = sim.device, None
+        if device is None:
+            return
+        sim.crashes += 1
+        log.info("device %d drops out", sim.index)
+        status = device.status()
+        sim.past_up += status.bytes_up
+        sim.past_down += status.bytes_down
+        device.stop(timeout=5.0)
+        device.store.close()
+        with self._lock:
+            if not self._stopping:
+                self._later(float(self.rng.uniform(3.0, 6.0)), lambda: self._restart(sim))
+
+    def _restart(self, sim: SimDevice) -> None:
+        with self._lock:
+            if self._stopping:
+                return
+        device = self._make(sim)
+        device.start()
+        with self._lock:
+            sim.device = device
+            sim.restarting = False
+
+    # ------------------------------------------------------------------ figures
+    def bytes_moved(self) -> tuple[int, int]:
+        up = down = 0
+        for sim in self.devices:
+            up, down = up + sim.past_up, down + sim.past_down
+            device = sim.device
+            if device is not None:
+                status = device.status()
+                up, down = up + status.bytes_up, down + status.bytes_down
+        return up, down

@@ -1,0 +1,406 @@
+"""``fedrt simulate``: a real federated training run on one machine, with a report.
+
+Broker, coordinator and N devices on loopback: every device is a real MQTT client with its
+own credentials, session, example store and LiteRT interpreter, speaking the real round
+protocol with SecAgg+. The coordinator evaluates each committed model on a held-out
+quarter of the data; the report has one entry per round.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from fedrt.coordinator.driver import DriverContext, RoundDriver
+from fedrt.coordinator.pace_steering import PaceConfig
+from fedrt.coordinator.round_driver import FederatedDriver, RoundSummary
+from fedrt.coordinator.tasks import STRATEGIES, TaskSpec
+from fedrt.errors import UsageError
+from fedrt.model_export.manifest import MANIFEST_NAME, Manifest
+from fedrt.simulation import datasets, traces
+from fedrt.simulation.evaluate import HeldOutEvaluator, accuracy_and_loss, centralized_baseline
+from fedrt.simulation.fleet import Fleet, TracedState
+from fedrt.simulation.stack import LocalStack
+
+log = logging.getLogger(__name__)
+REPORT_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimConfig:
+    """Every option of a simulation (all of it lands in the report's ``config``)."""
+
+    devices: int = 20
+    per_round: int = 10
+    rounds: int = 30
+    model: str = "zoo:cnn"
+    dataset: str = "digits"
+    partition: str = "dirichlet:0.5"
+    strategy: str = "fedavg"
+    server_lr: float = 1.0
+    bits: int = 8
+    secagg: bool = True
+    dropout: float = 0.0
+    availability: str = "always"
+    # Simulated seconds per real second for the availability trace.
+    speed: float = 3600.0
+    seed: int = 0
+    local_epochs: int = 2
+    learning_rate: float = 0.1
+    batch_size: int = 16
+    clip_norm: float = 4.0
+    broker: str = "auto"
+    baseline: bool = False
+    baseline_epochs: int = 20
+    data_dir: Path = Path("fedrt-sim")
+    http_host: str = "127.0.0.1"
+    http_port: int = 0
+    # Per-stage deadlines, in seconds: short, since every device here is local.
+    checkin_s: float = 10.0
+    training_s: float = 60.0
+    stage_s: float = 15.0
+    # Give up on the whole run after this long (a run must end even if rounds keep failing).
+    time_limit_s: float = 1800.0
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise UsageError(message)
+
+        need(self.devices >= 2, "--devices must be at least 2")
+        need(1 <= self.per_round <= self.devices, "--per-round must be in 1..devices")
+        need(self.rounds >= 1, "--rounds must be >= 1")
+        need(self.strategy in STRATEGIES, f"--strategy must be one of {', '.join(STRATEGIES)}")
+        need(1 <= self.bits <= 16, "--bits must be in 1..16")
+        need(0.0 <= self.dropout < 1.0, "--dropout must be in [0, 1)")
+        need(self.availability in traces.TRACES, f"--availability: one of {traces.TRACES}")
+        need(self.speed > 0, "--speed must be > 0")
+        need(not (self.secagg and self.per_round < 2), "SecAgg+ needs --per-round >= 2")
+        datasets.Partition.parse(self.partition)
+
+    def task_spec(self) -> TaskSpec:
+        # Over-select for the dropouts we inject (Bonawitz et al.: select 130 % of the goal).
+        over = min(3.0, max(1.0, 1.0 + 1.5 * self.dropout))
+        over = min(over, self.devices / self.per_round)
+        return TaskSpec(
+            strategy=self.strategy,
+            server_lr=self.server_lr,
+            goal_count=self.per_round,
+            over_selection=over,
+            min_reports=max(2 if self.secagg else 1, math.ceil(0.5 * self.per_round)),
+            checkin_deadline_s=self.checkin_s,
+            training_deadline_s=self.training_s,
+            secagg_stage_deadline_s=self.stage_s,
+            local_epochs=self.local_epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            clip_norm=self.clip_norm,
+            quantization_bits=self.bits,
+            secagg=self.secagg,
+            eval_every=0,
+            promote_margin=1.0,
+            max_rounds=self.rounds,
+        )
+
+
+@dataclass(slots=True)
+class RoundRow:
+    round: int
+    status: str
+    accuracy: float | None
+    loss: float | None
+    selected: int
+    reported: int
+    dropped: int
+    bytes_up: int
+    bytes_down: int
+    seconds: float
+    model_sha256: str | None = None
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class Report:
+    config: dict[str, Any]
+    rounds: list[RoundRow] = field(default_factory=list)
+    versions: list[dict[str, Any]] = field(default_factory=list)
+    baseline_accuracy: float | None = None
+    initial_accuracy: float | None = None
+    final_accuracy: float | None = None
+    broker: str = ""
+    wall_seconds: float = 0.0
+    completed: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["format_version"] = REPORT_VERSION
+        return out
+
+
+def export_model(config: SimConfig, data: datasets.Dataset, out_root: Path) -> Path:
+    """The model directory: given as one, or a zoo model exported once (cached by content)."""
+    if not config.model.startswith("zoo:"):
+        path = Path(config.model)
+        if not (path / MANIFEST_NAME).is_file():
+            raise UsageError(f"--model {config.model}: no {MANIFEST_NAME} there")
+        return path
+    shape = ",".join(str(d) for d in data.input_shape)
+    key = f"{config.model}|{shape}|{data.classes}|{config.batch_size}"
+    out = out_root / "models" / hashlib.sha256(key.encode()).hexdigest()[:16]
+    if (out / MANIFEST_NAME).is_file():
+        return out
+    argv = [
+        sys.executable,
+        "-m",
+        "fedrt",
+        "--log-level",
+        "WARNING",
+        "export",
+        config.model,
+        "--input-shape",
+        shape,
+        "--classes",
+        str(data.classes),
+        "--batch",
+        str(config.batch_size),
+        "--out",
+        str(out),
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise UsageError(f"exporting {config.model} failed:\n{done.stderr[-2000:]}")
+    return out
+
+
+class Simulation:
+    """One run: start everything, let rounds happen, collect the report, stop everything."""
+
+    def __init__(self, config: SimConfig, *, out: TextIO | None = None) -> None:
+        self.config = config
+        self.out = out if out is not None else sys.stdout
+        self.report = Report(
+            config={k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
+        )
+        self._finished = threading.Event()
+        self._last_end = 0.0
+        self._last_bytes = (0, 0)
+        self.fleet: Fleet | None = None
+        self.stack: LocalStack | None = None
+        self.task_id = ""
+
+    # ------------------------------------------------------------------ progress
+    def _line(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def _on_round(self, s: RoundSummary) -> None:
+        now = time.time()
+        up_total, down_total = self.fleet.bytes_moved() if self.fleet else (0, 0)
+        up, down = up_total - self._last_bytes[0], down_total - self._last_bytes[1]
+        self._last_bytes = (up_total, down_total)
+        row = RoundRow(
+            round=s.round_no,
+            status=s.status,
+            accuracy=s.evaluation.get("accuracy"),
+            loss=s.evaluation.get("loss"),
+            selected=s.metrics.selected,
+            reported=s.metrics.included,
+            dropped=sum(n for _, n in s.metrics.dropped),
+            bytes_up=max(up, s.metrics.bytes_received),
+            bytes_down=max(down, s.bytes_out),
+            seconds=round(now - self._last_end, 3),
+            model_sha256=s.result_sha256,
+            reason=s.reason,
+        )
+        self._last_end = now
+        self.report.rounds.append(row)
+        if s.result_sha256:
+            self.report.versions.append(
+                {
+                    "round": s.round_no,
+                    "sha256": s.result_sha256,
+                    "parent": s.model_sha256,
+                    "promoted": s.promoted,
+                    **dict(s.evaluation),
+                }
+            )
+        self._line(_progress(row, self.config.rounds))
+        committed = sum(r.status == "committed" for r in self.report.rounds)
+        if s.round_no >= self.config.rounds or committed >= self.config.rounds:
+            self._finished.set()
+
+    # ------------------------------------------------------------------ the run
+    def run(self, *, keep_serving: Callable[[str], None] | None = None) -> Report:
+        cfg = self.config
+        started = time.time()
+        rng = np.random.default_rng(cfg.seed)
+        data = datasets.load(cfg.dataset, flat=cfg.model == "zoo:mlp")
+        train, test = datasets.holdout_split(data, rng)
+        parts = datasets.partition(
+            train, cfg.devices, datasets.Partition.parse(cfg.partition), rng, min_size=1
+        )
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        model_dir = export_model(cfg, data, cfg.data_dir)
+        manifest = Manifest.load(model_dir)
+        model_bytes = manifest.verify_model_file(model_dir).read_bytes()
+        from fedrt.model_export.litert_model import LiteRTModel
+
+        initial = accuracy_and_loss(LiteRTModel(model_bytes, manifest), manifest, test)
+        self.report.initial_accuracy = initial["accuracy"]
+        self._line(
+            f"model {cfg.model}: {manifest.num_params} parameters; "
+            f"held-out accuracy before training {initial['accuracy']:.3f}"
+        )
+        if cfg.baseline:
+            base = centralized_baseline(
+                model_bytes,
+                manifest,
+                train,
+                test,
+                epochs=cfg.baseline_epochs,
+                lr=cfg.learning_rate,
+                seed=cfg.seed,
+            )
+            self.report.baseline_accuracy = base["accuracy"]
+            self._line(
+                f"centralized baseline ({cfg.baseline_epochs} epochs): "
+                f"accuracy {base['accuracy']:.3f}"
+            )
+
+        run_dir = cfg.data_dir / f"run-{int(started)}-{cfg.seed}"
+        evaluator = HeldOutEvaluator(test)
+        pace = PaceConfig(target_rate=1000.0, min_delay=0.5, spread=1.0)
+
+        def make_driver(ctx: DriverContext) -> RoundDriver:
+            return FederatedDriver(
+                ctx,
+                evaluator=evaluator,
+                listener=self._on_round,
+                pace=pace,
+                rng=np.random.default_rng(cfg.seed + 1),
+                retry_delay_s=0.5,
+            )
+
+        self.stack = stack = LocalStack(
+            run_dir,
+            broker=cfg.broker,
+            driver_factory=make_driver,
+            http_host=cfg.http_host,
+            http_port=cfg.http_port,
+        )
+        try:
+            stack.start()
+            self.report.broker = stack.broker_kind
+            self._line(f"broker: {stack.broker_kind}; coordinator: {stack.http_url}/")
+            self.task_id = self._create_task(stack, model_dir)
+            self.fleet = fleet = self._fleet(stack, train, parts, rng)
+            self._line(
+                f"starting {cfg.devices} devices ({cfg.partition}, "
+                f"{cfg.availability} availability, dropout {cfg.dropout})"
+            )
+            fleet.start_all()
+            self._last_end = time.time()
+            stack.call(lambda: self._start_task(stack))
+            if not self._finished.wait(cfg.time_limit_s):
+                self._line(f"time limit of {cfg.time_limit_s:.0f} s reached")
+            self.report.completed = self._finished.is_set()
+            if keep_serving is not None:
+                keep_serving(stack.http_url)
+        finally:
+            if self.fleet is not None:
+                self.fleet.stop_all()
+            stack.stop()
+        committed = [r for r in self.report.rounds if r.accuracy is not None]
+        self.report.final_accuracy = committed[-1].accuracy if committed else None
+        self.report.wall_seconds = round(time.time() - started, 2)
+        return self.report
+
+    def _create_task(self, stack: LocalStack, model_dir: Path) -> str:
+        svc = stack.service
+        assert svc is not None
+        record = stack.call(
+            lambda: svc.catalog.add_export_dir(model_dir, actor="simulate", max_bytes=1 << 30)
+        )
+        task = stack.call(
+            lambda: svc.tasks.create(
+                name=f"simulate {self.config.model}",
+                model_sha256=record.sha256,
+                spec=self.config.task_spec(),
+                actor="simulate",
+            )
+        )
+        return task.task_id
+
+    def _start_task(self, stack: LocalStack) -> None:
+        assert stack.service is not None
+        stack.service.tasks.act(self.task_id, "start", actor="simulate")
+
+    def _fleet(
+        self,
+        stack: LocalStack,
+        train: datasets.Dataset,
+        parts: list[Any],
+        rng: np.random.Generator,
+    ) -> Fleet:
+        cfg = self.config
+        svc = stack.service
+        assert svc is not None
+
+        def token() -> str:
+            return stack.call(lambda: svc.enrollment.create_token(actor="simulate"))
+
+        fleet = Fleet(
+            cfg.data_dir / "devices" / f"seed-{cfg.seed}-{int(time.time())}",
+            coordinator_url=stack.http_url,
+            task_id=self.task_id,
+            mqtt_protocol=stack.mqtt_protocol,
+            token_factory=token,
+            dropout=cfg.dropout,
+            rng=rng,
+        )
+        days = max(1, math.ceil(cfg.time_limit_s * cfg.speed / traces.DAY) + 1)
+        device_traces = traces.generate(cfg.availability, cfg.devices, days=days, rng=rng)
+        t0 = time.time()
+        # Start the simulated day at 23:00, when phones charge on Wi-Fi.
+        sim_start = 23 * traces.HOUR
+        for i, (idx, trace) in enumerate(zip(parts, device_traces, strict=True)):
+            fleet.add(
+                i,
+                train.subset(idx),
+                TracedState(trace, t0=t0, speed=cfg.speed, sim_start=sim_start),
+            )
+        return fleet
+
+
+def _progress(row: RoundRow, total: int) -> str:
+    width = 20
+    done = min(width, round(width * row.round / max(1, total)))
+    bar = "#" * done + "." * (width - done)
+    acc = f"{row.accuracy:.3f}" if row.accuracy is not None else "  -  "
+    loss = f"{row.loss:.3f}" if row.loss is not None else "  -  "
+    text = (
+        f"[{bar}] round {row.round:3d}/{total} {row.status:9s} acc {acc} loss {loss} "
+        f"sel {row.selected:3d} rep {row.reported:3d} drop {row.dropped:2d} "
+        f"up {_kib(row.bytes_up)} down {_kib(row.bytes_down)} {row.seconds:6.1f}s"
+    )
+    return text + (f"  ({row.reason})" if row.reason else "")
+
+
+def _kib(n: int) -> str:
+    return f"{n / 1024:8.1f}KiB"
+
+
+def write_report(report: Report, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report.to_json(), indent=2))

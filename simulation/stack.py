@@ -1,0 +1,168 @@
+"""A coordinator and its MQTT broker on loopback, run from this process for a simulation.
+
+The broker is a managed Mosquitto when one is installed (the coordinator writes its
+password and ACL files and reloads it, as in production), else the coordinator's embedded
+broker; ``broker`` may also name an external ``mqtt://`` URL. The coordinator service runs
+its own asyncio loop on a thread; everything that touches its store goes through
+``call`` so it runs on that loop's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import shutil
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import TypeVar
+
+from fedrt.coordinator.config import BrokerConfig, CoordinatorConfig, HttpConfig, Secret
+from fedrt.coordinator.driver import DriverFactory
+from fedrt.coordinator.enrollment import MosquittoFileAuth
+from fedrt.coordinator.mosquitto import BrokerConfig as MosquittoConfig
+from fedrt.coordinator.mosquitto import MosquittoBroker, hash_password
+from fedrt.coordinator.service import COORDINATOR_USERNAME, CoordinatorService
+from fedrt.errors import UsageError
+
+T = TypeVar("T")
+_START_TIMEOUT_S = 30.0
+
+
+def mosquitto_available() -> bool:
+    return shutil.which("mosquitto") is not None or Path("/usr/sbin/mosquitto").exists()
+
+
+class LocalStack:
+    """Broker + coordinator for one simulation; ``start()`` then ``stop()``."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        broker: str = "auto",
+        driver_factory: DriverFactory | None = None,
+        http_host: str = "127.0.0.1",
+        http_port: int = 0,
+        tick_interval_s: float = 0.1,
+    ) -> None:
+        self.directory = directory
+        self.broker_choice = broker
+        self.driver_factory = driver_factory
+        self.http_host, self.http_port = http_host, http_port
+        self.tick_interval_s = tick_interval_s
+        self.mosquitto: MosquittoBroker | None = None
+        self.service: CoordinatorService | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self.broker_kind = ""
+        # Devices speak MQTT 5 to Mosquitto; the embedded amqtt broker knows only 3.1.1.
+        self.mqtt_protocol = 5
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        choice = self.broker_choice
+        if choice == "auto":
+            choice = "mosquitto" if mosquitto_available() else "embedded"
+        broker = self._broker_config(choice)
+        config = CoordinatorConfig(
+            data_dir=self.directory / "coordinator",
+            tick_interval_s=self.tick_interval_s,
+            http=HttpConfig(host=self.http_host, port=self.http_port),
+            broker=broker,
+        )
+        self.service = CoordinatorService(config, driver_factory=self.driver_factory)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="fedrt-coordinator")
+        self._thread.daemon = True
+        self._thread.start()
+        self._await(self.service.start(), _START_TIMEOUT_S)
+
+    def _broker_config(self, choice: str) -> BrokerConfig:
+        if choice == "embedded":
+            self.broker_kind, self.mqtt_protocol = "embedded", 4
+            return BrokerConfig(url="embedded", embedded_port=0)
+        if choice != "mosquitto":
+            if not choice.startswith(("mqtt://", "mqtts://")):
+                raise UsageError(
+                    f"--broker must be mosquitto, embedded or an mqtt:// URL: {choice}"
+                )
+            self.broker_kind = choice
+            return BrokerConfig(url=choice)
+        # A managed Mosquitto: the coordinator owns its password and ACL files. They must
+        # exist (with the coordinator's own account) before the broker starts.
+        directory = self.directory / "mosquitto"
+        directory.mkdir(parents=True, exist_ok=True)
+        password = secrets.token_urlsafe(24)
+        auth = MosquittoFileAuth(
+            password_file=directory / "passwords",
+            acl_file=directory / "acl",
+            coordinator_username=COORDINATOR_USERNAME,
+            coordinator_password_hash=hash_password(password),
+        )
+        auth.sync([])
+        self.mosquitto = MosquittoBroker(
+            MosquittoConfig(
+                directory=directory,
+                allow_anonymous=False,
+                password_file=auth.password_file,
+                acl_file=auth.acl_file,
+            )
+        )
+        self.mosquitto.start()
+        self.broker_kind = "mosquitto"
+        return BrokerConfig(
+            url=f"mqtt://{self.mosquitto.host}:{self.mosquitto.port}",
+            username=COORDINATOR_USERNAME,
+            password=Secret(password),
+            password_file=auth.password_file,
+            acl_file=auth.acl_file,
+            pid_file=self.mosquitto.pid_file,
+        )
+
+    def stop(self) -> None:
+        if self.service is not None and self._loop is not None and self._loop.is_running():
+            try:
+                self._await(self.service.stop(), 20.0)
+            finally:
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                if self._thread is not None:
+                    self._thread.join(10.0)
+                self._loop.close()
+        self.service = None
+        if self.mosquitto is not None:
+            self.mosquitto.stop()
+            self.mosquitto = None
+
+    def __enter__(self) -> LocalStack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ access
+    @property
+    def http_url(self) -> str:
+        assert self.service is not None
+        return f"http://{self.http_host}:{self.service.http_port}"
+
+    def call(self, fn: Callable[[], T], timeout: float = 60.0) -> T:
+        """Run ``fn`` on the coordinator's loop thread and return its result."""
+        assert self._loop is not None
+        future: Future[T] = Future()
+
+        def run() -> None:
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # handed to the caller, who re-raises it
+                future.set_exception(exc)
+
+        self._loop.call_soon_threadsafe(run)
+        return future.result(timeout)
+
+    def _await(self, coro: object, timeout: float) -> None:
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)  # type: ignore[arg-type]
