@@ -42,11 +42,15 @@ class PaceConfig:
 class PaceSteering:
     """Hands out reconnect windows; one instance per task, shared by its rounds."""
 
-    __slots__ = ("_config", "_next_slot")
+    __slots__ = ("_config", "_deferred_slot", "_next_slot")
 
     def __init__(self, config: PaceConfig | None = None) -> None:
         self._config = config or PaceConfig()
         self._next_slot = -math.inf
+        # Devices deferred past the end of a round (``not_before``) queue on a line of their
+        # own: were they put on the main line, every device sent away after them (at the
+        # end of this very round, say) would wait behind them too.
+        self._deferred_slot = -math.inf
 
     @property
     def config(self) -> PaceConfig:
@@ -56,13 +60,19 @@ class PaceSteering:
         """(earliest, latest) in seconds from ``now`` for the next device sent away.
 
         ``not_before`` (seconds from now) raises the floor, e.g. to after the current round.
+        Each of the two lines (now, deferred) keeps to ``target_rate``.
         """
         c = self._config
         floor = now + max(c.min_delay, not_before)
-        slot = max(self._next_slot, floor)
+        deferred = floor > max(self._next_slot, now + c.min_delay)
+        line = self._deferred_slot if deferred else self._next_slot
+        slot = max(line, floor)
         # A week is the longest window on the wire; beyond that the line just stops growing.
         slot = min(slot, now + MAX_WINDOW - c.spread)
-        self._next_slot = slot + 1.0 / c.target_rate
+        if deferred:
+            self._deferred_slot = slot + 1.0 / c.target_rate
+        else:
+            self._next_slot = slot + 1.0 / c.target_rate
         earliest = slot - now
         return earliest, earliest + c.spread
 

@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fedrt.coordinator.driver import DriverContext, RoundDriver
-from fedrt.coordinator.errors import CoordinatorError, NotFoundError
+from fedrt.coordinator.errors import CoordinatorError
 from fedrt.coordinator.pace_steering import PaceConfig, PaceSteering
 from fedrt.coordinator.records import (
     MetricRecord,
@@ -181,6 +181,8 @@ class FederatedDriver(RoundDriver):
         self.rng = rng or np.random.default_rng()
         self.retry_delay_s = retry_delay_s
         self.runs: dict[str, _Run] = {}
+        # Tasks that are not running but whose devices still need answers (created, paused).
+        self.idle: dict[str, _Run] = {}
         self._recover(ctx.clock())
 
     # ------------------------------------------------------------------ events
@@ -190,7 +192,15 @@ class FederatedDriver(RoundDriver):
         msg = decode_from_device(payload)
         run = self.runs.get(msg.task_id)
         if run is None:
-            raise NotFoundError(f"no running task {msg.task_id!r}")
+            # A task not (yet, or no longer) running: pace the device instead of leaving it
+            # waiting for an answer. Unknown tasks raise NotFoundError here.
+            task = self.ctx.store.get_task(msg.task_id)
+            run = self.idle.get(task.task_id) or self._new_run(task)
+            self.idle[task.task_id] = run
+            paused = task.status is TaskStatus.PAUSED
+            reason = rm.ReconnectReason.TASK_PAUSED if paused else rm.ReconnectReason.NO_ROUND
+            self._act(run, self._no_round(run, device_id, msg, now, reason), now)
+            return
         machine = run.machine
         if machine is None or machine.finished:
             reason = rm.ReconnectReason.NO_ROUND
@@ -217,9 +227,15 @@ class FederatedDriver(RoundDriver):
         now = self.ctx.clock()
         if task.status is TaskStatus.RUNNING:
             if task.task_id not in self.runs:
-                self.runs[task.task_id] = self._new_run(task)
+                idle = self.idle.pop(task.task_id, None)
+                fresh = self._new_run(task)
+                if idle is not None:
+                    fresh.next_msg_id = max(fresh.next_msg_id, idle.next_msg_id)
+                self.runs[task.task_id] = fresh
             return
         run = self.runs.pop(task.task_id, None)
+        if run is not None:
+            self.idle[task.task_id] = run
         if run is not None and run.machine is not None and not run.machine.finished:
             self._act(run, run.machine.cancel(f"task {task.status.value}", now), now)
 
