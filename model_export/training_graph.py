@@ -27,14 +27,16 @@ def _activate(fn: str, x: Tensor, native: bool) -> Tensor:
     return op(x, native)
 
 
-def _dense(x: Tensor, params: Sequence[Tensor]) -> Tensor:
+def _dense(x: Tensor, params: Sequence[Tensor], native: bool) -> Tensor:
     kernel = params[0]
     if len(x.shape) == 2:
-        y = tf.matmul(x, kernel)
+        y = tf_ops.matmul(x, kernel, native)
     else:
         lead = tf.shape(x)[:-1] if x.shape[0] is None else list(x.shape[:-1])
         flat = tf.reshape(x, [-1, int(x.shape[-1])])
-        y = tf.reshape(tf.matmul(flat, kernel), tf.concat([lead, [kernel.shape[-1]]], 0))
+        y = tf.reshape(
+            tf_ops.matmul(flat, kernel, native), tf.concat([lead, [kernel.shape[-1]]], 0)
+        )
         if x.shape[0] is not None:
             y = tf.ensure_shape(y, [*x.shape[:-1], kernel.shape[-1]])
     return y + params[1] if len(params) > 1 else y
@@ -50,7 +52,7 @@ def _lstm(x: Tensor, params: Sequence[Tensor], options: dict[str, Any], native: 
     c = h
     outputs = []
     for x_t in tf.unstack(x, axis=1):
-        z = tf.matmul(x_t, kernel) + tf.matmul(h, recurrent)
+        z = tf_ops.matmul(x_t, kernel, native) + tf_ops.matmul(h, recurrent, native)
         if len(params) > 2:
             z = z + params[2]
         z_i, z_f, z_c, z_o = tf.split(z, 4, axis=1)
@@ -98,7 +100,7 @@ class Forward:
         opts = step.options
         kind = step.kind
         if kind == "dense":
-            return _dense(x, params)
+            return _dense(x, params, native)
         if kind in ("conv2d", "depthwise_conv2d"):
             conv = tf_ops.conv2d if kind == "conv2d" else tf_ops.depthwise_conv2d
             y = conv(x, params[0], opts["strides"], opts["padding"], native)
