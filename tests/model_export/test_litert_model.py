@@ -139,3 +139,21 @@ def test_manifest_signatures_match_the_model_file(zoo_cnn: Exported) -> None:
         for tensor in spec.inputs:
             assert model.input_shape(name, tensor.name) == tensor.shape
     assert list(model.get_weights()) == list(manifest.weight_names)
+
+
+def test_runner_takes_another_interpreter_class(zoo_mlp: Exported) -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    calls: list[int | None] = []
+
+    def older_interpreter(*, model_content: bytes, num_threads: int | None) -> Interpreter:
+        # Like tflite_runtime's: no experimental_default_delegate_latest_features flag.
+        calls.append(num_threads)
+        return Interpreter(model_content=model_content, num_threads=num_threads)
+
+    model = LiteRTModel.open(zoo_mlp.directory, num_threads=1, interpreter_cls=older_interpreter)
+    assert calls == [1]
+    model.set_weights(zoo_mlp.initial)
+    x, y = batches_for(zoo_mlp.manifest, seed=0, steps=1)[0]
+    assert np.isfinite(model.train(x, y, 0.1))
+    assert max_weight_diff(model.get_weights(), zoo_mlp.initial) > 0.0
