@@ -126,10 +126,18 @@ class LimitsConfig:
     device_burst: int = 20
     # Largest accepted MQTT payload from a device; a 1M-param update at 32 bits is ~4 MiB.
     max_message_bytes: int = 16 * 1024 * 1024
+    # Enrollments per client address: a fleet behind one NAT enrolls over minutes, while a
+    # token-guessing client is slowed to a crawl. Raise it for provisioning runs.
+    enroll_rate_per_s: float = 1.0
+    enroll_burst: int = 10
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.device_rate_per_s) and self.device_rate_per_s > 0):
             raise ConfigError(f"limits.device_rate_per_s must be > 0, got {self.device_rate_per_s}")
+        if not (math.isfinite(self.enroll_rate_per_s) and self.enroll_rate_per_s > 0):
+            raise ConfigError(f"limits.enroll_rate_per_s must be > 0, got {self.enroll_rate_per_s}")
+        if self.enroll_burst < 1:
+            raise ConfigError(f"limits.enroll_burst must be >= 1, got {self.enroll_burst}")
         if self.device_burst < 1:
             raise ConfigError(f"limits.device_burst must be >= 1, got {self.device_burst}")
         if self.max_message_bytes < 1024:

@@ -256,7 +256,10 @@ def build_app(service: CoordinatorService) -> web.Application:
     )
     app[SERVICE] = service
     # Unauthenticated enrollment is the one route open to the world: meter it per address.
-    app[IP_LIMITER] = RateLimiter(rate=1.0, burst=10, clock=time.monotonic)
+    limits = service.config.limits
+    app[IP_LIMITER] = RateLimiter(
+        rate=limits.enroll_rate_per_s, burst=limits.enroll_burst, clock=time.monotonic
+    )
     r = app.router
     r.add_get("/healthz", healthz)
     r.add_get("/metrics", metrics)

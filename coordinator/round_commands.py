@@ -68,6 +68,8 @@ class RoundConfig:
     checkin_timeout: float = 120.0
     training_timeout: float = 600.0
     stage_timeout: float = 60.0
+    # Rotate updates before quantizing them (finer steps for the same bits; round_update).
+    rotate: bool = True
     # Used only when secagg is off: a robust rule over the individual updates.
     aggregator: Aggregator = field(default_factory=WeightedMean)
 

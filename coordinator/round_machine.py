@@ -129,6 +129,9 @@ class RoundMachine:
             clip_norm=config.clip_norm,
             bits=config.bits,
             weight_cap=config.weight_cap,
+            # A fresh rotation per round (see round_update): no device can aim its update
+            # at coordinates it knows will be clamped.
+            rotation_seed=rng.bytes(16) if config.rotate else b"",
         )
         self._agg = RoundAggregation(
             config,

@@ -56,13 +56,17 @@ class QuantSpec:
     clip_norm: float
     weight_cap: int = 1
     scalar_bounds: tuple[float, ...] = ()
+    # Range [-r, r] each coordinate is quantized over (clamped beyond); None: clip_norm, which
+    # no coordinate of a clipped delta can exceed. A rotated update (``protocol.rotation``)
+    # needs only a few times clip_norm / sqrt(params), for far finer steps.
+    coord_bound: float | None = None
 
     def __post_init__(self) -> None:
         if self.params < 1 or self.weight_cap < 1:
             raise ParameterError("params and weight_cap must be >= 1")
         if not 1 <= self.bits <= 32:
             raise ParameterError(f"bits must be in 1..32, got {self.bits}")
-        bounds = (self.clip_norm, *self.scalar_bounds)
+        bounds = (self.clip_norm, self.bound, *self.scalar_bounds)
         if not all(math.isfinite(b) and b > 0 for b in bounds):
             raise ParameterError("clip_norm and scalar bounds must be finite and > 0")
 
@@ -72,9 +76,14 @@ class QuantSpec:
         return (1 << self.bits) - 1
 
     @property
+    def bound(self) -> float:
+        """The per-coordinate quantization range r of [-r, r]."""
+        return self.clip_norm if self.coord_bound is None else self.coord_bound
+
+    @property
     def step(self) -> float:
         """One quantization step of a coordinate: its worst-case rounding error."""
-        return 2.0 * self.clip_norm / self.levels
+        return 2.0 * self.bound / self.levels
 
     @property
     def count_digits(self) -> int:
@@ -160,9 +169,9 @@ def encode_update(
     out = np.empty(spec.length, dtype=np.uint32)
     x = np.asarray(d, dtype=np.float64)
     norm = _norm(x)
-    # One fused affine map: clip to C, weight by count / cap, then [-C, C] -> [0, levels].
+    # One fused affine map: clip to C, weight by count / cap, then [-r, r] -> [0, levels].
     weight = (spec.clip_norm / norm if norm > spec.clip_norm else 1.0) * count / spec.weight_cap
-    scaled = x * (weight * spec.levels / (2.0 * spec.clip_norm))
+    scaled = x * (weight * spec.levels / (2.0 * spec.bound))
     scaled += spec.levels / 2.0
     rounded = stochastic_round(scaled, rng)
     np.clip(rounded, 0, spec.levels, out=rounded)  # float error at the ends only
@@ -191,7 +200,7 @@ def decode_update_sum(
         raise ParameterError(f"example total {examples} impossible for {contributors} devices")
     weight = examples / spec.weight_cap
     weighted = dequantize_sum(
-        t[: spec.params], bound=spec.clip_norm, bits=spec.bits, contributors=contributors
+        t[: spec.params], bound=spec.bound, bits=spec.bits, contributors=contributors
     )
     scalars = tuple(
         float(

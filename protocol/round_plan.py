@@ -70,9 +70,13 @@ class UpdateSpec:
     bits: int
     # The example count above which a device's weight stops growing (FedAvg weight = min(n, cap)).
     weight_cap: int
+    # Non-empty: rotate the clipped delta with this seed before quantizing it, and quantize
+    # each coordinate over a range sized for the rotated vector (``round_update``).
+    rotation_seed: bytes = b""
 
     def __post_init__(self) -> None:
         positive(self, "params", "weight_cap")
+        blob(self, "rotation_seed", 64)
         if not isinstance(self.bits, int) or not 1 <= self.bits <= 32:
             raise fail(UpdateSpec, f"bits must lie in [1, 32], got {self.bits!r}")
         v = self.clip_norm

@@ -18,7 +18,13 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TypeVar
 
-from fedrt.coordinator.config import BrokerConfig, CoordinatorConfig, HttpConfig, Secret
+from fedrt.coordinator.config import (
+    BrokerConfig,
+    CoordinatorConfig,
+    HttpConfig,
+    LimitsConfig,
+    Secret,
+)
 from fedrt.coordinator.driver import DriverFactory
 from fedrt.coordinator.enrollment import MosquittoFileAuth
 from fedrt.coordinator.mosquitto import BrokerConfig as MosquittoConfig
@@ -72,6 +78,8 @@ class LocalStack:
             tick_interval_s=self.tick_interval_s,
             http=HttpConfig(host=self.http_host, port=self.http_port),
             broker=broker,
+            # Every simulated device enrolls and talks from 127.0.0.1.
+            limits=LimitsConfig(enroll_rate_per_s=10_000.0, enroll_burst=10_000),
         )
         self.service = CoordinatorService(config, driver_factory=self.driver_factory)
         self._loop = asyncio.new_event_loop()
