@@ -421,7 +421,10 @@ def layer_norm(x: Tensor, epsilon: float, native: bool) -> Tensor:
 
 
 def embedding(ids: Tensor, table: Tensor, native: bool) -> Tensor:
-    """Row lookup; the table gradient is one_hot(ids)^T @ dy instead of a sparse scatter."""
+    """Row lookup; the table gradient is a dense UNSORTED_SEGMENT_SUM of dy by id.
+
+    (TensorFlow's gather gradient is sparse IndexedSlices, which the converter cannot map;
+    a one_hot(ids)^T @ dy product also works but costs B*T*vocab*dim multiplications.)"""
     if native:
         return tf.gather(table, ids)
 
@@ -431,8 +434,8 @@ def embedding(ids: Tensor, table: Tensor, native: bool) -> Tensor:
 
         def grad(dy: Tensor) -> Tensor:
             vocab, dim = _static(table.shape)
-            hot = tf.reshape(tf.one_hot(ids, vocab, dtype=dy.dtype), [-1, vocab])
-            return tf.matmul(hot, tf.reshape(dy, [-1, dim]), transpose_a=True)
+            flat_ids = tf.reshape(ids, [-1])
+            return tf.math.unsorted_segment_sum(tf.reshape(dy, [-1, dim]), flat_ids, vocab)
 
         return y, grad
 
