@@ -46,19 +46,23 @@ def _lstm(x: Tensor, params: Sequence[Tensor], options: dict[str, Any], native: 
     """Keras LSTM (gates i, f, c, o) unrolled over the static time axis: no WHILE op."""
     kernel, recurrent = params[0], params[1]
     units = int(options["units"])
+    steps, features = int(x.shape[1]), int(x.shape[2])
     act, gate = options["activation"], options["recurrent_activation"]
-    batch = tf.shape(x)[0] if x.shape[0] is None else int(x.shape[0])
-    h = tf.zeros(tf.stack([batch, units]) if x.shape[0] is None else [batch, units])
-    c = h
+    # One input projection for every time step: one large matmul instead of T small ones.
+    flat = tf_ops.matmul(tf.reshape(x, [-1, features]), kernel, native)
+    projected = tf.reshape(flat, [-1, steps, 4 * units])
+    if len(params) > 2:
+        projected = projected + params[2]
+    h: Tensor = None
+    c: Tensor = None
     outputs = []
-    for x_t in tf.unstack(x, axis=1):
-        z = tf_ops.matmul(x_t, kernel, native) + tf_ops.matmul(h, recurrent, native)
-        if len(params) > 2:
-            z = z + params[2]
+    for z in tf.unstack(projected, axis=1):
+        # The initial state is zero, so step 0 skips the recurrent product and f * c.
+        if h is not None:
+            z = z + tf_ops.matmul(h, recurrent, native)
         z_i, z_f, z_c, z_o = tf.split(z, 4, axis=1)
-        c = _activate(gate, z_f, native) * c + _activate(gate, z_i, native) * _activate(
-            act, z_c, native
-        )
+        new = _activate(gate, z_i, native) * _activate(act, z_c, native)
+        c = new if c is None else _activate(gate, z_f, native) * c + new
         h = _activate(gate, z_o, native) * _activate(act, c, native)
         outputs.append(h)
     return tf.stack(outputs, axis=1) if options["return_sequences"] else h
