@@ -255,7 +255,12 @@ class Device:
         if kind == "announce":
             self._announced(value)
         elif kind == "inbox" and p is not None:
-            self._act(p.receive(decode_from_coordinator(value), now))
+            msg = decode_from_coordinator(value)
+            if isinstance(msg, rm.Ack) and self._sender is not None:
+                # Whatever the verdict (accepted, duplicate, late, rejected), the coordinator
+                # has seen the message: stop resending it, even if the round moved on.
+                self._sender.acknowledge(str(msg.acked))
+            self._act(p.receive(msg, now))
         elif kind == "work" and p is not None:
             self._work_result(p, value, now)
         p = self._participant

@@ -69,8 +69,8 @@ class SimConfig:
     http_port: int = 0
     # Per-stage deadlines, in seconds: short, since every device here is local.
     checkin_s: float = 10.0
-    training_s: float = 60.0
-    stage_s: float = 15.0
+    training_s: float = 30.0
+    stage_s: float = 5.0
     # Give up on the whole run after this long (a run must end even if rounds keep failing).
     time_limit_s: float = 1800.0
 
