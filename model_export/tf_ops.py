@@ -235,15 +235,27 @@ def conv2d(x: Tensor, w: Tensor, strides: tuple[int, int], padding: str, native:
             flat_dy = tf.reshape(dy, [-1, c_out])
             flat_p = tf.reshape(patches, [-1, kh * kw * c_in])
             dw = tf.reshape(tf.matmul(flat_p, flat_dy, transpose_a=True), [kh, kw, c_in, c_out])
-            # dx: stride-1 correlation of the zero-dilated, padded dy with the flipped filter.
-            dyd = _dilate(dy, strides)
-            back_h = (kh - 1 - pad_h[0], height + pad_h[0] - int(dyd.shape[1]))
-            back_w = (kw - 1 - pad_w[0], width + pad_w[0] - int(dyd.shape[2]))
-            dy_patches = _patches(dyd, (kh, kw), (1, 1), (height, width), (back_h, back_w))
-            flipped = tf.transpose(tf.reverse(w, [0, 1]), [0, 1, 3, 2])
-            dx = _matmul_nhwc(
-                dy_patches, tf.reshape(flipped, [kh * kw * c_out, c_in]), (height, width)
+            # dx (col2im): patch gradients dy @ w^T, each window offset shifted back into
+            # place and summed one at a time so only one padded buffer is alive at once.
+            n = int(dy.shape[0])
+            dp = tf.matmul(
+                tf.reshape(dy, [1, -1, c_out]),
+                tf.reshape(w, [1, kh * kw * c_in, c_out]),
+                transpose_b=True,
             )
+            dp = tf.reshape(dp, [n, out[0], out[1], kh * kw * c_in])
+            rows, cols = (out[0] - 1) * strides[0] + 1, (out[1] - 1) * strides[1] + 1
+            full_h, full_w = height + sum(pad_h), width + sum(pad_w)
+            acc = None
+            for k in range(kh * kw):
+                i, j = divmod(k, kw)
+                part = _dilate(dp[..., k * c_in : (k + 1) * c_in], strides)
+                part = tf.pad(
+                    part,
+                    [[0, 0], [i, full_h - i - rows], [j, full_w - j - cols], [0, 0]],
+                )
+                acc = part if acc is None else acc + part
+            dx = acc[:, pad_h[0] : pad_h[0] + height, pad_w[0] : pad_w[0] + width, :]
             return dx, dw
 
         return y, grad
