@@ -246,7 +246,7 @@ def conv2d(x: Tensor, w: Tensor, strides: tuple[int, int], padding: str, native:
             dp = tf.reshape(dp, [n, out[0], out[1], kh * kw * c_in])
             rows, cols = (out[0] - 1) * strides[0] + 1, (out[1] - 1) * strides[1] + 1
             full_h, full_w = height + sum(pad_h), width + sum(pad_w)
-            acc = None
+            acc: Tensor = None
             for k in range(kh * kw):
                 i, j = divmod(k, kw)
                 part = _dilate(dp[..., k * c_in : (k + 1) * c_in], strides)
