@@ -162,3 +162,31 @@ def test_inspect_runs_where_tensorflow_cannot_be_imported(zoo_mlp: Exported) -> 
 def test_inspect_file_reports_unreadable_paths(tmp_path: Path) -> None:
     with pytest.raises(ModelFileError, match="cannot read"):
         inspect_file(tmp_path / "absent.tflite")
+
+
+def test_keras3_weights_in_a_tf_module_are_flagged_uninitialized(tmp_path: Path) -> None:
+    """The trap of issue 3: Keras 3 variables inside a tf.Module get no CALL_ONCE."""
+    import keras
+    import tensorflow as tf
+
+    class Naive(tf.Module):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+
+        @tf.function(input_signature=[tf.TensorSpec([2, 4])])
+        def infer(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"logits": self.model(x)}
+
+    module = Naive()
+    tf.saved_model.save(module, str(tmp_path), signatures={"infer": module.infer})
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(tmp_path), signature_keys=["infer"])
+    converter.experimental_enable_resource_variables = True
+    data = converter.convert()
+    report = inspect_model(data)
+    assert report.variables
+    assert not report.has_call_once
+    assert not report.ok
+    model_path = tmp_path / "naive.tflite"
+    model_path.write_bytes(data)
+    assert main(["inspect", str(model_path)]) == 1
