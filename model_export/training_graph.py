@@ -3,6 +3,9 @@
 Weights are plain ``tf.Variable``s created from the plan's numpy values, so the converter
 emits a ``CALL_ONCE`` initializer for them (Keras 3 variables inside a tf.Module get none).
 The forward pass is stateless: ``forward(params, x)`` reads tensors, never layer objects.
+Variable names are part of the contract (``weights_file`` finds initial values by them):
+each weight is named as in the manifest, its FedProx anchor ``{name}_anchor``, its momentum
+velocity ``{name}_velocity``; the dropout step counter is ``step_count`` (int32 [1]).
 """
 
 from __future__ import annotations
