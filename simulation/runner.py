@@ -57,7 +57,7 @@ class SimConfig:
     # Simulated seconds per real second for the availability trace.
     speed: float = 3600.0
     seed: int = 0
-    local_epochs: int = 2
+    local_epochs: int = 5
     learning_rate: float = 0.1
     batch_size: int = 16
     clip_norm: float = 4.0
