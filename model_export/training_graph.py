@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from fedrt.model_export import tf_ops
+from fedrt.model_export import tf_conv, tf_ops
 from fedrt.model_export.keras_plan import Plan, Step
 
 Tensor = Any
@@ -109,7 +109,7 @@ class Forward:
         if kind == "dense":
             return _dense(x, params, native)
         if kind in ("conv2d", "depthwise_conv2d"):
-            conv = tf_ops.conv2d if kind == "conv2d" else tf_ops.depthwise_conv2d
+            conv = tf_conv.conv2d if kind == "conv2d" else tf_conv.depthwise_conv2d
             y = conv(x, params[0], opts["strides"], opts["padding"], native)
             return y + params[1] if len(params) > 1 else y
         if kind in ("max_pool", "avg_pool"):

@@ -1,0 +1,187 @@
+"""Convolutions whose forward pass and gradients convert to LiteRT builtins XNNPACK runs.
+
+LiteRT runs CONV_2D and TRANSPOSE_CONV whose filter is a variable (not a constant) on a
+slow path, and TensorFlow's filter gradients are Flex ops, so a convolution here is im2col
+(strided slices + concat) + BATCH_MATMUL, its filter gradient patches^T @ dy, and its input
+gradient col2im. ``native`` selects TensorFlow's own op and autodiff (the test reference).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from fedrt.model_export.tf_ops import Grad, Tensor, custom_gradient, static_shape
+
+
+def _same_pads(size: int, out: int, stride: int, kernel: int) -> tuple[int, int]:
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def _window_input(
+    x: Tensor,
+    out_hw: tuple[int, int],
+    kernel: tuple[int, int],
+    strides: tuple[int, int],
+    padding: str,
+) -> Tensor:
+    """``x`` padded as the forward op padded it, cropped to the rows/columns windows touch."""
+    _, height, width, _ = static_shape(x.shape)
+    if padding == "SAME":
+        top, bottom = _same_pads(height, out_hw[0], strides[0], kernel[0])
+        left, right = _same_pads(width, out_hw[1], strides[1], kernel[1])
+        x = tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]])
+    rows = (out_hw[0] - 1) * strides[0] + kernel[0]
+    cols = (out_hw[1] - 1) * strides[1] + kernel[1]
+    return x[:, :rows, :cols, :]
+
+
+def _conv_pads(
+    size: tuple[int, int], kernel: tuple[int, int], strides: tuple[int, int], padding: str
+) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """Output size and (before, after) pads per spatial axis, as TensorFlow pads."""
+    out, pads = [], []
+    for n, k, s in zip(size, kernel, strides, strict=True):
+        if padding == "SAME":
+            o = -(-n // s)
+            pads.append(_same_pads(n, o, s, k))
+        else:
+            o = (n - k) // s + 1
+            pads.append((0, 0))
+        out.append(o)
+    return (out[0], out[1]), (pads[0][0], pads[0][1]), (pads[1][0], pads[1][1])
+
+
+def _patches(
+    x: Tensor,
+    kernel: tuple[int, int],
+    strides: tuple[int, int],
+    out: tuple[int, int],
+    pads: tuple[tuple[int, int], tuple[int, int]],
+) -> Tensor:
+    """im2col: [B, Ho, Wo, kh*kw*C] from strided slices (any batch size)."""
+    if any(pads[0]) or any(pads[1]):
+        x = tf.pad(x, [[0, 0], list(pads[0]), list(pads[1]), [0, 0]])
+    rows, cols = (out[0] - 1) * strides[0] + 1, (out[1] - 1) * strides[1] + 1
+    windows = [
+        x[:, i : i + rows : strides[0], j : j + cols : strides[1], :]
+        for i in range(kernel[0])
+        for j in range(kernel[1])
+    ]
+    return tf.concat(windows, axis=-1) if len(windows) > 1 else windows[0]
+
+
+def _matmul_nhwc(p: Tensor, w2: Tensor, out: tuple[int, int]) -> Tensor:
+    k, c_out = static_shape(w2.shape)
+    y = tf.matmul(tf.reshape(p, [-1, k]), w2)
+    return tf.reshape(y, [-1, out[0], out[1], c_out])
+
+
+def conv2d(x: Tensor, w: Tensor, strides: tuple[int, int], padding: str, native: bool) -> Tensor:
+    """NHWC convolution as im2col + matmul, forward and both gradients.
+
+    Measured on the MNIST-sized CNN: CONV_2D with a variable filter ~4x slower than the
+    same im2col matmul; col2im for dx 24% faster and 16 MiB smaller than im2col of dy.
+    """
+    if native:
+        return tf.nn.conv2d(x, w, strides=strides, padding=padding)
+    kh, kw, c_in, c_out = static_shape(w.shape)
+    height, width = int(x.shape[1]), int(x.shape[2])
+    out, pad_h, pad_w = _conv_pads((height, width), (kh, kw), strides, padding)
+
+    @custom_gradient
+    def op(x: Tensor, w: Tensor) -> tuple[Tensor, Grad]:
+        patches = _patches(x, (kh, kw), strides, out, (pad_h, pad_w))
+        y = _matmul_nhwc(patches, tf.reshape(w, [kh * kw * c_in, c_out]), out)
+
+        def grad(dy: Tensor) -> tuple[Tensor, Tensor]:
+            flat_dy = tf.reshape(dy, [-1, c_out])
+            flat_p = tf.reshape(patches, [-1, kh * kw * c_in])
+            dw = tf.reshape(tf.matmul(flat_p, flat_dy, transpose_a=True), [kh, kw, c_in, c_out])
+            # dx (col2im): patch gradients dy @ w^T, each window offset shifted back into
+            # place and summed one at a time so only one padded buffer is alive at once.
+            n = int(dy.shape[0])
+            dp = tf.matmul(
+                tf.reshape(dy, [1, -1, c_out]),
+                tf.reshape(w, [1, kh * kw * c_in, c_out]),
+                transpose_b=True,
+            )
+            dp = tf.reshape(dp, [n, out[0], out[1], kh * kw * c_in])
+            rows, cols = (out[0] - 1) * strides[0] + 1, (out[1] - 1) * strides[1] + 1
+            full_h, full_w = height + sum(pad_h), width + sum(pad_w)
+            acc: Tensor = None
+            for k in range(kh * kw):
+                i, j = divmod(k, kw)
+                part = _dilate(dp[..., k * c_in : (k + 1) * c_in], strides)
+                part = tf.pad(
+                    part,
+                    [[0, 0], [i, full_h - i - rows], [j, full_w - j - cols], [0, 0]],
+                )
+                acc = part if acc is None else acc + part
+            dx = acc[:, pad_h[0] : pad_h[0] + height, pad_w[0] : pad_w[0] + width, :]
+            return dx, dw
+
+        return y, grad
+
+    return op(x, w)
+
+
+def _dilate(t: Tensor, strides: tuple[int, int]) -> Tensor:
+    """Insert stride-1 zeros between rows and columns (the adjoint of striding).
+
+    Built from 4-D pads and reshapes: LiteRT's PAD takes at most 5 dimensions.
+    """
+    b, h, w, c = static_shape(t.shape)
+    sh, sw = strides
+    if sh == 1 and sw == 1:
+        return t
+    t = tf.reshape(t, [b, h, 1, w * c])
+    t = tf.pad(t, [[0, 0], [0, 0], [0, sh - 1], [0, 0]])
+    t = tf.reshape(t, [b * h * sh, w, 1, c])
+    t = tf.pad(t, [[0, 0], [0, 0], [0, sw - 1], [0, 0]])
+    t = tf.reshape(t, [b, h * sh, w * sw, c])
+    return t[:, : (h - 1) * sh + 1, : (w - 1) * sw + 1, :]
+
+
+def depthwise_conv2d(
+    x: Tensor, w: Tensor, strides: tuple[int, int], padding: str, native: bool
+) -> Tensor:
+    """Depthwise convolution with filter [kh, kw, C, M]; both gradients depthwise convs."""
+    full = [1, strides[0], strides[1], 1]
+    if native:
+        return tf.nn.depthwise_conv2d(x, w, full, padding)
+
+    @custom_gradient
+    def op(x: Tensor, w: Tensor) -> tuple[Tensor, Grad]:
+        y = tf.nn.depthwise_conv2d(x, w, full, padding)
+
+        def grad(dy: Tensor) -> tuple[Tensor, Tensor]:
+            b, height, width, chans = static_shape(x.shape)
+            kh, kw, _, mult = static_shape(w.shape)
+            ho, wo = int(dy.shape[1]), int(dy.shape[2])
+            # Input gradient: full correlation of the dilated dy with the flipped filter,
+            # then each input channel sums its M output channels.
+            top, left = 0, 0
+            if padding == "SAME":
+                top = _same_pads(height, ho, strides[0], kh)[0]
+                left = _same_pads(width, wo, strides[1], kw)[0]
+            dyd = _dilate(dy, strides)
+            pad_h = (kh - 1 - top, height + top - dyd.shape[1])
+            pad_w = (kw - 1 - left, width + left - dyd.shape[2])
+            dyd = tf.pad(dyd, [[0, 0], [pad_h[0], pad_h[1]], [pad_w[0], pad_w[1]], [0, 0]])
+            flipped = tf.reshape(tf.reverse(w, [0, 1]), [kh, kw, chans * mult, 1])
+            dx = tf.nn.depthwise_conv2d(dyd, flipped, [1, 1, 1, 1], "VALID")
+            dx = tf.reduce_sum(tf.reshape(dx, [b, height, width, chans, mult]), axis=4)
+            # Filter gradient: channels and batch fold into one depthwise axis (C*B) and the
+            # output map acts as a dilated filter over the padded input.
+            xw = _window_input(x, (ho, wo), (kh, kw), strides, padding)
+            xt = tf.reshape(tf.transpose(xw, [1, 2, 3, 0]), [1, xw.shape[1], xw.shape[2], -1])
+            dyt = tf.transpose(tf.reshape(dy, [b, ho, wo, chans, mult]), [1, 2, 3, 0, 4])
+            dyt = tf.reshape(dyt, [ho, wo, chans * b, mult])
+            dw = tf.nn.depthwise_conv2d(xt, dyt, [1, 1, 1, 1], "VALID", dilations=list(strides))
+            dw = tf.reduce_sum(tf.reshape(dw, [kh, kw, chans, b, mult]), axis=3)
+            return dx, dw
+
+        return y, grad
+
+    return op(x, w)
