@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from fedrt.cli import main
 from fedrt.model_export import inspect_file, zoo
 from fedrt.model_export.errors import UnsupportedModel
 from tests.model_export.conftest import (
@@ -37,6 +38,7 @@ def test_zoo_model_has_only_builtin_ops_and_initializer(
     assert report.custom_ops == ()
     assert report.has_call_once
     assert report.uninitialized == ()
+    assert main(["inspect", str(exported.directory / "model.tflite")]) == 0
     assert sorted(report.signatures) == [
         "evaluate", "get_weights", "infer", "set_weights", "train"
     ]  # fmt: skip
