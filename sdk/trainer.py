@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -14,7 +13,7 @@ import numpy.typing as npt
 from fedrt.model_export.errors import ExportError, RuntimeInputError
 from fedrt.model_export.litert_model import LiteRTModel
 from fedrt.model_export.manifest import Manifest, TensorSpec
-from fedrt.sdk.errors import InterpreterUnavailable, ModelError, TrainStepFailed
+from fedrt.sdk.errors import ModelError, TrainStepFailed
 from fedrt.sdk.interpreter import InterpreterChoice, resolve_interpreter
 
 __all__ = ["LiteRtTrainer", "TensorSpec", "TrainerBackend"]
@@ -85,16 +84,8 @@ def _finite(name: str, value: float) -> float:
 def _load(
     path: Path, manifest: Manifest, choice: InterpreterChoice, num_threads: int | None
 ) -> LiteRTModel:
-    kwargs: dict[str, Any] = {"num_threads": num_threads}
-    if choice.package != "ai_edge_litert":
-        # The runner opens ai_edge_litert itself; the fallback interpreter goes in only once
-        # it accepts one.
-        if "interpreter_cls" not in inspect.signature(LiteRTModel.__init__).parameters:
-            raise InterpreterUnavailable(
-                f"{choice.package} was found, but fedrt.model_export.litert_model cannot use "
-                "it yet; install ai-edge-litert"
-            )
-        kwargs["interpreter_cls"] = choice.interpreter_cls
+    # Either package's Interpreter has the same constructor and signature-runner API.
+    kwargs: dict[str, Any] = {"num_threads": num_threads, "interpreter_cls": choice.interpreter_cls}
     try:
         return LiteRTModel(path, manifest, **kwargs)
     except ExportError as exc:
