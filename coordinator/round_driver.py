@@ -66,6 +66,7 @@ from fedrt.model_export.weights_file import read_weights, replace_weights
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol.errors import ProtocolError
 from fedrt.protocol.round_codec import decode_from_device, encode_message
+from fedrt.protocol.round_errors import DuplicateMessageId, LateMessage, StaleMessage
 from fedrt.protocol.topics import UpChannel, device_inbox, task_announcement
 
 log = logging.getLogger(__name__)
@@ -210,6 +211,10 @@ class FederatedDriver(RoundDriver):
             commands = machine.receive(device_id, msg, now)
         except ProtocolError as exc:
             self._act(run, [machine.rejection(device_id, msg, exc)], now)
+            if isinstance(exc, LateMessage | StaleMessage | DuplicateMessageId):
+                # Normal on a lossy network (a resend, an answer after the cut): answered.
+                log.info("device %s: %s", device_id, exc)
+                return
             raise
         self._act(run, commands, now)
 

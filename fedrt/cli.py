@@ -51,7 +51,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedrt", description="federated learning runtime")
     parser.add_argument("--version", action="version", version=f"fedrt {__version__}")
     parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+        "--log-level",
+        default=None,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="default: INFO (WARNING for commands that print their own progress)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands = _group(COMMAND_GROUP)
@@ -79,8 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     known = set(_group(COMMAND_GROUP)) | ({"bench"} if _group(BENCH_GROUP) else set())
     parser = build_parser(first if first in known else None)
     args = parser.parse_args(args_in)
+    level = args.log_level or getattr(args, "default_log_level", "INFO")
     logging.basicConfig(
-        level=getattr(logging, args.log_level),
+        level=getattr(logging, level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     run: Callable[[argparse.Namespace], int] | None = getattr(args, "run", None)

@@ -160,7 +160,7 @@ def register_simulate(subparsers: Any) -> None:
         "simulate", help="run broker, coordinator and N real devices on this machine"
     )
     _add_options(parser, {})
-    parser.set_defaults(run=run_simulate)
+    parser.set_defaults(run=run_simulate, default_log_level="WARNING")
 
 
 def register_demo(subparsers: Any) -> None:
@@ -169,4 +169,4 @@ def register_demo(subparsers: Any) -> None:
     )
     _add_options(parser, DEMO_DEFAULTS)
     parser.add_argument("--no-wait", action="store_true", help="exit when the run ends")
-    parser.set_defaults(run=run_demo)
+    parser.set_defaults(run=run_demo, default_log_level="WARNING")
