@@ -58,7 +58,7 @@ def _name(common_name: str) -> x509.Name:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def create_ca(common_name: str = "fedrt CA", validity: dt.timedelta = DEFAULT_VALIDITY) -> Issued:

@@ -26,6 +26,7 @@ from fedrt.coordinator.config import (
     Secret,
 )
 from fedrt.coordinator.driver import DriverFactory
+from fedrt.coordinator.driver_registry import default_driver_factory
 from fedrt.coordinator.enrollment import MosquittoFileAuth
 from fedrt.coordinator.mosquitto import BrokerConfig as MosquittoConfig
 from fedrt.coordinator.mosquitto import MosquittoBroker, hash_password
@@ -81,7 +82,8 @@ class LocalStack:
             # Every simulated device enrolls and talks from 127.0.0.1.
             limits=LimitsConfig(enroll_rate_per_s=10_000.0, enroll_burst=10_000),
         )
-        self.service = CoordinatorService(config, driver_factory=self.driver_factory)
+        factory = self.driver_factory or default_driver_factory()
+        self.service = CoordinatorService(config, driver_factory=factory)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="fedrt-coordinator")
         self._thread.daemon = True
