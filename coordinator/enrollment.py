@@ -32,6 +32,7 @@ from fedrt.coordinator.mosquitto import (
 )
 from fedrt.coordinator.records import AuditEntry, DeviceRecord, EnrollmentTokenRecord
 from fedrt.coordinator.store import Store
+from fedrt.protocol.signed_payloads import enrollment_proof_payload
 from fedrt.protocol.topics import coordinator_acl, device_acl_patterns
 
 log = logging.getLogger(__name__)
@@ -40,13 +41,7 @@ Clock = Callable[[], float]
 # A day: long enough to provision a batch of devices, short enough that a leaked token dies.
 DEFAULT_TOKEN_TTL_S = 24 * 3600.0
 MAX_TOKEN_TTL_S = 30 * 24 * 3600.0
-_PROOF_DOMAIN = b"fedrt/enroll/v1\n"
 _MAX_LABELS = 16
-
-
-def enrollment_proof_payload(token: str) -> bytes:
-    """What a device signs with its Ed25519 key to enroll with ``token``."""
-    return _PROOF_DOMAIN + token.encode("utf-8")
 
 
 def token_hash(token: str) -> str:

@@ -8,7 +8,6 @@ metadata (weights layout, loss, batch) it will train with.
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from collections.abc import Mapping
@@ -20,15 +19,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from fedrt.coordinator.errors import BadRequestError, SigningKeyError
+from fedrt.protocol.signed_payloads import model_signing_payload
 
 KEY_FILE = "coordinator-ed25519.pem"
-_DOMAIN = b"fedrt/model-version/v1\n"
-
-
-def model_signing_payload(sha256: str, manifest: Mapping[str, Any]) -> bytes:
-    """The exact bytes a model-version signature covers."""
-    canonical = json.dumps(manifest, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return _DOMAIN + sha256.encode("ascii") + b"\n" + canonical.encode("utf-8")
 
 
 class ModelSigner:

@@ -21,6 +21,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from fedrt.protocol.signed_payloads import enrollment_proof_payload
 from fedrt.sdk.errors import RemoteError, SdkConfigError, SdkError
 
 __all__ = [
@@ -35,8 +36,6 @@ __all__ = [
 
 IDENTITY_FILE = "identity-ed25519.pem"
 CREDENTIALS_FILE = "credentials.json"
-# Must match fedrt.coordinator.enrollment.enrollment_proof_payload.
-_PROOF_DOMAIN = b"fedrt/enroll/v1\n"
 _TIMEOUT_S = 30.0
 
 
@@ -151,7 +150,7 @@ def enroll(
         {
             "token": token,
             "public_key": base64.b64encode(public).decode(),
-            "proof": base64.b64encode(identity.sign(_PROOF_DOMAIN + token.encode())).decode(),
+            "proof": base64.b64encode(identity.sign(enrollment_proof_payload(token))).decode(),
             "labels": labels or {},
         }
     ).encode()

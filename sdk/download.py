@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import json
 import os
 import re
 import urllib.error
@@ -25,6 +24,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from fedrt.protocol.signed_payloads import model_signing_payload
 from fedrt.sdk.errors import (
     BadSignature,
     ChecksumMismatch,
@@ -35,19 +35,11 @@ from fedrt.sdk.errors import (
 
 __all__ = ["DownloadResult", "download_model", "model_signing_payload", "verify_model_signature"]
 
-# Must stay byte-identical to fedrt.coordinator.signing (a test pins the two together).
-_DOMAIN = b"fedrt/model-version/v1\n"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 16
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 # Far above any model a device trains (the cnn zoo model is well under 10 MB).
 DEFAULT_MAX_BYTES = 256 << 20
-
-
-def model_signing_payload(sha256: str, manifest: Mapping[str, Any]) -> bytes:
-    """The bytes a model-version signature covers: domain, sha256, canonical manifest JSON."""
-    canonical = json.dumps(manifest, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return _DOMAIN + sha256.encode("ascii") + b"\n" + canonical.encode("utf-8")
 
 
 def verify_model_signature(
