@@ -296,8 +296,12 @@ class Device:
         self._work = None
         self._bytes_down += result.bytes_down
         if result.training is not None:
-            self._act(p.training_done(result.training.delta, result.training.n_examples, now))
-            self._emit(DeviceEvent.UPDATE_SENT, {"round_id": result.plan.round_id})
+            out = result.training
+            self._act(p.training_done(out.delta, out.n_examples, now))
+            # The app may inspect its own update (it never leaves the device unmasked).
+            detail = {"round_id": result.plan.round_id, "delta": out.delta,
+                      "n_examples": out.n_examples, "mean_loss": out.mean_loss}  # fmt: skip
+            self._emit(DeviceEvent.UPDATE_SENT, detail)
         elif result.eval_sums is not None:
             self._act(p.evaluation_done(result.eval_examples, result.eval_sums, now))
         else:

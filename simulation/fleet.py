@@ -72,6 +72,8 @@ class SimDevice:
     past_up: int = 0
     past_down: int = 0
     events: list[tuple[float, str]] = field(default_factory=list)
+    # (round id, delta, examples) of every update this device sent, for reports and tests.
+    updates: list[tuple[int, Any, int]] = field(default_factory=list)
 
 
 class Fleet:
@@ -162,6 +164,8 @@ class Fleet:
     # ------------------------------------------------------------------ chaos
     def _on_event(self, sim: SimDevice, event: DeviceEvent, detail: dict[str, Any]) -> None:
         sim.events.append((time.time(), event.value))
+        if event is DeviceEvent.UPDATE_SENT:
+            sim.updates.append((detail["round_id"], detail["delta"], detail["n_examples"]))
         if event is not DeviceEvent.TRAINING_STARTED or self.dropout <= 0:
             return
         with self._lock:
