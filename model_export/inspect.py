@@ -4,6 +4,12 @@ Uses only the ``flatbuffers`` runtime (no tensorflow, keras or LiteRT), so devic
 coordinator can vet a model before loading it. Field numbers follow TFLite's schema.fbs.
 A model passes (``ModelReport.ok``) when it has no Flex or custom op and every resource
 variable read by a signature is assigned by an initializer subgraph that a ``CALL_ONCE`` runs.
+
+Stable API: ``inspect_model(data: bytes) -> ModelReport`` and ``inspect_file(path)`` (both
+raise ``ModelFileError`` for truncated or foreign bytes); ``ModelReport.signatures`` (name
+-> ``SignatureInfo`` with ``inputs``/``outputs`` as manifest ``TensorSpec``s), ``ops``
+(histogram by builtin name), ``flex_ops``, ``custom_ops``, ``variables``, ``uninitialized``,
+``problems``, ``ok``, ``require_signatures(names)`` (``MissingSignature``), ``to_dict()``.
 """
 
 from __future__ import annotations

@@ -4,6 +4,13 @@ Imports numpy and ``ai_edge_litert`` only (never tensorflow): the SDK and the te
 it. Inputs are checked against the signature before the interpreter sees them, so a bad array
 is a ``RuntimeInputError`` and changes no weight. A ``train`` step that fails inside the
 interpreter may have updated some weights already; ``rollback_on_error`` restores them.
+
+Stable API: ``LiteRTModel(model_bytes_or_path, manifest=None, *, num_threads=None,
+latest_delegate_features=True, interpreter_cls=None)``, ``LiteRTModel.open(directory)``,
+``train(x, y, lr, *, mu=None, momentum=None) -> float``, ``evaluate(x, y) -> (loss,
+correct)``, ``infer(x) -> logits``, ``get_weights() -> {name: array}`` (manifest order),
+``set_weights({name: array})``, ``rollback_on_error()``, ``batch_size``, ``signatures``,
+``weight_names``, ``input_shape(signature, name)``.
 """
 
 from __future__ import annotations

@@ -20,6 +20,13 @@ manifest.json (``format_version`` 1) holds::
     signatures          {name: {inputs: [{name, shape, dtype}], outputs: [...]}}; shape -1 = any
     int8_infer          null or {file, sha256}: a separate inference-only int8 model
     source              the spec the model was built from (informational)
+
+Stable API: ``Manifest.load(path_or_dir)``, ``Manifest.from_json(text)``,
+``Manifest.from_dict(obj)``, ``to_json()``, ``to_dict()``, ``write(directory)``,
+``verify_model_file(path_or_dir)`` (``HashMismatch``), ``signature(name)``,
+``num_params``, ``weight_names``; ``TensorSpec(name, shape, dtype)``,
+``SignatureSpec(name, inputs, outputs)`` with ``input(name)``/``output(name)``;
+``file_sha256(path)``. Bad content raises ``ManifestError``.
 """
 
 from __future__ import annotations
