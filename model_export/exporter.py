@@ -1,6 +1,8 @@
 """Exports a Keras model to model.tflite + manifest.json with builtin-only training signatures.
 
 Imports tensorflow; ``fedrt.model_export`` loads this module only when an export is asked for.
+Stable API: ``export_model(keras_model, out_dir, ExportOptions(batch_size=32,
+loss="sparse_ce", fedprox=False, momentum=False, int8_infer=False, source="")) -> Manifest``.
 """
 
 from __future__ import annotations
