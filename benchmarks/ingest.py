@@ -1,0 +1,292 @@
+"""``fedrt bench ingest``: how fast the coordinator takes device updates from Mosquitto.
+
+For each N in ``--devices``, N real MQTT clients (in ``--publishers`` child processes) each
+publish ``--updates`` device-sized plain updates (a real ``StageResponse`` carrying an M-param
+update quantized to ``--bits``) at QoS 1 on their own ``fedrt/v1/dev/{id}/up/update`` topic,
+twice on one fresh Mosquitto: first to a bare paho subscriber (the raw broker rate), then to a
+real ``CoordinatorService`` (``LocalStack``), whose MQTT link, topic parsing, size and rate
+checks and enrollment lookup hand each message to a driver that decodes, dequantizes, clips
+and adds it to a running weighted sum, as a streaming FedAvg would. Rates are messages over
+the time from the first publish to the last message handled. The coordinator's RSS is sampled
+in this process, which holds nothing else while it ingests (publishers are child processes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedrt.errors import UsageError
+
+TARGET_RATIO = 0.5
+# Mosquitto's default of 1000 queued QoS 1 messages per client would silently drop updates
+# whenever the coordinator falls that far behind a burst; the bench lifts it so every update
+# is delivered and the comparison counts the same messages on both sides.
+BROKER_EXTRA = ("max_queued_messages 0",)
+
+
+def register(subparsers: Any) -> None:
+    """Entry point of ``fedrt bench ingest`` (group ``fedrt.bench``); imports stay light."""
+    p = subparsers.add_parser("ingest", help="coordinator ingest rate vs the raw broker rate")
+    p.add_argument("--devices", default="50,200", help="N, or several: 50,200 (default)")
+    p.add_argument("--params", type=int, default=100_000, help="M parameters per update")
+    p.add_argument("--bits", type=int, default=8, help="quantization bits (default 8)")
+    p.add_argument("--updates", type=int, default=5, help="updates per device (1..20)")
+    p.add_argument("--publishers", type=int, default=2, help="publisher processes")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds per phase")
+    p.add_argument("--json", action="store_true", help="end with a JSON line")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.getLogger("fedrt").setLevel(logging.WARNING)
+    try:
+        counts = [int(x) for x in str(args.devices).split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"--devices must be integers: {args.devices!r}") from None
+    if not counts or min(counts) < 1 or args.params < 1 or not 1 <= args.publishers <= 64:
+        raise UsageError("--devices, --params and --publishers must be positive")
+    if not 1 <= args.updates <= 20:
+        # The coordinator's default per-device MQTT burst is 20 messages.
+        raise UsageError("--updates must be within 1..20 (the per-device burst)")
+    if not 2 <= args.bits <= 16:
+        raise UsageError("--bits must be within 2..16")
+    runs = [measure(n, args) for n in counts]
+    report = {
+        "params": args.params,
+        "bits": args.bits,
+        "updates_per_device": args.updates,
+        "target_ratio": TARGET_RATIO,
+        "runs": runs,
+    }
+    print(table(report))
+    if args.json:
+        print(json.dumps(report))
+    return 0
+
+
+def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Both phases for N devices on one fresh broker; the figures of one table row."""
+    from fedrt.benchmarks.ingest_clients import RawSubscriber
+    from fedrt.coordinator.mosquitto import BrokerConfig, MosquittoBroker
+    from fedrt.protocol.topics import UpChannel, device_up
+
+    payload, spec = _payload(args.params, args.bits)
+    topics = [device_up(f"bench-{i:05d}", UpChannel.UPDATE) for i in range(n)]
+    total = n * args.updates
+    with tempfile.TemporaryDirectory(prefix="fedrt-bench-ingest-") as tmp:
+        broker = MosquittoBroker(BrokerConfig(directory=Path(tmp) / "mq", extra=BROKER_EXTRA))
+        broker.start()
+        try:
+            raw = RawSubscriber(broker.host, broker.port)
+            raw.start()
+            raw.arm(total)
+            try:
+                raw_s = _publish(
+                    broker.host,
+                    broker.port,
+                    topics,
+                    payload,
+                    args,
+                    lambda t: raw.done_at if raw.done.wait(t) else None,
+                )
+                raw_count, raw_bytes = raw.count, raw.bytes
+            finally:
+                raw.stop()
+            coord = _coordinator_phase(Path(tmp), broker.url, topics, payload, spec, args)
+        finally:
+            broker.stop()
+    raw_rate = raw_count / raw_s if raw_s else 0.0
+    coord_rate = coord["count"] / coord["seconds"] if coord["seconds"] else 0.0
+    return {
+        "devices": n,
+        "messages": total,
+        "payload_bytes": len(payload),
+        "raw": {
+            "received": raw_count,
+            "seconds": raw_s,
+            "updates_per_s": raw_rate,
+            "mb_per_s": raw_bytes / raw_s / 1e6 if raw_s else 0.0,
+        },
+        "coordinator": {
+            "received": coord["count"],
+            "seconds": coord["seconds"],
+            "updates_per_s": coord_rate,
+            "mb_per_s": coord["bytes"] / coord["seconds"] / 1e6 if coord["seconds"] else 0.0,
+            "rss_before_mib": coord["rss_before"] / 2**20,
+            "rss_peak_mib": coord["rss_peak"] / 2**20,
+            "rss_growth_mib": (coord["rss_peak"] - coord["rss_before"]) / 2**20,
+        },
+        "ratio": coord_rate / raw_rate if raw_rate else 0.0,
+    }
+
+
+def _payload(params: int, bits: int) -> tuple[bytes, Any]:
+    """A real encoded plain-update message for ``params`` weights, and its update spec."""
+    from fedrt.protocol import round_messages as rm
+    from fedrt.protocol import round_update
+    from fedrt.protocol.round_codec import encode_message
+    from fedrt.protocol.round_plan import UpdateSpec
+
+    spec = UpdateSpec(params=params, clip_norm=1.0, bits=bits, weight_cap=100)
+    rng = np.random.default_rng(0)
+    delta = rng.standard_normal(params) * (0.5 / np.sqrt(params))
+    vector = round_update.encode(delta, 50, spec, rng, weighted=False)
+    message = rm.StageResponse(
+        msg_id=1,
+        task_id="bench",
+        round_id=1,
+        stage=rm.Stage.PLAIN_UPDATE,
+        payload=round_update.pack(vector, bits),
+    )
+    return encode_message(message), spec
+
+
+def _publish(
+    host: str,
+    port: int,
+    topics: list[str],
+    payload: bytes,
+    args: argparse.Namespace,
+    wait_done: Callable[[float], float | None],
+) -> float:
+    """Connect every device, start them together, return seconds until ``wait_done`` saw the
+    last message (the whole timeout if it never did)."""
+    from fedrt.benchmarks.ingest_clients import PublisherJob, run_publishers
+
+    ctx = multiprocessing.get_context("spawn")
+    go, results = ctx.Event(), ctx.Queue()
+    shares = [topics[i :: args.publishers] for i in range(args.publishers)]
+    procs, readies = [], []
+    for share in (s for s in shares if s):
+        ready = ctx.Event()
+        job = PublisherJob(
+            host=host,
+            port=port,
+            topics=share,
+            payload=payload,
+            updates=args.updates,
+            timeout_s=args.timeout,
+        )
+        proc = ctx.Process(target=run_publishers, args=(job, ready, go, results), daemon=True)
+        proc.start()
+        procs.append(proc)
+        readies.append(ready)
+    try:
+        for ready in readies:
+            if not ready.wait(60):
+                raise UsageError("publisher processes did not connect within 60 s")
+        start = time.perf_counter()
+        go.set()
+        done_at = wait_done(args.timeout)
+        return (done_at if done_at is not None else time.perf_counter()) - start
+    finally:
+        for proc in procs:
+            proc.join(args.timeout)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+
+
+def _coordinator_phase(
+    tmp: Path, url: str, topics: list[str], payload: bytes, spec: Any, args: argparse.Namespace
+) -> dict[str, Any]:
+    from fedrt.benchmarks.ingest_driver import IngestDriver, register_devices
+    from fedrt.coordinator.driver import DriverContext
+    from fedrt.simulation.stack import LocalStack
+
+    holder: list[IngestDriver] = []
+
+    def factory(ctx: DriverContext) -> IngestDriver:
+        holder.append(IngestDriver(ctx, spec))
+        return holder[-1]
+
+    stack = LocalStack(tmp / "stack", broker=url, driver_factory=factory)
+    stack.start()
+    try:
+        svc = stack.service
+        assert svc is not None
+        ids = [t.split("/")[3] for t in topics]
+        stack.call(lambda: register_devices(svc.store, ids))
+        driver = holder[0]
+        driver.arm(len(topics) * args.updates)
+        with _RssSampler() as rss:
+            seconds = _publish(
+                svc.config.broker.host,
+                svc.config.broker.port,
+                topics,
+                payload,
+                args,
+                lambda t: driver.done_at if driver.done.wait(t) else None,
+            )
+        return {
+            "count": driver.count,
+            "bytes": driver.bytes,
+            "seconds": seconds,
+            "rss_before": rss.before,
+            "rss_peak": rss.peak,
+        }
+    finally:
+        stack.stop()
+
+
+class _RssSampler:
+    """This process's resident set size before a phase and its peak during it (10 ms steps)."""
+
+    def __init__(self) -> None:
+        self.before = self.peak = _rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, _rss())
+
+    def __enter__(self) -> _RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss())
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def table(report: dict[str, Any]) -> str:
+    rows = [
+        f"ingest through Mosquitto: M={report['params']} params at {report['bits']} bits, "
+        f"{report['updates_per_device']} updates per device, target >= "
+        f"{report['target_ratio']:.0%} of the raw broker rate",
+        f"{'N':>6}{'payload KB':>11}{'msgs':>7}{'raw upd/s':>11}{'raw MB/s':>10}"
+        f"{'coord upd/s':>13}{'coord MB/s':>12}{'ratio':>7}{'RSS MiB':>9}{'peak':>8}{'growth':>8}",
+    ]
+    for r in report["runs"]:
+        raw, c = r["raw"], r["coordinator"]
+        short = "" if c["received"] == r["messages"] else f"  (only {c['received']} arrived)"
+        rows.append(
+            f"{r['devices']:>6}{r['payload_bytes'] / 1e3:>11.1f}{r['messages']:>7}"
+            f"{raw['updates_per_s']:>11.1f}{raw['mb_per_s']:>10.1f}"
+            f"{c['updates_per_s']:>13.1f}{c['mb_per_s']:>12.1f}{r['ratio']:>7.2f}"
+            f"{c['rss_before_mib']:>9.1f}{c['rss_peak_mib']:>8.1f}{c['rss_growth_mib']:>8.1f}"
+            + short
+        )
+    return "\n".join(rows)
+
+
+__all__ = ["measure", "register", "run", "table"]
