@@ -27,11 +27,16 @@ from fedrt.protocol.topics import UpChannel
 
 
 class IngestDriver(RoundDriver):
-    """Counts and sums plain updates; ``done`` is set when ``arm``'s target is reached."""
+    """Counts and sums plain updates; ``done`` is set when ``arm``'s target is reached.
 
-    def __init__(self, ctx: DriverContext, spec: UpdateSpec) -> None:
+    With ``aggregate=False`` it only counts: the figure of the transport path alone (MQTT
+    link, service checks), without the cost of the update arithmetic.
+    """
+
+    def __init__(self, ctx: DriverContext, spec: UpdateSpec, *, aggregate: bool = True) -> None:
         self.ctx = ctx
         self.spec = spec
+        self.aggregate = aggregate
         self.total: npt.NDArray[np.float64] = np.zeros(spec.params)
         self.weight = 0.0
         self.count = 0
@@ -47,6 +52,15 @@ class IngestDriver(RoundDriver):
     def on_device_message(
         self, device_id: str, channel: UpChannel, payload: bytes, now: float
     ) -> None:
+        if self.aggregate:
+            self._add(device_id, payload)
+        self.count += 1
+        self.bytes += len(payload)
+        if self.count == self.target:
+            self.done_at = time.perf_counter()
+            self.done.set()
+
+    def _add(self, device_id: str, payload: bytes) -> None:
         msg = decode_from_device(payload)
         if not isinstance(msg, rm.StageResponse) or msg.stage is not rm.Stage.PLAIN_UPDATE:
             raise MalformedMessage(f"{device_id}: not a plain update")
@@ -56,11 +70,6 @@ class IngestDriver(RoundDriver):
         w = examples / self.spec.weight_cap
         self.total += w * delta
         self.weight += w
-        self.count += 1
-        self.bytes += len(payload)
-        if self.count == self.target:
-            self.done_at = time.perf_counter()
-            self.done.set()
 
     def on_tick(self, now: float) -> None:
         return None
