@@ -13,6 +13,7 @@ from dataclasses import replace
 import numpy as np
 import numpy.typing as npt
 
+from fedrt.coordinator.dp_central import CentralNoise
 from fedrt.coordinator.round_commands import (
     Commit,
     EvaluationDone,
@@ -39,8 +40,10 @@ class RoundAggregation:
         weights: npt.NDArray[np.floating],
         optimizer: ServerOptimizer,
         optimizer_state: OptimizerState,
+        central_noise: CentralNoise | None = None,
     ) -> None:
         self.config = config
+        self._central_noise = central_noise  # central DP (issue 9): noise on the aggregate
         self.spec = spec
         self._weights = np.asarray(weights)
         self._optimizer = optimizer
@@ -121,6 +124,10 @@ class RoundAggregation:
             except AggregationError as exc:
                 raise RoundFailed(f"{cfg.aggregator.name}: {exc}") from None
             weight, count = float(ws.sum()), len(rows)
+        # --- central DP (issue 9): noise the aggregate before the optimizer sees it ---
+        if self._central_noise is not None:
+            delta = self._central_noise.apply(delta, weight=weight, clip_norm=self.spec.clip_norm)
+        # --- end central DP ---
         try:
             new, state = self._optimizer.apply(self._weights, delta, self._state)
         except AggregationError as exc:

@@ -43,6 +43,7 @@ from collections.abc import Mapping
 import numpy as np
 import numpy.typing as npt
 
+from fedrt.coordinator.dp_central import CentralNoise
 from fedrt.coordinator.pace_steering import PaceSteering
 from fedrt.coordinator.round_aggregation import RoundAggregation
 from fedrt.coordinator.round_commands import (
@@ -116,6 +117,7 @@ class RoundMachine:
         rng: np.random.Generator,
         identity_keys: Mapping[str, bytes] | None = None,
         first_msg_id: int = 1,
+        central_noise: CentralNoise | None = None,  # central DP (issue 9)
     ) -> None:
         w = np.asarray(weights)
         if w.ndim != 1 or w.size == 0:
@@ -139,6 +141,7 @@ class RoundMachine:
             weights=w,
             optimizer=optimizer,
             optimizer_state=optimizer_state,
+            central_noise=central_noise,
         )
         self._out = RoundOutbox(config, self.update_spec, pace, first_msg_id)
         self._rng = rng
