@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -11,6 +12,14 @@ import pytest
 from fedrt.coordinator.mosquitto import MosquittoBroker
 from tests.support.brokers import SecureBroker, start_anonymous, start_secure
 from tests.support.process import ManagedProcess
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage() -> Iterator[None]:
+    """Collect after every test, so a leaked socket or file is blamed on the test that
+    leaked it (as an unraisable-exception warning), not on whichever test runs later."""
+    yield
+    gc.collect()
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
