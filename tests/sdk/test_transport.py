@@ -261,6 +261,9 @@ def test_keeps_retrying_while_the_broker_is_away(mosquitto: object) -> None:
         t.close()
 
 
+# paho keeps the wake-up socket pair of a client that never connected until exit.
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_tls_and_credentials_on_a_secured_broker(mosquitto_secure: object) -> None:
     secure = mosquitto_secure
     ca = secure.tls.ca_cert  # type: ignore[attr-defined]
