@@ -45,6 +45,7 @@ def test_device_process_enrolls_and_completes_a_round(tmp_path: Path, spawn: Spa
     digits = datasets.load_digits(flat=True)
     model_dir = export_model(SimConfig(model="zoo:mlp", batch_size=16), digits, tmp_path)
     np.savez(tmp_path / "examples.npz", x=digits.x[:64], y=digits.y[:64])
+
     def driver(ctx: DriverContext) -> RoundDriver:
         return FederatedDriver(ctx, pace=PaceConfig(min_delay=0.5, spread=1.0))
 
