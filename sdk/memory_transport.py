@@ -16,7 +16,6 @@ import paho.mqtt.client as mqtt
 
 from fedrt.sdk.errors import NotConnected, TransportError
 from fedrt.sdk.transport import (
-    ConnectListener,
     Handler,
     Message,
     Transport,
@@ -149,13 +148,10 @@ class MemoryTransport(Transport):
     def __init__(self, broker: MemoryBroker, client_id: str) -> None:
         if not client_id:
             raise TransportError("client_id must not be empty")
+        super().__init__()
         self.client_id = client_id
         self._broker = broker
-        self._lock = threading.Lock()
         self._handlers: dict[str, Handler] = {}
-        self._listeners: list[ConnectListener] = []
-        self._connected = threading.Event()
-        self._connects = 0
         self._started = False
         self._inbox: queue.Queue[object] = queue.Queue()
         self._thread: threading.Thread | None = None
@@ -207,21 +203,6 @@ class MemoryTransport(Transport):
 
     def _lost(self) -> None:
         self._connected.clear()
-
-    @property
-    def connected(self) -> bool:
-        return self._connected.is_set()
-
-    @property
-    def connection_count(self) -> int:
-        return self._connects
-
-    def wait_connected(self, timeout: float) -> bool:
-        return self._connected.wait(timeout)
-
-    def add_connect_listener(self, listener: ConnectListener) -> None:
-        with self._lock:
-            self._listeners.append(listener)
 
     # -- network thread ----------------------------------------------------------------------
 

@@ -70,18 +70,25 @@ class Transport(ABC):
     def close(self) -> None:
         """Disconnect cleanly and stop reconnecting. The broker keeps the session."""
 
-    @property
-    @abstractmethod
-    def connected(self) -> bool: ...
+    def __init__(self) -> None:
+        # Link state every implementation keeps the same way: set by its network thread.
+        self._lock = threading.Lock()
+        self._listeners: list[ConnectListener] = []
+        self._connected = threading.Event()
+        self._connects = 0
 
     @property
-    @abstractmethod
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
     def connection_count(self) -> int:
         """Successful connects so far; it grows before ``connected`` turns true."""
+        return self._connects
 
-    @abstractmethod
     def wait_connected(self, timeout: float) -> bool:
         """Block up to ``timeout`` s for a connection; True once connected."""
+        return self._connected.wait(timeout)
 
     @abstractmethod
     def publish(
@@ -102,9 +109,10 @@ class Transport(ABC):
     @abstractmethod
     def unsubscribe(self, topic_filter: str) -> None: ...
 
-    @abstractmethod
     def add_connect_listener(self, listener: ConnectListener) -> None:
         """Call ``listener(session_present)`` after every successful (re)connect."""
+        with self._lock:
+            self._listeners.append(listener)
 
 
 def check_topic(topic: str, *, wildcards: bool) -> None:
@@ -198,16 +206,13 @@ class PahoTransport(Transport):
     """
 
     def __init__(self, config: MqttConfig, *, rng: random.Random | None = None) -> None:
+        super().__init__()
         self.config = config
         self._backoff = ReconnectBackoff(config.backoff_initial_s, config.backoff_max_s, rng)
         self._attempt = 0
-        self._lock = threading.Lock()
         # filter -> (handler, qos, subscription identifier)
         self._handlers: dict[str, tuple[Handler, int, int]] = {}
         self._next_sub_id = 1
-        self._listeners: list[ConnectListener] = []
-        self._connected = threading.Event()
-        self._connects = 0
         self._started = False
         self.last_error: str | None = None
         self._v5 = config.protocol == 5
@@ -275,21 +280,6 @@ class PahoTransport(Transport):
         self._client.disconnect()
         self._client.loop_stop()
         self._connected.clear()
-
-    @property
-    def connected(self) -> bool:
-        return self._connected.is_set()
-
-    @property
-    def connection_count(self) -> int:
-        return self._connects
-
-    def wait_connected(self, timeout: float) -> bool:
-        return self._connected.wait(timeout)
-
-    def add_connect_listener(self, listener: ConnectListener) -> None:
-        with self._lock:
-            self._listeners.append(listener)
 
     # -- paho callbacks (network thread) -----------------------------------------------------
 
