@@ -7,6 +7,7 @@ from dataclasses import MISSING, fields
 from typing import Any
 
 from fedrt import __version__
+from fedrt.coordinator.dp_config import DpConfig, DpMode
 from fedrt.coordinator.records import ModelStatus, RoundStatus, TaskStatus
 from fedrt.coordinator.tasks import ACTIONS, STRATEGIES, TaskSpec
 
@@ -44,12 +45,31 @@ FREE = {"type": "object"}
 def _task_spec_schema() -> Schema:
     props: dict[str, Schema] = {}
     for f in fields(TaskSpec):
+        if f.name == "dp":
+            props["dp"] = {**_ref("DpConfig"), "default": DpConfig().to_mapping()}
+            continue
         kind = {"str": STR, "int": INT, "float": NUM, "bool": BOOL}[str(f.type)]
         entry = {**kind, "default": f.default if f.default is not MISSING else None}
         if f.name == "strategy":
             entry["enum"] = list(STRATEGIES)
         props[f.name] = entry
     return {"type": "object", "properties": props, "additionalProperties": False}
+
+
+def _dp_schema() -> Schema:
+    adaptive = _obj({}, {"quantile": NUM, "lr": NUM, "initial": NUM})
+    return _obj(
+        {},
+        {
+            "mode": {"type": "string", "enum": [m.value for m in DpMode], "default": "none"},
+            "noise_multiplier": NUM,
+            "target_epsilon": NUM,
+            "delta": NUM,
+            "budget_epsilon": NUM,
+            "clip": {"oneOf": [_obj({"fixed": NUM}), _obj({"adaptive": adaptive})]},
+            "distributed_noise": {"type": "string", "enum": ["discrete_gaussian", "skellam"]},
+        },
+    )
 
 
 def _schemas() -> dict[str, Schema]:
@@ -106,6 +126,7 @@ def _schemas() -> dict[str, Schema]:
             }
         ),
         "TaskSpec": _task_spec_schema(),
+        "DpConfig": _dp_schema(),
         "Round": rnd,
         "RoundDetail": {
             **rnd,

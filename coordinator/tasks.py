@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from fedrt.coordinator.dp_config import DpConfig
 from fedrt.coordinator.errors import BadRequestError, IllegalTransition
 from fedrt.coordinator.records import AuditEntry, TaskRecord, TaskStatus
 from fedrt.coordinator.store import Store
@@ -57,6 +58,9 @@ class TaskSpec:
     promote_margin: float = 0.01
     trimmed_fraction: float = 0.1
     max_rounds: int = 100
+    # Differential privacy (``dp_config``): with a mode other than "none", ``dp.clip``
+    # replaces ``clip_norm`` as the bound of every update and each device weighs 1.
+    dp: DpConfig = field(default_factory=DpConfig)
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -91,6 +95,14 @@ class TaskSpec:
         need(0 <= self.promote_margin <= 1, "promote_margin must be in [0, 1]")
         need(0 <= self.trimmed_fraction < 0.5, "trimmed_fraction must be in [0, 0.5)")
         need(1 <= self.max_rounds <= 1_000_000, "max_rounds must be in 1..1000000")
+        need(isinstance(self.dp, DpConfig), "dp must be a DpConfig")
+        # The population is only known per round (the driver checks delta against it
+        # again); at creation a cohort's worth of devices is the least there can be.
+        self.dp.check_task(
+            secagg=self.secagg,
+            mean_aggregation=self.strategy in SECAGG_STRATEGIES,
+            population=max(self.goal_count, math.ceil(self.goal_count * self.over_selection)),
+        )
 
     @classmethod
     def from_json(cls, data: Any) -> TaskSpec:
@@ -104,6 +116,9 @@ class TaskSpec:
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
             kind = str(known[key].type)
+            if kind == "DpConfig":
+                kwargs[key] = DpConfig.from_mapping(value)  # refuses non-tables itself
+                continue
             ok = {
                 "str": isinstance(value, str),
                 "bool": isinstance(value, bool),
@@ -116,7 +131,9 @@ class TaskSpec:
         return cls(**kwargs)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["dp"] = self.dp.to_mapping()
+        return out
 
 
 # action -> (states it may start from, state it leads to)

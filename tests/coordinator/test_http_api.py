@@ -176,6 +176,9 @@ def test_bad_task_requests_change_nothing(svc: ServiceThread, body: dict[str, ob
         {"min_reports": 50, "goal_count": 10},
         {"unknown_knob": 1},
         {"secagg": 1},
+        {"dp": {"mode": "central"}},  # neither noise_multiplier nor target_epsilon
+        {"dp": {"mode": "distributed", "noise_multiplier": 1.0}, "secagg": False},
+        {"dp": {"mode": "central", "noise_multiplier": 1.0, "delta": 0.2}},
     ],
 )
 def test_bad_specs_are_400(svc: ServiceThread, spec: dict[str, object]) -> None:
@@ -183,6 +186,8 @@ def test_bad_specs_are_400(svc: ServiceThread, spec: dict[str, object]) -> None:
     reply = svc.request("POST", "/v1/tasks", body={"name": "x", "model_sha256": sha, "spec": spec})
     assert reply.status == 400
     assert reply.json()["error"]["type"] == "BadRequestError"
+    if "dp" in spec:  # the message names the DP setting at fault
+        assert reply.json()["error"]["message"].startswith("dp: ")
     assert svc.service.store.list_tasks() == []
 
 

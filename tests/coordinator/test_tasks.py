@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from fedrt.coordinator.dp_config import DpMode
 from fedrt.coordinator.errors import BadRequestError, IllegalTransition
 from fedrt.coordinator.records import TaskRecord, TaskStatus
 from fedrt.coordinator.store_memory import MemoryStore
@@ -35,6 +36,54 @@ def test_spec_round_trips_and_defaults_are_valid() -> None:
 def test_bad_specs(data: object) -> None:
     with pytest.raises(BadRequestError):
         TaskSpec.from_json(data)
+
+
+def test_dp_spec_round_trips() -> None:
+    raw = {
+        "dp": {
+            "mode": "central",
+            "target_epsilon": 4,
+            "delta": 1e-5,
+            "budget_epsilon": 8,
+            "clip": {"adaptive": {"quantile": 0.5, "lr": 0.2}},
+        }
+    }
+    spec = TaskSpec.from_json(raw)
+    assert spec.dp.mode is DpMode.CENTRAL
+    assert spec.dp.target_epsilon == 4
+    assert spec.to_json()["dp"]["clip"]["adaptive"]["quantile"] == 0.5
+    assert TaskSpec.from_json(spec.to_json()) == spec
+    assert TaskSpec().to_json()["dp"] == {"mode": "none", "delta": 1e-5, "clip": {"fixed": 1.0}}
+
+
+@pytest.mark.parametrize(
+    ("dp", "says"),
+    [
+        ("central", "dp must be a table"),
+        ({"mode": "local"}, "mode must be one of"),
+        ({"mode": "central"}, "exactly one of noise_multiplier or target_epsilon"),
+        ({"mode": "central", "noise_multiplier": 1, "target_epsilon": 2}, "exactly one"),
+        ({"mode": "none", "budget_epsilon": 3}, "cannot be set"),
+        ({"mode": "central", "noise_multiplier": 1, "delta": 0.5}, "below 1 / population"),
+        ({"mode": "central", "noise_multiplier": 1, "clip": {"fixed": -1}}, "clip.fixed"),
+        ({"mode": "central", "noise_multiplier": 1, "clip": {"fixed": 1, "adaptive": {}}}, "clip"),
+        ({"mode": "central", "noise_multiplier": 1, "colour": 1}, "unknown key"),
+        ({"mode": "distributed", "noise_multiplier": 1}, "secagg = true"),
+        ({"mode": "central", "target_epsilon": 9, "budget_epsilon": 8}, "exceeds budget"),
+    ],
+)
+def test_bad_dp_specs_say_why(dp: object, says: str) -> None:
+    data: dict[str, object] = {"dp": dp}
+    if isinstance(dp, dict) and dp.get("mode") == "distributed":
+        data["secagg"] = False
+    with pytest.raises(BadRequestError, match=says):
+        TaskSpec.from_json(data)
+
+
+def test_dp_needs_a_mean() -> None:
+    dp = {"mode": "central", "noise_multiplier": 1.0}
+    with pytest.raises(BadRequestError, match="mean-based strategy"):
+        TaskSpec.from_json({"strategy": "median", "secagg": False, "dp": dp})
 
 
 def test_lifecycle_and_hook() -> None:
