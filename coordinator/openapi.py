@@ -90,6 +90,10 @@ def _schemas() -> dict[str, Schema]:
             "bytes_in": INT,
             "result_sha256": _nullable(SHA),
             "detail": FREE,
+            # Differential privacy: cumulative epsilon at the task's delta, noise std on the
+            # aggregate sum; null when the task has no DP.
+            "epsilon": _nullable(NUM),
+            "noise_stddev": _nullable(NUM),
         }
     )
     stage = _obj({"stage": STR, "at": NUM, "detail": FREE})

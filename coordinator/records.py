@@ -89,6 +89,11 @@ class RoundRecord:
     bytes_in: int = 0
     result_sha256: str | None = None
     detail: JsonObject = field(default_factory=dict)
+    # Differential privacy (issue 9), None when the task has none: the task's cumulative
+    # epsilon at its delta once this round is charged, and the std of the noise the
+    # round's aggregate SUM carries (float units of the update).
+    epsilon: float | None = None
+    noise_stddev: float | None = None
 
 
 # Fields of a round the driver may change after creation.
@@ -105,6 +110,8 @@ ROUND_MUTABLE = frozenset(
         "bytes_in",
         "result_sha256",
         "detail",
+        "epsilon",
+        "noise_stddev",
     }
 )
 

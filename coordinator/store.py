@@ -9,6 +9,7 @@ to change or remove an entry, and the SQLite schema refuses it too.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from typing import Any
@@ -164,6 +165,12 @@ def check_round_changes(changes: dict[str, Any]) -> dict[str, Any]:
             out["status"] = RoundStatus(out["status"])
         except ValueError:
             raise BadRequestError(f"unknown round status {out['status']!r}") from None
+    for name in ("epsilon", "noise_stddev"):
+        value = out.get(name)
+        if value is not None and not (
+            isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < math.inf
+        ):
+            raise BadRequestError(f"round {name} must be a finite number >= 0, got {value!r}")
     return out
 
 

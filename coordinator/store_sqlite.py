@@ -28,6 +28,7 @@ from fedrt.coordinator.records import (
 )
 from fedrt.coordinator.store import Store, check_round_changes
 from fedrt.coordinator.store_sqlite_rows import (
+    MIGRATIONS,
     ROUND_COLS,
     SCHEMA,
     SCHEMA_VERSION,
@@ -60,13 +61,15 @@ class SqliteStore(Store):
             self._db.execute("PRAGMA synchronous = FULL")
             self._db.execute("PRAGMA foreign_keys = ON")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
+            if version not in (0, SCHEMA_VERSION) and version not in MIGRATIONS:
                 raise StoreError(
                     f"{self.path}: schema version {version}, expected {SCHEMA_VERSION}"
                 )
+            # An older store is brought up to date step by step, all in the same transaction.
+            steps = "".join(MIGRATIONS[v] for v in range(version, SCHEMA_VERSION) if version)
             # One script, one transaction: a crash here leaves either no schema or all of it.
             self._db.executescript(
-                f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                f"BEGIN IMMEDIATE; {steps} {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
             )
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: {exc}") from None
@@ -162,7 +165,7 @@ class SqliteStore(Store):
             ):
                 raise ConflictError(f"round {rnd.round_no} of task {rnd.task_id} exists")
             self._q(
-                f"INSERT INTO rounds ({ROUND_COLS}) VALUES ({', '.join('?' * 15)})",  # noqa: S608
+                f"INSERT INTO rounds ({ROUND_COLS}) VALUES ({', '.join('?' * 17)})",  # noqa: S608
                 round_values(rnd),
             )
 
@@ -189,11 +192,11 @@ class SqliteStore(Store):
             new = dataclasses.replace(rnd, **changes)
             self._q(
                 "UPDATE rounds SET stage=?, status=?, ended_at=?, deadline=?, checked_in=?,"
-                " selected=?, reporting=?, dropped=?, bytes_in=?, result_sha256=?, detail=?"
-                " WHERE task_id = ? AND round_no = ?",
+                " selected=?, reporting=?, dropped=?, bytes_in=?, result_sha256=?, detail=?,"
+                " epsilon=?, noise_stddev=? WHERE task_id = ? AND round_no = ?",
                 (new.stage, new.status.value, new.ended_at, new.deadline, new.checked_in,
                  new.selected, new.reporting, new.dropped, new.bytes_in, new.result_sha256,
-                 js(new.detail), task_id, round_no),
+                 js(new.detail), new.epsilon, new.noise_stddev, task_id, round_no),
             )  # fmt: skip
             return new
 

@@ -17,7 +17,12 @@ from fedrt.coordinator.records import (
     TaskStatus,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Statements that bring a store of version N up to N + 1 (the schema below is the latest).
+MIGRATIONS: dict[int, str] = {
+    1: "ALTER TABLE rounds ADD COLUMN epsilon REAL; "
+    "ALTER TABLE rounds ADD COLUMN noise_stddev REAL;",
+}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
@@ -34,7 +39,7 @@ CREATE TABLE IF NOT EXISTS rounds (
     started_at REAL NOT NULL, ended_at REAL, deadline REAL,
     checked_in INTEGER NOT NULL, selected INTEGER NOT NULL, reporting INTEGER NOT NULL,
     dropped INTEGER NOT NULL, bytes_in INTEGER NOT NULL, result_sha256 TEXT,
-    detail TEXT NOT NULL, PRIMARY KEY (task_id, round_no));
+    detail TEXT NOT NULL, epsilon REAL, noise_stddev REAL, PRIMARY KEY (task_id, round_no));
 CREATE TABLE IF NOT EXISTS stages (
     id INTEGER PRIMARY KEY AUTOINCREMENT, task_id TEXT NOT NULL, round_no INTEGER NOT NULL,
     stage TEXT NOT NULL, at REAL NOT NULL, detail TEXT NOT NULL,
@@ -64,7 +69,8 @@ CREATE INDEX IF NOT EXISTS stages_by_round ON stages(task_id, round_no);
 
 ROUND_COLS = (
     "task_id, round_no, stage, status, model_sha256, started_at, ended_at, deadline, "
-    "checked_in, selected, reporting, dropped, bytes_in, result_sha256, detail"
+    "checked_in, selected, reporting, dropped, bytes_in, result_sha256, detail, epsilon, "
+    "noise_stddev"
 )
 
 
@@ -86,7 +92,7 @@ def round_values(x: RoundRecord) -> tuple[Any, ...]:
     return (
         x.task_id, x.round_no, x.stage, x.status.value, x.model_sha256, x.started_at,
         x.ended_at, x.deadline, x.checked_in, x.selected, x.reporting, x.dropped, x.bytes_in,
-        x.result_sha256, js(x.detail),
+        x.result_sha256, js(x.detail), x.epsilon, x.noise_stddev,
     )  # fmt: skip
 
 
@@ -95,7 +101,7 @@ def round_row(r: Any) -> RoundRecord:
         task_id=r[0], round_no=r[1], stage=r[2], status=RoundStatus(r[3]), model_sha256=r[4],
         started_at=r[5], ended_at=r[6], deadline=r[7], checked_in=r[8], selected=r[9],
         reporting=r[10], dropped=r[11], bytes_in=r[12], result_sha256=r[13],
-        detail=json.loads(r[14]),
+        detail=json.loads(r[14]), epsilon=r[15], noise_stddev=r[16],
     )  # fmt: skip
 
 
@@ -121,6 +127,6 @@ def model_row(r: Any) -> ModelRecord:
 
 
 __all__ = [
-    "ROUND_COLS", "SCHEMA", "SCHEMA_VERSION", "device_row", "js", "model_row", "round_row",
-    "round_values", "task_row", "token_row",
+    "MIGRATIONS", "ROUND_COLS", "SCHEMA", "SCHEMA_VERSION", "device_row", "js", "model_row",
+    "round_row", "round_values", "task_row", "token_row",
 ]  # fmt: skip

@@ -37,6 +37,8 @@ def round_view(r: RoundRecord) -> dict[str, Any]:
         "bytes_in": r.bytes_in,
         "result_sha256": r.result_sha256,
         "detail": r.detail,
+        "epsilon": r.epsilon,
+        "noise_stddev": r.noise_stddev,
     }
 
 

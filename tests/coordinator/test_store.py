@@ -115,6 +115,23 @@ def test_update_round_fields(seeded: Store) -> None:
     assert seeded.get_round("t1", 1) == new
 
 
+def test_round_privacy_fields(seeded: Store) -> None:
+    seeded.create_round(round_("t1", 1, sha("m0")))
+    assert (seeded.get_round("t1", 1).epsilon, seeded.get_round("t1", 1).noise_stddev) == (
+        None,
+        None,
+    )
+    new = seeded.update_round("t1", 1, epsilon=1.25, noise_stddev=0.5)
+    assert seeded.list_rounds("t1") == [new]
+    assert (new.epsilon, new.noise_stddev) == (1.25, 0.5)
+    for bad in (float("nan"), -1.0, float("inf"), "1", True):
+        with pytest.raises(BadRequestError, match="epsilon"):
+            seeded.update_round("t1", 1, epsilon=bad)
+    assert seeded.get_round("t1", 1) == new
+    seeded.create_round(dataclasses.replace(round_("t1", 2, sha("m0")), epsilon=2.0))
+    assert seeded.get_round("t1", 2).epsilon == 2.0
+
+
 def test_devices_and_revocation(store: Store) -> None:
     store.add_device(device("d2", at=2.0))
     store.add_device(device("d1", at=1.0))

@@ -16,6 +16,7 @@ import pytest
 from fedrt.coordinator.errors import StoreError
 from fedrt.coordinator.records import AuditEntry
 from fedrt.coordinator.store_sqlite import SqliteStore
+from fedrt.coordinator.store_sqlite_rows import SCHEMA, SCHEMA_VERSION
 from tests.coordinator.store_conformance import model, round_, sha, task
 
 WRITER = textwrap.dedent(
@@ -111,6 +112,26 @@ def test_foreign_schema_is_refused(tmp_path: Path) -> None:
     raw.close()
     with pytest.raises(StoreError, match="schema version 99"):
         SqliteStore(path)
+
+
+def test_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "v1.sqlite3"
+    old = SCHEMA.replace(" epsilon REAL, noise_stddev REAL,", "")
+    assert old != SCHEMA
+    raw = sqlite3.connect(path)
+    raw.executescript(f"{old} PRAGMA user_version = 1;")
+    raw.close()
+    store = SqliteStore(path)
+    try:
+        store.add_model(model("m0"))
+        store.create_task(task("t1", sha("m0")))
+        store.create_round(round_("t1", 1, sha("m0")))
+        assert store.update_round("t1", 1, epsilon=0.5).epsilon == 0.5
+    finally:
+        store.close()
+    raw = sqlite3.connect(path)
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    raw.close()
 
 
 def test_garbage_file_is_a_store_error(tmp_path: Path) -> None:
