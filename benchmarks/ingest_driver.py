@@ -1,8 +1,8 @@
 """The round driver ``fedrt bench ingest`` plugs into a real coordinator: a streaming FedAvg sum.
 
-It does per message what a plain-update round does to a payload (decode the round message,
-unpack and dequantize the update, clip it) and then adds it, weighted, to ONE running sum, so
-its memory is the same for 10 devices or 10,000.
+It does per message what a plain FedAvg round does to a payload (decode the round message,
+unpack the update, add it to the round's ``PlainSum``, which dequantizes, clips and weights it
+into ONE running sum), so its memory is the same for 10 devices or 10,000.
 """
 
 from __future__ import annotations
@@ -10,9 +10,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-
-import numpy as np
-import numpy.typing as npt
 
 from fedrt.coordinator.driver import DriverContext, RoundDriver
 from fedrt.coordinator.mosquitto import hash_password
@@ -37,8 +34,7 @@ class IngestDriver(RoundDriver):
         self.ctx = ctx
         self.spec = spec
         self.aggregate = aggregate
-        self.total: npt.NDArray[np.float64] = np.zeros(spec.params)
-        self.weight = 0.0
+        self.sum = round_update.PlainSum(spec)
         self.count = 0
         self.bytes = 0
         self.target = 0
@@ -64,12 +60,7 @@ class IngestDriver(RoundDriver):
         msg = decode_from_device(payload)
         if not isinstance(msg, rm.StageResponse) or msg.stage is not rm.Stage.PLAIN_UPDATE:
             raise MalformedMessage(f"{device_id}: not a plain update")
-        vector = round_update.unpack(msg.payload, self.spec)
-        delta, examples = round_update.decode_one(vector, self.spec)
-        delta = round_update.clip(delta, self.spec.clip_norm)
-        w = examples / self.spec.weight_cap
-        self.total += w * delta
-        self.weight += w
+        self.sum.add(round_update.unpack(msg.payload, self.spec))
 
     def on_tick(self, now: float) -> None:
         return None

@@ -52,6 +52,13 @@ class MqttLink:
     The session is persistent (``clean_session=False``): QoS 1 messages devices publish while
     the coordinator is away are queued by the broker and delivered after it reconnects.
     Outgoing messages are queued in order and resent if the connection drops mid-publish.
+
+    Incoming QoS 1 messages are acknowledged only after ``on_message`` has handled them, so
+    the broker, not this process, holds whatever has not been handled yet: it sends at most
+    its in-flight window (Mosquitto's ``max_inflight_messages``) of unacknowledged messages,
+    which bounds this process's memory however many devices publish at once, and it sends
+    again after a reconnect what was received but never handled (the round machine drops
+    the duplicate by message id).
     """
 
     def __init__(self, settings: LinkSettings, on_message: OnMessage) -> None:
@@ -64,10 +71,17 @@ class MqttLink:
         self._client: aiomqtt.Client | None = None
         self.connects = 0
         self.failures = 0
+        self.handled = 0
 
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def pending(self) -> int:
+        """Messages received from the broker and waiting to be handled."""
+        client = self._client
+        return len(client.messages) if client is not None else 0
 
     def enqueue(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         if len(self._outbox) >= self.settings.max_outbox:
@@ -127,6 +141,9 @@ class MqttLink:
                     clean_session=False,
                     keepalive=s.keepalive_s,
                 ) as client:
+                    # aiomqtt has no manual-ack option; its paho client has (paho >= 2.0).
+                    paho = client._client
+                    paho.manual_ack_set(True)
                     self._client = client
                     for topic in s.subscriptions:
                         await client.subscribe(topic, qos=1)
@@ -142,6 +159,9 @@ class MqttLink:
                             payload = message.payload
                             if isinstance(payload, bytes | bytearray):
                                 await self._deliver(str(message.topic), bytes(payload))
+                            # Handled (or refused for good): the broker may forget it now.
+                            paho.ack(message.mid, message.qos)
+                            self.handled += 1
                     finally:
                         sender.cancel()
                         with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):

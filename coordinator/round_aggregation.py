@@ -20,7 +20,12 @@ from fedrt.coordinator.round_commands import (
     RoundConfig,
     RoundMetrics,
 )
-from fedrt.coordinator.strategies import AggregationError, OptimizerState, ServerOptimizer
+from fedrt.coordinator.strategies import (
+    AggregationError,
+    OptimizerState,
+    ServerOptimizer,
+    WeightedMean,
+)
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol import round_update
 from fedrt.protocol.graph import choose_parameters, validate_parameters
@@ -48,6 +53,10 @@ class RoundAggregation:
         self._weights = np.asarray(weights)
         self._optimizer = optimizer
         self._state = optimizer_state
+        # FedAvg keeps one running sum (memory flat in the cohort size); robust rules such as
+        # the median or Krum need every delta, so they keep each one.
+        self._streaming = isinstance(config.aggregator, WeightedMean)
+        self._sum: round_update.PlainSum | None = None  # made by the first plain update
         self._plain: dict[str, tuple[npt.NDArray[np.float32], float]] = {}
         self._evals: dict[str, rm.EvalReport] = {}
         self.server: SecAggServer | None = None
@@ -88,6 +97,13 @@ class RoundAggregation:
     def add_plain(self, device_id: str, payload: bytes) -> None:
         """A device's plain quantized update (SecAgg off)."""
         vector = round_update.unpack(payload, self.spec)
+        if self._streaming:
+            # Clipped inside the sum. Once added an update stays in: a device that answered
+            # and then withdraws or checks in again has still sent a complete, valid update.
+            if self._sum is None:
+                self._sum = round_update.PlainSum(self.spec)
+            self._sum.add(vector)
+            return
         delta, count = round_update.decode_one(vector, self.spec)
         # The server sees this update, so it enforces the clip itself (SecAgg+ cannot).
         delta = round_update.clip(delta, self.spec.clip_norm)
@@ -98,6 +114,7 @@ class RoundAggregation:
 
     def discard(self) -> None:
         self._plain.clear()
+        self._sum = None
         self._evals.clear()
         self.server = None
 
@@ -115,6 +132,10 @@ class RoundAggregation:
             total = np.asarray(self.server.result, dtype=np.uint64)
             delta, weight = round_update.decode_sum(total, self.spec, len(included))
             count = len(included)
+        elif self._streaming:
+            if self._sum is None or self._sum.count < max(1, cfg.min_reports):
+                raise RoundFailed(f"too few updates summed, {cfg.min_reports} needed")
+            delta, weight, count = self._sum.mean(), self._sum.weight, self._sum.count
         else:
             rows = [self._plain[d] for d in answered]
             matrix = np.stack([r[0] for r in rows])

@@ -115,16 +115,65 @@ def decode_one(vector: npt.NDArray[np.unsignedinteger], spec: UpdateSpec) -> tup
     """(clipped delta, capped example count) of ONE unweighted vector (a plain update)."""
     v = np.asarray(vector)
     qs = quant_spec(spec)
+    count = _checked_count(v, qs)
+    delta = quantize.dequantize_sum(v[: qs.params], bound=qs.bound, bits=spec.bits, contributors=1)
+    return _restore(delta, spec), count
+
+
+def _checked_count(v: npt.NDArray[np.generic], qs: quantize.QuantSpec) -> int:
+    """The capped example count of one plain vector, after checking its shape and range."""
     if v.ndim != 1 or v.size != qs.length or v.dtype.kind != "u":
         raise LengthError(f"an update must hold {qs.length} unsigned values")
     if int(v.max(initial=0)) > qs.levels:
-        raise ParameterError(f"an update value exceeds {spec.bits} bits")
+        raise ParameterError(f"an update value exceeds {qs.bits} bits")
     digits = v[qs.params : qs.params + qs.count_digits]
-    count = sum(int(x) << (i * spec.bits) for i, x in enumerate(digits))
-    if not 1 <= count <= spec.weight_cap:
-        raise ParameterError(f"example count {count} outside 1..{spec.weight_cap}")
-    delta = quantize.dequantize_sum(v[: qs.params], bound=qs.bound, bits=spec.bits, contributors=1)
-    return _restore(delta, spec), count
+    count = sum(int(x) << (i * qs.bits) for i, x in enumerate(digits))
+    if not 1 <= count <= qs.weight_cap:
+        raise ParameterError(f"example count {count} outside 1..{qs.weight_cap}")
+    return count
+
+
+class PlainSum:
+    """A running FedAvg sum of plain updates: memory of ONE update whatever the cohort size.
+
+    Each vector is added where it was quantized (rotated, when the spec rotates): the
+    rotation is linear, so the mean is rotated back once in ``mean`` instead of once per
+    update. The server's clip is enforced there too, on the norm of the dequantized rotated
+    vector, which bounds the norm of the delta it stands for (rotating back is orthonormal
+    and drops padding). Per update that is one pass to centre the levels, one dot product,
+    one scale and one add, all in two preallocated buffers.
+    """
+
+    def __init__(self, spec: UpdateSpec) -> None:
+        self.spec = spec
+        self._qs = quant_spec(spec)
+        self._total: Floats = np.zeros(self._qs.params)
+        self._scratch: Floats = np.empty(self._qs.params)
+        self.weight = 0.0  # sum of the FedAvg weights min(examples, cap) / cap
+        self.count = 0
+
+    def add(self, vector: npt.NDArray[np.unsignedinteger]) -> float:
+        """Add one unpacked plain update; its weight. Raises before changing anything."""
+        v = np.asarray(vector)
+        qs = self._qs
+        examples = _checked_count(v, qs)
+        x = self._scratch
+        # (level - levels / 2) * step is the dequantized coordinate (``dequantize_sum``).
+        np.subtract(v[: qs.params], qs.levels / 2.0, out=x, dtype=np.float64)
+        norm = qs.step * math.sqrt(float(np.einsum("i,i->", x, x)))
+        weight = examples / qs.weight_cap
+        clip = qs.clip_norm / norm if norm > qs.clip_norm else 1.0
+        x *= weight * clip * qs.step
+        self._total += x
+        self.weight += weight
+        self.count += 1
+        return weight
+
+    def mean(self) -> Floats:
+        """The weighted mean of the clipped deltas added so far (in the model's coordinates)."""
+        if self.count == 0:
+            raise ParameterError("no update has been added")
+        return _restore(self._total / self.weight, self.spec)
 
 
 def pack(vector: npt.NDArray[np.unsignedinteger], bits: int) -> bytes:
@@ -138,6 +187,7 @@ def unpack(data: bytes, spec: UpdateSpec) -> npt.NDArray[np.unsignedinteger]:
 
 
 __all__ = [
+    "PlainSum",
     "clip",
     "decode_one",
     "decode_sum",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,56 @@ def test_a_failing_message_does_not_stop_ingestion(caplog: pytest.LogCaptureFixt
     asyncio.run(scenario())
     assert got == [b"after"]
     assert "handling a message on t/x failed" in caplog.text
+
+
+def test_unhandled_messages_wait_at_the_broker_and_survive_a_restart(tmp_path: Path) -> None:
+    """Acknowledged only once handled: a stalled coordinator holds at most the broker's
+    in-flight window, and what it never handled is delivered again after it reconnects."""
+    window = 4
+    broker = MosquittoBroker(
+        BrokerConfig(directory=tmp_path / "m", extra=(f"max_inflight_messages {window}",))
+    )
+    broker.start()
+    sent = [b"update-%d" % i for i in range(30)]
+    got: list[bytes] = []
+    device = TestClient(broker.host, broker.port, client_id="device")
+
+    async def stalled(topic: str, payload: bytes) -> None:
+        await asyncio.Event().wait()  # never handled
+
+    async def handle(topic: str, payload: bytes) -> None:
+        got.append(payload)
+
+    def link(on_message: Callable[[str, bytes], Awaitable[None]]) -> MqttLink:
+        settings = LinkSettings(
+            host=broker.host, port=broker.port, identifier="coord", subscriptions=("in/#",)
+        )
+        return MqttLink(settings, on_message)
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        first = link(stalled)
+        await first.start()
+        await asyncio.to_thread(lambda: [device.publish("in/x", p) for p in sent])
+        deadline = loop.time() + 10
+        while first.pending < window - 1 and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)  # room for more to arrive, were the broker not holding them
+        assert window - 1 <= first.pending <= window
+        await first.stop()
+        second = link(handle)
+        await second.start()
+        deadline = loop.time() + 15
+        while len(got) < len(sent) and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)
+        assert second.handled == len(sent)
+        await second.stop()
+
+    try:
+        device.connect()
+        asyncio.run(scenario())
+    finally:
+        device.close()
+        broker.stop()
+    assert sorted(got) == sorted(sent)
