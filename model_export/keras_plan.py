@@ -27,6 +27,7 @@ SUPPORTED_LAYERS = (
     "Dropout",
     "Embedding",
     "Flatten",
+    "GRU",
     "GlobalAveragePooling2D",
     "InputLayer",
     "LSTM",
@@ -271,10 +272,11 @@ def _steps(layer: Any) -> list[Step]:
     if kind == "Embedding":
         _check(layer, config, mask_zero=False)
         return [Step(kind="embedding", layer=layer.name, weights=_weights(layer, ("embeddings",)))]
-    return _lstm_steps(layer, config)
+    return _recurrent_steps(layer, kind, config)
 
 
-def _lstm_steps(layer: Any, config: dict[str, Any]) -> list[Step]:
+def _recurrent_steps(layer: Any, kind: str, config: dict[str, Any]) -> list[Step]:
+    """LSTM or GRU over the whole sequence from a zero state (what Keras does by default)."""
     _check(
         layer,
         config,
@@ -289,13 +291,16 @@ def _lstm_steps(layer: Any, config: dict[str, Any]) -> list[Step]:
         if config.get("use_bias", True)
         else ("kernel", "recurrent_kernel")
     )
-    options = {
+    options: dict[str, Any] = {
         "units": int(config["units"]),
         "return_sequences": bool(config.get("return_sequences", False)),
         "activation": _activation(layer, config.get("activation", "tanh")),
         "recurrent_activation": _activation(layer, config.get("recurrent_activation", "sigmoid")),
     }
-    return [Step(kind="lstm", layer=layer.name, options=options, weights=_weights(layer, names))]
+    if kind == "GRU":
+        options["reset_after"] = bool(config.get("reset_after", True))
+    weights = _weights(layer, names)
+    return [Step(kind=kind.lower(), layer=layer.name, options=options, weights=weights)]
 
 
 def _fold_output_activation(steps: list[Step], loss: str) -> list[Step]:

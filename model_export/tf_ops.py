@@ -33,6 +33,14 @@ def static_shape(shape: Any) -> list[int]:
     return dims
 
 
+def activate(fn: str, x: Tensor, native: bool) -> Tensor:
+    """The activation named ``fn`` (one of ``keras_plan.ACTIVATIONS``)."""
+    if fn == "linear":
+        return x
+    op: Callable[[Tensor, bool], Tensor] = globals()[fn]
+    return op(x, native)
+
+
 def relu(x: Tensor, native: bool) -> Tensor:
     if native:
         return tf.nn.relu(x)

@@ -16,18 +16,11 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from fedrt.model_export import tf_conv, tf_ops
+from fedrt.model_export import tf_conv, tf_ops, tf_recurrent
 from fedrt.model_export.keras_plan import Plan, Step
 
 Tensor = Any
 LossFn = Callable[[Tensor, Tensor, bool], tuple[Tensor, Tensor]]
-
-
-def _activate(fn: str, x: Tensor, native: bool) -> Tensor:
-    if fn == "linear":
-        return x
-    op: Callable[[Tensor, bool], Tensor] = getattr(tf_ops, fn)
-    return op(x, native)
 
 
 def _dense(x: Tensor, params: Sequence[Tensor], native: bool) -> Tensor:
@@ -43,32 +36,6 @@ def _dense(x: Tensor, params: Sequence[Tensor], native: bool) -> Tensor:
         if x.shape[0] is not None:
             y = tf.ensure_shape(y, [*x.shape[:-1], kernel.shape[-1]])
     return y + params[1] if len(params) > 1 else y
-
-
-def _lstm(x: Tensor, params: Sequence[Tensor], options: dict[str, Any], native: bool) -> Tensor:
-    """Keras LSTM (gates i, f, c, o) unrolled over the static time axis: no WHILE op."""
-    kernel, recurrent = params[0], params[1]
-    units = int(options["units"])
-    steps, features = int(x.shape[1]), int(x.shape[2])
-    act, gate = options["activation"], options["recurrent_activation"]
-    # One input projection for every time step: one large matmul instead of T small ones.
-    flat = tf_ops.matmul(tf.reshape(x, [-1, features]), kernel, native)
-    projected = tf.reshape(flat, [-1, steps, 4 * units])
-    if len(params) > 2:
-        projected = projected + params[2]
-    h: Tensor = None
-    c: Tensor = None
-    outputs = []
-    for z in tf.unstack(projected, axis=1):
-        # The initial state is zero, so step 0 skips the recurrent product and f * c.
-        if h is not None:
-            z = z + tf_ops.matmul(h, recurrent, native)
-        z_i, z_f, z_c, z_o = tf.split(z, 4, axis=1)
-        new = _activate(gate, z_i, native) * _activate(act, z_c, native)
-        c = new if c is None else _activate(gate, z_f, native) * c + new
-        h = _activate(gate, z_o, native) * _activate(act, c, native)
-        outputs.append(h)
-    return tf.stack(outputs, axis=1) if options["return_sequences"] else h
 
 
 class Forward:
@@ -116,7 +83,7 @@ class Forward:
             pool = tf_ops.max_pool if kind == "max_pool" else tf_ops.avg_pool
             return pool(x, opts["pool"], native)
         if kind == "activation":
-            return _activate(opts["fn"], x, native)
+            return tf_ops.activate(opts["fn"], x, native)
         if kind == "global_avg_pool":
             return tf.reduce_mean(x, axis=[1, 2], keepdims=opts["keepdims"])
         if kind == "flatten":
@@ -139,7 +106,9 @@ class Forward:
         if kind == "embedding":
             return tf_ops.embedding(x, params[0], native)
         if kind == "lstm":
-            return _lstm(x, params, opts, native)
+            return tf_recurrent.lstm(x, params, opts, native)
+        if kind == "gru":
+            return tf_recurrent.gru(x, params, opts, native)
         raise AssertionError(f"unknown step kind {kind}")
 
 

@@ -1,4 +1,4 @@
-"""Reference Keras models (``zoo:NAME``): mlp, cnn (McMahan et al. 2017 style), lstm_lm.
+"""Reference Keras models (``zoo:NAME``): mlp, cnn (McMahan et al. 2017 style), lstm_lm, gru_lm.
 
 Keras is imported inside the builders, so listing the zoo stays light.
 """
@@ -71,16 +71,27 @@ def cnn(input_shape: tuple[int, ...], classes: int, *, seed: int = 0) -> Any:
     return keras.Sequential(layers, name="cnn")
 
 
+RECURRENT_CELLS = ("gru", "lstm")
+
+
 def lstm_lm(
-    input_shape: tuple[int, ...], classes: int, *, embed: int = 32, units: int = 64, seed: int = 0
+    input_shape: tuple[int, ...],
+    classes: int,
+    *,
+    embed: int = 32,
+    units: int = 64,
+    seed: int = 0,
+    cell: str = "lstm",
 ) -> Any:
-    """Next-token model: tokens [T] -> Embedding -> LSTM -> Dense(vocab) logits."""
+    """Next-token model: tokens [T] -> Embedding -> LSTM (or GRU) -> Dense(vocab) logits."""
     import keras
 
+    name = f"{cell}_lm"
+    if cell not in RECURRENT_CELLS:
+        raise UnsupportedModel(f"cell {cell!r} is not one of {', '.join(RECURRENT_CELLS)}")
     if len(input_shape) != 1:
-        raise UnsupportedModel(
-            f"lstm_lm needs an input shape (sequence length,), got {input_shape}"
-        )
+        raise UnsupportedModel(f"{name} needs an input shape (sequence length,), got {input_shape}")
+    layer = keras.layers.LSTM if cell == "lstm" else keras.layers.GRU
     return keras.Sequential(
         [
             keras.Input(shape=input_shape, dtype="int32"),
@@ -90,16 +101,23 @@ def lstm_lm(
                 embeddings_initializer=keras.initializers.RandomUniform(-0.05, 0.05, seed=seed),
                 name="embed",
             ),
-            keras.layers.LSTM(
+            layer(
                 units,
                 kernel_initializer=_init(seed, 1),
                 recurrent_initializer=keras.initializers.Orthogonal(seed=seed),
-                name="lstm",
+                name=cell,
             ),
             keras.layers.Dense(classes, kernel_initializer=_init(seed, 2), name="logits"),
         ],
-        name="lstm_lm",
+        name=name,
     )
 
 
-ZOO: dict[str, Callable[..., Any]] = {"cnn": cnn, "lstm_lm": lstm_lm, "mlp": mlp}
+def gru_lm(
+    input_shape: tuple[int, ...], classes: int, *, embed: int = 32, units: int = 64, seed: int = 0
+) -> Any:
+    """``lstm_lm`` with a GRU (Keras defaults: reset_after, bias [2, 3*units])."""
+    return lstm_lm(input_shape, classes, embed=embed, units=units, seed=seed, cell="gru")
+
+
+ZOO: dict[str, Callable[..., Any]] = {"cnn": cnn, "gru_lm": gru_lm, "lstm_lm": lstm_lm, "mlp": mlp}

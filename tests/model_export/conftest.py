@@ -158,3 +158,12 @@ def zoo_lstm_lm(export_root: Path) -> Exported:
     return export(
         lambda: zoo.lstm_lm((6,), 20, embed=8, units=12), export_root / "lstm_lm", batch_size=4
     )
+
+
+@pytest.fixture(scope="session")
+def zoo_gru_lm(export_root: Path) -> Exported:
+    from fedrt.model_export import zoo
+
+    return export(
+        lambda: zoo.gru_lm((6,), 20, embed=8, units=12), export_root / "gru_lm", batch_size=4
+    )

@@ -61,7 +61,16 @@ UNSUPPORTED: dict[str, tuple[Callable[[], Any], str]] = {
         lambda: _seq((4,), _layers().Dropout(0.5, noise_shape=(None, 1))),
         "noise_shape",
     ),
-    "gru": (lambda: _seq((5, 3), _layers().GRU(4)), "GRU"),
+    "gru_go_backwards": (
+        lambda: _seq((5, 3), _layers().GRU(4, go_backwards=True)),
+        "go_backwards",
+    ),
+    "gru_dropout": (lambda: _seq((5, 3), _layers().GRU(4, dropout=0.1)), "dropout"),
+    "gru_activation": (
+        lambda: _seq((5, 3), _layers().GRU(4, recurrent_activation="gelu")),
+        "activation 'gelu'",
+    ),
+    "simple_rnn": (lambda: _seq((5, 3), _layers().SimpleRNN(4)), "SimpleRNN"),
 }
 
 

@@ -99,7 +99,8 @@ def _chain(inputs: Any, layers: list[Any]) -> tuple[Any, Any]:
 
 
 def sequence_stack() -> Any:
-    """Embedding, LSTM returning sequences, LayerNorm and Dense on [B, T, F]."""
+    """Embedding, LSTM returning sequences, LayerNorm and Dense on [B, T, F]. (GRU:
+    ``gru_stack``.)"""
     import keras
 
     k = keras.layers
@@ -115,11 +116,32 @@ def sequence_stack() -> Any:
     )
 
 
+def gru_stack() -> Any:
+    """GRU in both conventions: reset_after (bias [2, 3u]) returning sequences, reset
+    before the product (bias [3u]) with a relu candidate, and one without bias."""
+    import keras
+
+    k = keras.layers
+    keras.utils.set_random_seed(7)
+    return keras.Sequential(
+        [
+            keras.Input((5,), dtype="int32"),
+            k.Embedding(7, 4),
+            k.GRU(6, return_sequences=True, bias_initializer="random_normal"),
+            k.GRU(5, reset_after=False, activation="relu", return_sequences=True,
+                  bias_initializer="random_normal"),
+            k.GRU(4, use_bias=False),
+            k.Dense(7),
+        ]
+    )  # fmt: skip
+
+
 CASES: dict[str, tuple[Callable[[], Any], str, int]] = {
     "dense_stack": (dense_stack, "sparse_ce", 8),
     "conv_stack": (conv_stack, "binary_ce", 4),
     "strided_stack": (strided_stack, "mse", 4),
     "sequence_stack": (sequence_stack, "sparse_ce", 4),
+    "gru_stack": (gru_stack, "sparse_ce", 4),
 }
 
 

@@ -27,7 +27,7 @@ def _sparse() -> Any:
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-@pytest.mark.parametrize("name", ["zoo_mlp", "zoo_cnn", "zoo_lstm_lm"])
+@pytest.mark.parametrize("name", ["zoo_mlp", "zoo_cnn", "zoo_lstm_lm", "zoo_gru_lm"])
 def test_zoo_model_has_only_builtin_ops_and_initializer(
     name: str, request: pytest.FixtureRequest
 ) -> None:
@@ -44,7 +44,7 @@ def test_zoo_model_has_only_builtin_ops_and_initializer(
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("name", ["zoo_mlp", "zoo_cnn", "zoo_lstm_lm"])
+@pytest.mark.parametrize("name", ["zoo_mlp", "zoo_cnn", "zoo_lstm_lm", "zoo_gru_lm"])
 def test_zoo_model_trains_like_tensorflow_autodiff(
     name: str, request: pytest.FixtureRequest
 ) -> None:
@@ -72,3 +72,13 @@ def test_zoo_rejects_impossible_input_shapes() -> None:
         zoo.cnn((8, 8), 10)
     with pytest.raises(UnsupportedModel, match="sequence length"):
         zoo.lstm_lm((4, 4), 10)
+    with pytest.raises(UnsupportedModel, match="gru_lm needs"):
+        zoo.gru_lm((4, 4), 10)
+    with pytest.raises(UnsupportedModel, match="cell 'rnn'"):
+        zoo.lstm_lm((4,), 10, cell="rnn")
+
+
+def test_gru_lm_is_the_language_model_with_a_gru() -> None:
+    model = zoo.gru_lm((5,), 30, embed=4, units=6)
+    assert [type(layer).__name__ for layer in model.layers] == ["Embedding", "GRU", "Dense"]
+    assert model.layers[1].get_config()["reset_after"]
