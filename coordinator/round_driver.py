@@ -213,7 +213,7 @@ class FederatedDriver(RoundDriver):
             self._act(run, [machine.rejection(device_id, msg, exc)], now)
             if isinstance(exc, LateMessage | StaleMessage | DuplicateMessageId):
                 # Normal on a lossy network (a resend, an answer after the cut): answered.
-                log.info("device %s: %s", device_id, exc)
+                log.info("device %s: %r", device_id, exc)
                 return
             raise
         self._act(run, commands, now)
