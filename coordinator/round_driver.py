@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from fedrt.coordinator.dp_accounting import PrivacyBudgetExceeded
+from fedrt.coordinator.dp_rounds import RoundDp, TaskPrivacy, training_rounds
 from fedrt.coordinator.driver import DriverContext, RoundDriver
 from fedrt.coordinator.errors import CoordinatorError
 from fedrt.coordinator.pace_steering import PaceConfig, PaceSteering
@@ -98,6 +100,9 @@ class RoundSummary:
     promoted: bool = False
     reason: str = ""
     bytes_out: int = 0
+    # Differential privacy: cumulative epsilon at the task's delta, noise std on the sum.
+    epsilon: float | None = None
+    noise_stddev: float | None = None
 
 
 @dataclass(slots=True)
@@ -124,6 +129,8 @@ class _Run:
     model: _Model | None = None
     bytes_out: int = 0
     evaluation: dict[str, float] = field(default_factory=dict)
+    privacy: TaskPrivacy | None = None  # DP tasks only
+    dp_round: RoundDp | None = None  # the running round's DP plan
 
 
 def optimizer_for(spec: TaskSpec) -> ServerOptimizer:
@@ -295,6 +302,21 @@ class FederatedDriver(RoundDriver):
             aggregator=aggregator_for(spec),
         )
         keys = {d.device_id: d.public_key for d in self.ctx.store.list_devices() if not d.revoked}
+        run.dp_round = None
+        if run.privacy is not None and kind is rm.RoundKind.TRAIN:
+            # Population: the enrolled devices any of which may check in (dp_accounting).
+            try:
+                run.dp_round = run.privacy.plan(population=len(keys), cohort=config.select_count)
+            except PrivacyBudgetExceeded as exc:
+                run.round_no -= 1
+                self._stop_for_budget(run, exc, now)
+                return
+            # Every update is clipped to the DP bound and weighs 1: one device moves the
+            # sum by at most the clip, which is what the noise is calibrated to.
+            config = dataclasses.replace(config, clip_norm=run.dp_round.clip, weight_cap=1)
+        detail: dict[str, Any] = {"kind": kind.name.lower()}
+        if run.dp_round is not None:
+            detail["dp"] = run.dp_round.to_json()
         machine = RoundMachine(
             config,
             weights=model.flat,
@@ -304,6 +326,11 @@ class FederatedDriver(RoundDriver):
             rng=self.rng,
             identity_keys=keys,
             first_msg_id=run.next_msg_id,
+            central_noise=(
+                run.privacy.central_noise(run.dp_round, self.rng)
+                if run.privacy is not None and run.dp_round is not None
+                else None
+            ),
         )
         with self.ctx.store.transaction():
             self.ctx.store.create_round(
@@ -314,7 +341,7 @@ class FederatedDriver(RoundDriver):
                     status=RoundStatus.RUNNING,
                     model_sha256=model.record.sha256,
                     started_at=now,
-                    detail={"kind": kind.name.lower()},
+                    detail=detail,
                 )
             )
             self._save(run)
@@ -392,6 +419,10 @@ class FederatedDriver(RoundDriver):
             run.model = _Model(record, manifest, data, np.asarray(commit.weights, np.float32))
             run.opt_state = commit.optimizer_state
             run.evaluation = evaluation
+        noise_stddev = None
+        if run.privacy is not None and run.dp_round is not None:
+            run.privacy.charge(run.dp_round)
+            noise_stddev = run.dp_round.sum_std
         self._close_round(
             run,
             commit.round_id,
@@ -401,6 +432,7 @@ class FederatedDriver(RoundDriver):
             result_sha256=record.sha256,
             evaluation=evaluation,
             promoted=promoted,
+            noise_stddev=noise_stddev,
         )
 
     def _should_promote(self, run: _Run, evaluation: Mapping[str, float]) -> bool:
@@ -444,8 +476,11 @@ class FederatedDriver(RoundDriver):
         evaluation: Mapping[str, float] | None = None,
         promoted: bool = False,
         reason: str = "",
+        noise_stddev: float | None = None,
     ) -> None:
         evaluation = dict(evaluation or {})
+        # Every round of a DP task shows the task's epsilon so far (uncharged rounds too).
+        epsilon = run.privacy.epsilon if run.privacy is not None else None
         detail = {
             "metrics": _metrics_json(metrics),
             "evaluation": evaluation,
@@ -465,6 +500,8 @@ class FederatedDriver(RoundDriver):
                 bytes_in=metrics.bytes_received,
                 result_sha256=result_sha256,
                 detail=detail,
+                epsilon=epsilon,
+                noise_stddev=noise_stddev,
             )
             for name, value in evaluation.items():
                 self.ctx.store.add_metric(
@@ -488,6 +525,8 @@ class FederatedDriver(RoundDriver):
                     promoted=promoted,
                     reason=reason,
                     bytes_out=run.bytes_out,
+                    epsilon=epsilon,
+                    noise_stddev=noise_stddev,
                 )
             )
 
@@ -508,6 +547,33 @@ class FederatedDriver(RoundDriver):
         self.runs.pop(run.task_id, None)
         log.info("task %s: completed after %d rounds", run.task_id, run.round_no)
 
+    def _stop_for_budget(self, run: _Run, exc: PrivacyBudgetExceeded, now: float) -> None:
+        """Complete the task BEFORE a round that could overspend its privacy budget."""
+        from fedrt.coordinator.records import AuditEntry
+
+        assert run.privacy is not None
+        detail = {
+            "reason": str(exc),
+            "epsilon": run.privacy.epsilon,
+            "epsilon_after_next_round": exc.epsilon,
+            "budget_epsilon": exc.budget,
+            "rounds": run.round_no,
+        }
+        with self.ctx.store.transaction():
+            self.ctx.store.set_task_status(run.task_id, TaskStatus.COMPLETED, at=now)
+            self.ctx.store.append_audit(
+                AuditEntry(
+                    at=now,
+                    actor="coordinator",
+                    action="task.budget_exhausted",
+                    subject=run.task_id,
+                    detail=detail,
+                )
+            )
+            self._save(run)
+        self.runs.pop(run.task_id, None)
+        log.warning("task %s: stopped after %d rounds: %s", run.task_id, run.round_no, exc)
+
     # ------------------------------------------------------------------ state
     def _model(self, run: _Run, sha256: str) -> _Model:
         if run.model is not None and run.model.record.sha256 == sha256:
@@ -526,6 +592,15 @@ class FederatedDriver(RoundDriver):
         saved = self.ctx.store.load_task_state(task.task_id, _STATE_KEY) or {}
         rounds = self.ctx.store.list_rounds(task.task_id)
         last_round = max([r.round_no for r in rounds] + [int(saved.get("round_no", 0))])
+        privacy = None
+        if spec.dp.enabled:  # the accountant replays the stored rounds' DP plans
+            clip = saved.get("dp_clip")
+            privacy = TaskPrivacy.from_rounds(
+                spec.dp,
+                rounds,
+                train_rounds=training_rounds(spec.max_rounds, spec.eval_every),
+                clip=float(clip) if clip is not None else None,
+            )
         return _Run(
             task_id=task.task_id,
             spec=spec,
@@ -534,6 +609,7 @@ class FederatedDriver(RoundDriver):
             opt_state=OptimizerState(rounds=int(saved.get("optimizer_rounds", 0))),
             round_no=last_round,
             next_msg_id=int(saved.get("next_msg_id", 1)),
+            privacy=privacy,
         )
 
     def _save(self, run: _Run) -> None:
@@ -544,6 +620,7 @@ class FederatedDriver(RoundDriver):
                 "round_no": run.round_no,
                 "next_msg_id": run.next_msg_id,
                 "optimizer_rounds": run.opt_state.rounds,
+                **({"dp_clip": run.privacy.clip} if run.privacy is not None else {}),
             },
         )
 
