@@ -50,7 +50,12 @@ from fedrt.sdk.participant_commands import (
     ScheduleCheckIn,
     Train,
 )
-from fedrt.sdk.round_work import RoundWork, WorkResult, default_scheduler_factory
+from fedrt.sdk.round_work import (
+    RoundWork,
+    TrainerFactory,
+    WorkResult,
+    default_scheduler_factory,
+)
 from fedrt.sdk.scheduler import SchedulerConfig
 from fedrt.sdk.transport import Message, MqttConfig, PahoTransport, Transport
 
@@ -125,10 +130,13 @@ class Device:
         rng: np.random.Generator | None = None,
         on_event: Callable[[DeviceEvent, dict[str, Any]], None] | None = None,
         transport_factory: Callable[[MqttConfig], Transport] | None = None,
+        trainer_factory: TrainerFactory | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.device_state = device_state
+        # None: LiteRT in this process; an app may run the model elsewhere (Android: Java).
+        self._trainer_factory = trainer_factory
         self._clock = clock
         self._rng = rng if rng is not None else np.random.default_rng()
         self._on_event = on_event
@@ -359,6 +367,7 @@ class Device:
             meta_url=f"{base}/v1/models/{plan.model.sha256}/meta",
             done=self._work_done,
             num_threads=self.config.num_threads,
+            trainer_factory=self._trainer_factory,
         )
         self._work = work
         work.start()

@@ -35,12 +35,16 @@ from fedrt.sdk.scheduler import (
     TrainingScheduler,
     steps_for,
 )
-from fedrt.sdk.trainer import LiteRtTrainer
+from fedrt.sdk.trainer import LiteRtTrainer, TrainerBackend
 
-__all__ = ["RoundWork", "TrainingOutput", "WorkResult"]
+__all__ = ["RoundWork", "TrainerFactory", "TrainingOutput", "WorkResult"]
 
 log = logging.getLogger(__name__)
 _META_TIMEOUT_S = 30.0
+
+# Opens a round's verified model file with its manifest (the Android app plugs its Java
+# LiteRT trainer in here; see fedrt.sdk.android_trainer).
+TrainerFactory = Callable[[Path, Manifest], TrainerBackend]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,13 +81,14 @@ class RoundWork:
         plan: rm.Plan,
         deadline: float,
         store: ExampleStore,
-        scheduler_factory: Callable[[LiteRtTrainer], TrainingScheduler],
+        scheduler_factory: Callable[[TrainerBackend], TrainingScheduler],
         model_dir: Path,
         public_key: bytes,
         auth_headers: Mapping[str, str],
         meta_url: str,
         done: Callable[[WorkResult], None],
         num_threads: int | None = 1,
+        trainer_factory: TrainerFactory | None = None,
     ) -> None:
         self.plan = plan
         self.deadline = deadline
@@ -95,6 +100,7 @@ class RoundWork:
         self.meta_url = meta_url
         self.done = done
         self.num_threads = num_threads
+        self.trainer_factory = trainer_factory or self._open_litert
         self._cancel = threading.Event()
         self._job_lock = threading.Lock()
         self._job: object | None = None
@@ -137,9 +143,7 @@ class RoundWork:
         if self._cancel.is_set():
             return WorkResult(plan=self.plan, abandon=rm.AbandonReason.ERROR, detail="cancelled")
         try:
-            trainer = LiteRtTrainer(
-                LiteRTModel(path, manifest, num_threads=self.num_threads), manifest
-            )
+            trainer = self.trainer_factory(path, manifest)
         except ExportError as exc:
             raise ModelError(f"cannot load model {self.plan.model.sha256[:12]}: {exc}") from exc
         if len(self.store) < 1:
@@ -150,6 +154,9 @@ class RoundWork:
             n, sums = self._evaluate(trainer)
             return WorkResult(plan=self.plan, eval_examples=n, eval_sums=sums, bytes_down=fetched)
         return self._train(trainer, fetched)
+
+    def _open_litert(self, path: Path, manifest: Manifest) -> TrainerBackend:
+        return LiteRtTrainer(LiteRTModel(path, manifest, num_threads=self.num_threads), manifest)
 
     def _fetch_model(self) -> tuple[Manifest, Path, int]:
         ref = self.plan.model
@@ -178,7 +185,7 @@ class RoundWork:
             raise ModelError(f"bad manifest: {exc}") from exc
         return manifest, result.path, result.fetched_bytes
 
-    def _train(self, trainer: LiteRtTrainer, fetched: int) -> WorkResult:
+    def _train(self, trainer: TrainerBackend, fetched: int) -> WorkResult:
         start = trainer.get_weights()
         cfg = self.plan.training
         steps = steps_for(
@@ -219,7 +226,7 @@ class RoundWork:
             bytes_down=fetched,
         )
 
-    def _evaluate(self, trainer: LiteRtTrainer) -> tuple[int, dict[str, float]]:
+    def _evaluate(self, trainer: TrainerBackend) -> tuple[int, dict[str, float]]:
         n = len(self.store)
         b = trainer.batch_size
         loss_sum, correct, seen, cursor = 0.0, 0, 0, 0
@@ -241,8 +248,8 @@ def default_scheduler_factory(
     device_state: object,
     policy: EligibilityPolicy,
     config: SchedulerConfig,
-) -> Callable[[LiteRtTrainer], TrainingScheduler]:
-    def make(trainer: LiteRtTrainer) -> TrainingScheduler:
+) -> Callable[[TrainerBackend], TrainingScheduler]:
+    def make(trainer: TrainerBackend) -> TrainingScheduler:
         return TrainingScheduler(
             trainer=trainer,
             store=store,

@@ -16,7 +16,7 @@ from fedrt.model_export.manifest import Manifest, TensorSpec
 from fedrt.sdk.errors import ModelError, TrainStepFailed
 from fedrt.sdk.interpreter import InterpreterChoice, resolve_interpreter
 
-__all__ = ["LiteRtTrainer", "TensorSpec", "TrainerBackend"]
+__all__ = ["LiteRtTrainer", "ManifestTrainer", "TensorSpec", "TrainerBackend"]
 
 Array = npt.NDArray[Any]
 
@@ -92,15 +92,14 @@ def _load(
         raise ModelError(f"cannot open {path}: {exc}") from exc
 
 
-class LiteRtTrainer(TrainerBackend):
-    """A `TrainerBackend` over `fedrt.model_export.litert_model.LiteRTModel`.
+class ManifestTrainer(TrainerBackend):
+    """The part of a backend that the manifest decides: specs and the train hyperparameters.
 
     ``momentum`` is passed to models exported with ``--momentum`` on every step; ``mu`` is 0
     for FedProx models when the plan gives none.
     """
 
-    def __init__(self, model: LiteRTModel, manifest: Manifest, *, momentum: float = 0.0) -> None:
-        self._model = model
+    def __init__(self, manifest: Manifest, *, momentum: float = 0.0) -> None:
         self._manifest = manifest
         train = manifest.signature("train")
         x, y = train.input("x"), train.input("y")
@@ -111,24 +110,6 @@ class LiteRtTrainer(TrainerBackend):
         self._momentum = (
             _finite("momentum", momentum) if train.input("momentum") is not None else None
         )
-
-    @classmethod
-    def open(
-        cls,
-        directory: str | Path,
-        *,
-        num_threads: int | None = None,
-        momentum: float = 0.0,
-        interpreter: InterpreterChoice | None = None,
-    ) -> LiteRtTrainer:
-        """Open an export directory: manifest.json, then the model once its sha256 matches."""
-        choice = interpreter if interpreter is not None else resolve_interpreter()
-        try:
-            manifest = Manifest.load(directory)
-            path = manifest.verify_model_file(directory)
-        except ExportError as exc:
-            raise ModelError(str(exc)) from exc
-        return cls(_load(path, manifest, choice, num_threads), manifest, momentum=momentum)
 
     @property
     def manifest(self) -> Manifest:
@@ -154,14 +135,43 @@ class LiteRtTrainer(TrainerBackend):
     def supports_mu(self) -> bool:
         return self._has_mu
 
-    def train_step(self, x: Array, y: Array, lr: float, mu: float | None = None) -> float:
+    def _hyperparameters(self, lr: float, mu: float | None) -> tuple[float, float | None]:
+        """The step's (lr, mu) as the model takes them; `ModelError` for a value it cannot."""
         lr = _finite("lr", lr)
         if self._has_mu:
-            mu = _finite("mu", 0.0 if mu is None else mu)
-        elif mu:
+            return lr, _finite("mu", 0.0 if mu is None else mu)
+        if mu:
             raise ModelError("this model has no FedProx input mu; export it with --fedprox")
-        else:
-            mu = None
+        return lr, None
+
+
+class LiteRtTrainer(ManifestTrainer):
+    """A `TrainerBackend` over `fedrt.model_export.litert_model.LiteRTModel`."""
+
+    def __init__(self, model: LiteRTModel, manifest: Manifest, *, momentum: float = 0.0) -> None:
+        super().__init__(manifest, momentum=momentum)
+        self._model = model
+
+    @classmethod
+    def open(
+        cls,
+        directory: str | Path,
+        *,
+        num_threads: int | None = None,
+        momentum: float = 0.0,
+        interpreter: InterpreterChoice | None = None,
+    ) -> LiteRtTrainer:
+        """Open an export directory: manifest.json, then the model once its sha256 matches."""
+        choice = interpreter if interpreter is not None else resolve_interpreter()
+        try:
+            manifest = Manifest.load(directory)
+            path = manifest.verify_model_file(directory)
+        except ExportError as exc:
+            raise ModelError(str(exc)) from exc
+        return cls(_load(path, manifest, choice, num_threads), manifest, momentum=momentum)
+
+    def train_step(self, x: Array, y: Array, lr: float, mu: float | None = None) -> float:
+        lr, mu = self._hyperparameters(lr, mu)
         try:
             loss = self._model.train(x, y, lr, mu=mu, momentum=self._momentum)
         except RuntimeInputError as exc:
