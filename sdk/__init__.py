@@ -32,6 +32,14 @@ from fedrt.sdk.errors import (
 )
 
 if TYPE_CHECKING:
+    from fedrt.sdk.android_state import (
+        AndroidDeviceState,
+        AndroidReadings,
+    )
+    from fedrt.sdk.android_trainer import (
+        JavaTrainer,
+        java_trainer_factory,
+    )
     from fedrt.sdk.budget import (
         DailyBudget,
     )
@@ -115,6 +123,10 @@ if TYPE_CHECKING:
     )
 
 _LAZY: dict[str, str] = {
+    "AndroidDeviceState": "android_state",
+    "AndroidReadings": "android_state",
+    "JavaTrainer": "android_trainer",
+    "java_trainer_factory": "android_trainer",
     "DailyBudget": "budget",
     "Checkpoint": "checkpoint",
     "Clock": "clock",
@@ -167,6 +179,8 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
+    "AndroidDeviceState",
+    "AndroidReadings",
     "BadSignature",
     "Batch",
     "BatteryStatus",
@@ -187,6 +201,7 @@ __all__ = [
     "Ineligible",
     "InterpreterChoice",
     "InterpreterUnavailable",
+    "JavaTrainer",
     "JobState",
     "JobStatus",
     "LinuxDeviceState",
@@ -229,6 +244,7 @@ __all__ = [
     "Transport",
     "TransportError",
     "download_model",
+    "java_trainer_factory",
     "model_signing_payload",
     "new_msg_id",
     "resolve_interpreter",

@@ -1,4 +1,4 @@
-"""The conformance suite every DeviceState provider passes (Linux trees, scripted timelines)."""
+"""The conformance suite every DeviceState provider passes (Linux, Android, scripted)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from fedrt.sdk.eligibility import EligibilityPolicy
 from fedrt.sdk.errors import DeviceStateError
 from fedrt.sdk.linux_state import LinuxDeviceState
 from fedrt.sdk.scripted_state import ScriptedDeviceState, idle_plugged_in, unplugged
+from tests.sdk.android_support import ANDROID_CASES, android_provider
 from tests.sdk.conftest import SYSFS, SYSFS_TREES, nmcli_for
 
 
@@ -27,6 +28,7 @@ def _linux(tree: str) -> Callable[[], DeviceState]:
 
 PROVIDERS: dict[str, Callable[[], DeviceState]] = {
     **{f"linux:{tree}": _linux(tree) for tree in SYSFS_TREES},
+    **{f"android:{case}": (lambda c=case: android_provider(c)) for case in ANDROID_CASES},
     "scripted": lambda: ScriptedDeviceState([(0.0, idle_plugged_in()), (100.0, unplugged())]),
 }
 
