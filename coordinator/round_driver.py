@@ -530,7 +530,9 @@ class FederatedDriver(RoundDriver):
                 )
             )
 
-    def _finish_task(self, run: _Run, now: float) -> None:
+    def _finish_task(
+        self, run: _Run, now: float, *, action: str = "task.complete", **detail: Any
+    ) -> None:
         from fedrt.coordinator.records import AuditEntry
 
         with self.ctx.store.transaction():
@@ -539,40 +541,28 @@ class FederatedDriver(RoundDriver):
                 AuditEntry(
                     at=now,
                     actor="coordinator",
-                    action="task.complete",
+                    action=action,
                     subject=run.task_id,
-                    detail={"rounds": run.round_no},
+                    detail={"rounds": run.round_no, **detail},
                 )
             )
+            self._save(run)
         self.runs.pop(run.task_id, None)
         log.info("task %s: completed after %d rounds", run.task_id, run.round_no)
 
     def _stop_for_budget(self, run: _Run, exc: PrivacyBudgetExceeded, now: float) -> None:
         """Complete the task BEFORE a round that could overspend its privacy budget."""
-        from fedrt.coordinator.records import AuditEntry
-
         assert run.privacy is not None
-        detail = {
-            "reason": str(exc),
-            "epsilon": run.privacy.epsilon,
-            "epsilon_after_next_round": exc.epsilon,
-            "budget_epsilon": exc.budget,
-            "rounds": run.round_no,
-        }
-        with self.ctx.store.transaction():
-            self.ctx.store.set_task_status(run.task_id, TaskStatus.COMPLETED, at=now)
-            self.ctx.store.append_audit(
-                AuditEntry(
-                    at=now,
-                    actor="coordinator",
-                    action="task.budget_exhausted",
-                    subject=run.task_id,
-                    detail=detail,
-                )
-            )
-            self._save(run)
-        self.runs.pop(run.task_id, None)
         log.warning("task %s: stopped after %d rounds: %s", run.task_id, run.round_no, exc)
+        self._finish_task(
+            run,
+            now,
+            action="task.budget_exhausted",
+            reason=str(exc),
+            epsilon=run.privacy.epsilon,
+            epsilon_after_next_round=exc.epsilon,
+            budget_epsilon=exc.budget,
+        )
 
     # ------------------------------------------------------------------ state
     def _model(self, run: _Run, sha256: str) -> _Model:

@@ -76,6 +76,24 @@ def _add_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> N
         help="coordinator HTTP HOST:PORT (port 0: any free one)",
     )
     parser.add_argument("--time-limit", type=float, default=d["time_limit_s"])
+    dp = parser.add_argument_group("differential privacy")
+    dp.add_argument("--dp", default=d["dp"], choices=["none", "central", "distributed"])
+    noise = dp.add_mutually_exclusive_group()
+    noise.add_argument("--noise-multiplier", type=float, default=d["noise_multiplier"])
+    noise.add_argument(
+        "--target-epsilon", type=float, default=d["target_epsilon"], help="over all --rounds"
+    )
+    dp.add_argument("--delta", type=float, default=d["delta"])
+    dp.add_argument(
+        "--adaptive-clip",
+        type=float,
+        metavar="QUANTILE",
+        default=d["adaptive_clip"],
+        help="track this quantile of update norms (--clip is the starting bound)",
+    )
+    dp.add_argument(
+        "--dp-budget", type=float, default=d["dp_budget"], help="stop before epsilon passes it"
+    )
     parser.add_argument("--json", type=Path, dest="json_report", help="write the report here")
 
 
@@ -110,6 +128,12 @@ def _config(args: argparse.Namespace) -> Any:
         http_host=host,
         http_port=int(port),
         time_limit_s=args.time_limit,
+        dp=args.dp,
+        noise_multiplier=args.noise_multiplier,
+        target_epsilon=args.target_epsilon,
+        delta=args.delta,
+        adaptive_clip=args.adaptive_clip,
+        dp_budget=args.dp_budget,
     )
 
 

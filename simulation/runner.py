@@ -23,9 +23,13 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from fedrt.coordinator.dp_accounting import ACCOUNTING_ASSUMPTION
+from fedrt.coordinator.dp_config import AdaptiveClip, DpConfig, DpMode, FixedClip
 from fedrt.coordinator.driver import DriverContext, RoundDriver
+from fedrt.coordinator.errors import BadRequestError
 from fedrt.coordinator.pace_steering import PaceConfig
 from fedrt.coordinator.round_driver import FederatedDriver, RoundSummary
+from fedrt.coordinator.store import Store
 from fedrt.coordinator.tasks import STRATEGIES, TaskSpec
 from fedrt.errors import UsageError
 from fedrt.model_export.manifest import MANIFEST_NAME, Manifest
@@ -73,6 +77,14 @@ class SimConfig:
     stage_s: float = 5.0
     # Give up on the whole run after this long (a run must end even if rounds keep failing).
     time_limit_s: float = 1800.0
+    # Differential privacy (issue 9): none, central or distributed; --clip is then the DP
+    # clip bound, or the starting one when adaptive_clip (a target quantile) is given.
+    dp: str = "none"
+    noise_multiplier: float | None = None
+    target_epsilon: float | None = None
+    delta: float = 1e-5
+    adaptive_clip: float | None = None
+    dp_budget: float | None = None
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -89,6 +101,28 @@ class SimConfig:
         need(self.speed > 0, "--speed must be > 0")
         need(not (self.secagg and self.per_round < 2), "SecAgg+ needs --per-round >= 2")
         datasets.Partition.parse(self.partition)
+        try:
+            self.dp_config().check_task(
+                secagg=self.secagg, mean_aggregation=True, population=self.devices
+            )
+        except BadRequestError as exc:
+            raise UsageError(f"--dp: {exc}") from None
+
+    def dp_config(self) -> DpConfig:
+        modes = [m.value for m in DpMode]
+        if self.dp not in modes:
+            raise UsageError(f"--dp must be one of {', '.join(modes)}")
+        clip: FixedClip | AdaptiveClip = FixedClip(norm=self.clip_norm)
+        if self.adaptive_clip is not None:
+            clip = AdaptiveClip(quantile=self.adaptive_clip, initial=self.clip_norm)
+        return DpConfig(
+            mode=DpMode(self.dp),
+            noise_multiplier=self.noise_multiplier,
+            target_epsilon=self.target_epsilon,
+            delta=self.delta,
+            budget_epsilon=self.dp_budget,
+            clip=clip,
+        )
 
     def task_spec(self) -> TaskSpec:
         # Over-select for the dropouts we inject (Bonawitz et al.: select 130 % of the goal).
@@ -112,6 +146,7 @@ class SimConfig:
             eval_every=0,
             promote_margin=1.0,
             max_rounds=self.rounds,
+            dp=self.dp_config(),
         )
 
 
@@ -129,6 +164,9 @@ class RoundRow:
     seconds: float
     model_sha256: str | None = None
     reason: str = ""
+    # DP tasks: cumulative epsilon at the task's delta; noise std on the aggregate sum.
+    epsilon: float | None = None
+    noise_stddev: float | None = None
 
 
 @dataclass(slots=True)
@@ -142,6 +180,8 @@ class Report:
     broker: str = ""
     wall_seconds: float = 0.0
     completed: bool = False
+    # Why the coordinator ended the task early (e.g. its privacy budget), or "".
+    stopped: str = ""
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -193,6 +233,8 @@ class Simulation:
         self.report = Report(
             config={k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
         )
+        if config.dp != "none":
+            self.report.config["dp_accounting"] = ACCOUNTING_ASSUMPTION
         self._finished = threading.Event()
         self._last_end = 0.0
         self._last_bytes = (0, 0)
@@ -222,6 +264,8 @@ class Simulation:
             seconds=round(now - self._last_end, 3),
             model_sha256=s.result_sha256,
             reason=s.reason,
+            epsilon=s.epsilon,
+            noise_stddev=s.noise_stddev,
         )
         self._last_end = now
         self.report.rounds.append(row)
@@ -312,9 +356,9 @@ class Simulation:
             fleet.start_all()
             self._last_end = time.time()
             stack.call(lambda: self._start_task(stack))
-            if not self._finished.wait(cfg.time_limit_s):
+            if not self._wait(stack, time.time() + cfg.time_limit_s):
                 self._line(f"time limit of {cfg.time_limit_s:.0f} s reached")
-            self.report.completed = self._finished.is_set()
+            self.report.completed = self._finished.is_set() or bool(self.report.stopped)
             if keep_serving is not None:
                 keep_serving(stack.http_url)
         finally:
@@ -325,6 +369,21 @@ class Simulation:
         self.report.final_accuracy = committed[-1].accuracy if committed else None
         self.report.wall_seconds = round(time.time() - started, 2)
         return self.report
+
+    def _wait(self, stack: LocalStack, until: float) -> bool:
+        """Until the last round, the coordinator ending the task (its privacy budget spent:
+        the reason is in the audit log) or ``until``; whether the run ended in time."""
+        svc = stack.service
+        assert svc is not None
+        while not self._finished.wait(min(1.0, max(0.0, until - time.time()))):
+            if time.time() >= until:
+                return False
+            if stack.call(lambda: svc.store.get_task(self.task_id).status.value) == "completed":
+                why = stack.call(lambda: _end_reason(svc.store, self.task_id))
+                self.report.stopped = why
+                self._line(f"task ended by the coordinator: {self.report.stopped}")
+                return True
+        return True
 
     def _create_task(self, stack: LocalStack, model_dir: Path) -> str:
         svc = stack.service
@@ -386,6 +445,17 @@ class Simulation:
                 TracedState(trace, t0=t0, speed=cfg.speed, sim_start=sim_start),
             )
         return fleet
+
+
+def _end_reason(store: Store, task_id: str) -> str:
+    """Why the coordinator ended a task: the reason of its last audit entry about it."""
+    reason, seq = "completed", 0
+    while entries := store.list_audit(after_seq=seq, limit=1000):
+        for e in entries:
+            if e.subject == task_id and e.actor == "coordinator":
+                reason = str(e.detail.get("reason", reason))
+        seq = entries[-1].seq or seq + len(entries)
+    return reason
 
 
 def _progress(row: RoundRow, total: int) -> str:
