@@ -92,14 +92,15 @@ function seriesNamed(tasks, pattern) {
 function renderTasks(tasks) {
   const body = document.querySelector("#tasks tbody");
   body.replaceChildren();
-  if (!tasks.length) body.append(el("tr", {}, el("td", { colspan: 7, class: "empty" }, "no tasks")));
+  if (!tasks.length) body.append(el("tr", {}, el("td", { colspan: 8, class: "empty" }, "no tasks")));
   for (const t of tasks) {
     const r = t.latest_round;
     body.append(el("tr", { "data-task": t.task_id },
       el("td", {}, el("code", {}, t.task_id)), el("td", {}, t.name),
       el("td", { class: "status-" + t.status }, t.status), el("td", {}, t.spec.strategy || ""),
       el("td", {}, el("code", {}, t.model_sha256.slice(0, 12))),
-      el("td", {}, r ? r.round_no : "–"), el("td", {}, r ? r.stage : "–")));
+      el("td", {}, r ? r.round_no : "–"), el("td", {}, r ? r.stage : "–"),
+      el("td", { "data-epsilon": t.task_id }, r && r.epsilon != null ? r.epsilon.toFixed(2) : "–")));
   }
 }
 
@@ -142,6 +143,12 @@ function render(data) {
   lineChart(document.getElementById("chart-bytes"),
     data.tasks.map((t) => ({ name: t.task_id, points: (t.rounds || []).map((r) => [r.round_no, r.bytes_in]) })),
     fmtBytes);
+  // Differential privacy: shown only when some task spends a privacy budget.
+  const spent = data.tasks.map((t) => ({ name: t.task_id,
+    points: (t.rounds || []).filter((r) => r.epsilon != null).map((r) => [r.round_no, r.epsilon]) }))
+    .filter((s) => s.points.length);
+  document.getElementById("privacy").hidden = !spent.length;
+  if (spent.length) lineChart(document.getElementById("chart-epsilon"), spent, (v) => v.toFixed(2));
   renderDevices(data.devices, data.now);
 }
 

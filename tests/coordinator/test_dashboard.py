@@ -47,6 +47,7 @@ def seeded(tmp_path: Path) -> Iterator[tuple[ServiceThread, str]]:
                     started_at=now - 100 + no, deadline=now + 45 if running else None,
                     checked_in=13, selected=13, reporting=11 if running else 10,
                     dropped=2 if running else 3, bytes_in=1000 * no * no,
+                    epsilon=None if running else 0.5 * no,
                 )
             )  # fmt: skip
             if not running:
@@ -107,8 +108,9 @@ def test_dashboard_shows_tasks_live_round_charts_and_devices(
     assert '<b data-count="dropped">2</b>' in dom
     for device in svc.service.store.list_devices():
         assert device.device_id in dom
-    # Three charts, each with a drawn series: accuracy, loss, bytes per round.
-    assert dom.count('class="series"') == 3
+    # Four charts, each with a drawn series: accuracy, loss, bytes, privacy spent per round.
+    assert dom.count('class="series"') == 4
+    assert f'<td data-epsilon="{task_id}">–</td>' in dom  # the live round has spent nothing yet
     assert "no data yet" not in dom
 
 
