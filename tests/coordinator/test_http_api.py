@@ -321,6 +321,26 @@ def test_rollback_rounds_and_metrics(svc: ServiceThread) -> None:
     assert overview["tasks"][0]["series"]["accuracy"][1]["value"] == 0.7
 
 
+def test_dp_task_rounds_show_epsilon_and_noise(svc: ServiceThread) -> None:
+    base = _model(svc)
+    dp = {"mode": "central", "noise_multiplier": 1.1, "budget_epsilon": 8.0}
+    reply = svc.request(
+        "POST", "/v1/tasks", body={"name": "t", "model_sha256": base, "spec": {"dp": dp}}
+    )
+    assert reply.status == 201
+    tid = reply.json()["task_id"]
+    assert reply.json()["spec"]["dp"] == {**dp, "delta": 1e-5, "clip": {"fixed": 1.0}}
+    svc.service.store.create_round(
+        RoundRecord(
+            task_id=tid, round_no=1, stage="committed", status=RoundStatus.COMMITTED,
+            model_sha256=base, started_at=1.0, epsilon=1.5, noise_stddev=1.1,
+        )
+    )  # fmt: skip
+    rounds = svc.request("GET", f"/v1/tasks/{tid}/rounds").json()["rounds"]
+    assert [(r["epsilon"], r["noise_stddev"]) for r in rounds] == [(1.5, 1.1)]
+    assert svc.request("GET", f"/v1/tasks/{tid}").json()["latest_round"]["epsilon"] == 1.5
+
+
 def test_per_device_rate_limit(tmp_path: Path, mosquitto: MosquittoBroker) -> None:
     config = make_config(
         tmp_path / "data",
