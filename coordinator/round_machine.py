@@ -10,9 +10,11 @@ and carries out the commands each call returns (see ``round_commands``), in orde
 
 States and moves (all of them are in ``TRANSITIONS``; anything else is a bug)::
 
-    CREATED -> CHECK_IN -> TRAINING -+-> SHARE_KEYS -> MASKED_INPUT -> UNMASK -+-> COMMITTED
-                  |           |      |  (SecAgg+)                               |
-                  |           |      +-- (plain update / evaluation) -----------+
+    CREATED -> CHECK_IN -> TRAINING -+-> SHARE_KEYS -> MASKED_INPUT -> CONSISTENCY_CHECK
+                  |           |      |  (SecAgg+)                                 |
+                  |           |      |                                  UNMASK <--+
+                  |           |      |                                    |
+                  |           |      +-- (plain update / evaluation) -----+---> COMMITTED
                   +-----------+---------------+--------------+----------+------> ABANDONED
 
 * CHECK_IN: devices check in until ``select_count`` have (goal x over-selection) or the
@@ -22,9 +24,11 @@ States and moves (all of them are in ``TRANSITIONS``; anything else is a bug)::
   stage: SecAgg+ keys (``ADVERTISE_KEYS``), its plain quantized update, or its evaluation.
   The stage closes as soon as ``goal_count`` have reported (the over-selected rest are sent
   away), or when everyone still in has answered, or at the deadline.
-* SHARE_KEYS, MASKED_INPUT, UNMASK: each closes when every device asked has answered, or at
-  the stage deadline; whoever has not answered is cut. ``SecAggServer`` decides whether
-  enough survive (dropouts at any stage are survived down to its threshold).
+* SHARE_KEYS, MASKED_INPUT, CONSISTENCY_CHECK, UNMASK: each closes when every device asked
+  has answered, or at the stage deadline; whoever has not answered is cut. ``SecAggServer``
+  decides whether enough survive (dropouts at any stage are survived down to its
+  threshold). In CONSISTENCY_CHECK every included device signs the included set; a device
+  reveals shares in UNMASK only with t signatures on the set it signed.
 * COMMITTED: the weighted mean delta (or a robust aggregate when SecAgg is off) went
   through the server optimizer: ``Commit``. ABANDONED: ``AbandonRound``; the model is
   untouched.
@@ -78,6 +82,7 @@ class RoundState(enum.Enum):
     TRAINING = "training"
     SHARE_KEYS = "share_keys"
     MASKED_INPUT = "masked_input"
+    CONSISTENCY_CHECK = "consistency_check"
     UNMASK = "unmask"
     COMMITTED = "committed"
     ABANDONED = "abandoned"
@@ -89,16 +94,19 @@ TRANSITIONS: dict[RoundState, frozenset[RoundState]] = {
     S.CHECK_IN: frozenset({S.TRAINING, S.ABANDONED}),
     S.TRAINING: frozenset({S.SHARE_KEYS, S.COMMITTED, S.ABANDONED}),
     S.SHARE_KEYS: frozenset({S.MASKED_INPUT, S.ABANDONED}),
-    S.MASKED_INPUT: frozenset({S.UNMASK, S.ABANDONED}),
+    S.MASKED_INPUT: frozenset({S.CONSISTENCY_CHECK, S.ABANDONED}),
+    S.CONSISTENCY_CHECK: frozenset({S.UNMASK, S.ABANDONED}),
     S.UNMASK: frozenset({S.COMMITTED, S.ABANDONED}),
     S.COMMITTED: frozenset(),
     S.ABANDONED: frozenset(),
 }
 FINAL = frozenset({S.COMMITTED, S.ABANDONED})
+_INPUTS_FIXED = frozenset({S.CONSISTENCY_CHECK, S.UNMASK})  # the masked inputs are all in
 # The SecAgg+ stage devices answer in each state after TRAINING, and the state that follows.
 _SECAGG_NEXT: dict[RoundState, tuple[rm.Stage, RoundState]] = {
     S.SHARE_KEYS: (rm.Stage.SHARE_KEYS, S.MASKED_INPUT),
-    S.MASKED_INPUT: (rm.Stage.MASKED_INPUT, S.UNMASK),
+    S.MASKED_INPUT: (rm.Stage.MASKED_INPUT, S.CONSISTENCY_CHECK),
+    S.CONSISTENCY_CHECK: (rm.Stage.CONSISTENCY_CHECK, S.UNMASK),
     S.UNMASK: (rm.Stage.UNMASK, S.COMMITTED),
 }
 
@@ -334,8 +342,8 @@ class RoundMachine:
             return
         active = self._roster.active()
         answered = sum(stage in d.answered for d in active)
-        # In UNMASK the inputs are already fixed: SecAgg+ alone judges whether enough remain.
-        if self.state is not S.UNMASK and len(active) < self.config.min_reports:
+        # Once the masked inputs are in, SecAgg+ alone judges whether enough remain.
+        if self.state not in _INPUTS_FIXED and len(active) < self.config.min_reports:
             self._abandon(
                 f"only {len(active)} devices left, {self.config.min_reports} needed", now, out
             )
@@ -375,7 +383,7 @@ class RoundMachine:
         for dev in active:
             if stage not in dev.answered:
                 self._cut(dev, reason, now, out)
-        if self.state is not S.UNMASK and len(answered) < self.config.min_reports:
+        if self.state not in _INPUTS_FIXED and len(answered) < self.config.min_reports:
             self._abandon(
                 f"{len(answered)} answered {stage.name}, {self.config.min_reports} needed",
                 now,
@@ -463,7 +471,7 @@ class RoundMachine:
 
     def _remaining(self, now: float) -> float:
         # A device turned away mid-round should not come back before this round could end.
-        budget = self.config.training_timeout + 3 * self.config.stage_timeout
+        budget = self.config.training_timeout + 4 * self.config.stage_timeout
         return max(0.0, self._started_at + self.config.checkin_timeout + budget - now)
 
     def _metrics(self, now: float, included: int) -> RoundMetrics:

@@ -7,10 +7,13 @@ from pathlib import Path
 
 from fedrt.protocol.messages import (
     AdvertiseKeys,
+    ConsistencyCheck,
+    ConsistencyRequest,
     EncryptedShare,
     KeysBroadcast,
     MaskedInput,
     Message,
+    PeerSignature,
     RevealedShare,
     ShareKeys,
     ShareKind,
@@ -71,5 +74,14 @@ def codec_messages() -> dict[str, Message]:
         "shares_relay": SharesRelay(
             round_id=rid, recipient=5, shares=(EncryptedShare(peer=3, ciphertext=ct),)
         ),
-        "unmask_request": UnmaskRequest(round_id=rid, recipient=3, survivors=(3, 5, 9)),
+        "consistency_request": ConsistencyRequest(round_id=rid, recipient=3, survivors=(3, 5, 9)),
+        "consistency_check": ConsistencyCheck(
+            round_id=rid, sender=3, survivors=(3, 5, 9), signature=sig
+        ),
+        "unmask_request": UnmaskRequest(
+            round_id=rid,
+            recipient=3,
+            survivors=(3, 5, 9),
+            signatures=(PeerSignature(signer=5, signature=sig),),
+        ),
     }

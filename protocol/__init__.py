@@ -2,6 +2,7 @@
 
 from fedrt.protocol.errors import (
     BadSignature,
+    ConsistencyCheckFailed,
     ConsistencyError,
     DecodeError,
     DecryptionFailed,
@@ -39,6 +40,7 @@ from fedrt.protocol.secagg_config import Member, SecAggConfig
 __all__ = [
     "AggregatedUpdate",
     "BadSignature",
+    "ConsistencyCheckFailed",
     "ConsistencyError",
     "DecodeError",
     "DecryptionFailed",

@@ -10,9 +10,15 @@ signature over ``signing_digest``: SHA-256 of the encoding without the signature
     2     ShareKeys      sender:u32 seed_digest:32B n:u32 n*(peer:u32 ciphertext:88B) signature
     3     MaskedInput    sender:u32 bits:u8 length:u32 payload:ceil(length*bits/8)B signature
     4     UnmaskShares   sender:u32 n:u32 n*(owner:u32 kind:u8 share:36B) signature
+    5     ConsistencyCheck   sender:u32 survivors:set signature
     17    KeysBroadcast  recipient:u32 n:u32 n*(sender:u32 keys:64B signature:64B)
     18    SharesRelay    recipient:u32 n:u32 n*(peer:u32 ciphertext:88B)
-    19    UnmaskRequest  recipient:u32 n:u32 n*(device:u32)
+    19    UnmaskRequest  recipient:u32 survivors:set n:u32 n*(signer:u32 signature:64B)
+    20    ConsistencyRequest recipient:u32 survivors:set
+
+A ``set`` of device indices is a bitmap: ``size:u16`` bytes, bit i (little-endian bit order)
+set when index i is in the set, no trailing zero byte (so it is canonical). Version 2 added
+the consistency-check stage (types 5 and 20, signatures in type 19).
 
 Decoding anything else raises ``DecodeError`` (or its ``LengthError``) and nothing else.
 """
@@ -20,20 +26,26 @@ Decoding anything else raises ``DecodeError`` (or its ``LengthError``) and nothi
 from __future__ import annotations
 
 import hashlib
+import itertools
 import struct
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
+
 from fedrt.protocol.bitpack import packed_size
 from fedrt.protocol.crypto import KEY_BYTES, SIGNATURE_BYTES, TAG_BYTES
-from fedrt.protocol.errors import DecodeError, LengthError
+from fedrt.protocol.errors import DecodeError, LengthError, ParameterError
 from fedrt.protocol.messages import (
     AdvertiseKeys,
     ClientMessage,
+    ConsistencyCheck,
+    ConsistencyRequest,
     EncryptedShare,
     KeysBroadcast,
     MaskedInput,
     Message,
+    PeerSignature,
     RevealedShare,
     ShareKeys,
     ShareKind,
@@ -46,6 +58,7 @@ from fedrt.protocol.shamir import SHARE_BYTES
 
 __all__ = [
     "CIPHERTEXT_BYTES",
+    "MAX_SET_INDEX",
     "ROUND_ID_BYTES",
     "VERSION",
     "decode",
@@ -53,23 +66,39 @@ __all__ = [
     "signing_digest",
 ]
 
-VERSION = 1
+VERSION = 2
 CIPHERTEXT_BYTES = 2 * SHARE_BYTES + TAG_BYTES
+MAX_SET_INDEX = 8 * 0xFFFF - 1
+"""The largest device index a set on the wire can hold (a bitmap of at most 65535 bytes)."""
 _HEADER = struct.Struct(f"<BB{ROUND_ID_BYTES}s")
 _U32 = struct.Struct("<I")
+_U16 = struct.Struct("<H")
 _TYPES: dict[type[Message], int] = {
     AdvertiseKeys: 1,
     ShareKeys: 2,
     MaskedInput: 3,
     UnmaskShares: 4,
+    ConsistencyCheck: 5,
     KeysBroadcast: 17,
     SharesRelay: 18,
     UnmaskRequest: 19,
+    ConsistencyRequest: 20,
 }
 
 
 def _u32(value: int) -> bytes:
     return _U32.pack(value)
+
+
+def _set(indices: tuple[int, ...]) -> bytes:
+    """A sorted, duplicate-free tuple of device indices as a length-prefixed bitmap."""
+    if any(b <= a for a, b in itertools.pairwise(indices)):
+        raise ParameterError("a device set must be sorted and free of duplicates")
+    if indices and not 0 <= indices[0] <= indices[-1] <= MAX_SET_INDEX:
+        raise ParameterError(f"device indices in a set must be in 0..{MAX_SET_INDEX}")
+    bits = np.zeros(indices[-1] + 1 if indices else 0, dtype=np.uint8)
+    bits[list(indices)] = 1
+    return _U16.pack((bits.size + 7) // 8) + np.packbits(bits, bitorder="little").tobytes()
 
 
 def _parts(message: Message) -> Iterator[bytes]:
@@ -87,6 +116,8 @@ def _parts(message: Message) -> Iterator[bytes]:
         case UnmaskShares():
             yield _u32(message.sender) + _u32(len(message.shares))
             yield b"".join(_u32(s.owner) + bytes([s.kind]) + s.share for s in message.shares)
+        case ConsistencyCheck():
+            yield _u32(message.sender) + _set(message.survivors)
         case KeysBroadcast():
             yield _u32(message.recipient) + _u32(len(message.keys))
             yield b"".join(
@@ -97,8 +128,11 @@ def _parts(message: Message) -> Iterator[bytes]:
             yield _u32(message.recipient) + _u32(len(message.shares))
             yield b"".join(_u32(s.peer) + s.ciphertext for s in message.shares)
         case UnmaskRequest():
-            yield _u32(message.recipient) + _u32(len(message.survivors))
-            yield b"".join(_u32(d) for d in message.survivors)
+            yield _u32(message.recipient) + _set(message.survivors)
+            yield _u32(len(message.signatures))
+            yield b"".join(_u32(s.signer) + s.signature for s in message.signatures)
+        case ConsistencyRequest():
+            yield _u32(message.recipient) + _set(message.survivors)
 
 
 def signing_digest(message: ClientMessage) -> bytes:
@@ -140,6 +174,14 @@ class _Reader:
             raise LengthError(f"count {n} does not match the remaining bytes")
         return list(layout.iter_unpack(self.take(n * layout.size)))
 
+    def device_set(self) -> tuple[int, ...]:
+        """A bitmap written by ``_set``; a trailing zero byte is not canonical."""
+        raw = self.take(_U16.unpack(self.take(2))[0])
+        if raw and raw[-1] == 0:
+            raise DecodeError("a device set has a trailing zero byte")
+        bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8), bitorder="little")
+        return tuple(int(i) for i in np.flatnonzero(bits))
+
     def end(self) -> None:
         if self.pos != len(self.data):
             raise LengthError(f"{len(self.data) - self.pos} trailing bytes")
@@ -148,6 +190,7 @@ class _Reader:
 _KEYS = struct.Struct(f"<I{KEY_BYTES}s{KEY_BYTES}s{SIGNATURE_BYTES}s")
 _SHARE = struct.Struct(f"<I{CIPHERTEXT_BYTES}s")
 _REVEALED = struct.Struct(f"<IB{SHARE_BYTES}s")
+_SIGNATURE = struct.Struct(f"<I{SIGNATURE_BYTES}s")
 
 
 def _advertise(r: _Reader, rid: bytes) -> AdvertiseKeys:
@@ -193,6 +236,13 @@ def _decode_unmask(r: _Reader, rid: bytes) -> UnmaskShares:
     return UnmaskShares(round_id=rid, sender=sender, shares=shares, signature=r.take(64))
 
 
+def _decode_check(r: _Reader, rid: bytes) -> ConsistencyCheck:
+    sender, survivors = r.u32(), r.device_set()
+    return ConsistencyCheck(
+        round_id=rid, sender=sender, survivors=survivors, signature=r.take(SIGNATURE_BYTES)
+    )
+
+
 def _decode_broadcast(r: _Reader, rid: bytes) -> KeysBroadcast:
     recipient = r.u32()
     keys = tuple(_advert(rid, *entry) for entry in r.entries(_KEYS))
@@ -205,9 +255,16 @@ def _decode_relay(r: _Reader, rid: bytes) -> SharesRelay:
 
 
 def _decode_request(r: _Reader, rid: bytes) -> UnmaskRequest:
-    recipient = r.u32()
-    survivors = tuple(d for (d,) in r.entries(_U32))
-    return UnmaskRequest(round_id=rid, recipient=recipient, survivors=survivors)
+    recipient, survivors = r.u32(), r.device_set()
+    signatures = tuple(PeerSignature(signer=i, signature=s) for i, s in r.entries(_SIGNATURE))
+    return UnmaskRequest(
+        round_id=rid, recipient=recipient, survivors=survivors, signatures=signatures
+    )
+
+
+def _decode_consistency(r: _Reader, rid: bytes) -> ConsistencyRequest:
+    recipient, survivors = r.u32(), r.device_set()
+    return ConsistencyRequest(round_id=rid, recipient=recipient, survivors=survivors)
 
 
 _KINDS = {int(k): k for k in ShareKind}
@@ -216,11 +273,13 @@ _DECODERS: dict[int, Callable[[_Reader, bytes], Message]] = {
     2: _decode_share_keys,
     3: _decode_masked,
     4: _decode_unmask,
+    5: _decode_check,
     17: _decode_broadcast,
     18: _decode_relay,
     19: _decode_request,
+    20: _decode_consistency,
 }
-_SIGNED = (AdvertiseKeys, ShareKeys, MaskedInput, UnmaskShares)
+_SIGNED = (AdvertiseKeys, ShareKeys, MaskedInput, ConsistencyCheck, UnmaskShares)
 
 
 def decode(data: bytes | bytearray | memoryview) -> Message:

@@ -15,6 +15,7 @@
           ├── BadSignature          an Ed25519 signature that does not verify
           ├── DecryptionFailed      an AES-GCM ciphertext that does not authenticate
           └── RoundAborted          too few devices survive to finish the round
+               └── ConsistencyCheckFailed  the server showed this device an uncertified set
 
 Errors about a *received* message (decode, replay, signature, ...) leave the receiver's
 state untouched; ``RoundAborted`` is a transition: the machine that raised it is finished.
@@ -26,6 +27,7 @@ from fedrt.errors import FedrtError
 
 __all__ = [
     "BadSignature",
+    "ConsistencyCheckFailed",
     "ConsistencyError",
     "DecodeError",
     "DecryptionFailed",
@@ -102,3 +104,12 @@ class RoundAborted(ProtocolError):
         self.stage = stage
         self.survivors = survivors
         self.threshold = threshold
+
+
+class ConsistencyCheckFailed(RoundAborted):
+    """The survivor set a device is asked to unmask for lacks t signatures from its holders.
+
+    Raised by a device (which then stops for this round) when the unmask request names
+    another set than the one it signed, or carries fewer than t valid signatures on that
+    set: evidence that the server showed different neighbourhoods different survivors.
+    """

@@ -3,9 +3,9 @@
 Client -> server messages name their ``sender`` (the device's index in the cohort) and carry
 an Ed25519 ``signature`` by the device's long-term identity key over the SHA-256 digest of
 their encoding (see ``codec.signing_digest``). Server -> client messages name their
-``recipient``; what they relay is either signed by the peer (``AdvertiseKeys``) or sealed
-with AES-GCM between the two devices (``EncryptedShare``). Every message carries the round
-id, and its type fixes the stage it belongs to (``STAGE_OF``).
+``recipient``; what they relay is either signed by the peer (``AdvertiseKeys``,
+``PeerSignature``) or sealed between the two devices (``EncryptedShare``). Every message
+carries the round id, and its type fixes the stage it belongs to (``STAGE_OF``).
 """
 
 from __future__ import annotations
@@ -17,10 +17,13 @@ __all__ = [
     "STAGE_OF",
     "AdvertiseKeys",
     "ClientMessage",
+    "ConsistencyCheck",
+    "ConsistencyRequest",
     "EncryptedShare",
     "KeysBroadcast",
     "MaskedInput",
     "Message",
+    "PeerSignature",
     "RevealedShare",
     "ServerMessage",
     "ShareKeys",
@@ -38,6 +41,7 @@ class Stage(enum.Enum):
     ADVERTISE_KEYS = "advertise_keys"
     SHARE_KEYS = "share_keys"
     MASKED_INPUT = "masked_input"
+    CONSISTENCY_CHECK = "consistency_check"
     UNMASK = "unmask"
     DONE = "done"
     ABORTED = "aborted"
@@ -93,6 +97,21 @@ class MaskedInput:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ConsistencyCheck:
+    """Stage 4, client -> server: the device signs the included set U3 it was shown.
+
+    ``survivors`` is the whole cohort's included set (sorted, unique), not the device's
+    neighbourhood: every honest device signs exactly one set per round, so the signatures a
+    device later checks prove which set its neighbours saw.
+    """
+
+    round_id: bytes
+    sender: int
+    survivors: tuple[int, ...]
+    signature: bytes = b""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RevealedShare:
     """One plaintext share a device reveals for its neighbour ``owner``."""
 
@@ -103,7 +122,7 @@ class RevealedShare:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UnmaskShares:
-    """Stage 4, client -> server: one share per holder's peer (and itself), seed or key."""
+    """Stage 5, client -> server: one share per holder's peer (and itself), seed or key."""
 
     round_id: bytes
     sender: int
@@ -130,25 +149,45 @@ class SharesRelay:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class UnmaskRequest:
-    """Server -> client after stage 3: which of the recipient and its neighbours are included."""
+class ConsistencyRequest:
+    """Server -> client after stage 3: the included set U3 (sorted, unique) to sign."""
 
     round_id: bytes
     recipient: int
     survivors: tuple[int, ...]
 
 
-ClientMessage = AdvertiseKeys | ShareKeys | MaskedInput | UnmaskShares
-ServerMessage = KeysBroadcast | SharesRelay | UnmaskRequest
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerSignature:
+    """A neighbour's ``ConsistencyCheck`` signature, forwarded by the server."""
+
+    signer: int
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnmaskRequest:
+    """Server -> client after stage 4: the signed set U3 and the neighbours' signatures on it."""
+
+    round_id: bytes
+    recipient: int
+    survivors: tuple[int, ...]
+    signatures: tuple[PeerSignature, ...] = ()
+
+
+ClientMessage = AdvertiseKeys | ShareKeys | MaskedInput | ConsistencyCheck | UnmaskShares
+ServerMessage = KeysBroadcast | SharesRelay | ConsistencyRequest | UnmaskRequest
 Message = ClientMessage | ServerMessage
 
 STAGE_OF: dict[type[Message], Stage] = {
     AdvertiseKeys: Stage.ADVERTISE_KEYS,
     ShareKeys: Stage.SHARE_KEYS,
     MaskedInput: Stage.MASKED_INPUT,
+    ConsistencyCheck: Stage.CONSISTENCY_CHECK,
     UnmaskShares: Stage.UNMASK,
     KeysBroadcast: Stage.SHARE_KEYS,
     SharesRelay: Stage.MASKED_INPUT,
+    ConsistencyRequest: Stage.CONSISTENCY_CHECK,
     UnmaskRequest: Stage.UNMASK,
 }
 """The stage a message belongs to; server messages open the stage they name."""

@@ -45,7 +45,7 @@ class RoundKind(enum.IntEnum):
 
 
 class Stage(enum.IntEnum):
-    """What a device answers: the four SecAgg+ stages, or a plain update / evaluation."""
+    """What a device answers: the five SecAgg+ stages, or a plain update / evaluation."""
 
     ADVERTISE_KEYS = 1
     SHARE_KEYS = 2
@@ -53,6 +53,7 @@ class Stage(enum.IntEnum):
     UNMASK = 4
     PLAIN_UPDATE = 5
     EVALUATION = 6
+    CONSISTENCY_CHECK = 7  # SecAgg+: sign the included set, between MASKED_INPUT and UNMASK
 
 
 class AckStatus(enum.IntEnum):

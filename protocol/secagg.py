@@ -4,7 +4,8 @@
 through the codec in one process; ``drive`` is its loop, reusable with an ``Observer`` that
 sees every call (the benchmark times them and counts bytes). A device listed in ``drop``
 vanishes right before sending that stage's message; a device whose own checks abort the
-round for it (``RoundAborted`` from the client) vanishes too, as it would in the field.
+round for it (``RoundAborted`` from the client, ``ConsistencyCheckFailed`` included)
+vanishes too, as it would in the field.
 """
 
 from __future__ import annotations
@@ -35,10 +36,15 @@ __all__ = [
     "run_in_memory",
 ]
 
-STAGE_NAMES = tuple(
-    s.value for s in (Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.UNMASK)
+_CLIENT_STAGES = (
+    Stage.ADVERTISE_KEYS,
+    Stage.SHARE_KEYS,
+    Stage.MASKED_INPUT,
+    Stage.CONSISTENCY_CHECK,
+    Stage.UNMASK,
 )
-"""The names accepted in ``drop``: the four message-carrying stages, in order."""
+STAGE_NAMES = tuple(s.value for s in _CLIENT_STAGES)
+"""The names accepted in ``drop``: the five message-carrying stages, in order."""
 
 T = TypeVar("T")
 Vector = npt.NDArray[np.unsignedinteger]
@@ -83,7 +89,7 @@ def drive(
             assert advert is not None
             obs.server(first, partial(server.receive, advert))
     outgoing = obs.server(first, server.close_stage)
-    for stage in (Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.UNMASK):
+    for stage in _CLIENT_STAGES[1:]:
         for index, data in outgoing.items():
             if vanishes(index, stage):
                 continue

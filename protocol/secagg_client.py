@@ -3,24 +3,29 @@
 Theory of operation. ``SecAggClient`` is in the stage whose message it sends next:
 
     ADVERTISE_KEYS --start()--> SHARE_KEYS --KeysBroadcast--> MASKED_INPUT
-    MASKED_INPUT --SharesRelay + set_input()--> UNMASK --UnmaskRequest--> DONE
+    MASKED_INPUT --SharesRelay + set_input()--> CONSISTENCY_CHECK
+    CONSISTENCY_CHECK --ConsistencyRequest--> UNMASK --UnmaskRequest--> DONE
     (any stage) --fewer than t usable neighbours--> ABORTED (raises RoundAborted)
+    UNMASK --set not certified by t committee members--> ABORTED (ConsistencyCheckFailed)
 
 ``start()`` returns the signed ``AdvertiseKeys``; ``receive(data)`` checks one server message
 and returns the device's signed reply (``None`` only while the relay waits for
 ``set_input``). A message that fails any check raises a ``ProtocolError`` subclass and
 leaves the client as it was. A device holds shares of its neighbours' secrets and of its
-own, and keeps three rules that protect it from a lying server: it answers each stage once;
+own, and keeps four rules that protect it from a lying server: it answers each stage once;
 in the unmask stage it reveals for every peer either the seed share (peer included) or the
-key share (peer dropped), never both; and it answers only if it is itself listed as included
-(so it never reveals its own key share) with at least t holders in all.
+key share (peer dropped), never both; it answers only if it is itself listed as included
+(so it never reveals its own key share) with at least t holders in all; and (Bonawitz et al.
+2017's consistency check) it signs the included set U3 once, then reveals only for that very
+set and only with valid signatures on it from t members of the committee
+(``SecAggConfig.committee``, itself counted when it is a member).
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -40,6 +45,7 @@ from fedrt.protocol.crypto import (
     x25519_public,
 )
 from fedrt.protocol.errors import (
+    ConsistencyCheckFailed,
     ConsistencyError,
     DuplicateDevice,
     DuplicateMessage,
@@ -55,6 +61,8 @@ from fedrt.protocol.messages import (
     STAGE_OF,
     AdvertiseKeys,
     ClientMessage,
+    ConsistencyCheck,
+    ConsistencyRequest,
     EncryptedShare,
     KeysBroadcast,
     MaskedInput,
@@ -77,13 +85,16 @@ from fedrt.protocol.secagg_config import (
 
 __all__ = ["SecAggClient"]
 
-_Signed = TypeVar("_Signed", AdvertiseKeys, ShareKeys, MaskedInput, UnmaskShares)
+_Signed = TypeVar("_Signed", AdvertiseKeys, ShareKeys, MaskedInput, ConsistencyCheck, UnmaskShares)
 
 
 @dataclass(frozen=True, slots=True)
 class _Peer:
     masking_key: bytes
     inbound_key: bytes  # AES-GCM key of the shares this peer seals to us
+
+
+_LATE = frozenset({Stage.CONSISTENCY_CHECK, Stage.UNMASK, Stage.DONE, Stage.ABORTED})
 
 
 class SecAggClient:
@@ -111,6 +122,11 @@ class SecAggClient:
         self._identities = {
             j: load_identity_key(config.members[j].identity_key) for j in self._neighbors
         }
+        self._committee = {
+            j: self._identities.get(j) or load_identity_key(config.members[j].identity_key)
+            for j in config.committee()
+            if j != index
+        }
         self._encryption: X25519PrivateKey | None = None
         self._masking: X25519PrivateKey | None = None
         self._peers: dict[int, _Peer] = {}
@@ -119,6 +135,7 @@ class SecAggClient:
         self._held: dict[int, tuple[bytes, bytes]] = {}  # peer -> (seed share, key share)
         self._input: npt.NDArray[np.unsignedinteger] | None = None
         self._relayed = False
+        self._signed: tuple[int, ...] | None = None  # the one set U3 this device signed
 
     # -- public API -----------------------------------------------------------------------
 
@@ -140,7 +157,7 @@ class SecAggClient:
 
     def set_input(self, vector: npt.NDArray[np.unsignedinteger]) -> bytes | None:
         """Give the vector to aggregate (values < 2**bits); returns the masked input if due."""
-        if self._input is not None or self.stage in (Stage.UNMASK, Stage.DONE, Stage.ABORTED):
+        if self._input is not None or self.stage in _LATE:
             raise StageError(f"no input accepted now (stage {self.stage.value})")
         values = np.asarray(vector)
         if values.ndim != 1 or values.dtype.kind != "u":
@@ -170,6 +187,8 @@ class SecAggClient:
             return self._on_keys(message)
         if isinstance(message, SharesRelay):
             return self._on_relay(message)
+        if isinstance(message, ConsistencyRequest):
+            return self._on_consistency(message)
         return self._on_request(message)
 
     # -- stages ---------------------------------------------------------------------------
@@ -268,20 +287,64 @@ class SecAggClient:
         )
         # The seed and the masking key are no longer needed: drop them with the input.
         self._input, self._seed, self._masking = None, b"", None
+        self.stage = Stage.CONSISTENCY_CHECK
+        return codec.encode(reply)
+
+    def _local_view(self, survivors: tuple[int, ...]) -> frozenset[int]:
+        """The holders (this device and its neighbours) that ``survivors`` lists as included."""
+        listed = set(survivors)
+        if len(listed) != len(survivors):
+            raise DuplicateDevice("a survivor is listed twice")
+        local = frozenset(listed & (self._neighbors | {self.index}))
+        strangers = local - self._held.keys()
+        if strangers:
+            raise ConsistencyError(f"survivors {sorted(strangers)} did not share with this device")
+        if self.index not in local:
+            # Otherwise this device would reveal a share of its own masking key.
+            raise ConsistencyError("this device is asked to unmask but not listed as included")
+        return local
+
+    def _on_consistency(self, message: ConsistencyRequest) -> bytes:
+        local = self._local_view(message.survivors)
+        self._require(len(local), Stage.CONSISTENCY_CHECK)
+        reply = self._sign(
+            ConsistencyCheck(
+                round_id=self.config.round_id, sender=self.index, survivors=message.survivors
+            )
+        )
+        self._signed = message.survivors
         self.stage = Stage.UNMASK
         return codec.encode(reply)
 
+    def _certified(self, message: UnmaskRequest) -> frozenset[int]:
+        """The local view of the set this device signed, once t committee members signed it."""
+        if message.survivors != self._signed:
+            self._fail("the unmask request names another survivor set than the one signed")
+        local = self._local_view(message.survivors)
+        committee = self.config.committee()
+        signers = [s.signer for s in message.signatures]
+        if len(set(signers)) != len(signers):
+            raise DuplicateDevice("two signatures of one device")
+        listed = set(message.survivors) - {self.index}
+        if not all(j in committee and j in listed for j in signers):
+            raise UnknownDevice("a signature is not from an included committee member")
+        for item in message.signatures:
+            signed = ConsistencyCheck(
+                round_id=self.config.round_id, sender=item.signer, survivors=message.survivors
+            )
+            digest = codec.signing_digest(signed)
+            verify_digest(self._committee[item.signer], item.signature, digest)
+        count = len(signers) + (self.index in committee)
+        if count < self.config.threshold:
+            self._fail(
+                f"only {count} committee members signed the survivor set, "
+                f"threshold is {self.config.threshold}",
+                signed=count,
+            )
+        return local
+
     def _on_request(self, message: UnmaskRequest) -> bytes:
-        survivors = set(message.survivors)
-        if len(survivors) != len(message.survivors):
-            raise DuplicateDevice("a survivor is listed twice")
-        strangers = survivors - self._held.keys()
-        if strangers:
-            raise ConsistencyError(f"survivors {sorted(strangers)} did not share with this device")
-        if self.index not in survivors:
-            # Otherwise this device would reveal a share of its own masking key.
-            raise ConsistencyError("this device is asked to unmask but not listed as included")
-        self._require(len(survivors), Stage.UNMASK)
+        survivors = self._certified(message)
         revealed = tuple(
             RevealedShare(owner=peer, kind=ShareKind.SEED, share=pair[0])
             if peer in survivors
@@ -296,6 +359,13 @@ class SecAggClient:
         return codec.encode(reply)
 
     # -- helpers --------------------------------------------------------------------------
+
+    def _fail(self, why: str, *, signed: int = 0) -> NoReturn:
+        self.stage = Stage.ABORTED
+        self._held = {}
+        raise ConsistencyCheckFailed(
+            why, stage=Stage.UNMASK.value, survivors=signed, threshold=self.config.threshold
+        )
 
     def _expect(self, stage: Stage) -> None:
         if self.stage is not stage:

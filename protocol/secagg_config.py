@@ -81,6 +81,17 @@ class SecAggConfig:
         """Sorted neighbours of every device index (computed on each call: cache it)."""
         return neighbor_graph(self.clients, self.neighbors, self.round_id)
 
+    def committee(self) -> range:
+        """The devices whose signatures certify the survivor set: the first k + 1 indices.
+
+        A device reveals shares only with t signatures from this committee on the set it
+        signed itself. Since t > (k + 1) / 2, two different sets can never both gather t
+        signatures from honest members, so every honest device that reveals anything acts on
+        the same set. With classic SecAgg (k = n - 1) it is the whole cohort (Bonawitz et al.
+        2017); in SecAgg+ it costs t signatures per device instead of a majority of n.
+        """
+        return range(min(self.clients, self.neighbors + 1))
+
     def neighbors_of(self, index: int) -> tuple[int, ...]:
         """Sorted neighbours of device ``index`` (what ``graph()[index]`` holds)."""
         return neighbors_of(self.clients, self.neighbors, self.round_id, index)

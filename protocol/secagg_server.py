@@ -2,17 +2,21 @@
 
 Theory of operation. ``SecAggServer`` collects one stage's client messages at a time:
 
-    ADVERTISE_KEYS -> SHARE_KEYS -> MASKED_INPUT -> UNMASK -> DONE   (or ABORTED)
+    ADVERTISE_KEYS -> SHARE_KEYS -> MASKED_INPUT -> CONSISTENCY_CHECK -> UNMASK -> DONE
+    (any stage) -> ABORTED
 
 ``receive(data)`` checks one client message (round, stage, sender, duplicates, signature,
 content) and stores it, or raises a ``ProtocolError`` subclass and stores nothing. The
 coordinator calls ``close_stage()`` when ``waiting_for`` is empty or the stage's deadline
 passes: whoever answered goes on, and the call returns the messages to relay, keyed by the
-recipient's device index. With U1..U4 the devices that answered each stage, U3's masked
-inputs are summed; unmasking needs, for every u in U3, t seed shares from u and its
-neighbours in U4, and for every dropped j in U2 \\ U3 with a neighbour in U3, t key
-shares. When a stage closes with fewer than t devices, or fewer than t holders able to
-reveal a needed secret, ``close_stage`` raises ``RoundAborted`` and the server moves to ABORTED.
+recipient's device index. With U1..U5 the devices that answered each stage, U3's masked
+inputs are summed; every device in U3 is shown U3 and signs it (U4); the unmask request goes
+to each signer with t committee members' signatures on U3 (a device reveals nothing without
+them, see ``SecAggConfig.committee``), or the round aborts; unmasking needs, for every u
+in U3, t seed shares from u and its neighbours in U5, and for every dropped j in U2 \\ U3
+with a neighbour in U3, t key shares. When a stage closes with fewer than t devices, or
+fewer than t holders able to reveal a needed secret, ``close_stage`` raises ``RoundAborted``
+and the server moves to ABORTED.
 """
 
 from __future__ import annotations
@@ -42,9 +46,12 @@ from fedrt.protocol.messages import (
     STAGE_OF,
     AdvertiseKeys,
     ClientMessage,
+    ConsistencyCheck,
+    ConsistencyRequest,
     EncryptedShare,
     KeysBroadcast,
     MaskedInput,
+    PeerSignature,
     ShareKeys,
     ShareKind,
     SharesRelay,
@@ -61,7 +68,8 @@ Vector = npt.NDArray[np.unsignedinteger]
 _NEXT = {
     Stage.ADVERTISE_KEYS: Stage.SHARE_KEYS,
     Stage.SHARE_KEYS: Stage.MASKED_INPUT,
-    Stage.MASKED_INPUT: Stage.UNMASK,
+    Stage.MASKED_INPUT: Stage.CONSISTENCY_CHECK,
+    Stage.CONSISTENCY_CHECK: Stage.UNMASK,
     Stage.UNMASK: Stage.DONE,
 }
 
@@ -82,6 +90,8 @@ class SecAggServer:
         self._shares: dict[int, ShareKeys] = {}
         self._masked: set[int] = set()
         self._sum: Vector | None = None
+        self._view: tuple[int, ...] = ()  # U3 as shown to every device in it
+        self._signatures: dict[int, bytes] = {}
         self._revealed: dict[int, dict[int, bytes]] = {}
         self._result: Vector | None = None
 
@@ -129,6 +139,8 @@ class SecAggServer:
             self._on_share_keys(message)
         elif isinstance(message, MaskedInput):
             self._on_masked_input(message)
+        elif isinstance(message, ConsistencyCheck):
+            self._on_consistency(message)
         else:
             self._on_unmask(message)
 
@@ -143,11 +155,14 @@ class SecAggServer:
         elif self.stage is Stage.SHARE_KEYS:
             outgoing = self._relay_shares(answered)
         elif self.stage is Stage.MASKED_INPUT:
+            outgoing = self._request_consistency(answered)
+        elif self.stage is Stage.CONSISTENCY_CHECK:
             outgoing = self._request_unmask(answered)
         else:
             self._result = self._unmask(answered)
             outgoing = {}
-        self._expected = answered
+        # Only the devices sent a request are heard from in the next stage.
+        self._expected = frozenset(outgoing) if outgoing else answered
         self.stage = _NEXT[self.stage]
         return outgoing
 
@@ -161,6 +176,8 @@ class SecAggServer:
             return self._shares.keys()
         if self.stage is Stage.MASKED_INPUT:
             return self._masked
+        if self.stage is Stage.CONSISTENCY_CHECK:
+            return self._signatures.keys()
         return self._revealed.keys()
 
     def _on_advertise(self, message: AdvertiseKeys) -> None:
@@ -190,6 +207,11 @@ class SecAggServer:
         else:
             np.add(self._sum, values, out=self._sum)
         self._masked.add(message.sender)
+
+    def _on_consistency(self, message: ConsistencyCheck) -> None:
+        if message.survivors != self._view:
+            raise ConsistencyError("the device signed another survivor set than the one sent")
+        self._signatures[message.sender] = message.signature
 
     def _on_unmask(self, message: UnmaskShares) -> None:
         sender = message.sender
@@ -258,17 +280,37 @@ class SecAggServer:
         self._check(not short, f"devices {short[:8]} have fewer than t live neighbours")
         return needed
 
-    def _request_unmask(self, included: frozenset[int]) -> dict[int, bytes]:
+    def _request_consistency(self, included: frozenset[int]) -> dict[int, bytes]:
         self._check_needed(included)
-        rid = self.config.round_id
+        rid, self._view = self.config.round_id, tuple(sorted(included))
         return {
-            h: codec.encode(
+            h: codec.encode(ConsistencyRequest(round_id=rid, recipient=h, survivors=self._view))
+            for h in self._view
+        }
+
+    def _request_unmask(self, signers: frozenset[int]) -> dict[int, bytes]:
+        t, rid = self.config.threshold, self.config.round_id
+        committee = self.config.committee()
+        certifiers = sorted(h for h in signers if h in committee)
+        self._check(
+            len(certifiers) >= t, f"only {len(certifiers)} committee members signed the set"
+        )
+        self._check_needed(signers)
+        requests = {}
+        for h in sorted(signers):
+            # Exactly t signatures reach each device: its own counts when it is a member.
+            chosen = [j for j in certifiers if j != h][: t - (h in committee)]
+            requests[h] = codec.encode(
                 UnmaskRequest(
-                    round_id=rid, recipient=h, survivors=tuple(sorted(self._holders[h] & included))
+                    round_id=rid,
+                    recipient=h,
+                    survivors=self._view,
+                    signatures=tuple(
+                        PeerSignature(signer=j, signature=self._signatures[j]) for j in chosen
+                    ),
                 )
             )
-            for h in sorted(included)
-        }
+        return requests
 
     def _unmask(self, responders: frozenset[int]) -> Vector:
         needed = self._check_needed(responders)

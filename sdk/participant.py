@@ -81,7 +81,8 @@ TRANSITIONS: dict[ParticipantState, frozenset[ParticipantState]] = {
 _NEXT_REQUEST = {
     rm.Stage.ADVERTISE_KEYS: rm.Stage.SHARE_KEYS,
     rm.Stage.SHARE_KEYS: rm.Stage.MASKED_INPUT,
-    rm.Stage.MASKED_INPUT: rm.Stage.UNMASK,
+    rm.Stage.MASKED_INPUT: rm.Stage.CONSISTENCY_CHECK,
+    rm.Stage.CONSISTENCY_CHECK: rm.Stage.UNMASK,
 }
 _BULK = frozenset({rm.Stage.MASKED_INPUT, rm.Stage.PLAIN_UPDATE})
 _SEEN_LIMIT = 4096

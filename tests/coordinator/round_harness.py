@@ -29,11 +29,19 @@ SHA = "ab" * 32
 MODEL = rm.ModelRef(version=3, sha256=SHA, url=f"/v1/models/{SHA}")
 
 # Where a device can vanish: before it would send the named thing.
-DROP_POINTS = ("training", "advertise_keys", "share_keys", "masked_input", "unmask")
+DROP_POINTS = (
+    "training",
+    "advertise_keys",
+    "share_keys",
+    "masked_input",
+    "consistency_check",
+    "unmask",
+)
 _STAGE_DROP = {
     rm.Stage.ADVERTISE_KEYS: "advertise_keys",
     rm.Stage.SHARE_KEYS: "share_keys",
     rm.Stage.MASKED_INPUT: "masked_input",
+    rm.Stage.CONSISTENCY_CHECK: "consistency_check",
     rm.Stage.UNMASK: "unmask",
     rm.Stage.PLAIN_UPDATE: "advertise_keys",
 }

@@ -111,7 +111,9 @@ def test_dropouts_spread_over_every_stage_in_one_round() -> None:
     assert np.abs(out.weights.astype(np.float64) - (start + ref)).max() <= _bound(net, included)
 
 
-@pytest.mark.parametrize("point", ["training", "share_keys", "masked_input", "unmask"])
+@pytest.mark.parametrize(
+    "point", ["training", "share_keys", "masked_input", "consistency_check", "unmask"]
+)
 def test_too_few_survivors_abandon_cleanly_and_leave_the_model_alone(point: str) -> None:
     net = _network(4, drop={f"dev-{i:02d}": point for i in range(5)})
     start = net.weights.copy()

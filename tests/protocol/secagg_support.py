@@ -12,7 +12,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fedrt.protocol import codec
 from fedrt.protocol.crypto import identity_from_seed, sign_digest
 from fedrt.protocol.graph import neighbor_graph
-from fedrt.protocol.messages import ClientMessage
+from fedrt.protocol.messages import (
+    ClientMessage,
+    ConsistencyCheck,
+    ConsistencyRequest,
+    PeerSignature,
+    UnmaskRequest,
+)
 from fedrt.protocol.prg import SeededRandom
 from fedrt.protocol.secagg import SecAggClient, SecAggServer
 from fedrt.protocol.secagg_config import Member, SecAggConfig
@@ -95,6 +101,36 @@ class Round:
             out[i] = reply
         return out
 
+    def show(self, survivors: tuple[int, ...], to: Sequence[int]) -> dict[int, ConsistencyCheck]:
+        """Act as a lying server: ask devices ``to`` to sign ``survivors``; their answers."""
+        checks = {}
+        for i in to:
+            request = ConsistencyRequest(
+                round_id=self.config.round_id, recipient=i, survivors=survivors
+            )
+            check = codec.decode(self.clients[i].receive(codec.encode(request)) or b"")
+            assert isinstance(check, ConsistencyCheck)
+            checks[i] = check
+        return checks
+
+    def unmask_request(
+        self, recipient: int, survivors: tuple[int, ...], checks: Mapping[int, ConsistencyCheck]
+    ) -> bytes:
+        """An unmask request forwarding the committee's signatures in ``checks``."""
+        signatures = tuple(
+            PeerSignature(signer=j, signature=c.signature)
+            for j, c in sorted(checks.items())
+            if j != recipient and j in self.config.committee()
+        )
+        return codec.encode(
+            UnmaskRequest(
+                round_id=self.config.round_id,
+                recipient=recipient,
+                survivors=survivors,
+                signatures=signatures,
+            )
+        )
+
     def expected(self, included: Sequence[int]) -> npt.NDArray[np.uint64]:
         total = np.zeros(self.config.length, dtype=np.uint64)
         for i in included:
@@ -115,7 +151,7 @@ def oracle(
     Every device holds shares of its own secrets and its k neighbours'. A device aborts
     for itself when fewer than t holders (itself included) are live in its view; the server
     aborts when a stage ends with fewer than t devices or a needed secret has fewer than t
-    live holders.
+    live holders, or fewer than t of the committee (the first k + 1 devices) sign the set.
     """
     graph = [set(row) for row in neighbor_graph(n, k, seed_round_id)]
     u1 = {i for i in range(n) if drop.get(i) != "advertise_keys"}
@@ -131,7 +167,12 @@ def oracle(
     secrets |= {j: graph[j] for j in u2 - u3 if graph[j] & u3}
     if any(len(h & u3) < t for h in secrets.values()):
         return ABORT
-    u4 = {i for i in u3 if drop.get(i) != "unmask"}
-    if len(u4) < t or any(len(h & u4) < t for h in secrets.values()):
+    u4 = {i for i in u3 if drop.get(i) != "consistency_check"}
+    if len(u4) < t or len(u4 & set(range(k + 1))) < t:  # the committee: first k + 1
+        return ABORT
+    if any(len(h & u4) < t for h in secrets.values()):
+        return ABORT
+    u5 = {i for i in u4 if drop.get(i) != "unmask"}
+    if len(u5) < t or any(len(h & u5) < t for h in secrets.values()):
         return ABORT
     return frozenset(u3)

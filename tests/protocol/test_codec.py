@@ -8,13 +8,16 @@ from hypothesis import strategies as st
 
 from fedrt.protocol import codec
 from fedrt.protocol.bitpack import packed_size
-from fedrt.protocol.errors import DecodeError, LengthError
+from fedrt.protocol.errors import DecodeError, LengthError, ParameterError
 from fedrt.protocol.messages import (
     AdvertiseKeys,
+    ConsistencyCheck,
+    ConsistencyRequest,
     EncryptedShare,
     KeysBroadcast,
     MaskedInput,
     Message,
+    PeerSignature,
     RevealedShare,
     ShareKeys,
     ShareKind,
@@ -28,6 +31,8 @@ rid = st.binary(min_size=16, max_size=16)
 key = st.binary(min_size=32, max_size=32)
 sig = st.binary(min_size=64, max_size=64)
 cipher = st.builds(EncryptedShare, peer=u32, ciphertext=st.binary(min_size=88, max_size=88))
+device_set = st.sets(st.integers(0, 3000), max_size=8).map(lambda s: tuple(sorted(s)))
+peer_sig = st.builds(PeerSignature, signer=u32, signature=sig)
 advert = st.builds(
     AdvertiseKeys, round_id=rid, sender=u32, encryption_key=key, masking_key=key, signature=sig
 )
@@ -95,8 +100,14 @@ messages = st.one_of(
         SharesRelay, round_id=rid, recipient=u32, shares=st.lists(cipher, max_size=4).map(tuple)
     ),
     st.builds(
-        UnmaskRequest, round_id=rid, recipient=u32, survivors=st.lists(u32, max_size=6).map(tuple)
+        UnmaskRequest,
+        round_id=rid,
+        recipient=u32,
+        survivors=device_set,
+        signatures=st.lists(peer_sig, max_size=4).map(tuple),
     ),
+    st.builds(ConsistencyRequest, round_id=rid, recipient=u32, survivors=device_set),
+    st.builds(ConsistencyCheck, round_id=rid, sender=u32, survivors=device_set, signature=sig),
 )
 
 
@@ -139,7 +150,7 @@ def test_mutated_and_truncated_messages_raise_only_decode_errors(
 def test_specific_malformations_name_the_problem() -> None:
     good = codec.encode(UnmaskRequest(round_id=b"r" * 16, recipient=1, survivors=(1, 2)))
     with pytest.raises(DecodeError, match="version"):
-        codec.decode(b"\x02" + good[1:])
+        codec.decode(b"\x01" + good[1:])  # version 1 had no consistency check
     with pytest.raises(DecodeError, match="type"):
         codec.decode(good[:1] + b"\x63" + good[2:])
     with pytest.raises(LengthError):
@@ -163,6 +174,17 @@ def test_specific_malformations_name_the_problem() -> None:
     wire[22] = 0  # ring bits
     with pytest.raises(DecodeError, match="bits"):
         codec.decode(bytes(wire))
+
+
+def test_device_sets_are_sorted_bitmaps_with_one_encoding() -> None:
+    request = ConsistencyRequest(round_id=b"r" * 16, recipient=1, survivors=(0, 3, 9))
+    wire = codec.encode(request)
+    assert wire[22:] == b"\x02\x00\x09\x02"  # 2 bytes: bits 0, 3 and 9
+    with pytest.raises(DecodeError, match="trailing"):
+        codec.decode(wire[:22] + b"\x03\x00\x09\x02\x00")
+    for bad in ((3, 0), (1, 1), (codec.MAX_SET_INDEX + 1,)):
+        with pytest.raises(ParameterError):
+            codec.encode(ConsistencyRequest(round_id=b"r" * 16, recipient=1, survivors=bad))
 
 
 def test_signing_digest_covers_everything_but_the_signature() -> None:

@@ -11,6 +11,7 @@ from fedrt.protocol import codec
 from fedrt.protocol.crypto import sign_digest
 from fedrt.protocol.errors import (
     BadSignature,
+    ConsistencyCheckFailed,
     ConsistencyError,
     DecryptionFailed,
     DuplicateDevice,
@@ -24,11 +25,12 @@ from fedrt.protocol.errors import (
     UnknownDevice,
 )
 from fedrt.protocol.messages import (
+    ConsistencyRequest,
     KeysBroadcast,
+    PeerSignature,
     ShareKind,
     SharesRelay,
     Stage,
-    UnmaskRequest,
     UnmaskShares,
 )
 from fedrt.protocol.prg import SeededRandom
@@ -172,49 +174,107 @@ def test_the_masked_input_waits_for_the_input() -> None:
         late.set_input(r.inputs[0])
 
 
-def _request(r: Round) -> tuple[bytes, UnmaskRequest]:
-    data = r.step(r.step(r.advertise()))[0]
-    message = codec.decode(data)
-    assert isinstance(message, UnmaskRequest)
-    return data, message
+def _request(r: Round) -> ConsistencyRequest:
+    message = codec.decode(r.step(r.step(r.advertise()))[0])
+    assert isinstance(message, ConsistencyRequest)
+    return message
 
 
 def test_a_device_reveals_one_share_per_peer_and_answers_once() -> None:
     r = Round.new(6, threshold=4)
-    data, message = _request(r)
-    dropped = message.survivors[-1]
-    partial = dataclasses.replace(message, survivors=message.survivors[:-1])
-    reply = codec.decode(r.clients[0].receive(codec.encode(partial)) or b"")
+    survivors = _request(r).survivors
+    dropped, partial = survivors[-1], survivors[:-1]
+    checks = r.show(partial, partial)  # every device shown the same partial set
+    data = r.unmask_request(0, partial, checks)
+    reply = codec.decode(r.clients[0].receive(data) or b"")
     assert isinstance(reply, UnmaskShares)
     kinds = {s.owner: s.kind for s in reply.shares}
     assert len(kinds) == len(reply.shares) == 6  # one share per holder's peer, itself included
     assert kinds[dropped] is ShareKind.KEY
     assert kinds[0] is ShareKind.SEED
-    assert all(kinds[p] is ShareKind.SEED for p in partial.survivors)
-    # Asked again with the full list, the device refuses: it never reveals both shares.
+    assert all(kinds[p] is ShareKind.SEED for p in partial)
+    # Asked again, the device refuses: it never reveals both shares.
     with pytest.raises(StageError):
         r.clients[0].receive(data)
 
 
-def test_unmask_request_consistency_checks() -> None:
+def test_consistency_request_view_checks() -> None:
     r = Round.new(6, threshold=4)
-    _data, message = _request(r)
+    message = _request(r)
     client = r.clients[0]
     without_self = tuple(s for s in message.survivors if s != 0)
     with pytest.raises(ConsistencyError):
         client.receive(codec.encode(dataclasses.replace(message, survivors=without_self)))
-    with pytest.raises(ConsistencyError):
-        client.receive(
-            codec.encode(dataclasses.replace(message, survivors=(*message.survivors, 9)))
-        )
-    with pytest.raises(DuplicateDevice):
-        client.receive(
-            codec.encode(dataclasses.replace(message, survivors=(*message.survivors, 0)))
-        )
-    assert client.stage is Stage.UNMASK
+    assert client.stage is Stage.CONSISTENCY_CHECK
     with pytest.raises(RoundAborted):
         client.receive(codec.encode(dataclasses.replace(message, survivors=(0, 1, 2))))
     assert client.stage is Stage.ABORTED
+
+
+def test_a_neighbour_that_never_shared_with_this_device_cannot_be_listed() -> None:
+    r = Round.new(6, threshold=4)
+    relay = codec.decode(r.step(r.advertise())[0])
+    assert isinstance(relay, SharesRelay)
+    short = dataclasses.replace(relay, shares=relay.shares[:-1])
+    assert r.clients[0].receive(codec.encode(short)) is not None
+    request = ConsistencyRequest(round_id=r.config.round_id, recipient=0, survivors=tuple(range(6)))
+    with pytest.raises(ConsistencyError, match=str(relay.shares[-1].peer)):
+        r.clients[0].receive(codec.encode(request))
+    assert r.clients[0].stage is Stage.CONSISTENCY_CHECK
+
+
+def test_unmasking_needs_t_valid_signatures_on_the_set_this_device_signed() -> None:
+    r = Round.new(6, threshold=4)
+    survivors = _request(r).survivors
+    checks = r.show(survivors, survivors)
+    client = r.clients[0]
+    few = {j: checks[j] for j in (0, 1, 2)}
+    forged = dict(checks)
+    forged[1] = dataclasses.replace(checks[1], signature=checks[2].signature)
+    with pytest.raises(BadSignature):  # a signature that is not device 1's: nothing changes
+        client.receive(r.unmask_request(0, survivors, forged))
+    with pytest.raises(UnknownDevice):  # a signer that is not an included holder
+        client.receive(
+            codec.encode(
+                dataclasses.replace(
+                    codec.decode(r.unmask_request(0, survivors, checks)),
+                    signatures=(PeerSignature(signer=9, signature=b"s" * 64),),
+                )
+            )
+        )
+    assert client.stage is Stage.UNMASK
+    with pytest.raises(ConsistencyCheckFailed) as info:
+        client.receive(r.unmask_request(0, survivors, few))
+    assert (info.value.survivors, info.value.threshold) == (3, 4)
+    assert client.stage is Stage.ABORTED
+    # Another device asked about a set it did not sign refuses as well, for good.
+    other = r.clients[1]
+    with pytest.raises(ConsistencyCheckFailed):
+        other.receive(r.unmask_request(1, survivors[:-1], checks))
+    assert other.stage is Stage.ABORTED
+    with pytest.raises(StageError):
+        other.receive(r.unmask_request(1, survivors, checks))
+
+
+def test_a_server_showing_two_survivor_sets_gets_no_share_from_honest_devices() -> None:
+    # Classic SecAgg, n = 10, t = 6: device 9 is "included" for one half of the cohort and
+    # "dropped" for the other, so that the first half would reveal its seed and the second
+    # its masking key. Neither half can gather t signatures, so nobody reveals anything.
+    r = Round.new(10, threshold=6)
+    everyone = _request(r).survivors
+    assert everyone == tuple(range(10))
+    without_9 = everyone[:-1]
+    halves = {(0, 1, 2, 3, 9): everyone, (4, 5, 6, 7, 8): without_9}
+    checks = {group: r.show(view, group) for group, view in halves.items()}
+    every_signature = {**checks[(0, 1, 2, 3, 9)], **checks[(4, 5, 6, 7, 8)]}
+    for group, view in halves.items():
+        for i in group:
+            # The other half's signatures are on another set (or by a device not in this one).
+            with pytest.raises((BadSignature, UnknownDevice)):
+                r.clients[i].receive(r.unmask_request(i, view, every_signature))
+            with pytest.raises(ConsistencyCheckFailed):
+                r.clients[i].receive(r.unmask_request(i, view, checks[group]))
+            assert r.clients[i].stage is Stage.ABORTED
 
 
 def test_wrong_stage_messages_are_refused() -> None:
@@ -227,3 +287,18 @@ def test_wrong_stage_messages_are_refused() -> None:
     data, _ = _relay(Round.new())
     with pytest.raises(StageError):
         client.receive(data)
+
+
+def test_a_split_of_a_sparse_cohort_certifies_at_most_one_set() -> None:
+    # SecAgg+, n = 12, k = 5, t = 4: the committee is devices 0..5. Whatever the server shows
+    # to whom, two sets would need 2t = 8 > 6 committee signatures: one set at most passes.
+    r = Round.new(12, threshold=4, neighbors=5)
+    everyone = _request(r).survivors
+    assert everyone == tuple(range(12))
+    other = everyone[:-1]  # device 11 "dropped" for the second group
+    groups = {(0, 1, 2, 6, 7, 8, 11): everyone, (3, 4, 5, 9, 10): other}
+    checks = {group: r.show(view, group) for group, view in groups.items()}
+    for group, view in groups.items():
+        for i in group:
+            with pytest.raises(ConsistencyCheckFailed):
+                r.clients[i].receive(r.unmask_request(i, view, checks[group]))

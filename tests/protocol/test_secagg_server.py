@@ -23,11 +23,13 @@ from fedrt.protocol.errors import (
 )
 from fedrt.protocol.messages import (
     AdvertiseKeys,
+    ConsistencyCheck,
     MaskedInput,
     RevealedShare,
     ShareKeys,
     ShareKind,
     Stage,
+    UnmaskRequest,
     UnmaskShares,
 )
 from fedrt.protocol.shamir import PRIME
@@ -150,7 +152,7 @@ def test_a_masked_input_of_the_wrong_length_is_rejected() -> None:
 
 
 def _unmask_replies(r: Round) -> dict[int, bytes]:
-    return r.replies(r.step(r.step(r.advertise())))
+    return r.replies(r.step(r.step(r.step(r.advertise()))))
 
 
 def test_duplicate_and_misdirected_shares_are_rejected() -> None:
@@ -219,11 +221,38 @@ def test_too_few_devices_abort_at_the_stage_where_it_happens() -> None:
 
 
 def test_dropouts_at_every_stage_are_survived() -> None:
-    r = Round.new(9, threshold=5)
+    r = Round.new(11, threshold=6)
     outgoing = r.advertise(skip=(0,))
     outgoing = r.step(outgoing, skip=(1,))
     outgoing = r.step(outgoing, skip=(2,))
-    r.step(outgoing, skip=(3,))
-    assert r.server.included == frozenset({3, 4, 5, 6, 7, 8})
+    outgoing = r.step(outgoing, skip=(3,))  # consistency check
+    r.step(outgoing, skip=(4,))
+    assert r.server.included == frozenset(range(3, 11))
     assert r.server.result.dtype == np.uint16
-    assert r.server.result.tolist() == r.expected([3, 4, 5, 6, 7, 8]).tolist()
+    assert r.server.result.tolist() == r.expected(range(3, 11)).tolist()
+
+
+def test_a_signature_on_another_survivor_set_is_refused() -> None:
+    r = Round.new()
+    replies = r.replies(r.step(r.step(r.advertise())))
+    check = codec.decode(replies[0])
+    assert isinstance(check, ConsistencyCheck)
+    with pytest.raises(ConsistencyError):
+        r.server.receive(r.resign(dataclasses.replace(check, survivors=(0, 1, 2))))
+    assert 0 in r.server.waiting_for
+    for reply in replies.values():
+        r.server.receive(reply)
+    requests = r.server.close_stage()
+    request = codec.decode(requests[0])
+    assert isinstance(request, UnmaskRequest)
+    assert request.survivors == (0, 1, 2, 3, 4)
+    # t = 3 signatures in all: device 0 is a committee member, so two more.
+    assert [s.signer for s in request.signatures] == [1, 2]
+
+
+def test_too_few_committee_signatures_abort_before_anyone_is_asked_to_unmask() -> None:
+    r = Round.new(8, threshold=3, neighbors=3)  # committee: devices 0..3
+    outgoing = r.step(r.step(r.advertise()))
+    with pytest.raises(RoundAborted) as info:
+        r.step(outgoing, skip=(0, 1))  # two of the four committee members never sign
+    assert info.value.stage == "consistency_check"
