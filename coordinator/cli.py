@@ -28,6 +28,21 @@ def register(subparsers: Any) -> None:
     )
     serve.add_argument("--db", metavar="PATH", help="SQLite file (DATA_DIR/coordinator.sqlite3)")
     serve.add_argument("--data-dir", metavar="DIR", help="keys, artifacts, database (fedrt-data)")
+    serve.add_argument(
+        "--pace-min-delay",
+        type=float,
+        metavar="S",
+        help="pace steering: no device sent away returns sooner than this (60)",
+    )
+    serve.add_argument(
+        "--pace-spread", type=float, metavar="S", help="width of each reconnect window (30)"
+    )
+    serve.add_argument(
+        "--pace-rate",
+        type=float,
+        metavar="N",
+        help="check-ins per second at most from devices sent away (10)",
+    )
     serve.set_defaults(run=run_serve)
 
 
@@ -36,7 +51,15 @@ def run_serve(args: argparse.Namespace) -> int:
 
     config = load_config(
         args.config,
-        cli=cli_layer(http=args.http, broker=args.broker, db=args.db, data_dir=args.data_dir),
+        cli=cli_layer(
+            http=args.http,
+            broker=args.broker,
+            db=args.db,
+            data_dir=args.data_dir,
+            pace_min_delay=args.pace_min_delay,
+            pace_spread=args.pace_spread,
+            pace_rate=args.pace_rate,
+        ),
     )
     asyncio.run(serve(config))
     return 0

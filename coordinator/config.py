@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fedrt.coordinator.errors import ConfigError
+from fedrt.coordinator.pace_steering import PaceConfig
 
 ENV_PREFIX = "FEDRT_"
 # Standard MQTT ports (IANA): 1883 plain, 8883 TLS.
@@ -159,6 +160,8 @@ class CoordinatorConfig:
     http: HttpConfig = field(default_factory=HttpConfig)
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    # Reconnect windows for devices the coordinator cannot use now (``pace_steering``).
+    pace: PaceConfig = field(default_factory=PaceConfig)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.tick_interval_s) and 0 < self.tick_interval_s <= 60):
@@ -184,6 +187,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "http": HttpConfig,
     "broker": BrokerConfig,
     "limits": LimitsConfig,
+    "pace": PaceConfig,
 }
 
 
@@ -221,9 +225,23 @@ def cli_layer(
     broker: str | None = None,
     db: str | None = None,
     data_dir: str | None = None,
+    pace_min_delay: float | None = None,
+    pace_spread: float | None = None,
+    pace_rate: float | None = None,
 ) -> dict[str, Any]:
     """The layer the ``serve`` flags contribute (None = flag not given)."""
     out: dict[str, Any] = {}
+    pace = {
+        k: v
+        for k, v in (
+            ("min_delay", pace_min_delay),
+            ("spread", pace_spread),
+            ("target_rate", pace_rate),
+        )
+        if v is not None
+    }
+    if pace:
+        out["pace"] = pace
     if http is not None:
         host, port = parse_host_port(http)
         out["http"] = {"host": host, "port": port}
@@ -360,6 +378,7 @@ __all__ = [
     "CoordinatorConfig",
     "HttpConfig",
     "LimitsConfig",
+    "PaceConfig",
     "Secret",
     "cli_layer",
     "describe",

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fedrt.coordinator.enrollment import Enrollment
 from fedrt.coordinator.models import ModelCatalog
+from fedrt.coordinator.pace_steering import PaceConfig
 from fedrt.coordinator.records import TaskRecord
 from fedrt.coordinator.store import Store
 from fedrt.coordinator.tasks import TaskManager
@@ -35,6 +36,8 @@ class DriverContext:
     publish: PublishFn
     # URL prefix devices fetch models from, e.g. "http://host:8080/v1/models/".
     model_url_prefix: str
+    # The operator's pace steering (``[pace]`` in coordinator.toml, FEDRT_PACE_*, --pace-*).
+    pace: PaceConfig = field(default_factory=PaceConfig)
 
 
 class RoundDriver(ABC):

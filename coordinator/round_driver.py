@@ -185,7 +185,7 @@ class FederatedDriver(RoundDriver):
         self.ctx = ctx
         self.evaluator = evaluator
         self.listener = listener
-        self.pace_config = pace or PaceConfig()
+        self.pace_config = pace or ctx.pace
         self.rng = rng or np.random.default_rng()
         self.retry_delay_s = retry_delay_s
         self.runs: dict[str, _Run] = {}

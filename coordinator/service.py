@@ -152,6 +152,7 @@ class CoordinatorService:
             clock=self.clock,
             publish=self.publish,
             model_url_prefix=f"http://{host}:{port}/v1/models/",
+            pace=self.config.pace,
         )
 
     # ---------------------------------------------------------------- lifecycle

@@ -80,3 +80,11 @@ def test_bad_configuration_exits_2_with_a_clear_message(tmp_path: Path) -> None:
     )
     assert bad_flag.returncode == 2
     assert b"broker.url" in bad_flag.stderr
+    bad_pace = subprocess.run(
+        [FEDRT, "coordinator", "serve", "--pace-min-delay", "-5", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad_pace.returncode == 2
+    assert b"pace.min_delay must lie in" in bad_pace.stderr

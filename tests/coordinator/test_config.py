@@ -125,3 +125,28 @@ def test_booleans_from_env_and_toml(tmp_path: Path) -> None:
     path.write_text("[broker]\nembedded_anonymous = 1\n")
     with pytest.raises(ConfigError, match="must be bool"):
         load_config(path, environ={})
+
+
+def test_pace_steering_from_file_env_and_flags(tmp_path: Path) -> None:
+    assert load_config(environ={}).pace.min_delay == 60.0  # the documented default
+    toml = tmp_path / "coordinator.toml"
+    toml.write_text("[pace]\nmin_delay = 20\nspread = 5.5\ntarget_rate = 4\n")
+    env = {"FEDRT_PACE_SPREAD": "8"}
+    config = load_config(toml, environ=env, cli=cli_layer(pace_min_delay=2.0))
+    assert (config.pace.min_delay, config.pace.spread, config.pace.target_rate) == (2.0, 8.0, 4.0)
+    assert describe(config)["pace"] == {"target_rate": 4.0, "min_delay": 2.0, "spread": 8.0}
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"FEDRT_PACE_MIN_DELAY": "-1"}, "pace.min_delay"),
+        ({"FEDRT_PACE_SPREAD": "0"}, "pace.spread"),
+        ({"FEDRT_PACE_TARGET_RATE": "nan"}, "pace.target_rate"),
+        ({"FEDRT_PACE_MIN_DELAY": "soon"}, "pace.min_delay must be float"),
+        ({"FEDRT_PACE_WINDOW": "3"}, "FEDRT_PACE_WINDOW"),
+    ],
+)
+def test_bad_pace_steering_is_refused_at_start(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(environ=env)

@@ -23,20 +23,6 @@ from tests.conftest import SpawnFn
 from tests.support.process import ManagedProcess, free_port, http_ok
 
 TOKEN = "crash-admin-token-0123456789"
-# ``fedrt coordinator serve`` with a short pace-steering window (the served driver's default
-# sends devices away for >= 60 s, and serve has no setting for it): the CLI's own code path,
-# with only the driver factory swapped before it runs.
-SERVE = (
-    "import sys\n"
-    "from fedrt.coordinator import driver_registry\n"
-    "from fedrt.coordinator.pace_steering import PaceConfig\n"
-    "from fedrt.coordinator.round_driver import FederatedDriver\n"
-    "pace = PaceConfig(min_delay=0.3, spread=0.5)\n"
-    "driver_registry.default_driver_factory = lambda: (\n"
-    "    lambda ctx: FederatedDriver(ctx, pace=pace, retry_delay_s=0.3))\n"
-    "from fedrt.cli import main\n"
-    "sys.exit(main(['coordinator', 'serve', *sys.argv[1:]]))\n"
-)
 # Short device-side timers so that devices of a round the coordinator forgot come back fast.
 TIMINGS = {
     "deadline_margin": 0.5,
@@ -104,10 +90,17 @@ def test_kill_9_mid_round_keeps_history_abandons_the_round_and_commits_a_new_one
     model_dir = export_model(SimConfig(model="zoo:mlp", batch_size=16), digits, tmp_path)
     data, port = tmp_path / "data", free_port()
     base = f"http://127.0.0.1:{port}"
+    # Devices sent away come back within a second (the default waits >= 60 s).
     argv = [
         sys.executable,
-        "-c",
-        SERVE,
+        "-m",
+        "fedrt",
+        "coordinator",
+        "serve",
+        "--pace-min-delay",
+        "0.3",
+        "--pace-spread",
+        "0.5",
         "--data-dir",
         str(data),
         "--http",

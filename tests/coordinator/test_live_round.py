@@ -10,15 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedrt.benchmarks.ingest_driver import register_devices
 from fedrt.coordinator.config import LimitsConfig
+from fedrt.coordinator.driver_registry import default_driver_factory
 from fedrt.coordinator.mosquitto import MosquittoBroker
+from fedrt.coordinator.pace_steering import PaceConfig
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol import round_update
 from fedrt.protocol.rotation import padded_size
 from fedrt.protocol.round_codec import decode_from_device
 from fedrt.protocol.topics import UpChannel
-from tests.coordinator.harness import ServiceThread
+from tests.coordinator.harness import ServiceThread, make_config
 from tests.coordinator.live_round import (
+    MODEL_DIR,
     RawDevice,
     live_coordinator,
     model_weights,
@@ -170,3 +174,32 @@ def test_hostile_traffic_during_a_live_round_is_refused_and_the_round_commits(
         finally:
             for dev in devices.values():
                 dev.close()
+
+
+def test_the_served_driver_paces_devices_as_configured(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    """``[pace]`` reaches the driver ``serve`` runs: a device checking in while no round is
+    open is sent away for a window starting at ``min_delay``, ``spread`` wide."""
+    pace = PaceConfig(min_delay=7.0, spread=2.0, target_rate=4.0)
+    config = make_config(tmp_path / "coordinator", mosquitto.url, pace=pace)
+    factory = default_driver_factory()
+    with ServiceThread(config, factory) as service:
+        service.run(register_devices, service.service.store, ["early-0", "early-1"])
+        body = {"name": "idle", "model_dir": str(MODEL_DIR), "spec": {"secagg": False}}
+        task_id = str(service.request("POST", "/v1/tasks", body=body).json()["task_id"])
+        devices = [
+            RawDevice(mosquitto.host, mosquitto.port, d, task_id).connect()
+            for d in ("early-0", "early-1")
+        ]
+        try:
+            windows = []
+            for dev in devices:
+                dev.check_in()
+                windows.append(dev.expect(rm.ReconnectWindow))
+        finally:
+            for dev in devices:
+                dev.close()
+    assert windows[0].reason is rm.ReconnectReason.NO_ROUND
+    assert (windows[0].earliest, windows[0].latest) == pytest.approx((7.0, 9.0), abs=1e-6)
+    assert 7.0 - 1e-6 <= windows[1].earliest <= 7.25 + 1e-6  # the next slot or later

@@ -178,3 +178,49 @@ def test_unhandled_messages_wait_at_the_broker_and_survive_a_restart(tmp_path: P
         device.close()
         broker.stop()
     assert sorted(got) == sorted(sent)
+
+
+def test_a_burst_beyond_mosquittos_default_queue_waits_for_a_stalled_coordinator(
+    tmp_path: Path,
+) -> None:
+    """Mosquitto drops QoS 1 messages past 1000 queued per client by default; the managed
+    broker's queue holds a round's burst while the coordinator is busy or away."""
+    broker = MosquittoBroker(BrokerConfig(directory=tmp_path / "m"))
+    broker.start()
+    sent = [b"%d" % i for i in range(1500)]
+    got: list[bytes] = []
+    device = TestClient(broker.host, broker.port, client_id="device")
+    settings = LinkSettings(
+        host=broker.host, port=broker.port, identifier="coord", subscriptions=("in/#",)
+    )
+
+    async def handle(topic: str, payload: bytes) -> None:
+        got.append(payload)
+
+    async def scenario() -> None:
+        first = MqttLink(settings, handle)
+        await first.start()  # subscribes with a persistent session...
+        await first.stop()  # ...and goes away while the burst arrives
+
+        def burst() -> None:
+            infos = [device.client.publish("in/x", p, qos=1) for p in sent]
+            for info in infos:
+                info.wait_for_publish(30)
+
+        await asyncio.to_thread(burst)
+        got.clear()
+        second = MqttLink(settings, handle)
+        await second.start()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while len(got) < len(sent) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        await second.stop()
+
+    try:
+        device.connect()
+        asyncio.run(scenario())
+    finally:
+        device.close()
+        broker.stop()
+    assert sorted(got) == sorted(sent)
