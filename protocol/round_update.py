@@ -141,14 +141,17 @@ class PlainSum:
     update. The server's clip is enforced there too, on the norm of the dequantized rotated
     vector, which bounds the norm of the delta it stands for (rotating back is orthonormal
     and drops padding). Per update that is one pass to centre the levels, one dot product,
-    one scale and one add, all in two preallocated buffers.
+    one scale and one add, all in two preallocated buffers. The per-update buffer is float32
+    (half the memory traffic, which is what these passes cost): centred levels are exact in
+    it, scaling rounds at 6e-8 relative, far below a quantization step, and the sum itself
+    is float64.
     """
 
     def __init__(self, spec: UpdateSpec) -> None:
         self.spec = spec
         self._qs = quant_spec(spec)
         self._total: Floats = np.zeros(self._qs.params)
-        self._scratch: Floats = np.empty(self._qs.params)
+        self._scratch: npt.NDArray[np.float32] = np.empty(self._qs.params, np.float32)
         self.weight = 0.0  # sum of the FedAvg weights min(examples, cap) / cap
         self.count = 0
 
@@ -159,12 +162,13 @@ class PlainSum:
         examples = _checked_count(v, qs)
         x = self._scratch
         # (level - levels / 2) * step is the dequantized coordinate (``dequantize_sum``).
-        np.subtract(v[: qs.params], qs.levels / 2.0, out=x, dtype=np.float64)
+        np.subtract(v[: qs.params], np.float32(qs.levels / 2.0), out=x, dtype=np.float32)
+        # einsum, not a BLAS dot: BLAS threads cost milliseconds on small, busy machines.
         norm = qs.step * math.sqrt(float(np.einsum("i,i->", x, x)))
         weight = examples / qs.weight_cap
         clip = qs.clip_norm / norm if norm > qs.clip_norm else 1.0
-        x *= weight * clip * qs.step
-        self._total += x
+        np.multiply(x, np.float32(weight * clip * qs.step), out=x)
+        np.add(self._total, x, out=self._total)
         self.weight += weight
         self.count += 1
         return weight

@@ -63,10 +63,10 @@ def test_streaming_sum_equals_the_mean_of_decoded_updates(
     # the norm the padding coordinates' rounding noise adds: a few quantization steps.
     tol = 4 * round_update.step(spec) * np.sqrt(round_update.quant_spec(spec).params)
     assert np.linalg.norm(mean - expected) <= tol + 1e-9
-    assert np.linalg.norm(mean) <= spec.clip_norm + 1e-9
+    assert np.linalg.norm(mean) <= spec.clip_norm * (1 + 1e-6)  # float32 scaling
 
 
-def test_without_rotation_the_sum_matches_exactly_and_clips_each_update() -> None:
+def test_without_rotation_the_sum_matches_and_clips_each_update() -> None:
     spec = UpdateSpec(params=1000, clip_norm=0.5, bits=8, weight_cap=10)
     rng = np.random.default_rng(1)
     deltas = [rng.normal(size=1000) * f for f in (0.001, 0.1)]  # the second needs clipping
@@ -74,7 +74,8 @@ def test_without_rotation_the_sum_matches_exactly_and_clips_each_update() -> Non
     s = round_update.PlainSum(spec)
     assert [s.add(v) for v in vectors] == [0.4, 1.0]
     expected, _ = _reference(spec, vectors)
-    np.testing.assert_allclose(s.mean(), expected, atol=1e-12)
+    # Per-update scaling is float32: 6e-8 relative, far below a step (0.5 * 2 / 255).
+    np.testing.assert_allclose(s.mean(), expected, rtol=1e-6, atol=1e-9)
 
 
 def test_a_bad_vector_is_refused_and_changes_nothing() -> None:
