@@ -32,9 +32,11 @@ from fedrt.coordinator.dp_config import (
     FixedClip,
     adaptive_clip_update,
     default_count_std,
+    noised_unclipped_fraction,
     split_noise_multiplier,
 )
 from fedrt.coordinator.records import RoundRecord, RoundStatus
+from fedrt.coordinator.round_commands import DeviceDp
 
 __all__ = ["ACCOUNTING_ASSUMPTION", "RoundDp", "TaskPrivacy", "training_rounds"]
 
@@ -180,9 +182,42 @@ class TaskPrivacy:
             return None
         return CentralNoise(noise_multiplier=plan.update_noise_multiplier, rng=rng)
 
+    def device_dp(self, plan: RoundDp) -> DeviceDp | None:
+        """What the devices do for privacy this round: add noise (distributed mode) and
+        send the clip bit (adaptive clipping); None when they do neither."""
+        adaptive = isinstance(self.config.clip, AdaptiveClip)
+        if self.config.mode is DpMode.DISTRIBUTED:
+            return DeviceDp(
+                noise_multiplier=plan.update_noise_multiplier,
+                skellam=self.config.distributed_noise == "skellam",
+                unclipped_bit=adaptive,
+                bit_sum_std=plan.count_std,
+            )
+        return DeviceDp(unclipped_bit=True) if adaptive else None
+
     def charge(self, plan: RoundDp) -> float:
         """Record a committed round; the new cumulative epsilon."""
         return self.accountant.record_round(plan.privacy)
+
+    def commit(
+        self,
+        plan: RoundDp,
+        *,
+        included: int,
+        unclipped: float | None,
+        device_sum_std: float,
+        rng: np.random.Generator,
+    ) -> float:
+        """A training round committed: charge it, move an adaptive clip bound with the
+        (noised) count of unclipped updates, and return the std of the noise its SUM got:
+        ``device_sum_std`` when the devices added it, z C when the coordinator did."""
+        self.charge(plan)
+        distributed = self.config.mode is DpMode.DISTRIBUTED
+        if unclipped is not None and included >= 1:
+            # Under distributed DP the count arrived noised by the devices already.
+            std = 0.0 if distributed else plan.count_std
+            self.adapt_clip(noised_unclipped_fraction(unclipped, included, std, rng))
+        return device_sum_std if distributed else plan.sum_std
 
     def adapt_clip(self, unclipped_fraction: float) -> float:
         """Adaptive clipping: move the bound toward the target quantile (fixed: unchanged)."""

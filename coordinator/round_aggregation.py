@@ -26,8 +26,8 @@ from fedrt.coordinator.strategies import (
     ServerOptimizer,
     WeightedMean,
 )
+from fedrt.protocol import round_dp, round_update
 from fedrt.protocol import round_messages as rm
-from fedrt.protocol import round_update
 from fedrt.protocol.graph import choose_parameters, validate_parameters
 from fedrt.protocol.round_errors import RoundFailed
 from fedrt.protocol.round_secagg import secagg_config
@@ -125,12 +125,14 @@ class RoundAggregation:
         cfg = self.config
         if cfg.kind is rm.RoundKind.EVALUATE:
             return self._finish_evaluation(answered, metrics)
+        unclipped: float | None = None
         if self.server is not None:
             included = self.server.included
             if len(included) < cfg.min_reports:
                 raise RoundFailed(f"{len(included)} inputs unmasked, {cfg.min_reports} needed")
             total = np.asarray(self.server.result, dtype=np.uint64)
-            delta, weight = round_update.decode_sum(total, self.spec, len(included))
+            # Under DP the devices may have added noise (read back centred) and clip bits.
+            delta, weight, unclipped = round_dp.decode_sum(total, self.spec, len(included))
             count = len(included)
         elif self._streaming:
             if self._sum is None or self._sum.count < max(1, cfg.min_reports):
@@ -154,7 +156,11 @@ class RoundAggregation:
         except AggregationError as exc:
             raise RoundFailed(str(exc)) from None
         final = replace(
-            metrics, included=count, total_weight=weight, update_norm=float(np.linalg.norm(delta))
+            metrics,
+            included=count,
+            total_weight=weight,
+            update_norm=float(np.linalg.norm(delta)),
+            unclipped=unclipped,
         )
         return Commit(
             round_id=cfg.round_id, weights=new, optimizer_state=state, delta=delta, metrics=final

@@ -38,6 +38,19 @@ from fedrt.protocol.topics import check_id
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceDp:
+    """Differential privacy the devices take part in (``protocol.round_dp``)."""
+
+    # Noise multiplier of the update sum the devices' noise adds up to (0: they add none).
+    noise_multiplier: float = 0.0
+    skellam: bool = False
+    # Devices send the "within the clip bound" bit (adaptive clipping), with noise adding
+    # up to this std on its sum when the noise is distributed.
+    unclipped_bit: bool = False
+    bit_sum_std: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RoundConfig:
     """Everything one round needs to know; the driver builds it from the task spec."""
 
@@ -72,6 +85,8 @@ class RoundConfig:
     rotate: bool = True
     # Used only when secagg is off: a robust rule over the individual updates.
     aggregator: Aggregator = field(default_factory=WeightedMean)
+    # Differential privacy on the devices (needs SecAgg+): noise, the clip bit.
+    device_dp: DeviceDp | None = None
 
     def __post_init__(self) -> None:
         check_id(self.task_id, "task id")
@@ -124,6 +139,9 @@ class RoundMetrics:
     bytes_received: int = 0
     started_at: float = 0.0
     ended_at: float = 0.0
+    # Adaptive clipping: how many included updates were within the clip bound (a noisy
+    # count under distributed DP), when the devices were asked to say.
+    unclipped: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

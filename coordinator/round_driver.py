@@ -65,6 +65,7 @@ from fedrt.coordinator.strategies import (
 from fedrt.coordinator.tasks import TaskSpec
 from fedrt.model_export.manifest import Manifest
 from fedrt.model_export.weights_file import read_weights, replace_weights
+from fedrt.protocol import round_dp
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol.errors import ProtocolError
 from fedrt.protocol.round_codec import decode_from_device, encode_message
@@ -313,7 +314,12 @@ class FederatedDriver(RoundDriver):
                 return
             # Every update is clipped to the DP bound and weighs 1: one device moves the
             # sum by at most the clip, which is what the noise is calibrated to.
-            config = dataclasses.replace(config, clip_norm=run.dp_round.clip, weight_cap=1)
+            config = dataclasses.replace(
+                config,
+                clip_norm=run.dp_round.clip,
+                weight_cap=1,
+                device_dp=run.privacy.device_dp(run.dp_round),
+            )
         detail: dict[str, Any] = {"kind": kind.name.lower()}
         if run.dp_round is not None:
             detail["dp"] = run.dp_round.to_json()
@@ -421,8 +427,15 @@ class FederatedDriver(RoundDriver):
             run.evaluation = evaluation
         noise_stddev = None
         if run.privacy is not None and run.dp_round is not None:
-            run.privacy.charge(run.dp_round)
-            noise_stddev = run.dp_round.sum_std
+            spec = run.machine.update_spec if run.machine is not None else None
+            n = commit.metrics.included
+            noise_stddev = run.privacy.commit(
+                run.dp_round,
+                included=n,
+                unclipped=commit.metrics.unclipped,
+                device_sum_std=round_dp.float_sum_std(spec, n) if spec is not None else 0.0,
+                rng=self.rng,
+            )
         self._close_round(
             run,
             commit.round_id,

@@ -62,6 +62,7 @@ from fedrt.coordinator.round_commands import (
 from fedrt.coordinator.round_outbox import RoundOutbox
 from fedrt.coordinator.round_roster import DeviceStatus, RoundDevice, RoundRoster
 from fedrt.coordinator.strategies import OptimizerState, ServerOptimizer
+from fedrt.protocol import round_dp
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol.errors import ProtocolError, RoundAborted
 from fedrt.protocol.round_codec import decode_from_device
@@ -143,6 +144,18 @@ class RoundMachine:
             # at coordinates it knows will be clamped.
             rotation_seed=rng.bytes(16) if config.rotate else b"",
         )
+        if config.device_dp is not None and self._uses_secagg:
+            # Noise calibrated for the fewest survivors that still commit: min_reports.
+            d = config.device_dp
+            self.update_spec = round_dp.calibrate(
+                self.update_spec,
+                noise_multiplier=d.noise_multiplier,
+                clients=config.select_count,
+                threshold=config.min_reports,
+                skellam=d.skellam,
+                unclipped_bit=d.unclipped_bit,
+                bit_sum_std=d.bit_sum_std,
+            )
         self._agg = RoundAggregation(
             config,
             self.update_spec,

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from fedrt.coordinator.dp_config import DpConfig
+from fedrt.coordinator.dp_config import AdaptiveClip, DpConfig
 from fedrt.coordinator.errors import BadRequestError, IllegalTransition
 from fedrt.coordinator.records import AuditEntry, TaskRecord, TaskStatus
 from fedrt.coordinator.store import Store
@@ -96,6 +96,10 @@ class TaskSpec:
         need(0 <= self.trimmed_fraction < 0.5, "trimmed_fraction must be in [0, 0.5)")
         need(1 <= self.max_rounds <= 1_000_000, "max_rounds must be in 1..1000000")
         need(isinstance(self.dp, DpConfig), "dp must be a DpConfig")
+        need(
+            self.secagg or not (self.dp.enabled and isinstance(self.dp.clip, AdaptiveClip)),
+            "dp: adaptive clipping needs secagg = true (the clip bit is a secure coordinate)",
+        )
         # The population is only known per round (the driver checks delta against it
         # again); at creation a cohort's worth of devices is the least there can be.
         self.dp.check_task(

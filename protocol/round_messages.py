@@ -31,6 +31,7 @@ from fedrt.protocol.round_fields import (
 )
 from fedrt.protocol.round_plan import (
     CohortMember,
+    DpSpec,
     Metric,
     ModelRef,
     SecAggSpec,
@@ -289,6 +290,7 @@ __all__ = [
     "CohortMember",
     "CoordinatorMessage",
     "DeviceMessage",
+    "DpSpec",
     "EvalReport",
     "Metric",
     "ModelRef",

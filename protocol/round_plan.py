@@ -60,6 +60,38 @@ class TrainingConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DpSpec:
+    """Differential privacy on the device's vector (``round_dp``): integer noise added after
+    quantization and before SecAgg+ masking, and the "within the clip bound" bit."""
+
+    # Std, in quantization steps, of the noise each device adds to each coordinate (0: none).
+    noise_std: float = 0.0
+    # Skellam (difference of Poissons) instead of the discrete Gaussian.
+    skellam: bool = False
+    # Ring bits of the noisy sum (0: the usual b + ceil(log2 n)) and the bound h of its
+    # noise: sums are read back centred, values above n (2^b - 1) + h being negative.
+    ring_bits: int = 0
+    noise_bound: int = 0
+    # Send 1 if the update was within the clip bound (adaptive clipping), as one more secure
+    # coordinate, with noise of this std (in units of the bit) when the noise is distributed.
+    unclipped_bit: bool = False
+    bit_noise_std: float = 0.0
+    # L2 bound, in quantization steps, of a device's rounded parameters around the middle
+    # level: the sensitivity the noise is calibrated to. Devices re-round until within it
+    # (conditional randomized rounding, Kairouz et al. 2021). 0: no bound.
+    rounded_norm: float = 0.0
+
+    def __post_init__(self) -> None:
+        u64(self, "ring_bits", "noise_bound")
+        for name in ("noise_std", "bit_noise_std", "rounded_norm"):
+            v = getattr(self, name)
+            if not isinstance(v, float | int) or not (math.isfinite(v) and v >= 0):
+                raise fail(DpSpec, f"{name} must be finite and >= 0, got {v!r}")
+        if self.ring_bits > 62 or (self.noise_std and not self.ring_bits):
+            raise fail(DpSpec, "noisy updates need ring_bits in 1..62")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class UpdateSpec:
     """How a device turns its delta into what it sends: clip, weight, quantize."""
 
@@ -73,10 +105,14 @@ class UpdateSpec:
     # Non-empty: rotate the clipped delta with this seed before quantizing it, and quantize
     # each coordinate over a range sized for the rotated vector (``round_update``).
     rotation_seed: bytes = b""
+    # Differential privacy done on the device (None: none).
+    dp: DpSpec | None = None
 
     def __post_init__(self) -> None:
         positive(self, "params", "weight_cap")
         blob(self, "rotation_seed", 64)
+        if self.dp is not None and not isinstance(self.dp, DpSpec):
+            raise fail(UpdateSpec, "dp must be a DpSpec or None")
         if not isinstance(self.bits, int) or not 1 <= self.bits <= 32:
             raise fail(UpdateSpec, f"bits must lie in [1, 32], got {self.bits!r}")
         v = self.clip_norm
@@ -144,4 +180,12 @@ class Metric:
             raise fail(Metric, f"{self.name}: value must be finite")
 
 
-__all__ = ["CohortMember", "Metric", "ModelRef", "SecAggSpec", "TrainingConfig", "UpdateSpec"]
+__all__ = [
+    "CohortMember",
+    "DpSpec",
+    "Metric",
+    "ModelRef",
+    "SecAggSpec",
+    "TrainingConfig",
+    "UpdateSpec",
+]

@@ -12,9 +12,9 @@ import struct
 
 from fedrt.protocol import codec
 from fedrt.protocol.messages import ClientMessage
+from fedrt.protocol.round_dp import secure_length, secure_ring_bits
 from fedrt.protocol.round_errors import UnexpectedMessage
 from fedrt.protocol.round_messages import SecAggSpec, UpdateSpec
-from fedrt.protocol.round_update import ring_bits, vector_length
 from fedrt.protocol.secagg_config import ROUND_ID_BYTES, Member, SecAggConfig
 
 
@@ -38,8 +38,8 @@ def secagg_config(
         ),
         threshold=spec.threshold,
         neighbors=spec.neighbors,
-        bits=ring_bits(update, spec.n_clients),
-        length=vector_length(update),
+        bits=secure_ring_bits(update, spec.n_clients),
+        length=secure_length(update),
     )
 
 

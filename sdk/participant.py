@@ -35,8 +35,8 @@ import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from fedrt.protocol import round_dp, round_update
 from fedrt.protocol import round_messages as rm
-from fedrt.protocol import round_update
 from fedrt.protocol.errors import ProtocolError
 from fedrt.protocol.prg import RandomSource, system_random
 from fedrt.protocol.round_codec import decode_from_coordinator
@@ -175,7 +175,11 @@ class Participant:
         if self.deadline is not None and now > self.deadline:
             return self._give_up(rm.AbandonReason.DEADLINE, "training finished late", now)
         secagg = plan.secagg is not None
-        vector = round_update.encode(delta, n_examples, plan.update, self._rng, weighted=secagg)
+        vector: npt.NDArray[np.unsignedinteger]
+        if secagg and plan.update.dp is not None:  # noise and clip bit before masking
+            vector = round_dp.device_vector(delta, n_examples, plan.update, self._rng)
+        else:
+            vector = round_update.encode(delta, n_examples, plan.update, self._rng, weighted=secagg)
         if plan.secagg is None:
             stage, payload = rm.Stage.PLAIN_UPDATE, round_update.pack(vector, plan.update.bits)
         else:

@@ -80,6 +80,13 @@ def test_bad_dp_specs_say_why(dp: object, says: str) -> None:
         TaskSpec.from_json(data)
 
 
+def test_adaptive_clipping_needs_secagg() -> None:
+    dp = {"mode": "central", "noise_multiplier": 1.0, "clip": {"adaptive": {"quantile": 0.5}}}
+    with pytest.raises(BadRequestError, match="adaptive clipping needs secagg"):
+        TaskSpec.from_json({"secagg": False, "dp": dp})
+    assert TaskSpec.from_json({"dp": dp}).dp.enabled
+
+
 def test_dp_needs_a_mean() -> None:
     dp = {"mode": "central", "noise_multiplier": 1.0}
     with pytest.raises(BadRequestError, match="mean-based strategy"):
