@@ -126,8 +126,10 @@ class JavaTrainer(ManifestTrainer):
             names = sorted(t.name for t in sig.inputs)
             raise ModelError(f"{key} takes {names}, got {sorted(values)}")
         checked = {t.name: _check(t, values[t.name], key) for t in sig.inputs}
-        # A dynamic (-1) leading dimension of an output follows the batch of the inputs.
-        batch = next((a.shape[0] for a in checked.values() if a.ndim), 1)
+        # A dynamic (-1) leading dimension of an output follows that of the inputs (infer's
+        # batch); hyperparameters of shape [1] say nothing about it.
+        dynamic = [checked[t.name].shape[0] for t in sig.inputs if t.shape[:1] == (-1,)]
+        batch = dynamic[0] if dynamic else 1
         inputs, outputs = self._java.new_map(), self._java.new_map()
         for spec in sig.inputs:
             inputs.put(spec.name, self._java.to_java(spec, checked[spec.name].reshape(-1)))
