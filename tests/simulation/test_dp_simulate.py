@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import dp_accounting
@@ -60,6 +61,37 @@ def test_central_dp_run_reports_epsilon_and_stops_at_its_budget(tmp_path: Path) 
     assert max(r.epsilon or 0.0 for r in report.rounds) <= 7.5
     assert "without replacement" in report.config["dp_accounting"]
     assert report.config["dp"] == "central"
+
+
+def test_distributed_dp_run_through_mosquitto(tmp_path: Path) -> None:
+    if not mosquitto_available():
+        pytest.fail("mosquitto is not installed (apt-get install -y mosquitto)")
+    config = SimConfig(
+        devices=6,
+        per_round=4,
+        rounds=2,
+        model="zoo:mlp",
+        partition="iid",
+        bits=8,
+        seed=4,
+        broker="mosquitto",
+        data_dir=tmp_path,
+        time_limit_s=120,
+        dp="distributed",
+        noise_multiplier=1.0,
+        clip_norm=1.0,
+        adaptive_clip=0.5,
+    )
+    report = Simulation(config, out=io.StringIO()).run()
+    committed = [r for r in report.rounds if r.status == "committed"]
+    assert committed, [r.reason for r in report.rounds]
+    for i, r in enumerate(committed, start=1):
+        assert r.epsilon == pytest.approx(_epsilon(1.0, 6, 4, i, 1e-5), rel=1e-3)
+        # The devices' noise on the sum: at least z times the clip bound, which adapts by
+        # at most exp(+-lr / 2) = exp(+-0.1) a round.
+        assert r.noise_stddev is not None
+        assert r.noise_stddev >= 1.0 * math.exp(-0.1 * (i - 1))
+    assert report.config["dp"] == "distributed"
 
 
 @pytest.mark.parametrize(
