@@ -45,7 +45,7 @@ def codec_messages() -> dict[str, Message]:
     """One of each SecAgg+ message, with fixed, recognisable field values."""
     rid = bytes(range(16))
     sig = bytes(range(64))
-    ct = bytes((7 * i) % 256 for i in range(88))
+    ct = bytes((7 * i) % 256 for i in range(44))
     advert = AdvertiseKeys(
         round_id=rid, sender=3, encryption_key=b"\x11" * 32, masking_key=b"\x22" * 32, signature=sig
     )
@@ -54,8 +54,8 @@ def codec_messages() -> dict[str, Message]:
         "share_keys": ShareKeys(
             round_id=rid,
             sender=3,
-            seed_digest=b"\x33" * 32,
-            shares=(EncryptedShare(peer=5, ciphertext=ct), EncryptedShare(peer=9, ciphertext=ct)),
+            seed_digest=b"\x33" * 16,
+            ciphertexts=(ct, ct),
             signature=sig,
         ),
         "masked_input": MaskedInput(
@@ -65,14 +65,16 @@ def codec_messages() -> dict[str, Message]:
             round_id=rid,
             sender=3,
             shares=(
-                RevealedShare(owner=5, kind=ShareKind.SEED, share=b"\x44" * 36),
-                RevealedShare(owner=9, kind=ShareKind.KEY, share=b"\x55" * 36),
+                RevealedShare(owner=5, kind=ShareKind.SEED, share=b"\x44" * 16),
+                RevealedShare(owner=9, kind=ShareKind.KEY, share=b"\x55" * 16),
             ),
             signature=sig,
         ),
         "keys_broadcast": KeysBroadcast(round_id=rid, recipient=3, keys=(advert,)),
         "shares_relay": SharesRelay(
-            round_id=rid, recipient=5, shares=(EncryptedShare(peer=3, ciphertext=ct),)
+            round_id=rid,
+            recipient=5,
+            shares=(EncryptedShare(peer=3, ciphertext=ct), EncryptedShare(peer=4, ciphertext=b"")),
         ),
         "consistency_request": ConsistencyRequest(round_id=rid, recipient=3, survivors=(3, 5, 9)),
         "consistency_check": ConsistencyCheck(

@@ -7,18 +7,21 @@ signature over ``signing_digest``: SHA-256 of the encoding without the signature
 
     type  message        body after the header
     1     AdvertiseKeys  sender:u32 encryption_key:32B masking_key:32B signature:64B
-    2     ShareKeys      sender:u32 seed_digest:32B n:u32 n*(peer:u32 ciphertext:88B) signature
+    2     ShareKeys      sender:u32 seed_digest:16B n:u32 n*ciphertext:44B signature
     3     MaskedInput    sender:u32 bits:u8 length:u32 payload:ceil(length*bits/8)B signature
-    4     UnmaskShares   sender:u32 n:u32 n*(owner:u32 kind:u8 share:36B) signature
+    4     UnmaskShares   sender:u32 owners:set kinds:bits(n) n*share:16B signature
     5     ConsistencyCheck   sender:u32 survivors:set signature
     17    KeysBroadcast  recipient:u32 n:u32 n*(sender:u32 keys:64B signature:64B)
-    18    SharesRelay    recipient:u32 n:u32 n*(peer:u32 ciphertext:88B)
+    18    SharesRelay    recipient:u32 n:u32 n*(peer:u32 sealed:u8 [ciphertext:44B if sealed])
     19    UnmaskRequest  recipient:u32 survivors:set n:u32 n*(signer:u32 signature:64B)
     20    ConsistencyRequest recipient:u32 survivors:set
 
 A ``set`` of device indices is a bitmap: ``size:u16`` bytes, bit i (little-endian bit order)
-set when index i is in the set, no trailing zero byte (so it is canonical). Version 2 added
-the consistency-check stage (types 5 and 20, signatures in type 19).
+set when index i is in the set, no trailing zero byte (so it is canonical); ``bits(n)`` is
+ceil(n/8) bytes of flags with zero padding (an UnmaskShares kind bit is 1 for KEY), n the
+number of owners. Version 2 added the consistency-check stage (types 5 and 20, signatures in
+type 19); version 3 made shares 16 bytes, dropped recipient ids from ShareKeys (the server
+knows the order) and sends nothing to the holders that derive their shares.
 
 Decoding anything else raises ``DecodeError`` (or its ``LengthError``) and nothing else.
 """
@@ -34,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from fedrt.protocol.bitpack import packed_size
-from fedrt.protocol.crypto import KEY_BYTES, SIGNATURE_BYTES, TAG_BYTES
+from fedrt.protocol.crypto import KEY_BYTES, SHARE_TAG_BYTES, SIGNATURE_BYTES
 from fedrt.protocol.errors import DecodeError, LengthError, ParameterError
 from fedrt.protocol.messages import (
     AdvertiseKeys,
@@ -58,6 +61,7 @@ from fedrt.protocol.shamir import SHARE_BYTES
 
 __all__ = [
     "CIPHERTEXT_BYTES",
+    "DIGEST_BYTES",
     "MAX_SET_INDEX",
     "ROUND_ID_BYTES",
     "VERSION",
@@ -66,8 +70,10 @@ __all__ = [
     "signing_digest",
 ]
 
-VERSION = 2
-CIPHERTEXT_BYTES = 2 * SHARE_BYTES + TAG_BYTES
+VERSION = 3
+CIPHERTEXT_BYTES = 2 * SHARE_BYTES + SHARE_TAG_BYTES
+DIGEST_BYTES = 16
+"""Seed commitments are SHA-256 truncated to 128 bits (they catch bad reconstructions)."""
 MAX_SET_INDEX = 8 * 0xFFFF - 1
 """The largest device index a set on the wire can hold (a bitmap of at most 65535 bytes)."""
 _HEADER = struct.Struct(f"<BB{ROUND_ID_BYTES}s")
@@ -108,14 +114,15 @@ def _parts(message: Message) -> Iterator[bytes]:
         case AdvertiseKeys():
             yield _u32(message.sender) + message.encryption_key + message.masking_key
         case ShareKeys():
-            yield _u32(message.sender) + message.seed_digest + _u32(len(message.shares))
-            yield b"".join(_u32(s.peer) + s.ciphertext for s in message.shares)
+            yield _u32(message.sender) + message.seed_digest + _u32(len(message.ciphertexts))
+            yield b"".join(message.ciphertexts)
         case MaskedInput():
             yield _u32(message.sender) + bytes([message.bits]) + _u32(message.length)
             yield message.payload
         case UnmaskShares():
-            yield _u32(message.sender) + _u32(len(message.shares))
-            yield b"".join(_u32(s.owner) + bytes([s.kind]) + s.share for s in message.shares)
+            yield _u32(message.sender) + _set(tuple(s.owner for s in message.shares))
+            yield _flags([s.kind is ShareKind.KEY for s in message.shares])
+            yield b"".join(s.share for s in message.shares)
         case ConsistencyCheck():
             yield _u32(message.sender) + _set(message.survivors)
         case KeysBroadcast():
@@ -126,13 +133,20 @@ def _parts(message: Message) -> Iterator[bytes]:
             )
         case SharesRelay():
             yield _u32(message.recipient) + _u32(len(message.shares))
-            yield b"".join(_u32(s.peer) + s.ciphertext for s in message.shares)
+            yield b"".join(
+                _u32(s.peer) + (b"\x01" + s.ciphertext if s.ciphertext else b"\x00")
+                for s in message.shares
+            )
         case UnmaskRequest():
             yield _u32(message.recipient) + _set(message.survivors)
             yield _u32(len(message.signatures))
             yield b"".join(_u32(s.signer) + s.signature for s in message.signatures)
         case ConsistencyRequest():
             yield _u32(message.recipient) + _set(message.survivors)
+
+
+def _flags(flags: list[bool]) -> bytes:
+    return np.packbits(np.array(flags, dtype=np.uint8), bitorder="little").tobytes()
 
 
 def signing_digest(message: ClientMessage) -> bytes:
@@ -174,6 +188,15 @@ class _Reader:
             raise LengthError(f"count {n} does not match the remaining bytes")
         return list(layout.iter_unpack(self.take(n * layout.size)))
 
+    def flags(self, count: int) -> list[bool]:
+        """``count`` flags written by ``_flags``; set padding bits are not canonical."""
+        bits = np.unpackbits(
+            np.frombuffer(self.take((count + 7) // 8), dtype=np.uint8), bitorder="little"
+        )
+        if bits[count:].any():
+            raise DecodeError("padding bits of a flag field are set")
+        return [bool(b) for b in bits[:count]]
+
     def device_set(self) -> tuple[int, ...]:
         """A bitmap written by ``_set``; a trailing zero byte is not canonical."""
         raw = self.take(_U16.unpack(self.take(2))[0])
@@ -188,8 +211,7 @@ class _Reader:
 
 
 _KEYS = struct.Struct(f"<I{KEY_BYTES}s{KEY_BYTES}s{SIGNATURE_BYTES}s")
-_SHARE = struct.Struct(f"<I{CIPHERTEXT_BYTES}s")
-_REVEALED = struct.Struct(f"<IB{SHARE_BYTES}s")
+_CIPHERTEXT = struct.Struct(f"<{CIPHERTEXT_BYTES}s")
 _SIGNATURE = struct.Struct(f"<I{SIGNATURE_BYTES}s")
 
 
@@ -205,15 +227,15 @@ def _advert(
     )
 
 
-def _shares(r: _Reader, reserve: int = 0) -> tuple[EncryptedShare, ...]:
-    return tuple(EncryptedShare(peer=p, ciphertext=c) for p, c in r.entries(_SHARE, reserve))
-
-
 def _decode_share_keys(r: _Reader, rid: bytes) -> ShareKeys:
-    sender, digest = r.u32(), r.take(32)
-    shares = _shares(r, SIGNATURE_BYTES)
+    sender, digest = r.u32(), r.take(DIGEST_BYTES)
+    ciphertexts = tuple(c for (c,) in r.entries(_CIPHERTEXT, SIGNATURE_BYTES))
     return ShareKeys(
-        round_id=rid, sender=sender, seed_digest=digest, shares=shares, signature=r.take(64)
+        round_id=rid,
+        sender=sender,
+        seed_digest=digest,
+        ciphertexts=ciphertexts,
+        signature=r.take(SIGNATURE_BYTES),
     )
 
 
@@ -228,12 +250,20 @@ def _decode_masked(r: _Reader, rid: bytes) -> MaskedInput:
 
 
 def _decode_unmask(r: _Reader, rid: bytes) -> UnmaskShares:
-    sender = r.u32()
-    entries = r.entries(_REVEALED, SIGNATURE_BYTES)
-    if any(kind not in _KINDS for _, kind, _ in entries):
-        raise DecodeError("unknown share kind")
-    shares = tuple(RevealedShare(owner=o, kind=_KINDS[k], share=s) for o, k, s in entries)
-    return UnmaskShares(round_id=rid, sender=sender, shares=shares, signature=r.take(64))
+    sender, owners = r.u32(), r.device_set()
+    keys = r.flags(len(owners))
+    data = r.take(len(owners) * SHARE_BYTES)
+    shares = tuple(
+        RevealedShare(
+            owner=owner,
+            kind=ShareKind.KEY if key else ShareKind.SEED,
+            share=data[n * SHARE_BYTES : (n + 1) * SHARE_BYTES],
+        )
+        for n, (owner, key) in enumerate(zip(owners, keys, strict=True))
+    )
+    return UnmaskShares(
+        round_id=rid, sender=sender, shares=shares, signature=r.take(SIGNATURE_BYTES)
+    )
 
 
 def _decode_check(r: _Reader, rid: bytes) -> ConsistencyCheck:
@@ -250,8 +280,17 @@ def _decode_broadcast(r: _Reader, rid: bytes) -> KeysBroadcast:
 
 
 def _decode_relay(r: _Reader, rid: bytes) -> SharesRelay:
-    recipient = r.u32()
-    return SharesRelay(round_id=rid, recipient=recipient, shares=_shares(r))
+    recipient, count = r.u32(), r.u32()
+    if count * 5 > len(r.data) - r.pos:
+        raise LengthError(f"count {count} does not fit the remaining bytes")
+    shares = []
+    for _ in range(count):
+        peer, sealed = r.u32(), r.take(1)[0]
+        if sealed > 1:
+            raise DecodeError("an entry is neither sealed nor derived")
+        ciphertext = r.take(CIPHERTEXT_BYTES) if sealed else b""
+        shares.append(EncryptedShare(peer=peer, ciphertext=ciphertext))
+    return SharesRelay(round_id=rid, recipient=recipient, shares=tuple(shares))
 
 
 def _decode_request(r: _Reader, rid: bytes) -> UnmaskRequest:
@@ -267,7 +306,6 @@ def _decode_consistency(r: _Reader, rid: bytes) -> ConsistencyRequest:
     return ConsistencyRequest(round_id=rid, recipient=recipient, survivors=survivors)
 
 
-_KINDS = {int(k): k for k in ShareKind}
 _DECODERS: dict[int, Callable[[_Reader, bytes], Message]] = {
     1: _advertise,
     2: _decode_share_keys,

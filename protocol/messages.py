@@ -67,20 +67,29 @@ class AdvertiseKeys:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EncryptedShare:
-    """A sealed pair of shares (seed and key) between ``peer`` and the other endpoint."""
+    """A pair of shares (seed and key) from dealer ``peer`` to the relay's recipient.
 
-    peer: int  # the recipient in ShareKeys, the original sender in SharesRelay
+    ``ciphertext`` is the sealed pair, or empty when the recipient is one of the dealer's
+    first t - 1 holders and derives its shares from the pairwise key instead.
+    """
+
+    peer: int
     ciphertext: bytes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ShareKeys:
-    """Stage 2, client -> server: sealed shares for each neighbour, a commitment to the seed."""
+    """Stage 2, client -> server: sealed shares for the neighbours, a commitment to the seed.
+
+    The holders are the sender's neighbours that advertised keys, in index order; the first
+    t - 1 derive their shares, so ``ciphertexts`` holds one sealed pair for each of the rest,
+    in that order (the server knows the order, so no recipient ids travel).
+    """
 
     round_id: bytes
     sender: int
     seed_digest: bytes  # SHA-256 of the self-mask seed: the server checks reconstructions
-    shares: tuple[EncryptedShare, ...]
+    ciphertexts: tuple[bytes, ...]
     signature: bytes = b""
 
 
@@ -122,7 +131,10 @@ class RevealedShare:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UnmaskShares:
-    """Stage 5, client -> server: one share per holder's peer (and itself), seed or key."""
+    """Stage 5, client -> server: one share per holder's peer (and itself), seed or key.
+
+    ``shares`` are sorted by owner, one per owner (the codec sends the owners as a set).
+    """
 
     round_id: bytes
     sender: int

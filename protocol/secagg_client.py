@@ -23,7 +23,6 @@ set and only with valid signatures on it from t members of the committee
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, replace
 from typing import NoReturn, TypeVar
 
@@ -35,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from fedrt.protocol import codec, shamir
 from fedrt.protocol.bitpack import pack, word_dtype
 from fedrt.protocol.crypto import (
+    SHARE_TAG_BYTES,
     agree,
     load_identity_key,
     new_x25519,
@@ -63,7 +63,6 @@ from fedrt.protocol.messages import (
     ClientMessage,
     ConsistencyCheck,
     ConsistencyRequest,
-    EncryptedShare,
     KeysBroadcast,
     MaskedInput,
     RevealedShare,
@@ -77,8 +76,12 @@ from fedrt.protocol.messages import (
 from fedrt.protocol.prg import MaskAccumulator, RandomSource, system_random
 from fedrt.protocol.secagg_config import (
     SecAggConfig,
+    derived_shares,
     mask_key,
     mask_sign,
+    masking_private_key,
+    seed_digest,
+    self_mask_key,
     share_aad,
     share_key,
 )
@@ -131,6 +134,7 @@ class SecAggClient:
         self._masking: X25519PrivateKey | None = None
         self._peers: dict[int, _Peer] = {}
         self._seed = b""
+        self._masking_seed = b""
         self._own = (b"", b"")  # this device's shares of its own seed and key
         self._held: dict[int, tuple[bytes, bytes]] = {}  # peer -> (seed share, key share)
         self._input: npt.NDArray[np.unsignedinteger] | None = None
@@ -142,7 +146,9 @@ class SecAggClient:
     def start(self) -> bytes:
         """Create this round's key pairs and return the signed ``AdvertiseKeys``."""
         self._expect(Stage.ADVERTISE_KEYS)
-        encryption, masking = new_x25519(self._random), new_x25519(self._random)
+        encryption = new_x25519(self._random)
+        masking_seed = shamir.new_secret(self._random)
+        masking = masking_private_key(masking_seed, self.config.round_id)
         message = self._sign(
             AdvertiseKeys(
                 round_id=self.config.round_id,
@@ -151,7 +157,7 @@ class SecAggClient:
                 masking_key=x25519_public(masking),
             )
         )
-        self._encryption, self._masking = encryption, masking
+        self._encryption, self._masking, self._masking_seed = encryption, masking, masking_seed
         self.stage = Stage.SHARE_KEYS
         return codec.encode(message)
 
@@ -209,37 +215,44 @@ class SecAggClient:
                     raise DuplicateDevice("a public key appears twice in this round")
                 seen_keys.add(key)
             adverts[advert.sender] = advert
-        rid, me = self.config.round_id, self.index
-        holders = sorted([*adverts, me])  # a device holds a share of its own secrets too
-        self._require(len(holders), Stage.SHARE_KEYS)
+        rid, me, t = self.config.round_id, self.index, self.config.threshold
+        self._require(len(adverts) + 1, Stage.SHARE_KEYS)  # a device holds its own shares too
         assert self._encryption is not None
-        assert self._masking is not None
-        seed = self._random(shamir.SECRET_BYTES)
-        secrets = shamir.secrets_to_field([seed, self._masking.private_bytes_raw()])
-        shares = shamir.split(
-            secrets, [h + 1 for h in holders], self.config.threshold, self._random
+        seed = shamir.new_secret(self._random)
+        secrets = shamir.secrets_to_field([seed, self._masking_seed])
+        neighbours = sorted(adverts)
+        peers, outbound = {}, {}
+        for j in neighbours:
+            shared = agree(self._encryption, adverts[j].encryption_key)
+            outbound[j] = share_key(shared, rid, me, j)
+            peers[j] = _Peer(adverts[j].masking_key, share_key(shared, rid, j, me))
+        # The first t - 1 neighbours derive their shares; the polynomials go through those.
+        derived, sent = neighbours[: t - 1], neighbours[t - 1 :]
+        fixed = np.stack([derived_shares(outbound[j]) for j in derived])  # t >= 2 always
+        shares = shamir.split_through(
+            secrets, [j + 1 for j in derived], fixed, [x + 1 for x in [me, *sent]]
         )
-        sealed, peers = [], {}
-        for row, holder in enumerate(holders):
-            plaintext = shamir.share_to_bytes(shares[row].ravel())
-            if holder == me:
-                own = (plaintext[: shamir.SHARE_BYTES], plaintext[shamir.SHARE_BYTES :])
-                continue
-            shared = agree(self._encryption, adverts[holder].encryption_key)
-            ciphertext = seal(
-                share_key(shared, rid, me, holder), plaintext, share_aad(rid, me, holder)
+        own = shamir.share_to_bytes(shares[0].ravel())
+        sealed = tuple(
+            seal(
+                outbound[j],
+                shamir.share_to_bytes(shares[row].ravel()),
+                share_aad(rid, me, j),
+                tag_bytes=SHARE_TAG_BYTES,
             )
-            sealed.append(EncryptedShare(peer=holder, ciphertext=ciphertext))
-            peers[holder] = _Peer(adverts[holder].masking_key, share_key(shared, rid, holder, me))
+            for row, j in enumerate(sent, start=1)
+        )
         reply = self._sign(
             ShareKeys(
                 round_id=rid,
                 sender=me,
-                seed_digest=hashlib.sha256(seed).digest(),
-                shares=tuple(sealed),
+                seed_digest=seed_digest(seed, rid),
+                ciphertexts=sealed,
             )
         )
-        self._peers, self._seed, self._own = peers, seed, own
+        self._peers, self._seed = peers, seed
+        self._own = (own[: shamir.SHARE_BYTES], own[shamir.SHARE_BYTES :])
+        self._masking_seed = b""
         self.stage = Stage.MASKED_INPUT
         return codec.encode(reply)
 
@@ -252,8 +265,13 @@ class SecAggClient:
                 raise UnknownDevice(f"device {item.peer} did not advertise keys to this device")
             if item.peer in held:
                 raise DuplicateShare(f"two ciphertexts from device {item.peer}")
-            aad = share_aad(rid, item.peer, self.index)
-            plain = open_sealed(peer.inbound_key, item.ciphertext, aad)
+            if item.ciphertext:
+                aad = share_aad(rid, item.peer, self.index)
+                plain = open_sealed(
+                    peer.inbound_key, item.ciphertext, aad, tag_bytes=SHARE_TAG_BYTES
+                )
+            else:
+                plain = shamir.share_to_bytes(derived_shares(peer.inbound_key).ravel())
             held[item.peer] = (plain[: shamir.SHARE_BYTES], plain[shamir.SHARE_BYTES :])
         shamir.check_shares(b"".join(a + b for a, b in held.values()))
         held[self.index] = self._own
@@ -266,7 +284,7 @@ class SecAggClient:
         assert self._masking is not None
         config = self.config
         masked = MaskAccumulator(self._input)
-        masked.add(self._seed)
+        masked.add(self_mask_key(self._seed, config.round_id))
         for peer in sorted(self._peers.keys() & self._held.keys()):
             shared = agree(self._masking, self._peers[peer].masking_key)
             masked.add(

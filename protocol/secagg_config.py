@@ -9,23 +9,36 @@ Pairwise derivations (HKDF-SHA256, salt = round id, info names purpose and the t
   * mask key of {i, j}  = HKDF(X25519(s_i, s_j), "fedrt/secagg/v1/mask" || lo || hi)
   * share key of i -> j = HKDF(X25519(c_i, c_j), "fedrt/secagg/v1/share" || i || j)
 Device i adds the mask of {i, j} when i < j and subtracts it when i > j, so the pair cancels.
+A device's two shared secrets are 127-bit seeds (``shamir.new_secret``), expanded with
+HKDF-SHA256 (salt = round id): the self-mask key = HKDF(b_i, "fedrt/secagg/v2/self-mask"),
+and the masking private key s_i = HKDF(seed_i, "fedrt/secagg/v2/masking-key"). The first
+t - 1 holders (in index order) of i's shares derive theirs from the share key of i -> j
+(``derived_shares``) instead of receiving them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from dataclasses import dataclass
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from fedrt.protocol import shamir
 from fedrt.protocol.crypto import KEY_BYTES, derive
 from fedrt.protocol.errors import DuplicateDevice, ParameterError
 from fedrt.protocol.graph import Graph, neighbor_graph, neighbors_of, validate_parameters
+from fedrt.protocol.prg import keystream
 
 __all__ = [
     "ROUND_ID_BYTES",
     "Member",
     "SecAggConfig",
+    "derived_shares",
     "mask_key",
     "mask_sign",
+    "masking_private_key",
+    "self_mask_key",
     "share_aad",
     "share_key",
 ]
@@ -117,3 +130,34 @@ def share_key(shared: bytes, round_id: bytes, sender: int, recipient: int) -> by
 def share_aad(round_id: bytes, sender: int, recipient: int) -> bytes:
     """Associated data binding a sealed share to its round and endpoints."""
     return b"fedrt/secagg/v1/share" + round_id + _PAIR.pack(sender, recipient)
+
+
+def self_mask_key(seed: bytes, round_id: bytes) -> bytes:
+    """The AES-256 key of a device's self mask, from its 127-bit seed b_i."""
+    return derive(seed, salt=round_id, info=b"fedrt/secagg/v2/self-mask")
+
+
+def masking_private_key(seed: bytes, round_id: bytes) -> X25519PrivateKey:
+    """A device's masking key pair s_i, from the 127-bit seed that is secret-shared."""
+    raw = derive(seed, salt=round_id, info=b"fedrt/secagg/v2/masking-key")
+    return X25519PrivateKey.from_private_bytes(raw)
+
+
+def derived_shares(key: bytes) -> shamir.Field:
+    """The (2, CHUNKS) shares (seed, masking seed) a holder derives from the dealer's share key.
+
+    AES-256-CTR keystream read as field elements (``shamir.field_from_words``); the key is
+    the single-use share key of dealer -> holder, which nobody else can compute.
+    """
+    data = keystream(key, 2 * shamir.CHUNKS * 16)
+    return shamir.field_from_words(data).reshape(2, shamir.CHUNKS)
+
+
+def seed_digest(seed: bytes, round_id: bytes) -> bytes:
+    """The commitment to a self-mask seed: SHA-256 truncated to 128 bits.
+
+    The server checks reconstructed seeds against it to catch bad shares; 128 bits keep a
+    second preimage out of reach (2**128) for a holder that corrupts its share. Only the
+    dealer could look for a collision (2**64), and a dealer can spoil its own input anyway.
+    """
+    return hashlib.sha256(b"fedrt/secagg/v2/seed" + round_id + seed).digest()[:16]

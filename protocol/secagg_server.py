@@ -21,12 +21,10 @@ and the server moves to ABORTED.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Collection
 
 import numpy as np
 import numpy.typing as npt
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from fedrt.protocol import codec, shamir
 from fedrt.protocol.bitpack import unpack
@@ -60,7 +58,14 @@ from fedrt.protocol.messages import (
     UnmaskShares,
 )
 from fedrt.protocol.prg import MaskAccumulator
-from fedrt.protocol.secagg_config import SecAggConfig, mask_key, mask_sign
+from fedrt.protocol.secagg_config import (
+    SecAggConfig,
+    mask_key,
+    mask_sign,
+    masking_private_key,
+    seed_digest,
+    self_mask_key,
+)
 
 __all__ = ["SecAggServer"]
 
@@ -187,12 +192,19 @@ class SecAggServer:
         self._keys[message.sender] = message
         self._public_keys |= keys
 
+    def _sealed_for(self, dealer: int) -> list[int]:
+        """The holders ``dealer`` seals shares to: its advertised neighbours after the t - 1
+        first ones (which derive theirs), in index order."""
+        holders = sorted(self._graph[dealer] & self._keys.keys())
+        return holders[self.config.threshold - 1 :]
+
     def _on_share_keys(self, message: ShareKeys) -> None:
-        recipients = [s.peer for s in message.shares]
-        if len(set(recipients)) != len(recipients):
-            raise DuplicateShare("two ciphertexts for one recipient")
-        if set(recipients) != self._graph[message.sender] & self._keys.keys():
-            raise ConsistencyError("shares must go to exactly the neighbours that advertised keys")
+        expected = len(self._sealed_for(message.sender))
+        if len(message.ciphertexts) != expected:
+            raise ConsistencyError(
+                f"{len(message.ciphertexts)} sealed shares, the advertised neighbours need "
+                f"{expected}"
+            )
         self._shares[message.sender] = message
 
     def _on_masked_input(self, message: MaskedInput) -> None:
@@ -256,9 +268,13 @@ class SecAggServer:
     def _relay_shares(self, live: frozenset[int]) -> dict[int, bytes]:
         inbox: dict[int, list[EncryptedShare]] = {i: [] for i in live}
         for sender in sorted(live):
-            for item in self._shares[sender].shares:
-                if item.peer in inbox:
-                    inbox[item.peer].append(EncryptedShare(peer=sender, ciphertext=item.ciphertext))
+            sealed = dict(
+                zip(self._sealed_for(sender), self._shares[sender].ciphertexts, strict=True)
+            )
+            for holder in sorted(self._graph[sender] & self._keys.keys() & live):
+                # An empty ciphertext tells the holder to derive its shares.
+                ciphertext = sealed.get(holder, b"")
+                inbox[holder].append(EncryptedShare(peer=sender, ciphertext=ciphertext))
         rid = self.config.round_id
         return {
             i: codec.encode(SharesRelay(round_id=rid, recipient=i, shares=tuple(items)))
@@ -328,9 +344,10 @@ class SecAggServer:
         total = MaskAccumulator(self._sum)
         for owner in owners:
             if owner in self._masked:
-                if hashlib.sha256(secrets[owner]).digest() != self._shares[owner].seed_digest:
+                digest = seed_digest(secrets[owner], self.config.round_id)
+                if digest != self._shares[owner].seed_digest:
                     self._check(False, f"shares of device {owner}'s seed are inconsistent")
-                total.add(secrets[owner], sign=-1)
+                total.add(self_mask_key(secrets[owner], self.config.round_id), sign=-1)
             else:
                 self._unmask_dropped(total, owner, secrets[owner])
         values = total.values
@@ -346,7 +363,7 @@ class SecAggServer:
             raise
 
     def _unmask_dropped(self, total: MaskAccumulator, dropped: int, secret: bytes) -> None:
-        masking = X25519PrivateKey.from_private_bytes(secret)
+        masking = masking_private_key(secret, self.config.round_id)
         if x25519_public(masking) != self._keys[dropped].masking_key:
             self._check(False, f"shares of device {dropped}'s key are inconsistent")
         rid = self.config.round_id

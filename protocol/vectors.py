@@ -9,7 +9,8 @@ that differs, so a device can verify its crypto stack without pytest:
 
 Published vectors (NIST SP 800-38A F.5.5, RFC 7748 6.1, RFC 5869 A.1, RFC 8032 7.1 test 1)
 anchor the primitives; the others pin this protocol's own conventions (mask expansion, pair
-key derivation, Shamir sharing, graph, bit-packing, seeded randomness).
+key derivation, derived shares, seed expansion, Shamir sharing, graph, bit-packing, seeded
+randomness).
 """
 
 from __future__ import annotations
@@ -29,7 +30,14 @@ from fedrt.protocol.crypto import agree, derive, x25519_public
 from fedrt.protocol.errors import ProtocolError
 from fedrt.protocol.graph import neighbor_graph
 from fedrt.protocol.prg import SeededRandom, expand, keystream
-from fedrt.protocol.secagg_config import mask_key, share_key
+from fedrt.protocol.secagg_config import (
+    derived_shares,
+    mask_key,
+    masking_private_key,
+    seed_digest,
+    self_mask_key,
+    share_key,
+)
 
 __all__ = ["VectorMismatch", "check_vectors", "generate_vectors", "main"]
 
@@ -104,6 +112,19 @@ def _pair_keys(v: Mapping[str, Any]) -> Doc:
         "mask_key": mask_key(shared, rid, i, j).hex(),
         "share_key_a_to_b": share_key(shared, rid, i, j).hex(),
         "share_key_b_to_a": share_key(shared, rid, j, i).hex(),
+        "derived_shares_a_to_b": shamir.share_to_bytes(
+            derived_shares(share_key(shared, rid, i, j)).ravel()
+        ).hex(),
+    }
+
+
+def _device_secrets(v: Mapping[str, Any]) -> Doc:
+    seed, masking, rid = (bytes.fromhex(v[k]) for k in ("seed", "masking_seed", "round_id"))
+    return {
+        **v,
+        "self_mask_key": self_mask_key(seed, rid).hex(),
+        "seed_digest": seed_digest(seed, rid).hex(),
+        "masking_public": x25519_public(masking_private_key(masking, rid)).hex(),
     }
 
 
@@ -118,11 +139,23 @@ def _shamir(v: Mapping[str, Any]) -> Doc:
     )
     if back != secrets:
         raise VectorMismatch("shamir: reconstruction does not give the secrets back")
+    # The same secrets through t - 1 fixed points (how derived shares are dealt).
+    fixed = shamir.field_from_words(SeededRandom(v["seed"] + 1)(16 * (t - 1) * shares[0].size))
+    through = shamir.split_through(
+        shamir.secrets_to_field(secrets),
+        xs[: t - 1],
+        fixed.reshape(t - 1, *shares[0].shape),
+        xs[t - 1 :],
+    )
     return {
         **v,
         "shares": [
             [shamir.share_to_bytes(shares[h, s]).hex() for s in range(len(secrets))]
             for h in range(len(xs))
+        ],
+        "through_shares": [
+            [shamir.share_to_bytes(through[h, s]).hex() for s in range(len(secrets))]
+            for h in range(len(through))
         ],
     }
 
@@ -148,6 +181,7 @@ _BUILDERS: dict[str, Callable[[Mapping[str, Any]], Doc]] = {
     "ed25519": _ed25519,
     "prg": _prg,
     "pair_keys": _pair_keys,
+    "device_secrets": _device_secrets,
     "shamir": _shamir,
     "graph": _graph,
     "bitpack": _bitpack,
@@ -199,9 +233,16 @@ _INPUTS: dict[str, list[dict[str, Any]]] = {
             "index_b": 11,
         }
     ],
+    "device_secrets": [
+        {
+            "seed": bytes(range(15)).hex() + "7f",
+            "masking_seed": "5a" * 16,
+            "round_id": bytes(range(16)).hex(),
+        }
+    ],
     "shamir": [
         {
-            "secrets": [bytes(range(32)).hex(), "ff" * 32],
+            "secrets": [bytes(range(16)).hex(), "ff" * 15 + "7f"],
             "holders": [2, 5, 6, 9, 12],
             "threshold": 3,
             "seed": 7,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -30,7 +32,8 @@ u32 = st.integers(0, 2**32 - 1)
 rid = st.binary(min_size=16, max_size=16)
 key = st.binary(min_size=32, max_size=32)
 sig = st.binary(min_size=64, max_size=64)
-cipher = st.builds(EncryptedShare, peer=u32, ciphertext=st.binary(min_size=88, max_size=88))
+sealed = st.binary(min_size=codec.CIPHERTEXT_BYTES, max_size=codec.CIPHERTEXT_BYTES)
+cipher = st.builds(EncryptedShare, peer=u32, ciphertext=st.one_of(st.just(b""), sealed))
 device_set = st.sets(st.integers(0, 3000), max_size=8).map(lambda s: tuple(sorted(s)))
 peer_sig = st.builds(PeerSignature, signer=u32, signature=sig)
 advert = st.builds(
@@ -75,8 +78,8 @@ messages = st.one_of(
         ShareKeys,
         round_id=rid,
         sender=u32,
-        seed_digest=key,
-        shares=st.lists(cipher, max_size=4).map(tuple),
+        seed_digest=st.binary(min_size=codec.DIGEST_BYTES, max_size=codec.DIGEST_BYTES),
+        ciphertexts=st.lists(sealed, max_size=4).map(tuple),
         signature=sig,
     ),
     masked(),
@@ -85,15 +88,19 @@ messages = st.one_of(
         round_id=rid,
         sender=u32,
         signature=sig,
-        shares=st.lists(
-            st.builds(
-                RevealedShare,
-                owner=u32,
-                kind=st.sampled_from(ShareKind),
-                share=st.binary(min_size=36, max_size=36),
-            ),
-            max_size=4,
-        ).map(tuple),
+        shares=device_set.flatmap(
+            lambda owners: st.tuples(
+                *(
+                    st.builds(
+                        RevealedShare,
+                        owner=st.just(o),
+                        kind=st.sampled_from(ShareKind),
+                        share=st.binary(min_size=16, max_size=16),
+                    )
+                    for o in owners
+                )
+            )
+        ),
     ),
     broadcast(),
     st.builds(
@@ -161,11 +168,21 @@ def test_specific_malformations_name_the_problem() -> None:
         round_id=b"r" * 16,
         sender=0,
         signature=b"s" * 64,
-        shares=(RevealedShare(owner=1, kind=ShareKind.KEY, share=b"x" * 36),),
+        shares=(RevealedShare(owner=1, kind=ShareKind.KEY, share=b"x" * 16),),
     )
     wire = bytearray(codec.encode(share))
-    wire[18 + 8 + 4] = 7  # the kind byte of the first share
-    with pytest.raises(DecodeError, match="kind"):
+    assert wire[18 + 4 :][:4] == b"\x01\x00\x02\x01"  # owners {1}, then the kind bits
+    wire[18 + 4 + 3] = 3  # a padding bit of the kind field
+    with pytest.raises(DecodeError, match="padding"):
+        codec.decode(bytes(wire))
+    with pytest.raises(ParameterError):  # owners must be sorted
+        codec.encode(dataclasses.replace(share, shares=share.shares * 2))
+    relay = SharesRelay(
+        round_id=b"r" * 16, recipient=0, shares=(EncryptedShare(peer=1, ciphertext=b""),)
+    )
+    wire = bytearray(codec.encode(relay))
+    wire[-1] = 2  # neither sealed nor derived
+    with pytest.raises(DecodeError, match="sealed"):
         codec.decode(bytes(wire))
     masked_input = MaskedInput(
         round_id=b"r" * 16, sender=0, bits=3, length=3, payload=b"\x00\x00", signature=b"s" * 64

@@ -113,32 +113,44 @@ def test_too_few_peers_abort_the_round_for_this_device() -> None:
         r.clients[0].set_input(np.zeros(6, np.uint64))
 
 
-def _relay(r: Round) -> tuple[bytes, SharesRelay]:
-    data = r.step(r.advertise())[0]
+def _relay(r: Round, index: int = 0) -> tuple[bytes, SharesRelay]:
+    data = r.step(r.advertise())[index]
     message = codec.decode(data)
     assert isinstance(message, SharesRelay)
     return data, message
 
 
+def test_the_first_t_minus_1_holders_derive_their_shares_the_rest_get_them_sealed() -> None:
+    r = Round.new()  # n = 5, k = 4, t = 3: each dealer seals to its 2 highest neighbours
+    outgoing = r.step(r.advertise())
+    for i, data in outgoing.items():
+        relay = codec.decode(data)
+        assert isinstance(relay, SharesRelay)
+        for item in relay.shares:
+            first = sorted(set(range(5)) - {item.peer})[:2]
+            assert (item.ciphertext == b"") == (i in first)
+            assert len(item.ciphertext) in (0, codec.CIPHERTEXT_BYTES)
+
+
 def test_a_flipped_bit_in_a_relayed_ciphertext_fails_decryption_and_changes_nothing() -> None:
     r = Round.new()
-    data, message = _relay(r)
-    for position in (0, 40, 87):
+    data, message = _relay(r, 4)  # device 4 is a sealed holder of every dealer
+    for position in (0, 20, codec.CIPHERTEXT_BYTES - 1):
         item = message.shares[1]
         flipped = bytearray(item.ciphertext)
         flipped[position] ^= 0x01
         forged = dataclasses.replace(item, ciphertext=bytes(flipped))
         shares = (message.shares[0], forged, *message.shares[2:])
         with pytest.raises(DecryptionFailed):
-            r.clients[0].receive(codec.encode(dataclasses.replace(message, shares=shares)))
+            r.clients[4].receive(codec.encode(dataclasses.replace(message, shares=shares)))
     # A ciphertext moved to another sender does not authenticate either.
     swapped = dataclasses.replace(message.shares[1], peer=message.shares[2].peer)
     with pytest.raises((DecryptionFailed, DuplicateShare)):
-        r.clients[0].receive(
+        r.clients[4].receive(
             codec.encode(dataclasses.replace(message, shares=(swapped, *message.shares[2:])))
         )
-    assert r.clients[0].stage is Stage.MASKED_INPUT
-    assert r.clients[0].receive(data) is not None
+    assert r.clients[4].stage is Stage.MASKED_INPUT
+    assert r.clients[4].receive(data) is not None
 
 
 def test_relay_rejects_duplicates_strangers_and_repeats() -> None:

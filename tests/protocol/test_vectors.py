@@ -26,6 +26,7 @@ def test_the_data_file_reproduces_on_this_platform() -> None:
         "ed25519",
         "prg",
         "pair_keys",
+        "device_secrets",
         "shamir",
         "graph",
         "bitpack",
