@@ -12,6 +12,8 @@ from scipy import stats
 
 from fedrt.coordinator import round_commands as rc
 from fedrt.coordinator.dp_central import CentralNoise
+from fedrt.coordinator.dp_config import AdaptiveClip, DpConfig, DpMode
+from fedrt.coordinator.dp_rounds import TaskPrivacy
 from fedrt.coordinator.pace_steering import PaceSteering
 from fedrt.coordinator.round_machine import RoundMachine
 from fedrt.coordinator.strategies import FedAvg, OptimizerState
@@ -131,3 +133,32 @@ def test_central_noise_is_added_once_to_the_aggregate() -> None:
     # N(0, (z C)^2) on the sum of 8 weight-1 updates: std z C / 8 on the mean.
     assert commit.delta.std() == pytest.approx(z * 1.0 / 8, rel=0.06)
     assert stats.kstest(commit.delta / (z / 8), "norm").pvalue > 1e-3
+
+
+@pytest.mark.parametrize("mode", [DpMode.CENTRAL, DpMode.DISTRIBUTED])
+def test_adaptive_clipping_through_secure_bits_converges_to_the_quantile(mode: DpMode) -> None:
+    """Synthetic population: update norms log-normal around 1 (median 1.0). Starting at
+    0.1, the bound the rounds move with the devices' secure clip bits ends near the median."""
+    dp = DpConfig(mode=mode, noise_multiplier=0.5,
+                  clip=AdaptiveClip(quantile=0.5, lr=0.2, initial=0.1))  # fmt: skip
+    privacy = TaskPrivacy(dp, train_rounds=100)
+    rng = np.random.default_rng(21)
+    clips = []
+    for seed in range(40):
+        plan = privacy.plan(population=1000, cohort=12)
+        cfg = config(goal_count=12, min_reports=8, secagg_neighbors=11, secagg_threshold=8,
+                     weight_cap=1, bits=12, clip_norm=plan.clip,
+                     device_dp=privacy.device_dp(plan))  # fmt: skip
+        net = Network(cfg, 12, np.zeros(64, np.float32), seed=seed)
+        for d in net.ids:
+            x = rng.normal(size=64)
+            net.deltas[d] = x / np.linalg.norm(x) * rng.lognormal(0.0, 0.5)
+            net.examples[d] = 1
+        net.start()
+        net.run()
+        commit = next(c for c in net.server_out if isinstance(c, rc.Commit))
+        privacy.commit(plan, included=commit.metrics.included,
+                       unclipped=commit.metrics.unclipped, device_sum_std=0.0, rng=rng)  # fmt: skip
+        clips.append(privacy.clip)
+    assert clips[0] < 0.2
+    assert 0.7 < float(np.median(clips[-10:])) < 1.4
