@@ -33,6 +33,7 @@ from fedrt.protocol.topics import (
     task_announcements_filter,
 )
 from fedrt.sdk.credentials import Credentials, basic_auth, enroll, load_or_create_identity
+from fedrt.sdk.device_hub import DeviceHub
 from fedrt.sdk.device_state import DeviceState
 from fedrt.sdk.eligibility import EligibilityDecision, EligibilityPolicy
 from fedrt.sdk.errors import SdkConfigError
@@ -131,8 +132,12 @@ class Device:
         on_event: Callable[[DeviceEvent, dict[str, Any]], None] | None = None,
         transport_factory: Callable[[MqttConfig], Transport] | None = None,
         trainer_factory: TrainerFactory | None = None,
+        hub: DeviceHub | None = None,
     ) -> None:
         self.config = config
+        # None: this device has its own event thread; else the hub's thread serves it.
+        self._hub = hub
+        self._running = False
         self.store = store
         self.device_state = device_state
         # None: LiteRT in this process; an app may run the model elsewhere (Android: Java).
@@ -177,7 +182,7 @@ class Device:
         creds = self.credentials
         if creds is None:
             raise SdkConfigError("enroll() before start()")
-        if self._thread is not None:
+        if self._running:
             raise SdkConfigError("device already started")
         mqtt = MqttConfig(
             host=self.config.mqtt_host or creds.mqtt_host,
@@ -193,16 +198,24 @@ class Device:
         self._sender = ReliableSender(self._transport, self._outbox)
         self._transport.subscribe(device_inbox(creds.device_id), self._on_inbox)
         self._transport.subscribe(task_announcements_filter(), self._on_announcement)
-        self._thread = threading.Thread(target=self._loop, name="fedrt-device", daemon=True)
-        self._thread.start()
+        self._running = True
+        if self._hub is not None:
+            self._hub.add(self)
+        else:
+            self._thread = threading.Thread(target=self._loop, name="fedrt-device", daemon=True)
+            self._thread.start()
         self._transport.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self._thread is None:
+        if not self._running:
             return
-        self._events.put(("stop", None))
-        self._thread.join(timeout)
-        self._thread = None
+        self._running = False
+        if self._hub is not None:
+            self._hub.remove(self, timeout)
+        elif self._thread is not None:
+            self._events.put(("stop", None))
+            self._thread.join(timeout)
+            self._thread = None
         if self._work is not None:
             self._work.cancel()
             self._work.join(timeout)
@@ -229,18 +242,24 @@ class Device:
         )
 
     # ------------------------------------------------------------------ callbacks (any thread)
+    def _post(self, kind: str, value: Any) -> None:
+        if self._hub is not None:
+            self._hub.post(self, kind, value)
+        else:
+            self._events.put((kind, value))
+
     def _on_inbox(self, message: Message) -> None:
-        self._events.put(("inbox", message.payload))
+        self._post("inbox", message.payload)
 
     def _on_announcement(self, message: Message) -> None:
-        self._events.put(("announce", message))
+        self._post("announce", message)
 
     def _work_done(self, result: WorkResult) -> None:
-        self._events.put(("work", result))
+        self._post("work", result)
 
     # ------------------------------------------------------------------ event thread
     def _loop(self) -> None:
-        self._participant = self._new_participant() if self._task_id else None
+        self._begin()
         while True:
             timeout = max(0.0, self._next_wake() - self._clock())
             try:
@@ -248,14 +267,28 @@ class Device:
             except queue.Empty:
                 kind, value = "tick", None
             if kind == "stop":
-                self._save_state()
+                self._end()
                 return
-            try:
-                self._handle(kind, value)
-            except ProtocolError as exc:
-                log.info("dropped a coordinator message: %s", exc)
-            except Exception:  # the loop must survive anything one event does
-                log.exception("device event %s failed", kind)
+            self._step(kind, value)
+
+    # The event thread's three moves; a `DeviceHub` makes them for many devices on one thread.
+    def _begin(self) -> None:
+        self._participant = self._new_participant() if self._task_id else None
+
+    def _step(self, kind: str, value: Any) -> None:
+        try:
+            self._handle(kind, value)
+        except ProtocolError as exc:
+            log.info("dropped a coordinator message: %s", exc)
+        except Exception:  # the loop must survive anything one event does
+            log.exception("device event %s failed", kind)
+
+    def _end(self) -> None:
+        self._save_state()
+
+    def _wake_at(self) -> float:
+        """When the event thread next looks at this device if nothing happens before."""
+        return min(self._next_wake(), self._clock() + self.config.poll_s)
 
     def _handle(self, kind: str, value: Any) -> None:
         now = self._clock()

@@ -26,6 +26,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from fedrt.sdk.errors import NotConnected, SdkConfigError, TransportError
+from fedrt.sdk.network_loop import NetworkLoop
 
 __all__ = [
     "MSG_ID_PROPERTY",
@@ -201,13 +202,21 @@ class MqttConfig:
 class PahoTransport(Transport):
     """paho-mqtt 2.x, MQTT v5: persistent session (clean start off), QoS 1, TLS, backoff.
 
-    paho's own network thread runs the link (``loop_start``); before each reconnect attempt
-    its wait is set to the next jittered delay of our `ReconnectBackoff`.
+    paho's own network thread runs the link (``loop_start``), or, given a shared
+    `NetworkLoop`, that loop's thread runs it beside many others; before each reconnect
+    attempt the wait is set to the next jittered delay of our `ReconnectBackoff`.
     """
 
-    def __init__(self, config: MqttConfig, *, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        config: MqttConfig,
+        *,
+        rng: random.Random | None = None,
+        loop: NetworkLoop | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
+        self._loop = loop
         self._backoff = ReconnectBackoff(config.backoff_initial_s, config.backoff_max_s, rng)
         self._attempt = 0
         # filter -> (handler, qos, subscription identifier)
@@ -270,15 +279,21 @@ class PahoTransport(Transport):
                 )
         except ValueError as exc:
             raise TransportError(f"cannot connect to {self.config.host}: {exc}") from exc
-        self._client.loop_start()
+        if self._loop is not None:
+            self._loop.attach(self._client, self._on_connect_error)
+        else:
+            self._client.loop_start()
 
     def close(self) -> None:
         with self._lock:
             if not self._started:
                 return
             self._started = False
-        self._client.disconnect()
-        self._client.loop_stop()
+        if self._loop is not None:
+            self._loop.detach(self._client)
+        else:
+            self._client.disconnect()
+            self._client.loop_stop()
         self._connected.clear()
 
     # -- paho callbacks (network thread) -----------------------------------------------------
@@ -287,7 +302,10 @@ class PahoTransport(Transport):
         # Every wait paho makes is preceded by on_disconnect or on_connect_fail, which call this.
         delay = self._backoff.delay(self._attempt)
         self._attempt += 1
-        self._client.reconnect_delay_set(min_delay=delay, max_delay=delay)  # type: ignore[arg-type]
+        if self._loop is not None:
+            self._loop.reconnect_later(self._client, delay)
+        else:
+            self._client.reconnect_delay_set(min_delay=delay, max_delay=delay)  # type: ignore[arg-type]
 
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any
@@ -324,6 +342,11 @@ class PahoTransport(Transport):
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         self.last_error = f"cannot reach {self.config.host}:{self.config.port}"
         self._schedule_next_wait()
+
+    def _on_connect_error(self, exc: Exception) -> None:
+        # The shared loop's counterpart of paho's on_connect_fail, with the cause.
+        self._schedule_next_wait()
+        self.last_error = f"cannot reach {self.config.host}:{self.config.port}: {exc}"
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         msg_id = None

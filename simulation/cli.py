@@ -22,7 +22,7 @@ DEMO_DEFAULTS: dict[str, Any] = {
 
 
 def _add_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
-    from fedrt.simulation.runner import SimConfig
+    from fedrt.simulation.runner import SCALE_DEVICES_PER_THREAD, SCALE_MODE_FROM, SimConfig
 
     base = SimConfig()
     d = {**{f: getattr(base, f) for f in base.__dataclass_fields__}, **defaults}
@@ -76,6 +76,13 @@ def _add_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> N
         help="coordinator HTTP HOST:PORT (port 0: any free one)",
     )
     parser.add_argument("--time-limit", type=float, default=d["time_limit_s"])
+    parser.add_argument(
+        "--devices-per-thread",
+        type=int,
+        default=d["devices_per_thread"],
+        help="0: a thread per device; N: one event loop serves N devices (default: "
+        f"0 below {SCALE_MODE_FROM} devices, else {SCALE_DEVICES_PER_THREAD})",
+    )
     dp = parser.add_argument_group("differential privacy")
     dp.add_argument("--dp", default=d["dp"], choices=["none", "central", "distributed"])
     noise = dp.add_mutually_exclusive_group()
@@ -134,6 +141,7 @@ def _config(args: argparse.Namespace) -> Any:
         delta=args.delta,
         adaptive_clip=args.adaptive_clip,
         dp_budget=args.dp_budget,
+        devices_per_thread=args.devices_per_thread,
     )
 
 

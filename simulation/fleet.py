@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,13 @@ from typing import Any
 import numpy as np
 
 from fedrt.sdk.device import Device, DeviceConfig, DeviceEvent
+from fedrt.sdk.device_hub import DeviceHub
 from fedrt.sdk.device_state import DeviceSnapshot, DeviceState
 from fedrt.sdk.eligibility import EligibilityPolicy
 from fedrt.sdk.example_store import ExampleStore, Retention
+from fedrt.sdk.network_loop import NetworkLoop
 from fedrt.sdk.scheduler import SchedulerConfig
+from fedrt.sdk.transport import MqttConfig, PahoTransport, Transport
 from fedrt.simulation.datasets import Dataset
 from fedrt.simulation.traces import DeviceTrace
 
@@ -51,6 +55,10 @@ class TracedState(DeviceState):
     def snapshot(self, now: float) -> DeviceSnapshot:
         snap = self.trace.state.snapshot(self.sim_now(now))
         return _at(snap, now)
+
+
+def _transport(config: MqttConfig, *, loop: NetworkLoop | None) -> Transport:
+    return PahoTransport(config, loop=loop)
 
 
 def _at(snap: DeviceSnapshot, now: float) -> DeviceSnapshot:
@@ -90,6 +98,7 @@ class Fleet:
         dropout: float,
         rng: np.random.Generator,
         poll_s: float = 0.2,
+        devices_per_thread: int = 0,
     ) -> None:
         self.directory = directory
         self.coordinator_url = coordinator_url
@@ -99,6 +108,11 @@ class Fleet:
         self.dropout = dropout
         self.rng = rng
         self.poll_s = poll_s
+        # 0: every device has its own event and network threads, as on a phone. Else one
+        # DeviceHub and one NetworkLoop serve this many devices each (scale runs).
+        self.devices_per_thread = devices_per_thread
+        self._hubs: list[DeviceHub] = []
+        self._loops: list[NetworkLoop] = []
         self.devices: list[SimDevice] = []
         self._lock = threading.Lock()
         self._timers: list[threading.Timer] = []
@@ -134,18 +148,35 @@ class Fleet:
             participant=dict(PARTICIPANT_TIMINGS),
         )
         seed = int(self.rng.integers(2**63))
+        hub = loop = None
+        if self.devices_per_thread > 0:
+            shard = sim.index // self.devices_per_thread
+            hub, loop = self._hubs[shard], self._loops[shard]
         return Device(
             config,
             store=store,
             device_state=sim.state,
             rng=np.random.default_rng(seed),
             on_event=functools.partial(self._on_event, sim),
+            hub=hub,
+            transport_factory=functools.partial(_transport, loop=loop),
         )
 
-    def start_all(self) -> None:
-        for sim in self.devices:
-            device = self._make(sim)
-            device.enroll(self.token_factory())
+    def start_all(self, *, enroll_workers: int = 8) -> None:
+        if self.devices_per_thread > 0:
+            shards = -(-len(self.devices) // self.devices_per_thread)
+            for n in range(shards):
+                hub, loop = DeviceHub(name=f"fedrt-hub-{n}"), NetworkLoop(name=f"fedrt-net-{n}")
+                hub.start()
+                loop.start()
+                self._hubs.append(hub)
+                self._loops.append(loop)
+        # Devices are made (and their seeds drawn) in index order: the same seed gives the
+        # same devices. Enrollment is network-bound: a few at a time.
+        made = [(sim, self._make(sim)) for sim in self.devices]
+        with ThreadPoolExecutor(enroll_workers, thread_name_prefix="fedrt-enroll") as pool:
+            list(pool.map(lambda pair: pair[1].enroll(self.token_factory()), made))
+        for sim, device in made:
             device.start()
             sim.device = device
 
@@ -160,6 +191,11 @@ class Fleet:
                 sim.device.stop(timeout=5.0)
                 sim.device.store.close()
                 sim.device = None
+        for hub in self._hubs:
+            hub.stop()
+        for loop in self._loops:
+            loop.stop()
+        self._hubs, self._loops = [], []
 
     # ------------------------------------------------------------------ chaos
     def _on_event(self, sim: SimDevice, event: DeviceEvent, detail: dict[str, Any]) -> None:

@@ -40,6 +40,10 @@ from fedrt.simulation.stack import LocalStack
 
 log = logging.getLogger(__name__)
 REPORT_VERSION = 1
+# From this many devices on, devices share event loops by default (scale mode): a thread
+# per device stops working on 2 cores somewhere past 200 devices.
+SCALE_MODE_FROM = 50
+SCALE_DEVICES_PER_THREAD = 250
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,6 +89,8 @@ class SimConfig:
     delta: float = 1e-5
     adaptive_clip: float | None = None
     dp_budget: float | None = None
+    # 0: a thread per device; N: one DeviceHub + NetworkLoop per N devices; None: automatic.
+    devices_per_thread: int | None = None
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -100,6 +106,10 @@ class SimConfig:
         need(self.availability in traces.TRACES, f"--availability: one of {traces.TRACES}")
         need(self.speed > 0, "--speed must be > 0")
         need(not (self.secagg and self.per_round < 2), "SecAgg+ needs --per-round >= 2")
+        need(
+            self.devices_per_thread is None or self.devices_per_thread >= 0,
+            "--devices-per-thread must be >= 0",
+        )
         datasets.Partition.parse(self.partition)
         try:
             self.dp_config().check_task(
@@ -123,6 +133,13 @@ class SimConfig:
             budget_epsilon=self.dp_budget,
             clip=clip,
         )
+
+    @property
+    def shared_threads(self) -> int:
+        """Devices per shared event loop (0: a thread per device)."""
+        if self.devices_per_thread is not None:
+            return self.devices_per_thread
+        return SCALE_DEVICES_PER_THREAD if self.devices >= SCALE_MODE_FROM else 0
 
     def task_spec(self) -> TaskSpec:
         # Over-select for the dropouts we inject (Bonawitz et al.: select 130 % of the goal).
@@ -235,6 +252,7 @@ class Simulation:
         )
         if config.dp != "none":
             self.report.config["dp_accounting"] = ACCOUNTING_ASSUMPTION
+        self.report.config["devices_per_thread"] = config.shared_threads
         self._finished = threading.Event()
         self._last_end = 0.0
         self._last_bytes = (0, 0)
@@ -432,6 +450,7 @@ class Simulation:
             dropout=cfg.dropout,
             rng=rng,
             poll_s=poll_s,
+            devices_per_thread=cfg.shared_threads,
         )
         days = max(1, math.ceil(cfg.time_limit_s * cfg.speed / traces.DAY) + 1)
         device_traces = traces.generate(cfg.availability, cfg.devices, days=days, rng=rng)

@@ -11,6 +11,7 @@ import pytest
 
 from fedrt.sdk.errors import NotConnected, SdkConfigError, TransportError
 from fedrt.sdk.memory_transport import MemoryBroker, MemoryTransport
+from fedrt.sdk.network_loop import NetworkLoop
 from fedrt.sdk.transport import MqttConfig, PahoTransport, ReconnectBackoff, Transport
 from tests.sdk.transport_support import TIMEOUT, Inbox, eventually
 
@@ -44,9 +45,10 @@ def fast(host: str, port: int, client_id: str, **kw: object) -> MqttConfig:
     )
 
 
-@pytest.fixture(params=["memory", "mosquitto", "mosquitto-v311"])
+@pytest.fixture(params=["memory", "mosquitto", "mosquitto-v311", "mosquitto-shared-loop"])
 def net(request: pytest.FixtureRequest) -> Iterator[Net]:
     started: list[Transport] = []
+    loop: NetworkLoop | None = None
     if request.param == "memory":
         broker = MemoryBroker()
 
@@ -63,9 +65,15 @@ def net(request: pytest.FixtureRequest) -> Iterator[Net]:
             mosq.start()
 
         protocol = 4 if request.param.endswith("v311") else 5
+        if request.param.endswith("shared-loop"):
+            # Many links on one thread, as simulated fleets run them.
+            loop = NetworkLoop()
+            loop.start()
         yield Net(
             lambda cid: PahoTransport(
-                fast(mosq.host, mosq.port, cid, protocol=protocol), rng=random.Random(1)
+                fast(mosq.host, mosq.port, cid, protocol=protocol),
+                rng=random.Random(1),
+                loop=loop,
             ),
             restart_mosquitto,
             started,
@@ -73,6 +81,8 @@ def net(request: pytest.FixtureRequest) -> Iterator[Net]:
         )
     for t in started:
         t.close()
+    if loop is not None:
+        loop.stop()
 
 
 def test_publish_reaches_a_subscriber_with_its_id(net: Net) -> None:
@@ -246,10 +256,24 @@ def test_password_is_not_in_the_config_repr() -> None:
     assert "s3cret-pw" not in repr(cfg)
 
 
-def test_keeps_retrying_while_the_broker_is_away(mosquitto: object) -> None:
+@pytest.fixture(params=["own-thread", "shared-loop"])
+def loop(request: pytest.FixtureRequest) -> Iterator[NetworkLoop | None]:
+    """None: paho's own network thread per link; else one loop running every link."""
+    if request.param == "own-thread":
+        yield None
+        return
+    shared = NetworkLoop()
+    shared.start()
+    yield shared
+    shared.stop()
+
+
+def test_keeps_retrying_while_the_broker_is_away(
+    mosquitto: object, loop: NetworkLoop | None
+) -> None:
     broker = mosquitto
     broker.stop()  # type: ignore[attr-defined]
-    t = PahoTransport(fast(broker.host, broker.port, "patient"))  # type: ignore[attr-defined]
+    t = PahoTransport(fast(broker.host, broker.port, "patient"), loop=loop)  # type: ignore[attr-defined]
     t.start()
     try:
         assert not t.wait_connected(0.5)
@@ -264,19 +288,24 @@ def test_keeps_retrying_while_the_broker_is_away(mosquitto: object) -> None:
 # paho keeps the wake-up socket pair of a client that never connected until exit.
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_tls_and_credentials_on_a_secured_broker(mosquitto_secure: object) -> None:
+def test_tls_and_credentials_on_a_secured_broker(
+    mosquitto_secure: object, loop: NetworkLoop | None
+) -> None:
     secure = mosquitto_secure
     ca = secure.tls.ca_cert  # type: ignore[attr-defined]
     pw = secure.passwords  # type: ignore[attr-defined]
     port = secure.tls_port  # type: ignore[attr-defined]
     alice = PahoTransport(
-        fast("127.0.0.1", port, "alice", username="alice", password=pw["alice"], ca_file=ca)
+        fast("127.0.0.1", port, "alice", username="alice", password=pw["alice"], ca_file=ca),
+        loop=loop,
     )
     bob = PahoTransport(
-        fast("127.0.0.1", port, "bob", username="bob", password=pw["bob"], ca_file=ca)
+        fast("127.0.0.1", port, "bob", username="bob", password=pw["bob"], ca_file=ca),
+        loop=loop,
     )
     intruder = PahoTransport(
-        fast("127.0.0.1", port, "mallory", username="alice", password="wrong", ca_file=ca)
+        fast("127.0.0.1", port, "mallory", username="alice", password="wrong", ca_file=ca),
+        loop=loop,
     )
     try:
         mine, snooped = Inbox(), Inbox()
