@@ -312,6 +312,11 @@ class FederatedDriver(RoundDriver):
                 run.round_no -= 1
                 self._stop_for_budget(run, exc, now)
                 return
+            n = run.dp_round.privacy.population
+            if run.privacy.config.delta >= 1.0 / n:
+                log.warning("task %s: delta %g is not below 1/%d enrolled devices: the "
+                            "guarantee allows leaking one of them", run.task_id,
+                            run.privacy.config.delta, n)  # fmt: skip
             # Every update is clipped to the DP bound and weighs 1: one device moves the
             # sum by at most the clip, which is what the noise is calibrated to.
             config = dataclasses.replace(

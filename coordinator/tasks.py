@@ -100,8 +100,8 @@ class TaskSpec:
             self.secagg or not (self.dp.enabled and isinstance(self.dp.clip, AdaptiveClip)),
             "dp: adaptive clipping needs secagg = true (the clip bit is a secure coordinate)",
         )
-        # The population is only known per round (the driver checks delta against it
-        # again); at creation a cohort's worth of devices is the least there can be.
+        # The population is only known per round (the driver warns when delta is not below
+        # 1 / enrolled devices); at creation a cohort's worth is the least there can be.
         self.dp.check_task(
             secagg=self.secagg,
             mean_aggregation=self.strategy in SECAGG_STRATEGIES,
