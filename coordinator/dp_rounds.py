@@ -23,6 +23,7 @@ from fedrt.coordinator.dp_accounting import (
     PrivacyAccountant,
     RoundPrivacy,
     calibrate_noise_multiplier,
+    round_epsilon,
 )
 from fedrt.coordinator.dp_central import CentralNoise
 from fedrt.coordinator.dp_config import (
@@ -57,6 +58,7 @@ class RoundDp:
     clip: float  # L2 bound of every update this round
     update_noise_multiplier: float  # z of the update sum (below z when a count is noised)
     count_std: float  # std of the noise on the unclipped count (adaptive clipping), or 0
+    round_epsilon: float = 0.0  # what this round costs on its own, at the task's delta
 
     @property
     def sum_std(self) -> float:
@@ -72,6 +74,7 @@ class RoundDp:
             "update_noise_multiplier": self.update_noise_multiplier,
             "clip": self.clip,
             "count_std": self.count_std,
+            "round_epsilon": self.round_epsilon,
         }
 
     @classmethod
@@ -85,6 +88,7 @@ class RoundDp:
             clip=float(raw["clip"]),
             update_noise_multiplier=float(raw["update_noise_multiplier"]),
             count_std=float(raw["count_std"]),
+            round_epsilon=float(raw.get("round_epsilon", 0.0)),
         )
 
 
@@ -173,7 +177,11 @@ class TaskPrivacy:
             count_std = max(default_count_std(cohort), z)
             z_update = split_noise_multiplier(z, count_std)
         return RoundDp(
-            privacy=privacy, clip=self.clip, update_noise_multiplier=z_update, count_std=count_std
+            privacy=privacy,
+            clip=self.clip,
+            update_noise_multiplier=z_update,
+            count_std=count_std,
+            round_epsilon=round_epsilon(privacy, self.config.delta),
         )
 
     def central_noise(self, plan: RoundDp, rng: np.random.Generator) -> CentralNoise | None:

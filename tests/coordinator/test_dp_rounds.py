@@ -47,6 +47,7 @@ def test_central_plan_charge_and_epsilon_match_dp_accounting() -> None:
         assert noise.noise_multiplier == 1.0
         eps.append(p.charge(plan))
     assert eps == sorted(eps)
+    assert plan.round_epsilon == pytest.approx(eps[0])  # one round alone
     assert eps[-1] == pytest.approx(_independent_epsilon(1.0, 1000, 100, 3, 1e-5), rel=1e-3)
 
 
