@@ -115,7 +115,10 @@ def child_tensorflow(
     from fedrt.model_export import Manifest
     from fedrt.model_export.cli import load_spec
 
+    # Both pools: with only intra-op set, independent ops can still run concurrently on
+    # the default (one per core) inter-op pool, so "--threads 1" would not be one thread.
     tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
     manifest = Manifest.load(directory)
     model = load_spec(spec, manifest.input.shape, manifest.output.shape[-1])
     x_np, y_np = _batch(
