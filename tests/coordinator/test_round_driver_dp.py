@@ -1,0 +1,61 @@
+"""The round driver's DP state survives a restart: it is rebuilt from the stored rounds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from fedrt.coordinator.dp_config import AdaptiveClip, DpConfig, DpMode
+from fedrt.coordinator.dp_rounds import TaskPrivacy
+from fedrt.coordinator.driver import DriverContext
+from fedrt.coordinator.records import RoundRecord, RoundStatus, TaskRecord, TaskStatus
+from fedrt.coordinator.round_driver import FederatedDriver
+from fedrt.coordinator.store_memory import MemoryStore
+from fedrt.coordinator.tasks import TaskSpec
+from tests.coordinator.store_conformance import model, sha
+
+
+def _context(store: MemoryStore) -> DriverContext:
+    unused: Any = None  # recovery reads only the store
+    return DriverContext(store=store, catalog=unused, tasks=unused, enrollment=unused,
+                         clock=lambda: 100.0, publish=lambda *a: None,
+                         model_url_prefix="http://x/")  # fmt: skip
+
+
+def test_restarted_driver_rebuilds_the_accountant_and_the_clip_bound() -> None:
+    dp = DpConfig(mode=DpMode.CENTRAL, target_epsilon=6.0, budget_epsilon=6.0,
+                  clip=AdaptiveClip(initial=0.2))  # fmt: skip
+    spec = TaskSpec(goal_count=10, min_reports=8, max_rounds=5, eval_every=0, dp=dp)
+    store = MemoryStore()
+    store.add_model(model("m0"))
+    store.create_task(TaskRecord(task_id="t1", name="t", status=TaskStatus.RUNNING,
+                                 spec=spec.to_json(), model_sha256=sha("m0"),
+                                 created_at=1.0, updated_at=1.0))  # fmt: skip
+    # What a previous process did: two committed rounds, one abandoned, one left open.
+    live = TaskPrivacy(dp, train_rounds=5)
+    statuses = [RoundStatus.COMMITTED, RoundStatus.ABANDONED, RoundStatus.COMMITTED,
+                RoundStatus.RUNNING]  # fmt: skip
+    for no, status in enumerate(statuses, start=1):
+        plan = live.plan(population=200, cohort=13)
+        if status is RoundStatus.COMMITTED:
+            live.commit(plan, included=10, unclipped=9.0, device_sum_std=0.0,
+                        rng=np.random.default_rng(no))  # fmt: skip
+        store.create_round(RoundRecord(task_id="t1", round_no=no, stage="x", status=status,
+                                       model_sha256=sha("m0"), started_at=float(no),
+                                       detail={"kind": "train", "dp": plan.to_json()},
+                                       epsilon=live.epsilon))  # fmt: skip
+    store.save_task_state("t1", "driver", {"round_no": 4, "next_msg_id": 9, "dp_clip": live.clip})
+    driver = FederatedDriver(_context(store))
+    privacy = driver.runs["t1"].privacy
+    assert privacy is not None
+    assert len(privacy.accountant.rounds) == 2  # the committed ones only
+    assert privacy.epsilon == pytest.approx(live.epsilon)
+    assert privacy.clip == live.clip != 0.2
+    assert store.get_round("t1", 4).status is RoundStatus.ABANDONED
+    nxt = privacy.plan(population=200, cohort=13)
+    assert (
+        nxt.privacy.noise_multiplier
+        == live.plan(population=200, cohort=13).privacy.noise_multiplier
+    )
