@@ -314,8 +314,12 @@ def _round_rss_met(row: dict[str, Any]) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     cases = _cases(args)
+    rows = []
     with tempfile.TemporaryDirectory(prefix="fedrt-bench-device-") as tmp:
-        rows = [bench_case(*case, args, Path(tmp)) for case in cases]
+        for case in cases:
+            rows.append(bench_case(*case, args, Path(tmp)))
+            # A full run takes many minutes: show each model's figures as they come.
+            print(_table(rows[-1:]), file=sys.stderr, flush=True)
     print(_table(rows))
     met = all(r["speedup"] >= SPEED_TARGET and r["rss_ratio"] <= RSS_TARGET for r in rows)
     cnn_rounds = [r for r in rows if r["spec"] == "zoo:cnn" and "round" in r]
