@@ -1,12 +1,13 @@
 """``fedrt bench secagg``: one SecAgg+ round of the real state machines, timed per stage.
 
-N devices quantize a random float update (``encode_update``), then run all four stages
-against the server in one process, every message going through the codec. A fraction D of
-the devices vanish, spread round-robin over the four stages (``--drop-stage`` puts them all
-in one). Client figures are the mean per device that took part in the stage; server figures
-are the sum of its ``receive`` and ``close_stage`` calls. The result is checked against the
-plain sum of the included devices' quantized vectors. With ``--repeat R`` it runs R rounds
-(seeds S..S+R-1) and reports the median of each timing, which tames a busy machine.
+N devices quantize a random float update (``encode_update``), then run all five stages
+(the fourth is the consistency check) against the server in one process, every message
+going through the codec. A fraction D of the devices vanish, spread round-robin over the
+five stages (``--drop-stage`` puts them all in one). Client figures are the mean per
+device that took part in the stage; server figures are the sum of its ``receive`` and
+``close_stage`` calls. The result is checked against the plain sum of the included
+devices' quantized vectors. With ``--repeat R`` it runs R rounds (seeds S..S+R-1) and
+reports the median of each timing, which tames a busy machine.
 """
 
 from __future__ import annotations
@@ -205,7 +206,7 @@ def register(subparsers: Any) -> None:
         "--drop-stage",
         default="spread",
         choices=["spread", *STAGE_NAMES],
-        help="where the dropouts happen (default: spread over the four stages)",
+        help="where the dropouts happen (default: spread over the five stages)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(

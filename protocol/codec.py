@@ -28,6 +28,7 @@ Decoding anything else raises ``DecodeError`` (or its ``LengthError``) and nothi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import struct
@@ -96,6 +97,7 @@ def _u32(value: int) -> bytes:
     return _U32.pack(value)
 
 
+@functools.lru_cache(maxsize=16)  # one survivor set is encoded for every signature check
 def _set(indices: tuple[int, ...]) -> bytes:
     """A sorted, duplicate-free tuple of device indices as a length-prefixed bitmap."""
     if any(b <= a for a, b in itertools.pairwise(indices)):

@@ -228,7 +228,7 @@ class SecAggClient:
             peers[j] = _Peer(adverts[j].masking_key, share_key(shared, rid, j, me))
         # The first t - 1 neighbours derive their shares; the polynomials go through those.
         derived, sent = neighbours[: t - 1], neighbours[t - 1 :]
-        fixed = np.stack([derived_shares(outbound[j]) for j in derived])  # t >= 2 always
+        fixed = derived_shares([outbound[j] for j in derived])  # t >= 2: never empty
         shares = shamir.split_through(
             secrets, [j + 1 for j in derived], fixed, [x + 1 for x in [me, *sent]]
         )
@@ -257,23 +257,29 @@ class SecAggClient:
         return codec.encode(reply)
 
     def _on_relay(self, message: SharesRelay) -> bytes | None:
-        held: dict[int, tuple[bytes, bytes]] = {}
+        plain: dict[int, bytes] = {}
+        derived: list[int] = []
         rid = self.config.round_id
         for item in message.shares:
             peer = self._peers.get(item.peer)
             if peer is None:
                 raise UnknownDevice(f"device {item.peer} did not advertise keys to this device")
-            if item.peer in held:
+            if item.peer in plain or item.peer in derived:
                 raise DuplicateShare(f"two ciphertexts from device {item.peer}")
-            if item.ciphertext:
-                aad = share_aad(rid, item.peer, self.index)
-                plain = open_sealed(
-                    peer.inbound_key, item.ciphertext, aad, tag_bytes=SHARE_TAG_BYTES
-                )
-            else:
-                plain = shamir.share_to_bytes(derived_shares(peer.inbound_key).ravel())
-            held[item.peer] = (plain[: shamir.SHARE_BYTES], plain[shamir.SHARE_BYTES :])
-        shamir.check_shares(b"".join(a + b for a, b in held.values()))
+            if not item.ciphertext:
+                derived.append(item.peer)  # one of the dealer's first t - 1 holders
+                continue
+            aad = share_aad(rid, item.peer, self.index)
+            plain[item.peer] = open_sealed(
+                peer.inbound_key, item.ciphertext, aad, tag_bytes=SHARE_TAG_BYTES
+            )
+        if derived:
+            values = derived_shares([self._peers[j].inbound_key for j in derived])
+            for j, row in zip(derived, values, strict=True):
+                plain[j] = shamir.share_to_bytes(row.ravel())
+        shamir.check_shares(b"".join(plain.values()))
+        size = shamir.SHARE_BYTES
+        held = {j: (data[:size], data[size:]) for j, data in plain.items()}
         held[self.index] = self._own
         self._require(len(held), Stage.MASKED_INPUT)
         self._held, self._relayed = held, True

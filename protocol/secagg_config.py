@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -28,7 +29,6 @@ from fedrt.protocol import shamir
 from fedrt.protocol.crypto import KEY_BYTES, derive
 from fedrt.protocol.errors import DuplicateDevice, ParameterError
 from fedrt.protocol.graph import Graph, neighbor_graph, neighbors_of, validate_parameters
-from fedrt.protocol.prg import keystream
 
 __all__ = [
     "ROUND_ID_BYTES",
@@ -45,6 +45,7 @@ __all__ = [
 
 ROUND_ID_BYTES = 16
 _PAIR = struct.Struct("<II")
+_DERIVED_BYTES = 2 * shamir.CHUNKS * 16
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -143,14 +144,15 @@ def masking_private_key(seed: bytes, round_id: bytes) -> X25519PrivateKey:
     return X25519PrivateKey.from_private_bytes(raw)
 
 
-def derived_shares(key: bytes) -> shamir.Field:
-    """The (2, CHUNKS) shares (seed, masking seed) a holder derives from the dealer's share key.
+def derived_shares(keys: Sequence[bytes]) -> shamir.Field:
+    """The (len(keys), 2, CHUNKS) shares (seed, masking seed) holders derive from share keys.
 
-    AES-256-CTR keystream read as field elements (``shamir.field_from_words``); the key is
-    the single-use share key of dealer -> holder, which nobody else can compute.
+    HKDF-SHA256 output read as field elements (``shamir.field_from_words``); each key is the
+    single-use share key of dealer -> holder, which nobody else can compute.
     """
-    data = keystream(key, 2 * shamir.CHUNKS * 16)
-    return shamir.field_from_words(data).reshape(2, shamir.CHUNKS)
+    info = b"fedrt/secagg/v2/derived-shares"
+    data = b"".join(derive(key, salt=b"", info=info, length=_DERIVED_BYTES) for key in keys)
+    return shamir.field_from_words(data).reshape(len(keys), 2, shamir.CHUNKS)
 
 
 def seed_digest(seed: bytes, round_id: bytes) -> bytes:

@@ -22,6 +22,7 @@ and the server moves to ABORTED.
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import NoReturn
 
 import numpy as np
 import numpy.typing as npt
@@ -93,12 +94,14 @@ class SecAggServer:
         self._keys: dict[int, AdvertiseKeys] = {}
         self._public_keys: set[bytes] = set()
         self._shares: dict[int, ShareKeys] = {}
+        self._sealed_to: dict[int, list[int]] = {}
         self._masked: set[int] = set()
         self._sum: Vector | None = None
         self._view: tuple[int, ...] = ()  # U3 as shown to every device in it
         self._signatures: dict[int, bytes] = {}
         self._revealed: dict[int, dict[int, bytes]] = {}
         self._result: Vector | None = None
+        self._bad: set[int] = set()
 
     # -- public API -----------------------------------------------------------------------
 
@@ -113,6 +116,11 @@ class SecAggServer:
         if self.stage in (Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.MASKED_INPUT):
             raise StageError("the included devices are known once the masked-input stage closed")
         return frozenset(self._masked)
+
+    @property
+    def bad_holders(self) -> frozenset[int]:
+        """Devices that revealed a wrong share (found when the unmask stage closed)."""
+        return frozenset(self._bad)
 
     @property
     def result(self) -> Vector:
@@ -192,14 +200,8 @@ class SecAggServer:
         self._keys[message.sender] = message
         self._public_keys |= keys
 
-    def _sealed_for(self, dealer: int) -> list[int]:
-        """The holders ``dealer`` seals shares to: its advertised neighbours after the t - 1
-        first ones (which derive theirs), in index order."""
-        holders = sorted(self._graph[dealer] & self._keys.keys())
-        return holders[self.config.threshold - 1 :]
-
     def _on_share_keys(self, message: ShareKeys) -> None:
-        expected = len(self._sealed_for(message.sender))
+        expected = len(self._sealed_to[message.sender])
         if len(message.ciphertexts) != expected:
             raise ConsistencyError(
                 f"{len(message.ciphertexts)} sealed shares, the advertised neighbours need "
@@ -243,17 +245,23 @@ class SecAggServer:
 
     def _check(self, ok: bool, why: str) -> None:
         if not ok:
-            stage, survivors = self.stage, len(self._answered())
-            self.stage = Stage.ABORTED
-            raise RoundAborted(
-                f"round aborted in {stage.value}: {why} (threshold {self.config.threshold})",
-                stage=stage.value,
-                survivors=survivors,
-                threshold=self.config.threshold,
-            )
+            self._abort(why)
+
+    def _abort(self, why: str) -> NoReturn:
+        stage, survivors = self.stage, len(self._answered())
+        self.stage = Stage.ABORTED
+        raise RoundAborted(
+            f"round aborted in {stage.value}: {why} (threshold {self.config.threshold})",
+            stage=stage.value,
+            survivors=survivors,
+            threshold=self.config.threshold,
+        )
 
     def _broadcast_keys(self, live: frozenset[int]) -> dict[int, bytes]:
-        rid = self.config.round_id
+        rid, t = self.config.round_id, self.config.threshold
+        # Each dealer seals shares to its advertised neighbours after the first t - 1 (which
+        # derive theirs), in index order.
+        self._sealed_to = {i: sorted(self._graph[i] & live)[t - 1 :] for i in live}
         return {
             i: codec.encode(
                 KeysBroadcast(
@@ -268,9 +276,8 @@ class SecAggServer:
     def _relay_shares(self, live: frozenset[int]) -> dict[int, bytes]:
         inbox: dict[int, list[EncryptedShare]] = {i: [] for i in live}
         for sender in sorted(live):
-            sealed = dict(
-                zip(self._sealed_for(sender), self._shares[sender].ciphertexts, strict=True)
-            )
+            ciphertexts = self._shares[sender].ciphertexts
+            sealed = dict(zip(self._sealed_to[sender], ciphertexts, strict=True))
             for holder in sorted(self._graph[sender] & self._keys.keys() & live):
                 # An empty ciphertext tells the holder to derive its shares.
                 ciphertext = sealed.get(holder, b"")
@@ -339,28 +346,72 @@ class SecAggServer:
             for h in row
         )
         shares = shamir.shares_from_bytes(data, holders.size).reshape(*holders.shape, -1)
-        secrets = dict(zip(owners, self._secrets(holders + 1, shares), strict=True))
+        values = shamir.reconstruct(holders + 1, shares)
         assert self._sum is not None
         total = MaskAccumulator(self._sum)
-        for owner in owners:
+        rid = self.config.round_id
+        for row, owner in enumerate(owners):
+            secret = self._checked(owner, values[row])
+            if secret is None:  # a wrong share among the first t: decode around it
+                secret = self._recover(owner, sorted(needed[owner]))
             if owner in self._masked:
-                digest = seed_digest(secrets[owner], self.config.round_id)
-                if digest != self._shares[owner].seed_digest:
-                    self._check(False, f"shares of device {owner}'s seed are inconsistent")
-                total.add(self_mask_key(secrets[owner], self.config.round_id), sign=-1)
+                total.add(self_mask_key(secret, rid), sign=-1)
             else:
-                self._unmask_dropped(total, owner, secrets[owner])
+                self._unmask_dropped(total, owner, secret)
         values = total.values
         if self.config.bits < values.dtype.itemsize * 8:
             np.bitwise_and(values, values.dtype.type((1 << self.config.bits) - 1), out=values)
         return values
 
-    def _secrets(self, xs: npt.NDArray[np.int64], ys: npt.NDArray[np.uint64]) -> list[bytes]:
+    def _checked(self, owner: int, value: shamir.Field) -> bytes | None:
+        """The secret ``value`` encodes when it matches ``owner``'s commitment, else None.
+
+        A seed must hash to the digest its owner signed in ShareKeys, a masking seed must
+        give the public key its owner advertised.
+        """
         try:
-            return shamir.secrets_from_field(shamir.reconstruct(xs, ys))
+            (secret,) = shamir.secrets_from_field(value[None])
         except ConsistencyError:
-            self._check(False, "revealed shares are inconsistent")
-            raise
+            return None
+        rid = self.config.round_id
+        if owner in self._masked:
+            good = seed_digest(secret, rid) == self._shares[owner].seed_digest
+        else:
+            public = x25519_public(masking_private_key(secret, rid))
+            good = public == self._keys[owner].masking_key
+        return secret if good else None
+
+    def _recover(self, owner: int, holders: list[int]) -> bytes:
+        """``owner``'s secret from the right shares when some revealed ones are wrong.
+
+        Berlekamp-Welch on every digit finds up to (m - t) / 2 wrong shares among the m
+        revealed; the secret rebuilt from t of the others must match the commitment. The
+        holders whose shares were wrong are remembered in ``bad_holders``.
+        """
+        t = self.config.threshold
+        xs = [h + 1 for h in holders]
+        data = b"".join(self._revealed[h][owner] for h in holders)
+        ys = shamir.shares_from_bytes(data, len(holders))
+        suspects: set[int] = set()
+        for chunk in range(shamir.CHUNKS):
+            found = shamir.locate_errors(xs, ys[:, chunk].tolist(), t)
+            if found is None:
+                self._abort(f"too many wrong shares of device {owner}'s secrets")
+            suspects |= found
+        good = [i for i in range(len(holders)) if i not in suspects][:t]
+        if len(good) < t:
+            self._abort(f"fewer than t right shares of device {owner}'s secrets")
+        base = [xs[i] for i in good]
+        secret = self._checked(owner, shamir.reconstruct(np.array([base]), ys[good][None])[0])
+        if secret is None:
+            self._abort(f"shares of device {owner}'s secrets are inconsistent")
+        others = sorted(suspects)
+        if others:
+            expected = shamir.evaluate(base, ys[good], [xs[i] for i in others])
+            for i, row in zip(others, expected, strict=True):
+                if not np.array_equal(row, ys[i]):
+                    self._bad.add(holders[i])
+        return secret
 
     def _unmask_dropped(self, total: MaskAccumulator, dropped: int, secret: bytes) -> None:
         masking = masking_private_key(secret, self.config.round_id)

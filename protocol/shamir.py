@@ -12,6 +12,7 @@ key, so they need not be sent) and evaluates it where shares must be sent.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -27,7 +28,9 @@ __all__ = [
     "SECRET_BYTES",
     "SHARE_BYTES",
     "check_shares",
+    "evaluate",
     "field_from_words",
+    "locate_errors",
     "new_secret",
     "reconstruct",
     "secrets_from_field",
@@ -144,20 +147,61 @@ def split_through(
         raise ParameterError("x-coordinates must be distinct, non-zero and not fixed already")
     if not ((targets > 0) & (targets < _P)).all() or not (base < _P).all():
         raise ParameterError("x-coordinates must be in 1..p-1")
-    count = base.size
-    column = np.arange(count)
-    numerator = np.ones((targets.size, count), dtype=np.uint64)
-    denominator = np.ones(count, dtype=np.uint64)
-    for b in range(count):
-        own = column == b
-        numerator = numerator * np.where(own, np.uint64(1), (targets[:, None] + _P - base[b]) % _P)
-        numerator %= _P
-        denominator = denominator * np.where(own, np.uint64(1), (base + _P - base[b]) % _P) % _P
-    weights = numerator * _pow_mod(denominator, PRIME - 2)[None, :] % _P
+    weights = _lagrange_weights(base, targets)
     values = np.concatenate([secrets[None], fixed]) % _P  # (count, S, CHUNKS)
     terms = weights[:, :, None, None] * values[None] % _P
     shares: Field = terms.sum(axis=1, dtype=np.uint64) % _P
     return shares
+
+
+_TABLE_LIMIT = 1 << 16
+
+
+@functools.lru_cache(maxsize=8)
+def _inverse_table(size: int) -> Field:
+    """Inverses of 1..size-1 modulo p (index 0 unused), by inv(i) = -(p // i) inv(p % i)."""
+    inverse = [0, 1]
+    for i in range(2, size):
+        inverse.append((PRIME - PRIME // i) * inverse[PRIME % i] % PRIME)
+    return np.array(inverse[:size], dtype=np.uint64)
+
+
+def _invert(differences: npt.NDArray[np.int64]) -> Field:
+    """Inverses modulo p of non-zero integer differences (small ones by table lookup)."""
+    span = int(np.abs(differences).max(initial=1))
+    if span < _TABLE_LIMIT:
+        table = _inverse_table(1 << max(span, 1).bit_length())
+        value = table[np.abs(differences)]
+        return np.where(differences < 0, (_P - value) % _P, value)
+    return _pow_mod((differences % PRIME).astype(np.uint64), PRIME - 2)
+
+
+def _product(values: Field) -> Field:
+    """The product modulo p along the last axis."""
+    out = np.ones(values.shape[:-1], dtype=np.uint64)
+    for column in np.moveaxis(values, -1, 0):
+        out = out * column % _P
+    return out
+
+
+def _lagrange_weights(base: Field, targets: Field) -> Field:
+    """w[q, m] with f(targets[q]) = sum_m w[q, m] f(base[m]) for every f of degree < len(base)."""
+    to_targets = targets.astype(np.int64)[:, None] - base.astype(np.int64)[None, :]
+    among = base.astype(np.int64)[:, None] - base.astype(np.int64)[None, :]
+    np.fill_diagonal(among, 1)
+    scale = _product(_invert(among))  # 1 / prod_{l != m} (x_m - x_l)
+    full = _product((to_targets % PRIME).astype(np.uint64))  # prod_l (x_q - x_l)
+    weights: Field = full[:, None] * scale[None, :] % _P * _invert(to_targets) % _P
+    return weights
+
+
+def evaluate(xs: Sequence[int], ys: Field, targets: Sequence[int]) -> Field:
+    """The polynomials through shares ``ys`` (len(xs), CHUNKS) at x = ``targets`` (not in xs)."""
+    if len(set(xs)) != len(xs) or set(xs) & set(targets):
+        raise ParameterError("xs must be distinct and the targets new points")
+    weights = _lagrange_weights(np.asarray(xs, dtype=np.uint64), np.asarray(targets, np.uint64))
+    out: Field = (weights[:, :, None] * (ys[None] % _P) % _P).sum(axis=1, dtype=np.uint64) % _P
+    return out
 
 
 def _pow_mod(base: Field, exponent: int) -> Field:
@@ -196,6 +240,63 @@ def reconstruct(xs: npt.NDArray[np.integer], ys: Field) -> Field:
     terms = lagrange[:, :, None] * ys % _P
     secrets: Field = terms.sum(axis=1, dtype=np.uint64) % _P
     return secrets
+
+
+def _solve(rows: list[list[int]], rhs: list[int], unknowns: int) -> list[int] | None:
+    """One solution modulo p of a linear system, or None when it is inconsistent."""
+    matrix = [[*row, value] for row, value in zip(rows, rhs, strict=True)]
+    pivots: list[int] = []
+    r = 0
+    for c in range(unknowns):
+        pivot = next((i for i in range(r, len(matrix)) if matrix[i][c]), None)
+        if pivot is None:
+            continue
+        matrix[r], matrix[pivot] = matrix[pivot], matrix[r]
+        inverse = pow(matrix[r][c], PRIME - 2, PRIME)
+        matrix[r] = [v * inverse % PRIME for v in matrix[r]]
+        for i in range(len(matrix)):
+            if i != r and matrix[i][c]:
+                factor = matrix[i][c]
+                matrix[i] = [
+                    (v - factor * w) % PRIME for v, w in zip(matrix[i], matrix[r], strict=True)
+                ]
+        pivots.append(c)
+        r += 1
+    if any(row[-1] for row in matrix[r:]):
+        return None
+    solution = [0] * unknowns  # free variables at zero: any solution will do
+    for row, c in zip(matrix, pivots, strict=False):
+        solution[c] = row[-1]
+    return solution
+
+
+def locate_errors(xs: Sequence[int], ys: Sequence[int], threshold: int) -> frozenset[int] | None:
+    """Positions of shares off the polynomial of degree < ``threshold`` (Berlekamp-Welch).
+
+    ``ys[i]`` is one field element of the share held at ``xs[i]``. With m shares, up to
+    (m - threshold) // 2 wrong ones are found: an error locator E (monic, degree e) and Q
+    with Q(x_i) = y_i E(x_i) for every i give Q = P E, so every share where E does not vanish
+    is right; the positions returned (the roots of E among the xs) include every wrong share
+    and perhaps a few right ones. None when more shares are wrong than that.
+    """
+    m = len(xs)
+    for e in range(0, (m - threshold) // 2 + 1):
+        rows = [
+            [pow(x, k, PRIME) for k in range(threshold + e)]
+            + [(PRIME - y) * pow(x, k, PRIME) % PRIME for k in range(e)]
+            for x, y in zip(xs, ys, strict=True)
+        ]
+        rhs = [y * pow(x, e, PRIME) % PRIME for x, y in zip(xs, ys, strict=True)]
+        solution = _solve(rows, rhs, threshold + 2 * e)
+        if solution is None:
+            continue
+        locator = [*solution[threshold + e :], 1]
+        return frozenset(
+            i
+            for i, x in enumerate(xs)
+            if sum(c * pow(x, k, PRIME) for k, c in enumerate(locator)) % PRIME == 0
+        )
+    return None
 
 
 def share_to_bytes(share: Field) -> bytes:

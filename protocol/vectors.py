@@ -113,7 +113,7 @@ def _pair_keys(v: Mapping[str, Any]) -> Doc:
         "share_key_a_to_b": share_key(shared, rid, i, j).hex(),
         "share_key_b_to_a": share_key(shared, rid, j, i).hex(),
         "derived_shares_a_to_b": shamir.share_to_bytes(
-            derived_shares(share_key(shared, rid, i, j)).ravel()
+            derived_shares([share_key(shared, rid, i, j)]).ravel()
         ).hex(),
     }
 

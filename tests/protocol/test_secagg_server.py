@@ -186,19 +186,37 @@ def test_duplicate_and_misdirected_shares_are_rejected() -> None:
     assert r.server.result.tolist() == r.expected(range(5)).tolist()
 
 
-def test_a_corrupted_share_aborts_instead_of_returning_a_wrong_sum() -> None:
-    r = Round.new()
-    replies = _unmask_replies(r)
-    message = codec.decode(replies[0])  # device 0 is the first holder of everyone's secrets
+def _corrupt(r: Round, reply: bytes, owners: int) -> bytes:
+    """The holder's UnmaskShares with its shares of the first ``owners`` owners off by
+    sender + 1 (different offsets, so that two errors cannot cancel out)."""
+    message = codec.decode(reply)
     assert isinstance(message, UnmaskShares)
-    share = message.shares[1]
-    value = (int.from_bytes(share.share[:4], "little") + 1) % PRIME
-    bad = dataclasses.replace(share, share=value.to_bytes(4, "little") + share.share[4:])
-    r.server.receive(
-        r.resign(dataclasses.replace(message, shares=(message.shares[0], bad, *message.shares[2:])))
-    )
-    for i in range(1, 5):
-        r.server.receive(replies[i])
+    shares = list(message.shares)
+    for n in range(owners):
+        value = (int.from_bytes(shares[n].share[:4], "little") + message.sender + 1) % PRIME
+        shares[n] = dataclasses.replace(
+            shares[n], share=value.to_bytes(4, "little") + shares[n].share[4:]
+        )
+    return r.resign(dataclasses.replace(message, shares=tuple(shares)))
+
+
+def test_wrong_shares_are_found_and_decoded_around() -> None:
+    # n = 10, t = 6: each secret has 10 holders, so up to 2 wrong shares per secret are
+    # corrected. Devices 0 and 1 lie about everything they hold; the sum is still right.
+    r = Round.new(10, threshold=6)
+    replies = _unmask_replies(r)
+    for i, reply in replies.items():
+        r.server.receive(_corrupt(r, reply, 10) if i in (0, 1) else reply)
+    r.server.close_stage()
+    assert r.server.result.tolist() == r.expected(range(10)).tolist()
+    assert r.server.bad_holders == frozenset({0, 1})
+
+
+def test_too_many_wrong_shares_abort_instead_of_returning_a_wrong_sum() -> None:
+    r = Round.new()  # n = 5, t = 3: one wrong share per secret can be corrected, not two
+    replies = _unmask_replies(r)
+    for i, reply in replies.items():
+        r.server.receive(_corrupt(r, reply, 2) if i in (0, 1) else reply)
     with pytest.raises(RoundAborted):
         r.server.close_stage()
     assert r.server.stage is Stage.ABORTED

@@ -112,3 +112,27 @@ def test_field_from_words_reduces_pairs_of_words() -> None:
     data = (2**64 - 1).to_bytes(8, "little") * 2 + bytes(16)
     values = shamir.field_from_words(data)
     assert values.tolist() == [(2**128 - 1) % shamir.PRIME, 0]
+
+
+@settings(deadline=None, max_examples=40)
+@given(st.integers(1, 8), st.integers(0, 6), st.integers(0, 2**32), st.data())
+def test_berlekamp_welch_finds_every_wrong_share_it_can(
+    t: int, extra: int, seed: int, data: st.DataObject
+) -> None:
+    m = t + extra
+    random = SeededRandom(seed)
+    xs = list(range(1, m + 1))
+    ys = shamir.split(shamir.secrets_to_field([shamir.new_secret(random)]), xs, t, random)
+    values = ys[:, 0, 0].tolist()
+    wrong = data.draw(st.sets(st.integers(0, m - 1), max_size=(m - t) // 2))
+    for i in wrong:
+        values[i] = (values[i] + 1 + i) % shamir.PRIME
+    found = shamir.locate_errors(xs, values, t)
+    assert found is not None
+    assert wrong <= found
+    assert len(found) <= (m - t) // 2
+    right = [i for i in range(m) if i not in found][:t]
+    rest = [i for i in range(m) if i not in right]
+    if rest:
+        expected = shamir.evaluate([xs[i] for i in right], ys[right, 0], [xs[i] for i in rest])
+        assert expected[:, 0].tolist() == ys[rest, 0, 0].tolist()
