@@ -312,14 +312,17 @@ class Device:
             self._act(p.tick(now))
         if self._sender is not None:
             self._sender.resend_due()
-        if now >= self._check_in_at and p.may_check_in(now) and len(self.store) > 0:
-            decision = self.config.policy.decide(self.device_state.snapshot(now), now)
-            self._last_decision = decision
-            if decision.eligible and self._transport is not None and self._transport.connected:
-                self._act(p.check_in(now))
-                self._emit(DeviceEvent.CHECKED_IN, {})
-            else:
-                self._check_in_at = now + self.config.poll_s
+        if now >= self._check_in_at:
+            # Look again after poll_s unless a reconnect window or an announcement says when:
+            # a check-in time left in the past would wake this device without pause.
+            self._check_in_at = now + self.config.poll_s
+            if p.may_check_in(now) and len(self.store) > 0:
+                decision = self.config.policy.decide(self.device_state.snapshot(now), now)
+                self._last_decision = decision
+                connected = self._transport is not None and self._transport.connected
+                if decision.eligible and connected:
+                    self._act(p.check_in(now))
+                    self._emit(DeviceEvent.CHECKED_IN, {})
 
     def _announced(self, message: Message) -> None:
         task_id = parse_task_announcement(message.topic)
@@ -327,11 +330,19 @@ class Device:
             self._task_id = task_id
             self._participant = self._new_participant()
             log.info("following task %s", task_id)
-        if task_id == self._task_id and self._participant is not None:
+        p = self._participant
+        if task_id == self._task_id and p is not None:
+            now = self._clock()
             try:
-                self._act(self._participant.receive_data(message.payload, self._clock()))
+                self._act(p.receive_data(message.payload, now))
             except ProtocolError as exc:
                 log.debug("announcement ignored: %s", exc)
+                return
+            # A round opened while this device waited only for one: look soon, not at the next
+            # poll (the reconnect window still applies; the jitter spreads the fleet out).
+            soon = now + float(self._rng.uniform(0.0, min(1.0, self.config.poll_s)))
+            if p.may_check_in(now) and self._check_in_at > soon:
+                self._check_in_at = soon
 
     def _work_result(self, p: Participant, result: WorkResult, now: float) -> None:
         self._work = None

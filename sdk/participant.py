@@ -104,6 +104,10 @@ class Participant:
         self._identity = identity
         self._public = identity.public_key().public_bytes_raw()
         self._rng = rng
+        # The update's randomness (stochastic rounding, DP noise) comes from its own stream
+        # per round, so it does not depend on how many retries jittered ``rng`` before:
+        # the same seed gives the same update whatever the network timing was.
+        self._update_seed = int(rng.integers(2**63))
         self._random = random
         self._next_msg_id = first_msg_id
         self.state = P.IDLE
@@ -175,11 +179,12 @@ class Participant:
         if self.deadline is not None and now > self.deadline:
             return self._give_up(rm.AbandonReason.DEADLINE, "training finished late", now)
         secagg = plan.secagg is not None
+        rng = np.random.default_rng((self._update_seed, plan.round_id))
         vector: npt.NDArray[np.unsignedinteger]
         if secagg and plan.update.dp is not None:  # noise and clip bit before masking
-            vector = round_dp.device_vector(delta, n_examples, plan.update, self._rng)
+            vector = round_dp.device_vector(delta, n_examples, plan.update, rng)
         else:
-            vector = round_update.encode(delta, n_examples, plan.update, self._rng, weighted=secagg)
+            vector = round_update.encode(delta, n_examples, plan.update, rng, weighted=secagg)
         if plan.secagg is None:
             stage, payload = rm.Stage.PLAIN_UPDATE, round_update.pack(vector, plan.update.bits)
         else:

@@ -180,6 +180,16 @@ class Fleet:
             device.start()
             sim.device = device
 
+    def wait_connected(self, timeout: float) -> int:
+        """Wait (at most ``timeout`` s) until every device is connected; how many are."""
+        deadline = time.monotonic() + timeout
+        while True:
+            devices = [sim.device for sim in self.devices if sim.device is not None]
+            up = sum(d.status().connected for d in devices)
+            if up == len(self.devices) or time.monotonic() >= deadline:
+                return up
+            time.sleep(0.2)
+
     def stop_all(self) -> None:
         with self._lock:
             self._stopping = True

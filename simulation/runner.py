@@ -371,7 +371,11 @@ class Simulation:
                 f"starting {cfg.devices} devices ({cfg.partition}, "
                 f"{cfg.availability} availability, dropout {cfg.dropout})"
             )
+            t_fleet = time.time()
             fleet.start_all()
+            # A device refused by the broker backs off; round 1 should not start without it.
+            up = fleet.wait_connected(30.0 + cfg.devices / 50)
+            self._line(f"{up}/{cfg.devices} devices connected in {time.time() - t_fleet:.0f} s")
             self._last_end = time.time()
             stack.call(lambda: self._start_task(stack))
             if not self._wait(stack, time.time() + cfg.time_limit_s):
