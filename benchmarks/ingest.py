@@ -34,6 +34,9 @@ TARGET_RATIO = 0.5
 # per-client queue is unbounded here (the coordinator acknowledges only what it handled,
 # so a burst it is behind on waits in the broker).
 BROKER_QUEUE = 0
+# paho's own loop waits with select(), which takes no descriptor above 1023, and each client
+# holds three (its socket and a wake-up pair): past ~330 clients a process stops connecting.
+CLIENTS_PER_PUBLISHER = 250
 
 
 def register(subparsers: Any) -> None:
@@ -43,7 +46,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--params", type=int, default=100_000, help="M parameters per update")
     p.add_argument("--bits", type=int, default=8, help="quantization bits (default 8)")
     p.add_argument("--updates", type=int, default=5, help="updates per device (1..10)")
-    p.add_argument("--publishers", type=int, default=2, help="publisher processes")
+    p.add_argument(
+        "--publishers", type=int, default=2, help="publisher processes (at least N / 250)"
+    )
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per phase")
     p.add_argument("--json", action="store_true", help="end with a JSON line")
     p.set_defaults(run=run)
@@ -167,7 +172,8 @@ def _publish(
 
     ctx = multiprocessing.get_context("spawn")
     go, results = ctx.Event(), ctx.Queue()
-    shares = [topics[i :: args.publishers] for i in range(args.publishers)]
+    n_procs = max(args.publishers, -(-len(topics) // CLIENTS_PER_PUBLISHER))
+    shares = [topics[i::n_procs] for i in range(n_procs)]
     procs, readies = [], []
     for share in (s for s in shares if s):
         ready = ctx.Event()
@@ -235,6 +241,8 @@ def _coordinator_phases(
                     lambda t: driver.done_at if driver.done.wait(t) else None,
                 )
             phase = _rates(driver.count, driver.bytes, seconds)
+            import fedrt.coordinator.mqtt_link as ML
+            print("MAXP", ML.MAXP, flush=True)
             phase["rss_before_mib"] = rss.before / 2**20
             phase["rss_peak_mib"] = rss.peak / 2**20
             phase["rss_growth_mib"] = (rss.peak - rss.before) / 2**20

@@ -156,8 +156,9 @@ class BrokerConfig:
     # per round, 130 % over-selected); at 100 KB per update that is 1 GB of broker memory in
     # the worst case, which the broker, not the coordinator, holds. 0: no limit.
     max_queued_messages: int = 10_000
-    # Unacknowledged messages in flight to one client: the coordinator holds at most this
-    # many received and not yet handled (Mosquitto's default; enough to keep loopback busy).
+    # Unacknowledged messages in flight to one client (Mosquitto's default). It does not
+    # bound what the coordinator holds (2.0.11 overshoots it under load): its MQTT link's
+    # ``max_pending`` does.
     max_inflight_messages: int = 20
     extra: tuple[str, ...] = field(default=())
 

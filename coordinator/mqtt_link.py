@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import aiomqtt
+import paho.mqtt.client as mqtt
 
 from fedrt.coordinator.errors import BrokerError
 
@@ -44,6 +45,9 @@ class LinkSettings:
     keepalive_s: int = 30
     # Messages held while the broker is unreachable; beyond this, publishing fails loudly.
     max_outbox: int = 100_000
+    # Received, not yet handled messages held at most (see ``MqttLink``): enough to keep the
+    # handler busy between socket reads; 32 x a 100 KB update is ~3 MB.
+    max_pending: int = 32
 
 
 class MqttLink:
@@ -54,11 +58,14 @@ class MqttLink:
     Outgoing messages are queued in order and resent if the connection drops mid-publish.
 
     Incoming QoS 1 messages are acknowledged only after ``on_message`` has handled them, so
-    the broker, not this process, holds whatever has not been handled yet: it sends at most
-    its in-flight window (Mosquitto's ``max_inflight_messages``) of unacknowledged messages,
-    which bounds this process's memory however many devices publish at once, and it sends
-    again after a reconnect what was received but never handled (the round machine drops
-    the duplicate by message id).
+    a message received but never handled (a crash, a restart) is sent again by the broker
+    after a reconnect (the round machine drops a duplicate by message id). And the broker,
+    not this process, holds whatever has not been handled yet: with ``max_pending``
+    messages waiting, the link stops reading its socket until half of them are handled, and
+    TCP flow control leaves the rest in the broker. The broker's own in-flight window
+    (Mosquitto's ``max_inflight_messages``) cannot be relied on for that: Mosquitto 2.0.11
+    overshoots it by hundreds once acknowledgements flow while many devices publish
+    (measured; eclipse-mosquitto issue 2301 describes the quota bug).
     """
 
     def __init__(self, settings: LinkSettings, on_message: OnMessage) -> None:
@@ -144,6 +151,7 @@ class MqttLink:
                     # aiomqtt has no manual-ack option; its paho client has (paho >= 2.0).
                     paho = client._client
                     paho.manual_ack_set(True)
+                    gate = _ReadGate(client, paho, s.max_pending)
                     self._client = client
                     for topic in s.subscriptions:
                         await client.subscribe(topic, qos=1)
@@ -154,6 +162,7 @@ class MqttLink:
                     backoff = _BACKOFF_START_S
                     log.info("MQTT connected to %s:%d", s.host, s.port)
                     sender = asyncio.create_task(self._send(client))
+                    gate.armed = True
                     try:
                         async for message in client.messages:
                             payload = message.payload
@@ -162,6 +171,7 @@ class MqttLink:
                             # Handled (or refused for good): the broker may forget it now.
                             paho.ack(message.mid, message.qos)
                             self.handled += 1
+                            gate.handled_one()
                     finally:
                         sender.cancel()
                         with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
@@ -192,6 +202,57 @@ class MqttLink:
                 self._outbox.popleft()
             self._wake.clear()
             await self._wake.wait()
+
+
+class _ReadGate:
+    """Reads an aiomqtt client's socket only while fewer than ``limit`` messages wait.
+
+    It takes over aiomqtt's reader for the connection (same reads, TLS-buffered bytes
+    included) and removes it at the limit; ``handled_one`` puts it back at half the limit.
+    Only once ``armed``: until the link consumes messages, the replies it awaits (SUBACK,
+    PUBACK) must not wait behind the messages queued for it.
+    """
+
+    def __init__(self, client: aiomqtt.Client, paho: mqtt.Client, limit: int) -> None:
+        sock = paho.socket()
+        if sock is None:
+            raise BrokerError("the MQTT connection has no socket")
+        self._loop = asyncio.get_running_loop()
+        self._client, self._paho, self._limit = client, paho, max(2, limit)
+        self._sock, self._fd = sock, sock.fileno()
+        self.paused = False
+        self.armed = False
+        self._loop.remove_reader(self._fd)
+        self._loop.add_reader(self._fd, self._read)
+
+    def _read(self) -> None:
+        try:
+            while True:
+                self._paho.loop_read()
+                if self.armed and len(self._client.messages) >= self._limit:
+                    self._loop.remove_reader(self._fd)
+                    self.paused = True
+                    return
+                if not self._tls_pending():
+                    return
+        except Exception as exc:
+            # What aiomqtt's reader does on a broken socket, by paho's means: end the
+            # connection, so that the link reconnects.
+            log.warning("reading from the MQTT broker failed: %r", exc)
+            self._loop.remove_reader(self._fd)
+            self._paho.disconnect()
+
+    def _tls_pending(self) -> bool:
+        # Bytes TLS has already decrypted raise no readiness event: read them now.
+        pending = getattr(self._sock, "pending", None)
+        return bool(pending is not None and pending() > 0)
+
+    def handled_one(self) -> None:
+        if self.paused and len(self._client.messages) <= self._limit // 2:
+            self.paused = False
+            self._loop.add_reader(self._fd, self._read)
+            if self._tls_pending():
+                self._read()
 
 
 __all__ = ["LinkSettings", "MqttLink", "Outgoing"]

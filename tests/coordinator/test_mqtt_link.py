@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -224,3 +225,59 @@ def test_a_burst_beyond_mosquittos_default_queue_waits_for_a_stalled_coordinator
         device.close()
         broker.stop()
     assert sorted(got) == sorted(sent)
+
+
+def test_a_slow_coordinator_holds_at_most_max_pending_messages(tmp_path: Path) -> None:
+    """Many devices publishing while the coordinator works through a backlog: the link stops
+    reading at ``max_pending`` (Mosquitto's own in-flight window overshoots by hundreds once
+    acknowledgements flow), and every message is still handled exactly once."""
+    broker = MosquittoBroker(BrokerConfig(directory=tmp_path / "m"))
+    broker.start()
+    devices = [TestClient(broker.host, broker.port, client_id=f"d{i}") for i in range(30)]
+    sent = {b"%d-%d" % (i, j) for i in range(len(devices)) for j in range(10)}
+    got: list[bytes] = []
+    most = 0
+    settings = LinkSettings(
+        host=broker.host, port=broker.port, subscriptions=("in/#",), max_pending=8
+    )
+
+    async def scenario() -> None:
+        nonlocal most
+        link: MqttLink | None = None
+
+        async def slow(topic: str, payload: bytes) -> None:
+            nonlocal most
+            assert link is not None
+            most = max(most, link.pending)
+            time.sleep(0.002)  # the handler's CPU work: the loop reads nothing meanwhile
+            got.append(payload)
+
+        link = MqttLink(settings, slow)
+        await link.start()
+
+        def burst() -> None:
+            infos = [
+                d.client.publish(f"in/{i}", b"%d-%d" % (i, j), qos=1)
+                for j in range(10)
+                for i, d in enumerate(devices)
+            ]
+            for info in infos:
+                info.wait_for_publish(30)
+
+        await asyncio.to_thread(burst)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while len(got) < len(sent) and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        await link.stop()
+
+    try:
+        for d in devices:
+            d.connect()
+        asyncio.run(scenario())
+    finally:
+        for d in devices:
+            d.close()
+        broker.stop()
+    assert sorted(got) == sorted(sent)
+    assert 0 < most <= settings.max_pending
