@@ -241,8 +241,6 @@ def _coordinator_phases(
                     lambda t: driver.done_at if driver.done.wait(t) else None,
                 )
             phase = _rates(driver.count, driver.bytes, seconds)
-            import fedrt.coordinator.mqtt_link as ML
-            print("MAXP", ML.MAXP, flush=True)
             phase["rss_before_mib"] = rss.before / 2**20
             phase["rss_peak_mib"] = rss.peak / 2**20
             phase["rss_growth_mib"] = (rss.peak - rss.before) / 2**20
