@@ -138,6 +138,7 @@ class Device:
         # None: this device has its own event thread; else the hub's thread serves it.
         self._hub = hub
         self._running = False
+        self._network_up = True
         self.store = store
         self.device_state = device_state
         # None: LiteRT in this process; an app may run the model elsewhere (Android: Java).
@@ -194,6 +195,8 @@ class Device:
             protocol=self.config.mqtt_protocol,
         )
         self._transport = self._transport_factory(mqtt)
+        if not self._network_up:
+            self._transport.network_changed(False)
         self._outbox = Outbox(self.config.data_dir / "outbox.sqlite3")
         self._sender = ReliableSender(self._transport, self._outbox)
         self._transport.subscribe(device_inbox(creds.device_id), self._on_inbox)
@@ -223,6 +226,13 @@ class Device:
             self._transport.close()
         if self._outbox is not None:
             self._outbox.close()
+
+    def network_changed(self, available: bool) -> None:
+        """The OS reported the network gone (False) or back (True): the MQTT link is cut at
+        once or reconnects at once (Android: from a ConnectivityManager.NetworkCallback)."""
+        self._network_up = available
+        if self._transport is not None:
+            self._transport.network_changed(available)
 
     def status(self) -> DeviceStatus:
         p = self._participant

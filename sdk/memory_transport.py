@@ -182,10 +182,19 @@ class MemoryTransport(Transport):
             self._thread.join(5)
 
     def _wants_connection(self) -> bool:
-        return self._started and not self._connected.is_set()
+        return self._started and not self._connected.is_set() and self._network_up
+
+    def _network_lost(self) -> None:
+        self._broker._disconnect(self)
+
+    def _network_back(self) -> None:
+        if self._wants_connection():
+            self._try_connect()
 
     def _try_connect(self) -> None:
         with self._lock:
+            if not self._network_up:
+                return
             subs = set(self._handlers)
         try:
             present, backlog = self._broker._connect(self, subs)

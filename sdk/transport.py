@@ -8,9 +8,11 @@ outbox's job (`fedrt.sdk.outbox`), built on top of this interface.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
+import socket
 import ssl
 import threading
 from abc import ABC, abstractmethod
@@ -77,6 +79,7 @@ class Transport(ABC):
         self._listeners: list[ConnectListener] = []
         self._connected = threading.Event()
         self._connects = 0
+        self._network_up = True
 
     @property
     def connected(self) -> bool:
@@ -109,6 +112,33 @@ class Transport(ABC):
 
     @abstractmethod
     def unsubscribe(self, topic_filter: str) -> None: ...
+
+    def network_changed(self, available: bool) -> None:
+        """The device's network went away (False) or came back (True), as the OS reports it
+        (Android: a ConnectivityManager callback). Gone: the link is cut now and no
+        connection is tried until it is back. Back: reconnect now, not when the back-off ends.
+        """
+        with self._lock:
+            if self._network_up == available:
+                return
+            self._network_up = available
+        if available:
+            self._network_back()
+        else:
+            self._connected.clear()
+            self._network_lost()
+
+    @property
+    def network_up(self) -> bool:
+        return self._network_up
+
+    @abstractmethod
+    def _network_lost(self) -> None:
+        """Cut the link abruptly, as a lost network does (no DISCONNECT)."""
+
+    @abstractmethod
+    def _network_back(self) -> None:
+        """Connect again without waiting for the back-off."""
 
     def add_connect_listener(self, listener: ConnectListener) -> None:
         """Call ``listener(session_present)`` after every successful (re)connect."""
@@ -252,6 +282,7 @@ class PahoTransport(Transport):
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_connect_fail = self._on_connect_fail
+        client.on_pre_connect = self._on_pre_connect
         client.on_message = self._on_message
         self._client = client
 
@@ -300,8 +331,13 @@ class PahoTransport(Transport):
 
     def _schedule_next_wait(self) -> None:
         # Every wait paho makes is preceded by on_disconnect or on_connect_fail, which call this.
-        delay = self._backoff.delay(self._attempt)
-        self._attempt += 1
+        if self._network_up:
+            delay = self._backoff.delay(self._attempt)
+            self._attempt += 1
+        else:
+            # No network: each try fails at once without I/O (_on_pre_connect); looking once
+            # a second bounds how late paho's own thread notices that the network is back.
+            delay = 1.0
         if self._loop is not None:
             self._loop.reconnect_later(self._client, delay)
         else:
@@ -342,6 +378,22 @@ class PahoTransport(Transport):
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         self.last_error = f"cannot reach {self.config.host}:{self.config.port}"
         self._schedule_next_wait()
+
+    def _on_pre_connect(self, client: mqtt.Client, userdata: Any) -> None:
+        if not self._network_up:
+            raise ConnectionAbortedError("no network")
+
+    def _network_lost(self) -> None:
+        sock = self._client.socket()
+        # What a dead network does to the socket: paho sees the link drop and backs off.
+        if isinstance(sock, socket.socket):  # ssl.SSLSocket included
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _network_back(self) -> None:
+        self._attempt = 0
+        if self._loop is not None:
+            self._loop.reconnect_later(self._client, 0.0)
 
     def _on_connect_error(self, exc: Exception) -> None:
         # The shared loop's counterpart of paho's on_connect_fail, with the cause.

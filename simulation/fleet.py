@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import numpy as np
 
 from fedrt.sdk.device import Device, DeviceConfig, DeviceEvent
 from fedrt.sdk.device_hub import DeviceHub
-from fedrt.sdk.device_state import DeviceSnapshot, DeviceState
+from fedrt.sdk.device_state import DeviceSnapshot, DeviceState, NetworkKind
 from fedrt.sdk.eligibility import EligibilityPolicy
 from fedrt.sdk.example_store import ExampleStore, Retention
 from fedrt.sdk.network_loop import NetworkLoop
@@ -32,6 +32,9 @@ from fedrt.simulation.datasets import Dataset
 from fedrt.simulation.traces import DeviceTrace
 
 log = logging.getLogger(__name__)
+
+# How often the fleet looks at its devices' traces for connectivity (real seconds).
+_CONNECTIVITY_STEP_S = 0.2
 
 # Simulated devices react fast: the rounds they take part in last seconds, not minutes.
 PARTICIPANT_TIMINGS = {
@@ -53,18 +56,18 @@ class TracedState(DeviceState):
         return self.sim_start + (now - self.t0) * self.speed
 
     def snapshot(self, now: float) -> DeviceSnapshot:
-        snap = self.trace.state.snapshot(self.sim_now(now))
-        return _at(snap, now)
+        sim_now = self.sim_now(now)
+        snap = self.trace.state.snapshot(sim_now)
+        if not self.trace.online(sim_now):
+            snap = replace(snap, network=NetworkKind.NONE, network_interface=None, metered=None)
+        return replace(snap, taken_at=now)
+
+    def online(self, now: float) -> bool:
+        return self.trace.online(self.sim_now(now))
 
 
 def _transport(config: MqttConfig, *, loop: NetworkLoop | None) -> Transport:
     return PahoTransport(config, loop=loop)
-
-
-def _at(snap: DeviceSnapshot, now: float) -> DeviceSnapshot:
-    from dataclasses import replace
-
-    return replace(snap, taken_at=now)
 
 
 @dataclass(slots=True)
@@ -75,6 +78,9 @@ class SimDevice:
     state: TracedState
     device: Device | None = None
     crashes: int = 0
+    # Connectivity as the trace says now; spells offline so far.
+    online: bool = True
+    offline_spells: int = 0
     restarting: bool = False
     # Bytes moved by earlier incarnations of this device (before a crash).
     past_up: int = 0
@@ -117,6 +123,7 @@ class Fleet:
         self._lock = threading.Lock()
         self._timers: list[threading.Timer] = []
         self._stopping = False
+        self._stop = threading.Event()
 
     def add(self, index: int, data: Dataset, state: TracedState) -> SimDevice:
         sim = SimDevice(
@@ -179,6 +186,9 @@ class Fleet:
         for sim, device in made:
             device.start()
             sim.device = device
+        if any(sim.state.trace.offline for sim in self.devices):
+            thread = threading.Thread(target=self._connectivity, name="fedrt-sim-net", daemon=True)
+            thread.start()
 
     def wait_connected(self, timeout: float) -> int:
         """Wait (at most ``timeout`` s) until every device is connected; how many are."""
@@ -193,6 +203,7 @@ class Fleet:
     def stop_all(self) -> None:
         with self._lock:
             self._stopping = True
+            self._stop.set()
             timers, self._timers = self._timers, []
         for timer in timers:
             timer.cancel()
@@ -206,6 +217,21 @@ class Fleet:
         for loop in self._loops:
             loop.stop()
         self._hubs, self._loops = [], []
+
+    # ------------------------------------------------------------------ connectivity
+    def _connectivity(self) -> None:
+        """Cut and restore devices' MQTT links as their traces go offline and back."""
+        while not self._stop.wait(_CONNECTIVITY_STEP_S):
+            now = time.time()
+            for sim in self.devices:
+                online = sim.state.online(now)
+                if online == sim.online:
+                    continue
+                sim.online = online
+                sim.offline_spells += not online
+                device = sim.device
+                if device is not None:
+                    device.network_changed(online)
 
     # ------------------------------------------------------------------ chaos
     def _on_event(self, sim: SimDevice, event: DeviceEvent, detail: dict[str, Any]) -> None:
@@ -248,6 +274,8 @@ class Fleet:
             if self._stopping:
                 return
         device = self._make(sim)
+        if not sim.online:
+            device.network_changed(False)
         device.start()
         with self._lock:
             sim.device = device

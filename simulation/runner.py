@@ -197,6 +197,10 @@ class Report:
     broker: str = ""
     wall_seconds: float = 0.0
     completed: bool = False
+    # What the fleet went through: devices that vanished mid-round (--dropout) and spells
+    # without connectivity from the availability trace.
+    crashes: int = 0
+    offline_spells: int = 0
     # Why the coordinator ended the task early (e.g. its privacy budget), or "".
     stopped: str = ""
 
@@ -387,6 +391,9 @@ class Simulation:
             if self.fleet is not None:
                 self.fleet.stop_all()
             stack.stop()
+        if self.fleet is not None:
+            self.report.crashes = sum(d.crashes for d in self.fleet.devices)
+            self.report.offline_spells = sum(d.offline_spells for d in self.fleet.devices)
         committed = [r for r in self.report.rounds if r.accuracy is not None]
         self.report.final_accuracy = committed[-1].accuracy if committed else None
         self.report.wall_seconds = round(time.time() - started, 2)

@@ -192,6 +192,31 @@ def test_reconnects_after_a_broker_restart(net: Net) -> None:
     assert eventually(lambda: _probe(pub, sub, "after/restart", inbox))
 
 
+def test_a_lost_network_cuts_the_link_until_it_is_back(net: Net) -> None:
+    inbox = Inbox()
+    sub = net.client("sub", start=False)
+    sub.subscribe("net/x", inbox)
+    connects: list[bool] = []
+    sub.add_connect_listener(connects.append)
+    sub.start()
+    assert sub.wait_connected(TIMEOUT)
+    pub = net.client("pub")
+    assert eventually(lambda: _probe(pub, sub, "net/x", inbox))
+    sub.network_changed(False)
+    assert not sub.connected
+    with pytest.raises(NotConnected):
+        sub.publish("net/y", b"from nowhere")
+    # The broker notices the cut (keep-alive or a reset) and queues for the session.
+    pub.publish("net/x", b"while away", msg_id="away")
+    # Several back-off periods (0.05-0.5 s here) pass without a connection.
+    assert not sub.wait_connected(1.5)
+    assert len(connects) == 1
+    sub.network_changed(True)
+    assert sub.wait_connected(TIMEOUT)
+    assert eventually(lambda: inbox.get().payload == b"while away")
+    assert eventually(lambda: _probe(pub, sub, "net/x", inbox))
+
+
 def test_retained_messages_reach_later_subscribers(net: Net) -> None:
     pub = net.client("pub")
     pub.publish("tasks/t1", b"announcement", retain=True)
