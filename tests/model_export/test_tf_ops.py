@@ -1,6 +1,6 @@
 """Every supported layer and loss: 10 LiteRT train steps equal 10 TF-autodiff steps on Keras.
 
-Four small models together cover each layer, option and loss; each is exported once.
+Small models together cover each layer, option and loss; each is exported once.
 """
 
 from __future__ import annotations
@@ -91,6 +91,24 @@ def strided_stack() -> Any:
     ))  # fmt: skip
 
 
+def wide_conv_stack() -> Any:
+    """Convolutions over >= 8 input channels (one-pass im2col), strided SAME and a
+    rectangular kernel with unequal strides, VALID (col2im of dilated parts)."""
+    import keras
+
+    k = keras.layers
+    keras.utils.set_random_seed(8)
+    return keras.Sequential(
+        [
+            keras.Input((9, 9, 8)),
+            k.Conv2D(10, 3, strides=2, padding="same", activation="relu"),
+            k.Conv2D(3, (3, 2), strides=(2, 1), padding="valid"),
+            k.Flatten(),
+            k.Dense(2),
+        ]
+    )
+
+
 def _chain(inputs: Any, layers: list[Any]) -> tuple[Any, Any]:
     x = inputs
     for layer in layers:
@@ -142,6 +160,7 @@ CASES: dict[str, tuple[Callable[[], Any], str, int]] = {
     "strided_stack": (strided_stack, "mse", 4),
     "sequence_stack": (sequence_stack, "sparse_ce", 4),
     "gru_stack": (gru_stack, "sparse_ce", 4),
+    "wide_conv_stack": (wide_conv_stack, "binary_ce", 4),
 }
 
 
