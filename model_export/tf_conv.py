@@ -66,7 +66,7 @@ def _patches(
     """im2col: [B*Ho*Wo, kh*kw*C] from strided slices (any batch size).
 
     Each window is flattened before the concatenation, so the large result is never
-    reshaped: XNNPACK copies on RESHAPE, which kept a second copy alive until dw."""
+    reshaped (XNNPACK runs RESHAPE as a copy)."""
     if any(pads[0]) or any(pads[1]):
         x = tf.pad(x, [[0, 0], list(pads[0]), list(pads[1]), [0, 0]])
     rows, cols = (out[0] - 1) * strides[0] + 1, (out[1] - 1) * strides[1] + 1
