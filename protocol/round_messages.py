@@ -80,6 +80,10 @@ class AbandonReason(enum.IntEnum):
     MODEL_UNAVAILABLE = 4  # download failed or the artifact did not verify
     ERROR = 5
     DECLINED = 6  # the app or user opted out
+    # Members are only ever appended (the codec sends the number): a peer that predates one
+    # refuses it as malformed, which the sender sees as a REJECTED ack.
+    RESTARTED = 7  # the device restarted mid-round and lost its round state (SecAgg+ secrets)
+    SERVER_INCONSISTENT = 8  # SecAgg+: the server showed a survivor set not certified by t
 
 
 # --- coordinator -> device ---------------------------------------------------------------------

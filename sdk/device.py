@@ -51,6 +51,7 @@ from fedrt.sdk.participant_commands import (
     ScheduleCheckIn,
     Train,
 )
+from fedrt.sdk.round_facts import RoundFacts
 from fedrt.sdk.round_work import (
     RoundWork,
     TrainerFactory,
@@ -201,6 +202,10 @@ class Device:
         self._sender = ReliableSender(self._transport, self._outbox)
         self._transport.subscribe(device_inbox(creds.device_id), self._on_inbox)
         self._transport.subscribe(task_announcements_filter(), self._on_announcement)
+        if self._task_id is not None:
+            # Before the link is up: stale answers leave the outbox before its first flush.
+            self._participant = self._new_participant()
+            self._restart()
         self._running = True
         if self._hub is not None:
             self._hub.add(self)
@@ -283,7 +288,8 @@ class Device:
 
     # The event thread's three moves; a `DeviceHub` makes them for many devices on one thread.
     def _begin(self) -> None:
-        self._participant = self._new_participant() if self._task_id else None
+        if self._participant is None and self._task_id:
+            self._participant = self._new_participant()
 
     def _step(self, kind: str, value: Any) -> None:
         try:
@@ -340,6 +346,7 @@ class Device:
             self._task_id = task_id
             self._participant = self._new_participant()
             log.info("following task %s", task_id)
+            self._restart()
         p = self._participant
         if task_id == self._task_id and p is not None:
             now = self._clock()
@@ -375,6 +382,9 @@ class Device:
     def _act(self, commands: list[Command]) -> None:
         creds = self.credentials
         assert creds is not None
+        # Saved before the outbox holds anything: a restart neither reuses a message id nor
+        # misses a round it was in.
+        self._save_state()
         for command in commands:
             if isinstance(command, Publish):
                 payload = encode_message(command.message)
@@ -398,7 +408,6 @@ class Device:
                 self._check_in_at = command.at
             elif isinstance(command, RoundEnded):
                 self._round_ended(command)
-        self._save_state()
 
     def _start_work(self, plan: rm.Plan, deadline: float) -> None:
         creds = self.credentials
@@ -466,6 +475,23 @@ class Device:
             first_msg_id=int(state.get("next_msg_id", 1)),
         )
 
+    def _restart(self) -> None:
+        """Resume or abandon the round a previous process was in (``Participant.restart``)."""
+        p, state = self._participant, self._load_state()
+        if p is None or state.get("task_id") != self._task_id or "round" not in state:
+            return
+        try:
+            facts = RoundFacts.from_json(state["round"])
+        except SdkConfigError as exc:  # the coordinator withdraws it when it checks in again
+            log.warning("saved round state ignored: %s", exc)
+            return
+        commands = p.restart(facts, self._clock())
+        if facts.round_id is not None:
+            self._round_id = facts.round_id
+            log.info("restarted in round %d (%s): %s", facts.round_id, facts.state,
+                     "abandoning it" if p.state.value == "idle" else "resuming")  # fmt: skip
+        self._act(commands)
+
     def _load_state(self) -> dict[str, Any]:
         try:
             data = json.loads((self.config.data_dir / _STATE_FILE).read_text())
@@ -479,5 +505,7 @@ class Device:
             return
         path = self.config.data_dir / _STATE_FILE
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"next_msg_id": p.next_msg_id, "task_id": self._task_id}))
+        state = {"next_msg_id": p.next_msg_id, "task_id": self._task_id,
+                 "round": p.round_facts().to_json()}  # fmt: skip
+        tmp.write_text(json.dumps(state))
         os.replace(tmp, path)

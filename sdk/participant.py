@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedrt.protocol import round_dp, round_update
 from fedrt.protocol import round_messages as rm
-from fedrt.protocol.errors import ProtocolError
+from fedrt.protocol.errors import ConsistencyCheckFailed, ProtocolError
 from fedrt.protocol.prg import RandomSource, system_random
 from fedrt.protocol.round_codec import decode_from_coordinator
 from fedrt.protocol.round_errors import (
@@ -61,6 +61,7 @@ from fedrt.sdk.participant_commands import (
     ScheduleCheckIn,
     Train,
 )
+from fedrt.sdk.round_facts import RoundFacts
 
 
 class ParticipantState(enum.Enum):
@@ -120,6 +121,8 @@ class Participant:
         self._client: SecAggClient | None = None
         self._unacked: set[int] = set()
         self._seen: set[tuple[int, int]] = set()
+        # The Abandon sent after a restart: once acknowledged, the device may check in again.
+        self._leaving: int | None = None
 
     # --- events ----------------------------------------------------------------------------
 
@@ -239,7 +242,60 @@ class Participant:
             return self._end(None, "the coordinator went silent", now)
         return []
 
+    def restart(self, facts: RoundFacts, now: float) -> list[Command]:
+        """Pick up where a previous process stopped (call once, first, on a new participant).
+
+        Waiting for a plan, or for the end of a round whose plain update or evaluation went
+        out (the outbox still holds it), goes on: nothing was lost. A round the device was
+        training for or running SecAgg+ in cannot: its plan, weights and secrets are gone. The
+        device tells the coordinator it abandons that round (``RESTARTED``), forgets that
+        round's unacknowledged answers so the outbox does not resend them, and checks in again
+        once the coordinator has acknowledged the Abandon (or after ``checkin_timeout``).
+        """
+        if self.state is not P.IDLE or self.round_id is not None or self._unacked:
+            raise IllegalTransition("restart() comes first, on a new participant")
+        state = P(facts.state)
+        self._unacked = set(facts.unacked)
+        kept = (rm.Stage.PLAIN_UPDATE, rm.Stage.EVALUATION)
+        # A restored state is not a move, so it bypasses TRANSITIONS.
+        if state is P.CHECKED_IN:
+            self.state, self.deadline = state, now + self.config.checkin_timeout
+            return []
+        if facts.round_id is None or state is P.IDLE:
+            return []
+        self.round_id = facts.round_id
+        if state is P.REPORTING and not facts.secagg and facts.answered in kept:
+            self.state, self.deadline = state, now + self.config.grace
+            self._answered = facts.answered
+            return []
+        msg = rm.Abandon(
+            msg_id=self._msg_id(),
+            task_id=self.config.task_id,
+            round_id=facts.round_id,
+            reason=rm.AbandonReason.RESTARTED,
+            detail=f"restarted while {state.value}",
+        )
+        out: list[Command] = [Forget(msg_id=i) for i in sorted(self._unacked)]
+        self._unacked.clear()
+        out.append(self._publish(msg))
+        self._leaving = msg.msg_id
+        out.append(RoundEnded(round_id=facts.round_id, reason=None, detail=msg.detail))
+        self._to_idle(now + self.config.checkin_timeout)
+        out.append(ScheduleCheckIn(at=self.not_before))
+        return out
+
     # --- queries ---------------------------------------------------------------------------
+
+    def round_facts(self) -> RoundFacts:
+        """What to persist with ``next_msg_id`` (nothing secret) for ``restart``."""
+        in_round = self.state in (P.TRAINING, P.REPORTING)
+        return RoundFacts(
+            state=self.state.value,
+            round_id=self.round_id if in_round else None,
+            answered=self._answered if in_round else None,
+            secagg=in_round and self.plan is not None and self.plan.secagg is not None,
+            unacked=tuple(sorted(self._unacked)),
+        )
 
     def next_deadline(self) -> float | None:
         return self.deadline
@@ -260,6 +316,12 @@ class Participant:
             raise DuplicateMessageId(f"nothing outstanding with id {ack.acked}", msg_id=ack.acked)
         self._unacked.discard(ack.acked)
         out: list[Command] = [Forget(msg_id=ack.acked)]
+        if ack.acked == self._leaving:
+            # The coordinator knows this device left the round it restarted in: come back.
+            self._leaving = None
+            if self.state is P.IDLE and self.not_before > now:
+                self.not_before = now
+                out.append(ScheduleCheckIn(at=now))
         refused = ack.status in (rm.AckStatus.REJECTED, rm.AckStatus.LATE)
         ours = self.state is P.CHECKED_IN or ack.round_id == self.round_id
         if refused and ours and self.state in (P.CHECKED_IN, P.REPORTING):
@@ -300,7 +362,13 @@ class Participant:
         expected = _NEXT_REQUEST.get(self._answered) if self._answered else None
         if self.state is not P.REPORTING or self._client is None or req.stage != expected:
             raise UnexpectedMessage(f"{req.stage.name} is not expected while {self.state.value}")
-        reply = self._client.receive(req.payload)
+        try:
+            reply = self._client.receive(req.payload)
+        except ConsistencyCheckFailed as exc:
+            # The server showed a survivor set that t committee members did not certify: it
+            # may be trying to unmask someone. Reveal nothing, say why, and leave the round.
+            detail = f"SecAgg+ consistency check failed: {exc}"
+            return self._give_up(rm.AbandonReason.SERVER_INCONSISTENT, detail, now, cancel=False)
         if reply is None:
             raise UnexpectedMessage(f"the SecAgg+ client had no answer to {req.stage.name}")
         assert self.plan is not None

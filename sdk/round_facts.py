@@ -1,0 +1,85 @@
+"""The non-secret facts a device keeps about the round it is in, so a restart can leave it.
+
+A device's SecAgg+ secrets (its masking seeds and keys, the shares it holds) are never
+written to disk: a device that dies mid-round cannot go on with that round. What it keeps,
+in ``device-state.json`` next to its message counter, is enough to tell the coordinator it
+is gone (an ``Abandon`` with reason ``RESTARTED``) and to stop its outbox from resending that
+round's stale answers. ``Participant.round_facts`` writes them; ``Participant.restart``
+reads them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fedrt.protocol import round_messages as rm
+from fedrt.sdk.errors import SdkConfigError
+
+__all__ = ["RoundFacts"]
+
+_STATES = frozenset({"idle", "checked_in", "training", "reporting"})
+_MAX_UNACKED = 4096
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoundFacts:
+    """Where the participant stood: its state, round, last answer and unacknowledged ids."""
+
+    state: str  # a ParticipantState value
+    round_id: int | None = None
+    # The stage of the last answer sent in this round (None: none yet).
+    answered: rm.Stage | None = None
+    # Whether the round runs SecAgg+ (its answers depend on secrets lost in a restart).
+    secagg: bool = False
+    # Ids of the device's messages the coordinator has not acknowledged yet.
+    unacked: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.state not in _STATES:
+            raise SdkConfigError(f"round facts: unknown participant state {self.state!r}")
+        if self.round_id is not None and not _uint(self.round_id):
+            raise SdkConfigError(f"round facts: bad round id {self.round_id!r}")
+        if self.answered is not None and not isinstance(self.answered, rm.Stage):
+            raise SdkConfigError(f"round facts: bad stage {self.answered!r}")
+        if not isinstance(self.secagg, bool):
+            raise SdkConfigError("round facts: secagg must be a bool")
+        if len(self.unacked) > _MAX_UNACKED or not all(_uint(i) for i in self.unacked):
+            raise SdkConfigError("round facts: unacked must be message ids")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "round_id": self.round_id,
+            "answered": self.answered.name if self.answered is not None else None,
+            "secagg": self.secagg,
+            "unacked": sorted(self.unacked),
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> RoundFacts:
+        """Facts read back from ``to_json``; ``SdkConfigError`` when they are not."""
+        if not isinstance(data, dict):
+            raise SdkConfigError("round facts must be a JSON object")
+        unknown = sorted(set(data) - {"state", "round_id", "answered", "secagg", "unacked"})
+        if unknown:
+            raise SdkConfigError(f"round facts: unknown key(s) {', '.join(unknown)}")
+        answered = data.get("answered")
+        try:
+            stage = rm.Stage[answered] if answered is not None else None
+        except (KeyError, TypeError):
+            raise SdkConfigError(f"round facts: unknown stage {answered!r}") from None
+        unacked = data.get("unacked", [])
+        if not isinstance(unacked, list):
+            raise SdkConfigError("round facts: unacked must be a list")
+        return cls(
+            state=data.get("state"),  # type: ignore[arg-type]  # checked in __post_init__
+            round_id=data.get("round_id"),
+            answered=stage,
+            secagg=data.get("secagg", False),
+            unacked=tuple(unacked),
+        )
+
+
+def _uint(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= rm.U64_MAX
