@@ -60,6 +60,7 @@ class RoundAggregation:
         self._plain: dict[str, tuple[npt.NDArray[np.float32], float]] = {}
         self._evals: dict[str, rm.EvalReport] = {}
         self.server: SecAggServer | None = None
+        self._cohort: tuple[str, ...] = ()  # device id of each SecAgg+ index
 
     # --- SecAgg+ ---------------------------------------------------------------------------
 
@@ -78,6 +79,7 @@ class RoundAggregation:
         """Start the SecAgg+ server for the cohort ``order``; the spec for each index."""
         k, t = self.secagg_parameters(len(order))
         members = tuple(rm.CohortMember(device_id=d, identity_key=identity_keys[d]) for d in order)
+        self._cohort = tuple(order)
         specs = [
             rm.SecAggSpec(client_id=i, threshold=t, neighbors=k, members=members)
             for i in range(len(order))
@@ -111,6 +113,12 @@ class RoundAggregation:
 
     def add_evaluation(self, device_id: str, report: rm.EvalReport) -> None:
         self._evals[device_id] = report
+
+    def bad_holders(self) -> tuple[str, ...]:
+        """Devices the SecAgg+ server found revealing wrong shares (sorted device ids)."""
+        if self.server is None:
+            return ()
+        return tuple(sorted(self._cohort[i] for i in self.server.bad_holders))
 
     def discard(self) -> None:
         self._plain.clear()

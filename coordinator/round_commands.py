@@ -142,6 +142,8 @@ class RoundMetrics:
     # Adaptive clipping: how many included updates were within the clip bound (a noisy
     # count under distributed DP), when the devices were asked to say.
     unclipped: float | None = None
+    # SecAgg+: devices found revealing wrong shares in the unmask stage (decoded around).
+    bad_holders: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

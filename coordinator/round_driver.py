@@ -497,6 +497,9 @@ class FederatedDriver(RoundDriver):
         noise_stddev: float | None = None,
     ) -> None:
         evaluation = dict(evaluation or {})
+        if metrics.bad_holders:  # decoded around, but a device that lies deserves a look
+            log.warning("task %s: round %d: wrong SecAgg+ shares from %s", run.task_id,
+                        round_no, ", ".join(metrics.bad_holders))  # fmt: skip
         # Every round of a DP task shows the task's epsilon so far (uncharged rounds too).
         epsilon = run.privacy.epsilon if run.privacy is not None else None
         detail = {
@@ -685,6 +688,7 @@ def _metrics_json(m: RoundMetrics) -> dict[str, Any]:
         "bytes_received": m.bytes_received,
         "started_at": m.started_at,
         "ended_at": m.ended_at,
+        "bad_holders": list(m.bad_holders),
     }
 
 

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
+from dataclasses import replace
 
 import numpy as np
 import numpy.typing as npt
@@ -443,12 +444,9 @@ class RoundMachine:
         self._move(S.ABANDONED, now, None, out, reason)
         for dev in self._roster.with_status(DeviceStatus.ACTIVE, DeviceStatus.CHECKED_IN):
             out.append(self._out.reconnect(dev.device_id, rm.ReconnectReason.ROUND_ABANDONED, now))
+        metrics = self._metrics(now, 0)  # before discard(): it forgets the bad holders
         self._agg.discard()
-        out.append(
-            AbandonRound(
-                round_id=self.config.round_id, reason=reason, metrics=self._metrics(now, 0)
-            )
-        )
+        out.append(AbandonRound(round_id=self.config.round_id, reason=reason, metrics=metrics))
 
     def _cut(
         self, dev: RoundDevice, reason: rm.ReconnectReason, now: float, out: list[Command]
@@ -488,12 +486,13 @@ class RoundMachine:
         return max(0.0, self._started_at + self.config.checkin_timeout + budget - now)
 
     def _metrics(self, now: float, included: int) -> RoundMetrics:
-        return self._roster.metrics(
+        metrics = self._roster.metrics(
             first=self._expected_first_stage(),
             included=included,
             started_at=self._started_at,
             now=now,
         )
+        return replace(metrics, bad_holders=self._agg.bad_holders())
 
     def _expected_first_stage(self) -> rm.Stage:
         if self.config.kind is rm.RoundKind.EVALUATE:

@@ -122,6 +122,10 @@ class CoordinatorService:
             "fedrt_round_devices", "Devices in the latest round of each task, by role."
         )
         connected = self.metrics.gauge("fedrt_mqtt_connected", "1 while the MQTT link is up.")
+        bad_holders = self.metrics.gauge(
+            "fedrt_round_secagg_bad_holders",
+            "Devices found revealing wrong SecAgg+ shares in the latest ended round of each task.",
+        )
 
         def collect() -> None:
             all_tasks = self.store.list_tasks()
@@ -138,6 +142,10 @@ class CoordinatorService:
                     r = rounds[-1]
                     for role in ("checked_in", "selected", "reporting", "dropped"):
                         round_gauge.set(getattr(r, role), task=task.task_id, role=role)
+                ended = [r for r in rounds if "metrics" in r.detail]
+                if ended:
+                    bad = ended[-1].detail["metrics"].get("bad_holders", [])
+                    bad_holders.set(len(bad), task=task.task_id)
             connected.set(1.0 if self.link is not None and self.link.connected else 0.0)
 
         self.metrics.add_collector(collect)
