@@ -17,7 +17,8 @@ and bytes up/down. Target (issue 6): a device process training the ``cnn`` zoo m
 stays under 80 MB peak RSS. ``--emulate-pi`` adds the LiteRT child run under qemu-aarch64
 on the emulated Raspberry Pi (``device_tests/emulate-pi``): its step time and peak RSS as
 multiples of a host run of the same length made right after it (emulation is slow: a
-relative figure, not a Pi timing).
+relative figure, not a Pi timing); and one of the round's devices then runs emulated too,
+its peak RSS reported beside the host devices'.
 
 Peak RSS is the process's own high-water mark (``VmHWM``); ``ru_maxrss`` would carry the
 parent's peak across fork and exec.
@@ -201,7 +202,8 @@ def bench_case(
     if args.round_devices:
         examples = args.round_examples or 4 * args.batch
         extra["round"] = measure_round(out, out.with_name(out.name + "_round"),
-                                       devices=args.round_devices, examples=examples)  # fmt: skip
+                                       devices=args.round_devices, examples=examples,
+                                       emulated=args.emulate_pi)  # fmt: skip
     if args.emulate_pi:
         child = ["litert", str(out), str(args.emulate_warmup), str(args.emulate_steps),
                  str(args.threads)]  # fmt: skip
@@ -298,7 +300,7 @@ def _round_lines(row: dict[str, Any]) -> list[str]:
     if "round" in row:
         r = row["round"]
         line = (
-            f"{'':<14}device round ({r['devices']} processes, SecAgg+): peak RSS "
+            f"{'':<14}device round ({r['devices']} processes, SecAgg+): host device peak RSS "
             f"{r['peak_rss_mib']:.1f} MiB ({r['peak_rss_mib'] * MIB_MB:.1f} MB; "
             f"{r['rss_after_import_mib']:.1f} MiB after imports), up {r['bytes_up']} B, "
             f"down {r['bytes_down']} B (model {r['model_bytes']} B), {r['seconds']:.1f} s"
@@ -307,6 +309,13 @@ def _round_lines(row: dict[str, Any]) -> list[str]:
             ok = _round_rss_met(row)
             line += f" (target < {DEVICE_RSS_TARGET_MB:.0f} MB: {'met' if ok else 'MISSED'})"
         lines.append(line)
+        if "emulated_pi" in r:
+            pi = r["emulated_pi"]
+            lines.append(
+                f"{'':<14}  of which 1 emulated Pi process: peak RSS {pi['peak_rss_mib']:.1f} MiB "
+                f"({pi['peak_rss_mib'] / r['peak_rss_mib']:.2f}x the host devices'), "
+                f"{pi['seconds']:.1f} s"
+            )
     return lines
 
 

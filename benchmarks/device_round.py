@@ -123,9 +123,21 @@ def device_logs(outs: Sequence[Path]) -> str:
 
 
 def measure_round(
-    model_dir: Path, work: Path, *, devices: int, examples: int, timeout_s: float = 300.0
+    model_dir: Path,
+    work: Path,
+    *,
+    devices: int,
+    examples: int,
+    emulated: bool = False,
+    timeout_s: float = 300.0,
 ) -> dict[str, Any]:
-    """Peak RSS and bytes up/down of ``devices`` host device processes in one SecAgg+ round."""
+    """Peak RSS and bytes up/down of ``devices`` device processes in one SecAgg+ round.
+
+    With ``emulated`` the first device runs on the emulated Raspberry Pi and is reported on
+    its own (``emulated_pi``); the figures at the top level are the host devices'.
+    """
+    if devices < 2:
+        raise UsageError(f"a SecAgg+ round needs at least 2 devices, not {devices}")
     manifest = json.loads((model_dir / "manifest.json").read_text())
     batch = int(manifest["batch_size"])
     spec = TaskSpec(goal_count=devices, over_selection=1.0, min_reports=devices, secagg=True,
@@ -136,19 +148,25 @@ def measure_round(
     classes = str(manifest["output"]["shape"][-1])
     args = ["--input-shape", shape, "--dtype", manifest["input"]["dtype"],
             "--classes", classes, "--examples", str(examples)]  # fmt: skip
-    run = run_round(model_dir, spec, [HOST] * devices, work, device_args=args,
-                    timeout_s=timeout_s)  # fmt: skip
+    prefixes = [EMULATED_PI] * emulated + [HOST] * (devices - emulated)
+    run = run_round(model_dir, spec, prefixes, work, device_args=args, timeout_s=timeout_s)
     if not run.committed:
         raise UsageError(f"the device round did not commit: {run.summaries}")
-    reports = run.reports
+    reports = run.reports[int(emulated) :]
+    extra = {}
+    if emulated:
+        pi = run.reports[0]
+        keys = ("machine", "peak_rss_mib", "bytes_up", "bytes_down", "seconds")
+        extra["emulated_pi"] = {k: pi[k] for k in keys}
     return {
+        **extra,
         "devices": devices,
         "examples_per_device": examples,
         "model_bytes": int(manifest["model_bytes"]),
         "peak_rss_mib": max(r["peak_rss_mib"] for r in reports),
         "rss_after_import_mib": max(r["peak_rss_mib_after_import"] for r in reports),
-        "bytes_up": round(sum(r["bytes_up"] for r in reports) / devices),
-        "bytes_down": round(sum(r["bytes_down"] for r in reports) / devices),
+        "bytes_up": round(sum(r["bytes_up"] for r in reports) / len(reports)),
+        "bytes_down": round(sum(r["bytes_down"] for r in reports) / len(reports)),
         "seconds": max(r["seconds"] for r in reports),
     }
 
