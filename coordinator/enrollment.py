@@ -139,6 +139,9 @@ class Enrollment:
         self._public_key = coordinator_public_key
         self._clock = clock
         self._token = token_bytes
+        # Devices seen active: every device message asks, and a store lookup per message is
+        # a measurable part of ingesting one. Only revocation makes one inactive again.
+        self._active: set[str] = set()
 
     def create_token(
         self, *, actor: str, ttl_s: float = DEFAULT_TOKEN_TTL_S, note: str = ""
@@ -202,6 +205,7 @@ class Enrollment:
         )
 
     def revoke(self, device_id: str, *, actor: str) -> DeviceRecord:
+        self._active.discard(device_id)
         with self.store.transaction():
             device = self.store.revoke_device(device_id, at=self._clock())
             self._audit(actor, "device.revoke", device_id, {})
@@ -215,10 +219,15 @@ class Enrollment:
 
     def is_active(self, device_id: str) -> bool:
         """Enrolled and not revoked: the only devices whose messages reach the round."""
+        if device_id in self._active:
+            return True
         try:
-            return not self.store.get_device(device_id).revoked
+            active = not self.store.get_device(device_id).revoked
         except NotFoundError:
             return False
+        if active:
+            self._active.add(device_id)
+        return active
 
     def _audit(self, actor: str, action: str, subject: str, detail: dict[str, Any]) -> None:
         self.store.append_audit(

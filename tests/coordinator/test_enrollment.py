@@ -128,7 +128,8 @@ def test_enrolled_device_connects_confined_and_revocation_locks_it_out(
         dev_a.close()
         coordinator.close()
     assert not _connects(broker, a.device_id, "wrong-password")
-    enrollment.revoke(a.device_id, actor="admin")
+    assert enrollment.is_active(a.device_id)  # remembered as active...
+    enrollment.revoke(a.device_id, actor="admin")  # ...until revoked
     assert not enrollment.is_active(a.device_id)
     assert enrollment.is_active(b.device_id)
     # SIGHUP is asynchronous: allow the broker a moment to re-read its files.
