@@ -231,6 +231,7 @@ def _coordinator_phases(
         for aggregate in (False, True):
             driver.aggregate = aggregate
             driver.arm(len(topics) * args.updates)
+            cpu_before = time.process_time()
             with _RssSampler() as rss:
                 seconds = _publish(
                     svc.config.broker.host,
@@ -241,6 +242,10 @@ def _coordinator_phases(
                     lambda t: driver.done_at if driver.done.wait(t) else None,
                 )
             phase = _rates(driver.count, driver.bytes, seconds)
+            # CPU of this process (the coordinator; publishers are other processes) per
+            # update: unlike the rates, it hardly depends on what else the machine runs.
+            cpu_s = time.process_time() - cpu_before
+            phase["cpu_ms_per_update"] = 1e3 * cpu_s / driver.count if driver.count else 0.0
             phase["rss_before_mib"] = rss.before / 2**20
             phase["rss_peak_mib"] = rss.peak / 2**20
             phase["rss_growth_mib"] = (rss.peak - rss.before) / 2**20
@@ -283,10 +288,10 @@ def table(report: dict[str, Any]) -> str:
         f"{report['updates_per_device']} updates per device; target: coordinator >= "
         f"{report['target_ratio']:.0%} of the raw broker rate, RSS flat in N",
         "transport = MQTT link + service checks, count only; fedavg = + decode, dequantize, "
-        "clip, running weighted sum",
+        "clip, running weighted sum; cpu = coordinator CPU ms per update (transport/fedavg)",
         f"{'N':>5}{'KB':>6}{'msgs':>6}{'raw upd/s':>10}{'MB/s':>7}"
         f"{'transport':>10}{'MB/s':>7}{'ratio':>6}{'fedavg':>8}{'MB/s':>7}{'ratio':>6}"
-        f"{'RSS MiB':>8}{'peak':>7}{'growth':>7}",
+        f"{'cpu ms':>11}{'RSS MiB':>8}{'peak':>7}{'growth':>7}",
     ]
     for r in report["runs"]:
         raw, t, f = r["raw"], r["coordinator_transport"], r["coordinator_fedavg"]
@@ -300,6 +305,7 @@ def table(report: dict[str, Any]) -> str:
             f"{raw['updates_per_s']:>10.0f}{raw['mb_per_s']:>7.1f}"
             f"{t['updates_per_s']:>10.0f}{t['mb_per_s']:>7.1f}{r['ratio_transport']:>6.2f}"
             f"{f['updates_per_s']:>8.0f}{f['mb_per_s']:>7.1f}{r['ratio_fedavg']:>6.2f}"
+            f"{t['cpu_ms_per_update']:>6.2f}/{f['cpu_ms_per_update']:<4.2f}"
             f"{f['rss_before_mib']:>8.1f}{f['rss_peak_mib']:>7.1f}{f['rss_growth_mib']:>7.1f}"
             + (f"  (INCOMPLETE: {', '.join(short)})" if short else "")
         )
