@@ -183,7 +183,9 @@ def test_a_device_killed_mid_round_abandons_it_on_restart_and_joins_a_later_roun
             facts = _round_facts(victim_dir)
             if kill_when == "training":
                 return facts if facts.get("state") == "training" else None
-            return facts if facts.get("answered") == "MASKED_INPUT" else None
+            # Sent AND acknowledged (the facts are saved before a message goes out).
+            sent = facts.get("answered") == "MASKED_INPUT" and facts.get("unacked") == []
+            return facts if sent else None
 
         facts = _until(in_round, 60, f"the victim at {kill_when}", step=0.01)
         first.kill()  # SIGKILL: nothing of the round survives but device-state.json
