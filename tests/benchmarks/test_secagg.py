@@ -39,6 +39,7 @@ def test_bench_secagg_prints_a_table_and_a_json_line(capsys: pytest.CaptureFixtu
             "advertise_keys",
             "share_keys",
             "masked_input",
+            "consistency_check",
             "unmask",
         } | ({"quantize"} if key == "client_seconds" else set())
         assert report[key]["total"] > 0
