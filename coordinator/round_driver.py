@@ -29,7 +29,7 @@ import numpy.typing as npt
 from fedrt.coordinator.dp_accounting import PrivacyBudgetExceeded
 from fedrt.coordinator.dp_rounds import RoundDp, TaskPrivacy, training_rounds
 from fedrt.coordinator.driver import DriverContext, RoundDriver
-from fedrt.coordinator.errors import CoordinatorError
+from fedrt.coordinator.errors import CoordinatorError, NotFoundError
 from fedrt.coordinator.pace_steering import PaceConfig, PaceSteering
 from fedrt.coordinator.records import (
     MetricRecord,
@@ -132,6 +132,8 @@ class _Run:
     evaluation: dict[str, float] = field(default_factory=dict)
     privacy: TaskPrivacy | None = None  # DP tasks only
     dp_round: RoundDp | None = None  # the running round's DP plan
+    # Identity keys of the devices that may check in, shared with the running round.
+    keys: dict[str, bytes] = field(default_factory=dict)
 
 
 def optimizer_for(spec: TaskSpec) -> ServerOptimizer:
@@ -215,6 +217,8 @@ class FederatedDriver(RoundDriver):
             reason = rm.ReconnectReason.NO_ROUND
             self._act(run, self._no_round(run, device_id, msg, now, reason), now)
             return
+        if isinstance(msg, rm.CheckIn) and device_id not in run.keys:
+            self._learn_key(run, device_id)
         try:
             commands = machine.receive(device_id, msg, now)
         except ProtocolError as exc:
@@ -225,6 +229,16 @@ class FederatedDriver(RoundDriver):
                 return
             raise
         self._act(run, commands, now)
+
+    def _learn_key(self, run: _Run, device_id: str) -> None:
+        # Enrolled after the round opened: it may still take part (the round's DP population
+        # stays the one counted at the start, which only overstates epsilon).
+        try:
+            record = self.ctx.store.get_device(device_id)
+        except NotFoundError:
+            return
+        if not record.revoked:
+            run.keys[device_id] = record.public_key
 
     def on_tick(self, now: float) -> None:
         for run in list(self.runs.values()):
@@ -303,6 +317,7 @@ class FederatedDriver(RoundDriver):
             aggregator=aggregator_for(spec),
         )
         keys = {d.device_id: d.public_key for d in self.ctx.store.list_devices() if not d.revoked}
+        run.keys = keys
         run.dp_round = None
         if run.privacy is not None and kind is rm.RoundKind.TRAIN:
             # Population: the enrolled devices any of which may check in (dp_accounting).

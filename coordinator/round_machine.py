@@ -167,7 +167,8 @@ class RoundMachine:
         )
         self._out = RoundOutbox(config, self.update_spec, pace, first_msg_id)
         self._rng = rng
-        self._keys = identity_keys or {}
+        # Not copied: the driver adds the keys of devices that enroll while the round runs.
+        self._keys = identity_keys if identity_keys is not None else {}
         self.state = S.CREATED
         self.deadline: float | None = None
         self._roster = RoundRoster()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -203,3 +204,34 @@ def test_the_served_driver_paces_devices_as_configured(
     assert windows[0].reason is rm.ReconnectReason.NO_ROUND
     assert (windows[0].earliest, windows[0].latest) == pytest.approx((7.0, 9.0), abs=1e-6)
     assert 7.0 - 1e-6 <= windows[1].earliest <= 7.25 + 1e-6  # the next slot or later
+
+
+def test_a_device_enrolled_while_a_secagg_round_checks_in_takes_part(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    """The round's identity keys are read when it opens; a device enrolled after that is
+    looked up when it checks in instead of being refused (and sent away for minutes)."""
+    with live_coordinator(tmp_path / "coordinator", mosquitto.url) as service:
+        task_id = start_task(
+            service, ["first-0", "first-1"], secagg=True, goal_count=3, min_reports=3,
+            over_selection=1.0, checkin_deadline_s=30.0,
+        )  # fmt: skip
+        early = RawDevice(mosquitto.host, mosquitto.port, "first-0", task_id).connect()
+        late = RawDevice(mosquitto.host, mosquitto.port, "late-2", task_id).connect()
+        try:
+            for _ in range(100):  # until round 1 is open (before that: "no round" acks)
+                sent = decode_from_device(early.check_in()).msg_id
+                ack = early.expect(rm.Ack, lambda a, sent=sent: a.acked == sent)  # type: ignore[misc]
+                if ack.round_id == 1:
+                    break
+                time.sleep(0.1)
+            assert ack.round_id == 1
+            service.run(register_devices, service.service.store, ["late-2"])
+            data = late.check_in()
+            msg_id = decode_from_device(data).msg_id
+            wait_for(lambda: late.acks(msg_id), "the late device's ack")
+            assert late.acks(msg_id) == [rm.AckStatus.ACCEPTED]
+            assert not [m for m in late.seen if isinstance(m, rm.ReconnectWindow)]
+        finally:
+            early.close()
+            late.close()
