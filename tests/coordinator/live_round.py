@@ -48,13 +48,16 @@ def live_coordinator(
 
 
 def start_task(service: ServiceThread, devices: list[str], **spec: Any) -> str:
-    """Enroll ``devices``, create a plain (no SecAgg) one-round task on the MLP fixture, start."""
+    """Enroll ``devices``, create a plain (no SecAgg) one-round task on the MLP fixture, start
+    it and return once round 1 is open."""
     store = service.service.store
     service.run(register_devices, store, devices)
     base = {"secagg": False, "eval_every": 0, "max_rounds": 1, "quantization_bits": 8}
     body = {"name": "live", "model_dir": str(MODEL_DIR), "spec": base | spec}
     task_id = str(service.request("POST", "/v1/tasks", body=body).json()["task_id"])
     assert service.request("POST", f"/v1/tasks/{task_id}/start", body={}).status < 300
+    # Round 1 opens on the driver's next tick: a check-in before that is sent away.
+    wait_for(lambda: service.run(store.list_rounds, task_id), "round 1 to open")
     return task_id
 
 
