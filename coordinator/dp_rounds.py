@@ -142,6 +142,11 @@ class TaskPrivacy:
         """Cumulative epsilon at the task's delta over the rounds charged so far."""
         return self.accountant.epsilon
 
+    @property
+    def needs_calibration(self) -> bool:
+        """A target epsilon whose noise multiplier is not computed yet (1-2 s of accounting)."""
+        return self.config.noise_multiplier is None and self._calibrated is None
+
     def noise_multiplier(self, population: int, cohort: int) -> float:
         z = self.config.noise_multiplier
         if z is not None:

@@ -20,6 +20,7 @@ import hashlib
 import logging
 import math
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +82,10 @@ Evaluator = Callable[[bytes, Manifest], Mapping[str, float]]
 RoundListener = Callable[["RoundSummary"], None]
 
 _STATE_KEY = "driver"
+# While a DP task's noise multiplier is calibrated: how often to look, and the wait before
+# trying again after a failure.
+_CALIBRATION_POLL_S = 0.2
+_CALIBRATION_RETRY_S = 5.0
 # After an abandoned round, wait a little before the next: the devices that were in it
 # need their reconnect windows to pass anyway, and a broken task should not spin.
 DEFAULT_RETRY_DELAY_S = 2.0
@@ -134,6 +139,8 @@ class _Run:
     dp_round: RoundDp | None = None  # the running round's DP plan
     # Identity keys of the devices that may check in, shared with the running round.
     keys: dict[str, bytes] = field(default_factory=dict)
+    # A DP task's noise multiplier being calibrated off the event loop (target epsilon).
+    calibrating: Future[float] | None = None
 
 
 def optimizer_for(spec: TaskSpec) -> ServerOptimizer:
@@ -192,6 +199,7 @@ class FederatedDriver(RoundDriver):
         self.rng = rng or np.random.default_rng()
         self.retry_delay_s = retry_delay_s
         self.runs: dict[str, _Run] = {}
+        self._workers: ThreadPoolExecutor | None = None
         # Tasks that are not running but whose devices still need answers (created, paused).
         self.idle: dict[str, _Run] = {}
         self._recover(ctx.clock())
@@ -229,6 +237,38 @@ class FederatedDriver(RoundDriver):
                 return
             raise
         self._act(run, commands, now)
+
+    def _calibrated(self, run: _Run, now: float) -> bool:
+        """Whether a DP task's noise multiplier is known. Calibrating it for a target epsilon
+        takes dp_accounting 1-2 s: that runs on a worker thread while the round waits, so the
+        coordinator's event loop keeps serving (driver calls must not block)."""
+        privacy = run.privacy
+        assert privacy is not None
+        if not privacy.needs_calibration:
+            return True
+        future = run.calibrating
+        if future is None:
+            population = sum(1 for d in self.ctx.store.list_devices() if not d.revoked)
+            spec = run.spec
+            # The round's select_count (RoundConfig): goal x over-selection, at least the goal.
+            over = math.ceil(spec.goal_count * spec.over_selection - 1e-9)
+            cohort = max(1, spec.goal_count, over)
+            if self._workers is None:
+                self._workers = ThreadPoolExecutor(1, thread_name_prefix="fedrt-dp-calibrate")
+            run.calibrating = self._workers.submit(
+                privacy.noise_multiplier, max(population, cohort), cohort
+            )
+        elif future.done():
+            run.calibrating = None
+            try:
+                future.result()
+            except Exception:
+                log.exception("task %s: calibrating the noise multiplier failed", run.task_id)
+                run.next_start = now + _CALIBRATION_RETRY_S
+                return False
+            return True
+        run.next_start = now + _CALIBRATION_POLL_S
+        return False
 
     def _learn_key(self, run: _Run, device_id: str) -> None:
         # Enrolled after the round opened: it may still take part (the round's DP population
@@ -277,6 +317,8 @@ class FederatedDriver(RoundDriver):
             return
         if run.round_no >= run.spec.max_rounds:
             self._finish_task(run, now)
+            return
+        if run.privacy is not None and not self._calibrated(run, now):
             return
         model = self._model(run, task.model_sha256)
         run.round_no += 1

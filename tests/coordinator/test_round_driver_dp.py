@@ -59,3 +59,26 @@ def test_restarted_driver_rebuilds_the_accountant_and_the_clip_bound() -> None:
         nxt.privacy.noise_multiplier
         == live.plan(population=200, cohort=13).privacy.noise_multiplier
     )
+
+
+def test_calibrating_a_target_epsilon_runs_off_the_event_loop_before_round_one() -> None:
+    """dp_accounting needs 1-2 s to calibrate: the driver's tick hands that to a worker and
+    returns; round 1 starts on a later tick, once the noise multiplier is known."""
+    dp = DpConfig(mode=DpMode.CENTRAL, target_epsilon=4.0, delta=1e-5)
+    spec = TaskSpec(goal_count=10, min_reports=8, max_rounds=5, eval_every=0, dp=dp)
+    store = MemoryStore()
+    store.add_model(model("m0"))
+    store.create_task(TaskRecord(task_id="t1", name="t", status=TaskStatus.RUNNING,
+                                 spec=spec.to_json(), model_sha256=sha("m0"),
+                                 created_at=1.0, updated_at=1.0))  # fmt: skip
+    driver = FederatedDriver(_context(store))
+    run = driver.runs["t1"]
+    assert run.privacy is not None
+    assert run.privacy.needs_calibration
+    driver.on_tick(100.0)
+    assert run.machine is None  # no round while the multiplier is unknown
+    future = run.calibrating
+    assert future is not None
+    assert future.result(timeout=120) > 0
+    assert not run.privacy.needs_calibration
+    assert run.round_no == 0
