@@ -24,15 +24,21 @@ def _context(store: MemoryStore) -> DriverContext:
                          model_url_prefix="http://x/")  # fmt: skip
 
 
-def test_restarted_driver_rebuilds_the_accountant_and_the_clip_bound() -> None:
-    dp = DpConfig(mode=DpMode.CENTRAL, target_epsilon=6.0, budget_epsilon=6.0,
-                  clip=AdaptiveClip(initial=0.2))  # fmt: skip
+def _store_with_task(dp: DpConfig) -> MemoryStore:
+    """A store holding one running DP task "t1" on model m0."""
     spec = TaskSpec(goal_count=10, min_reports=8, max_rounds=5, eval_every=0, dp=dp)
     store = MemoryStore()
     store.add_model(model("m0"))
     store.create_task(TaskRecord(task_id="t1", name="t", status=TaskStatus.RUNNING,
                                  spec=spec.to_json(), model_sha256=sha("m0"),
                                  created_at=1.0, updated_at=1.0))  # fmt: skip
+    return store
+
+
+def test_restarted_driver_rebuilds_the_accountant_and_the_clip_bound() -> None:
+    dp = DpConfig(mode=DpMode.CENTRAL, target_epsilon=6.0, budget_epsilon=6.0,
+                  clip=AdaptiveClip(initial=0.2))  # fmt: skip
+    store = _store_with_task(dp)
     # What a previous process did: two committed rounds, one abandoned, one left open.
     live = TaskPrivacy(dp, train_rounds=5)
     statuses = [RoundStatus.COMMITTED, RoundStatus.ABANDONED, RoundStatus.COMMITTED,
@@ -65,12 +71,7 @@ def test_calibrating_a_target_epsilon_runs_off_the_event_loop_before_round_one()
     """dp_accounting needs 1-2 s to calibrate: the driver's tick hands that to a worker and
     returns; round 1 starts on a later tick, once the noise multiplier is known."""
     dp = DpConfig(mode=DpMode.CENTRAL, target_epsilon=4.0, delta=1e-5)
-    spec = TaskSpec(goal_count=10, min_reports=8, max_rounds=5, eval_every=0, dp=dp)
-    store = MemoryStore()
-    store.add_model(model("m0"))
-    store.create_task(TaskRecord(task_id="t1", name="t", status=TaskStatus.RUNNING,
-                                 spec=spec.to_json(), model_sha256=sha("m0"),
-                                 created_at=1.0, updated_at=1.0))  # fmt: skip
+    store = _store_with_task(dp)
     driver = FederatedDriver(_context(store))
     run = driver.runs["t1"]
     assert run.privacy is not None
