@@ -53,15 +53,20 @@ CASES: list[tuple[str, tuple[int, ...], int]] = [
 HEAVY = ("tensorflow", "keras", "tf_keras")
 
 
-def _peak_rss_mib() -> float:
+def peak_rss_mib() -> float:
+    """This process's peak RSS in MiB (also used by ``device_tests`` on devices)."""
+    # Linux: this address space's high-water mark. ru_maxrss would be wrong for a process
+    # started by a larger one: Linux carries the parent's peak across fork and exec.
     try:
         with open("/proc/self/status", encoding="ascii") as status:
             for line in status:
                 if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
+                    return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
 
 
 def _batch(shape: list[int], dtype: str, classes: int, loss: str) -> tuple[Any, Any]:
@@ -106,7 +111,7 @@ def child_litert(directory: str, warmup: int, steps: int, threads: int) -> dict[
     x_shape = list(model.input_shape("train", "x"))
     x, y = _batch(x_shape, manifest.input.dtype, manifest.output.shape[-1], manifest.loss)
     mean, median = _timed(lambda: model.train(x, y, 0.01), warmup, steps)
-    return {"backend": "litert", "ms_mean": mean, "ms_median": median, "rss_mib": _peak_rss_mib()}
+    return {"backend": "litert", "ms_mean": mean, "ms_median": median, "rss_mib": peak_rss_mib()}
 
 
 def child_tensorflow(
@@ -149,7 +154,7 @@ def child_tensorflow(
     step = tf.function(sgd_step)
     mean, median = _timed(lambda: step().numpy(), warmup, steps)
     return {
-        "backend": "tensorflow", "ms_mean": mean, "ms_median": median, "rss_mib": _peak_rss_mib()
+        "backend": "tensorflow", "ms_mean": mean, "ms_median": median, "rss_mib": peak_rss_mib()
     }  # fmt: skip
 
 

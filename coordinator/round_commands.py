@@ -118,7 +118,12 @@ class RoundConfig:
     @property
     def select_count(self) -> int:
         """How many check-ins close selection: the goal times the over-selection factor."""
-        return max(self.goal_count, math.ceil(self.goal_count * self.over_selection - 1e-9))
+        return select_count(self.goal_count, self.over_selection)
+
+
+def select_count(goal_count: int, over_selection: float) -> int:
+    """Check-ins that close selection: ``goal_count`` x ``over_selection``, at least the goal."""
+    return max(goal_count, math.ceil(goal_count * over_selection - 1e-9))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -51,6 +51,7 @@ from fedrt.coordinator.round_commands import (
     RoundMetrics,
     Send,
     StageChanged,
+    select_count,
 )
 from fedrt.coordinator.round_machine import RoundMachine
 from fedrt.coordinator.round_outbox import no_round_replies
@@ -249,10 +250,7 @@ class FederatedDriver(RoundDriver):
         future = run.calibrating
         if future is None:
             population = sum(1 for d in self.ctx.store.list_devices() if not d.revoked)
-            spec = run.spec
-            # The round's select_count (RoundConfig): goal x over-selection, at least the goal.
-            over = math.ceil(spec.goal_count * spec.over_selection - 1e-9)
-            cohort = max(1, spec.goal_count, over)
+            cohort = max(1, select_count(run.spec.goal_count, run.spec.over_selection))
             if self._workers is None:
                 self._workers = ThreadPoolExecutor(1, thread_name_prefix="fedrt-dp-calibrate")
             run.calibrating = self._workers.submit(

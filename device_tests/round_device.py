@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from device_tests.fixture_specs import FIXTURES, MLP
-from device_tests.training_kat import peak_rss_mib
+from fedrt.benchmarks.device import peak_rss_mib
 
 
 def _examples(args: argparse.Namespace) -> tuple[npt.NDArray[Any], npt.NDArray[np.int32]]:

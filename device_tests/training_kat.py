@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import resource
-import sys
 import time
 from typing import Any
 
@@ -14,6 +12,7 @@ import numpy.typing as npt
 
 from device_tests.fixture_specs import CNN, FIXTURES, MLP
 from device_tests.report import CheckFailed
+from fedrt.benchmarks.device import peak_rss_mib
 from fedrt.model_export.litert_model import LiteRTModel
 from fedrt.model_export.manifest import Manifest
 
@@ -74,21 +73,6 @@ def mlp_known_answer() -> dict[str, Any]:
     if abs(eval_loss - float(kat["eval_loss"])) > LOSS_RTOL * abs(float(kat["eval_loss"])):
         raise CheckFailed("evaluate differs from TensorFlow's", **detail)
     return detail
-
-
-def peak_rss_mib() -> float:
-    # Linux: this address space's high-water mark. ru_maxrss would be wrong for a process
-    # started by a larger one: Linux carries the parent's peak across fork and exec.
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # Linux reports KiB, macOS bytes.
-    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
 
 
 def _open_cnn() -> LiteRTModel:

@@ -44,8 +44,6 @@ class _Link:
     on_connect_error: Callable[[Exception], None]
     # Monotonic time of the next connection attempt; None while connected or connecting.
     reconnect_at: float | None = 0.0
-    # The socket registered with the selector for this link, if any.
-    sock: Any = None
 
 
 class NetworkLoop:
@@ -172,7 +170,6 @@ class NetworkLoop:
         link = self._links.get(id(client))
         if link is None:  # detached meanwhile
             return
-        link.sock = sock
         try:
             self._selector.register(sock, events, link)
         except KeyError:
