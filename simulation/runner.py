@@ -448,9 +448,8 @@ class Simulation:
         def token() -> str:
             return stack.call(lambda: svc.enrollment.create_token(actor="simulate"))
 
-        # Every device polls its eligibility on its own thread: with many devices in one
-        # process, poll less often so the polling does not starve training (measured: 200
-        # devices at 0.2 s lost most rounds on 2 cores, at 2 s they committed).
+        # Between events a device looks at its eligibility every poll_s: with many devices in
+        # one process, look less often so the looking does not starve training.
         poll_s = max(0.2, cfg.devices / 100)
         fleet = Fleet(
             cfg.data_dir / "devices" / f"seed-{cfg.seed}-{int(time.time())}",
