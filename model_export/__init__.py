@@ -23,9 +23,11 @@ from fedrt.model_export.errors import (
 from fedrt.model_export.inspect import ModelReport, SignatureInfo, inspect_file, inspect_model
 from fedrt.model_export.litert_model import LiteRTModel
 from fedrt.model_export.manifest import (
+    EXPORTED_SIGNATURES,
     FORMAT_VERSION,
     LOSSES,
     MANIFEST_NAME,
+    READ_WEIGHTS,
     REQUIRED_SIGNATURES,
     Manifest,
     SignatureSpec,
@@ -48,9 +50,11 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "EXPORTED_SIGNATURES",
     "FORMAT_VERSION",
     "LOSSES",
     "MANIFEST_NAME",
+    "READ_WEIGHTS",
     "REQUIRED_SIGNATURES",
     "ConversionError",
     "ExportError",

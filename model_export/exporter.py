@@ -23,8 +23,8 @@ from fedrt.model_export.errors import ConversionError, UnsupportedModel
 from fedrt.model_export.inspect import ModelReport, inspect_model
 from fedrt.model_export.keras_plan import Plan, plan_model
 from fedrt.model_export.manifest import (
+    EXPORTED_SIGNATURES,
     LOSSES,
-    REQUIRED_SIGNATURES,
     Manifest,
     SignatureSpec,
     TensorSpec,
@@ -119,7 +119,7 @@ def _vet(data: bytes) -> ModelReport:
     report = inspect_model(data)
     if not report.ok:
         raise ConversionError("; ".join(report.problems))
-    report.require_signatures(REQUIRED_SIGNATURES)
+    report.require_signatures(EXPORTED_SIGNATURES)
     return report
 
 

@@ -17,7 +17,9 @@ manifest.json (``format_version`` 1) holds::
     num_params          total number of trainable scalars
     weights             ordered [{name, shape, dtype}]: get_weights outputs / set_weights inputs
     options             {"fedprox": bool, "momentum": bool, "dropout": bool}
-    signatures          {name: {inputs: [{name, shape, dtype}], outputs: [...]}}; shape -1 = any
+    signatures          {name: {inputs: [{name, shape, dtype}], outputs: [...]}}; shape -1 = any;
+                        REQUIRED_SIGNATURES always; ``read_weights`` (get_weights' outputs,
+                        input ``unused`` float32[1]) in every export but older ones
     int8_infer          null or {file, sha256}: a separate inference-only int8 model
     source              the spec the model was built from (informational)
 
@@ -26,7 +28,8 @@ Stable API: ``Manifest.load(path_or_dir)``, ``Manifest.from_json(text)``,
 ``verify_model_file(path_or_dir)`` (``HashMismatch``), ``signature(name)``,
 ``num_params``, ``weight_names``; ``TensorSpec(name, shape, dtype)``,
 ``SignatureSpec(name, inputs, outputs)`` with ``input(name)``/``output(name)``;
-``file_sha256(path)``. Bad content raises ``ManifestError``.
+``file_sha256(path)``; ``REQUIRED_SIGNATURES``, ``EXPORTED_SIGNATURES`` (those plus
+``READ_WEIGHTS``), ``READ_WEIGHTS_INPUT``. Bad content raises ``ManifestError``.
 """
 
 from __future__ import annotations
@@ -51,6 +54,10 @@ DTYPES = (
     "int4", "bfloat16", "int2", "uint4", "float8_e4m3fn", "float8_e5m2",
 )  # fmt: skip
 REQUIRED_SIGNATURES = ("train", "evaluate", "infer", "get_weights", "set_weights")
+# get_weights' twin with one ignored input, for LiteRT's Java Interpreter.runSignature, which
+# refuses an empty input map. Every export has it; manifests of older exports load without it.
+READ_WEIGHTS = "read_weights"
+EXPORTED_SIGNATURES = (*REQUIRED_SIGNATURES, READ_WEIGHTS)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -96,6 +103,10 @@ class TensorSpec:
             shape=_shape(_get(obj, "shape", list, where), where),
             dtype=_get(obj, "dtype", str, where),
         )
+
+
+# Shape [1], not 0-d: a 0-d float input segfaults LiteRT on aarch64.
+READ_WEIGHTS_INPUT = TensorSpec(name="unused", shape=(1,), dtype="float32")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -180,6 +191,11 @@ class Manifest:
         put = self.signatures["set_weights"]
         if sorted(t.name for t in put.inputs) != sorted(names):
             raise ManifestError("set_weights inputs do not match the weights list")
+        read = self.signatures.get(READ_WEIGHTS)
+        if read is not None and read.outputs != got.outputs:
+            raise ManifestError(f"{READ_WEIGHTS} outputs differ from get_weights outputs")
+        if read is not None and read.inputs != (READ_WEIGHTS_INPUT,):
+            raise ManifestError(f"{READ_WEIGHTS} must take exactly unused: float32[1]")
 
     @property
     def num_params(self) -> int:

@@ -1,4 +1,4 @@
-"""The tf.Module holding weights in plain tf.Variables and the five exported signatures.
+"""The tf.Module holding weights in plain tf.Variables and the six exported signatures.
 
 Weights are plain ``tf.Variable``s created from the plan's numpy values, so the converter
 emits a ``CALL_ONCE`` initializer for them (Keras 3 variables inside a tf.Module get none).
@@ -6,6 +6,8 @@ The forward pass is stateless: ``forward(params, x)`` reads tensors, never layer
 Variable names are part of the contract (``weights_file`` finds initial values by them):
 each weight is named as in the manifest, its FedProx anchor ``{name}_anchor``, its momentum
 velocity ``{name}_velocity``; the dropout step counter is ``step_count`` (int32 [1]).
+``read_weights(unused)`` is ``get_weights`` with one ignored input: LiteRT's Java
+``Interpreter.runSignature`` refuses an empty input map, so Java cannot run ``get_weights``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import tensorflow as tf
 
 from fedrt.model_export import tf_conv, tf_ops, tf_recurrent
 from fedrt.model_export.keras_plan import Plan, Step
+from fedrt.model_export.manifest import READ_WEIGHTS, READ_WEIGHTS_INPUT
 
 Tensor = Any
 LossFn = Callable[[Tensor, Tensor, bool], tuple[Tensor, Tensor]]
@@ -141,7 +144,7 @@ def _hyper(name: str) -> tf.TensorSpec:
 
 
 class TrainingModule(tf.Module):  # type: ignore[misc]  # tensorflow is untyped
-    """Weights, optimizer state and the train/evaluate/infer/get/set tf.functions."""
+    """Weights, optimizer state and the train/evaluate/infer/get/read/set tf.functions."""
 
     def __init__(
         self,
@@ -193,6 +196,8 @@ class TrainingModule(tf.Module):  # type: ignore[misc]  # tensorflow is untyped
         infer_spec = tf.TensorSpec([None, *plan.input_shape], x_dtype, name="x")
         self.infer = tf.function(self._infer, input_signature=[infer_spec])
         self.get_weights = tf.function(self._get_weights, input_signature=[])
+        unused = _hyper(READ_WEIGHTS_INPUT.name)
+        self.read_weights = tf.function(self._read_weights, input_signature=[unused])
         weight_specs = [tf.TensorSpec(w.value.shape, tf.float32, name=w.name) for w in plan.weights]
         self.set_weights = tf.function(self._set_weights, input_signature=weight_specs)
 
@@ -202,6 +207,7 @@ class TrainingModule(tf.Module):  # type: ignore[misc]  # tensorflow is untyped
             "evaluate": self.evaluate.get_concrete_function(),
             "infer": self.infer.get_concrete_function(),
             "get_weights": self.get_weights.get_concrete_function(),
+            READ_WEIGHTS: self.read_weights.get_concrete_function(),
             "set_weights": self.set_weights.get_concrete_function(),
         }
 
@@ -242,6 +248,11 @@ class TrainingModule(tf.Module):  # type: ignore[misc]  # tensorflow is untyped
 
     def _get_weights(self) -> dict[str, Tensor]:
         return {name: tf.identity(w) for name, w in zip(self.names, self.weights, strict=True)}
+
+    def _read_weights(self, unused: Tensor) -> dict[str, Tensor]:
+        # The same variable reads as get_weights: the file holds no second copy of the weights.
+        del unused
+        return self._get_weights()
 
     def _set_weights(self, *values: Tensor) -> dict[str, Tensor]:
         assigned = []

@@ -1,4 +1,4 @@
-"""Exporter: options, manifest contents, the optional int8 inference model."""
+"""Exporter: options, manifest contents, read_weights, the optional int8 inference model."""
 
 from __future__ import annotations
 
@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 
 import fedrt
-from fedrt.model_export import ExportOptions, LiteRTModel, UnsupportedModel, file_sha256
-from tests.model_export.conftest import Exported, batches_for
+from fedrt.model_export import (
+    READ_WEIGHTS,
+    ExportOptions,
+    LiteRTModel,
+    TensorSpec,
+    UnsupportedModel,
+    file_sha256,
+)
+from tests.model_export.conftest import Exported, batches_for, max_weight_diff
 
 
 def test_manifest_records_versions_and_options(zoo_cnn: Exported) -> None:
@@ -23,6 +30,56 @@ def test_manifest_records_versions_and_options(zoo_cnn: Exported) -> None:
     assert manifest.options == {"dropout": False, "fedprox": False, "momentum": False}
     assert manifest.num_params == zoo_cnn.keras_model.count_params()
     assert manifest.model_bytes == (zoo_cnn.directory / "model.tflite").stat().st_size
+
+
+@pytest.mark.parametrize("name", ["zoo_mlp", "zoo_cnn"])
+def test_read_weights_returns_what_get_weights_does_after_training(
+    name: str, request: pytest.FixtureRequest
+) -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    exported: Exported = request.getfixturevalue(name)
+    manifest = exported.manifest
+    read_spec, get_spec = manifest.signature(READ_WEIGHTS), manifest.signature("get_weights")
+    assert read_spec.inputs == (TensorSpec(name="unused", shape=(1,), dtype="float32"),)
+    assert read_spec.outputs == get_spec.outputs
+    # One interpreter, so both signatures see the same resource variables.
+    interpreter = Interpreter(model_path=str(exported.directory / "model.tflite"))
+    train = interpreter.get_signature_runner("train")
+    get_weights = interpreter.get_signature_runner("get_weights")
+    read_weights = interpreter.get_signature_runner(READ_WEIGHTS)
+    for x, y in batches_for(manifest, seed=3, steps=3):
+        train(x=x, y=y, lr=np.array([0.1], np.float32))
+    expected = get_weights()
+    assert max_weight_diff(expected, exported.initial) > 1e-4  # the steps changed the weights
+    for unused in (0.0, -7.5):  # the input is ignored
+        got = read_weights(unused=np.array([unused], np.float32))
+        assert sorted(got) == sorted(expected)
+        for key, value in expected.items():
+            assert got[key].dtype == value.dtype == np.float32
+            assert np.array_equal(got[key], value)
+
+
+def test_read_weights_reads_the_variables_and_holds_no_copy_of_them(zoo_cnn: Exported) -> None:
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf((zoo_cnn.directory / "model.tflite").read_bytes(), 0)
+    graphs = {
+        sig.signatureKey.decode(): model.subgraphs[sig.subgraphIndex] for sig in model.signatureDefs
+    }
+
+    def constant_bytes(graph: object) -> int:
+        buffers = (model.buffers[t.buffer].data for t in graph.tensors)  # type: ignore[attr-defined]
+        return sum(len(data) for data in buffers if data is not None)
+
+    def op_codes(graph: object) -> set[int]:
+        codes = model.operatorCodes
+        return {codes[op.opcodeIndex].builtinCode for op in graph.operators}  # type: ignore[attr-defined]
+
+    ops = schema.BuiltinOperator
+    assert op_codes(graphs[READ_WEIGHTS]) == {ops.CALL_ONCE, ops.VAR_HANDLE, ops.READ_VARIABLE}
+    assert op_codes(graphs[READ_WEIGHTS]) == op_codes(graphs["get_weights"])
+    assert constant_bytes(graphs[READ_WEIGHTS]) == constant_bytes(graphs["get_weights"]) == 0
 
 
 def test_int8_inference_model_agrees_with_the_float_model(zoo_cnn: Exported) -> None:

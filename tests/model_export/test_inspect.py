@@ -122,6 +122,7 @@ def test_cli_inspect_exit_codes(
         "evaluate",
         "get_weights",
         "infer",
+        "read_weights",
         "set_weights",
         "train",
     ]

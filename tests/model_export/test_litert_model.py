@@ -128,7 +128,9 @@ def test_labels_may_come_flat_for_single_output_models(zoo_mlp: Exported) -> Non
     x, y = batches_for(zoo_mlp.manifest, seed=0, steps=1)[0]
     assert model.evaluate(x, y.reshape(-1, 1)) == model.evaluate(x, y)
     assert model.batch_size == zoo_mlp.manifest.batch_size
-    assert model.signatures == ("evaluate", "get_weights", "infer", "set_weights", "train")
+    assert model.signatures == (
+        "evaluate", "get_weights", "infer", "read_weights", "set_weights", "train"
+    )  # fmt: skip
 
 
 def test_manifest_signatures_match_the_model_file(zoo_cnn: Exported) -> None:

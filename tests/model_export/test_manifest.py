@@ -75,6 +75,9 @@ BAD = [
     (("num_params",), 7, "num_params"),
     (("signatures", "train"), _DELETE, "train"),
     (("signatures", "get_weights", "outputs"), [], "get_weights"),
+    (("signatures", "read_weights", "outputs", 0, "shape"), [1], "read_weights outputs"),
+    (("signatures", "read_weights", "inputs"), [], "read_weights must take"),
+    (("signatures", "read_weights", "inputs", 0, "shape"), [], "read_weights must take"),
     (("options",), {"fedprox": "yes"}, "options"),
     (("input",), [12], "input"),
     (("sha256",), _DELETE, "sha256"),
@@ -88,6 +91,14 @@ def test_invalid_fields_raise_manifest_error(
     data = _mutated(zoo_mlp.manifest.to_dict(), path, value)
     with pytest.raises(ManifestError, match=message):
         Manifest.from_dict(data)
+
+
+def test_a_manifest_without_read_weights_still_loads(zoo_mlp: Exported) -> None:
+    """Exports older than read_weights stay usable wherever get_weights is enough."""
+    data = _mutated(zoo_mlp.manifest.to_dict(), ("signatures", "read_weights"), _DELETE)
+    manifest = Manifest.from_dict(data)
+    assert "read_weights" not in manifest.signatures
+    assert "read_weights" in zoo_mlp.manifest.signatures
 
 
 @pytest.mark.parametrize("text", [b"", b"{", b"[]", b"\xff\xfe", b'"manifest"'])

@@ -40,7 +40,7 @@ def test_zoo_model_has_only_builtin_ops_and_initializer(
     assert report.uninitialized == ()
     assert main(["inspect", str(exported.directory / "model.tflite")]) == 0
     assert sorted(report.signatures) == [
-        "evaluate", "get_weights", "infer", "set_weights", "train"
+        "evaluate", "get_weights", "infer", "read_weights", "set_weights", "train"
     ]  # fmt: skip
 
 
