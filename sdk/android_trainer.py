@@ -9,6 +9,8 @@ output arrays in place. Arrays cross with one ``memcpy`` each way: a 1-D contigu
 array of the exact element type becomes a Java array through Chaquopy's buffer fast path,
 and a Java primitive array exposes its elements to numpy through the buffer protocol.
 Shapes, names and dtypes come from the model's manifest, which the SDK already verified.
+Java's ``runSignature`` refuses an empty input map, so weights are read with ``read_weights``
+(``get_weights`` with one ignored input); models exported before it are refused.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from fedrt.model_export.manifest import Manifest, TensorSpec
+from fedrt import __version__
+from fedrt.model_export.manifest import READ_WEIGHTS, READ_WEIGHTS_INPUT, Manifest, TensorSpec
 from fedrt.sdk.errors import ModelError, TrainStepFailed
 from fedrt.sdk.trainer import ManifestTrainer, TrainerBackend
 
@@ -122,6 +125,8 @@ class JavaTrainer(ManifestTrainer):
     ) -> dict[str, Array]:
         """Check every input, run ``key`` on the Java side, return its outputs as numpy."""
         sig = self._manifest.signature(key)
+        if not sig.inputs:
+            raise ModelError(f"{key} takes no inputs; Java's runSignature cannot run it")
         if set(values) != {t.name for t in sig.inputs}:
             names = sorted(t.name for t in sig.inputs)
             raise ModelError(f"{key} takes {names}, got {sorted(values)}")
@@ -166,7 +171,13 @@ class JavaTrainer(ManifestTrainer):
         return self._run("infer", {"x": x}, failure=ModelError)["logits"]
 
     def get_weights(self) -> list[Array]:
-        out = self._run("get_weights", {}, failure=ModelError)
+        if READ_WEIGHTS not in self._manifest.signatures:
+            raise ModelError(
+                f"the model has no {READ_WEIGHTS} signature (exported by an older fedrt), and the "
+                "Java trainer cannot run get_weights, which takes no inputs; re-export the model "
+                f"with this fedrt version ({__version__}), whose `fedrt export` adds it"
+            )
+        out = self._run(READ_WEIGHTS, {READ_WEIGHTS_INPUT.name: [0.0]}, failure=ModelError)
         return [out[w.name] for w in self._manifest.weights]
 
     def set_weights(self, weights: Sequence[Array]) -> None:

@@ -224,6 +224,7 @@ def java_module() -> types.ModuleType:
 
 # ---------------------------------------------------------------------- the Kotlin LiteRtTrainer
 _ELEMENTS = {np.dtype(np.float32): JavaFloatArray, np.dtype(np.int32): JavaIntArray}
+EMPTY_INPUTS = "Input error: Inputs should not be null or empty."  # LiteRT Java's words
 
 
 class StandInLiteRtTrainer:
@@ -231,7 +232,9 @@ class StandInLiteRtTrainer:
 
     Values are flat Java primitive arrays; an input of a static shape must hold exactly
     its elements (LiteRT's Buffer check), a dynamic leading dimension is taken from the
-    length, and outputs are written into arrays at least as large as the result.
+    length, and outputs are written into arrays at least as large as the result. An empty
+    input map is refused first, as Java's ``NativeInterpreterWrapper.runSignature`` does
+    (so ``get_weights``, which has no inputs, cannot run here either).
     """
 
     def __init__(self, model_path: str) -> None:
@@ -244,6 +247,8 @@ class StandInLiteRtTrainer:
 
     def runSignature(self, inputs: HashMap, outputs: HashMap, key: str) -> None:
         self.calls.append(key)
+        if not inputs:
+            raise IllegalArgumentException(EMPTY_INPUTS)
         if self.fail_next == key:
             self.fail_next = None
             raise IllegalArgumentException("Internal error: Failed to run on the given Interpreter")

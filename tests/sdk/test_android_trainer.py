@@ -8,6 +8,7 @@ marshalling (names, shapes, dtypes, order, dynamic batch) is proven on real trai
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,15 @@ from fedrt.sdk.example_store import ExampleStore
 from fedrt.sdk.scheduler import Outcome, SchedulerConfig, TrainingPlan, TrainingScheduler
 from fedrt.sdk.scripted_state import ScriptedDeviceState, idle_plugged_in
 from fedrt.sdk.trainer import LiteRtTrainer, TrainerBackend
-from tests.sdk.android_support import JavaArray, StandInLiteRtTrainer, java_module
+from tests.sdk.android_support import (
+    EMPTY_INPUTS,
+    HashMap,
+    IllegalArgumentException,
+    JavaArray,
+    JavaFloatArray,
+    StandInLiteRtTrainer,
+    java_module,
+)
 
 RNG = np.random.default_rng(7)
 BATCHES = [
@@ -54,10 +63,10 @@ def test_training_through_java_matches_the_python_trainer_exactly(exported_mlp: 
         loss = java.train_step(x, y, 0.2, mu=0.01)
         assert loss == python.train_step(x, y, 0.2, mu=0.01)
         losses.append(loss)
-    assert same(java.get_weights(), python.get_weights())
-    assert [w.dtype for w in java.get_weights()] == [np.float32] * 4
     # Every input crossed as one buffer copy: x, y, lr and mu for each step.
     assert JavaArray.copies_from_buffer - copies == 4 * len(BATCHES)
+    assert same(java.get_weights(), python.get_weights())
+    assert [w.dtype for w in java.get_weights()] == [np.float32] * 4
     assert java_side.calls.count("train") == len(BATCHES)
     x, y = BATCHES[0]
     assert java.evaluate(x, y) == python.evaluate(x, y)
@@ -136,7 +145,7 @@ def test_bad_arguments_never_reach_java_and_change_nothing(
     with pytest.raises(ModelError, match=match):
         call(java)  # type: ignore[operator]
     # (the lambdas read weights to build bad ones; nothing else may reach Java)
-    assert set(java_side.calls[calls:]) <= {"get_weights"}
+    assert set(java_side.calls[calls:]) <= {"read_weights"}
     assert same(java.get_weights(), before)
 
 
@@ -146,9 +155,50 @@ def test_a_java_exception_in_train_is_a_failed_step(exported_mlp: Path) -> None:
     java_side.fail_next = "train"
     with pytest.raises(TrainStepFailed, match="train failed in the Java trainer"):
         java.train_step(x, y, 0.1)
-    java_side.fail_next = "get_weights"
-    with pytest.raises(ModelError, match="get_weights failed"):
+    java_side.fail_next = "read_weights"
+    with pytest.raises(ModelError, match="read_weights failed"):
         java.get_weights()
+
+
+def test_the_java_side_refuses_an_empty_input_map_like_litert(exported_mlp: Path) -> None:
+    """So every test here that reads weights proves Python never sends one."""
+    _, java_side = bridge(exported_mlp)
+    outputs = HashMap({"hidden_bias": JavaFloatArray(16)})
+    with pytest.raises(IllegalArgumentException) as info:
+        java_side.runSignature(HashMap(), outputs, "get_weights")
+    assert str(info.value) == EMPTY_INPUTS
+    assert not np.any(np.frombuffer(outputs["hidden_bias"], np.float32))  # nothing ran
+
+
+def test_get_and_set_weights_round_trip_through_java(exported_mlp: Path) -> None:
+    java, java_side = bridge(exported_mlp)
+    python = LiteRtTrainer.open(exported_mlp)
+    start = java.get_weights()
+    assert same(start, python.get_weights())  # the export's initial weights
+    assert [w.shape for w in start] == [s.shape for s in java.weight_specs]
+    for x, y in BATCHES[:3]:
+        java.train_step(x, y, 0.2)
+    trained = java.get_weights()
+    assert not same(trained, start)
+    java.set_weights(start)
+    assert same(java.get_weights(), start)
+    java.set_weights(trained)
+    assert same(java.get_weights(), trained)
+    assert [w.dtype for w in java.get_weights()] == [np.float32] * 4
+    assert "read_weights" in java_side.calls
+    assert "get_weights" not in java_side.calls
+
+
+def test_a_model_exported_before_read_weights_is_refused(exported_mlp: Path) -> None:
+    _, java_side = bridge(exported_mlp)
+    current = Manifest.load(exported_mlp)
+    older = dataclasses.replace(
+        current, signatures={k: v for k, v in current.signatures.items() if k != "read_weights"}
+    )
+    java = JavaTrainer(java_side, older, java=java_module())
+    with pytest.raises(ModelError, match=r"no read_weights signature.*re-export"):
+        java.get_weights()
+    assert java_side.calls == []
 
 
 def test_the_scheduler_trains_a_round_on_the_java_trainer(exported_mlp: Path) -> None:
