@@ -5,14 +5,15 @@ import java.io.File
 import java.io.RandomAccessFile
 import java.lang.reflect.Array as Arrays
 import java.nio.Buffer
-import java.nio.ByteOrder
 import java.nio.FloatBuffer
 import java.nio.IntBuffer
 import java.nio.channels.FileChannel
 
 /**
- * Runs a `fedrt export` model's signatures (train, evaluate, infer, get_weights, set_weights)
+ * Runs a `fedrt export` model's signatures (train, evaluate, infer, read_weights, set_weights)
  * with LiteRT's [Interpreter.runSignature], for Python's `fedrt.sdk.android_trainer.JavaTrainer`.
+ * `get_weights` takes no inputs and [Interpreter.runSignature] refuses an empty input map, so
+ * weights are read with `read_weights`, its twin with one ignored input (`unused`, float[1]).
  *
  * The contract Python relies on (and which its tests check against a stand-in on the host):
  * map values are flat `FloatArray`/`IntArray`s in row-major order; an input of a static shape
@@ -36,11 +37,12 @@ class LiteRtTrainer @JvmOverloads constructor(modelPath: String, numThreads: Int
     /** [Interpreter.runSignature]'s shape over flat arrays (see the class comment). */
     @Synchronized
     fun runSignature(inputs: Map<String, Any>, outputs: Map<String, Any>, signatureKey: String) {
-        val outBuffers = outputs.mapValues { (name, value) -> wrap(name, value) }
-        if (inputs.isEmpty()) {
-            runWithoutInputs(outBuffers, signatureKey)
-            return
+        // LiteRT would say only "Inputs should not be null or empty"; say what to run instead.
+        require(inputs.isNotEmpty()) {
+            "$signatureKey: runSignature needs at least one input; read weights with " +
+                "read_weights (unused = float[1]), not get_weights"
         }
+        val outBuffers = outputs.mapValues { (name, value) -> wrap(name, value) }
         val inValues = inputs.mapValues { (name, value) -> input(name, value, signatureKey) }
         interpreter.runSignature(inValues, outBuffers, signatureKey)
     }
@@ -54,38 +56,6 @@ class LiteRtTrainer @JvmOverloads constructor(modelPath: String, numThreads: Int
         val static = shape.filter { it != -1 }.fold(1) { a, b -> a * b }
         val dims = shape.map { if (it == -1) length(name, value) / static else it }.toIntArray()
         return nest(name, value, dims)
-    }
-
-    /**
-     * `get_weights` takes no inputs, and [Interpreter.runSignature] refuses an empty input map
-     * ("Input error: Inputs should not be null or empty"). LiteRT's Java API has no public way
-     * to invoke such a signature, so this reaches its signature runner reflectively
-     * (InterpreterImpl.wrapper -> NativeInterpreterWrapper.getSignatureRunnerWrapper ->
-     * allocateTensorsIfNeeded + invoke) and reads the outputs through the public
-     * [Interpreter.getOutputTensorFromSignature]. Written against the LiteRT 1.4 sources; if a
-     * LiteRT update renames those members, exporting get_weights with a dummy input is the
-     * clean fix (see the README).
-     */
-    private fun runWithoutInputs(outputs: Map<String, Buffer>, signatureKey: String) {
-        val wrapperField = Class.forName("org.tensorflow.lite.InterpreterImpl")
-            .getDeclaredField("wrapper").apply { isAccessible = true }
-        val wrapper = wrapperField.get(interpreter)
-        val runner = wrapper.javaClass
-            .getDeclaredMethod("getSignatureRunnerWrapper", String::class.java)
-            .apply { isAccessible = true }
-            .invoke(wrapper, signatureKey)
-        for (step in listOf("allocateTensorsIfNeeded", "invoke")) {
-            runner.javaClass.getDeclaredMethod(step).apply { isAccessible = true }.invoke(runner)
-        }
-        for ((name, target) in outputs) {
-            val data = interpreter.getOutputTensorFromSignature(name, signatureKey)
-                .asReadOnlyBuffer().order(ByteOrder.nativeOrder())
-            when (target) {
-                is FloatBuffer -> target.put(data.asFloatBuffer())
-                is IntBuffer -> target.put(data.asIntBuffer())
-                else -> throw IllegalArgumentException("$name: unsupported output buffer")
-            }
-        }
     }
 
     private companion object {
