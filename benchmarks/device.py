@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fedrt.benchmarks.rss import peak_rss_mib
 from fedrt.errors import UsageError
 
 SPEED_TARGET = 2.0
@@ -51,22 +51,6 @@ CASES: list[tuple[str, tuple[int, ...], int]] = [
     ("zoo:lstm_lm", (20,), 1000),
 ]
 HEAVY = ("tensorflow", "keras", "tf_keras")
-
-
-def peak_rss_mib() -> float:
-    """This process's peak RSS in MiB (also used by ``device_tests`` on devices)."""
-    # Linux: this address space's high-water mark. ru_maxrss would be wrong for a process
-    # started by a larger one: Linux carries the parent's peak across fork and exec.
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # Linux reports KiB, macOS bytes.
-    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
 
 
 def _batch(shape: list[int], dtype: str, classes: int, loss: str) -> tuple[Any, Any]:

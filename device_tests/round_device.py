@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from device_tests.fixture_specs import FIXTURES, MLP
-from fedrt.benchmarks.device import peak_rss_mib
+from fedrt.benchmarks.rss import peak_rss_mib
 
 
 def _examples(args: argparse.Namespace) -> tuple[npt.NDArray[Any], npt.NDArray[np.int32]]:
@@ -69,10 +69,12 @@ def _record_updates(path: Path, records: list[dict[str, Any]]) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from fedrt.sdk.device import Device, DeviceConfig
     from fedrt.sdk.example_store import ExampleStore, Retention
+    from fedrt.sdk.process_memory import limit_malloc_arenas
     from fedrt.sdk.scheduler import SchedulerConfig
     from fedrt.sdk.scripted_state import ScriptedDeviceState, idle_plugged_in
     from fedrt.simulation.fleet import PARTICIPANT_TIMINGS  # retry in seconds, not minutes
 
+    limit_malloc_arenas()  # as ``fedrt device run`` does: this process is a device
     records: list[dict[str, Any]] = []
     if args.record:
         _record_updates(args.record, records)

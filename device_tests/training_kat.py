@@ -12,7 +12,7 @@ import numpy.typing as npt
 
 from device_tests.fixture_specs import CNN, FIXTURES, MLP
 from device_tests.report import CheckFailed
-from fedrt.benchmarks.device import peak_rss_mib
+from fedrt.benchmarks.rss import peak_rss_mib
 from fedrt.model_export.litert_model import LiteRTModel
 from fedrt.model_export.manifest import Manifest
 

@@ -52,6 +52,9 @@ class JavaTrainerObject(Protocol):
         /,
     ) -> None: ...
 
+    def close(self) -> None:
+        """Release the interpreter (Kotlin's ``LiteRtTrainer`` is ``AutoCloseable``)."""
+
 
 class _Marshal:
     """Numpy arrays to Java arrays and back, with Chaquopy's ``java`` module (or a stand-in)."""
@@ -118,6 +121,10 @@ class JavaTrainer(ManifestTrainer):
         super().__init__(manifest, momentum=momentum)
         self._trainer = trainer
         self._java = _Marshal(java if java is not None else importlib.import_module("java"))
+
+    def close(self) -> None:
+        """Close the Java trainer, which closes its LiteRT ``Interpreter`` and frees its memory."""
+        self._trainer.close()
 
     # ------------------------------------------------------------------ signatures
     def _run(

@@ -111,6 +111,10 @@ def build_device(data: dict[str, Any]) -> Any:
 
 
 def run_device(args: argparse.Namespace) -> int:
+    from fedrt.sdk.process_memory import limit_malloc_arenas
+
+    # This process is the device: one malloc arena keeps the peak RSS down (see the module).
+    limit_malloc_arenas()
     data = load_config(args.config)
     device = build_device(data)
     token = data["device"].get("enrollment_token") or os.environ.get("FEDRT_ENROLLMENT_TOKEN")

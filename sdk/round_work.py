@@ -146,14 +146,22 @@ class RoundWork:
             trainer = self.trainer_factory(path, manifest)
         except ExportError as exc:
             raise ModelError(f"cannot load model {self.plan.model.sha256[:12]}: {exc}") from exc
-        if len(self.store) < 1:
-            return WorkResult(
-                plan=self.plan, abandon=rm.AbandonReason.NO_DATA, detail="no local examples"
-            )
-        if self.plan.kind is rm.RoundKind.EVALUATE:
-            n, sums = self._evaluate(trainer)
-            return WorkResult(plan=self.plan, eval_examples=n, eval_sums=sums, bytes_down=fetched)
-        return self._train(trainer, fetched)
+        # Closed as soon as the work is done: the interpreter's tensor arena and XNNPACK's
+        # workspace are freed before the update's clip/quantize/SecAgg+ buffers are made,
+        # which reuse that memory instead of adding to the device's peak RSS.
+        try:
+            if len(self.store) < 1:
+                return WorkResult(
+                    plan=self.plan, abandon=rm.AbandonReason.NO_DATA, detail="no local examples"
+                )
+            if self.plan.kind is rm.RoundKind.EVALUATE:
+                n, sums = self._evaluate(trainer)
+                return WorkResult(
+                    plan=self.plan, eval_examples=n, eval_sums=sums, bytes_down=fetched
+                )
+            return self._train(trainer, fetched)
+        finally:
+            trainer.close()
 
     def _open_litert(self, path: Path, manifest: Manifest) -> TrainerBackend:
         return LiteRtTrainer(LiteRTModel(path, manifest, num_threads=self.num_threads), manifest)
@@ -206,6 +214,8 @@ class RoundWork:
             job = scheduler.start(plan)
             self._job = job
         result = job.result()
+        with self._job_lock:
+            self._job = None
         if result.outcome is not Outcome.COMPLETED:
             reason = {
                 Outcome.ABANDONED: rm.AbandonReason.DEADLINE,

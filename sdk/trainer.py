@@ -74,6 +74,13 @@ class TrainerBackend(ABC):
     def set_weights(self, weights: Sequence[Array]) -> None:
         """Replace the weights (manifest order); also the FedProx anchor of the model."""
 
+    def close(self) -> None:  # noqa: B027 - optional: a backend with nothing to free keeps it
+        """Free the model's memory now (interpreter, tensors); the backend is unusable after.
+
+        A device closes its trainer when a round's local work ends, so the update pipeline
+        that follows reuses that memory instead of adding to the process's peak.
+        """
+
 
 def _finite(name: str, value: float) -> float:
     if not math.isfinite(value):
@@ -150,7 +157,7 @@ class LiteRtTrainer(ManifestTrainer):
 
     def __init__(self, model: LiteRTModel, manifest: Manifest, *, momentum: float = 0.0) -> None:
         super().__init__(manifest, momentum=momentum)
-        self._model = model
+        self._open: LiteRTModel | None = model
 
     @classmethod
     def open(
@@ -169,6 +176,15 @@ class LiteRtTrainer(ManifestTrainer):
         except ExportError as exc:
             raise ModelError(str(exc)) from exc
         return cls(_load(path, manifest, choice, num_threads), manifest, momentum=momentum)
+
+    @property
+    def _model(self) -> LiteRTModel:
+        if self._open is None:
+            raise ModelError("this trainer was closed")
+        return self._open
+
+    def close(self) -> None:
+        self._open = None
 
     def train_step(self, x: Array, y: Array, lr: float, mu: float | None = None) -> float:
         lr, mu = self._hyperparameters(lr, mu)

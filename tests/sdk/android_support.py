@@ -38,6 +38,10 @@ class SecurityException(JavaThrowable):
     pass
 
 
+class IllegalStateException(JavaThrowable):
+    pass
+
+
 class IntentFilter:
     def __init__(self, action: str) -> None:
         self.action = action
@@ -238,15 +242,21 @@ class StandInLiteRtTrainer:
     """
 
     def __init__(self, model_path: str) -> None:
-        self.interpreter = Interpreter(
+        self.interpreter: Interpreter | None = Interpreter(
             model_content=Path(model_path).read_bytes(),
             experimental_default_delegate_latest_features=True,
         )
         self.calls: list[str] = []
         self.fail_next: str | None = None
 
+    def close(self) -> None:
+        self.calls.append("close")
+        self.interpreter = None
+
     def runSignature(self, inputs: HashMap, outputs: HashMap, key: str) -> None:
         self.calls.append(key)
+        if self.interpreter is None:
+            raise IllegalStateException("Internal error: The Interpreter has already been closed.")
         if not inputs:
             raise IllegalArgumentException(EMPTY_INPUTS)
         if self.fail_next == key:

@@ -83,3 +83,5 @@ def test_an_android_wired_device_completes_a_round(tmp_path: Path) -> None:
     assert opened
     assert {"read_weights", "train"} <= set(opened[0].calls)
     assert "get_weights" not in opened[0].calls  # Java's runSignature could not run it
+    # The round's interpreter was closed once its work was done, before the update was built.
+    assert all(t.calls[-1] == "close" for t in opened), [t.calls[-3:] for t in opened]

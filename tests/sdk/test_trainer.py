@@ -154,3 +154,13 @@ def test_the_resolved_interpreter_class_is_the_one_that_runs(exported_mlp: Path)
     trainer = LiteRtTrainer.open(exported_mlp, interpreter=choice)
     assert made == ["fallback"]
     assert trainer.get_weights()
+
+
+def test_a_closed_trainer_refuses_work_with_a_model_error(trainer: LiteRtTrainer) -> None:
+    trainer.train_step(X, Y, 0.1)
+    trainer.close()
+    with pytest.raises(ModelError, match="closed"):
+        trainer.train_step(X, Y, 0.1)
+    with pytest.raises(ModelError, match="closed"):
+        trainer.get_weights()
+    trainer.close()  # closing twice is harmless
