@@ -261,7 +261,9 @@ class TrainingModule(tf.Module):  # type: ignore[misc]  # tensorflow is untyped
             if self.fedprox:
                 assigned.append(self.anchor[i].assign(value))
             if self.momentum:
-                assigned.append(self.velocity[i].assign(tf.zeros_like(value)))
+                # value - value is 0 for the finite values set_weights accepts; zeros_like of
+                # a static shape would be folded into a weight-sized constant in the file.
+                assigned.append(self.velocity[i].assign(value - value))
         # The converter drops every op of a signature without outputs, assignments included;
         # an output that depends on them keeps them.
         with tf.control_dependencies(assigned):

@@ -167,3 +167,19 @@ def zoo_gru_lm(export_root: Path) -> Exported:
     return export(
         lambda: zoo.gru_lm((6,), 20, embed=8, units=12), export_root / "gru_lm", batch_size=4
     )
+
+
+def signature_graphs(path: Path) -> tuple[Any, dict[str, Any]]:
+    """The model's object tree (LiteRT's schema) and each signature's subgraph."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(path.read_bytes(), 0)
+    graphs = {sig.signatureKey.decode(): model.subgraphs[sig.subgraphIndex]
+              for sig in model.signatureDefs}  # fmt: skip
+    return model, graphs
+
+
+def constant_bytes(model: Any, graph: Any) -> int:
+    """Bytes of constant data the subgraph's tensors hold in the file."""
+    buffers = (model.buffers[t.buffer].data for t in graph.tensors)
+    return sum(len(data) for data in buffers if data is not None)

@@ -16,7 +16,13 @@ from fedrt.model_export import (
     UnsupportedModel,
     file_sha256,
 )
-from tests.model_export.conftest import Exported, batches_for, max_weight_diff
+from tests.model_export.conftest import (
+    Exported,
+    batches_for,
+    constant_bytes,
+    max_weight_diff,
+    signature_graphs,
+)
 
 
 def test_manifest_records_versions_and_options(zoo_cnn: Exported) -> None:
@@ -63,14 +69,7 @@ def test_read_weights_returns_what_get_weights_does_after_training(
 def test_read_weights_reads_the_variables_and_holds_no_copy_of_them(zoo_cnn: Exported) -> None:
     from ai_edge_litert import schema_py_generated as schema
 
-    model = schema.ModelT.InitFromPackedBuf((zoo_cnn.directory / "model.tflite").read_bytes(), 0)
-    graphs = {
-        sig.signatureKey.decode(): model.subgraphs[sig.subgraphIndex] for sig in model.signatureDefs
-    }
-
-    def constant_bytes(graph: object) -> int:
-        buffers = (model.buffers[t.buffer].data for t in graph.tensors)  # type: ignore[attr-defined]
-        return sum(len(data) for data in buffers if data is not None)
+    model, graphs = signature_graphs(zoo_cnn.directory / "model.tflite")
 
     def op_codes(graph: object) -> set[int]:
         codes = model.operatorCodes
@@ -79,7 +78,8 @@ def test_read_weights_reads_the_variables_and_holds_no_copy_of_them(zoo_cnn: Exp
     ops = schema.BuiltinOperator
     assert op_codes(graphs[READ_WEIGHTS]) == {ops.CALL_ONCE, ops.VAR_HANDLE, ops.READ_VARIABLE}
     assert op_codes(graphs[READ_WEIGHTS]) == op_codes(graphs["get_weights"])
-    assert constant_bytes(graphs[READ_WEIGHTS]) == constant_bytes(graphs["get_weights"]) == 0
+    assert constant_bytes(model, graphs[READ_WEIGHTS]) == 0
+    assert constant_bytes(model, graphs["get_weights"]) == 0
 
 
 def test_int8_inference_model_agrees_with_the_float_model(zoo_cnn: Exported) -> None:

@@ -13,8 +13,10 @@ from tests.model_export.conftest import (
     TOLERANCE,
     Exported,
     batches_for,
+    constant_bytes,
     export,
     max_weight_diff,
+    signature_graphs,
 )
 
 MU = 0.5
@@ -78,6 +80,13 @@ def test_prox_momentum_model_has_builtin_ops_and_extra_inputs(prox: Exported) ->
     train_inputs = [t.name for t in report.signatures["train"].inputs]
     assert train_inputs == ["lr", "momentum", "mu", "x", "y"]
     assert prox.manifest.options == {"dropout": True, "fedprox": True, "momentum": True}
+
+
+def test_set_weights_resets_momentum_without_zeros_stored_in_the_file(prox: Exported) -> None:
+    # tf.zeros_like(value) of a static shape is folded into a weight-sized constant of zeros.
+    model, graphs = signature_graphs(prox.directory / "model.tflite")
+    smallest = min(int(np.prod(w.shape)) * 4 for w in prox.manifest.weights)
+    assert constant_bytes(model, graphs["set_weights"]) < smallest
 
 
 def test_dropout_fedprox_momentum_steps_match_reference(prox: Exported) -> None:
