@@ -13,7 +13,7 @@ import logging
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,8 +68,19 @@ class WorkResult:
     bytes_down: int = 0
 
 
-def _flat(weights: list[npt.NDArray[np.float32]]) -> npt.NDArray[np.float32]:
-    return np.concatenate([np.asarray(w, np.float32).reshape(-1) for w in weights])
+def _delta(
+    trained: Sequence[npt.NDArray[np.float32]], start: Sequence[npt.NDArray[np.float32]]
+) -> npt.NDArray[np.float32]:
+    """trained - start, flattened in manifest order, written into one buffer.
+
+    Flattening both lists first and subtracting would hold three more model-sized vectors
+    at once (26 MB for the 28x28 CNN's 1.66M parameters)."""
+    out = np.empty(sum(int(w.size) for w in trained), np.float32)
+    at = 0
+    for w, s in zip(trained, start, strict=True):
+        np.subtract(w.reshape(-1), s.reshape(-1), out=out[at : at + w.size])
+        at += w.size
+    return out
 
 
 class RoundWork:
@@ -194,7 +205,6 @@ class RoundWork:
         return manifest, result.path, result.fetched_bytes
 
     def _train(self, trainer: TrainerBackend, fetched: int) -> WorkResult:
-        start = trainer.get_weights()
         cfg = self.plan.training
         steps = steps_for(
             examples=len(self.store),
@@ -224,7 +234,7 @@ class RoundWork:
             return WorkResult(
                 plan=self.plan, abandon=reason, detail=result.reason[:200], bytes_down=fetched
             )
-        delta = _flat(list(result.checkpoint.weights)) - _flat(start)
+        delta = _delta(result.checkpoint.weights, result.checkpoint.start_weights)
         return WorkResult(
             plan=self.plan,
             training=TrainingOutput(
