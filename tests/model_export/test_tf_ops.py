@@ -109,6 +109,26 @@ def wide_conv_stack() -> Any:
     )
 
 
+def row_tap_stack() -> Any:
+    """Stride-1 convolutions over >= 8 channels on maps large enough for row taps (one
+    matmul for all kernel rows): SAME 5x5, whose dx is then a row-tap correlation too,
+    and VALID 3x3 with fewer output channels (dx by col2im)."""
+    import keras
+
+    k = keras.layers
+    keras.utils.set_random_seed(9)
+    return keras.Sequential(
+        [
+            keras.Input((16, 16, 8)),
+            k.Conv2D(8, 5, padding="same", activation="tanh"),
+            k.Conv2D(12, 5, padding="same", activation="relu"),
+            k.Conv2D(3, 3, padding="valid"),
+            k.GlobalAveragePooling2D(),
+            k.Dense(2),
+        ]
+    )
+
+
 def _chain(inputs: Any, layers: list[Any]) -> tuple[Any, Any]:
     x = inputs
     for layer in layers:
@@ -161,6 +181,7 @@ CASES: dict[str, tuple[Callable[[], Any], str, int]] = {
     "sequence_stack": (sequence_stack, "sparse_ce", 4),
     "gru_stack": (gru_stack, "sparse_ce", 4),
     "wide_conv_stack": (wide_conv_stack, "binary_ce", 4),
+    "row_tap_stack": (row_tap_stack, "sparse_ce", 4),
 }
 
 
