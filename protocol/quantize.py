@@ -40,6 +40,9 @@ Floats = npt.NDArray[np.float64]
 Ring = npt.NDArray[np.uint32]
 
 
+_CHUNK = 1 << 16  # elements per pass of the encoding loop (bounds its temporaries)
+
+
 def ring_bits(bits: int, clients: int) -> int:
     """Ring bits k = b + ceil(log2 n): a sum of n values below 2**b cannot wrap around."""
     if clients < 1 or not 1 <= bits <= 32:
@@ -114,6 +117,14 @@ def clip_l2(values: npt.NDArray[np.floating], bound: float) -> Floats:
     return x * (bound / norm) if norm > bound else x
 
 
+def clip_l2_in_place(x: Floats, bound: float) -> Floats:
+    """``clip_l2`` of a float64 vector, in place (the same values, no copy)."""
+    norm = _norm(x)
+    if norm > bound:
+        x *= bound / norm
+    return x
+
+
 def _norm(x: Floats) -> float:
     # einsum, not linalg.norm: BLAS threads cost milliseconds here on small machines.
     return math.sqrt(float(np.einsum("i,i->", x, x)))
@@ -167,15 +178,19 @@ def encode_update(
         raise ParameterError(f"examples must be a positive integer, got {examples!r}")
     count = min(examples, spec.weight_cap)
     out = np.empty(spec.length, dtype=np.uint32)
-    x = np.asarray(d, dtype=np.float64)
-    norm = _norm(x)
+    norm = _norm(np.asarray(d, dtype=np.float64))
     # One fused affine map: clip to C, weight by count / cap, then [-r, r] -> [0, levels].
     weight = (spec.clip_norm / norm if norm > spec.clip_norm else 1.0) * count / spec.weight_cap
-    scaled = x * (weight * spec.levels / (2.0 * spec.bound))
-    scaled += spec.levels / 2.0
-    rounded = stochastic_round(scaled, rng)
-    np.clip(rounded, 0, spec.levels, out=rounded)  # float error at the ends only
-    out[: spec.params] = rounded
+    factor = weight * spec.levels / (2.0 * spec.bound)
+    # In chunks: the same values and the same random stream as one pass over the vector
+    # (Generator.random draws in order), without three float64 copies of it at once.
+    for start in range(0, spec.params, _CHUNK):
+        stop = min(start + _CHUNK, spec.params)
+        scaled = np.multiply(d[start:stop], factor, dtype=np.float64)
+        scaled += spec.levels / 2.0
+        rounded = stochastic_round(scaled, rng)
+        np.clip(rounded, 0, spec.levels, out=rounded)  # float error at the ends only
+        out[start:stop] = rounded
     digits = spec.params + spec.count_digits
     out[spec.params : digits] = [
         (count >> (i * spec.bits)) & spec.levels for i in range(spec.count_digits)

@@ -55,8 +55,12 @@ def _prepare(delta: npt.NDArray[np.floating], spec: UpdateSpec) -> Floats:
     d = np.asarray(delta)
     if d.ndim != 1 or d.shape != (spec.params,) or not np.isfinite(d).all():
         raise LengthError(f"delta must be {spec.params} finite values")
-    clipped = clip(d, spec.clip_norm)
-    return rotation.rotate(clipped, spec.rotation_seed) if spec.rotation_seed else clipped
+    if not spec.rotation_seed:
+        return clip(d, spec.clip_norm)
+    # Clipped inside the padded buffer the rotation works in: one float64 vector, not two.
+    x = rotation.padded(d)
+    quantize.clip_l2_in_place(x[: d.size], spec.clip_norm)
+    return rotation.rotate_padded(x, spec.rotation_seed)
 
 
 def _restore(values: Floats, spec: UpdateSpec) -> Floats:
