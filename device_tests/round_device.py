@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import logging
 import tempfile
@@ -36,13 +37,18 @@ def _examples(args: argparse.Namespace) -> tuple[npt.NDArray[Any], npt.NDArray[n
     if args.input_shape is None:
         kat = np.load(FIXTURES / "mlp" / "kat.npz")
         return kat["x"].reshape(-1, *MLP.input_shape), kat["y"].reshape(-1).astype(np.int32)
-    rng = np.random.default_rng(args.seed)
+    # Made with the protocol's PRG, not numpy.random: an app's examples come from its own
+    # data, and loading numpy.random here (1.9 MiB) would count against the device's RSS.
+    from fedrt.protocol.prg import expand
+
     shape = (args.examples, *args.input_shape)
+    size = int(np.prod(shape))
+    words = expand(hashlib.sha256(b"round_device/%d" % args.seed).digest(), size + args.examples)
     if args.dtype == "int32":
-        x: npt.NDArray[Any] = rng.integers(0, args.classes, size=shape).astype(np.int32)
-    else:
-        x = rng.normal(size=shape).astype(np.float32)
-    return x, rng.integers(0, args.classes, size=args.examples).astype(np.int32)
+        x: npt.NDArray[Any] = (words[:size] % args.classes).astype(np.int32).reshape(shape)
+    else:  # uniform on [-1, 1)
+        x = (words[:size] / np.float32(2**31) - 1).astype(np.float32).reshape(shape)
+    return x, (words[size:] % args.classes).astype(np.int32)
 
 
 def _record_updates(path: Path, records: list[dict[str, Any]]) -> None:
@@ -72,7 +78,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from fedrt.sdk.process_memory import limit_malloc_arenas
     from fedrt.sdk.scheduler import SchedulerConfig
     from fedrt.sdk.scripted_state import ScriptedDeviceState, idle_plugged_in
-    from fedrt.simulation.fleet import PARTICIPANT_TIMINGS  # retry in seconds, not minutes
+    from fedrt.simulation.timings import PARTICIPANT_TIMINGS  # retry in seconds, not minutes
 
     limit_malloc_arenas()  # as ``fedrt device run`` does: this process is a device
     records: list[dict[str, Any]] = []

@@ -21,8 +21,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol.errors import ProtocolError
 from fedrt.protocol.round_codec import decode_from_coordinator, encode_message
@@ -39,7 +37,7 @@ from fedrt.sdk.eligibility import EligibilityDecision, EligibilityPolicy
 from fedrt.sdk.errors import SdkConfigError
 from fedrt.sdk.example_store import ExampleStore
 from fedrt.sdk.outbox import Outbox, ReliableSender
-from fedrt.sdk.participant import Participant
+from fedrt.sdk.participant import Jitter, Participant, SystemJitter
 from fedrt.sdk.participant_commands import (
     CancelTraining,
     Command,
@@ -129,7 +127,7 @@ class Device:
         store: ExampleStore,
         device_state: DeviceState,
         clock: Callable[[], float] = time.time,
-        rng: np.random.Generator | None = None,
+        rng: Jitter | None = None,
         on_event: Callable[[DeviceEvent, dict[str, Any]], None] | None = None,
         transport_factory: Callable[[MqttConfig], Transport] | None = None,
         trainer_factory: TrainerFactory | None = None,
@@ -145,7 +143,7 @@ class Device:
         # None: LiteRT in this process; an app may run the model elsewhere (Android: Java).
         self._trainer_factory = trainer_factory
         self._clock = clock
-        self._rng = rng if rng is not None else np.random.default_rng()
+        self._rng = rng if rng is not None else SystemJitter()
         self._on_event = on_event
         self._transport_factory = transport_factory or (lambda c: PahoTransport(c))
         config.data_dir.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,9 @@ receipt. Every input that cannot be taken raises a ``RoundError`` (or a SecAgg+
 from __future__ import annotations
 
 import enum
+import random as stdlib_random
 from collections.abc import Mapping
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -89,6 +91,34 @@ _BULK = frozenset({rm.Stage.MASKED_INPUT, rm.Stage.PLAIN_UPDATE})
 _SEEN_LIMIT = 4096
 
 
+class Jitter(Protocol):
+    """Where a device's timing jitter and its update seed come from.
+
+    ``numpy.random.Generator`` has this shape (simulations pass seeded ones); a device's
+    default is `SystemJitter`, so that numpy.random (1.9 MiB of extension modules) is first
+    loaded when an update is encoded, after training has freed its memory."""
+
+    def uniform(self, low: float, high: float, /) -> float: ...
+
+    def integers(self, low: int, /) -> int: ...
+
+
+class SystemJitter:
+    """`Jitter` from the operating system's randomness (``random.SystemRandom``)."""
+
+    __slots__ = ("_random",)
+
+    def __init__(self) -> None:
+        self._random = stdlib_random.SystemRandom()
+
+    def uniform(self, low: float, high: float, /) -> float:
+        return self._random.uniform(low, high)
+
+    def integers(self, low: int, /) -> int:
+        """A uniform integer in [0, low), as ``Generator.integers(low)``."""
+        return self._random.randrange(low)
+
+
 class Participant:
     """One device's side of one task's rounds; see the module docstring."""
 
@@ -97,7 +127,7 @@ class Participant:
         config: ParticipantConfig,
         *,
         identity: Ed25519PrivateKey,
-        rng: np.random.Generator,
+        rng: Jitter,
         random: RandomSource = system_random,
         first_msg_id: int = 1,
     ) -> None:

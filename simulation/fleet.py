@@ -29,21 +29,13 @@ from fedrt.sdk.network_loop import NetworkLoop
 from fedrt.sdk.scheduler import SchedulerConfig
 from fedrt.sdk.transport import MqttConfig, PahoTransport, Transport
 from fedrt.simulation.datasets import Dataset
+from fedrt.simulation.timings import PARTICIPANT_TIMINGS
 from fedrt.simulation.traces import DeviceTrace
 
 log = logging.getLogger(__name__)
 
 # How often the fleet looks at its devices' traces for connectivity (real seconds).
 _CONNECTIVITY_STEP_S = 0.2
-
-# Simulated devices react fast: the rounds they take part in last seconds, not minutes.
-PARTICIPANT_TIMINGS = {
-    "deadline_margin": 1.0,
-    "grace": 15.0,
-    "checkin_timeout": 30.0,
-    "retry_earliest": 1.0,
-    "retry_latest": 3.0,
-}
 
 
 class TracedState(DeviceState):

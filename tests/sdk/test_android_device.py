@@ -20,8 +20,8 @@ from fedrt.sdk.android_trainer import java_trainer_factory
 from fedrt.sdk.device import Device, DeviceConfig
 from fedrt.sdk.example_store import ExampleStore
 from fedrt.sdk.scheduler import SchedulerConfig
-from fedrt.simulation.fleet import PARTICIPANT_TIMINGS
 from fedrt.simulation.stack import LocalStack
+from fedrt.simulation.timings import PARTICIPANT_TIMINGS
 from tests.sdk.android_support import StandInLiteRtTrainer, android_provider, java_module
 
 MODEL = Path(__file__).resolve().parents[2] / "device_tests" / "fixtures" / "mlp"
