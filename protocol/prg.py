@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -24,9 +25,11 @@ WordType = type[np.uint16] | type[np.uint32] | type[np.uint64]
 
 __all__ = [
     "ZERO_IV",
+    "KeyedUniforms",
     "MaskAccumulator",
     "RandomSource",
     "SeededRandom",
+    "Uniforms",
     "expand",
     "keystream",
     "system_random",
@@ -110,3 +113,31 @@ class SeededRandom:
         if size < 0:
             raise ParameterError(f"size must be >= 0, got {size}")
         return self._encryptor.update(bytes(size))
+
+
+class Uniforms(Protocol):
+    """A stream of uniform floats in [0, 1): ``numpy.random.Generator`` has this shape."""
+
+    def random(self, size: int, /) -> npt.NDArray[np.float64]: ...
+
+
+class KeyedUniforms:
+    """`Uniforms` from AES-256-CTR under a 256-bit key: 53-bit floats, 8 keystream bytes each.
+
+    What a device's stochastic rounding draws from (the per-round key comes from its update
+    seed), so that encoding an update does not load ``numpy.random``. Same key, same stream.
+    """
+
+    __slots__ = ("_encryptor",)
+
+    def __init__(self, key: bytes) -> None:
+        _check_key(key)
+        self._encryptor = Cipher(algorithms.AES(key), modes.CTR(ZERO_IV)).encryptor()
+
+    def random(self, size: int, /) -> npt.NDArray[np.float64]:
+        if size < 0:
+            raise ParameterError(f"size must be >= 0, got {size}")
+        words = np.frombuffer(self._encryptor.update(bytes(8 * size)), dtype="<u8")
+        out = (words >> np.uint64(11)).astype(np.float64)
+        out *= 1.0 / (1 << 53)
+        return out

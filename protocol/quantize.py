@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fedrt.protocol.errors import LengthError, ParameterError
+from fedrt.protocol.prg import Uniforms
 
 __all__ = [
     "AggregatedUpdate",
@@ -130,15 +131,13 @@ def _norm(x: Floats) -> float:
     return math.sqrt(float(np.einsum("i,i->", x, x)))
 
 
-def stochastic_round(scaled: Floats, rng: np.random.Generator) -> Floats:
+def stochastic_round(scaled: Floats, rng: Uniforms) -> Floats:
     """floor(x + U[0, 1)) in place of ``scaled``: rounds up with probability frac(x)."""
     scaled += rng.random(scaled.size).reshape(scaled.shape)
     return np.floor(scaled, out=scaled)
 
 
-def quantize(
-    values: npt.NDArray[np.floating], *, bound: float, bits: int, rng: np.random.Generator
-) -> Ring:
+def quantize(values: npt.NDArray[np.floating], *, bound: float, bits: int, rng: Uniforms) -> Ring:
     """Values clamped to [-bound, bound], mapped onto 0 .. 2**bits - 1 without bias inside."""
     levels = (1 << bits) - 1
     scaled = np.clip(np.asarray(values, dtype=np.float64), -bound, bound)  # a fresh array
@@ -163,7 +162,7 @@ def encode_update(
     *,
     spec: QuantSpec,
     examples: int,
-    rng: np.random.Generator,
+    rng: Uniforms,
     scalars: Sequence[float] = (),
 ) -> Ring:
     """The device's ring vector (uint32, each value < 2**b) in the layout of the module."""

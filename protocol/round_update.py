@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from fedrt.protocol import bitpack, quantize, rotation
 from fedrt.protocol.errors import LengthError, ParameterError
+from fedrt.protocol.prg import Uniforms
 from fedrt.protocol.round_messages import UpdateSpec
 
 Ring = npt.NDArray[np.uint32]
@@ -92,7 +93,7 @@ def encode(
     delta: npt.NDArray[np.floating],
     n_examples: int,
     spec: UpdateSpec,
-    rng: np.random.Generator,
+    rng: Uniforms,
     *,
     weighted: bool = True,
 ) -> Ring:

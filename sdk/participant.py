@@ -29,6 +29,7 @@ receipt. Every input that cannot be taken raises a ``RoundError`` (or a SecAgg+
 from __future__ import annotations
 
 import enum
+import hashlib
 import random as stdlib_random
 from collections.abc import Mapping
 from typing import Protocol
@@ -40,7 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fedrt.protocol import round_dp, round_update
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol.errors import ConsistencyCheckFailed, ProtocolError
-from fedrt.protocol.prg import RandomSource, system_random
+from fedrt.protocol.prg import KeyedUniforms, RandomSource, system_random
 from fedrt.protocol.round_codec import decode_from_coordinator
 from fedrt.protocol.round_errors import (
     DuplicateMessageId,
@@ -212,12 +213,17 @@ class Participant:
         if self.deadline is not None and now > self.deadline:
             return self._give_up(rm.AbandonReason.DEADLINE, "training finished late", now)
         secagg = plan.secagg is not None
-        rng = np.random.default_rng((self._update_seed, plan.round_id))
         vector: npt.NDArray[np.unsignedinteger]
         if secagg and plan.update.dp is not None:  # noise and clip bit before masking
-            vector = round_dp.device_vector(delta, n_examples, plan.update, rng)
+            noise = np.random.default_rng((self._update_seed, plan.round_id))
+            vector = round_dp.device_vector(delta, n_examples, plan.update, noise)
         else:
-            vector = round_update.encode(delta, n_examples, plan.update, rng, weighted=secagg)
+            # Stochastic rounding needs only uniforms: from the PRG, without numpy.random.
+            key = hashlib.sha256(b"fedrt/update-rounding/v1\x00%d\x00%d"
+                                 % (self._update_seed, plan.round_id)).digest()  # fmt: skip
+            vector = round_update.encode(
+                delta, n_examples, plan.update, KeyedUniforms(key), weighted=secagg
+            )
         if plan.secagg is None:
             stage, payload = rm.Stage.PLAIN_UPDATE, round_update.pack(vector, plan.update.bits)
         else:

@@ -36,8 +36,14 @@ trainer.get_weights()
 from fedrt.sdk.participant import SystemJitter
 jitter = SystemJitter()
 jitter.uniform(0.0, 1.0)
+import numpy as np
+from fedrt.protocol import round_update
+from fedrt.protocol.prg import KeyedUniforms
+from fedrt.protocol.round_plan import UpdateSpec
+spec = UpdateSpec(params=5, clip_norm=1.0, bits=8, weight_cap=10, rotation_seed=b"r")
+round_update.encode(np.ones(5, np.float32), 3, spec, KeyedUniforms(bytes(32)))
 heavy = ("tensorflow", "keras", "aiohttp")
-# Loaded only when needed: numpy.random when an update is encoded, LiteRT's 690 KB generated
+# Loaded only when needed: numpy.random for DP noise only, LiteRT's 690 KB generated
 # schema when an op histogram is named. Each cost a device megabytes of RSS.
 late = ("numpy.random", "ai_edge_litert.schema_py_generated")
 print(json.dumps({
