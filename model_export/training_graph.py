@@ -41,6 +41,28 @@ def _dense(x: Tensor, params: Sequence[Tensor], native: bool) -> Tensor:
     return y + params[1] if len(params) > 1 else y
 
 
+# Activations that commute with max pooling exactly (monotone, and where two inputs tie
+# after the activation its gradient is 0 at both, so the pooled gradient matches too).
+POOL_COMMUTES = ("relu", "relu6")
+
+
+def _pool_before_activation(
+    steps: list[tuple[Step, tuple[int, int]]],
+) -> list[tuple[Step, tuple[int, int]]]:
+    """Max pooling moved ahead of the relu before it: the activation and its gradient
+    then run on the pooled map (4x smaller for 2x2), with identical values."""
+    out = list(steps)
+    for k in range(len(out) - 1):
+        act, pool = out[k][0], out[k + 1][0]
+        if (
+            act.kind == "activation"
+            and act.options["fn"] in POOL_COMMUTES
+            and pool.kind == "max_pool"
+        ):
+            out[k], out[k + 1] = out[k + 1], out[k]
+    return out
+
+
 class Forward:
     """Applies a plan's steps to tensors; ``training`` turns dropout on."""
 
@@ -51,6 +73,7 @@ class Forward:
         for step in plan.steps:
             self.slices.append((start, start + len(step.weights)))
             start += len(step.weights)
+        self.order = _pool_before_activation(list(zip(plan.steps, self.slices, strict=True)))
 
     def __call__(
         self,
@@ -61,7 +84,7 @@ class Forward:
         native: bool,
         step_count: Tensor | None = None,
     ) -> Tensor:
-        for step, (lo, hi) in zip(self.plan.steps, self.slices, strict=True):
+        for step, (lo, hi) in self.order:
             x = self._apply(step, params[lo:hi], x, training, native, step_count)
         return x
 
