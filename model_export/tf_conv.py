@@ -1,9 +1,10 @@
 """Convolutions whose forward pass and gradients convert to LiteRT builtins XNNPACK runs.
 
 LiteRT runs CONV_2D and TRANSPOSE_CONV whose filter is a variable (not a constant) on a
-slow path, and TensorFlow's filter gradients are Flex ops, so a convolution here is im2col
-(strided slices + concat) + BATCH_MATMUL, its filter gradient patches^T @ dy, and its input
-gradient col2im. ``native`` selects TensorFlow's own op and autodiff (the test reference).
+slow path, and TensorFlow's filter gradients are Flex ops, so a convolution here is built
+from BATCH_MATMULs: row taps (``_row_tap_sum``) or im2col + matmul forward, a matmul over
+the gathered inputs for the filter gradient, and row taps or col2im for the input gradient.
+``native`` selects TensorFlow's own op and autodiff (the test reference).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from fedrt.model_export.tf_ops import Grad, Tensor, custom_gradient, static_shap
 # Inputs with fewer channels than this build im2col in two passes (see ``_patches``);
 # with 32 channels one pass was faster (3.7 vs 4.2 ms on 14x14x32, 5x5).
 NARROW_CHANNELS = 8
-# Row taps computed over every input row cost (Ho - 1) * stride + kh rows of products for
-# Ho output rows; up to 30% more paid off on 14x14 maps with a 5x5 kernel (18 rows for 14),
-# 50% more (4x4 maps, 3x3 kernel) made the 8x8 CNN's train step 0.48 -> 0.65 ms.
+# Row taps computed over every input row cost Ho + kh - 1 rows of products for Ho output
+# rows; up to 30% more paid off on 14x14 maps with a 5x5 kernel (18 rows for 14), 50% more
+# (4x4 maps, 3x3 kernel) made the 8x8 CNN's train step 0.48 -> 0.65 ms.
 ROW_TAP_EXTRA = 1.3
 
 
@@ -97,66 +98,62 @@ def _matmul_nhwc(p: Tensor, w2: Tensor, out: tuple[int, int]) -> Tensor:
     return tf.reshape(tf.matmul(p, w2), [-1, out[0], out[1], int(w2.shape[1])])
 
 
-def _row_taps_fit(c_in: int, c_out: int, kernel: tuple[int, int], rows: int, out_rows: int) -> bool:
-    """Whether ``_row_tap_correlate`` beats im2col: C_in is not narrow, its matmul output
-    (kh * C_out per position) is no wider than a window row (kw * C_in), and it multiplies
-    at most ``ROW_TAP_EXTRA`` more rows (all ``rows`` input rows instead of ``out_rows``)."""
+def _row_taps_fit(c_in: int, c_out: int, kernel: tuple[int, int], out_rows: int) -> bool:
+    """Whether a stride-1 convolution takes row taps rather than im2col: C_in is not narrow,
+    the row-tap matmul's output (kh * C_out per position) is no wider than a window row
+    (kw * C_in), and it multiplies at most ``ROW_TAP_EXTRA`` more rows than im2col."""
+    rows = out_rows + kernel[0] - 1
     return (
         c_in >= NARROW_CHANNELS and c_out <= kernel[1] * c_in and rows <= ROW_TAP_EXTRA * out_rows
     )
 
 
-def _gather_columns(
-    xp: Tensor, kh: int, kw: int, strides: tuple[int, int], out: tuple[int, int]
-) -> Tensor:
-    """[B, (Ho - 1) * sh + kh, Wo, kw * C]: the kw column offsets of ``xp``, ordered (j, c)."""
-    rows = (out[0] - 1) * strides[0] + kh
-    cols = (out[1] - 1) * strides[1] + 1
-    wide = [xp[:, :rows, j : j + cols : strides[1], :] for j in range(kw)]
+def _gather_columns(xp: Tensor, kw: int, out_cols: int) -> Tensor:
+    """[B, H, Wo, kw * C]: the kw column offsets of the padded ``xp``, ordered (j, c)."""
+    wide = [xp[:, :, j : j + out_cols, :] for j in range(kw)]
     return tf.concat(wide, axis=3) if kw > 1 else wide[0]
 
 
-def _row_tap_correlate(
-    xp: Tensor, w: Tensor, strides: tuple[int, int], out: tuple[int, int]
-) -> Tensor:
-    """VALID correlation of the padded ``xp`` with ``w`` [kh, kw, C_in, C_out]."""
-    kh, kw = static_shape(w.shape)[:2]
-    return _row_tap_sum(_gather_columns(xp, kh, kw, strides, out), w, strides[0], out[0])
-
-
-def _row_tap_sum(gathered: Tensor, w: Tensor, stride: int, out_rows: int) -> Tensor:
-    """The correlation from ``_gather_columns``' output.
+def _row_tap_sum(gathered: Tensor, w: Tensor, out_rows: int) -> Tensor:
+    """VALID stride-1 correlation of ``_gather_columns``' output with ``w`` [kh, kw, C_in,
+    C_out].
 
     Only the kw column offsets are gathered (one concat, kw * C_in channels); one matmul
     multiplies them by every row tap at once ([kw * C_in, kh * C_out]), and the kh row taps
-    are summed from strided slices of its output. On the MNIST CNN's conv2 (14x14x32 -> 64,
-    5x5, batch 32, 2 threads) this took 2.1 ms against 3.0 ms for im2col + matmul: 29% more
+    are summed from slices of its output. On the MNIST CNN's conv2 (14x14x32 -> 64, 5x5,
+    batch 32, 2 threads) this took 2.1 ms against 3.0 ms for im2col + matmul: 29% more
     multiplications in a wider, faster matmul, and 15 MiB written instead of 20 MiB + copies.
     """
     kh, kw, c_in, c_out = static_shape(w.shape)
     # [kw * C_in, kh * C_out]: rows ordered (j, c) as gathered, columns (i, o) per row tap.
     taps = tf.reshape(tf.transpose(w, [1, 2, 0, 3]), [kw * c_in, kh * c_out])
     z = tf.matmul(gathered, taps)
-    span = (out_rows - 1) * stride + 1
     acc: Tensor = None
     for i in range(kh):
-        part = z[:, i : i + span : stride, :, i * c_out : (i + 1) * c_out]
+        part = z[:, i : i + out_rows, :, i * c_out : (i + 1) * c_out]
         acc = part if acc is None else acc + part
     return acc
 
 
-def _transposed_patches(gathered: Tensor, kh: int, stride: int, out_rows: int) -> Tensor:
-    """im2col transposed, [kh*kw*C, B*Ho*Wo], from the forward pass's ``_gather_columns``.
+def _row_tap_filter_grad(gathered: Tensor, dy: Tensor, kernel: tuple[int, int]) -> Tensor:
+    """dw [kh, kw, C_in, C_out] from the forward's gathered columns and dy.
 
-    The filter gradient patches^T @ dy as a matmul over a transposed operand measured
-    3.9 ms (XNNPACK transposes the 20 MiB patches); built transposed from the transposed
-    gathered columns (5 MiB) it is a plain matmul. Reusing the forward's columns instead
-    of gathering them again from the transposed input: 15.0 -> 14.8 ms (p10, 28x28 CNN)."""
-    rows = (out_rows - 1) * stride + 1
-    w_all = tf.transpose(gathered, [3, 0, 1, 2])
-    taps = [w_all[:, :, i : i + rows : stride, :] for i in range(kh)]
-    stacked = tf.concat(taps, axis=0) if kh > 1 else taps[0]
-    return tf.reshape(stacked, [kh * int(gathered.shape[-1]), -1])
+    Row tap i pairs gathered row h + i with dy row h, so dy is shifted instead of the
+    columns: dy^T padded to each of the kh offsets (kh * 1.6 MiB on the 28x28 CNN) against
+    the transposed columns (5 MiB), one matmul [kh*C_out, N] @ [kw*C_in, N]^T whose second
+    operand is packed transposed (rank 3, so it stays a delegated BATCH_MATMUL). The
+    transposed im2col it replaces copied 45 MiB per step: 14.1 -> 13.2 ms (p10), with 29%
+    more multiplications."""
+    kh, kw = kernel
+    c_in = int(gathered.shape[-1]) // kw
+    c_out = int(dy.shape[-1])
+    cols_t = tf.reshape(tf.transpose(gathered, [3, 0, 1, 2]), [1, kw * c_in, -1])
+    dy_t = tf.transpose(dy, [3, 0, 1, 2])
+    shifted = [tf.pad(dy_t, [[0, 0], [0, 0], [i, kh - 1 - i], [0, 0]]) for i in range(kh)]
+    stacked = tf.concat(shifted, axis=0) if kh > 1 else shifted[0]
+    g = tf.matmul(tf.reshape(stacked, [1, kh * c_out, -1]), cols_t, transpose_b=True)
+    # g is [(i, o), (j, c)].
+    return tf.transpose(tf.reshape(g, [kh, c_out, kw, c_in]), [0, 2, 3, 1])
 
 
 def _one_hot_taps(kh: int, kw: int, channels: int) -> Tensor:
@@ -175,20 +172,18 @@ def conv2d(x: Tensor, w: Tensor, strides: tuple[int, int], padding: str, native:
     TRANSPOSE_CONV 20 ms and dw as a CONV_2D over transposed tensors 21 ms, vs col2im
     ~15 ms and patches^T @ dy 6 ms. col2im for dx was 24% faster and 16 MiB smaller than
     im2col of dy; one matmul per window offset instead of slicing one big product took
-    the whole train step from 51.4 to 48.0 ms. Inputs with enough channels now take
-    ``_row_tap_correlate`` for the forward pass and (stride 1) for dx, and
-    ``_transposed_patches`` for dw; the others with equal strides build their patches with
-    one depthwise convolution (``_depthwise_patch_conv2d``); unequal strides keep
-    ``_patches``.
+    the whole train step from 51.4 to 48.0 ms. Stride-1 convolutions over enough channels
+    now take row taps (``_row_tap_conv2d``); the others with equal strides build their
+    patches with one depthwise convolution (``_depthwise_patch_conv2d``); unequal strides
+    keep ``_patches``.
     """
     if native:
         return tf.nn.conv2d(x, w, strides=strides, padding=padding)
     kh, kw, c_in, c_out = static_shape(w.shape)
     height, width = int(x.shape[1]), int(x.shape[2])
     out, pad_h, pad_w = _conv_pads((height, width), (kh, kw), strides, padding)
-    rows = (out[0] - 1) * strides[0] + kh
-    if _row_taps_fit(c_in, c_out, (kh, kw), rows, out[0]):
-        return _row_tap_conv2d(x, w, strides, out, (pad_h, pad_w))
+    if strides == (1, 1) and _row_taps_fit(c_in, c_out, (kh, kw), out[0]):
+        return _row_tap_conv2d(x, w, out, (pad_h, pad_w))
     if strides[0] == strides[1]:
         return _depthwise_patch_conv2d(x, w, strides, padding)
 
@@ -248,36 +243,30 @@ def _pad(x: Tensor, pads: tuple[tuple[int, int], tuple[int, int]]) -> Tensor:
 def _row_tap_conv2d(
     x: Tensor,
     w: Tensor,
-    strides: tuple[int, int],
     out: tuple[int, int],
     pads: tuple[tuple[int, int], tuple[int, int]],
 ) -> Tensor:
-    """``conv2d`` for inputs with enough channels (see ``_row_taps_fit``)."""
+    """Stride-1 ``conv2d`` for inputs with enough channels (see ``_row_taps_fit``)."""
     kh, kw, c_in, c_out = static_shape(w.shape)
     height, width = int(x.shape[1]), int(x.shape[2])
 
     @custom_gradient
     def op(x: Tensor, w: Tensor) -> tuple[Tensor, Grad]:
-        gathered = _gather_columns(_pad(x, pads), kh, kw, strides, out)
-        y = _row_tap_sum(gathered, w, strides[0], out[0])
+        gathered = _gather_columns(_pad(x, pads), kw, out[1])
+        y = _row_tap_sum(gathered, w, out[0])
 
         def grad(dy: Tensor) -> tuple[Tensor, Tensor]:
-            patches_t = _transposed_patches(gathered, kh, strides[0], out[0])
-            dw = tf.reshape(
-                tf.matmul(patches_t, tf.reshape(dy, [-1, c_out])), [kh, kw, c_in, c_out]
-            )
-            if strides != (1, 1) or not _row_taps_fit(
-                c_out, c_in, (kh, kw), height + kh - 1, height
-            ):
-                return _col2im(dy, w, strides, (height, width), pads), dw
-            # Stride 1: dx is the VALID correlation of dy, padded by the kernel size less
-            # the forward pads, with the flipped filter whose channel axes swap.
+            dw = _row_tap_filter_grad(gathered, dy, (kh, kw))
+            if not _row_taps_fit(c_out, c_in, (kh, kw), height):
+                return _col2im(dy, w, (1, 1), (height, width), pads), dw
+            # dx is the VALID correlation of dy, padded by the kernel size less the
+            # forward pads, with the flipped filter whose channel axes swap.
             back = (
                 (kh - 1 - pads[0][0], kh - 1 - pads[0][1]),
                 (kw - 1 - pads[1][0], kw - 1 - pads[1][1]),
             )
             flipped = tf.transpose(tf.reverse(w, [0, 1]), [0, 1, 3, 2])
-            dx = _row_tap_correlate(_pad(dy, back), flipped, (1, 1), (height, width))
+            dx = _row_tap_sum(_gather_columns(_pad(dy, back), kw, width), flipped, height)
             return dx, dw
 
         return y, grad
