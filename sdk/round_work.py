@@ -172,7 +172,10 @@ class RoundWork:
                 )
             return self._train(trainer, fetched)
         finally:
-            trainer.close()
+            try:
+                trainer.close()
+            except Exception as exc:  # a failed close must not lose the round's result
+                log.warning("round %d: closing the trainer failed: %s", self.plan.round_id, exc)
 
     def _open_litert(self, path: Path, manifest: Manifest) -> TrainerBackend:
         return LiteRtTrainer(LiteRTModel(path, manifest, num_threads=self.num_threads), manifest)
