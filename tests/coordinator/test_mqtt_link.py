@@ -16,6 +16,14 @@ from fedrt.coordinator.mqtt_link import LinkSettings, MqttLink
 from tests.support.mqtt import TestClient
 
 
+async def until(condition: Callable[[], bool], seconds: float, poll: float = 0.02) -> None:
+    """Wait until ``condition()`` holds or ``seconds`` pass (the caller asserts after)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not condition() and loop.time() < deadline:
+        await asyncio.sleep(poll)
+
+
 def test_outbox_survives_a_broker_restart(tmp_path: Path) -> None:
     broker = MosquittoBroker(BrokerConfig(directory=tmp_path / "m"))
     broker.start()
@@ -40,9 +48,7 @@ def test_outbox_survives_a_broker_restart(tmp_path: Path) -> None:
         # Retained, so a client connecting later can check that it reached the broker.
         link.enqueue("out/2", b"queued while the broker was down", 1, True)
         broker.start()
-        deadline = asyncio.get_running_loop().time() + 15
-        while link.connects < 2 and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.05)
+        await until(lambda: link.connects >= 2, 15, poll=0.05)
         assert link.connects == 2
         assert await link.flush(5)
         await link.stop()
@@ -113,10 +119,7 @@ def test_a_failing_message_does_not_stop_ingestion(caplog: pytest.LogCaptureFixt
             await link.start()
             for payload in (b"boom", b"after"):
                 link.enqueue("t/x", payload)
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 10
-            while not got and loop.time() < deadline:
-                await asyncio.sleep(0.02)
+            await until(lambda: bool(got), 10)
             assert link.failures == 1
             assert link.connects == 1  # no reconnect was needed
         finally:
@@ -153,21 +156,16 @@ def test_unhandled_messages_wait_at_the_broker_and_survive_a_restart(tmp_path: P
         return MqttLink(settings, on_message)
 
     async def scenario() -> None:
-        loop = asyncio.get_running_loop()
         first = link(stalled)
         await first.start()
         await asyncio.to_thread(lambda: [device.publish("in/x", p) for p in sent])
-        deadline = loop.time() + 10
-        while first.pending < window - 1 and loop.time() < deadline:
-            await asyncio.sleep(0.02)
+        await until(lambda: first.pending >= window - 1, 10)
         await asyncio.sleep(0.3)  # room for more to arrive, were the broker not holding them
         assert window - 1 <= first.pending <= window
         await first.stop()
         second = link(handle)
         await second.start()
-        deadline = loop.time() + 15
-        while len(got) < len(sent) and loop.time() < deadline:
-            await asyncio.sleep(0.02)
+        await until(lambda: len(got) >= len(sent), 15)
         await asyncio.sleep(0.2)
         assert second.handled == len(sent)
         await second.stop()
@@ -212,10 +210,7 @@ def test_a_burst_beyond_mosquittos_default_queue_waits_for_a_stalled_coordinator
         got.clear()
         second = MqttLink(settings, handle)
         await second.start()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
-        while len(got) < len(sent) and loop.time() < deadline:
-            await asyncio.sleep(0.05)
+        await until(lambda: len(got) >= len(sent), 30, poll=0.05)
         await second.stop()
 
     try:
@@ -265,10 +260,7 @@ def test_a_slow_coordinator_holds_at_most_max_pending_messages(tmp_path: Path) -
                 info.wait_for_publish(30)
 
         await asyncio.to_thread(burst)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
-        while len(got) < len(sent) and loop.time() < deadline:
-            await asyncio.sleep(0.02)
+        await until(lambda: len(got) >= len(sent), 30)
         await link.stop()
 
     try:

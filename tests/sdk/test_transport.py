@@ -176,16 +176,22 @@ def test_persistent_session_queues_while_offline(net: Net) -> None:
     assert eventually(lambda: sessions == [True])
 
 
-def test_reconnects_after_a_broker_restart(net: Net) -> None:
+def _linked(net: Net, topic: str) -> tuple[Transport, Transport, Inbox, list[bool]]:
+    """A subscriber to ``topic`` (its connect events recorded) and a publisher it hears."""
     inbox = Inbox()
     sub = net.client("sub", start=False)
-    sub.subscribe("after/restart", inbox)
+    sub.subscribe(topic, inbox)
     connects: list[bool] = []
     sub.add_connect_listener(connects.append)
     sub.start()
     assert sub.wait_connected(TIMEOUT)
     pub = net.client("pub")
-    assert eventually(lambda: _probe(pub, sub, "after/restart", inbox))
+    assert eventually(lambda: _probe(pub, sub, topic, inbox))
+    return sub, pub, inbox, connects
+
+
+def test_reconnects_after_a_broker_restart(net: Net) -> None:
+    sub, pub, inbox, connects = _linked(net, "after/restart")
     net.restart()
     assert eventually(lambda: len(connects) >= 2)
     assert eventually(lambda: pub.connected and sub.connected)
@@ -193,15 +199,7 @@ def test_reconnects_after_a_broker_restart(net: Net) -> None:
 
 
 def test_a_lost_network_cuts_the_link_until_it_is_back(net: Net) -> None:
-    inbox = Inbox()
-    sub = net.client("sub", start=False)
-    sub.subscribe("net/x", inbox)
-    connects: list[bool] = []
-    sub.add_connect_listener(connects.append)
-    sub.start()
-    assert sub.wait_connected(TIMEOUT)
-    pub = net.client("pub")
-    assert eventually(lambda: _probe(pub, sub, "net/x", inbox))
+    sub, pub, inbox, connects = _linked(net, "net/x")
     sub.network_changed(False)
     assert not sub.connected
     with pytest.raises(NotConnected):
