@@ -129,6 +129,27 @@ def row_tap_stack() -> Any:
     )
 
 
+def inner_strided_stack() -> Any:
+    """Convolutions whose input gradient is taken after the first layer, with im2col by a
+    one-hot depthwise filter: stride 2 SAME on an odd map, stride 2 VALID leaving an
+    untouched edge row, and a stride-1 3x3 SAME over few channels."""
+    import keras
+
+    k = keras.layers
+    keras.utils.set_random_seed(10)
+    return keras.Sequential(
+        [
+            keras.Input((11, 11, 3)),
+            k.Conv2D(4, 3, padding="same", activation="tanh"),
+            k.Conv2D(5, 3, padding="same", activation="sigmoid"),
+            k.Conv2D(6, 3, strides=2, padding="same", activation="relu"),
+            k.Conv2D(3, 2, strides=2, padding="valid"),
+            k.Flatten(),
+            k.Dense(2),
+        ]
+    )
+
+
 def _chain(inputs: Any, layers: list[Any]) -> tuple[Any, Any]:
     x = inputs
     for layer in layers:
@@ -182,6 +203,7 @@ CASES: dict[str, tuple[Callable[[], Any], str, int]] = {
     "gru_stack": (gru_stack, "sparse_ce", 4),
     "wide_conv_stack": (wide_conv_stack, "binary_ce", 4),
     "row_tap_stack": (row_tap_stack, "sparse_ce", 4),
+    "inner_strided_stack": (inner_strided_stack, "mse", 4),
 }
 
 
