@@ -8,7 +8,9 @@ includes the interpreter and its imports) and the median and mean time of ``--st
 after ``--warmup``. The two back-ends alternate for ``--rounds`` rounds and each keeps its
 best median (other load on a shared machine only slows a round down); the speedup compares
 those medians. Target (issue 3): LiteRT at least 2x faster per step and at most 1/4 of
-TensorFlow's peak RSS.
+TensorFlow's peak RSS. Each model's line also gives its train graph's matmul/convolution
+FLOPs and the time they take at LiteRT's best matmul rate here (``matmul_peak``): a speed
+target below that floor is out of reach for the graph, however its ops are arranged.
 
 Then (``--round-devices``, default 3, 0 skips it) each model goes through one real SecAgg+
 round: a coordinator and Mosquitto on loopback and that many device PROCESSES (enroll,
@@ -36,6 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fedrt.benchmarks.matmul_peak import PROBE_MNK, child_peak, child_probe_export, measure_peak
 from fedrt.benchmarks.rss import peak_rss_mib
 from fedrt.errors import UsageError
 
@@ -185,6 +188,9 @@ def bench_case(
     tens = _best(tens_runs)
     manifest = json.loads((out / "manifest.json").read_text())
     extra: dict[str, Any] = {}
+    from fedrt.model_export import signature_flops
+
+    extra["train_gflop"] = signature_flops((out / "model.tflite").read_bytes())["train"] / 1e9
     # Imported here: the children (on a device too) must not load the coordinator.
     from fedrt.benchmarks.device_round import measure_round
 
@@ -273,8 +279,23 @@ def _table(rows: list[dict[str, Any]]) -> str:
             f"{'met' if ok_speed else 'MISSED'}), RSS ratio {row['rss_ratio']:.3f} "
             f"(target <= {RSS_TARGET}: {'met' if ok_rss else 'MISSED'})"
         )
+        lines.append(_floor_line(row))
         lines.extend(_round_lines(row))
     return "\n".join(lines)
+
+
+def _floor_line(row: dict[str, Any]) -> str:
+    """The train graph's matmul/convolution FLOPs and the time they take at the measured
+    matmul peak: no arrangement of the same graph runs a step faster."""
+    half = row["tensorflow"]["ms_median"] / SPEED_TARGET
+    line = f"{'':<14}train graph {row['train_gflop']:.3f} GFLOP/step"
+    if "floor_ms" not in row:
+        return line
+    verdict = "not excluded by it" if row["floor_ms"] <= half else "BELOW it: out of reach"
+    return (
+        f"{line}, >= {row['floor_ms']:.2f} ms at the matmul peak; the speed target "
+        f"(TF p50 / {SPEED_TARGET:g} = {half:.2f} ms) is {verdict}"
+    )
 
 
 def _round_lines(row: dict[str, Any]) -> list[str]:
@@ -319,10 +340,15 @@ def run(args: argparse.Namespace) -> int:
     cases = _cases(args)
     rows = []
     with tempfile.TemporaryDirectory(prefix="fedrt-bench-device-") as tmp:
+        peak = measure_peak(args.threads, Path(tmp), _child)
         for case in cases:
-            rows.append(bench_case(*case, args, Path(tmp)))
+            row = bench_case(*case, args, Path(tmp))
+            row["floor_ms"] = row["train_gflop"] / peak * 1e3
+            rows.append(row)
             # A full run takes many minutes: show each model's figures as they come.
             print(_table(rows[-1:]), file=sys.stderr, flush=True)
+    print(f"LiteRT matmul peak here: {peak:.0f} GFLOP/s ({args.threads} threads, "
+          f"{'x'.join(map(str, PROBE_MNK))}, best of 3 processes)")  # fmt: skip
     print(_table(rows))
     met = all(r["speedup"] >= SPEED_TARGET and r["rss_ratio"] <= RSS_TARGET for r in rows)
     cnn_rounds = [r for r in rows if r["spec"] == "zoo:cnn" and "round" in r]
@@ -336,6 +362,7 @@ def run(args: argparse.Namespace) -> int:
             "cnn_device_round_rss_mb_max": DEVICE_RSS_TARGET_MB,
         },
         "met": met,
+        "matmul_peak_gflops": peak,
         # Per input shape: the digits CNN (8x8x1) and the MNIST-sized one differ 25x in size.
         "cnn_device_round_rss_met": {
             "x".join(map(str, r["input_shape"])): _round_rss_met(r) for r in cnn_rounds
@@ -384,6 +411,10 @@ def main(argv: list[str]) -> int:
     kind, rest = argv[0], argv[1:]
     if kind == "litert":
         result = child_litert(rest[0], int(rest[1]), int(rest[2]), int(rest[3]))
+    elif kind == "probe-export":
+        result = child_probe_export(rest[0])
+    elif kind == "peak":
+        result = child_peak(rest[0], int(rest[1]))
     elif kind == "tensorflow":
         result = child_tensorflow(rest[0], rest[1], int(rest[2]), int(rest[3]), int(rest[4]))
     else:

@@ -20,7 +20,13 @@ from fedrt.model_export.errors import (
     UnsupportedLayer,
     UnsupportedModel,
 )
-from fedrt.model_export.inspect import ModelReport, SignatureInfo, inspect_file, inspect_model
+from fedrt.model_export.inspect import (
+    ModelReport,
+    SignatureInfo,
+    inspect_file,
+    inspect_model,
+    signature_flops,
+)
 from fedrt.model_export.litert_model import LiteRTModel
 from fedrt.model_export.manifest import (
     EXPORTED_SIGNATURES,
@@ -76,4 +82,5 @@ __all__ = [
     "file_sha256",
     "inspect_file",
     "inspect_model",
+    "signature_flops",
 ]

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from fedrt.errors import UsageError
@@ -92,12 +93,18 @@ def register_export(subparsers: Any) -> None:
     parser.set_defaults(run=run_export)
 
 
-def _format(report: Any) -> str:
+def _format(report: Any, flops: dict[str, int]) -> str:
     lines = [f"size {report.size} bytes, {report.subgraphs} subgraphs"]
     for name, sig in sorted(report.signatures.items()):
         ins = ", ".join(f"{t.name}:{t.dtype}{list(t.shape)}" for t in sig.inputs)
         outs = ", ".join(f"{t.name}:{t.dtype}{list(t.shape)}" for t in sig.outputs)
         lines.append(f"  {name}({ins}) -> {{{outs}}}")
+    counted = [f"{name} {count / 1e6:.3f}" for name, count in sorted(flops.items()) if count]
+    if counted:
+        lines.append(
+            "MFLOP per call in matmuls and convolutions (per example where the batch is free): "
+            + ", ".join(counted)
+        )
     lines.append("ops:")
     for op, count in sorted(report.ops.items(), key=lambda kv: (-kv[1], kv[0])):
         lines.append(f"  {op:<28} {count}")
@@ -111,13 +118,14 @@ def _format(report: Any) -> str:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from fedrt.model_export.inspect import inspect_file
+    from fedrt.model_export.inspect import inspect_file, signature_flops
 
     report = inspect_file(args.file)
+    flops = signature_flops(Path(args.file).read_bytes())
     if args.json:
-        print(json.dumps(report.to_dict(), sort_keys=True))
+        print(json.dumps({**report.to_dict(), "flops": flops}, sort_keys=True))
     else:
-        print(_format(report))
+        print(_format(report, flops))
     if not report.ok:
         print(f"fedrt inspect: {args.file}: {'; '.join(report.problems)}", file=sys.stderr)
     return 0 if report.ok else 1

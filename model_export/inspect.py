@@ -9,12 +9,14 @@ Stable API: ``inspect_model(data: bytes) -> ModelReport`` and ``inspect_file(pat
 raise ``ModelFileError`` for truncated or foreign bytes); ``ModelReport.signatures`` (name
 -> ``SignatureInfo`` with ``inputs``/``outputs`` as manifest ``TensorSpec``s), ``ops``
 (histogram by builtin name), ``flex_ops``, ``custom_ops``, ``variables``, ``uninitialized``,
-``problems``, ``ok``, ``require_signatures(names)`` (``MissingSignature``), ``to_dict()``.
+``problems``, ``ok``, ``require_signatures(names)`` (``MissingSignature``), ``to_dict()``;
+``signature_flops(data) -> {signature: FLOPs of its matmuls and convolutions}``.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import struct
 from collections import Counter
 from dataclasses import dataclass
@@ -32,6 +34,8 @@ OP_CUSTOM = 32
 OP_CALL_ONCE = 129
 OP_VAR_HANDLE = 142
 OP_ASSIGN_VARIABLE = 144
+OP_CONV_2D, OP_DEPTHWISE_CONV_2D, OP_FULLY_CONNECTED = 3, 4, 9
+OP_TRANSPOSE_CONV, OP_BATCH_MATMUL = 67, 126
 # TensorType enum of schema.fbs, by value.
 _TENSOR_TYPES = DTYPES
 
@@ -267,6 +271,57 @@ def _parse(buf: bytes) -> ModelReport:
         initialized=tuple(initialized),
         has_call_once=bool(init_graphs),
     )
+
+
+def _macs(code: int, op: _Node, tensors: list[_Node]) -> int:
+    """Multiply-adds of one matrix op from its tensors' static shapes (a dynamic dimension
+    counts as 1: per example where the batch is free); 0 for any other op."""
+
+    def shape(position: int, field: int) -> list[int]:
+        index = op.ints(field)[position]
+        return [max(d, 1) for d in tensors[index].ints(0)]
+
+    if code not in (
+        OP_BATCH_MATMUL, OP_FULLY_CONNECTED, OP_CONV_2D, OP_DEPTHWISE_CONV_2D, OP_TRANSPOSE_CONV
+    ):  # fmt: skip
+        return 0
+    if code == OP_TRANSPOSE_CONV:  # inputs: output shape, filter [O, kh, kw, I], input
+        out_c, kh, kw, _ = shape(1, 1)
+        return math.prod(shape(2, 1)) * kh * kw * out_c
+    out = math.prod(shape(0, 2))
+    if code == OP_BATCH_MATMUL:
+        options = op.union(4)  # BatchMatMulOptions: adj_x (0)
+        adj_x = bool(options and options.scalar(0, nt.BoolFlags))
+        return out * shape(0, 1)[-2 if adj_x else -1]
+    if code == OP_FULLY_CONNECTED:  # weights [N, K]
+        return out * shape(1, 1)[-1]
+    _, kh, kw, in_c = shape(1, 1)  # conv filter [O, kh, kw, I]; depthwise [1, kh, kw, C*M]
+    return out * kh * kw * (in_c if code == OP_CONV_2D else 1)
+
+
+def signature_flops(data: bytes) -> dict[str, int]:
+    """Floating-point operations (2 per multiply-add) of the matmuls and convolutions one
+    call of each signature runs, from static shapes (per example where the batch is free).
+
+    The arithmetic floor of a call: on a machine whose best matmul runs at R FLOP/s, a call
+    takes at least flops / R seconds (``fedrt bench device`` reports both)."""
+    report = inspect_model(data)  # typed error for a truncated or foreign file first
+    root = _Node(data, int(nt.UOffsetTFlags.py_type(struct.unpack_from("<I", data, 0)[0])))
+    codes, graphs = root.tables(1), root.tables(2)
+    flops = {}
+    for name, sig in report.signatures.items():
+        graph = graphs[sig.subgraph]
+        tensors = graph.tables(0)
+        total = 0
+        for op in graph.tables(3):
+            node = codes[op.scalar(0, nt.Uint32Flags)]
+            code = max(node.scalar(0, nt.Int8Flags), node.scalar(3, nt.Int32Flags))
+            try:
+                total += _macs(code, op, tensors)
+            except (IndexError, ValueError) as exc:
+                raise ModelFileError(f"{name}: a matrix op without usable shapes ({exc})") from None
+        flops[name] = 2 * total
+    return flops
 
 
 def inspect_model(data: bytes) -> ModelReport:

@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from fedrt.cli import main
-from fedrt.model_export import MissingSignature, ModelFileError, inspect_file, inspect_model
+from fedrt.model_export import (
+    MissingSignature,
+    ModelFileError,
+    inspect_file,
+    inspect_model,
+    signature_flops,
+)
 from tests.model_export.conftest import Exported
 from tests.model_export.synthetic_tflite import (
     ASSIGN_VARIABLE,
@@ -126,6 +132,9 @@ def test_cli_inspect_exit_codes(
         "set_weights",
         "train",
     ]
+    # train multiplies more than evaluate's forward pass; weights move without matmuls.
+    assert report["flops"]["train"] > report["flops"]["evaluate"] > 0
+    assert report["flops"]["set_weights"] == 0
     flex = tmp_path / "flex.tflite"
     flex.write_bytes(
         build_model([dense_graph(extra=[Op(CUSTOM, custom="FlexConv2DBackpropFilter")])])
@@ -191,3 +200,19 @@ def test_keras3_weights_in_a_tf_module_are_flagged_uninitialized(tmp_path: Path)
     model_path = tmp_path / "naive.tflite"
     model_path.write_bytes(data)
     assert main(["inspect", str(model_path)]) == 1
+
+
+def test_signature_flops_count_each_matmul_of_a_call(zoo_mlp: Exported) -> None:
+    """mlp 12 -> 16 -> 4, batch 8: train multiplies forward (x W1, h W2), backward (x^T dz1,
+    h^T dz2 and dz2 W2^T; no dx for the input), infer per example (its batch is free)."""
+    flops = signature_flops((zoo_mlp.directory / "model.tflite").read_bytes())
+    forward = 12 * 16 + 16 * 4
+    assert flops["infer"] == 2 * forward
+    assert flops["evaluate"] == 2 * 8 * forward
+    assert flops["train"] == 2 * 8 * (forward + 12 * 16 + 16 * 4 + 4 * 16)
+    assert flops["get_weights"] == 0
+
+
+def test_signature_flops_of_a_foreign_file_is_a_typed_error() -> None:
+    with pytest.raises(ModelFileError):
+        signature_flops(b"not a model at all")
