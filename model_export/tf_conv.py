@@ -21,11 +21,11 @@ NARROW_CHANNELS = 8
 # rows; up to 30% more paid off on 14x14 maps with a 5x5 kernel (18 rows for 14), 50% more
 # (4x4 maps, 3x3 kernel) made the 8x8 CNN's train step 0.48 -> 0.65 ms.
 ROW_TAP_EXTRA = 1.3
-# Up to this many patch values ([B*Ho*Wo, C*kh*kw], 4 MiB), a one-hot im2col's input
+# Up to this many patch values ([B*Ho*Wo, C*kh*kw], 4 MiB), an im2col convolution's input
 # gradient is one matmul into the patches' gradient and the depthwise adjoint of the
-# gather, instead of a matmul, a pad and an add per window offset (``_col2im``). Digits
-# CNN (conv2: 147k values, 3x3, batch 32, 2 threads): 37 ops -> 6, train step 0.80 ->
-# 0.72 ms (best p10 of 4 alternated runs).
+# gather (``_input_grad``), instead of a matmul, a pad and an add per window offset
+# (``_col2im``). Digits CNN (conv2: 147k values, 3x3, batch 32, 2 threads): 37 ops -> 6,
+# train step 0.80 -> 0.72 ms (best p10 of 4 alternated runs).
 ONE_HOT_COL2IM_MAX = 1 << 20
 
 
@@ -181,6 +181,33 @@ def _flipped_tap_major(kh: int, kw: int, channels: int) -> Tensor:
     return tf.constant(taps)
 
 
+def _input_grad(
+    dy: Tensor, w: Tensor, strides: tuple[int, int], padding: str, size: tuple[int, int]
+) -> Tensor:
+    """dx of an im2col convolution: the patches' gradient put back in place.
+
+    Up to ``ONE_HOT_COL2IM_MAX`` patch values, the patches' gradient is one matmul, laid
+    out tap-major ([kh*kw*C_in] as w is stored) so that the taps' sum runs over whole rows
+    of C_in values, and the adjoint of the gather is one depthwise convolution by a flipped
+    one-hot filter; above it, ``_col2im`` (a matmul, pad and add per window offset)."""
+    kh, kw, c_in, c_out = static_shape(w.shape)
+    b, ho, wo, _ = static_shape(dy.shape)
+    (height, width), rows = size, b * ho * wo
+    if rows * kh * kw * c_in > ONE_HOT_COL2IM_MAX:
+        _, pad_h, pad_w = _conv_pads(size, (kh, kw), strides, padding)
+        return _col2im(dy, w, strides, size, (pad_h, pad_w))
+    d_patches = tf.matmul(
+        tf.reshape(dy, [1, rows, c_out]),
+        tf.reshape(w, [1, kh * kw * c_in, c_out]),
+        transpose_b=True,
+    )
+    d_patches = tf.reshape(d_patches, [b, ho, wo, kh * kw * c_in])
+    shifted = _depthwise_adjoint(
+        d_patches, _flipped_tap_major(kh, kw, c_in), size, strides, padding
+    )
+    return tf.reduce_sum(tf.reshape(shifted, [b, height, width, kh * kw, c_in]), axis=3)
+
+
 def conv2d(x: Tensor, w: Tensor, strides: tuple[int, int], padding: str, native: bool) -> Tensor:
     """NHWC convolution as matmuls, forward and both gradients.
 
@@ -190,9 +217,12 @@ def conv2d(x: Tensor, w: Tensor, strides: tuple[int, int], padding: str, native:
     ~15 ms and patches^T @ dy 6 ms. col2im for dx was 24% faster and 16 MiB smaller than
     im2col of dy; one matmul per window offset instead of slicing one big product took
     the whole train step from 51.4 to 48.0 ms. Stride-1 convolutions over enough channels
-    now take row taps (``_row_tap_conv2d``); the others with equal strides build their
-    patches with one depthwise convolution (``_depthwise_patch_conv2d``); unequal strides
-    keep ``_patches``.
+    now take row taps (``_row_tap_conv2d``); the others over few channels with equal
+    strides build their patches with one depthwise convolution (``_depthwise_patch_conv2d``);
+    the rest slice them (``_patches``): on the digits CNN's conv2 (4x4x32, 3x3) slices beat
+    the depthwise gather, whose multiplier-9 grouped convolution XNNPACK runs as a narrow
+    igemm (train step 0.72 -> 0.66 ms), while its conv1 (1 channel) was slower sliced (0.66
+    -> 0.70 ms). Both take their input gradient from ``_input_grad``.
     """
     if native:
         return tf.nn.conv2d(x, w, strides=strides, padding=padding)
@@ -201,7 +231,7 @@ def conv2d(x: Tensor, w: Tensor, strides: tuple[int, int], padding: str, native:
     out, pad_h, pad_w = _conv_pads((height, width), (kh, kw), strides, padding)
     if strides == (1, 1) and _row_taps_fit(c_in, c_out, (kh, kw), out[0]):
         return _row_tap_conv2d(x, w, out, (pad_h, pad_w))
-    if strides[0] == strides[1]:
+    if strides[0] == strides[1] and c_in < NARROW_CHANNELS:
         return _depthwise_patch_conv2d(x, w, strides, padding)
 
     @custom_gradient
@@ -212,7 +242,7 @@ def conv2d(x: Tensor, w: Tensor, strides: tuple[int, int], padding: str, native:
         def grad(dy: Tensor) -> tuple[Tensor, Tensor]:
             flat_dy = tf.reshape(dy, [-1, c_out])
             dw = tf.reshape(tf.matmul(patches, flat_dy, transpose_a=True), [kh, kw, c_in, c_out])
-            return _col2im(dy, w, strides, (height, width), (pad_h, pad_w)), dw
+            return _input_grad(dy, w, strides, padding, (height, width)), dw
 
         return y, grad
 
@@ -220,7 +250,8 @@ def conv2d(x: Tensor, w: Tensor, strides: tuple[int, int], padding: str, native:
 
 
 def _depthwise_patch_conv2d(x: Tensor, w: Tensor, strides: tuple[int, int], padding: str) -> Tensor:
-    """``conv2d`` with im2col as one depthwise convolution by a constant one-hot filter.
+    """``conv2d`` over few channels with im2col as one depthwise convolution by a constant
+    one-hot filter.
 
     XNNPACK runs it with a static filter, writing the patches once, instead of strided
     slices and concatenations that each copy (TensorFlow's depthwise kernel needs equal
@@ -228,7 +259,6 @@ def _depthwise_patch_conv2d(x: Tensor, w: Tensor, strides: tuple[int, int], padd
     15.2 -> 14.7 ms (min of 120 steps)."""
     kh, kw, c_in, c_out = static_shape(w.shape)
     height, width = int(x.shape[1]), int(x.shape[2])
-    _, pad_h, pad_w = _conv_pads((height, width), (kh, kw), strides, padding)
 
     @custom_gradient
     def op(x: Tensor, w: Tensor) -> tuple[Tensor, Grad]:
@@ -245,23 +275,7 @@ def _depthwise_patch_conv2d(x: Tensor, w: Tensor, strides: tuple[int, int], padd
             flat_dy = tf.reshape(dy, [-1, c_out])
             dw = tf.matmul(flat, flat_dy, transpose_a=True)
             dw = tf.transpose(tf.reshape(dw, [c_in, kh, kw, c_out]), [1, 2, 0, 3])
-            if int(flat.shape[0]) * int(flat.shape[1]) > ONE_HOT_COL2IM_MAX:
-                return _col2im(dy, w, strides, (height, width), (pad_h, pad_w)), dw
-            # dx: the patches' gradient (one matmul), in (tap, channel) order so that the
-            # taps' sum runs over whole rows of C_in values, put back in place by the
-            # adjoint of the one-hot gather (a depthwise convolution by a one-hot filter).
-            rows, taps_in = int(flat.shape[0]), kh * kw * c_in
-            d_patches = tf.matmul(
-                tf.reshape(flat_dy, [1, rows, c_out]),
-                tf.reshape(w, [1, taps_in, c_out]),
-                transpose_b=True,
-            )
-            d_patches = tf.reshape(d_patches, [-1, *static_shape(patches.shape)[1:]])
-            shifted = _depthwise_adjoint(
-                d_patches, _flipped_tap_major(kh, kw, c_in), (height, width), strides, padding
-            )
-            shape = [-1, height, width, kh * kw, c_in]
-            return tf.reduce_sum(tf.reshape(shifted, shape), axis=3), dw
+            return _input_grad(dy, w, strides, padding, (height, width)), dw
 
         return y, grad
 

@@ -130,9 +130,10 @@ def row_tap_stack() -> Any:
 
 
 def inner_strided_stack() -> Any:
-    """Convolutions whose input gradient is taken after the first layer, with im2col by a
-    one-hot depthwise filter: stride 2 SAME on an odd map, stride 2 VALID leaving an
-    untouched edge row, and a stride-1 3x3 SAME over few channels."""
+    """Convolutions whose input gradient is taken after the first layer, by the depthwise
+    adjoint of im2col: over few channels (one-hot gather) stride 1 and stride 2 SAME on an
+    odd map; over 8 channels (sliced patches) stride 1 on a map too small for row taps and
+    stride 2 VALID leaving an untouched edge row."""
     import keras
 
     k = keras.layers
@@ -142,8 +143,9 @@ def inner_strided_stack() -> Any:
             keras.Input((11, 11, 3)),
             k.Conv2D(4, 3, padding="same", activation="tanh"),
             k.Conv2D(5, 3, padding="same", activation="sigmoid"),
-            k.Conv2D(6, 3, strides=2, padding="same", activation="relu"),
-            k.Conv2D(3, 2, strides=2, padding="valid"),
+            k.Conv2D(8, 3, strides=2, padding="same", activation="relu"),
+            k.Conv2D(8, 3, padding="same", activation="tanh"),
+            k.Conv2D(3, 3, strides=2, padding="valid"),
             k.Flatten(),
             k.Dense(2),
         ]
