@@ -21,12 +21,15 @@ NARROW_CHANNELS = 8
 # rows; up to 30% more paid off on 14x14 maps with a 5x5 kernel (18 rows for 14), 50% more
 # (4x4 maps, 3x3 kernel) made the 8x8 CNN's train step 0.48 -> 0.65 ms.
 ROW_TAP_EXTRA = 1.3
-# Up to this many patch values ([B*Ho*Wo, C*kh*kw], 4 MiB), an im2col convolution's input
+# Up to this many patch values ([B*Ho*Wo, C*kh*kw], 8 MiB), an im2col convolution's input
 # gradient is one matmul into the patches' gradient and the depthwise adjoint of the
 # gather (``_input_grad``), instead of a matmul, a pad and an add per window offset
-# (``_col2im``). Digits CNN (conv2: 147k values, 3x3, batch 32, 2 threads): 37 ops -> 6,
-# train step 0.80 -> 0.72 ms (best p10 of 4 alternated runs).
-ONE_HOT_COL2IM_MAX = 1 << 20
+# (``_col2im``). Train steps, batch 32, 2 threads, best p10 of alternated runs: digits CNN
+# (conv2: 147k values, 3x3; 37 ops -> 6) 0.80 -> 0.72 ms; a 16 -> 32 channel 3x3 stride-2
+# conv after a first layer on 16x16 (295k values) 4.79 -> 4.23 ms, on 32x32 (1.18 M
+# values) 18.99 -> 18.48 ms. Above the bound the patches' gradient and its shifted copy
+# (two more patch-sized buffers) weigh more on a device's memory than the time saved.
+ONE_HOT_COL2IM_MAX = 1 << 21
 
 
 def _same_pads(size: int, out: int, stride: int, kernel: int) -> tuple[int, int]:
