@@ -17,6 +17,7 @@ from fedrt.sdk.errors import (
     DownloadError,
     DownloadRefused,
     ExampleStoreError,
+    InsecureUrl,
     InterpreterUnavailable,
     ModelError,
     ModelRejected,
@@ -27,6 +28,7 @@ from fedrt.sdk.errors import (
     SchedulerError,
     SdkConfigError,
     SdkError,
+    TlsError,
     TrainStepFailed,
     TransportError,
 )
@@ -51,8 +53,23 @@ if TYPE_CHECKING:
         ManualClock,
         SystemClock,
     )
+    from fedrt.sdk.credentials import (
+        Credentials,
+        EnrollmentRefused,
+        enroll,
+        load_or_create_identity,
+    )
     from fedrt.sdk.dedupe import (
         SeenIds,
+    )
+    from fedrt.sdk.device import (
+        Device,
+        DeviceConfig,
+        DeviceEvent,
+        DeviceStatus,
+    )
+    from fedrt.sdk.device_hub import (
+        DeviceHub,
     )
     from fedrt.sdk.device_state import (
         BatteryStatus,
@@ -96,6 +113,15 @@ if TYPE_CHECKING:
         ReliableSender,
         new_msg_id,
     )
+    from fedrt.sdk.participant import (
+        Participant,
+    )
+    from fedrt.sdk.participant_commands import (
+        ParticipantConfig,
+    )
+    from fedrt.sdk.process_memory import (
+        limit_malloc_arenas,
+    )
     from fedrt.sdk.scheduler import (
         JobState,
         JobStatus,
@@ -109,6 +135,7 @@ if TYPE_CHECKING:
     )
     from fedrt.sdk.scripted_state import (
         ScriptedDeviceState,
+        idle_plugged_in,
     )
     from fedrt.sdk.trainer import (
         LiteRtTrainer,
@@ -132,7 +159,19 @@ _LAZY: dict[str, str] = {
     "Clock": "clock",
     "ManualClock": "clock",
     "SystemClock": "clock",
+    "Credentials": "credentials",
+    "EnrollmentRefused": "credentials",
+    "enroll": "credentials",
+    "load_or_create_identity": "credentials",
     "SeenIds": "dedupe",
+    "Device": "device",
+    "DeviceConfig": "device",
+    "DeviceEvent": "device",
+    "DeviceStatus": "device",
+    "DeviceHub": "device_hub",
+    "Participant": "participant",
+    "ParticipantConfig": "participant_commands",
+    "limit_malloc_arenas": "process_memory",
     "BatteryStatus": "device_state",
     "DeviceSnapshot": "device_state",
     "DeviceState": "device_state",
@@ -169,6 +208,7 @@ _LAZY: dict[str, str] = {
     "TrainingScheduler": "scheduler",
     "steps_for": "scheduler",
     "ScriptedDeviceState": "scripted_state",
+    "idle_plugged_in": "scripted_state",
     "LiteRtTrainer": "trainer",
     "TrainerBackend": "trainer",
     "Message": "transport",
@@ -187,18 +227,26 @@ __all__ = [
     "Checkpoint",
     "ChecksumMismatch",
     "Clock",
+    "Credentials",
     "DailyBudget",
+    "Device",
+    "DeviceConfig",
+    "DeviceEvent",
+    "DeviceHub",
     "DeviceSnapshot",
     "DeviceState",
     "DeviceStateError",
+    "DeviceStatus",
     "DownloadError",
     "DownloadRefused",
     "DownloadResult",
     "EligibilityDecision",
     "EligibilityPolicy",
+    "EnrollmentRefused",
     "ExampleStore",
     "ExampleStoreError",
     "Ineligible",
+    "InsecureUrl",
     "InterpreterChoice",
     "InterpreterUnavailable",
     "JavaTrainer",
@@ -221,6 +269,8 @@ __all__ = [
     "OutboxError",
     "Outcome",
     "PahoTransport",
+    "Participant",
+    "ParticipantConfig",
     "PowerSource",
     "Reason",
     "ReconnectBackoff",
@@ -235,6 +285,7 @@ __all__ = [
     "SeenIds",
     "SystemClock",
     "ThermalStatus",
+    "TlsError",
     "TrainStepFailed",
     "TrainerBackend",
     "TrainingJob",
@@ -244,7 +295,11 @@ __all__ = [
     "Transport",
     "TransportError",
     "download_model",
+    "enroll",
+    "idle_plugged_in",
     "java_trainer_factory",
+    "limit_malloc_arenas",
+    "load_or_create_identity",
     "model_signing_payload",
     "new_msg_id",
     "resolve_interpreter",

@@ -94,3 +94,16 @@ def test_all_is_sorted_and_every_name_resolves() -> None:
     assert fedrt.sdk.__all__ == sorted(fedrt.sdk.__all__)
     for name in fedrt.sdk.__all__:
         assert getattr(fedrt.sdk, name) is not None
+
+
+def test_the_facade_names_of_docs_sdk_are_importable_from_the_package_lazily() -> None:
+    code = (
+        "import sys, fedrt.sdk\n"
+        "assert 'fedrt.sdk.device' not in sys.modules, 'fedrt.sdk imported the facade eagerly'\n"
+        "from fedrt.sdk import Device, DeviceConfig, DeviceEvent, ExampleStore, "
+        "EligibilityPolicy, LinuxDeviceState, ScriptedDeviceState, idle_plugged_in\n"
+        "from fedrt.sdk.device import Device as D\n"
+        "assert Device is D\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
