@@ -40,6 +40,37 @@ def test_seal_and_open_round_trip_and_any_change_fails_opaquely() -> None:
         seal(b"short", b"x", b"")
 
 
+def test_a_12_byte_tag_is_the_full_tags_prefix_and_is_checked_before_decrypting() -> None:
+    full = seal(KEY, b"share bytes", b"aad")
+    short = seal(KEY, b"share bytes", b"aad", tag_bytes=12)
+    assert short == full[:-4]  # wire format: the truncated tag is the full tag's prefix
+    assert open_sealed(KEY, short, b"aad", tag_bytes=12) == b"share bytes"
+    for i in range(len(short)):
+        flipped = bytearray(short)
+        flipped[i] ^= 0x01
+        with pytest.raises(DecryptionFailed):
+            open_sealed(KEY, bytes(flipped), b"aad", tag_bytes=12)
+    with pytest.raises(DecryptionFailed):
+        open_sealed(KEY, short, b"other", tag_bytes=12)
+    with pytest.raises(DecryptionFailed):
+        open_sealed(KEY, short[:11], b"aad", tag_bytes=12)
+    with pytest.raises(DecryptionFailed):
+        open_sealed(KEY, full, b"aad", tag_bytes=11)
+
+
+def test_derive_is_rfc_5869_hkdf_sha256() -> None:
+    # RFC 5869, appendix A.1 (test case 1).
+    ikm = bytes.fromhex("0b" * 22)
+    salt = bytes.fromhex("000102030405060708090a0b0c")
+    info = bytes.fromhex("f0f1f2f3f4f5f6f7f8f9")
+    okm = derive(ikm, salt=salt, info=info, length=42)
+    assert okm.hex() == (
+        "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"
+    )
+    with pytest.raises(ParameterError):
+        derive(ikm, salt=salt, info=info, length=0)
+
+
 def test_key_agreement_is_symmetric_and_reproducible() -> None:
     a, b = new_x25519(SeededRandom(1)), new_x25519(SeededRandom(2))
     assert agree(a, x25519_public(b)) == agree(b, x25519_public(a))
