@@ -114,3 +114,71 @@ def test_console_script_runs() -> None:
     assert out.returncode == 0, out.stderr
     assert "usage: fedrt" in out.stdout
     assert "not implemented" not in out.stdout.lower()
+
+
+def _extra_closure(metadata: str, extra: str) -> set[str]:
+    """Distribution names ``fedrt[extra]`` pulls in, following ``fedrt[...]`` references."""
+    from packaging.requirements import Requirement
+
+    reqs = [Requirement(line.split(":", 1)[1].strip())
+            for line in metadata.splitlines() if line.startswith("Requires-Dist:")]  # fmt: skip
+    wanted: set[str] = set()
+    todo, names = ["", extra], set()  # "": the base dependencies, always installed
+    while todo:
+        current = todo.pop()
+        if current in wanted:
+            continue
+        wanted.add(current)
+        for req in reqs:
+            if req.marker is not None and not req.marker.evaluate({"extra": current}):
+                continue
+            if req.marker is None and current != "":
+                continue
+            if req.name == "fedrt":
+                todo.extend(req.extras)
+            else:
+                names.add(req.name.lower())
+    return names
+
+
+def test_the_coordinator_extra_pulls_no_litert_or_tensorflow(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as whl:
+        (meta,) = [n for n in whl.namelist() if n.endswith(".dist-info/METADATA")]
+        metadata = whl.read(meta).decode()
+    coordinator = _extra_closure(metadata, "coordinator")
+    assert {"aiohttp", "aiomqtt", "amqtt", "numpy"} <= coordinator
+    assert not coordinator & {"ai-edge-litert", "tflite-runtime", "tensorflow"}, coordinator
+    assert "ai-edge-litert" in _extra_closure(metadata, "device")
+    assert "ai-edge-litert" in _extra_closure(metadata, "sim")
+    # amqtt 0.11.0-0.11.3 carry a topic-matching ReDoS advisory.
+    from packaging.requirements import Requirement
+
+    lines = [line.split(":", 1)[1] for line in metadata.splitlines()
+             if line.startswith("Requires-Dist: amqtt")]  # fmt: skip
+    specifiers = {Requirement(line).specifier for line in lines}
+    assert len(specifiers) == 1
+    (amqtt,) = specifiers
+    assert not amqtt.contains("0.11.3")
+    assert amqtt.contains("0.11.4")
+
+
+def test_constraints_pin_every_dependency_the_dev_install_names() -> None:
+    from packaging.requirements import Requirement
+
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[name.lower().replace("_", "-")] = version
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    named = [*project["dependencies"]]
+    for extra in project["optional-dependencies"].values():
+        named += extra
+    for spec in named:
+        req = Requirement(spec)
+        if req.name == "fedrt":
+            continue
+        assert req.name.lower() in pins, f"{req.name} is not pinned in constraints.txt"
+        assert req.specifier.contains(pins[req.name.lower()]), (req, pins[req.name.lower()])
