@@ -18,6 +18,7 @@ from typing import Any
 
 from fedrt import __version__
 from fedrt.errors import FedrtError
+from fedrt.logs import FORMATS, LEVELS, LogConfigError, configure
 
 COMMAND_GROUP = "fedrt.commands"
 BENCH_GROUP = "fedrt.bench"
@@ -53,8 +54,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level",
         default=None,
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="default: INFO (WARNING for commands that print their own progress)",
+        type=str.upper,
+        choices=LEVELS,
+        help="or FEDRT_LOG_LEVEL; default: INFO (WARNING for commands that print progress)",
+    )
+    parser.add_argument(
+        "--log-format",
+        default=None,
+        type=str.lower,
+        choices=FORMATS,
+        help="text (default) or json: one JSON object per line (or FEDRT_LOG_FORMAT)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands = _group(COMMAND_GROUP)
@@ -76,17 +85,43 @@ def _first_command(argv: Sequence[str]) -> str | None:
     return None
 
 
+_GLOBAL_OPTIONS = ("--log-level", "--log-format")
+
+
+def _hoist_global_options(argv: list[str]) -> list[str]:
+    """Move ``--log-level X`` / ``--log-format X`` given after the subcommand to the front,
+    so ``fedrt coordinator serve --log-format json`` works as ``fedrt --log-format json ...``."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name = arg.split("=", 1)[0]
+        if name in _GLOBAL_OPTIONS and "=" in arg:
+            front.append(arg)
+        elif name in _GLOBAL_OPTIONS and i + 1 < len(argv):
+            front += argv[i : i + 2]
+            i += 1
+        elif arg == "--":
+            rest += argv[i:]
+            break
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args_in = list(sys.argv[1:] if argv is None else argv)
+    args_in = _hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     first = _first_command(args_in)
     known = set(_group(COMMAND_GROUP)) | ({"bench"} if _group(BENCH_GROUP) else set())
     parser = build_parser(first if first in known else None)
     args = parser.parse_args(args_in)
-    level = args.log_level or getattr(args, "default_log_level", "INFO")
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    try:
+        configure(args.log_level, args.log_format,
+                  default_level=getattr(args, "default_log_level", "INFO"))  # fmt: skip
+    except LogConfigError as exc:
+        parser.error(str(exc))
     run: Callable[[argparse.Namespace], int] | None = getattr(args, "run", None)
     if run is None:
         parser.print_help()

@@ -1,0 +1,1 @@
+../../fedrt/logs.py
