@@ -165,6 +165,10 @@ class ModelRecord:
     signature: bytes
     created_at: float
     metrics: JsonObject = field(default_factory=dict)
+    # The server optimizer's state after the round that produced this version (a blob in
+    # the BlobStore, ``optimizer_state.py``): rounds that start from the version continue
+    # with it. None for imported models, stateless optimizers (FedAvg) and older data.
+    optimizer_state_sha256: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

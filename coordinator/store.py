@@ -113,7 +113,10 @@ class Store(ABC):
 
     # -- model versions
     @abstractmethod
-    def add_model(self, model: ModelRecord) -> None: ...
+    def add_model(self, model: ModelRecord) -> None:
+        """Store a version with all its fields, ``optimizer_state_sha256`` included (a
+        malformed one is a ``BadRequestError``); a version never changes but for its status
+        and metrics."""
 
     @abstractmethod
     def get_model(self, sha256: str) -> ModelRecord: ...
@@ -154,6 +157,18 @@ class Store(ABC):
     def list_audit(self, *, after_seq: int = 0, limit: int = 100) -> list[AuditEntry]: ...
 
 
+def check_model_record(model: ModelRecord) -> None:
+    """``BadRequestError`` unless the record's blob references are well formed."""
+    state = model.optimizer_state_sha256
+    if state is not None and not (
+        isinstance(state, str) and len(state) == 64 and all(c in _HEX for c in state)
+    ):
+        raise BadRequestError(f"optimizer_state_sha256 is not a sha256: {state!r}"[:120])
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
 def check_round_changes(changes: dict[str, Any]) -> dict[str, Any]:
     """Validate ``update_round`` keyword arguments; return them with ``status`` as an enum."""
     bad = sorted(set(changes) - ROUND_MUTABLE)
@@ -174,4 +189,4 @@ def check_round_changes(changes: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["Store", "check_round_changes"]
+__all__ = ["Store", "check_model_record", "check_round_changes"]

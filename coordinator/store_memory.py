@@ -25,7 +25,7 @@ from fedrt.coordinator.records import (
     check_model_transition,
     check_task_transition,
 )
-from fedrt.coordinator.store import Store, check_round_changes
+from fedrt.coordinator.store import Store, check_model_record, check_round_changes
 
 _R = TypeVar("_R")
 
@@ -199,6 +199,7 @@ class MemoryStore(Store):
 
     # -- models
     def add_model(self, model: ModelRecord) -> None:
+        check_model_record(model)
         with self.transaction():
             if model.sha256 in self._models:
                 raise ConflictError(f"model {model.sha256} already exists")

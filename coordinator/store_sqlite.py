@@ -26,7 +26,7 @@ from fedrt.coordinator.records import (
     check_model_transition,
     check_task_transition,
 )
-from fedrt.coordinator.store import Store, check_round_changes
+from fedrt.coordinator.store import Store, check_model_record, check_round_changes
 from fedrt.coordinator.store_sqlite_rows import (
     MIGRATIONS,
     ROUND_COLS,
@@ -288,6 +288,7 @@ class SqliteStore(Store):
 
     # -- models
     def add_model(self, model: ModelRecord) -> None:
+        check_model_record(model)
         with self.transaction():
             if self._q("SELECT 1 FROM models WHERE sha256 = ?", (model.sha256,)):
                 raise ConflictError(f"model {model.sha256} already exists")
@@ -296,10 +297,10 @@ class SqliteStore(Store):
             if model.parent_sha256 is not None:
                 self.get_model(model.parent_sha256)
             self._q(
-                "INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (model.sha256, model.task_id, model.parent_sha256, model.round_no,
                  model.status.value, model.size, js(model.manifest), model.signature,
-                 model.created_at, js(model.metrics)),
+                 model.created_at, js(model.metrics), model.optimizer_state_sha256),
             )  # fmt: skip
 
     def get_model(self, sha256: str) -> ModelRecord:

@@ -17,18 +17,21 @@ from fedrt.coordinator.records import (
     TaskStatus,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Statements that bring a store of version N up to N + 1 (the schema below is the latest).
 MIGRATIONS: dict[int, str] = {
     1: "ALTER TABLE rounds ADD COLUMN epsilon REAL; "
     "ALTER TABLE rounds ADD COLUMN noise_stddev REAL;",
+    # Versions made before 3 have no saved optimizer state (NULL): they start fresh.
+    2: "ALTER TABLE models ADD COLUMN optimizer_state_sha256 TEXT;",
 }
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
     sha256 TEXT PRIMARY KEY, task_id TEXT, parent_sha256 TEXT REFERENCES models(sha256),
     round_no INTEGER, status TEXT NOT NULL, size INTEGER NOT NULL, manifest TEXT NOT NULL,
-    signature BLOB NOT NULL, created_at REAL NOT NULL, metrics TEXT NOT NULL);
+    signature BLOB NOT NULL, created_at REAL NOT NULL, metrics TEXT NOT NULL,
+    optimizer_state_sha256 TEXT);
 CREATE TABLE IF NOT EXISTS tasks (
     task_id TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL, spec TEXT NOT NULL,
     model_sha256 TEXT NOT NULL REFERENCES models(sha256),
@@ -123,6 +126,7 @@ def model_row(r: Any) -> ModelRecord:
         sha256=r[0], task_id=r[1], parent_sha256=r[2], round_no=r[3],
         status=ModelStatus(r[4]), size=r[5], manifest=json.loads(r[6]),
         signature=bytes(r[7]), created_at=r[8], metrics=json.loads(r[9]),
+        optimizer_state_sha256=r[10],
     )  # fmt: skip
 
 

@@ -192,6 +192,22 @@ def test_models_lineage_and_status(seeded: Store) -> None:
     assert got.manifest["tag"] == "m1"
 
 
+def test_a_version_keeps_the_optimizer_state_it_was_stored_with(seeded: Store) -> None:
+    assert seeded.get_model(sha("m0")).optimizer_state_sha256 is None
+    child = dataclasses.replace(model("m1", parent=sha("m0"), task_id="t1"),
+                                optimizer_state_sha256=sha("state"))  # fmt: skip
+    for bad in ["", "A" * 64, "0" * 63, "../" + "0" * 61]:
+        with pytest.raises(BadRequestError):
+            seeded.add_model(dataclasses.replace(child, optimizer_state_sha256=bad))
+    assert [m.sha256 for m in seeded.list_models("t1")] == []
+    seeded.add_model(child)
+    assert seeded.get_model(sha("m1")) == child
+    assert seeded.list_models("t1") == [child]
+    seeded.set_model_status(sha("m1"), ModelStatus.PROMOTED)
+    seeded.set_model_metrics(sha("m1"), {"accuracy": 0.5})
+    assert seeded.get_model(sha("m1")).optimizer_state_sha256 == sha("state")
+
+
 def test_metrics_ordered_by_round(seeded: Store) -> None:
     for rnd, value in [(2, 0.5), (1, 0.25), (1, 0.3)]:
         seeded.add_metric(MetricRecord(task_id="t1", round_no=rnd, name="acc", value=value, at=1))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sqlite3
@@ -114,23 +115,38 @@ def test_foreign_schema_is_refused(tmp_path: Path) -> None:
         SqliteStore(path)
 
 
-def test_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
-    path = tmp_path / "v1.sqlite3"
-    old = SCHEMA.replace(" epsilon REAL, noise_stddev REAL,", "")
-    assert old != SCHEMA
+_V3_COLUMNS = (",\n    optimizer_state_sha256 TEXT);", ");")
+_V2_COLUMNS = (" epsilon REAL, noise_stddev REAL,", "")
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_older_stores_are_migrated_in_place(tmp_path: Path, version: int) -> None:
+    path = tmp_path / f"v{version}.sqlite3"
+    old = SCHEMA.replace(*_V3_COLUMNS)
+    if version == 1:
+        old = old.replace(*_V2_COLUMNS)
+    assert SCHEMA.count(_V3_COLUMNS[0]) == 1
+    assert old.count(_V2_COLUMNS[0]) == (version == 2)
     raw = sqlite3.connect(path)
-    raw.executescript(f"{old} PRAGMA user_version = 1;")
+    raw.executescript(f"{old} PRAGMA user_version = {version};")
+    values = ", ".join(["?"] * 10)  # a version stored before the migration
+    raw.execute(f"INSERT INTO models VALUES ({values})",
+                (sha("m0"), None, None, None, "promoted", 1, "{}", b"s", 1.0, "{}"))  # fmt: skip
+    raw.commit()
     raw.close()
     store = SqliteStore(path)
     try:
-        store.add_model(model("m0"))
+        assert store.get_model(sha("m0")).optimizer_state_sha256 is None
         store.create_task(task("t1", sha("m0")))
         store.create_round(round_("t1", 1, sha("m0")))
         assert store.update_round("t1", 1, epsilon=0.5).epsilon == 0.5
+        child = dataclasses.replace(model("m1", parent=sha("m0")), optimizer_state_sha256=sha("s"))
+        store.add_model(child)
+        assert store.get_model(sha("m1")) == child
     finally:
         store.close()
     raw = sqlite3.connect(path)
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     raw.close()
 
 
