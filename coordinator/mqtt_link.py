@@ -14,6 +14,7 @@ import aiomqtt
 import paho.mqtt.client as mqtt
 
 from fedrt.coordinator.errors import BrokerError
+from fedrt.protocol.topics import coordinator_presence
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,11 @@ class LinkSettings:
     password: str | None = field(default=None, repr=False)
     tls: ssl.SSLContext | None = None
     subscriptions: Sequence[str] = ()
-    # Retained presence: ``online`` after each connect, ``offline`` as the will.
+    # Retained presence: ``online <incarnation>`` after each connect, ``offline`` as the will.
     status_topic: str | None = None
+    # New at every coordinator start (``topics.coordinator_presence``): devices that see it
+    # change leave the rounds this process no longer knows. None: plain ``online``.
+    incarnation: str | None = None
     keepalive_s: int = 30
     # Messages held while the broker is unreachable; beyond this, publishing fails loudly.
     max_outbox: int = 100_000
@@ -120,7 +124,13 @@ class MqttLink:
         if offline and client is not None and self.settings.status_topic is not None:
             with contextlib.suppress(aiomqtt.MqttError, asyncio.TimeoutError):
                 await asyncio.wait_for(
-                    client.publish(self.settings.status_topic, b"offline", qos=1, retain=True), 2
+                    client.publish(
+                        self.settings.status_topic,
+                        coordinator_presence(None, online=False),
+                        qos=1,
+                        retain=True,
+                    ),
+                    2,
                 )
         task, self._task = self._task, None
         if task is not None:
@@ -133,7 +143,8 @@ class MqttLink:
         s = self.settings
         will = None
         if s.status_topic is not None:
-            will = aiomqtt.Will(s.status_topic, b"offline", qos=1, retain=True)
+            offline = coordinator_presence(None, online=False)
+            will = aiomqtt.Will(s.status_topic, offline, qos=1, retain=True)
         backoff = _BACKOFF_START_S
         while True:
             try:
@@ -156,7 +167,8 @@ class MqttLink:
                     for topic in s.subscriptions:
                         await client.subscribe(topic, qos=1)
                     if s.status_topic is not None:
-                        await client.publish(s.status_topic, b"online", qos=1, retain=True)
+                        online = coordinator_presence(s.incarnation)
+                        await client.publish(s.status_topic, online, qos=1, retain=True)
                     self.connects += 1
                     self._connected.set()
                     backoff = _BACKOFF_START_S

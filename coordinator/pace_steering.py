@@ -7,6 +7,11 @@ coordinator wants. Here each window is a SLOT on a shared time line that advance
 once, they come back at most ``target_rate`` per second (plus the jitter of each window),
 so a burst of thousands never stampedes the broker. When few devices are waiting, the slot
 line falls behind the clock and the window starts ``min_delay`` after now.
+
+``min_delay`` is for devices the coordinator sent away because a round is under way or just
+ended. A device whose round the coordinator lost in a restart gets a ``soon`` window
+instead: from now on, since the next round opens as soon as a device checks in, still on
+the same line, so the restart's returning devices keep to ``target_rate`` as well.
 """
 
 from __future__ import annotations
@@ -56,15 +61,18 @@ class PaceSteering:
     def config(self) -> PaceConfig:
         return self._config
 
-    def window(self, now: float, *, not_before: float = 0.0) -> tuple[float, float]:
+    def window(
+        self, now: float, *, not_before: float = 0.0, soon: bool = False
+    ) -> tuple[float, float]:
         """(earliest, latest) in seconds from ``now`` for the next device sent away.
 
-        ``not_before`` (seconds from now) raises the floor, e.g. to after the current round.
+        ``not_before`` (seconds from now) raises the floor, e.g. to after the current round;
+        ``soon`` drops it to now (a device whose round was lost in a restart).
         Each of the two lines (now, deferred) keeps to ``target_rate``.
         """
         c = self._config
-        floor = now + max(c.min_delay, not_before)
-        deferred = floor > max(self._next_slot, now + c.min_delay)
+        floor = now if soon else now + max(c.min_delay, not_before)
+        deferred = not soon and floor > max(self._next_slot, now + c.min_delay)
         line = self._deferred_slot if deferred else self._next_slot
         slot = max(line, floor)
         # A week is the longest window on the wire; beyond that the line just stops growing.

@@ -9,8 +9,13 @@ message ids, turning a committed aggregate into a new signed model version, and 
 that version is promoted (server-side evaluation, when an evaluator is given, must not
 regress by more than the task's ``promote_margin``).
 
-A coordinator that restarts marks the round it was running as abandoned and starts the
-next one: devices notice through their deadlines and check in again.
+A coordinator that restarts marks the round it was running as abandoned (its state died
+with the old process) and waits: that round's devices learn of the restart from its new
+incarnation (``topics.coordinator_presence``) and check in again within seconds, and the
+first check-in opens the next round. Messages of the lost round are acknowledged LATE, with
+a short window while no round is open. A round that nobody checked in to leaves the task
+waiting the same way, so an idle task does not open and abandon rounds while its devices
+are away.
 """
 
 from __future__ import annotations
@@ -83,6 +88,9 @@ Evaluator = Callable[[bytes, Manifest], Mapping[str, float]]
 RoundListener = Callable[["RoundSummary"], None]
 
 _STATE_KEY = "driver"
+# Message ids a process may have sent after its last save (a round's worth at most): a
+# restarted one skips them, so no device mistakes its first replies for ones it has seen.
+_RESTART_ID_GAP = 2**32
 # While a DP task's noise multiplier is calibrated: how often to look, and the wait before
 # trying again after a failure.
 _CALIBRATION_POLL_S = 0.2
@@ -142,6 +150,13 @@ class _Run:
     keys: dict[str, bytes] = field(default_factory=dict)
     # A DP task's noise multiplier being calibrated off the event loop (target epsilon).
     calibrating: Future[float] | None = None
+    # No round open and none due: the next opens when a device checks in (see the module
+    # docstring); ``announce``: tell devices that check-ins are welcome, at the next tick.
+    waiting: bool = False
+    announce: bool = False
+    # Rounds a previous process left open, lost in its restart; devices told so (once each).
+    lost_rounds: frozenset[int] = frozenset()
+    told_lost: set[str] = field(default_factory=set)
 
 
 def optimizer_for(spec: TaskSpec) -> ServerOptimizer:
@@ -222,6 +237,12 @@ class FederatedDriver(RoundDriver):
             self._act(run, self._no_round(run, device_id, msg, now, reason), now)
             return
         machine = run.machine
+        idle = machine is None or machine.finished
+        if idle and isinstance(msg, rm.CheckIn) and (run.waiting or now >= run.next_start):
+            # A waiting task's next round opens with its first check-in (module docstring).
+            run.waiting = False
+            self._start_round(run, now)
+            machine = run.machine
         if machine is None or machine.finished:
             reason = rm.ReconnectReason.NO_ROUND
             self._act(run, self._no_round(run, device_id, msg, now, reason), now)
@@ -280,12 +301,18 @@ class FederatedDriver(RoundDriver):
 
     def on_tick(self, now: float) -> None:
         for run in list(self.runs.values()):
+            if run.announce:
+                run.announce = False
+                self._act(run, [self._welcome(run)], now)
             machine = run.machine
             if machine is not None and not machine.finished:
                 deadline = machine.next_deadline()
                 if deadline is not None and deadline <= now:
                     self._act(run, machine.tick(now), now)
-            if (run.machine is None or run.machine.finished) and now >= run.next_start:
+            idle = run.machine is None or run.machine.finished
+            if idle and run.waiting and run.privacy is not None:
+                self._calibrated(run, now)  # so the first check-in finds it done
+            if idle and not run.waiting and now >= run.next_start:
                 self._start_round(run, now)
 
     def on_task_change(self, task: TaskRecord) -> None:
@@ -536,6 +563,11 @@ class FederatedDriver(RoundDriver):
             reason=abandon.reason,
         )
         run.next_start = now + self.retry_delay_s
+        if abandon.metrics.checked_in == 0:
+            # Nobody came: the next round opens with the next check-in, not on a timer.
+            run.waiting = True
+            log.info("task %s: no check-ins, waiting for one to open round %d", run.task_id,
+                     run.round_no + 1)  # fmt: skip
 
     def _close_round(
         self,
@@ -691,12 +723,15 @@ class FederatedDriver(RoundDriver):
         )
 
     def _recover(self, now: float) -> None:
-        """Adopt running tasks; a round left open by a previous process is abandoned."""
+        """Adopt running tasks; a round left open by a previous process is abandoned, and the
+        task waits for a check-in (see the module docstring)."""
         for task in self.ctx.store.list_tasks():
             if task.status is not TaskStatus.RUNNING:
                 continue
+            lost = []
             for rnd in self.ctx.store.list_rounds(task.task_id):
                 if rnd.status is RoundStatus.RUNNING:
+                    lost.append(rnd.round_no)
                     with self.ctx.store.transaction():
                         self.ctx.store.update_round(
                             task.task_id,
@@ -706,9 +741,28 @@ class FederatedDriver(RoundDriver):
                             detail={**rnd.detail, "reason": "coordinator restarted"},
                         )
             try:
-                self.runs[task.task_id] = self._new_run(task)
+                run = self._new_run(task)
             except CoordinatorError as exc:
                 log.error("task %s cannot run: %s", task.task_id, exc)
+                continue
+            run.next_msg_id += _RESTART_ID_GAP
+            if lost:
+                # Its devices come back within seconds; the retained announcement may still
+                # be the lost round's "check-ins closed".
+                run.waiting, run.announce, run.lost_rounds = True, True, frozenset(lost)
+            self.runs[task.task_id] = run
+
+    def _welcome(self, run: _Run) -> Announce:
+        """Announce that the task's next round takes check-ins (it opens with the first)."""
+        run.next_msg_id += 1
+        return Announce(
+            message=rm.TaskAnnouncement(
+                msg_id=run.next_msg_id - 1,
+                task_id=run.task_id,
+                accepting=True,
+                round_id=run.round_no + 1,
+            )
+        )
 
     def _no_round(
         self,
@@ -718,6 +772,11 @@ class FederatedDriver(RoundDriver):
         now: float,
         reason: rm.ReconnectReason,
     ) -> list[Command]:
+        lost = False
+        if not isinstance(msg, rm.CheckIn) and msg.round_id in run.lost_rounds:
+            # One window per device; its other messages of that round need only the ack.
+            lost = device_id not in run.told_lost
+            run.told_lost.add(device_id)
         replies = no_round_replies(
             task_id=run.task_id,
             device_id=device_id,
@@ -726,6 +785,7 @@ class FederatedDriver(RoundDriver):
             now=now,
             first_msg_id=run.next_msg_id,
             reason=reason,
+            lost=lost,
         )
         run.next_msg_id += len(replies)
         return list(replies)

@@ -111,11 +111,17 @@ def no_round_replies(
     now: float,
     first_msg_id: int,
     reason: rm.ReconnectReason = rm.ReconnectReason.NO_ROUND,
+    lost: bool = False,
 ) -> list[Send]:
     """What the driver answers when no round of ``task_id`` can take ``message``: a check-in
     is acknowledged and sent away with a paced window (``reason``: NO_ROUND, TASK_PAUSED);
     anything else is acknowledged LATE so the device's outbox stops resending it. The
-    replies use ids ``first_msg_id``, ``first_msg_id + 1``; they carry round id 0."""
+    replies use ids ``first_msg_id``, ``first_msg_id + 1``; they carry round id 0.
+
+    ``lost``: the message belongs to a round this coordinator lost in a restart. The device
+    may still be waiting in it (an SDK that does not watch the coordinator's incarnation),
+    so the LATE ack is followed by a ``soon`` window, ROUND_ABANDONED, with that round's id:
+    the device leaves the round now, and comes back without its silence back-off."""
     status = rm.AckStatus.ACCEPTED if isinstance(message, rm.CheckIn) else rm.AckStatus.LATE
     out = [
         Send(
@@ -130,20 +136,22 @@ def no_round_replies(
         )
     ]
     if isinstance(message, rm.CheckIn):
-        earliest, latest = pace.window(now)
-        out.append(
-            Send(
-                device_id=device_id,
-                message=rm.ReconnectWindow(
-                    msg_id=first_msg_id + 1,
-                    task_id=task_id,
-                    round_id=0,
-                    reason=reason,
-                    earliest=earliest,
-                    latest=latest,
-                ),
-            )
-        )
+        round_id, earliest_latest = 0, pace.window(now)
+    elif lost:
+        round_id, earliest_latest = message.round_id, pace.window(now, soon=True)
+        reason = rm.ReconnectReason.ROUND_ABANDONED
+    else:
+        return out
+    earliest, latest = earliest_latest
+    window = rm.ReconnectWindow(
+        msg_id=first_msg_id + 1,
+        task_id=task_id,
+        round_id=round_id,
+        reason=reason,
+        earliest=earliest,
+        latest=latest,
+    )
+    out.append(Send(device_id=device_id, message=window))
     return out
 
 

@@ -186,6 +186,8 @@ class CoordinatorService:
         self._runner, self.http_port = await start_http(self)
         if self._driver_factory is not None:
             self.driver = self._driver_factory(self.driver_context())
+        # New at every start: devices that see it change know this process lost their rounds.
+        self.incarnation = secrets.token_hex(8)
         self.link = MqttLink(
             LinkSettings(
                 host=host,
@@ -195,6 +197,7 @@ class CoordinatorService:
                 tls=self._tls_context() if b.tls else None,
                 subscriptions=(device_up_filter(),),
                 status_topic=coordinator_status(),
+                incarnation=self.incarnation,
             ),
             self._on_mqtt_message,
         )

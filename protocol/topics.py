@@ -2,7 +2,7 @@
 
 Layout (``{d}`` a device id, which is also the device's MQTT username; ``{t}`` a task id)::
 
-    fedrt/v1/coord/status           coordinator -> all   retained   presence (+ its will)
+    fedrt/v1/coord/status           coordinator -> all   retained   "online <incarnation>" / will
     fedrt/v1/tasks/{t}              coordinator -> all   retained   task announcement
     fedrt/v1/dev/{d}/in             coordinator -> {d}   queued     plan, stage requests, acks
     fedrt/v1/dev/{d}/up/checkin     {d} -> coordinator   queued     check-in
@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from fedrt.protocol.round_errors import InvalidTopic
+from fedrt.protocol.round_errors import InvalidTopic, MalformedMessage
 
 PREFIX = "fedrt/v1"
 # The device id doubles as the MQTT username and a topic level: it must hold no MQTT
@@ -70,7 +70,7 @@ RULES: tuple[TopicRule, ...] = (
         readers="everyone",
         qos=QoS.AT_LEAST_ONCE,
         retain=True,
-        carries="b'online' / will b'offline'",
+        carries="b'online <incarnation>' / will b'offline' (coordinator_presence)",
     ),
     TopicRule(
         template=f"{PREFIX}/tasks/{{task_id}}",
@@ -132,6 +132,53 @@ def check_id(value: str, what: str = "device id") -> str:
 
 def coordinator_status() -> str:
     return f"{PREFIX}/coord/status"
+
+
+# The coordinator's presence. The incarnation is new at every coordinator start: a device
+# that sees it change knows the rounds it was in are gone (the coordinator keeps no round
+# state across a restart), while a reconnect or a broker restart repeats the same one.
+# Plain ``online`` (a coordinator before incarnations) stays readable.
+_ONLINE, _OFFLINE = b"online", b"offline"
+_INCARNATION = re.compile(r"[0-9a-f]{8,32}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CoordinatorPresence:
+    """What ``fedrt/v1/coord/status`` says: online (with which incarnation) or offline."""
+
+    online: bool
+    # None: offline, or a coordinator that names no incarnation.
+    incarnation: str | None = None
+
+
+def coordinator_presence(incarnation: str | None, *, online: bool = True) -> bytes:
+    """The status payload: ``b"online <incarnation>"``, ``b"online"`` or ``b"offline"``."""
+    if not online:
+        return _OFFLINE
+    if incarnation is None:
+        return _ONLINE
+    return _ONLINE + b" " + check_incarnation(incarnation).encode()
+
+
+def check_incarnation(value: str) -> str:
+    """Return ``value`` if it is a coordinator incarnation (8-32 lowercase hex), else raise."""
+    if not isinstance(value, str) or not _INCARNATION.fullmatch(value):
+        raise InvalidTopic(f"incarnation {value!r} must match {_INCARNATION.pattern}")
+    return value
+
+
+def parse_coordinator_presence(payload: bytes) -> CoordinatorPresence:
+    """The presence in a status payload, or ``MalformedMessage``."""
+    if payload == _OFFLINE:
+        return CoordinatorPresence(online=False)
+    if payload == _ONLINE:
+        return CoordinatorPresence(online=True)
+    if len(payload) <= 64:
+        word, space, rest = bytes(payload).partition(b" ")
+        text = rest.decode("ascii", "replace")
+        if word == _ONLINE and space and _INCARNATION.fullmatch(text):
+            return CoordinatorPresence(online=True, incarnation=text)
+    raise MalformedMessage(f"not a coordinator status: {bytes(payload[:40])!r}")
 
 
 def task_announcement(task_id: str) -> str:
@@ -250,17 +297,21 @@ __all__ = [
     "PREFIX",
     "RULES",
     "AclEntry",
+    "CoordinatorPresence",
     "QoS",
     "TopicRule",
     "UpChannel",
     "check_id",
+    "check_incarnation",
     "coordinator_acl",
+    "coordinator_presence",
     "coordinator_status",
     "device_acl",
     "device_acl_patterns",
     "device_inbox",
     "device_up",
     "device_up_filter",
+    "parse_coordinator_presence",
     "parse_device_up",
     "parse_task_announcement",
     "render_acl_file",

@@ -25,8 +25,10 @@ from fedrt.protocol import round_messages as rm
 from fedrt.protocol.errors import ProtocolError
 from fedrt.protocol.round_codec import decode_from_coordinator, encode_message
 from fedrt.protocol.topics import (
+    coordinator_status,
     device_inbox,
     device_up,
+    parse_coordinator_presence,
     parse_task_announcement,
     task_announcements_filter,
 )
@@ -164,6 +166,8 @@ class Device:
         self._bytes_down = 0
         self._last_detail = ""
         self._last_decision: EligibilityDecision | None = None
+        # The coordinator incarnation last heard, for a participant created after it came.
+        self._incarnation: str | None = None
 
     # ------------------------------------------------------------------ app API
     def enroll(self, token: str | None = None) -> str:
@@ -200,6 +204,8 @@ class Device:
         self._sender = ReliableSender(self._transport, self._outbox)
         self._transport.subscribe(device_inbox(creds.device_id), self._on_inbox)
         self._transport.subscribe(task_announcements_filter(), self._on_announcement)
+        # Retained: a new incarnation says the coordinator restarted and lost its rounds.
+        self._transport.subscribe(coordinator_status(), self._on_coordinator_status)
         if self._task_id is not None:
             # Before the link is up: stale answers leave the outbox before its first flush.
             self._participant = self._new_participant()
@@ -267,6 +273,9 @@ class Device:
     def _on_announcement(self, message: Message) -> None:
         self._post("announce", message)
 
+    def _on_coordinator_status(self, message: Message) -> None:
+        self._post("coordinator", message.payload)
+
     def _work_done(self, result: WorkResult) -> None:
         self._post("work", result)
 
@@ -309,6 +318,8 @@ class Device:
         p = self._participant
         if kind == "announce":
             self._announced(value)
+        elif kind == "coordinator":
+            self._coordinator_presence(value, now)
         elif kind == "inbox" and p is not None:
             msg = decode_from_coordinator(value)
             if isinstance(msg, rm.Ack) and self._sender is not None:
@@ -345,6 +356,8 @@ class Device:
             self._participant = self._new_participant()
             log.info("following task %s", task_id)
             self._restart()
+            if self._incarnation is not None:
+                self._heard_coordinator(self._participant, self._clock())
         p = self._participant
         if task_id == self._task_id and p is not None:
             now = self._clock()
@@ -358,6 +371,23 @@ class Device:
             soon = now + float(self._rng.uniform(0.0, min(1.0, self.config.poll_s)))
             if p.may_check_in(now) and self._check_in_at > soon:
                 self._check_in_at = soon
+
+    def _coordinator_presence(self, payload: bytes, now: float) -> None:
+        presence = parse_coordinator_presence(payload)
+        if presence.incarnation is None:  # offline (its will), or a coordinator naming none
+            return
+        self._incarnation = presence.incarnation
+        if self._participant is not None:
+            self._heard_coordinator(self._participant, now)
+
+    def _heard_coordinator(self, p: Participant, now: float) -> None:
+        assert self._incarnation is not None
+        before, state = p.incarnation, p.state.value
+        commands = p.coordinator_online(self._incarnation, now)
+        if before not in (None, p.incarnation):
+            log.info("the coordinator restarted (%s -> %s) while this device was %s",
+                     before, p.incarnation, state)  # fmt: skip
+        self._act(commands)
 
     def _work_result(self, p: Participant, result: WorkResult, now: float) -> None:
         self._work = None

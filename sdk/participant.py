@@ -20,6 +20,10 @@ acts on the returned commands (``participant_commands``). Events in:
 * REPORTING: the update (plain) or the SecAgg+ keys went out; each ``StageRequest`` is
   answered by the SecAgg+ client until the coordinator ends the round with a
   ``ReconnectWindow``. Silence for longer than the stage window plus ``grace`` ends it too.
+* Silence (or a refusal) sends the device IDLE for ``retry_earliest..retry_latest``; a
+  window the coordinator gives later replaces that back-off. ``coordinator_online`` with a
+  new incarnation means the coordinator restarted and lost its rounds: the device leaves
+  the one it was in and checks in again within ``restart_spread``.
 
 Times from the coordinator are relative, so they are turned into device-clock deadlines on
 receipt. Every input that cannot be taken raises a ``RoundError`` (or a SecAgg+
@@ -154,6 +158,13 @@ class Participant:
         self._seen: set[tuple[int, int]] = set()
         # The Abandon sent after a restart: once acknowledged, the device may check in again.
         self._leaving: int | None = None
+        # Whether ``not_before`` is the device's own back-off (silence, a refusal) rather than
+        # a window the coordinator gave: a window, or a coordinator restart, replaces it.
+        self._silence = False
+        # The first message id of the current check-in or round: only refusals of those end it.
+        self._since = 0
+        # The coordinator incarnation last heard (``coordinator_online``).
+        self.incarnation: str | None = None
 
     # --- events ----------------------------------------------------------------------------
 
@@ -172,6 +183,7 @@ class Participant:
             sdk_version=self.config.sdk_version,
             model_version=self.plan.model.version if self.plan else 0,
         )
+        self._since = msg.msg_id
         self._move(P.CHECKED_IN, now + self.config.checkin_timeout)
         return [self._publish(msg)]
 
@@ -292,6 +304,8 @@ class Participant:
             raise IllegalTransition("restart() comes first, on a new participant")
         state = P(facts.state)
         self._unacked = set(facts.unacked)
+        self.incarnation = facts.coordinator
+        self._since = min(self._unacked, default=self._next_msg_id)
         kept = (rm.Stage.PLAIN_UPDATE, rm.Stage.EVALUATION)
         # A restored state is not a move, so it bypasses TRANSITIONS.
         if state is P.CHECKED_IN:
@@ -316,8 +330,43 @@ class Participant:
         out.append(self._publish(msg))
         self._leaving = msg.msg_id
         out.append(RoundEnded(round_id=facts.round_id, reason=None, detail=msg.detail))
-        self._to_idle(now + self.config.checkin_timeout)
+        self._to_idle(now + self.config.checkin_timeout, silence=True)
         out.append(ScheduleCheckIn(at=self.not_before))
+        return out
+
+    def coordinator_online(self, incarnation: str | None, now: float) -> list[Command]:
+        """The coordinator's retained presence said ``online <incarnation>``.
+
+        The first incarnation heard is only noted, and so is the same one again (a broker
+        restart or a reconnect delivers it anew); a different one is a coordinator restart.
+        None (a coordinator that names no incarnation) says nothing."""
+        known = self.incarnation
+        if incarnation is None or incarnation == known:
+            return []
+        self.incarnation = incarnation
+        return [] if known is None else self.coordinator_restarted(now)
+
+    def coordinator_restarted(self, now: float) -> list[Command]:
+        """The coordinator restarted and lost every round it ran. A device checked in,
+        training or reporting leaves its round (no Abandon: the round is gone) and checks in
+        again at a uniform time within ``restart_spread``, so the fleet does not come at
+        once; an idle device in its silence back-off comes back as soon; one holding a window
+        the coordinator gave keeps it. Unacknowledged messages are forgotten (nobody will
+        take them), and so are the old process's message ids (the new one may reuse them)."""
+        at = now + float(self._rng.uniform(0.0, self.config.restart_spread))
+        out: list[Command] = [Forget(msg_id=i) for i in sorted(self._unacked)]
+        self._unacked.clear()
+        self._seen.clear()
+        self._leaving = None
+        if self.state is P.IDLE and (not self._silence or self.not_before <= at):
+            return out
+        if self.state is P.TRAINING:
+            out.append(CancelTraining(reason="coordinator_restarted"))
+        if self.round_id is not None and self.state in (P.TRAINING, P.REPORTING):
+            detail = "the coordinator restarted"
+            out.append(RoundEnded(round_id=self.round_id, reason=None, detail=detail))
+        self._to_idle(at, silence=False)
+        out.append(ScheduleCheckIn(at=at))
         return out
 
     # --- queries ---------------------------------------------------------------------------
@@ -331,6 +380,7 @@ class Participant:
             answered=self._answered if in_round else None,
             secagg=in_round and self.plan is not None and self.plan.secagg is not None,
             unacked=tuple(sorted(self._unacked)),
+            coordinator=self.incarnation,
         )
 
     def next_deadline(self) -> float | None:
@@ -353,13 +403,17 @@ class Participant:
         self._unacked.discard(ack.acked)
         out: list[Command] = [Forget(msg_id=ack.acked)]
         if ack.acked == self._leaving:
-            # The coordinator knows this device left the round it restarted in: come back.
+            # The coordinator knows this device left its round: come back (unless it gave a
+            # window meanwhile), to be placed by the coordinator rather than by a guess.
             self._leaving = None
-            if self.state is P.IDLE and self.not_before > now:
+            if self.state is P.IDLE and self._silence and self.not_before > now:
                 self.not_before = now
                 out.append(ScheduleCheckIn(at=now))
         refused = ack.status in (rm.AckStatus.REJECTED, rm.AckStatus.LATE)
-        ours = self.state is P.CHECKED_IN or ack.round_id == self.round_id
+        # Only a refusal of what this check-in or round sent ends it: an older message's says
+        # nothing about it (e.g. an answer of a round a restarted coordinator lost).
+        mine = ack.acked >= self._since
+        ours = mine and (self.state is P.CHECKED_IN or ack.round_id == self.round_id)
         if refused and ours and self.state in (P.CHECKED_IN, P.REPORTING):
             out += self._end(None, f"refused by the coordinator ({ack.status.name})", now)
         return out
@@ -386,6 +440,7 @@ class Participant:
                 raise MalformedMessage(f"unusable SecAgg+ parameters: {exc}") from None
         deadline = now + max(0.0, plan.report_within - self.config.deadline_margin)
         self.plan, self.round_id, self._answered, self._client = plan, plan.round_id, None, None
+        self._since = self._next_msg_id
         self._seen = {k for k in self._seen if k[0] == plan.round_id}
         self._move(P.TRAINING, deadline)
         if plan.kind is rm.RoundKind.EVALUATE:
@@ -416,15 +471,17 @@ class Participant:
             raise StaleMessage(
                 f"window for round {window.round_id}, taking part in {self.round_id}"
             )
-        if self.state is P.IDLE:
+        if self.state is P.IDLE and not self._silence:
             raise UnexpectedMessage("a reconnect window arrived while idle")
+        # While idle in its own back-off (it gave up on silence or a refusal, and the window
+        # came after), the device takes the coordinator's time instead.
         at = now + float(self._rng.uniform(window.earliest, window.latest))
         out: list[Command] = []
         if self.state is P.TRAINING:
             out.append(CancelTraining(reason=window.reason.name.lower()))
         if current:
             out.append(RoundEnded(round_id=window.round_id, reason=window.reason))
-        self._to_idle(at)
+        self._to_idle(at, silence=False)
         out.append(ScheduleCheckIn(at=at))
         return out
 
@@ -463,6 +520,10 @@ class Participant:
         )
         out: list[Command] = [CancelTraining(reason=reason.name.lower())] if cancel else []
         out.append(self._publish(msg))
+        if reason is rm.AbandonReason.MODEL_UNAVAILABLE:
+            # Likely the coordinator's fault (a bad artifact): once it has the Abandon, check
+            # in again and let it say when, instead of backing off for a quarter of an hour.
+            self._leaving = msg.msg_id
         return out + self._end(None, detail or reason.name.lower(), now)
 
     def _end(self, reason: rm.ReconnectReason | None, detail: str, now: float) -> list[Command]:
@@ -470,13 +531,13 @@ class Participant:
         out: list[Command] = []
         if self.round_id is not None and self.state is not P.CHECKED_IN:
             out.append(RoundEnded(round_id=self.round_id, reason=reason, detail=detail))
-        self._to_idle(at)
+        self._to_idle(at, silence=True)
         out.append(ScheduleCheckIn(at=at))
         return out
 
-    def _to_idle(self, not_before: float) -> None:
+    def _to_idle(self, not_before: float, *, silence: bool) -> None:
         self._move(P.IDLE, None)
-        self.not_before = not_before
+        self.not_before, self._silence = not_before, silence
         self._client = None
         self._answered = None
 

@@ -51,6 +51,10 @@ class ParticipantConfig:
     # Google's client retries after 15 min +- 20 % (see ARCHITECTURE.md).
     retry_earliest: float = 720.0
     retry_latest: float = 1080.0
+    # After the coordinator restarted (and lost the round this device was in): check in
+    # again at a uniform time within this many seconds. Soon, since its next round opens
+    # with the first check-in; spread, so a round's whole cohort does not come at once.
+    restart_spread: float = 20.0
 
     def __post_init__(self) -> None:
         try:
@@ -58,7 +62,13 @@ class ParticipantConfig:
             check_id(self.task_id, "task id")
         except InvalidTopic as exc:
             raise SdkConfigError(str(exc)) from None
-        for name in ("deadline_margin", "grace", "checkin_timeout", "retry_earliest"):
+        for name in (
+            "deadline_margin",
+            "grace",
+            "checkin_timeout",
+            "retry_earliest",
+            "restart_spread",
+        ):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise SdkConfigError(f"participant.{name} must be >= 0, got {value!r}")

@@ -4,8 +4,9 @@ A device's SecAgg+ secrets (its masking seeds and keys, the shares it holds) are
 written to disk: a device that dies mid-round cannot go on with that round. What it keeps,
 in ``device-state.json`` next to its message counter, is enough to tell the coordinator it
 is gone (an ``Abandon`` with reason ``RESTARTED``) and to stop its outbox from resending that
-round's stale answers. ``Participant.round_facts`` writes them; ``Participant.restart``
-reads them.
+round's stale answers. It also keeps the incarnation of the coordinator it last heard, so
+that a device restarted while the coordinator restarted too sees that its round is gone.
+``Participant.round_facts`` writes them; ``Participant.restart`` reads them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fedrt.protocol import round_messages as rm
+from fedrt.protocol.round_errors import InvalidTopic
+from fedrt.protocol.topics import check_incarnation
 from fedrt.sdk.errors import SdkConfigError
 
 __all__ = ["RoundFacts"]
@@ -34,6 +37,8 @@ class RoundFacts:
     secagg: bool = False
     # Ids of the device's messages the coordinator has not acknowledged yet.
     unacked: tuple[int, ...] = ()
+    # The coordinator incarnation last heard (``topics.coordinator_presence``); None: none.
+    coordinator: str | None = None
 
     def __post_init__(self) -> None:
         if self.state not in _STATES:
@@ -46,6 +51,11 @@ class RoundFacts:
             raise SdkConfigError("round facts: secagg must be a bool")
         if len(self.unacked) > _MAX_UNACKED or not all(_uint(i) for i in self.unacked):
             raise SdkConfigError("round facts: unacked must be message ids")
+        if self.coordinator is not None:
+            try:
+                check_incarnation(self.coordinator)
+            except InvalidTopic as exc:
+                raise SdkConfigError(f"round facts: {exc}") from None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -54,6 +64,7 @@ class RoundFacts:
             "answered": self.answered.name if self.answered is not None else None,
             "secagg": self.secagg,
             "unacked": sorted(self.unacked),
+            "coordinator": self.coordinator,
         }
 
     @classmethod
@@ -61,7 +72,8 @@ class RoundFacts:
         """Facts read back from ``to_json``; ``SdkConfigError`` when they are not."""
         if not isinstance(data, dict):
             raise SdkConfigError("round facts must be a JSON object")
-        unknown = sorted(set(data) - {"state", "round_id", "answered", "secagg", "unacked"})
+        known = {"state", "round_id", "answered", "secagg", "unacked", "coordinator"}
+        unknown = sorted(set(data) - known)
         if unknown:
             raise SdkConfigError(f"round facts: unknown key(s) {', '.join(unknown)}")
         answered = data.get("answered")
@@ -78,6 +90,7 @@ class RoundFacts:
             answered=stage,
             secagg=data.get("secagg", False),
             unacked=tuple(unacked),
+            coordinator=data.get("coordinator"),
         )
 
 

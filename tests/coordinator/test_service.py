@@ -20,7 +20,13 @@ from fedrt.coordinator.errors import BadRequestError
 from fedrt.coordinator.mosquitto import BrokerConfig as MosquittoConfig
 from fedrt.coordinator.mosquitto import MosquittoBroker, hash_password
 from fedrt.coordinator.records import TaskRecord
-from fedrt.protocol.topics import UpChannel, coordinator_status, device_inbox, device_up
+from fedrt.protocol.topics import (
+    UpChannel,
+    coordinator_status,
+    device_inbox,
+    device_up,
+    parse_coordinator_presence,
+)
 from tests.coordinator.harness import ServiceThread, make_config, mqtt_connect_code
 from tests.support.brokers import SecureBroker
 from tests.support.mqtt import TestClient
@@ -142,7 +148,9 @@ def test_device_round_trip_through_secured_mosquitto(
         assert not device.connect().is_failure
         device.subscribe(device_inbox(user))
         device.subscribe(coordinator_status())
-        assert device.expect().payload == b"online"  # retained presence
+        presence = parse_coordinator_presence(device.expect().payload)  # retained
+        assert presence.online
+        assert presence.incarnation == svc.service.incarnation
         device.publish(device_up(user, UpChannel.CHECKIN), b"hello")
         reply = device.expect()
         assert (reply.topic, reply.payload) == (device_inbox(user), b"plan for hello")

@@ -16,7 +16,7 @@ from fedrt.coordinator.mosquitto import (
     write_password_file,
 )
 from fedrt.protocol import topics
-from fedrt.protocol.round_errors import InvalidTopic
+from fedrt.protocol.round_errors import InvalidTopic, MalformedMessage
 from fedrt.protocol.topics import QoS, UpChannel
 from tests.support.mqtt import TestClient
 
@@ -50,6 +50,30 @@ def test_parse_device_up_inverts_device_up(channel: UpChannel) -> None:
 def test_parse_device_up_refuses_foreign_topics(topic: str) -> None:
     with pytest.raises(InvalidTopic):
         topics.parse_device_up(topic)
+
+
+def test_coordinator_presence_round_trips_and_plain_online_still_reads() -> None:
+    payload = topics.coordinator_presence("0123abcd89ef4567")
+    assert payload == b"online 0123abcd89ef4567"
+    assert topics.parse_coordinator_presence(payload) == topics.CoordinatorPresence(
+        online=True, incarnation="0123abcd89ef4567"
+    )
+    assert topics.parse_coordinator_presence(b"online") == topics.CoordinatorPresence(online=True)
+    offline = topics.coordinator_presence(None, online=False)
+    assert topics.parse_coordinator_presence(offline) == topics.CoordinatorPresence(online=False)
+    with pytest.raises(InvalidTopic):
+        topics.coordinator_presence("NOT-HEX")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"online ", b"online abc", b"online 0123ABCD", b"online  01234567", b"onlinex",
+     b"online 01234567 extra", b"online " + b"a" * 33, b"offline 01234567", b"\xff" * 8,
+     b"online " + b"a" * 100],
+)  # fmt: skip
+def test_malformed_coordinator_presence_is_refused(payload: bytes) -> None:
+    with pytest.raises(MalformedMessage):
+        topics.parse_coordinator_presence(payload)
 
 
 @pytest.mark.parametrize("bad", ["", "a/b", "a+b", "#", "$SYS", "a b", "-lead", "x" * 65, "é"])

@@ -134,9 +134,22 @@ def test_restart_comes_first_and_bad_facts_are_typed_errors() -> None:
         {"state": "idle", "unacked": 5},
         {"state": "idle", "secagg": "yes"},
         {"state": "idle", "surprise": 1},
+        {"state": "idle", "coordinator": "not hex"},
     ):
         with pytest.raises(SdkConfigError):
             RoundFacts.from_json(bad)
     facts = RoundFacts(state="reporting", round_id=3, answered=rm.Stage.MASKED_INPUT,
-                       secagg=True, unacked=(4, 9))  # fmt: skip
+                       secagg=True, unacked=(4, 9), coordinator="0a1b2c3d")  # fmt: skip
     assert RoundFacts.from_json(json.loads(json.dumps(facts.to_json()))) == facts
+
+
+def test_a_device_restarted_across_a_coordinator_restart_leaves_its_round() -> None:
+    before = participant(checkin_timeout=20.0)
+    before.coordinator_online("0a1b2c3d", 0.0)
+    before.check_in(0.0)
+    p, _ = _restarted(before, 3.0)  # resumes waiting for its plan ...
+    assert p.coordinator_online("0a1b2c3d", 3.0) == []
+    assert p.state is P.CHECKED_IN
+    p, _ = _restarted(before, 3.0)  # ... unless the coordinator it waited on is gone
+    assert of(p.coordinator_online("4e5f6a7b", 3.0), pc.ScheduleCheckIn)
+    assert p.state is P.IDLE
