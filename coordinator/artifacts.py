@@ -3,14 +3,37 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from fedrt.coordinator.errors import BadArtifactError, BadRequestError, NotFoundError, StoreError
+from fedrt.coordinator.errors import (
+    BadArtifactError,
+    BadRequestError,
+    CorruptArtifactError,
+    NotFoundError,
+    StoreError,
+)
+
+log = logging.getLogger(__name__)
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# What a blob holds, as the ``kind`` label of corruption reports.
+MODEL = "model"
+OPTIMIZER_STATE = "optimizer_state"
+# A verdict holds while the file's (device, inode, size, mtime_ns) stay the same: any write
+# or replacement changes one of them. Bit rot below the file system changes none, so a
+# verdict also expires: each file is hashed again at most this often while it is in use.
+DEFAULT_REVERIFY_S = 3600.0
+StatKey = tuple[int, int, int, int]
+# Called once per corrupt state of a file with (kind, sha256), e.g. to count it.
+CorruptListener = Callable[[str, str], None]
 
 
 def check_sha256(value: str) -> str:
@@ -62,9 +85,9 @@ class BlobWriter:
         self._fh.close()
         target = self._store.path(sha)
         target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists():
+        if target.exists() and self._store.verify(sha):
             self._tmp.unlink()  # same content already stored: content addressing dedups
-        else:
+        else:  # new, or the stored copy is corrupt: the fresh bytes replace it
             os.chmod(self._tmp, 0o444)
             os.replace(self._tmp, target)
             _fsync_dir(target.parent)
@@ -82,11 +105,48 @@ class BlobWriter:
         self.abort()  # no-op after commit (the temporary file is gone)
 
 
-class BlobStore:
-    """Immutable files under ``root/sha256/ab/abcdef…``."""
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Whether a stored file hashed to its name when it looked like ``key`` (None: unknown)."""
 
-    def __init__(self, root: Path) -> None:
+    sha256: str
+    path: Path
+    key: StatKey
+    ok: bool | None
+
+    @property
+    def size(self) -> int:
+        return self.key[2]
+
+    def require(self) -> Path:
+        """The file's path if it verified, else ``CorruptArtifactError``."""
+        if not self.ok:
+            raise CorruptArtifactError(f"artifact {self.sha256} on disk does not hash to its name")
+        return self.path
+
+
+class BlobStore:
+    """Immutable files under ``root/sha256/ab/abcdef…``.
+
+    Reads are verified: ``read`` hashes the bytes it returns, ``check`` hashes a file once
+    per state of it (see ``DEFAULT_REVERIFY_S``). A corrupt file raises
+    ``CorruptArtifactError``, and is logged and reported to ``on_corrupt`` once per state.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        reverify_after_s: float = DEFAULT_REVERIFY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.root = Path(root)
+        self.on_corrupt: list[CorruptListener] = []
+        self._reverify_after_s = reverify_after_s
+        self._clock = clock
+        # sha256 -> (the file's stat key when hashed, whether it matched, when)
+        self._verdicts: dict[str, tuple[StatKey, bool, float]] = {}
+        self._lock = threading.Lock()
         try:
             (self.root / "tmp").mkdir(parents=True, exist_ok=True)
             (self.root / "sha256").mkdir(parents=True, exist_ok=True)
@@ -125,22 +185,77 @@ class BlobStore:
         except OSError as exc:
             raise BadArtifactError(f"cannot read {source}: {exc.strerror}") from None
 
-    def read(self, sha256: str) -> bytes:
+    def read(self, sha256: str, *, kind: str = MODEL) -> bytes:
+        """The stored bytes, hashed on the way: never bytes that differ from their name."""
+        verdict = self.verdict(sha256)
         try:
-            return self.path(sha256).read_bytes()
+            data = verdict.path.read_bytes()
         except FileNotFoundError:
             raise NotFoundError(f"no artifact {sha256}") from None
+        self.settle(verdict, hashlib.sha256(data).hexdigest(), kind=kind).require()
+        return data
 
-    def verify(self, sha256: str) -> bool:
-        """Re-hash the stored file (detects on-disk corruption)."""
-        digest = hashlib.sha256()
+    def check(self, sha256: str, *, kind: str = MODEL) -> Path:
+        """The file's path once it verifies; hashes it only if it changed (or the verdict
+        expired) since it was last hashed. ``NotFoundError`` if it is missing."""
+        verdict = self.verdict(sha256)
+        if verdict.ok is None:
+            verdict = self.settle(verdict, file_sha256(verdict.path), kind=kind)
+        return verdict.require()
+
+    def verify(self, sha256: str, *, kind: str = MODEL) -> bool:
+        """Re-hash the stored file now, whatever was found before (False if missing)."""
         try:
-            with self.path(sha256).open("rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(chunk)
-        except FileNotFoundError:
+            verdict = self.verdict(sha256)
+            return bool(self.settle(verdict, file_sha256(verdict.path), kind=kind).ok)
+        except NotFoundError:
             return False
-        return digest.hexdigest() == sha256
+
+    def verdict(self, sha256: str) -> Verdict:
+        """What is known about the file as it is now, without hashing it."""
+        path = self.path(sha256)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise NotFoundError(f"no artifact {sha256}") from None
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        with self._lock:
+            seen = self._verdicts.get(sha256)
+        fresh = seen is not None and self._clock() - seen[2] < self._reverify_after_s
+        return Verdict(sha256, path, key, seen[1] if fresh and seen and seen[0] == key else None)
+
+    def settle(self, verdict: Verdict, digest: str, *, kind: str) -> Verdict:
+        """Record that the file, as ``verdict`` saw it, hashed to ``digest``.
+
+        A file found corrupt is logged and reported once per state of it, not once per
+        request; one that verifies again after being corrupt is logged too.
+        """
+        ok = digest == verdict.sha256
+        with self._lock:
+            before = self._verdicts.get(verdict.sha256)
+            self._verdicts[verdict.sha256] = (verdict.key, ok, self._clock())
+        was_bad = before is not None and not before[1]
+        known = was_bad and before is not None and before[0] == verdict.key
+        if not ok and not known:
+            log.error("artifact %s (%s) is corrupt on disk: it hashes to %s; it is not used "
+                      "until its bytes are restored", verdict.sha256, kind, digest)  # fmt: skip
+            for listener in self.on_corrupt:
+                listener(kind, verdict.sha256)
+        elif ok and was_bad:
+            log.warning("artifact %s (%s) verifies again", verdict.sha256, kind)
+        return Verdict(verdict.sha256, verdict.path, verdict.key, ok)
+
+
+def file_sha256(path: Path) -> str:
+    """Hash a file in 1 MiB reads; ``NotFoundError`` if it is gone."""
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    except FileNotFoundError:
+        raise NotFoundError(f"no artifact {path.name}") from None
+    return digest.hexdigest()
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -152,4 +267,14 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-__all__ = ["BlobStore", "BlobWriter", "check_sha256"]
+__all__ = [
+    "DEFAULT_REVERIFY_S",
+    "MODEL",
+    "OPTIMIZER_STATE",
+    "BlobStore",
+    "BlobWriter",
+    "CorruptListener",
+    "Verdict",
+    "check_sha256",
+    "file_sha256",
+]

@@ -11,6 +11,7 @@
           │    └── BadArtifactError   a model upload that is not a valid exported model
           ├── RateLimitedError        one device sent more than its allowance
           ├── StoreError              the store could not be read or written
+          │    └── CorruptArtifactError  a stored file no longer hashes to its name
           ├── SigningKeyError         the coordinator's Ed25519 key is missing or unusable
           └── BrokerError             the MQTT broker could not be started or reached
 
@@ -67,6 +68,11 @@ class StoreError(CoordinatorError):
     """The persistent store failed (I/O, corruption, schema mismatch)."""
 
 
+class CorruptArtifactError(StoreError):
+    """A content-addressed file on the coordinator's disk whose bytes no longer match its
+    sha256: it is never served nor trained from (HTTP 500, like any store failure)."""
+
+
 class SigningKeyError(CoordinatorError):
     """The coordinator's signing key cannot be created, read or used."""
 
@@ -107,6 +113,7 @@ __all__ = [
     "ConfigError",
     "ConflictError",
     "CoordinatorError",
+    "CorruptArtifactError",
     "IllegalTransition",
     "NotFoundError",
     "RateLimitedError",

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
 from aiohttp import BodyPartReader, web
 
-from fedrt.coordinator.artifacts import BlobStore
+from fedrt.coordinator.artifacts import MODEL, BlobStore, Verdict, file_sha256
 from fedrt.coordinator.errors import BadArtifactError, BadRequestError
 from fedrt.coordinator.models import ModelCatalog, parse_manifest
 from fedrt.coordinator.records import ModelRecord
@@ -91,8 +92,28 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
 
 
 async def serve_blob(request: web.Request, blobs: BlobStore, sha256: str) -> web.StreamResponse:
-    """Send an artifact honouring If-None-Match (304), Range (206/416) and If-Range."""
-    size = blobs.size(sha256)
+    """Send an artifact honouring If-None-Match (304), Range (206/416) and If-Range; a
+    corrupt one is refused (``CorruptArtifactError``, HTTP 500), never sent."""
+    verdict = await verified(blobs, sha256)
+    size = verdict.size
+async def verified(blobs: BlobStore, sha256: str, *, kind: str = MODEL) -> Verdict:
+    """The artifact's verdict once it hashes to its name, else ``CorruptArtifactError``.
+
+    Why not hash while streaming: a mismatch found at the end of a 200 cannot become an
+    error any more, the device has the bad bytes (and keeps them to resume from). Instead
+    the file is hashed BEFORE a byte goes out, on a worker thread (tens of ms for a large
+    model), and the verdict is cached by the file's (device, inode, size, mtime_ns): one
+    hash per state of the file, not per download (``BlobStore.verdict``).
+    """
+    verdict = blobs.verdict(sha256)
+    if verdict.ok is None:
+        digest = await asyncio.to_thread(file_sha256, verdict.path)
+        # Settled back on the loop: corruption listeners (metrics) need no locking.
+        verdict = blobs.settle(verdict, digest, kind=kind)
+    verdict.require()
+    return verdict
+
+
     etag = _etag(sha256)
     headers = {
         "ETag": etag,
@@ -119,7 +140,7 @@ async def serve_blob(request: web.Request, blobs: BlobStore, sha256: str) -> web
         response.headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     await response.prepare(request)
     if request.method != "HEAD" and size:
-        await _stream(response, blobs.path(sha256), start, end)
+        await _stream(response, verdict.path, start, end)
     await response.write_eof()
     return response
 
@@ -136,4 +157,4 @@ async def _stream(response: web.StreamResponse, path: Path, start: int, end: int
             await response.write(chunk)
 
 
-__all__ = ["parse_range", "read_upload", "serve_blob"]
+__all__ = ["parse_range", "read_upload", "serve_blob", "verified"]

@@ -8,7 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from fedrt.coordinator.artifacts import BlobStore, BlobWriter, check_sha256
-from fedrt.coordinator.errors import BadArtifactError, ConflictError, NotFoundError
+from fedrt.coordinator.errors import (
+    BadArtifactError,
+    ConflictError,
+    CorruptArtifactError,
+    NotFoundError,
+)
 from fedrt.coordinator.records import AuditEntry, ModelRecord, ModelStatus, TaskRecord
 from fedrt.coordinator.signing import ModelSigner
 from fedrt.coordinator.store import Store
@@ -103,10 +108,14 @@ class ModelCatalog:
         round_no: int,
         metrics: Mapping[str, Any] | None = None,
         actor: str = "coordinator",
+        optimizer_state_sha256: str | None = None,
     ) -> ModelRecord:
-        """Store a round's result (e.g. new global weights) as a signed CANDIDATE version."""
+        """Store a round's result (e.g. new global weights) as a signed CANDIDATE version,
+        with the blob of the server optimizer state that round ended with, if any."""
         self.store.get_task(task_id)
         self.store.get_model(parent_sha256)
+        if optimizer_state_sha256 is not None:
+            self.blobs.size(optimizer_state_sha256)  # NotFoundError unless stored
         sha = self.blobs.put_bytes(data)
         return self._register(
             sha=sha,
@@ -117,6 +126,7 @@ class ModelCatalog:
             status=ModelStatus.CANDIDATE,
             metrics=dict(metrics or {}),
             actor=actor,
+            optimizer_state=optimizer_state_sha256,
         )
 
     def _register(
@@ -130,6 +140,7 @@ class ModelCatalog:
         status: ModelStatus,
         metrics: dict[str, Any],
         actor: str,
+        optimizer_state: str | None = None,
     ) -> ModelRecord:
         manifest = _json(manifest)
         record = ModelRecord(
@@ -143,6 +154,7 @@ class ModelCatalog:
             signature=self.signer.sign(sha, manifest),
             created_at=self._clock(),
             metrics=metrics,
+            optimizer_state_sha256=optimizer_state,
         )
         with self.store.transaction():
             self.store.add_model(record)
@@ -184,6 +196,38 @@ class ModelCatalog:
             task = self.store.set_task_model(task_id, target, at=self._clock())
             self._audit(actor, "model.rollback", task_id, {"from": current.sha256, "to": target})
             return task
+
+    def fall_back(self, task_id: str, *, broken: str, reason: str, actor: str) -> TaskRecord:
+        """Move the task off ``broken``, its current version whose artifact cannot be read,
+        to the newest promoted ancestor whose artifact verifies (audited ``model.fallback``).
+
+        ``CorruptArtifactError`` if there is none. The broken version keeps its status: once
+        its bytes are restored it is served again, and an operator may promote it again.
+        """
+        # Hash outside the transaction: a large model must not hold the store's write lock.
+        good = next((a for a in self._ancestors(self.store.get_model(broken))
+                     if self._usable(a)), None)  # fmt: skip
+        if good is None:
+            raise CorruptArtifactError(
+                f"task {task_id}: no promoted ancestor of {broken} has an intact artifact"
+            )
+        with self.store.transaction():
+            task = self.store.get_task(task_id)
+            if task.model_sha256 != broken:
+                return task  # moved meanwhile (an operator's promotion or rollback wins)
+            task = self.store.set_task_model(task_id, good, at=self._clock())
+            detail = {"from": broken, "to": good, "reason": reason}
+            self._audit(actor, "model.fallback", task_id, detail)
+            return task
+
+    def _usable(self, sha256: str) -> bool:
+        if self.store.get_model(sha256).status is not ModelStatus.PROMOTED:
+            return False
+        try:
+            self.blobs.check(sha256)
+        except (CorruptArtifactError, NotFoundError):
+            return False
+        return True
 
     def _ancestors(self, model: ModelRecord) -> list[str]:
         out: list[str] = []

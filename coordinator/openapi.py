@@ -391,7 +391,8 @@ def _paths() -> dict[str, Schema]:
                 "a version's manifest, lineage, status and signature",
                 ok("Model"),
                 auth="device",
-                errors=(400, 404, 429),
+                # 500: the stored file no longer hashes to its name (CorruptArtifactError).
+                errors=(400, 404, 429, 500),
                 params=("sha256",),
             )
         },

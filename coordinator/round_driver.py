@@ -35,7 +35,8 @@ import numpy.typing as npt
 from fedrt.coordinator.dp_accounting import PrivacyBudgetExceeded
 from fedrt.coordinator.dp_rounds import RoundDp, TaskPrivacy, training_rounds
 from fedrt.coordinator.driver import DriverContext, RoundDriver
-from fedrt.coordinator.errors import CoordinatorError, NotFoundError
+from fedrt.coordinator.errors import CoordinatorError, CorruptArtifactError, NotFoundError
+from fedrt.coordinator.optimizer_state import load_state, save_state
 from fedrt.coordinator.pace_steering import PaceConfig, PaceSteering
 from fedrt.coordinator.records import (
     MetricRecord,
@@ -498,6 +499,9 @@ class FederatedDriver(RoundDriver):
         manifest = dataclasses.replace(model.manifest, sha256=sha, model_bytes=len(data))
         evaluation = dict(self.evaluator(data, manifest)) if self.evaluator else {}
         metrics = {**_metrics_json(commit.metrics), **evaluation}
+        # The state goes with the version it produced: a round that starts from this
+        # version (after a restart, a pause, a rollback) continues with exactly this state.
+        state = save_state(self.ctx.catalog.blobs, run.optimizer, commit.optimizer_state)
         record = self.ctx.catalog.add_version(
             data,
             manifest.to_dict(),
@@ -505,6 +509,7 @@ class FederatedDriver(RoundDriver):
             parent_sha256=model.record.sha256,
             round_no=commit.round_id,
             metrics=metrics,
+            optimizer_state_sha256=state,
         )
         promoted = self._should_promote(run, evaluation)
         if promoted:
@@ -674,15 +679,33 @@ class FederatedDriver(RoundDriver):
 
     # ------------------------------------------------------------------ state
     def _model(self, run: _Run, sha256: str) -> _Model:
+        """The version a round starts from, and the optimizer state saved with it.
+
+        Its file must verify, since devices download that file (hashed again only when it
+        changed, ``BlobStore.check``): a corrupt or missing one moves the task to its newest
+        intact promoted ancestor (``ModelCatalog.fall_back``, audited).
+        """
+        catalog = self.ctx.catalog
+        try:
+            catalog.blobs.check(sha256)
+        except (CorruptArtifactError, NotFoundError) as exc:
+            log.error("task %s: version %s cannot be served: %s", run.task_id, sha256, exc)
+            try:
+                sha256 = catalog.fall_back(
+                    run.task_id, broken=sha256, reason=str(exc), actor="coordinator"
+                ).model_sha256
+            except CorruptArtifactError:
+                run.next_start = self.ctx.clock() + self.retry_delay_s  # not on every tick
+                raise
         if run.model is not None and run.model.record.sha256 == sha256:
             return run.model
         record = self.ctx.store.get_model(sha256)
         manifest = Manifest.from_dict(record.manifest)
-        data = self.ctx.catalog.blobs.read(sha256)
+        data = catalog.blobs.read(sha256)
         flat = flatten(read_weights(data, manifest))
         run.model = _Model(record, manifest, data, flat)
-        if run.opt_state.momentum is not None and run.opt_state.momentum.size != flat.size:
-            run.opt_state = OptimizerState(rounds=run.opt_state.rounds)
+        run.opt_state = load_state(catalog.blobs, record, run.optimizer, size=flat.size,
+                                   rounds=run.opt_state.rounds, task_id=run.task_id)  # fmt: skip
         return run.model
 
     def _new_run(self, task: TaskRecord) -> _Run:

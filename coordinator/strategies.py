@@ -10,8 +10,12 @@ Two independent steps turn a round's device deltas into the next global model:
    "Adaptive Federated Optimization", Algorithm 2) and moves the global weights.
 
 Everything is a pure function of numpy arrays: optimizer state lives in an immutable
-``OptimizerState`` that the caller persists next to the model, so a coordinator restarted
-after kill -9 resumes Adam's moments exactly.
+``OptimizerState``. The round driver saves the state a round ends with as a blob next to the
+model version that round produced (``optimizer_state.py``; ``ModelRecord``'s
+``optimizer_state_sha256``), and a round starts with the state of the version it starts
+from: after a restart (even kill -9), a pause/resume, a rollback or a promotion, FedAvgM's
+momentum and FedAdam/FedYogi/FedAdagrad's moments continue bit for bit. FedAvg carries no
+arrays, so nothing is saved for it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -75,6 +80,8 @@ class ServerOptimizer(ABC):
 
     __slots__ = ()
     name: str
+    # Whether the state carries arrays from round to round (everything but FedAvg).
+    stateful: ClassVar[bool] = True
 
     @abstractmethod
     def apply(
@@ -89,6 +96,7 @@ class FedAvg(ServerOptimizer):
 
     server_lr: float = 1.0
     name: str = field(default="fedavg", init=False)
+    stateful: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         _check_positive("server_lr", self.server_lr)

@@ -8,11 +8,17 @@ from pathlib import Path
 import pytest
 
 from fedrt.coordinator.artifacts import BlobStore
-from fedrt.coordinator.errors import BadArtifactError, ConflictError, NotFoundError
+from fedrt.coordinator.errors import (
+    BadArtifactError,
+    ConflictError,
+    CorruptArtifactError,
+    NotFoundError,
+)
 from fedrt.coordinator.models import ModelCatalog
 from fedrt.coordinator.records import ModelStatus, TaskRecord, TaskStatus
 from fedrt.coordinator.signing import ModelSigner, verify_model_signature
 from fedrt.coordinator.store_sqlite import SqliteStore
+from tests.coordinator.damage import damage
 from tests.coordinator.exported import write_export
 
 LIMIT = 1 << 20
@@ -120,6 +126,62 @@ def test_rollback_refuses_non_ancestors_and_base(catalog: ModelCatalog, tmp_path
     assert catalog.store.get_task("t1").model_sha256 == v1.sha256
     assert len(catalog.store.list_audit()) == audit_len
     assert catalog.rollback("t1", to=None, actor="admin").model_sha256 == base.sha256
+
+
+def test_a_version_names_its_optimizer_state_blob(catalog: ModelCatalog, tmp_path: Path) -> None:
+    base = catalog.add_export_dir(write_dir(tmp_path), actor="admin", max_bytes=LIMIT)
+    _task(catalog, base.sha256)
+    with pytest.raises(NotFoundError):  # the blob must be stored first
+        catalog.add_version(b"w1", {}, task_id="t1", parent_sha256=base.sha256, round_no=1,
+                            optimizer_state_sha256="0" * 64)  # fmt: skip
+    state = catalog.blobs.put_bytes(b"state")
+    v1 = catalog.add_version(b"w1", {}, task_id="t1", parent_sha256=base.sha256, round_no=1,
+                             optimizer_state_sha256=state)  # fmt: skip
+    assert catalog.store.get_model(v1.sha256).optimizer_state_sha256 == state
+    assert base.optimizer_state_sha256 is None
+
+
+def test_fall_back_moves_to_the_newest_intact_promoted_ancestor(
+    catalog: ModelCatalog, tmp_path: Path
+) -> None:
+    base = catalog.add_export_dir(write_dir(tmp_path), actor="admin", max_bytes=LIMIT)
+    _task(catalog, base.sha256)
+    shas = [base.sha256]
+    for n, status in enumerate(["promoted", "candidate", "promoted", "promoted"], start=1):
+        v = catalog.add_version(f"w{n}".encode(), {}, task_id="t1", parent_sha256=shas[-1],
+                                round_no=n)  # fmt: skip
+        if status == "promoted":
+            catalog.promote(v.sha256, task_id="t1", actor="coordinator")
+        shas.append(v.sha256)
+    _, v1, _candidate, v3, v4 = shas
+    damage(catalog.blobs.path(v4))
+    damage(catalog.blobs.path(v3))  # the newest promoted ancestor is corrupt too; v2 is a candidate
+    task = catalog.fall_back("t1", broken=v4, reason="corrupt", actor="coordinator")
+    assert task.model_sha256 == v1
+    entry = catalog.store.list_audit()[-1]
+    assert (entry.action, entry.subject) == ("model.fallback", "t1")
+    assert entry.detail == {"from": v4, "to": v1, "reason": "corrupt"}
+    assert catalog.store.get_model(v4).status is ModelStatus.PROMOTED  # only its file is bad
+    # Already moved (an operator was faster): nothing changes, nothing is audited.
+    audit_len = len(catalog.store.list_audit())
+    assert catalog.fall_back("t1", broken=v4, reason="x", actor="c").model_sha256 == v1
+    assert len(catalog.store.list_audit()) == audit_len
+
+
+def test_fall_back_without_an_intact_ancestor_changes_nothing(
+    catalog: ModelCatalog, tmp_path: Path
+) -> None:
+    base = catalog.add_export_dir(write_dir(tmp_path), actor="admin", max_bytes=LIMIT)
+    _task(catalog, base.sha256)
+    v1 = catalog.add_version(b"w1", {}, task_id="t1", parent_sha256=base.sha256, round_no=1)
+    catalog.promote(v1.sha256, task_id="t1", actor="coordinator")
+    damage(catalog.blobs.path(base.sha256))
+    damage(catalog.blobs.path(v1.sha256))
+    audit_len = len(catalog.store.list_audit())
+    with pytest.raises(CorruptArtifactError, match="no promoted ancestor"):
+        catalog.fall_back("t1", broken=v1.sha256, reason="corrupt", actor="coordinator")
+    assert catalog.store.get_task("t1").model_sha256 == v1.sha256
+    assert len(catalog.store.list_audit()) == audit_len
 
 
 def write_dir(tmp_path: Path) -> Path:
