@@ -12,6 +12,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fedrt.coordinator.errors import ConfigError
+from fedrt.coordinator.http_config import TLS_SELF_SIGNED, WILDCARD_HOSTS, HttpConfig
+from fedrt.coordinator.http_config import check_port as _check_port
 from fedrt.coordinator.pace_steering import PaceConfig
 
 ENV_PREFIX = "FEDRT_"
@@ -34,24 +36,6 @@ class Secret:
 
     def __str__(self) -> str:
         return "***"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HttpConfig:
-    """Where the REST API and dashboard listen."""
-
-    # Loopback by default: exposing the admin API is an explicit operator decision.
-    host: str = "127.0.0.1"
-    port: int = 8080
-    # Exported models are a few MB; 256 MiB leaves room for large LSTMs, stops runaway uploads.
-    max_upload_bytes: int = 256 * 1024 * 1024
-
-    def __post_init__(self) -> None:
-        if not self.host:
-            raise ConfigError("http.host must not be empty")
-        _check_port("http.port", self.port, allow_zero=True)
-        if self.max_upload_bytes < 1024:
-            raise ConfigError(f"http.max_upload_bytes must be >= 1024, got {self.max_upload_bytes}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -177,12 +161,6 @@ class CoordinatorConfig:
 # ---------------------------------------------------------------- loading
 
 
-def _check_port(name: str, port: int, *, allow_zero: bool) -> None:
-    low = 0 if allow_zero else 1
-    if not (low <= port <= 65535):
-        raise ConfigError(f"{name} must be in {low}..65535, got {port}")
-
-
 _SECTIONS: dict[str, type[Any]] = {
     "http": HttpConfig,
     "broker": BrokerConfig,
@@ -198,7 +176,7 @@ def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
     for key, value in environ.items():
         if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
             continue
-        name = key[len(ENV_PREFIX) :].lower()
+        name = _ENV_ALIASES.get(key) or key[len(ENV_PREFIX) :].lower()
         if name in top:
             out[name] = value
             continue
@@ -207,6 +185,10 @@ def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
             out.setdefault(section, {})[rest] = value
         elif section in _SECTIONS:
             raise ConfigError(f"unknown environment variable {key}")
+# Variables whose name follows the flag rather than the key (--tls-ca -> http.ca_file).
+_ENV_ALIASES = {"FEDRT_HTTP_TLS_CA": "http_ca_file"}
+
+
         # Other FEDRT_ variables belong to other fedrt parts (sdk, bench): not ours.
     return out
 
@@ -238,13 +220,29 @@ def cli_layer(
             ("spread", pace_spread),
             ("target_rate", pace_rate),
         )
+    public_url: str | None = None,
+    tls: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    tls_ca: str | None = None,
         if v is not None
     }
     if pace:
         out["pace"] = pace
     if http is not None:
         host, port = parse_host_port(http)
-        out["http"] = {"host": host, "port": port}
+        web |= {"host": host, "port": port}
+    for key, value in (
+        ("public_url", public_url),
+        ("tls", tls),
+        ("tls_cert", tls_cert),
+        ("tls_key", tls_key),
+        ("ca_file", tls_ca),
+    ):
+        if value is not None:
+            web[key] = value
+    if web:
+        out["http"] = web
     if broker is not None:
         out["broker"] = {"url": broker}
     if db is not None:
@@ -258,6 +256,7 @@ def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in top.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+    web: dict[str, Any] = {}
             merged[key] = _merge(dict(merged[key]), value)
         else:
             merged[key] = value
@@ -385,3 +384,5 @@ __all__ = [
     "load_config",
     "parse_host_port",
 ]
+    "TLS_SELF_SIGNED",
+    "WILDCARD_HOSTS",

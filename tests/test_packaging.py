@@ -14,7 +14,7 @@ import fedrt
 from fedrt.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-SUBPACKAGES = ("protocol", "sdk", "coordinator", "model_export")
+SUBPACKAGES = ("protocol", "sdk", "coordinator", "model_export", "ops")
 HEAVY = ("tensorflow", "keras", "aiohttp", "aiomqtt", "amqtt")
 
 # A meta-path finder that makes every import of a heavy framework fail, as on a device.
