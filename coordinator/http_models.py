@@ -91,11 +91,6 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-async def serve_blob(request: web.Request, blobs: BlobStore, sha256: str) -> web.StreamResponse:
-    """Send an artifact honouring If-None-Match (304), Range (206/416) and If-Range; a
-    corrupt one is refused (``CorruptArtifactError``, HTTP 500), never sent."""
-    verdict = await verified(blobs, sha256)
-    size = verdict.size
 async def verified(blobs: BlobStore, sha256: str, *, kind: str = MODEL) -> Verdict:
     """The artifact's verdict once it hashes to its name, else ``CorruptArtifactError``.
 
@@ -114,6 +109,11 @@ async def verified(blobs: BlobStore, sha256: str, *, kind: str = MODEL) -> Verdi
     return verdict
 
 
+async def serve_blob(request: web.Request, blobs: BlobStore, sha256: str) -> web.StreamResponse:
+    """Send an artifact honouring If-None-Match (304), Range (206/416) and If-Range; a
+    corrupt one is refused (``CorruptArtifactError``, HTTP 500), never sent."""
+    verdict = await verified(blobs, sha256)
+    size = verdict.size
     etag = _etag(sha256)
     headers = {
         "ETag": etag,

@@ -382,7 +382,8 @@ def _paths() -> dict[str, Schema]:
                     "416": {"description": "range not satisfiable"},
                 },
                 auth="device",
-                errors=(400, 404, 429),
+                # 500: the stored file no longer hashes to its name (CorruptArtifactError).
+                errors=(400, 404, 429, 500),
                 params=("sha256",),
             )
         },
@@ -391,8 +392,7 @@ def _paths() -> dict[str, Schema]:
                 "a version's manifest, lineage, status and signature",
                 ok("Model"),
                 auth="device",
-                # 500: the stored file no longer hashes to its name (CorruptArtifactError).
-                errors=(400, 404, 429, 500),
+                errors=(400, 404, 429),
                 params=("sha256",),
             )
         },

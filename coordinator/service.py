@@ -88,6 +88,11 @@ class CoordinatorService:
         self.m_http = self.metrics.counter(
             "fedrt_http_requests_total", "HTTP requests, by route and status."
         )
+        corrupt = self.metrics.counter(
+            "fedrt_artifact_corrupt_total",
+            "Stored files found not to hash to their name, once per corrupt state, by kind.",
+        )
+        self.blobs.on_corrupt.append(lambda kind, _sha: corrupt.inc(kind=kind))
         self._gauges()
         self.embedded: EmbeddedBroker | None = None
         self.link: MqttLink | None = None
@@ -97,11 +102,6 @@ class CoordinatorService:
         self._seen_flushed = 0.0
         self._tick_task: asyncio.Task[None] | None = None
         self._runner: object | None = None
-        corrupt = self.metrics.counter(
-            "fedrt_artifact_corrupt_total",
-            "Stored files found not to hash to their name, once per corrupt state, by kind.",
-        )
-        self.blobs.on_corrupt.append(lambda kind, _sha: corrupt.inc(kind=kind))
         self.http_port: int | None = None
 
     # ---------------------------------------------------------------- wiring
