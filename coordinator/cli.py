@@ -24,6 +24,21 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--config", type=Path, help="coordinator.toml (or FEDRT_CONFIG)")
     serve.add_argument("--http", metavar="HOST:PORT", help="listen address (127.0.0.1:8080)")
     serve.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="the URL devices reach this coordinator at (required when --http is 0.0.0.0:PORT)",
+    )
+    serve.add_argument(
+        "--tls",
+        choices=["self-signed"],
+        help="HTTPS with a certificate from the coordinator's own CA (DATA_DIR/tls/ca.crt)",
+    )
+    serve.add_argument("--tls-cert", metavar="PEM", help="HTTPS certificate (chain)")
+    serve.add_argument("--tls-key", metavar="PEM", help="the key of --tls-cert")
+    serve.add_argument(
+        "--tls-ca", metavar="PEM", help="the CA that signs --tls-cert, handed to devices"
+    )
+    serve.add_argument(
         "--broker", metavar="URL", help="embedded (default), mqtt://HOST:PORT or mqtts://HOST:PORT"
     )
     serve.add_argument("--db", metavar="PATH", help="SQLite file (DATA_DIR/coordinator.sqlite3)")
@@ -53,6 +68,11 @@ def run_serve(args: argparse.Namespace) -> int:
         args.config,
         cli=cli_layer(
             http=args.http,
+            public_url=args.public_url,
+            tls=args.tls,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tls_ca=args.tls_ca,
             broker=args.broker,
             db=args.db,
             data_dir=args.data_dir,
@@ -78,7 +98,7 @@ async def serve(config: Any, *, stop: asyncio.Event | None = None) -> None:
     try:
         await service.start()
         print(
-            f"fedrt coordinator: http://{config.http.host}:{service.http_port} "
+            f"fedrt coordinator: {service.public_url} "
             f"(admin token: {(config.admin_token and 'from config') or 'see data dir'})",
             flush=True,
         )

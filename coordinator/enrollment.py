@@ -49,6 +49,15 @@ def token_hash(token: str) -> str:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CoordinatorEndpoint:
+    """Where devices reach the coordinator's HTTP API, and the CA that signs its certificate."""
+
+    url: str
+    # PEM; None: plain HTTP, or a certificate the devices' own trust roots verify.
+    ca_pem: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class EnrollmentGrant:
     """What an enrolled device receives, once. The password is not kept anywhere."""
 
@@ -56,6 +65,9 @@ class EnrollmentGrant:
     mqtt_username: str
     mqtt_password: str = field(repr=False)
     coordinator_public_key: bytes
+    # Known once HTTP listens (``Enrollment.endpoint``); the device keeps both.
+    coordinator_url: str | None = None
+    ca_pem: str | None = None
 
 
 class BrokerAuth(ABC):
@@ -142,6 +154,8 @@ class Enrollment:
         # Devices seen active: every device message asks, and a store lookup per message is
         # a measurable part of ingesting one. Only revocation makes one inactive again.
         self._active: set[str] = set()
+        # Set by the service once its HTTP server is bound (the port may be chosen then).
+        self.endpoint: CoordinatorEndpoint | None = None
 
     def create_token(
         self, *, actor: str, ttl_s: float = DEFAULT_TOKEN_TTL_S, note: str = ""
@@ -197,11 +211,14 @@ class Enrollment:
             # Inside the transaction: if the broker cannot be updated, the token stays unused.
             self.broker_auth.sync(self.store.list_devices())
         log.info("enrolled device %s", device_id)
+        endpoint = self.endpoint
         return EnrollmentGrant(
             device_id=device_id,
             mqtt_username=device_id,
             mqtt_password=password,
             coordinator_public_key=self._public_key,
+            coordinator_url=endpoint.url if endpoint is not None else None,
+            ca_pem=endpoint.ca_pem if endpoint is not None else None,
         )
 
     def revoke(self, device_id: str, *, actor: str) -> DeviceRecord:
@@ -260,6 +277,7 @@ def _labels(labels: Mapping[str, Any]) -> dict[str, str]:
 __all__ = [
     "DEFAULT_TOKEN_TTL_S",
     "BrokerAuth",
+    "CoordinatorEndpoint",
     "Enrollment",
     "EnrollmentGrant",
     "MosquittoFileAuth",

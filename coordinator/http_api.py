@@ -123,16 +123,19 @@ async def enroll(request: web.Request) -> web.Response:
     grant = svc.enrollment.enroll(token, public_key, proof, labels=labels)
     b = svc.config.broker
     host, port = (svc.embedded.host, svc.embedded.port) if svc.embedded else (b.host, b.port)
-    return json_reply(
-        {
-            "device_id": grant.device_id,
-            "mqtt_username": grant.mqtt_username,
-            "mqtt_password": grant.mqtt_password,
-            "coordinator_public_key": b64(grant.coordinator_public_key),
-            "mqtt": {"host": host, "port": port, "tls": b.tls},
-        },
-        status=201,
-    )
+    reply: dict[str, Any] = {
+        "device_id": grant.device_id,
+        "mqtt_username": grant.mqtt_username,
+        "mqtt_password": grant.mqtt_password,
+        "coordinator_public_key": b64(grant.coordinator_public_key),
+        "mqtt": {"host": host, "port": port, "tls": b.tls},
+    }
+    # Where to fetch models from, and the CA to verify that server with from now on.
+    if grant.coordinator_url is not None:
+        reply["coordinator_url"] = grant.coordinator_url
+    if grant.ca_pem is not None:
+        reply["ca_pem"] = grant.ca_pem
+    return json_reply(reply, status=201)
 
 
 def _b64_field(body: dict[str, Any], name: str) -> bytes:
@@ -294,7 +297,8 @@ async def start_http(service: CoordinatorService) -> tuple[web.AppRunner, int]:
     runner = web.AppRunner(build_app(service), access_log=None)
     await runner.setup()
     http = service.config.http
-    site = web.TCPSite(runner, http.host, http.port)
+    tls = service.https.context if service.https is not None else None
+    site = web.TCPSite(runner, http.host, http.port, ssl_context=tls)
     try:
         await site.start()
     except OSError as exc:

@@ -189,7 +189,13 @@ def _schemas() -> dict[str, Schema]:
                 "mqtt_password": STR,
                 "coordinator_public_key": B64,
                 "mqtt": _obj({"host": STR, "port": INT, "tls": BOOL}),
-            }
+            },
+            {
+                # The coordinator's public URL: model links in plans start with it.
+                "coordinator_url": {"type": "string", "format": "uri"},
+                # PEM of the CA that signs the coordinator's HTTPS certificate.
+                "ca_pem": {"type": "string", "contentMediaType": "application/x-pem-file"},
+            },
         ),
         "TokenRequest": _obj({}, {"ttl_s": NUM, "note": STR}),
         "TokenResponse": _obj({"token": STR, "expires_at": NUM}),

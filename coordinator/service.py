@@ -17,8 +17,15 @@ from fedrt.coordinator.artifacts import BlobStore
 from fedrt.coordinator.config import CoordinatorConfig, Secret
 from fedrt.coordinator.driver import DriverContext, DriverFactory, RoundDriver
 from fedrt.coordinator.embedded_broker import EmbeddedAuth, EmbeddedBroker
-from fedrt.coordinator.enrollment import BrokerAuth, Enrollment, MosquittoFileAuth, OpenBrokerAuth
+from fedrt.coordinator.enrollment import (
+    BrokerAuth,
+    CoordinatorEndpoint,
+    Enrollment,
+    MosquittoFileAuth,
+    OpenBrokerAuth,
+)
 from fedrt.coordinator.errors import ConfigError, NotFoundError
+from fedrt.coordinator.http_tls import https_setup
 from fedrt.coordinator.models import ModelCatalog
 from fedrt.coordinator.mosquitto import hash_password, verify_password
 from fedrt.coordinator.mqtt_link import LinkSettings, MqttLink
@@ -63,6 +70,8 @@ class CoordinatorService:
         except OSError as exc:
             raise ConfigError(f"cannot create data dir {data}: {exc.strerror}") from None
         self.admin_token = load_admin_token(config)
+        # Before anything listens: a bad certificate or key stops the start here.
+        self.https = https_setup(config.http, data)
         self.store = SqliteStore(config.db_path)
         self.signer = ModelSigner.load_or_create(data)
         self.blobs = BlobStore(data / "artifacts")
@@ -155,8 +164,12 @@ class CoordinatorService:
 
         self.metrics.add_collector(collect)
 
+    @property
+    def public_url(self) -> str:
+        """The URL devices reach this coordinator at (``http.public_url``, else the bind)."""
+        return self.config.http.base_url(self.http_port)
+
     def driver_context(self) -> DriverContext:
-        host, port = self.config.http.host, self.http_port or self.config.http.port
         return DriverContext(
             store=self.store,
             catalog=self.catalog,
@@ -164,7 +177,7 @@ class CoordinatorService:
             enrollment=self.enrollment,
             clock=self.clock,
             publish=self.publish,
-            model_url_prefix=f"http://{host}:{port}/v1/models/",
+            model_url_prefix=f"{self.public_url}/v1/models/",
             pace=self.config.pace,
         )
 
@@ -189,6 +202,9 @@ class CoordinatorService:
             await self.embedded.start()
             host, port = self.embedded.host, self.embedded.port
         self._runner, self.http_port = await start_http(self)
+        self.enrollment.endpoint = CoordinatorEndpoint(
+            url=self.public_url, ca_pem=self.https.ca_pem if self.https is not None else None
+        )
         if self._driver_factory is not None:
             self.driver = self._driver_factory(self.driver_context())
         # New at every start: devices that see it change know this process lost their rounds.
@@ -208,8 +224,8 @@ class CoordinatorService:
         )
         await self.link.start()
         self._tick_task = asyncio.create_task(self._tick_loop(), name="fedrt-tick")
-        log.info("coordinator up: http://%s:%d, mqtt %s:%d", self.config.http.host,
-                 self.http_port, host, port)  # fmt: skip
+        log.info("coordinator up: %s (listening on %s:%d), mqtt %s:%d", self.public_url,
+                 self.config.http.host, self.http_port, host, port)  # fmt: skip
 
     def _embedded_verifier(self, coordinator_password: str) -> Callable[[str, str], bool]:
         """Password check for the embedded broker: the coordinator, or an active device."""

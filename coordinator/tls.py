@@ -1,10 +1,11 @@
-"""Certificates for MQTT over TLS: a private CA, a server certificate and client certificates."""
+"""Certificates for MQTT and HTTPS: a private CA, server certificates and client certificates."""
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,10 +14,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from fedrt.coordinator.errors import ConfigError
+
 # P-256 keeps handshakes cheap on small devices and is supported by every TLS stack we meet.
 _CURVE = ec.SECP256R1()
 # Long enough for a test run or a pilot deployment; operators bring their own PKI beyond that.
 DEFAULT_VALIDITY = dt.timedelta(days=825)
+CA_CERT_FILE = "ca.crt"
+CA_KEY_FILE = "ca.key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,3 +164,46 @@ def write_tls_files(
         client_cert=_write(directory / "client.crt", client_id.cert_pem(), secret=False),
         client_key=_write(directory / "client.key", client_id.key_pem(), secret=True),
     )
+
+
+def load_or_create_ca(directory: Path, common_name: str = "fedrt coordinator CA") -> Issued:
+    """The CA kept in ``directory`` (``ca.crt`` + ``ca.key``, 0600), created on first use.
+
+    Never silently replaced: devices trust it, so a half-present or unusable pair is an
+    error for the operator to resolve, not a reason to mint a new CA.
+    """
+    cert_path, key_path = directory / CA_CERT_FILE, directory / CA_KEY_FILE
+    if not cert_path.exists() and not key_path.exists():
+        try:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            ca = create_ca(common_name)
+            # Key first: a crash between the two leaves a key without a cert, reported below.
+            _write(key_path, ca.key_pem(), secret=True)
+            _write(cert_path, ca.cert_pem(), secret=False)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the CA in {directory}: {exc.strerror}") from None
+        return ca
+    remedy = (
+        f"remove {CA_CERT_FILE} and {CA_KEY_FILE} there to make a new CA "
+        "(every enrolled device must then enroll again)"
+    )
+    try:
+        mode = stat.S_IMODE(key_path.stat().st_mode)
+        if mode & 0o077:
+            # A group/world-readable CA key may already be copied: refuse to issue with it.
+            raise ConfigError(f"{key_path} has mode {mode:o}; it must be 0600 (owner only)")
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the CA in {directory}: {exc}; {remedy}") from None
+    except (ValueError, TypeError):
+        raise ConfigError(f"the CA in {directory} is not PEM; {remedy}") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != cert.public_key():
+        raise ConfigError(f"{key_path} is not the key of {cert_path}; {remedy}")
+    return Issued(key=key, cert=cert)
+
+
+def write_issued(issued: Issued, cert_path: Path, key_path: Path) -> None:
+    """Write a certificate and its key (0600), as TLS libraries load them: from files."""
+    _write(key_path, issued.key_pem(), secret=True)
+    _write(cert_path, issued.cert_pem(), secret=False)

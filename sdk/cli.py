@@ -7,7 +7,9 @@ The configuration file::
     coordinator_url = "https://coordinator.example:8080"
     task_id = "task-1234"                   # optional: else the first announced task
     enrollment_token = "..."                # first start only; or FEDRT_ENROLLMENT_TOKEN
-    ca_file = "/etc/fedrt/ca.crt"           # optional: the broker's CA (mqtts)
+    ca_file = "/etc/fedrt/ca.crt"           # optional: the CA that signs the coordinator's
+                                            # HTTPS and the broker's mqtts certificates
+    mqtt_tls = true                         # optional: else as enrollment reported
     state = "linux"                         # or "always" (always eligible: bench rigs)
     poll_s = 15.0
 
@@ -18,6 +20,11 @@ The configuration file::
     [policy]                                # EligibilityPolicy fields, all optional
     min_battery = 30.0
     require_charging = true
+
+``coordinator_url`` must be https, or plain http to a loopback address: the enrollment token
+and the device password never cross a network in clear text. The first enrollment verifies
+the coordinator with ``ca_file`` (else the system trust store); the CA the coordinator hands
+out then is kept with the credentials and trusted for every later HTTPS call.
 
 Logs go to stderr, one line each; a JSON status line goes to stdout
 every ``--status-every`` seconds. SIGTERM or Ctrl-C stops it cleanly.
@@ -39,7 +46,8 @@ from typing import Any
 from fedrt.sdk.errors import SdkConfigError
 
 _DEVICE_KEYS = {"data_dir", "coordinator_url", "task_id", "enrollment_token", "ca_file",
-                "state", "poll_s", "mqtt_host", "mqtt_port", "mqtt_protocol"}  # fmt: skip
+                "state", "poll_s", "mqtt_host", "mqtt_port", "mqtt_protocol",
+                "mqtt_tls"}  # fmt: skip
 
 
 def load_config(path: Path) -> dict[str, Any]:
@@ -56,6 +64,8 @@ def load_config(path: Path) -> dict[str, Any]:
     for key in ("data_dir", "coordinator_url"):
         if not isinstance(device.get(key), str):
             raise SdkConfigError(f"{path}: [device] {key} is required")
+    if not isinstance(device.get("mqtt_tls", False), bool):
+        raise SdkConfigError(f"{path}: [device] mqtt_tls must be true or false")
     return data
 
 
@@ -83,12 +93,6 @@ def build_device(data: dict[str, Any]) -> Any:
     shape = data.get("data", {}).get("x_shape")
     if not isinstance(shape, list) or not all(isinstance(v, int) for v in shape):
         raise SdkConfigError("[data] x_shape (a list of integers) is required")
-    data_dir.mkdir(parents=True, exist_ok=True)
-    store = ExampleStore(data_dir / "examples.sqlite3", x_shape=tuple(shape), x_dtype=np.float32)
-    npz = data.get("data", {}).get("import_npz")
-    if npz:
-        with np.load(npz) as arrays:
-            store.extend(list(arrays["x"].astype(np.float32)), list(arrays["y"]))
     kind = d.get("state", "linux")
     if kind == "linux":
         state: Any = LinuxDeviceState()
@@ -103,10 +107,18 @@ def build_device(data: dict[str, Any]) -> Any:
         ca_file=Path(d["ca_file"]) if d.get("ca_file") else None,
         mqtt_host=d.get("mqtt_host"),
         mqtt_port=d.get("mqtt_port"),
+        mqtt_tls=d.get("mqtt_tls"),
         mqtt_protocol=int(d.get("mqtt_protocol", 5)),
         policy=_policy(data.get("policy", {})),
         poll_s=float(d.get("poll_s", 15.0)),
     )
+    # Opened once the configuration is known good, so that a bad one leaves nothing open.
+    data_dir.mkdir(parents=True, exist_ok=True)
+    store = ExampleStore(data_dir / "examples.sqlite3", x_shape=tuple(shape), x_dtype=np.float32)
+    npz = data.get("data", {}).get("import_npz")
+    if npz:
+        with np.load(npz) as arrays:
+            store.extend(list(arrays["x"].astype(np.float32)), list(arrays["y"]))
     return Device(config, store=store, device_state=state)
 
 

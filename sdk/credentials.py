@@ -1,9 +1,9 @@
 """A device's identity and credentials: its Ed25519 key, enrollment, and what it was granted.
 
 The identity key is made on the device and never leaves it; enrollment proves possession
-of it (a signature over the one-time token) and returns the device id, MQTT credentials and
-the coordinator's public key, which together are stored under the device's data directory
-with owner-only permissions. Secrets never appear in ``repr`` or logs.
+of it (a signature over the one-time token) and returns the device id, MQTT credentials,
+the coordinator's public key, public URL and HTTPS CA, which together are stored under the
+device's data directory with owner-only permissions. Secrets never appear in ``repr`` or logs.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedrt.protocol.signed_payloads import enrollment_proof_payload
 from fedrt.sdk.errors import RemoteError, SdkConfigError, SdkError
+from fedrt.sdk.https_trust import check_url, open_url, trust_context
 
 __all__ = [
     "CREDENTIALS_FILE",
@@ -54,15 +55,29 @@ class Credentials:
     mqtt_host: str
     mqtt_port: int
     mqtt_tls: bool = False
+    # The coordinator's public URL, as it reported it at enrollment (None: an older one).
+    coordinator_url: str | None = None
+    # PEM of the CA that signs the coordinator's HTTPS certificate: every later HTTPS call
+    # verifies the server with it (plus the device's ca_file). None: ca_file or system store.
+    ca_pem: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.ca_pem is not None:
+            trust_context(ca_pem=self.ca_pem)  # a bad PEM fails here, not at the first download
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "device_id": self.device_id,
             "mqtt_username": self.mqtt_username,
             "mqtt_password": self.mqtt_password,
             "coordinator_public_key": base64.b64encode(self.coordinator_public_key).decode(),
             "mqtt": {"host": self.mqtt_host, "port": self.mqtt_port, "tls": self.mqtt_tls},
         }
+        if self.coordinator_url is not None:
+            out["coordinator_url"] = self.coordinator_url
+        if self.ca_pem is not None:
+            out["ca_pem"] = self.ca_pem
+        return out
 
     @classmethod
     def from_json(cls, data: Any) -> Credentials:
@@ -78,9 +93,13 @@ class Credentials:
                 mqtt_host=str(mqtt["host"]),
                 mqtt_port=int(mqtt["port"]),
                 mqtt_tls=bool(mqtt.get("tls", False)),
+                coordinator_url=_optional_str(data, "coordinator_url"),
+                ca_pem=_optional_str(data, "ca_pem"),
             )
         except (KeyError, TypeError, ValueError, binascii.Error) as exc:
             raise SdkConfigError(f"malformed credentials: {exc!r}") from None
+        except SdkConfigError as exc:
+            raise SdkConfigError(f"malformed credentials: {exc}") from None
 
     def save(self, directory: Path) -> Path:
         path = directory / CREDENTIALS_FILE
@@ -100,6 +119,13 @@ class Credentials:
             return None
         except (OSError, json.JSONDecodeError) as exc:
             raise SdkConfigError(f"cannot read {path}: {exc}") from None
+
+
+def _optional_str(data: Any, key: str) -> str | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{key} must be a string")
+    return value
 
 
 def load_or_create_identity(directory: Path) -> Ed25519PrivateKey:
@@ -139,10 +165,15 @@ def enroll(
     *,
     labels: dict[str, str] | None = None,
     timeout_s: float = _TIMEOUT_S,
+    ca_file: Path | None = None,
 ) -> Credentials:
-    """Enroll with a one-time ``token``: POST /v1/enroll with a proof of key possession."""
-    if not coordinator_url.startswith(("http://", "https://")):
-        raise SdkConfigError(f"coordinator url must be http(s), got {coordinator_url!r}")
+    """Enroll with a one-time ``token``: POST /v1/enroll with a proof of key possession.
+
+    The coordinator is verified with ``ca_file`` (else the system store): the CA it hands
+    out in its reply is trusted only from then on.
+    """
+    check_url(coordinator_url, what="coordinator_url")
+    context = trust_context(ca_file) if coordinator_url.startswith("https:") else None
     public = identity.public_key().public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw
     )
@@ -161,7 +192,7 @@ def enroll(
         method="POST",
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as resp:  # noqa: S310
+        with open_url(request, context=context, timeout=timeout_s, what="coordinator_url") as resp:
             reply = json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         detail = exc.read()[:500].decode("utf-8", "replace")

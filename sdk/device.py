@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import queue
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from fedrt.sdk.device_state import DeviceState
 from fedrt.sdk.eligibility import EligibilityDecision, EligibilityPolicy
 from fedrt.sdk.errors import SdkConfigError
 from fedrt.sdk.example_store import ExampleStore
+from fedrt.sdk.https_trust import check_url, trust_context
 from fedrt.sdk.outbox import Outbox, ReliableSender
 from fedrt.sdk.participant import Jitter, Participant, SystemJitter
 from fedrt.sdk.participant_commands import (
@@ -78,6 +80,11 @@ class DeviceConfig:
     # Override the broker address enrollment returned (e.g. behind NAT or a TLS proxy).
     mqtt_host: str | None = None
     mqtt_port: int | None = None
+    # None: mqtts exactly when enrollment said the broker speaks it.
+    mqtt_tls: bool | None = None
+    # The trust root for both HTTPS (enrollment, downloads) and mqtts: the CA (PEM) that
+    # signs the coordinator's and the broker's certificates. None: the system store for
+    # HTTPS. Once enrolled, the CA the coordinator handed out is trusted for HTTPS as well.
     ca_file: Path | None = None
     # MQTT 5 unless the broker speaks only 3.1.1 (the embedded amqtt broker).
     mqtt_protocol: int = 5
@@ -90,8 +97,8 @@ class DeviceConfig:
     num_threads: int | None = 1
 
     def __post_init__(self) -> None:
-        if not self.coordinator_url.startswith(("http://", "https://")):
-            raise SdkConfigError(f"coordinator_url must be http(s): {self.coordinator_url!r}")
+        # Plain http only to loopback: the token and the password would cross the network.
+        check_url(self.coordinator_url, what="coordinator_url")
         if not self.poll_s > 0:
             raise SdkConfigError("poll_s must be > 0")
 
@@ -168,6 +175,7 @@ class Device:
         self._last_decision: EligibilityDecision | None = None
         # The coordinator incarnation last heard, for a participant created after it came.
         self._incarnation: str | None = None
+        self._ssl_context: ssl.SSLContext | None = None
 
     # ------------------------------------------------------------------ app API
     def enroll(self, token: str | None = None) -> str:
@@ -176,7 +184,11 @@ class Device:
             if not token:
                 raise SdkConfigError("this device is not enrolled: an enrollment token is needed")
             self.credentials = enroll(
-                self.config.coordinator_url, token, self.identity, labels=self.config.labels
+                self.config.coordinator_url,
+                token,
+                self.identity,
+                labels=self.config.labels,
+                ca_file=self.config.ca_file,
             )
             self.credentials.save(self.config.data_dir)
             log.info("enrolled as %s", self.credentials.device_id)
@@ -188,13 +200,18 @@ class Device:
             raise SdkConfigError("enroll() before start()")
         if self._running:
             raise SdkConfigError("device already started")
+        self._ssl_context = trust_context(self.config.ca_file, creds.ca_pem)
+        tls = creds.mqtt_tls if self.config.mqtt_tls is None else self.config.mqtt_tls
+        if tls and self.config.ca_file is None:
+            raise SdkConfigError("the broker speaks mqtts: set ca_file to the CA that signs it")
         mqtt = MqttConfig(
             host=self.config.mqtt_host or creds.mqtt_host,
             port=self.config.mqtt_port or creds.mqtt_port,
             client_id=creds.device_id,
             username=creds.mqtt_username,
             password=creds.mqtt_password,
-            ca_file=self.config.ca_file,
+            # MqttConfig turns TLS on with a CA file; ca_file also serves plain-MQTT + HTTPS.
+            ca_file=self.config.ca_file if tls else None,
             protocol=self.config.mqtt_protocol,
         )
         self._transport = self._transport_factory(mqtt)
@@ -459,6 +476,7 @@ class Device:
             done=self._work_done,
             num_threads=self.config.num_threads,
             trainer_factory=self._trainer_factory,
+            ssl_context=self._ssl_context,
         )
         self._work = work
         work.start()

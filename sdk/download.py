@@ -14,6 +14,7 @@ import hashlib
 import http.client
 import os
 import re
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -32,6 +33,7 @@ from fedrt.sdk.errors import (
     DownloadRefused,
     SdkConfigError,
 )
+from fedrt.sdk.https_trust import check_url, open_url
 
 __all__ = ["DownloadResult", "download_model", "model_signing_payload", "verify_model_signature"]
 
@@ -99,12 +101,16 @@ def download_model(
     timeout_s: float = 30.0,
     max_bytes: int = DEFAULT_MAX_BYTES,
     headers: Mapping[str, str] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> DownloadResult:
-    """Fetch ``url`` into ``dest`` if and only if it is the signed model with this sha256."""
+    """Fetch ``url`` into ``dest`` if and only if it is the signed model with this sha256.
+
+    ``url`` must be https, or plain http to a loopback address (else `InsecureUrl`, before
+    anything is sent); ``ssl_context`` says which CA the server must prove itself to.
+    """
     if not _SHA256.match(sha256):
         raise SdkConfigError(f"sha256 must be 64 lowercase hex digits, got {sha256!r}")
-    if not url.startswith(("http://", "https://")):
-        raise SdkConfigError(f"model url must be http(s), got {url!r}")
+    check_url(url, what="model url")
     if max_bytes < 1 or timeout_s <= 0:
         raise SdkConfigError("max_bytes and timeout_s must be positive")
     verify_model_signature(public_key, sha256, manifest, signature)
@@ -119,7 +125,7 @@ def download_model(
         part.unlink()
         offset = 0
 
-    fetched, resumed = _fetch(url, part, offset, timeout_s, max_bytes, headers or {})
+    fetched, resumed = _fetch(url, part, offset, timeout_s, max_bytes, headers or {}, ssl_context)
     actual = _file_sha256(part)
     if actual != sha256:
         part.unlink(missing_ok=True)
@@ -141,13 +147,14 @@ def _fetch(
     timeout_s: float,
     max_bytes: int,
     headers: Mapping[str, str],
+    context: ssl.SSLContext | None,
 ) -> tuple[int, bool]:
     """Append the rest of ``url`` to ``part``; returns (bytes fetched, resumed)."""
     request = urllib.request.Request(url, headers=dict(headers))  # noqa: S310 (scheme checked)
     if offset:
         request.add_header("Range", f"bytes={offset}-")
     try:
-        response = urllib.request.urlopen(request, timeout=timeout_s)  # noqa: S310
+        response = open_url(request, context=context, timeout=timeout_s, what="model url")
     except urllib.error.HTTPError as exc:
         exc.close()
         if exc.code == 416 and offset:

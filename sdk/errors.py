@@ -3,6 +3,7 @@
     FedrtError                              (fedrt.errors)
      └── SdkError                           every error fedrt.sdk raises on purpose
           ├── SdkConfigError                a configuration value that cannot be used
+          │    └── InsecureUrl              credentials would go over plain http off this host
           ├── InterpreterUnavailable        no usable LiteRT interpreter (why, and what to install)
           ├── ModelError                    the model file lacks what training needs
           │    └── TrainStepFailed          a train call failed; the caller restores weights
@@ -14,6 +15,7 @@
           │    ├── NotConnected             the link is down right now; retry later
           │    └── OutboxError              the on-disk outbox cannot store or find a message
           ├── DownloadError                 a model download failed locally (I/O, truncated)
+          │    ├── TlsError                 the coordinator's HTTPS certificate did not verify
           │    └── ModelRejected            the file arrived but failed verification
           │         ├── ChecksumMismatch    sha256 differs from the plan's
           │         └── BadSignature        the coordinator's Ed25519 signature does not verify
@@ -35,6 +37,14 @@ class SdkError(FedrtError):
 
 class SdkConfigError(SdkError):
     """A configuration value that cannot be used (raised on construction)."""
+
+
+class InsecureUrl(SdkConfigError):
+    """A plain ``http://`` URL to a host other than loopback, where credentials would go.
+
+    Raised before any connection is opened: an enrollment token or a device password never
+    crosses a network in clear text.
+    """
 
 
 class InterpreterUnavailable(SdkError):
@@ -79,6 +89,11 @@ class OutboxError(TransportError):
 
 class DownloadError(SdkError):
     """A model download failed on this side: I/O, timeout, short read, size limit."""
+
+
+class TlsError(DownloadError):
+    """An HTTPS call to the coordinator (enrollment, model download) failed its TLS handshake:
+    most often its certificate does not verify against the CA this device trusts."""
 
 
 class ModelRejected(DownloadError):

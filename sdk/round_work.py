@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import threading
 import urllib.error
 import urllib.request
@@ -28,6 +29,7 @@ from fedrt.sdk.download import download_model
 from fedrt.sdk.eligibility import EligibilityPolicy
 from fedrt.sdk.errors import DownloadError, ModelError, SdkError
 from fedrt.sdk.example_store import ExampleStore
+from fedrt.sdk.https_trust import check_url, open_url
 from fedrt.sdk.scheduler import (
     Outcome,
     SchedulerConfig,
@@ -100,8 +102,11 @@ class RoundWork:
         done: Callable[[WorkResult], None],
         num_threads: int | None = 1,
         trainer_factory: TrainerFactory | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.plan = plan
+        # The CA(s) the coordinator must prove itself to on every HTTPS call of this round.
+        self.ssl_context = ssl_context
         self.deadline = deadline
         self.store = store
         self.scheduler_factory = scheduler_factory
@@ -182,9 +187,12 @@ class RoundWork:
 
     def _fetch_model(self) -> tuple[Manifest, Path, int]:
         ref = self.plan.model
+        check_url(ref.url, what="model url")  # a plan that would leak credentials sends nothing
         request = urllib.request.Request(self.meta_url, headers=self.auth_headers)  # noqa: S310
         try:
-            with urllib.request.urlopen(request, timeout=_META_TIMEOUT_S) as resp:  # noqa: S310
+            with open_url(
+                request, context=self.ssl_context, timeout=_META_TIMEOUT_S, what="model meta url"
+            ) as resp:
                 meta = json.loads(resp.read())
         except (urllib.error.URLError, OSError, json.JSONDecodeError) as exc:
             raise DownloadError(f"cannot fetch model metadata: {exc}") from None
@@ -200,6 +208,7 @@ class RoundWork:
             public_key=self.public_key,
             manifest=raw_manifest,
             headers=self.auth_headers,
+            ssl_context=self.ssl_context,
         )
         try:
             manifest = Manifest.from_dict(raw_manifest)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import ssl
 import threading
 import uuid
 from collections.abc import Coroutine
@@ -101,9 +102,16 @@ class ServiceThread:
         raw: bytes | None = None,
         headers: dict[str, str] | None = None,
         check: bool = True,
+        context: ssl.SSLContext | None = None,
+        host: str = "127.0.0.1",
     ) -> Reply:
-        """One request on a fresh connection; ``check`` validates it against the OpenAPI doc."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=TIMEOUT)
+        """One request on a fresh connection (HTTPS with ``context``); ``check`` validates it
+        against the OpenAPI doc."""
+        conn = (
+            http.client.HTTPSConnection(host, self.port, timeout=TIMEOUT, context=context)
+            if context is not None
+            else http.client.HTTPConnection(host, self.port, timeout=TIMEOUT)
+        )
         hdrs = dict(headers or {})
         if token is not None:
             hdrs.setdefault("Authorization", f"Bearer {token}")

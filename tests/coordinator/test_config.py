@@ -29,7 +29,7 @@ def test_precedence_file_then_env_then_flags(tmp_path: Path) -> None:
     toml = tmp_path / "coordinator.toml"
     toml.write_text(
         'data_dir = "/srv/fedrt"\nadmin_token = "file-token-0123456789"\n'
-        '[http]\nhost = "0.0.0.0"\nport = 9000\n'
+        '[http]\nhost = "0.0.0.0"\nport = 9000\npublic_url = "https://fl.example"\n'
         '[broker]\nurl = "mqtt://broker.example:1884"\n'
         "[limits]\ndevice_burst = 7\n"
     )

@@ -69,11 +69,18 @@ def _handler(blob: Blob) -> type[BaseHTTPRequestHandler]:
 @contextmanager
 def serve(blob: Blob) -> Iterator[str]:
     """Serve ``blob`` at http://127.0.0.1:PORT/model.tflite for the duration of the block."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(blob))
+    with serve_handler(_handler(blob)) as base:
+        yield f"{base}/model.tflite"
+
+
+@contextmanager
+def serve_handler(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Run ``handler`` on a loopback port; yields the base URL, http://127.0.0.1:PORT."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/model.tflite"
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
