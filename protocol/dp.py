@@ -10,7 +10,10 @@ survive any round that unmasks, so the sum carries at least sigma^2 however many
 centred (``centered_sum``) from a ring with ``headroom_bits`` more bits than a noise-free
 sum needs, sized so that no coordinate wraps except with probability ``failure_prob``.
 
-Samplers take the caller's ``numpy.random.Generator``: nothing here touches global state.
+The integer samplers need only uniforms (``prg.Uniforms``): a device passes the AES-256-CTR
+``prg.KeyedUniforms`` under a per-round key, so its noise is as unpredictable as its masks
+and never loads ``numpy.random``; simulations may pass a ``numpy.random.Generator``. The
+central ``gaussian`` takes the coordinator's Generator. Nothing here touches global state.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import numpy as np
 import numpy.typing as npt
 
 from fedrt.protocol.errors import LengthError, ParameterError
+from fedrt.protocol.integer_draws import fill, geometric, poisson
+from fedrt.protocol.prg import Uniforms
 from fedrt.protocol.quantize import ring_bits
 
 __all__ = [
@@ -48,10 +53,6 @@ Floats = npt.NDArray[np.float64]
 # Chance that ANY coordinate of a round's sum wraps around the ring: 2^-40 per round is
 # far below every other failure (device crashes, network) the round already tolerates.
 DEFAULT_FAILURE_PROB = 2.0**-40
-# The rejection sampler accepts more than half its candidates for every sigma (Canonne et
-# al. 2020, Prop. 5: acceptance >= ~0.6 with t = floor(sigma) + 1); bounded retries
-# guard against a broken generator rather than bad luck, which this many rounds exclude.
-_MAX_PASSES = 200
 
 
 def _check_size(size: int) -> None:
@@ -72,49 +73,45 @@ def gaussian(sigma: float, size: int, rng: np.random.Generator) -> Floats:
     return rng.standard_normal(size) * sigma
 
 
-def discrete_gaussian(sigma: float, size: int, rng: np.random.Generator) -> Ints:
+def discrete_gaussian(sigma: float, size: int, rng: Uniforms) -> Ints:
     """``size`` draws of the discrete Gaussian N_Z(0, sigma^2): P(x) ∝ exp(-x^2 / 2 sigma^2).
 
     Canonne, Kamath & Steinke 2020, Algorithm 3, vectorized: a discrete Laplace candidate
     Y of scale t = floor(sigma) + 1 (the difference of two geometric draws) is kept with
-    probability exp(-(|Y| - sigma^2 / t)^2 / (2 sigma^2)). The acceptance test is evaluated
-    in float64 rather than with the paper's exact rational Bernoulli: the distribution is
-    then exact up to a relative error of ~1e-16 per probability, which no DP guarantee
-    here can resolve, and 100k coordinates take milliseconds instead of minutes.
+    probability exp(-(|Y| - sigma^2 / t)^2 / (2 sigma^2)), which is over half the time for
+    every sigma (their Prop. 5). The acceptance test is evaluated in float64 rather than
+    with the paper's exact rational Bernoulli: the distribution is then exact up to a total
+    variation of ~1e-15 per draw (``integer_draws``), which no DP guarantee here can
+    resolve, and a million coordinates take a fraction of a second instead of minutes.
     """
     _check_std("sigma", sigma)
     _check_size(size)
-    out = np.zeros(size, dtype=np.int64)
     if sigma == 0 or size == 0:
-        return out
-    t = math.floor(sigma) + 1
-    p = -math.expm1(-1.0 / t)  # success probability of each geometric draw
+        return np.zeros(size, dtype=np.int64)
+    t = float(math.floor(sigma) + 1)
     var2 = 2.0 * sigma * sigma
     shift = sigma * sigma / t
-    filled = 0
-    for _ in range(_MAX_PASSES):
-        want = size - filled
-        batch = want + want // 2 + 64
-        y = rng.geometric(p, batch) - rng.geometric(p, batch)
+
+    def draw(n: int) -> Ints:
+        y = geometric(t, n, rng)
+        y -= geometric(t, n, rng)
         d = np.abs(y) - shift
-        keep = y[rng.random(batch) < np.exp(-(d * d) / var2)][:want]
-        out[filled : filled + keep.size] = keep
-        filled += keep.size
-        if filled == size:
-            return out
-    raise ParameterError("discrete Gaussian sampler did not converge (broken generator?)")
+        kept: Ints = y[rng.random(n) < np.exp(-(d * d) / var2)]
+        return kept
+
+    return fill(size, draw)
 
 
-def skellam(variance: float, size: int, rng: np.random.Generator) -> Ints:
+def skellam(variance: float, size: int, rng: Uniforms) -> Ints:
     """``size`` draws of the symmetric Skellam with the given variance: Poisson(mu) - Poisson(mu)
-    with mu = variance / 2. Sums of Skellams are Skellam, so the SUM over devices has exactly
-    the distribution the accountant assumes (Agarwal et al. 2021)."""
+    with mu = variance / 2, each Poisson drawn exactly (``integer_draws.poisson``). Sums of
+    Skellams are Skellam, so the SUM over devices has exactly the distribution the accountant
+    assumes (Agarwal et al. 2021)."""
     _check_std("variance", variance)
     _check_size(size)
-    if variance == 0:
-        return np.zeros(size, dtype=np.int64)
     mu = variance / 2.0
-    diff: Ints = rng.poisson(mu, size).astype(np.int64) - rng.poisson(mu, size).astype(np.int64)
+    diff = poisson(mu, size, rng)
+    diff -= poisson(mu, size, rng)
     return diff
 
 

@@ -124,8 +124,9 @@ class Uniforms(Protocol):
 class KeyedUniforms:
     """`Uniforms` from AES-256-CTR under a 256-bit key: 53-bit floats, 8 keystream bytes each.
 
-    What a device's stochastic rounding draws from (the per-round key comes from its update
-    seed), so that encoding an update does not load ``numpy.random``. Same key, same stream.
+    What a device's stochastic rounding and DP noise draw from (each under its own per-round
+    key, derived from the device's update seed), so that they are as unpredictable as the
+    masks and encoding an update does not load ``numpy.random``. Same key, same stream.
     """
 
     __slots__ = ("_encryptor",)

@@ -27,6 +27,7 @@ import numpy.typing as npt
 
 from fedrt.protocol import dp, rotation, round_update
 from fedrt.protocol.errors import LengthError, ParameterError
+from fedrt.protocol.prg import Uniforms
 from fedrt.protocol.round_plan import DpSpec, UpdateSpec
 
 __all__ = [
@@ -112,16 +113,25 @@ def calibrate(
     )
 
 
-def _noise(std: float, size: int, skellam: bool, rng: np.random.Generator) -> npt.NDArray[np.int64]:
+def _noise(std: float, size: int, skellam: bool, rng: Uniforms) -> npt.NDArray[np.int64]:
     if skellam:
         return dp.skellam(std * std, size, rng)
     return dp.discrete_gaussian(std, size, rng)
 
 
 def device_vector(
-    delta: npt.NDArray[np.floating], n_examples: int, spec: UpdateSpec, rng: np.random.Generator
+    delta: npt.NDArray[np.floating],
+    n_examples: int,
+    spec: UpdateSpec,
+    rng: Uniforms,
+    *,
+    noise: Uniforms | None = None,
 ) -> Words:
-    """A device's SecAgg+ input under ``spec.dp`` (see the module docstring)."""
+    """A device's SecAgg+ input under ``spec.dp`` (see the module docstring): rounded with
+    ``rng``, noised from ``noise`` (default: ``rng``). A device passes two
+    ``prg.KeyedUniforms`` under separate keys, so its noise does not depend on how many
+    roundings the norm bound took and nothing here loads ``numpy.random``."""
+    noise = rng if noise is None else noise
     d = spec.dp
     vector = round_update.encode(delta, n_examples, spec, rng)
     if d is None:
@@ -142,9 +152,9 @@ def device_vector(
         norm = float(np.linalg.norm(np.asarray(delta, dtype=np.float64)))
         out = np.append(out, np.int64(norm <= spec.clip_norm))
     if d.noise_std:
-        out[: qs.params] += _noise(d.noise_std, qs.params, d.skellam, rng)
+        out[: qs.params] += _noise(d.noise_std, qs.params, d.skellam, noise)
     if d.unclipped_bit and d.bit_noise_std:
-        out[-1] += _noise(d.bit_noise_std, 1, d.skellam, rng)[0]
+        out[-1] += _noise(d.bit_noise_std, 1, d.skellam, noise)[0]
     bits = secure_ring_bits(spec, 1)
     if bits < 64:
         out &= np.int64((1 << bits) - 1)  # two's complement: the residue mod 2^bits

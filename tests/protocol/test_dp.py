@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -11,8 +14,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from fedrt.protocol import dp, quantize
+from fedrt.protocol import dp, integer_draws, quantize
 from fedrt.protocol.errors import LengthError, ParameterError
+from fedrt.protocol.prg import KeyedUniforms
+from tests.protocol.goodness_of_fit import chi_square_p
+
+KAT = Path(__file__).parent / "data" / "dp_noise_kat.json"
+
+
+def _keyed(label: str) -> KeyedUniforms:
+    """What a device draws its noise from: the AES-CTR PRG under a 256-bit key."""
+    return KeyedUniforms(hashlib.sha256(label.encode()).digest())
 
 
 def _discrete_gaussian_pmf(sigma: float, support: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
@@ -23,26 +35,9 @@ def _discrete_gaussian_pmf(sigma: float, support: npt.NDArray[np.int64]) -> npt.
     return np.asarray(w[support + half], dtype=np.float64)
 
 
-def _chi_square_p(samples: npt.NDArray[np.int64], pmf: npt.NDArray[np.float64], lo: int) -> float:
-    """p-value of a chi-square fit; bins with expected count < 5 are merged into the tails."""
-    n = samples.size
-    counts = np.bincount(samples - lo, minlength=pmf.size)[: pmf.size]
-    expected = pmf * n
-    keep = expected >= 5
-    obs = np.append(counts[keep], n - counts[keep].sum())
-    exp = np.append(expected[keep], n - expected[keep].sum())
-    if exp[-1] < 5:  # too little mass outside: fold the remainder into the largest bin
-        i = int(np.argmax(exp[:-1]))
-        obs[i] += obs[-1]
-        exp[i] += exp[-1]
-        obs, exp = obs[:-1], exp[:-1]
-    return float(stats.chisquare(obs, exp).pvalue)
-
-
-@pytest.mark.parametrize("sigma", [0.6, 2.0, 7.5, 40.0])
+@pytest.mark.parametrize("sigma", [0.5, 2.0, 7.5, 1000.0])
 def test_discrete_gaussian_fits_its_pmf(sigma: float) -> None:
-    rng = np.random.default_rng(int(sigma * 100))
-    x = dp.discrete_gaussian(sigma, 200_000, rng)
+    x = dp.discrete_gaussian(sigma, 200_000, _keyed(f"discrete gaussian {sigma}"))
     assert x.dtype == np.int64
     half = int(8 * sigma) + 3
     support = np.arange(-half, half + 1)
@@ -51,26 +46,34 @@ def test_discrete_gaussian_fits_its_pmf(sigma: float) -> None:
     assert abs(x.mean()) < 5 * math.sqrt(var / x.size)
     # Var of a sample variance is ~2 var^2 / n for a near-Gaussian: 5 of its std.
     assert abs(x.var() - var) < 5 * var * math.sqrt(2 / x.size)
-    assert _chi_square_p(np.clip(x, -half, half), pmf, -half) > 1e-4
+    assert chi_square_p(x, pmf, -half, width=max(1, int(sigma / 8))) > 1e-4
 
 
 def test_discrete_gaussian_is_far_from_a_wrong_sigma() -> None:
     """The goodness-of-fit test can fail: 5% too much spread is rejected."""
-    x = dp.discrete_gaussian(2.1, 200_000, np.random.default_rng(1))
+    x = dp.discrete_gaussian(2.1, 200_000, _keyed("wrong sigma"))
     support = np.arange(-20, 21)
-    assert _chi_square_p(np.clip(x, -20, 20), _discrete_gaussian_pmf(2.0, support), -20) < 1e-6
+    assert chi_square_p(x, _discrete_gaussian_pmf(2.0, support), -20) < 1e-6
 
 
-@pytest.mark.parametrize("variance", [3.0, 400.0])
-def test_skellam_fits_its_pmf(variance: float) -> None:
-    x = dp.skellam(variance, 200_000, np.random.default_rng(7))
-    mu = variance / 2
-    half = int(8 * math.sqrt(variance)) + 3
-    support = np.arange(-half, half + 1)
-    pmf = np.asarray(stats.skellam.pmf(support, mu, mu), dtype=np.float64)
+@pytest.mark.parametrize("variance", [0.5, 3.0, 400.0, 1e8])
+def test_skellam_has_its_mean_and_variance(variance: float) -> None:
+    """Small and large mu = variance / 2 (1e8: PTRS Poissons of mean 5e7); the pmf is
+    checked where scipy's Skellam pmf is cheap (the Poissons' at every mean:
+    test_integer_draws)."""
+    x = dp.skellam(variance, 200_000, _keyed(f"skellam {variance}"))
     assert abs(x.mean()) < 5 * math.sqrt(variance / x.size)
-    assert abs(x.var() - variance) < 6 * variance * math.sqrt(2 / x.size)
-    assert _chi_square_p(np.clip(x, -half, half), pmf, -half) > 1e-4
+    # Var of a sample variance: (2 var^2 + kurtosis excess var) / n; Skellam's excess
+    # kurtosis is 1 / var, so 6 of the Gaussian part's std plus a term for small var.
+    assert abs(x.var() - variance) < 6 * variance * math.sqrt(2 / x.size) + 6 * math.sqrt(
+        variance / x.size
+    )
+    if variance <= 400:
+        mu = variance / 2
+        half = int(8 * math.sqrt(variance)) + 3
+        support = np.arange(-half, half + 1)
+        pmf = np.asarray(stats.skellam.pmf(support, mu, mu), dtype=np.float64)
+        assert chi_square_p(x, pmf, -half) > 1e-4
 
 
 def test_samplers_use_only_the_given_generator() -> None:
@@ -84,6 +87,47 @@ def test_samplers_use_only_the_given_generator() -> None:
         )
     assert dp.discrete_gaussian(0.0, 4, np.random.default_rng(0)).tolist() == [0, 0, 0, 0]
     assert dp.discrete_gaussian(3.0, 0, np.random.default_rng(0)).size == 0
+
+
+@pytest.mark.parametrize("kind", ["discrete_gaussian", "skellam"])
+def test_device_noise_is_a_function_of_its_key(kind: str) -> None:
+    """Same 256-bit key, same noise (a device can rebuild its update); another key, other
+    noise; across the sampler's chunks too."""
+    size = integer_draws.CHUNK + 100
+    if kind == "skellam":
+        draw = lambda key: dp.skellam(2e6, size, KeyedUniforms(key))  # noqa: E731
+    else:
+        draw = lambda key: dp.discrete_gaussian(1500.0, size, KeyedUniforms(key))  # noqa: E731
+    a = draw(bytes(32))
+    np.testing.assert_array_equal(a, draw(bytes(32)))
+    b = draw(bytes(31) + b"\x01")
+    assert np.mean(a == b) < 0.01  # independent draws of std ~1500 rarely coincide
+    assert np.corrcoef(a, b)[0, 1] < 0.05
+
+
+@pytest.mark.parametrize("key", [b"", bytes(16), bytes(31), bytes(33), bytes(64)])
+def test_the_noise_source_refuses_keys_that_are_not_256_bits(key: bytes) -> None:
+    with pytest.raises(ParameterError, match="32 bytes"):
+        dp.discrete_gaussian(3.0, 10, KeyedUniforms(key))
+
+
+def test_known_answers() -> None:
+    """A fixed key's first draws of every sampler: a change of a sampler (or of how it
+    consumes the stream) must be deliberate, and regenerate tests/protocol/data."""
+    doc = json.loads(KAT.read_text(encoding="utf-8"))
+    assert doc["format"] == "fedrt-dp-noise-kat/1"
+    samplers = {
+        "discrete_gaussian": dp.discrete_gaussian,
+        "skellam": dp.skellam,
+        "poisson": integer_draws.poisson,
+        "geometric": integer_draws.geometric,
+    }
+    assert {case["sampler"] for case in doc["cases"]} == set(samplers)
+    for case in doc["cases"]:
+        draw = samplers[case["sampler"]]
+        want = case["draws"]
+        got = draw(case["param"], len(want), KeyedUniforms(bytes.fromhex(doc["key"])))
+        assert got.tolist() == want, case
 
 
 def test_gaussian_has_the_configured_std() -> None:

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from fedrt.protocol import round_dp, round_update
+from fedrt.protocol import dp, round_dp, round_update
 from fedrt.protocol.errors import LengthError
+from fedrt.protocol.prg import KeyedUniforms
 from fedrt.protocol.round_codec import decode_from_coordinator, encode_message
 from fedrt.protocol.round_errors import MalformedMessage
 from fedrt.protocol.round_messages import (
@@ -147,3 +148,34 @@ def test_without_dp_the_layout_is_unchanged_and_bad_sums_are_refused() -> None:
     spec = _spec()
     with pytest.raises(LengthError):
         round_dp.decode_sum(np.zeros(3, dtype=np.uint64), spec, 2)
+
+
+@pytest.mark.parametrize("skellam", [False, True])
+def test_the_noise_comes_from_its_own_source(skellam: bool) -> None:
+    """Rounded from ``rng``, noised from ``noise``: the noisy vector minus the noiseless one
+    (same rounding key) is exactly the sampler's draws for the noise key, mod the ring."""
+    spec = _spec(skellam=skellam)
+    d = spec.dp
+    assert d is not None
+    noiseless = replace(spec, dp=replace(d, noise_std=0.0))
+    delta = np.random.default_rng(4).normal(size=512) * 0.01
+    rounding, noise = bytes(32), bytes(range(32))
+
+    def vector(s: UpdateSpec, noise_key: bytes) -> np.ndarray:
+        return round_dp.device_vector(
+            delta, 1, s, KeyedUniforms(rounding), noise=KeyedUniforms(noise_key)
+        )
+
+    plain = vector(noiseless, noise)
+    noisy = vector(spec, noise)
+    np.testing.assert_array_equal(noisy, vector(spec, noise))  # same keys, same vector
+    if skellam:
+        want = dp.skellam(d.noise_std**2, 512, KeyedUniforms(noise))
+    else:
+        want = dp.discrete_gaussian(d.noise_std, 512, KeyedUniforms(noise))
+    ring = np.uint64((1 << d.ring_bits) - 1)
+    np.testing.assert_array_equal((noisy - plain)[:512] & ring, want.astype(np.uint64) & ring)
+    np.testing.assert_array_equal(noisy[512:], plain[512:])  # the count digits: exact
+    other = vector(spec, bytes(31) + b"\x07")
+    assert np.mean(other == noisy) < 0.1
+    np.testing.assert_array_equal(vector(noiseless, bytes(31) + b"\x07"), plain)
