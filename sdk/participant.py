@@ -226,16 +226,15 @@ class Participant:
             return self._give_up(rm.AbandonReason.DEADLINE, "training finished late", now)
         secagg = plan.secagg is not None
         vector: npt.NDArray[np.unsignedinteger]
+        # Stochastic rounding and DP noise draw from the AES-CTR PRG (never numpy.random),
+        # each under its own key: the noise is a secret, as unpredictable as the masks.
+        seed_round = b"\x00%d\x00%d" % (self._update_seed, plan.round_id)
+        rounding = KeyedUniforms(hashlib.sha256(b"fedrt/update-rounding/v1" + seed_round).digest())
         if secagg and plan.update.dp is not None:  # noise and clip bit before masking
-            noise = np.random.default_rng((self._update_seed, plan.round_id))
-            vector = round_dp.device_vector(delta, n_examples, plan.update, noise)
+            noise = KeyedUniforms(hashlib.sha256(b"fedrt/dp-noise/v1" + seed_round).digest())
+            vector = round_dp.device_vector(delta, n_examples, plan.update, rounding, noise=noise)
         else:
-            # Stochastic rounding needs only uniforms: from the PRG, without numpy.random.
-            key = hashlib.sha256(b"fedrt/update-rounding/v1\x00%d\x00%d"
-                                 % (self._update_seed, plan.round_id)).digest()  # fmt: skip
-            vector = round_update.encode(
-                delta, n_examples, plan.update, KeyedUniforms(key), weighted=secagg
-            )
+            vector = round_update.encode(delta, n_examples, plan.update, rounding, weighted=secagg)
         if plan.secagg is None:
             stage, payload = rm.Stage.PLAIN_UPDATE, round_update.pack(vector, plan.update.bits)
         else:

@@ -20,9 +20,10 @@ def hwm_kb():
     return -1
 
 class Forbid:
-    # Any attempt to import these fails loudly instead of silently costing 500 MB.
+    # Any attempt to import these fails loudly instead of silently costing 500 MB (and
+    # numpy.random 1.9 MiB: a device's rounding and DP noise come from the AES-CTR PRG).
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("tensorflow", "keras", "aiohttp"):
+        if name.split(".")[0] in ("tensorflow", "keras", "aiohttp") or name == "numpy.random":
             raise ImportError(f"device code imported {name}")
         return None
 
@@ -37,14 +38,19 @@ from fedrt.sdk.participant import SystemJitter
 jitter = SystemJitter()
 jitter.uniform(0.0, 1.0)
 import numpy as np
-from fedrt.protocol import round_update
+from fedrt.protocol import round_dp, round_update
 from fedrt.protocol.prg import KeyedUniforms
 from fedrt.protocol.round_plan import UpdateSpec
 spec = UpdateSpec(params=5, clip_norm=1.0, bits=8, weight_cap=10, rotation_seed=b"r")
 round_update.encode(np.ones(5, np.float32), 3, spec, KeyedUniforms(bytes(32)))
+for skellam in (False, True):  # the device's DP path: rounding and noise, each keyed
+    noisy = round_dp.calibrate(spec, noise_multiplier=1.0, clients=10, threshold=5,
+                               skellam=skellam, unclipped_bit=True, bit_sum_std=2.0)
+    round_dp.device_vector(np.ones(5, np.float32), 1, noisy, KeyedUniforms(bytes(32)),
+                           noise=KeyedUniforms(bytes(range(32))))
 heavy = ("tensorflow", "keras", "aiohttp")
-# Loaded only when needed: numpy.random for DP noise only, LiteRT's 690 KB generated
-# schema when an op histogram is named. Each cost a device megabytes of RSS.
+# Never loaded on a device: numpy.random (1.9 MiB of extension modules). Loaded only when
+# an op histogram is named: LiteRT's 690 KB generated schema (6.7 MiB of RSS).
 late = ("numpy.random", "ai_edge_litert.schema_py_generated")
 print(json.dumps({
     "rss_import_kb": after_import,
