@@ -3,7 +3,8 @@
 With ``EmbeddedAuth`` it enforces what Mosquitto's password and ACL files do: only enrolled,
 non-revoked devices connect, each publishes under its own ``up/`` topics and reads only its
 own inbox and the public announcements (``fedrt.protocol.topics``); the coordinator's own
-user may use the whole ``fedrt/v1`` tree.
+user may use the whole ``fedrt/v1`` tree. And, as Mosquitto's ``use_username_as_clientid``,
+each client's id is its user name, so no client can reach another's connection or session.
 """
 
 from __future__ import annotations
@@ -14,6 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from amqtt.adapters import BufferReader, ReaderAdapter
+from amqtt.broker import Broker
+from amqtt.codecs_amqtt import read_or_raise
+from amqtt.errors import AMQTTError, CodecError, MQTTError, NoDataError
+from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
+from amqtt.mqtt.connect import ConnectPacket
+from amqtt.mqtt.packet import CONNECT
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 
 from fedrt.coordinator.errors import BrokerError
@@ -28,6 +36,11 @@ for _noisy in ("transitions", "amqtt"):
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 Verify = Callable[[str, str], bool]
+
+# A CONNECT holds an id, a will, a user name and a password: a few KiB. Anything bigger is
+# refused before it is buffered.
+_MAX_CONNECT_BYTES = 64 * 1024
+_MQTT_311 = 4  # amqtt's only protocol level; it refuses the others before touching sessions
 
 
 def topic_matches(topic_filter: str, topic: str) -> bool:
@@ -95,6 +108,82 @@ class FedrtTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]  # amqtt ships no
         return auth.allowed(str(session.username or ""), topic, str(getattr(action, "value", "")))
 
 
+class _Replay(ReaderAdapter):  # type: ignore[misc]  # amqtt ships no types
+    """Reads ``head`` first, then the connection: amqtt re-reads the CONNECT checked here."""
+
+    def __init__(self, head: bytes, rest: ReaderAdapter) -> None:
+        self._head, self._rest = head, rest
+
+    async def read(self, n: int = -1) -> bytes:
+        if not self._head:
+            return bytes(await self._rest.read(n))
+        take = len(self._head) if n < 0 else min(n, len(self._head))
+        out, self._head = self._head[:take], self._head[take:]
+        if n < 0 or len(out) < n:
+            out += await self._rest.read(n if n < 0 else n - len(out))
+        return out
+
+    def feed_eof(self) -> None:
+        self._rest.feed_eof()
+
+
+async def _read_packet(reader: ReaderAdapter) -> bytes:
+    """One whole MQTT packet, as sent; MQTTError unless it is a CONNECT of sane size."""
+    head = bytearray(await read_or_raise(reader, 1))
+    length = 0
+    for shift in range(0, 28, 7):  # the remaining length: at most 4 bytes of 7 bits
+        byte = (await read_or_raise(reader, 1))[0]
+        head.append(byte)
+        length |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            break
+    else:
+        raise MQTTError("malformed remaining length")
+    if head[0] >> 4 != CONNECT or length > _MAX_CONNECT_BYTES:
+        raise MQTTError("the first packet must be a CONNECT of at most 64 KiB")
+    return bytes(head) + bytes(await read_or_raise(reader, length))
+
+
+class _IdentityBroker(Broker):  # type: ignore[misc]  # amqtt ships no types
+    """amqtt's broker, with each CONNECT authenticated and its client id set to its user name.
+
+    amqtt finds the session a CONNECT names by client id, closes that session's connection
+    and, on a clean session, deletes it, all BEFORE it asks the auth plugin. So a plugin
+    cannot stop a device from knocking another off or wiping its queued messages by using
+    its id (a device id: not secret), nor even a client with a wrong password. This check
+    runs first: a client needs a valid user name and password, and its id becomes that user
+    name, so it can reach its own session only (what Mosquitto's use_username_as_clientid
+    does). The auth plugin still checks the password again, as a second gate.
+    """
+
+    def __init__(self, config: dict[str, Any], auth: EmbeddedAuth) -> None:
+        super().__init__(config)
+        self._fedrt_auth = auth
+
+    async def _initialize_client_session(
+        self, reader: ReaderAdapter, writer: Any, remote_address: str, remote_port: int
+    ) -> Any:
+        try:
+            raw = await _read_packet(reader)
+            connect = await ConnectPacket.from_stream(BufferReader(raw))
+            proto_level = connect.proto_level
+        except (AMQTTError, CodecError, MQTTError, NoDataError, ValueError) as exc:
+            await writer.close()
+            raise MQTTError(f"unreadable CONNECT from {remote_address}: {exc}") from exc
+        if proto_level == _MQTT_311:
+            username = connect.username
+            if username is None or not self._fedrt_auth.verify(username, connect.password or ""):
+                await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
+                await writer.close()
+                raise MQTTError(f"CONNECT from {remote_address} refused: bad credentials")
+            if connect.client_id != username or connect.client_id_is_random:
+                connect.client_id, connect.client_id_is_random = username, False
+                raw = connect.to_bytes()
+        return await super()._initialize_client_session(
+            _Replay(raw, reader), writer, remote_address, remote_port
+        )
+
+
 class EmbeddedBroker:
     """An amqtt broker in the running asyncio loop, listening on a loopback port.
 
@@ -118,11 +207,12 @@ class EmbeddedBroker:
         return f"mqtt://{self.host}:{self.port}"
 
     async def start(self) -> None:
-        # Imported here: the broker core is only needed when the embedded broker runs.
-        from amqtt.broker import Broker
-
         if self._broker is not None:
             raise BrokerError("embedded broker already running")
+        if self.auth is not None and not hasattr(Broker, "_initialize_client_session"):
+            # The hook _IdentityBroker overrides: without it any client could take over another's
+            # session, so refuse to run rather than run open (tested with amqtt 0.12).
+            raise BrokerError("this amqtt version lacks the CONNECT hook fedrt needs; use 0.12")
         plugins: dict[str, Any]
         if self.auth is None:
             plugins = {
@@ -137,7 +227,7 @@ class EmbeddedBroker:
             "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
             "plugins": plugins,
         }
-        broker = Broker(config)
+        broker = Broker(config) if self.auth is None else _IdentityBroker(config, self.auth)
         try:
             await broker.start()
         except Exception as exc:  # amqtt raises its own and OS errors; map them at the edge

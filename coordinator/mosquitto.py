@@ -192,10 +192,11 @@ def render_config(config: BrokerConfig, port: int, tls_port: int | None) -> str:
         lines.append(f"password_file {config.password_file}")
     if config.acl_file is not None:
         lines.append(f"acl_file {config.acl_file}")
-    lines.append(f"listener {port} {config.host}")
+    lines += [f"listener {port} {config.host}", *_listener_identity(config)]
     if config.tls is not None and tls_port is not None:
         lines += [
             f"listener {tls_port} {config.host}",
+            *_listener_identity(config),
             f"cafile {config.tls.ca_cert}",
             f"certfile {config.tls.server_cert}",
             f"keyfile {config.tls.server_key}",
@@ -204,6 +205,21 @@ def render_config(config: BrokerConfig, port: int, tls_port: int | None) -> str:
         ]
     lines.extend(config.extra)
     return "\n".join(lines) + "\n"
+
+
+def _listener_identity(config: BrokerConfig) -> list[str]:
+    """Lines that pin each client's id to its username, for a listener that authenticates.
+
+    A client id is a device id, which is not secret: without this, any enrolled device could
+    connect with another's id and so close that device's connection and, with a clean
+    start, wipe its persistent session (Mosquitto lets the newest connection win). With it,
+    Mosquitto replaces the id a client sends by its authenticated username, so a client can
+    only ever reach its own session. It refuses clients without a username, so a listener
+    that admits anonymous clients (tests, demos) goes without. Mosquitto 2.0.11 reads it per
+    listener whatever ``per_listener_settings`` says (before any ``listener`` line it opens
+    the default listener on 1883 instead), so it follows each ``listener`` line.
+    """
+    return [] if config.allow_anonymous else ["use_username_as_clientid true"]
 
 
 def mosquitto_binary() -> str:

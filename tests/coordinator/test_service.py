@@ -233,11 +233,12 @@ def test_service_over_mqtts_with_a_private_ca(
     with ServiceThread(config) as svc:
         health = svc.request("GET", "/healthz", token=None).json()
         assert health["mqtt_connected"] is True
+        # Not "admin": that is the coordinator's user, and one user is one client id.
         watcher = TestClient(
             mosquitto_secure.host,
             mosquitto_secure.port,
-            username="admin",
-            password=mosquitto_secure.passwords["admin"],
+            username="observer",
+            password=mosquitto_secure.passwords["observer"],
         )
         try:
             watcher.connect()

@@ -118,7 +118,9 @@ def test_acl_rendering() -> None:
 
 # --- the real broker ------------------------------------------------------------------------
 
-USERS = ("coordinator", "alice", "bob")
+# carol spies: one user is one client id (use_username_as_clientid), so a second
+# connection as alice would take alice's over.
+USERS = ("coordinator", "alice", "bob", "carol")
 
 
 @pytest.fixture
@@ -162,7 +164,7 @@ def test_broker_confines_each_device_to_its_own_topics(
     coord = _client(broker, passwords, "coordinator")
     alice = _client(broker, passwords, "alice")
     bob = _client(broker, passwords, "bob")
-    spy = _client(broker, passwords, "alice")
+    spy = _client(broker, passwords, "carol")
     try:
         assert not coord.subscribe(topics.device_up_filter())[0].is_failure
         # Devices may read their inbox and the announcements, not someone else's inbox.

@@ -1,11 +1,16 @@
-"""Real Mosquitto brokers for tests: anonymous, and secured with passwords, an ACL and TLS."""
+"""Real brokers for tests: Mosquitto anonymous or secured (passwords, ACL, TLS), embedded amqtt."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from fedrt.coordinator.embedded_broker import EmbeddedAuth, EmbeddedBroker
 from fedrt.coordinator.mosquitto import (
     AclRule,
     BrokerConfig,
@@ -16,8 +21,11 @@ from fedrt.coordinator.mosquitto import (
 )
 from fedrt.coordinator.tls import TlsFiles, write_tls_files
 
-# Device-like users can only publish under their own prefix; "admin" may do anything.
-SECURE_USERS = ("admin", "alice", "bob")
+# Device-like users can only publish under their own prefix; "admin" may do anything and
+# "observer" read anything. Each client's id is its user name on a secured broker, so two
+# connections as one user take each other over: a test watching beside an "admin" client
+# (the coordinator, say) connects as "observer".
+SECURE_USERS = ("admin", "alice", "bob", "observer")
 SECURE_PATTERNS = (
     AclRule(access="readwrite", topic="devices/%u/#", pattern=True),
     AclRule(access="read", topic="public/#", pattern=True),
@@ -61,7 +69,10 @@ def start_secure(directory: Path) -> SecureBroker:
     write_acl_file(
         acl_file,
         patterns=SECURE_PATTERNS,
-        users={"admin": [AclRule(access="readwrite", topic="#")]},
+        users={
+            "admin": [AclRule(access="readwrite", topic="#")],
+            "observer": [AclRule(access="read", topic="#")],
+        },
     )
     tls = write_tls_files(directory / "tls")
     broker = MosquittoBroker(
@@ -75,3 +86,22 @@ def start_secure(directory: Path) -> SecureBroker:
     )
     broker.start()
     return SecureBroker(broker=broker, tls=tls, passwords=passwords)
+
+
+@contextmanager
+def running_embedded(
+    auth: EmbeddedAuth | None = None, timeout: float = 10.0
+) -> Iterator[EmbeddedBroker]:
+    """The coordinator's embedded amqtt broker (MQTT 3.1.1), on an event loop of its own."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="embedded-broker", daemon=True)
+    thread.start()
+    broker = EmbeddedBroker(auth=auth)
+    try:
+        asyncio.run_coroutine_threadsafe(broker.start(), loop).result(timeout)
+        yield broker
+    finally:
+        asyncio.run_coroutine_threadsafe(broker.stop(), loop).result(timeout)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout)
+        loop.close()

@@ -107,3 +107,8 @@ class TestClient:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+        # paho closes its wake-up sockets only when the client is deleted. Callbacks bound to
+        # this object make a cycle, and a garbage collection may finalize those sockets
+        # first (a ResourceWarning); without them the client goes as soon as this does.
+        self.client.on_connect = self.client.on_message = None
+        self.client.on_subscribe = self.client.on_publish = None
