@@ -169,6 +169,10 @@ _SECTIONS: dict[str, type[Any]] = {
 }
 
 
+# Variables whose name follows the flag rather than the key (--tls-ca -> http.ca_file).
+_ENV_ALIASES = {"FEDRT_HTTP_TLS_CA": "http_ca_file"}
+
+
 def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
     """``FEDRT_HTTP_PORT=9000`` -> ``{"http": {"port": "9000"}}``; unknown names are errors."""
     out: dict[str, Any] = {}
@@ -185,10 +189,6 @@ def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
             out.setdefault(section, {})[rest] = value
         elif section in _SECTIONS:
             raise ConfigError(f"unknown environment variable {key}")
-# Variables whose name follows the flag rather than the key (--tls-ca -> http.ca_file).
-_ENV_ALIASES = {"FEDRT_HTTP_TLS_CA": "http_ca_file"}
-
-
         # Other FEDRT_ variables belong to other fedrt parts (sdk, bench): not ours.
     return out
 
@@ -204,6 +204,11 @@ def parse_host_port(value: str, *, what: str = "--http") -> tuple[str, int]:
 def cli_layer(
     *,
     http: str | None = None,
+    public_url: str | None = None,
+    tls: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    tls_ca: str | None = None,
     broker: str | None = None,
     db: str | None = None,
     data_dir: str | None = None,
@@ -220,15 +225,11 @@ def cli_layer(
             ("spread", pace_spread),
             ("target_rate", pace_rate),
         )
-    public_url: str | None = None,
-    tls: str | None = None,
-    tls_cert: str | None = None,
-    tls_key: str | None = None,
-    tls_ca: str | None = None,
         if v is not None
     }
     if pace:
         out["pace"] = pace
+    web: dict[str, Any] = {}
     if http is not None:
         host, port = parse_host_port(http)
         web |= {"host": host, "port": port}
@@ -256,7 +257,6 @@ def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in top.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-    web: dict[str, Any] = {}
             merged[key] = _merge(dict(merged[key]), value)
         else:
             merged[key] = value
@@ -373,6 +373,8 @@ def describe(config: CoordinatorConfig) -> dict[str, Any]:
 
 
 __all__ = [
+    "TLS_SELF_SIGNED",
+    "WILDCARD_HOSTS",
     "BrokerConfig",
     "CoordinatorConfig",
     "HttpConfig",
@@ -384,5 +386,3 @@ __all__ = [
     "load_config",
     "parse_host_port",
 ]
-    "TLS_SELF_SIGNED",
-    "WILDCARD_HOSTS",
