@@ -131,6 +131,20 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MetricsConfig:
+    """Who may read ``/metrics``: anyone (no token), or scrapers holding ``token``."""
+
+    # None: open, as a Prometheus endpoint on a private network usually is. Set it when the
+    # HTTP port is reachable by others (round and device counts say a lot about a fleet).
+    token: Secret | None = None
+
+    def __post_init__(self) -> None:
+        # As for admin_token: too long to guess over HTTP.
+        if self.token is not None and len(self.token.reveal()) < 16:
+            raise ConfigError("metrics.token must be at least 16 characters")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CoordinatorConfig:
     """Everything ``fedrt coordinator serve`` needs; validated on construction."""
 
@@ -146,6 +160,7 @@ class CoordinatorConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     # Reconnect windows for devices the coordinator cannot use now (``pace_steering``).
     pace: PaceConfig = field(default_factory=PaceConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.tick_interval_s) and 0 < self.tick_interval_s <= 60):
@@ -166,6 +181,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "broker": BrokerConfig,
     "limits": LimitsConfig,
     "pace": PaceConfig,
+    "metrics": MetricsConfig,
 }
 
 
@@ -379,6 +395,7 @@ __all__ = [
     "CoordinatorConfig",
     "HttpConfig",
     "LimitsConfig",
+    "MetricsConfig",
     "PaceConfig",
     "Secret",
     "cli_layer",

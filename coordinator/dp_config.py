@@ -46,8 +46,12 @@ def _need(ok: bool, message: str) -> None:
 def _positive(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise BadRequestError(f"dp: {name} must be a number, got {value!r}")
-    _need(math.isfinite(value) and value > 0, f"{name} must be finite and > 0, got {value!r}")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any float
+        number = math.inf
+    _need(math.isfinite(number) and number > 0, f"{name} must be finite and > 0, got {number!r}")
+    return number
 
 
 class DpMode(enum.Enum):
@@ -160,9 +164,10 @@ class DpConfig:
         _need(not unknown, f"unknown key(s) {', '.join(unknown)}")
         modes = [m.value for m in DpMode]
         _need(raw.get("mode", "none") in modes, f"mode must be one of {', '.join(modes)}")
-        kwargs: dict[str, Any] = {
-            k: raw[k] for k in known - {"mode", "clip"} if k in raw and raw[k] is not None
-        }
+        # null is not "unset": an absent key is (the API documents no nullable DP field).
+        nulls = sorted(k for k in raw if raw[k] is None)
+        _need(not nulls, f"{', '.join(nulls)} must not be null (leave the key out instead)")
+        kwargs: dict[str, Any] = {k: raw[k] for k in known - {"mode", "clip"} if k in raw}
         if "clip" in raw:
             kwargs["clip"] = _clip_from(raw["clip"])
         return cls(mode=DpMode(raw.get("mode", "none")), **kwargs)

@@ -14,6 +14,7 @@ from fedrt import __version__
 from fedrt.coordinator.artifacts import check_sha256
 from fedrt.coordinator.config import describe
 from fedrt.coordinator.dashboard import add_dashboard_routes
+from fedrt.coordinator.enrollment import DEFAULT_TOKEN_TTL_S
 from fedrt.coordinator.errors import (
     BadRequestError,
     ConfigError,
@@ -21,14 +22,17 @@ from fedrt.coordinator.errors import (
     RateLimitedError,
     status_for,
 )
-from fedrt.coordinator.http_auth import ADMIN, require_device_or_admin
+from fedrt.coordinator.http_auth import ADMIN, require_device_or_admin, require_metrics_reader
 from fedrt.coordinator.http_common import (
+    AUDIT_PAGE_MAX,
     IP_LIMITER,
     SERVICE,
     Handler,
     admin,
+    int_param,
     json_body,
     json_reply,
+    number_field,
     svc_of,
 )
 from fedrt.coordinator.http_models import read_upload, serve_blob
@@ -88,7 +92,13 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return web.json_response(body, status=status, headers=headers)
     except web.HTTPException as exc:
         status = exc.status
-        raise
+        if status < 400:
+            raise
+        # aiohttp's own refusals (no such route or file, wrong method, unsatisfiable range)
+        # in the documented error shape, keeping their headers (Allow, Content-Range).
+        headers = {k: v for k, v in exc.headers.items() if k.lower() != "content-type"}
+        body = {"error": {"type": type(exc).__name__, "message": exc.reason}}
+        return web.json_response(body, status=status, headers=headers)
     finally:
         svc_of(request).m_http.inc(route=_route_name(request), status=str(status))
 
@@ -102,7 +112,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    text = svc_of(request).metrics.render()
+    svc = svc_of(request)
+    require_metrics_reader(request, svc.config.metrics.token, svc.admin_token)
+    text = svc.metrics.render()
     return web.Response(text=text, content_type="text/plain", charset="utf-8",
                         headers={"X-Prometheus-Format": "0.0.4"})  # fmt: skip
 
@@ -114,12 +126,14 @@ async def openapi(request: web.Request) -> web.Response:
 async def enroll(request: web.Request) -> web.Response:
     svc = svc_of(request)
     request.app[IP_LIMITER].acquire("enroll:" + (request.remote or "?"))
-    body = await json_body(request)
+    body = await json_body(request, ("token", "public_key", "proof", "labels"))
     token = body.get("token")
     if not isinstance(token, str):
         raise BadRequestError("token must be a string")
     public_key, proof = _b64_field(body, "public_key"), _b64_field(body, "proof")
     labels = body.get("labels", {})
+    if not isinstance(labels, dict):
+        raise BadRequestError("labels must be an object of strings")
     grant = svc.enrollment.enroll(token, public_key, proof, labels=labels)
     b = svc.config.broker
     host, port = (svc.embedded.host, svc.embedded.port) if svc.embedded else (b.host, b.port)
@@ -189,15 +203,13 @@ async def upload_model(request: web.Request) -> web.Response:
 async def create_enrollment_token(request: web.Request) -> web.Response:
     svc = svc_of(request)
     actor = admin(request)
-    body = await json_body(request)
-    ttl = body.get("ttl_s", 24 * 3600.0)
+    body = await json_body(request, ("ttl_s", "note"))
+    ttl = number_field(body, "ttl_s", DEFAULT_TOKEN_TTL_S)
     note = body.get("note", "")
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float):
-        raise BadRequestError("ttl_s must be a number")
     if not isinstance(note, str):
         raise BadRequestError("note must be a string")
-    token = svc.enrollment.create_token(actor=actor, ttl_s=float(ttl), note=note)
-    return json_reply({"token": token, "expires_at": svc.clock() + float(ttl)}, status=201)
+    token = svc.enrollment.create_token(actor=actor, ttl_s=ttl, note=note)
+    return json_reply({"token": token, "expires_at": svc.clock() + ttl}, status=201)
 
 
 async def list_devices(request: web.Request) -> web.Response:
@@ -217,11 +229,8 @@ async def revoke_device(request: web.Request) -> web.Response:
 async def audit(request: web.Request) -> web.Response:
     svc = svc_of(request)
     admin(request)
-    try:
-        after = int(request.query.get("after", "0"))
-        limit = min(int(request.query.get("limit", "100")), 1000)
-    except ValueError:
-        raise BadRequestError("after and limit must be integers") from None
+    after = int_param(request.query.get("after", "0"), "after", lo=0)
+    limit = min(int_param(request.query.get("limit", "100"), "limit", lo=1), AUDIT_PAGE_MAX)
     entries = svc.store.list_audit(after_seq=after, limit=limit)
     return json_reply({"entries": [audit_view(e) for e in entries]})
 

@@ -16,16 +16,31 @@ from fedrt.coordinator.store import Store
 ADMIN = "admin"
 
 
+def _bearer(request: web.Request) -> bytes | None:
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return given.strip().encode() if scheme.lower() == "bearer" else None
+
+
+def _matches(given: bytes | None, token: Secret) -> bool:
+    # compare_digest on bytes: the time taken does not depend on where the tokens differ.
+    return hmac.compare_digest(given or b"", token.reveal().encode()) and given is not None
+
+
 def require_admin(request: web.Request, token: Secret) -> str:
     """``"admin"`` if the request carries ``Authorization: Bearer <admin token>``."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, given = header.partition(" ")
-    # compare_digest on bytes: the time taken does not depend on where the tokens differ.
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        given.strip().encode(), token.reveal().encode()
-    ):
+    if not _matches(_bearer(request), token):
         raise AuthError("admin token required (Authorization: Bearer ...)")
     return ADMIN
+
+
+def require_metrics_reader(request: web.Request, token: Secret | None, admin: Secret) -> None:
+    """Open without a metrics ``token``; with one, that token or the admin token."""
+    if token is None:
+        return
+    given = _bearer(request)
+    # Both compared every time: how long it takes does not say which token matched.
+    if not (_matches(given, token) | _matches(given, admin)):
+        raise AuthError("metrics token required (Authorization: Bearer ...)")
 
 
 def require_device_or_admin(request: web.Request, token: Secret, store: Store) -> str:
@@ -52,4 +67,4 @@ def require_device_or_admin(request: web.Request, token: Secret, store: Store) -
     return device.device_id
 
 
-__all__ = ["ADMIN", "require_admin", "require_device_or_admin"]
+__all__ = ["ADMIN", "require_admin", "require_device_or_admin", "require_metrics_reader"]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -20,6 +21,11 @@ IP_LIMITER: web.AppKey[RateLimiter] = web.AppKey("ip_limiter")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # JSON bodies are small (specs, tokens); anything bigger is a mistake or an attack.
 _MAX_JSON = 64 * 1024
+# ASCII digits only: int() would also take "+1", " 1", "1_0" and other scripts' digits.
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
+INT64_MAX = 2**63 - 1
+# Audit entries per page at most: a larger ``limit`` is served as this many.
+AUDIT_PAGE_MAX = 1000
 
 
 def svc_of(request: web.Request) -> CoordinatorService:
@@ -30,7 +36,16 @@ def json_reply(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=lambda o: json.dumps(o, allow_nan=False))
 
 
-async def json_body(request: web.Request) -> dict[str, Any]:
+async def json_body(request: web.Request, known: Collection[str]) -> dict[str, Any]:
+    """The request's JSON object; a key outside ``known`` is an error, never ignored."""
+    data = await _json_object(request)
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise BadRequestError(f"unknown field(s): {', '.join(unknown)}")
+    return data
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > _MAX_JSON:
         raise BadRequestError(f"JSON body larger than {_MAX_JSON} bytes")
     raw = bytearray()
@@ -40,7 +55,7 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         if len(raw) > _MAX_JSON:
             raise BadRequestError(f"JSON body larger than {_MAX_JSON} bytes")
     if not raw:
-        return {}
+        raise BadRequestError("a JSON object body is required")
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -51,8 +66,29 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     return data
 
 
+def int_param(raw: str, name: str, *, lo: int, hi: int = INT64_MAX) -> int:
+    """A path or query integer in [lo, hi] (the store keeps 64-bit integers)."""
+    if not _INTEGER.fullmatch(raw) or not (lo <= int(raw) <= hi):
+        raise BadRequestError(f"{name} must be an integer in [{lo}, {hi}]")
+    return int(raw)
+
+
+def number_field(body: dict[str, Any], name: str, default: float) -> float:
+    """A JSON number (not a boolean) as a float; absent: ``default``."""
+    value = body.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadRequestError(f"{name} must be a number")
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond any float
+        raise BadRequestError(f"{name} must be finite") from None
+
+
 def admin(request: web.Request) -> str:
     return require_admin(request, svc_of(request).admin_token)
 
 
-__all__ = ["IP_LIMITER", "SERVICE", "Handler", "admin", "json_body", "json_reply", "svc_of"]
+__all__ = [
+    "AUDIT_PAGE_MAX", "INT64_MAX", "IP_LIMITER", "SERVICE", "Handler", "admin", "int_param",
+    "json_body", "json_reply", "number_field", "svc_of",
+]  # fmt: skip

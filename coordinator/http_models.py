@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from fedrt.coordinator.artifacts import MODEL, BlobStore, Verdict, file_sha256
 from fedrt.coordinator.errors import BadArtifactError, BadRequestError
@@ -42,7 +43,9 @@ async def read_upload(
             while chunk := await part.read_chunk(_CHUNK):
                 writer.write(chunk)
             record = catalog.add_uploaded(manifest, writer, actor=actor)
-    except ValueError as exc:  # aiohttp's multipart parser reports malformed bodies so
+    # aiohttp's multipart parser reports malformed bodies so (bad part headers as
+    # HttpProcessingError): a client's mistake, never a server error.
+    except (ValueError, HttpProcessingError) as exc:
         raise BadRequestError(f"malformed multipart body: {exc}") from None
     return record, record.sha256 not in before
 

@@ -9,29 +9,37 @@ from aiohttp import web
 
 from fedrt.coordinator.artifacts import check_sha256
 from fedrt.coordinator.errors import BadRequestError
-from fedrt.coordinator.http_common import Handler, admin, json_body, json_reply, svc_of
+from fedrt.coordinator.http_common import (
+    Handler,
+    admin,
+    int_param,
+    json_body,
+    json_reply,
+    svc_of,
+)
 from fedrt.coordinator.tasks import TaskSpec
 from fedrt.coordinator.views import metrics_view, round_view, stage_view, task_view
 
 if TYPE_CHECKING:
     from fedrt.coordinator.service import CoordinatorService
 
+# Nine digits: more rounds than any task runs (TaskSpec.max_rounds is 1e6).
+ROUND_NO_MAX = 999_999_999
+
 
 async def create_task(request: web.Request) -> web.Response:
     svc = svc_of(request)
     actor = admin(request)
-    body = await json_body(request)
-    unknown = sorted(set(body) - {"name", "task_id", "model_sha256", "model_dir", "spec"})
-    if unknown:
-        raise BadRequestError(f"unknown field(s): {', '.join(unknown)}")
+    body = await json_body(request, ("name", "task_id", "model_sha256", "model_dir", "spec"))
     spec = TaskSpec.from_json(body.get("spec", {}))
     if ("model_sha256" in body) == ("model_dir" in body):
         raise BadRequestError("give exactly one of model_sha256 (uploaded) or model_dir")
     task_id = body.get("task_id")
-    if task_id is not None and not isinstance(task_id, str):
+    if "task_id" in body and not isinstance(task_id, str):
         raise BadRequestError("task_id must be a string")
     if "model_dir" in body:
-        if not isinstance(body["model_dir"], str):
+        model_dir = body["model_dir"]
+        if not isinstance(model_dir, str) or not model_dir or "\0" in model_dir:
             raise BadRequestError("model_dir must be a path on the coordinator host")
         sha = svc.catalog.add_export_dir(
             Path(body["model_dir"]), actor=actor, max_bytes=svc.config.http.max_upload_bytes
@@ -73,10 +81,9 @@ def task_action(action: str) -> Handler:
 async def rollback(request: web.Request) -> web.Response:
     svc = svc_of(request)
     actor = admin(request)
-    body = await json_body(request)
-    to = body.get("to")
-    if to is not None and not isinstance(to, str):
-        raise BadRequestError("to must be a sha256 string")
+    body = await json_body(request, ("to",))
+    # Absent: the parent version. Present, it must name one.
+    to = check_sha256(body["to"]) if "to" in body else None
     task = svc.catalog.rollback(request.match_info["task_id"], to=to, actor=actor)
     return json_reply(task_view(task))
 
@@ -84,7 +91,7 @@ async def rollback(request: web.Request) -> web.Response:
 async def promote(request: web.Request) -> web.Response:
     svc = svc_of(request)
     actor = admin(request)
-    body = await json_body(request)
+    body = await json_body(request, ("sha256",))
     sha = body.get("sha256")
     if not isinstance(sha, str):
         raise BadRequestError("sha256 must be a string")
@@ -103,10 +110,9 @@ async def list_rounds(request: web.Request) -> web.Response:
 async def get_round(request: web.Request) -> web.Response:
     svc = svc_of(request)
     admin(request)
-    task_id, raw_no = request.match_info["task_id"], request.match_info["round_no"]
-    if not raw_no.isdigit() or len(raw_no) > 9:
-        raise BadRequestError("round_no must be a non-negative integer")
-    rnd = svc.store.get_round(task_id, int(raw_no))
+    task_id = request.match_info["task_id"]
+    round_no = int_param(request.match_info["round_no"], "round_no", lo=0, hi=ROUND_NO_MAX)
+    rnd = svc.store.get_round(task_id, round_no)
     stages = svc.store.list_stages(task_id, rnd.round_no)
     return json_reply({**round_view(rnd), "stages": [stage_view(s) for s in stages]})
 
@@ -120,6 +126,6 @@ async def task_metrics(request: web.Request) -> web.Response:
 
 
 __all__ = [
-    "create_task", "get_round", "get_task", "list_rounds", "list_tasks", "promote", "rollback",
-    "task_action", "task_metrics", "task_with_round",
+    "ROUND_NO_MAX", "create_task", "get_round", "get_task", "list_rounds", "list_tasks",
+    "promote", "rollback", "task_action", "task_metrics", "task_with_round",
 ]  # fmt: skip

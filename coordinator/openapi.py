@@ -3,77 +3,32 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import MISSING, fields
 from typing import Any
 
 from fedrt import __version__
-from fedrt.coordinator.dp_config import DpConfig, DpMode
-from fedrt.coordinator.records import ModelStatus, RoundStatus, TaskStatus
-from fedrt.coordinator.tasks import ACTIONS, STRATEGIES, TaskSpec
-
-Schema = dict[str, Any]
-
-
-def _ref(name: str) -> Schema:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _obj(required: dict[str, Schema], optional: dict[str, Schema] | None = None) -> Schema:
-    return {
-        "type": "object",
-        "properties": {**required, **(optional or {})},
-        "required": sorted(required),
-        "additionalProperties": False,
-    }
-
-
-def _nullable(schema: Schema) -> Schema:
-    return {"oneOf": [schema, {"type": "null"}]}
-
-
-STR, NUM, INT, BOOL = (
-    {"type": "string"},
-    {"type": "number"},
-    {"type": "integer"},
-    {"type": "boolean"},
+from fedrt.coordinator.http_common import AUDIT_PAGE_MAX, INT64_MAX
+from fedrt.coordinator.openapi_requests import (
+    B64,
+    BOOL,
+    DASHBOARD_ASSETS,
+    FREE,
+    INT,
+    NUM,
+    ROUND_NO,
+    SHA,
+    STR,
+    Schema,
+    nullable,
+    obj,
+    ref,
+    request_schemas,
 )
-SHA = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
-B64 = {"type": "string", "contentEncoding": "base64"}
-FREE = {"type": "object"}
-
-
-def _task_spec_schema() -> Schema:
-    props: dict[str, Schema] = {}
-    for f in fields(TaskSpec):
-        if f.name == "dp":
-            props["dp"] = {**_ref("DpConfig"), "default": DpConfig().to_mapping()}
-            continue
-        kind = {"str": STR, "int": INT, "float": NUM, "bool": BOOL}[str(f.type)]
-        entry = {**kind, "default": f.default if f.default is not MISSING else None}
-        if f.name == "strategy":
-            entry["enum"] = list(STRATEGIES)
-        props[f.name] = entry
-    return {"type": "object", "properties": props, "additionalProperties": False}
-
-
-def _dp_schema() -> Schema:
-    adaptive = _obj({}, {"quantile": NUM, "lr": NUM, "initial": NUM})
-    return _obj(
-        {},
-        {
-            "mode": {"type": "string", "enum": [m.value for m in DpMode], "default": "none"},
-            "noise_multiplier": NUM,
-            "target_epsilon": NUM,
-            "delta": NUM,
-            "budget_epsilon": NUM,
-            "clip": {"oneOf": [_obj({"fixed": NUM}), _obj({"adaptive": adaptive})]},
-            "distributed_noise": {"type": "string", "enum": ["discrete_gaussian", "skellam"]},
-        },
-    )
+from fedrt.coordinator.records import ModelStatus, RoundStatus, TaskStatus
+from fedrt.coordinator.tasks import ACTIONS
 
 
 def _schemas() -> dict[str, Schema]:
-    rnd = _obj(
+    rnd = obj(
         {
             "task_id": STR,
             "round_no": INT,
@@ -81,88 +36,83 @@ def _schemas() -> dict[str, Schema]:
             "status": {"type": "string", "enum": [s.value for s in RoundStatus]},
             "model_sha256": SHA,
             "started_at": NUM,
-            "ended_at": _nullable(NUM),
-            "deadline": _nullable(NUM),
+            "ended_at": nullable(NUM),
+            "deadline": nullable(NUM),
             "checked_in": INT,
             "selected": INT,
             "reporting": INT,
             "dropped": INT,
             "bytes_in": INT,
-            "result_sha256": _nullable(SHA),
+            "result_sha256": nullable(SHA),
             "detail": FREE,
             # Differential privacy: cumulative epsilon at the task's delta, noise std on the
             # aggregate sum; null when the task has no DP.
-            "epsilon": _nullable(NUM),
-            "noise_stddev": _nullable(NUM),
+            "epsilon": nullable(NUM),
+            "noise_stddev": nullable(NUM),
         }
     )
-    stage = _obj({"stage": STR, "at": NUM, "detail": FREE})
-    task = _obj(
+    stage = obj({"stage": STR, "at": NUM, "detail": FREE})
+    task = obj(
         {
             "task_id": STR,
             "name": STR,
             "status": {"type": "string", "enum": [s.value for s in TaskStatus]},
-            "spec": _ref("TaskSpec"),
+            "spec": ref("TaskSpec"),
             "model_sha256": SHA,
             "created_at": NUM,
             "updated_at": NUM,
-            "latest_round": _nullable(_ref("Round")),
+            "latest_round": nullable(ref("Round")),
         }
     )
-    series_point = _obj({"round_no": INT, "value": NUM, "at": NUM})
+    series_point = obj({"round_no": INT, "value": NUM, "at": NUM})
     series = {"type": "object", "additionalProperties": {"type": "array", "items": series_point}}
     overview_task = {
         **task,
         "properties": {
             **task["properties"],
-            "rounds": {"type": "array", "items": _ref("Round")},
+            "rounds": {"type": "array", "items": ref("Round")},
             "series": series,
         },
         "required": sorted([*task["required"], "rounds", "series"]),
     }
     return {
-        "Error": _obj({"error": _obj({"type": STR, "message": STR})}),
-        "Health": _obj(
+        "Error": obj({"error": obj({"type": STR, "message": STR})}),
+        "Health": obj(
             {
                 "status": {"type": "string", "enum": ["ok", "degraded"]},
                 "mqtt_connected": BOOL,
                 "version": STR,
             }
         ),
-        "TaskSpec": _task_spec_schema(),
-        "DpConfig": _dp_schema(),
         "Round": rnd,
         "RoundDetail": {
             **rnd,
             "properties": {**rnd["properties"], "stages": {"type": "array", "items": stage}},
             "required": sorted([*rnd["required"], "stages"]),
         },
+        **request_schemas(),
         "Task": task,
-        "TaskList": _obj({"tasks": {"type": "array", "items": _ref("Task")}}),
-        "TaskCreate": _obj(
-            {"name": STR},
-            {"task_id": STR, "model_sha256": SHA, "model_dir": STR, "spec": _ref("TaskSpec")},
-        ),
-        "RoundList": _obj({"rounds": {"type": "array", "items": _ref("Round")}}),
-        "Metrics": _obj({"task_id": STR, "series": series}),
-        "Device": _obj(
+        "TaskList": obj({"tasks": {"type": "array", "items": ref("Task")}}),
+        "RoundList": obj({"rounds": {"type": "array", "items": ref("Round")}}),
+        "Metrics": obj({"task_id": STR, "series": series}),
+        "Device": obj(
             {
                 "device_id": STR,
                 "public_key": B64,
                 "enrolled_at": NUM,
                 "revoked": BOOL,
-                "revoked_at": _nullable(NUM),
-                "last_seen": _nullable(NUM),
+                "revoked_at": nullable(NUM),
+                "last_seen": nullable(NUM),
                 "labels": {"type": "object", "additionalProperties": STR},
             }
         ),
-        "DeviceList": _obj({"devices": {"type": "array", "items": _ref("Device")}}),
-        "Model": _obj(
+        "DeviceList": obj({"devices": {"type": "array", "items": ref("Device")}}),
+        "Model": obj(
             {
                 "sha256": SHA,
-                "task_id": _nullable(STR),
-                "parent_sha256": _nullable(SHA),
-                "round_no": _nullable(INT),
+                "task_id": nullable(STR),
+                "parent_sha256": nullable(SHA),
+                "round_no": nullable(INT),
                 "status": {"type": "string", "enum": [s.value for s in ModelStatus]},
                 "size": INT,
                 "manifest": FREE,
@@ -171,24 +121,14 @@ def _schemas() -> dict[str, Schema]:
                 "metrics": FREE,
             }
         ),
-        "ModelList": _obj({"models": {"type": "array", "items": _ref("Model")}}),
-        "ModelUpload": _obj(
-            {
-                "manifest": {"type": "string", "contentMediaType": "application/json"},
-                "model": {"type": "string", "contentMediaType": "application/octet-stream"},
-            }
-        ),
-        "EnrollRequest": _obj(
-            {"token": STR, "public_key": B64, "proof": B64},
-            {"labels": {"type": "object", "additionalProperties": STR}},
-        ),
-        "EnrollResponse": _obj(
+        "ModelList": obj({"models": {"type": "array", "items": ref("Model")}}),
+        "EnrollResponse": obj(
             {
                 "device_id": STR,
                 "mqtt_username": STR,
                 "mqtt_password": STR,
                 "coordinator_public_key": B64,
-                "mqtt": _obj({"host": STR, "port": INT, "tls": BOOL}),
+                "mqtt": obj({"host": STR, "port": INT, "tls": BOOL}),
             },
             {
                 # The coordinator's public URL: model links in plans start with it.
@@ -197,15 +137,12 @@ def _schemas() -> dict[str, Schema]:
                 "ca_pem": {"type": "string", "contentMediaType": "application/x-pem-file"},
             },
         ),
-        "TokenRequest": _obj({}, {"ttl_s": NUM, "note": STR}),
-        "TokenResponse": _obj({"token": STR, "expires_at": NUM}),
-        "RollbackRequest": _obj({}, {"to": SHA}),
-        "PromoteRequest": _obj({"sha256": SHA}),
-        "AuditList": _obj(
+        "TokenResponse": obj({"token": STR, "expires_at": NUM}),
+        "AuditList": obj(
             {
                 "entries": {
                     "type": "array",
-                    "items": _obj(
+                    "items": obj(
                         {
                             "seq": INT,
                             "at": NUM,
@@ -218,12 +155,12 @@ def _schemas() -> dict[str, Schema]:
                 }
             }
         ),
-        "Info": _obj({"version": STR, "coordinator_public_key": B64, "config": FREE}),
-        "Overview": _obj(
+        "Info": obj({"version": STR, "coordinator_public_key": B64, "config": FREE}),
+        "Overview": obj(
             {
                 "now": NUM,
                 "tasks": {"type": "array", "items": overview_task},
-                "devices": {"type": "array", "items": _ref("Device")},
+                "devices": {"type": "array", "items": ref("Device")},
             }
         ),
     }
@@ -232,11 +169,11 @@ def _schemas() -> dict[str, Schema]:
 def _json_body(name: str, description: str = "") -> Schema:
     return {
         "description": description or name,
-        "content": {"application/json": {"schema": _ref(name)}},
+        "content": {"application/json": {"schema": ref(name)}},
     }
 
 
-_ERR = {"description": "error", "content": {"application/json": {"schema": _ref("Error")}}}
+_ERR = {"description": "error", "content": {"application/json": {"schema": ref("Error")}}}
 
 
 def _op(
@@ -256,23 +193,22 @@ def _op(
     if auth == "admin":
         op["security"] = [{"admin": []}]
     elif auth == "device":
-        op["security"] = [{"admin": []}, {"device": []}]
+        op["security"] = [{"device": []}, {"admin": []}]
+    elif auth == "metrics":
+        # Open unless [metrics] token is configured; the admin token always works.
+        op["security"] = [{}, {"metrics": []}, {"admin": []}]
     if body is not None:
         op["requestBody"] = {
             "required": True,
             "content": {
                 "multipart/form-data" if body == "ModelUpload" else "application/json": {
-                    "schema": _ref(body)
+                    "schema": ref(body)
                 }
             },
         }
+    path_schemas = {"sha256": SHA, "round_no": ROUND_NO, "name": DASHBOARD_ASSETS}
     parameters = [
-        {
-            "name": p,
-            "in": "path",
-            "required": True,
-            "schema": SHA if p == "sha256" else (INT if p == "round_no" else STR),
-        }
+        {"name": p, "in": "path", "required": True, "schema": path_schemas.get(p, STR)}
         for p in params
     ]
     parameters += [{"name": n, "in": "query", "required": False, "schema": s} for n, s in query]
@@ -296,14 +232,14 @@ def _paths() -> dict[str, Schema]:
         "/healthz": {"get": _op("liveness and MQTT link state", ok("Health"), auth=None)},
         "/metrics": {
             "get": _op(
-                "Prometheus text metrics",
+                "Prometheus text metrics (bearer token only when [metrics] token is set)",
                 {
                     "200": {
                         "description": "text exposition format 0.0.4",
                         "content": {"text/plain": {"schema": STR}},
                     }
                 },
-                auth=None,
+                auth="metrics",
             )
         },
         "/v1/openapi.json": {
@@ -385,7 +321,7 @@ def _paths() -> dict[str, Schema]:
                     "200": {"description": "the artifact", "content": binary},
                     "206": {"description": "the requested byte range", "content": binary},
                     "304": {"description": "not modified"},
-                    "416": {"description": "range not satisfiable"},
+                    "416": {**_ERR, "description": "range not satisfiable (Content-Range: */size)"},
                 },
                 auth="device",
                 # 500: the stored file no longer hashes to its name (CorruptArtifactError).
@@ -447,7 +383,20 @@ def _paths() -> dict[str, Schema]:
                 "the append-only audit log",
                 ok("AuditList"),
                 errors=(400,),
-                query=(("after", INT), ("limit", INT)),
+                query=(
+                    ("after", {**INT, "minimum": 0, "maximum": INT64_MAX, "default": 0}),
+                    # More than a page is served as a page.
+                    (
+                        "limit",
+                        {
+                            **INT,
+                            "minimum": 1,
+                            "maximum": INT64_MAX,
+                            "default": 100,
+                            "description": f"at most {AUDIT_PAGE_MAX} are returned",
+                        },
+                    ),
+                ),
             )
         },
     }
@@ -472,6 +421,11 @@ def openapi_document() -> dict[str, Any]:
                     "type": "http",
                     "scheme": "basic",
                     "description": "the device's MQTT username and password",
+                },
+                "metrics": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "the [metrics] token (FEDRT_METRICS_TOKEN) for scrapers",
                 },
             },
         },

@@ -23,6 +23,64 @@ PLAIN_ONLY_STRATEGIES = ("median", "trimmed_mean", "krum")
 STRATEGIES = SECAGG_STRATEGIES + PLAIN_ONLY_STRATEGIES
 
 
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """The interval a numeric field must lie in (``hi`` None: unbounded above).
+
+    One table (``SPEC_BOUNDS``) drives both ``TaskSpec`` validation and the OpenAPI
+    document, so the two cannot drift apart.
+    """
+
+    lo: float
+    hi: float | None = None
+    open_lo: bool = False
+    open_hi: bool = False
+
+    def holds(self, value: float) -> bool:
+        # Python compares ints of any size with floats exactly: no overflow here.
+        above = value > self.lo if self.open_lo else value >= self.lo
+        if self.hi is None:
+            return above
+        return above and (value < self.hi if self.open_hi else value <= self.hi)
+
+    def __str__(self) -> str:
+        def num(x: float) -> str:
+            return str(int(x)) if float(x).is_integer() else repr(x)
+
+        if self.hi is None:
+            return f"{'>' if self.open_lo else '>='} {num(self.lo)}"
+        return (
+            f"{'(' if self.open_lo else '['}{num(self.lo)}, {num(self.hi)}"
+            f"{')' if self.open_hi else ']'}"
+        )
+
+
+_DEADLINE = Bound(1, 86_400)
+# Every numeric TaskSpec field. Cross-field rules are in ``TaskSpec.__post_init__``.
+SPEC_BOUNDS: dict[str, Bound] = {
+    "server_lr": Bound(0, 10, open_lo=True),
+    "server_momentum": Bound(0, 1, open_hi=True),
+    "goal_count": Bound(1, 100_000),
+    "over_selection": Bound(1.0, 5.0),
+    "min_reports": Bound(1, 100_000),  # and at most goal_count
+    "checkin_deadline_s": _DEADLINE,
+    "training_deadline_s": _DEADLINE,
+    "secagg_stage_deadline_s": _DEADLINE,
+    "local_epochs": Bound(1, 1000),
+    "batch_size": Bound(1, 65_536),
+    "learning_rate": Bound(0, 10, open_lo=True),
+    "fedprox_mu": Bound(0, 100),
+    "clip_norm": Bound(0, 1e6, open_lo=True),
+    "quantization_bits": Bound(1, 16),
+    "secagg_neighbors": Bound(0),  # 0: automatic
+    "secagg_threshold": Bound(0.5, 1, open_hi=True),
+    "eval_every": Bound(0, 10_000),
+    "promote_margin": Bound(0, 1),
+    "trimmed_fraction": Bound(0, 0.5, open_hi=True),
+    "max_rounds": Bound(1, 1_000_000),
+}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TaskSpec:
     """One task's round configuration; every field validated, defaults from the literature."""
@@ -76,25 +134,9 @@ class TaskSpec:
             not (self.secagg and self.strategy in PLAIN_ONLY_STRATEGIES),
             f"strategy {self.strategy} needs individual updates: set secagg = false",
         )
-        need(0 < self.server_lr <= 10, "server_lr must be in (0, 10]")
-        need(0 <= self.server_momentum < 1, "server_momentum must be in [0, 1)")
-        need(1 <= self.goal_count <= 100_000, "goal_count must be in 1..100000")
-        need(1.0 <= self.over_selection <= 5.0, "over_selection must be in [1, 5]")
-        need(1 <= self.min_reports <= self.goal_count, "min_reports must be in 1..goal_count")
-        for name in ("checkin_deadline_s", "training_deadline_s", "secagg_stage_deadline_s"):
-            need(1 <= getattr(self, name) <= 86_400, f"{name} must be in [1, 86400] seconds")
-        need(1 <= self.local_epochs <= 1000, "local_epochs must be in 1..1000")
-        need(1 <= self.batch_size <= 65_536, "batch_size must be in 1..65536")
-        need(0 < self.learning_rate <= 10, "learning_rate must be in (0, 10]")
-        need(0 <= self.fedprox_mu <= 100, "fedprox_mu must be in [0, 100]")
-        need(0 < self.clip_norm <= 1e6, "clip_norm must be in (0, 1e6]")
-        need(1 <= self.quantization_bits <= 16, "quantization_bits must be in 1..16")
-        need(self.secagg_neighbors >= 0, "secagg_neighbors must be >= 0 (0 = automatic)")
-        need(0.5 <= self.secagg_threshold < 1, "secagg_threshold must be in [0.5, 1)")
-        need(0 <= self.eval_every <= 10_000, "eval_every must be in 0..10000")
-        need(0 <= self.promote_margin <= 1, "promote_margin must be in [0, 1]")
-        need(0 <= self.trimmed_fraction < 0.5, "trimmed_fraction must be in [0, 0.5)")
-        need(1 <= self.max_rounds <= 1_000_000, "max_rounds must be in 1..1000000")
+        for name, bound in SPEC_BOUNDS.items():
+            need(bound.holds(getattr(self, name)), f"{name} must be in {bound}")
+        need(self.min_reports <= self.goal_count, "min_reports must be at most goal_count")
         need(isinstance(self.dp, DpConfig), "dp must be a DpConfig")
         need(
             self.secagg or not (self.dp.enabled and isinstance(self.dp.clip, AdaptiveClip)),
@@ -123,15 +165,24 @@ class TaskSpec:
             if kind == "DpConfig":
                 kwargs[key] = DpConfig.from_mapping(value)  # refuses non-tables itself
                 continue
+            number = isinstance(value, int | float) and not isinstance(value, bool)
             ok = {
                 "str": isinstance(value, str),
                 "bool": isinstance(value, bool),
-                "int": isinstance(value, int) and not isinstance(value, bool),
-                "float": isinstance(value, int | float) and not isinstance(value, bool),
+                # JSON has one number type: 5.0 is the integer 5 (as JSON Schema says too).
+                "int": number and (isinstance(value, int) or float(value).is_integer()),
+                "float": number,
             }[kind]
             if not ok:
                 raise BadRequestError(f"{key} must be a JSON {kind}")
-            kwargs[key] = float(value) if kind == "float" else value
+            if kind == "int":
+                value = int(value)
+            elif kind == "float":
+                try:
+                    value = float(value)
+                except OverflowError:  # an integer beyond any float (JSON has no limit)
+                    raise BadRequestError(f"{key} must be finite") from None
+            kwargs[key] = value
         return cls(**kwargs)
 
     def to_json(self) -> dict[str, Any]:
@@ -227,4 +278,4 @@ class TaskManager:
         )
 
 
-__all__ = ["ACTIONS", "STRATEGIES", "TaskManager", "TaskSpec"]
+__all__ = ["ACTIONS", "SPEC_BOUNDS", "STRATEGIES", "Bound", "TaskManager", "TaskSpec"]

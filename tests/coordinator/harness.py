@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import http.client
 import json
 import ssl
@@ -13,8 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from fedrt.coordinator.config import BrokerConfig, CoordinatorConfig, HttpConfig, Secret
 from fedrt.coordinator.driver import DriverFactory
+from fedrt.coordinator.enrollment import enrollment_proof_payload
 from fedrt.coordinator.service import CoordinatorService
 from tests.coordinator.openapi_check import check_reply
 
@@ -129,6 +134,26 @@ class ServiceThread:
             ctype = reply.headers.get("Content-Type", "")
             check_reply(method, path, reply.status, ctype, reply.body)
         return reply
+
+
+def enroll_device(
+    svc: ServiceThread, *, labels: dict[str, str] | None = None, note: str = ""
+) -> dict[str, Any]:
+    """Enroll a new Ed25519 key with a fresh one-time token; the grant (201 checked)."""
+    token = svc.request("POST", "/v1/enrollment-tokens", body={"note": note}).json()["token"]
+    key = Ed25519PrivateKey.generate()
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    body: dict[str, Any] = {
+        "token": token,
+        "public_key": base64.b64encode(raw).decode(),
+        "proof": base64.b64encode(key.sign(enrollment_proof_payload(token))).decode(),
+    }
+    if labels is not None:
+        body["labels"] = labels
+    reply = svc.request("POST", "/v1/enroll", token=None, body=body)
+    assert reply.status == 201
+    grant: dict[str, Any] = reply.json()
+    return grant
 
 
 def multipart(parts: list[tuple[str, bytes, str]]) -> tuple[bytes, str]:

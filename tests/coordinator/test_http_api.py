@@ -10,16 +10,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedrt.coordinator.config import LimitsConfig
-from fedrt.coordinator.enrollment import enrollment_proof_payload
 from fedrt.coordinator.mosquitto import MosquittoBroker
 from fedrt.coordinator.records import MetricRecord, RoundRecord, RoundStatus, StageRecord
 from fedrt.coordinator.signing import verify_model_signature
 from tests.coordinator.exported import manifest_for, tflite_bytes, write_export
-from tests.coordinator.harness import ADMIN_TOKEN, ServiceThread, make_config, multipart
+from tests.coordinator.harness import (
+    ADMIN_TOKEN,
+    ServiceThread,
+    enroll_device,
+    make_config,
+    multipart,
+)
 
 
 @pytest.fixture
@@ -44,22 +47,7 @@ def _model(svc: ServiceThread, seed: int = 0) -> str:
 
 
 def _enroll(svc: ServiceThread) -> tuple[str, str]:
-    token = svc.request("POST", "/v1/enrollment-tokens", body={"note": "pi"}).json()["token"]
-    key = Ed25519PrivateKey.generate()
-    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    reply = svc.request(
-        "POST",
-        "/v1/enroll",
-        token=None,
-        body={
-            "token": token,
-            "public_key": base64.b64encode(raw).decode(),
-            "proof": base64.b64encode(key.sign(enrollment_proof_payload(token))).decode(),
-            "labels": {"kind": "pi"},
-        },
-    )
-    assert reply.status == 201
-    grant = reply.json()
+    grant = enroll_device(svc, labels={"kind": "pi"}, note="pi")
     return grant["mqtt_username"], grant["mqtt_password"]
 
 

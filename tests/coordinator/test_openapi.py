@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
 from fedrt.coordinator.config import CoordinatorConfig, Secret
+from fedrt.coordinator.dashboard import _FILES
+from fedrt.coordinator.errors import BadRequestError
 from fedrt.coordinator.http_api import build_app
 from fedrt.coordinator.openapi import openapi_document
 from fedrt.coordinator.service import CoordinatorService
-from fedrt.coordinator.tasks import TaskSpec
+from fedrt.coordinator.tasks import SPEC_BOUNDS, Bound, TaskSpec
+from fedrt.protocol.topics import _ID
 
 
 def _routes(tmp_path: Path) -> set[tuple[str, str]]:
@@ -47,5 +52,54 @@ def test_every_route_is_documented_and_nothing_else(tmp_path: Path) -> None:
 
 def test_task_spec_schema_follows_the_dataclass() -> None:
     props = openapi_document()["components"]["schemas"]["TaskSpec"]["properties"]
-    assert props["goal_count"] == {"type": "integer", "default": TaskSpec().goal_count}
+    assert props["goal_count"] == {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 100_000,
+        "default": TaskSpec().goal_count,
+    }
+    assert props["server_lr"]["exclusiveMinimum"] == 0
     assert set(props) == set(TaskSpec().to_json())
+
+
+def _edges(bound: Bound, integer: bool) -> tuple[list[float], list[float]]:
+    """Values just inside and just outside ``bound``."""
+    step = 1 if integer else 1e-9
+    inside = [bound.lo + (step if bound.open_lo else 0)]
+    outside = [bound.lo - (0 if bound.open_lo else step)]
+    if bound.hi is not None:
+        inside.append(bound.hi - (step if bound.open_hi else 0))
+        outside.append(bound.hi + (0 if bound.open_hi else step))
+    return inside, outside
+
+
+@pytest.mark.parametrize("name", sorted(SPEC_BOUNDS))
+def test_documented_bounds_are_the_validated_ones(name: str) -> None:
+    schema = openapi_document()["components"]["schemas"]["TaskSpec"]["properties"][name]
+    integer = schema["type"] == "integer"
+    inside, outside = _edges(SPEC_BOUNDS[name], integer)
+    # min_reports <= goal_count: each edge of one is tested with room left by the other.
+    base = {"min_reports": {"goal_count": 100_000}, "goal_count": {"min_reports": 1}}.get(name, {})
+    validator = Draft202012Validator(schema)
+    for value in inside:
+        assert validator.is_valid(value)
+        TaskSpec.from_json({**base, name: value})
+    for value in outside:
+        assert not validator.is_valid(value)
+        with pytest.raises(BadRequestError, match=name):
+            TaskSpec.from_json({**base, name: value})
+
+
+def test_id_and_asset_patterns_are_the_served_ones() -> None:
+    schemas = openapi_document()["components"]["schemas"]
+    assert schemas["TaskCreate"]["properties"]["task_id"]["pattern"] == f"^{_ID.pattern}$"
+    static = openapi_document()["paths"]["/static/{name}"]["get"]["parameters"][0]
+    assert set(static["schema"]["enum"]) == set(_FILES)
+
+
+def test_every_error_response_says_its_content_type() -> None:
+    for path, ops in openapi_document()["paths"].items():
+        for method, op in ops.items():
+            for status, response in op["responses"].items():
+                if int(status) >= 400:
+                    assert "application/json" in response["content"], (method, path, status)
