@@ -21,6 +21,7 @@ from fedrt.coordinator.config import BrokerConfig, CoordinatorConfig, HttpConfig
 from fedrt.coordinator.driver import DriverFactory
 from fedrt.coordinator.enrollment import enrollment_proof_payload
 from fedrt.coordinator.service import CoordinatorService
+from tests.coordinator.exported import manifest_for, tflite_bytes
 from tests.coordinator.openapi_check import check_reply
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
@@ -154,6 +155,20 @@ def enroll_device(
     assert reply.status == 201
     grant: dict[str, Any] = reply.json()
     return grant
+
+
+def upload_model(svc: ServiceThread, seed: int = 0) -> str:
+    """Upload a stand-in ``fedrt export`` (``tests.coordinator.exported``); its sha256."""
+    data = tflite_bytes(seed)
+    body, ctype = multipart(
+        [
+            ("manifest", manifest_for(data).to_json().encode(), "application/json"),
+            ("model", data, "application/octet-stream"),
+        ]
+    )
+    reply = svc.request("POST", "/v1/models", raw=body, headers={"Content-Type": ctype})
+    assert reply.status == 201
+    return str(reply.json()["sha256"])
 
 
 def multipart(parts: list[tuple[str, bytes, str]]) -> tuple[bytes, str]:

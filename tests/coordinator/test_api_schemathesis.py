@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 
 from fedrt.coordinator.config import LimitsConfig, MetricsConfig, Secret
-from tests.coordinator.exported import manifest_for, tflite_bytes, write_export
+from tests.coordinator.exported import write_export
 from tests.coordinator.harness import (
     ADMIN_TOKEN,
     ServiceThread,
     enroll_device,
     make_config,
-    multipart,
+    upload_model,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,16 +41,7 @@ LIMITS = LimitsConfig(
 def _seed(svc: ServiceThread, export: Path) -> dict[str, str]:
     """Things generated ids and bodies can name: a model, tasks in three states, an export
     directory on disk and two devices."""
-    data = tflite_bytes(7)
-    body, ctype = multipart(
-        [
-            ("manifest", manifest_for(data).to_json().encode(), "application/json"),
-            ("model", data, "application/octet-stream"),
-        ]
-    )
-    upload = svc.request("POST", "/v1/models", raw=body, headers={"Content-Type": ctype})
-    assert upload.status == 201
-    sha = upload.json()["sha256"]
+    sha = upload_model(svc, seed=7)
     for task_id, actions in TASKS.items():
         task = {"name": task_id, "task_id": task_id, "model_sha256": sha}
         assert svc.request("POST", "/v1/tasks", body=task).status == 201

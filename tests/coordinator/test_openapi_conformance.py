@@ -10,8 +10,8 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from fedrt.coordinator.openapi import openapi_document
-from tests.coordinator.exported import manifest_for, tflite_bytes
-from tests.coordinator.harness import ServiceThread, make_config, multipart
+from tests.coordinator.exported import tflite_bytes
+from tests.coordinator.harness import ServiceThread, make_config, upload_model
 
 
 @pytest.fixture(scope="module")
@@ -22,16 +22,7 @@ def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceThread]:
 
 @pytest.fixture(scope="module")
 def sha(svc: ServiceThread) -> str:
-    data = tflite_bytes(3)
-    body, ctype = multipart(
-        [
-            ("manifest", manifest_for(data).to_json().encode(), "application/json"),
-            ("model", data, "application/octet-stream"),
-        ]
-    )
-    reply = svc.request("POST", "/v1/models", raw=body, headers={"Content-Type": ctype})
-    assert reply.status == 201
-    return str(reply.json()["sha256"])
+    return upload_model(svc, seed=3)
 
 
 def _valid(component: str, instance: Any) -> bool:
