@@ -63,14 +63,16 @@ def start_task(dep: Deployment, *, devices_per_host: int, spec: dict[str, Any]) 
 
 
 def _round_in_progress(dep: Deployment, task_id: str, bound: float) -> dict[str, Any]:
-    """Wait for a round after the last committed one to have selected its devices."""
+    """Wait for a round after the last committed one to be past its check-in (devices are
+    training or in SecAgg+: the moment a kill costs the most)."""
     last = max(r["round_no"] for r in dep.committed(task_id))
 
     def busy() -> dict[str, Any] | None:
         rounds = dep.rounds(task_id)
         r = rounds[-1] if rounds else None
-        ok = r is not None and r["status"] == "running" and r["round_no"] > last
-        return r if ok and r is not None and r.get("selected", 0) > 0 else None
+        if r is None or r["status"] != "running" or r["round_no"] <= last:
+            return None
+        return r if r["stage"] not in ("created", "check_in") else None
 
     found: dict[str, Any] = until(busy, bound, "a round in progress", every=0.3)
     return found
