@@ -149,6 +149,11 @@ class RoundMetrics:
     unclipped: float | None = None
     # SecAgg+: devices found revealing wrong shares in the unmask stage (decoded around).
     bad_holders: tuple[str, ...] = ()
+    # Answers refused as invalid (a malformed update, a peer's message replayed, an answer
+    # from outside the cohort): thrown away and, like the bad holders, worth a look.
+    discarded: int = 0
+    # Whether the updates went through SecAgg+ (training rounds of a SecAgg+ task).
+    secagg: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -827,6 +827,8 @@ def _metrics_json(m: RoundMetrics) -> dict[str, Any]:
         "started_at": m.started_at,
         "ended_at": m.ended_at,
         "bad_holders": list(m.bad_holders),
+        "discarded": m.discarded,
+        "secagg": m.secagg,
     }
 
 

@@ -236,13 +236,16 @@ class RoundMachine:
 
     def rejection(self, device_id: str, message: rm.DeviceMessage, error: Exception) -> Send:
         """The ``Ack`` that tells a device its message was refused (for the driver to send
-        after catching ``error``), so the device's outbox stops resending it."""
+        after catching ``error``), so the device's outbox stops resending it. A refused
+        answer (not a late or repeated one) counts as a discarded update."""
         if isinstance(error, DuplicateMessageId):
             status = rm.AckStatus.DUPLICATE
         elif isinstance(error, LateMessage | StaleMessage):
             status = rm.AckStatus.LATE
         else:
             status = rm.AckStatus.REJECTED
+            if isinstance(message, rm.StageResponse | rm.EvalReport):
+                self._roster.discard(device_id, message.msg_id)
         return self._out.ack(device_id, message, status)
 
     # --- queries ---------------------------------------------------------------------------
@@ -493,7 +496,7 @@ class RoundMachine:
             started_at=self._started_at,
             now=now,
         )
-        return replace(metrics, bad_holders=self._agg.bad_holders())
+        return replace(metrics, bad_holders=self._agg.bad_holders(), secagg=self._uses_secagg)
 
     def _expected_first_stage(self) -> rm.Stage:
         if self.config.kind is rm.RoundKind.EVALUATE:

@@ -30,13 +30,15 @@ class RoundDevice:
 class RoundRoster:
     """The devices of one round, in check-in order."""
 
-    __slots__ = ("_by_client", "_devices", "bytes_received", "dropped")
+    __slots__ = ("_by_client", "_devices", "_discarded", "bytes_received", "dropped")
 
     def __init__(self) -> None:
         self._devices: dict[str, RoundDevice] = {}
         self._by_client: dict[int, RoundDevice] = {}
         self.dropped: dict[str, int] = {}
         self.bytes_received = 0
+        # (device id, message id) of refused answers: a redelivered one counts once.
+        self._discarded: set[tuple[str, int]] = set()
 
     def __len__(self) -> int:
         return len(self._devices)
@@ -76,6 +78,10 @@ class RoundRoster:
         dev.status = status
         self.dropped[during] = self.dropped.get(during, 0) + 1
 
+    def discard(self, device_id: str, msg_id: int) -> None:
+        """Count an answer refused as invalid (``RoundMetrics.discarded``)."""
+        self._discarded.add((device_id, msg_id))
+
     def metrics(
         self, *, first: rm.Stage, included: int, started_at: float, now: float
     ) -> RoundMetrics:
@@ -87,6 +93,7 @@ class RoundRoster:
             included=included,
             dropped=tuple(sorted(self.dropped.items())),
             bytes_received=self.bytes_received,
+            discarded=len(self._discarded),
             started_at=started_at,
             ended_at=now,
         )

@@ -350,6 +350,34 @@ def test_plain_updates_of_the_wrong_size_are_refused() -> None:
     assert snapshot(net.machine) == before
 
 
+def test_refused_answers_count_as_discarded_once_late_and_repeated_ones_do_not() -> None:
+    net = _network_in_training(secagg=False)
+    m = net.machine
+    bad = rm.StageResponse(
+        msg_id=77, task_id="mnist", round_id=7, stage=rm.Stage.PLAIN_UPDATE, payload=b"\x00" * 3
+    )
+    for _ in range(2):  # a QoS 1 redelivery of the same refused message
+        with pytest.raises(ProtocolError) as refused:
+            m.receive("dev-00", bad, 1.0)
+        ack = m.rejection("dev-00", bad, refused.value)
+        assert ack.message.status is rm.AckStatus.REJECTED  # type: ignore[union-attr]
+    late = rm.StageResponse(
+        msg_id=78, task_id="mnist", round_id=6, stage=rm.Stage.PLAIN_UPDATE, payload=b""
+    )
+    m.rejection("dev-01", late, StaleMessage("round 6"))
+    m.rejection("dev-02", checkin(2, msg_id=79), UnknownParticipant("no key"))
+    (abandon,) = [c for c in m.cancel("test", 2.0) if isinstance(c, rc.AbandonRound)]
+    assert abandon.metrics.discarded == 1
+    assert not abandon.metrics.secagg
+
+
+def test_secagg_rounds_say_so_in_their_metrics() -> None:
+    net = _network_in_training()
+    (abandon,) = [c for c in net.machine.cancel("test", 2.0) if isinstance(c, rc.AbandonRound)]
+    assert abandon.metrics.secagg
+    assert abandon.metrics.discarded == 0
+
+
 def test_pace_steering_spreads_windows_at_the_target_rate() -> None:
     pace = PaceSteering(PaceConfig(target_rate=2.0, min_delay=60.0, spread=10.0))
     windows = [pace.window(100.0) for _ in range(10)]
