@@ -595,6 +595,9 @@ class FederatedDriver(RoundDriver):
         # Every round of a DP task shows the task's epsilon so far (uncharged rounds too).
         epsilon = run.privacy.epsilon if run.privacy is not None else None
         detail = {
+            # Kept: the round's kind and DP plan (a restarted driver's accountant replays
+            # the committed rounds' plans).
+            **self.ctx.store.get_round(run.task_id, round_no).detail,
             "metrics": _metrics_json(metrics),
             "evaluation": evaluation,
             "promoted": promoted,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,7 @@ from fedrt.coordinator.records import RoundRecord, RoundStatus, TaskRecord, Task
 from fedrt.coordinator.round_driver import FederatedDriver
 from fedrt.coordinator.store_memory import MemoryStore
 from fedrt.coordinator.tasks import TaskSpec
+from tests.coordinator.driver_harness import TASK, Fleet, pull_to_targets
 from tests.coordinator.store_conformance import model, sha
 
 
@@ -83,3 +85,27 @@ def test_calibrating_a_target_epsilon_runs_off_the_event_loop_before_round_one()
     assert future.result(timeout=120) > 0
     assert not run.privacy.needs_calibration
     assert run.round_no == 0
+
+
+def test_rounds_run_then_restart_keep_their_dp_plans_and_the_epsilon_spent(tmp_path: Path) -> None:
+    """A closed round keeps the kind and DP plan it started with, so a restarted driver's
+    accountant starts from the epsilon already spent, not from zero."""
+    fleet = Fleet(4, pull_to_targets)
+    first = fleet.open(tmp_path / "data")
+    dp = DpConfig(mode=DpMode.CENTRAL, noise_multiplier=1.0, budget_epsilon=100.0)
+    fleet.create_task(max_rounds=2, dp=dp)
+    fleet.run_until(fleet.done)
+    rounds = fleet.svc.store.list_rounds(TASK)
+    assert [r.detail["kind"] for r in rounds] == ["train", "train"]
+    assert all("dp" in r.detail and "metrics" in r.detail for r in rounds)
+    spent = rounds[-1].epsilon
+    assert spent is not None
+    assert spent > 0
+    first.close()
+    again = fleet.open(tmp_path / "data")
+    try:
+        privacy = again.driver._new_run(fleet.svc.store.get_task(TASK)).privacy
+        assert privacy is not None
+        assert privacy.epsilon == pytest.approx(spent)
+    finally:
+        again.close()
