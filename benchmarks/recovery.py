@@ -80,12 +80,14 @@ def _round_in_progress(dep: Deployment, task_id: str, bound: float) -> dict[str,
 
 def _recovered(dep: Deployment, task_id: str, victim: dict[str, Any], what: str,
                since: float, bound: float) -> float:  # fmt: skip
-    """Seconds from ``since`` until a round after ``victim`` commits (then every device
+    """Seconds from ``since`` until ``victim`` or a later round commits (then every device
     must take part again, and no committed round may have changed)."""
     taken = {d.name: d.rounds_completed() for d in dep.devices}
     before = {r["round_no"]: r["result_sha256"] for r in dep.committed(task_id)}
+    # The round in flight counts when it survives the event and commits (it was running when
+    # the event happened, so it committed after it); otherwise a later one.
     until(
-        lambda: [r for r in dep.committed(task_id) if r["round_no"] > victim["round_no"]],
+        lambda: [r for r in dep.committed(task_id) if r["round_no"] >= victim["round_no"]],
         bound,
         f"a round committed after {what}",
         every=0.5,
