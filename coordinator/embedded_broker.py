@@ -245,6 +245,14 @@ class EmbeddedBroker:
     def running(self) -> bool:
         return self._broker is not None
 
+    def client_connected(self, client_id: str) -> bool:
+        """Whether the broker holds a live connection for ``client_id`` (False once it has
+        processed the client's DISCONNECT; its persistent session may remain)."""
+        if self._broker is None:
+            return False
+        entry = self._broker.sessions.get(client_id)
+        return entry is not None and entry[0].transitions.state == "connected"
+
 
 def _free_port(host: str) -> int:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

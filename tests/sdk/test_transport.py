@@ -6,6 +6,7 @@ import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -14,6 +15,9 @@ from fedrt.sdk.memory_transport import MemoryBroker, MemoryTransport
 from fedrt.sdk.network_loop import NetworkLoop
 from fedrt.sdk.transport import MqttConfig, PahoTransport, ReconnectBackoff, Transport
 from tests.sdk.transport_support import TIMEOUT, Inbox, eventually
+
+if TYPE_CHECKING:
+    from fedrt.coordinator.embedded_broker import EmbeddedBroker
 
 
 @dataclass
@@ -350,7 +354,7 @@ def test_tls_and_credentials_on_a_secured_broker(
 
 
 @pytest.fixture
-def amqtt_broker() -> Iterator[tuple[str, int]]:
+def amqtt_broker() -> Iterator[EmbeddedBroker]:
     """The coordinator's embedded amqtt broker (MQTT 3.1.1 only) on its own event loop.
 
     With authentication, as the coordinator runs it: amqtt keeps no queue for anonymous
@@ -370,7 +374,7 @@ def amqtt_broker() -> Iterator[tuple[str, int]]:
     broker = EmbeddedBroker(auth=auth)
     asyncio.run_coroutine_threadsafe(broker.start(), loop).result(TIMEOUT)
     try:
-        yield broker.host, broker.port
+        yield broker
     finally:
         asyncio.run_coroutine_threadsafe(broker.stop(), loop).result(TIMEOUT)
         loop.call_soon_threadsafe(loop.stop)
@@ -382,9 +386,9 @@ def amqtt_broker() -> Iterator[tuple[str, int]]:
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_mqtt_311_mode_works_with_the_embedded_amqtt_broker(
-    amqtt_broker: tuple[str, int],
+    amqtt_broker: EmbeddedBroker,
 ) -> None:
-    host, port = amqtt_broker
+    host, port = amqtt_broker.host, amqtt_broker.port
     inbox, later = Inbox(), Inbox()
 
     def client(user: str) -> PahoTransport:
@@ -402,6 +406,9 @@ def test_mqtt_311_mode_works_with_the_embedded_amqtt_broker(
         got = inbox.get()
         assert (got.payload, got.msg_id) == (b"plan", None)
         sub.close()
+        # Offline means the broker has processed the DISCONNECT: a message it delivers to a
+        # connection that is still closing is lost to that connection (amqtt requeues none).
+        assert eventually(lambda: not amqtt_broker.client_connected("dev-1"))
         pub.publish("fedrt/v1/dev/dev-1/in", b"queued while offline")
         again.subscribe("fedrt/v1/dev/dev-1/in", later)
         again.start()
