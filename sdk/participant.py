@@ -97,11 +97,11 @@ _SEEN_LIMIT = 4096
 
 
 class Jitter(Protocol):
-    """Where a device's timing jitter and its update seed come from.
+    """Where a device's timing jitter and its update key come from.
 
     ``numpy.random.Generator`` has this shape (simulations pass seeded ones); a device's
-    default is `SystemJitter`, so that numpy.random (1.9 MiB of extension modules) is first
-    loaded when an update is encoded, after training has freed its memory."""
+    default is `SystemJitter` (the OS's randomness), so a device never loads numpy.random
+    (1.9 MiB of extension modules): its update draws from the protocol's AES-CTR PRG."""
 
     def uniform(self, low: float, high: float, /) -> float: ...
 
@@ -142,8 +142,9 @@ class Participant:
         self._rng = rng
         # The update's randomness (stochastic rounding, DP noise) comes from its own stream
         # per round, so it does not depend on how many retries jittered ``rng`` before:
-        # the same seed gives the same update whatever the network timing was.
-        self._update_seed = int(rng.integers(2**63))
+        # the same seed gives the same update whatever the network timing was. The DP noise
+        # is a secret: its key carries 4 x 63 = 252 bits (from the OS on a device).
+        self._update_key = b"".join(int(rng.integers(2**63)).to_bytes(8, "big") for _ in range(4))
         self._random = random
         self._next_msg_id = first_msg_id
         self.state = P.IDLE
@@ -228,7 +229,7 @@ class Participant:
         vector: npt.NDArray[np.unsignedinteger]
         # Stochastic rounding and DP noise draw from the AES-CTR PRG (never numpy.random),
         # each under its own key: the noise is a secret, as unpredictable as the masks.
-        seed_round = b"\x00%d\x00%d" % (self._update_seed, plan.round_id)
+        seed_round = b"\x00" + self._update_key + b"\x00%d" % plan.round_id
         rounding = KeyedUniforms(hashlib.sha256(b"fedrt/update-rounding/v1" + seed_round).digest())
         if secagg and plan.update.dp is not None:  # noise and clip bit before masking
             noise = KeyedUniforms(hashlib.sha256(b"fedrt/dp-noise/v1" + seed_round).digest())
