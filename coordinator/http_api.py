@@ -301,9 +301,17 @@ def build_app(service: CoordinatorService) -> web.Application:
     return app
 
 
+ACCESS_LOG = logging.getLogger("fedrt.coordinator.access")
+ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs "%{User-Agent}i"'
+
+
 async def start_http(service: CoordinatorService) -> tuple[web.AppRunner, int]:
     """Start the API on the configured address; returns the runner and the bound port."""
-    runner = web.AppRunner(build_app(service), access_log=None)
+    # One line per request on "fedrt.coordinator.access": client, request line, status, size,
+    # time. No headers beyond the user agent, so no token or Basic credential is ever logged.
+    runner = web.AppRunner(
+        build_app(service), access_log=ACCESS_LOG, access_log_format=ACCESS_LOG_FORMAT
+    )
     await runner.setup()
     http = service.config.http
     tls = service.https.context if service.https is not None else None

@@ -215,6 +215,8 @@ class CoordinatorService:
                 port=port,
                 username=username,
                 password=password,
+                # Brokers bind a client id to its username (use_username_as_clientid).
+                identifier=username or COORDINATOR_USERNAME,
                 tls=self._tls_context() if b.tls else None,
                 subscriptions=(device_up_filter(),),
                 status_topic=coordinator_status(),
