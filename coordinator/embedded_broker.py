@@ -28,9 +28,6 @@ from fedrt.coordinator.errors import BrokerError
 from fedrt.protocol.topics import PREFIX, coordinator_status, task_announcements_filter
 
 log = logging.getLogger(__name__)
-# amqtt logs every state-machine step at INFO; keep the coordinator's log readable.
-for _noisy in ("transitions", "amqtt"):
-    logging.getLogger(_noisy).setLevel(logging.WARNING)
 
 # Accepting anonymous clients is only ever allowed on loopback.
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")

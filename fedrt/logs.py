@@ -18,6 +18,7 @@ from fedrt.errors import FedrtError
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+QUIET_LIBRARIES = ("amqtt", "transitions")
 # LogRecord attributes that are not extra fields (the rest go into the JSON object).
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",
@@ -81,6 +82,12 @@ def configure(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(getattr(logging, chosen_level))
+    # The embedded broker's amqtt (and its state machines) log every step at INFO: a command
+    # keeps them at WARNING unless DEBUG was asked for. Only a command does this, never an
+    # import, so an app embedding fedrt keeps its own logging set-up.
+    quiet = logging.DEBUG if chosen_level == "DEBUG" else logging.WARNING
+    for noisy in QUIET_LIBRARIES:
+        logging.getLogger(noisy).setLevel(quiet)
 
 
 __all__ = ["FORMATS", "LEVELS", "JsonFormatter", "LogConfigError", "configure", "resolve"]

@@ -74,3 +74,17 @@ def test_the_environment_alone_turns_on_json_lines_and_a_bad_level_is_a_usage_er
     assert bad.returncode == 2
     assert "log level" in bad.stderr
     assert not list(tmp_path.iterdir())  # refused before anything started
+
+
+def test_importing_fedrt_changes_no_logger_of_another_library() -> None:
+    code = (
+        "import logging\n"
+        "before = {n: logging.getLogger(n).level for n in ('amqtt', 'transitions', 'aiohttp')}\n"
+        "import fedrt.coordinator.embedded_broker, fedrt.coordinator.service, fedrt.sdk.device\n"
+        "after = {n: logging.getLogger(n).level for n in before}\n"
+        "assert before == after, (before, after)\n"
+        "assert logging.getLogger().handlers == []\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
