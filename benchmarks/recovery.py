@@ -30,7 +30,8 @@ SPEC: dict[str, Any] = {
     "min_reports": 3,
     "eval_every": 0,
     "secagg": True,
-    "checkin_deadline_s": 20.0,
+    # The default check-in window: longer than the pace spread (30 s) that devices come back over.
+    "checkin_deadline_s": 60.0,
     "training_deadline_s": 30.0,
     "secagg_stage_deadline_s": 15.0,
     "max_rounds": 10_000,
