@@ -64,12 +64,16 @@ if TYPE_CHECKING:
     )
     from fedrt.sdk.device import (
         Device,
-        DeviceConfig,
-        DeviceEvent,
         DeviceStatus,
+    )
+    from fedrt.sdk.device_config import (
+        DeviceConfig,
     )
     from fedrt.sdk.device_hub import (
         DeviceHub,
+    )
+    from fedrt.sdk.device_runtime import (
+        DeviceEvent,
     )
     from fedrt.sdk.device_state import (
         BatteryStatus,
@@ -142,9 +146,11 @@ if TYPE_CHECKING:
         TrainerBackend,
     )
     from fedrt.sdk.transport import (
+        PahoTransport,
+    )
+    from fedrt.sdk.transport_base import (
         Message,
         MqttConfig,
-        PahoTransport,
         ReconnectBackoff,
         Transport,
     )
@@ -165,8 +171,8 @@ _LAZY: dict[str, str] = {
     "load_or_create_identity": "credentials",
     "SeenIds": "dedupe",
     "Device": "device",
-    "DeviceConfig": "device",
-    "DeviceEvent": "device",
+    "DeviceConfig": "device_config",
+    "DeviceEvent": "device_runtime",
     "DeviceStatus": "device",
     "DeviceHub": "device_hub",
     "Participant": "participant",
@@ -211,11 +217,11 @@ _LAZY: dict[str, str] = {
     "idle_plugged_in": "scripted_state",
     "LiteRtTrainer": "trainer",
     "TrainerBackend": "trainer",
-    "Message": "transport",
-    "MqttConfig": "transport",
+    "Message": "transport_base",
+    "MqttConfig": "transport_base",
     "PahoTransport": "transport",
-    "ReconnectBackoff": "transport",
-    "Transport": "transport",
+    "ReconnectBackoff": "transport_base",
+    "Transport": "transport_base",
 }
 
 __all__ = [

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import paho.mqtt.client as mqtt
 
 from fedrt.sdk.errors import NotConnected, TransportError
-from fedrt.sdk.transport import (
+from fedrt.sdk.transport_base import (
     Handler,
     Message,
     Transport,

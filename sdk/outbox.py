@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedrt.sdk.errors import OutboxError, SdkConfigError, TransportError
-from fedrt.sdk.transport import Transport
+from fedrt.sdk.transport_base import Transport
 
 __all__ = ["Outbox", "OutboxEntry", "ReliableSender", "new_msg_id"]
 

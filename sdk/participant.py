@@ -32,20 +32,13 @@ receipt. Every input that cannot be taken raises a ``RoundError`` (or a SecAgg+
 
 from __future__ import annotations
 
-import enum
-import hashlib
-import random as stdlib_random
 from collections.abc import Mapping
-from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from fedrt.protocol import round_dp, round_update
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol.errors import ConsistencyCheckFailed, ProtocolError
-from fedrt.protocol.prg import KeyedUniforms, RandomSource, system_random
 from fedrt.protocol.round_codec import decode_from_coordinator
 from fedrt.protocol.round_errors import (
     DuplicateMessageId,
@@ -55,36 +48,26 @@ from fedrt.protocol.round_errors import (
     UnexpectedMessage,
 )
 from fedrt.protocol.round_secagg import secagg_config
-from fedrt.protocol.secagg_client import SecAggClient
-from fedrt.protocol.topics import UpChannel
+from fedrt.sdk.jitter import Jitter, SystemJitter
 from fedrt.sdk.participant_commands import (
     CancelTraining,
     Command,
     Evaluate,
     Forget,
-    ParticipantConfig,
-    Publish,
     RoundEnded,
     ScheduleCheckIn,
     Train,
 )
+from fedrt.sdk.participant_state import TRANSITIONS, ParticipantBookkeeping, ParticipantState
 from fedrt.sdk.round_facts import RoundFacts
+from fedrt.sdk.update_encoding import encode_update
 
-
-class ParticipantState(enum.Enum):
-    IDLE = "idle"
-    CHECKED_IN = "checked_in"
-    TRAINING = "training"
-    REPORTING = "reporting"
-
+# Jitter, SystemJitter, ParticipantState and TRANSITIONS are re-exported: their import path
+# predates their modules.
+__all__ = ["TRANSITIONS", "Jitter", "Participant", "ParticipantState", "SystemJitter"]
 
 P = ParticipantState
-TRANSITIONS: dict[ParticipantState, frozenset[ParticipantState]] = {
-    P.IDLE: frozenset({P.CHECKED_IN, P.TRAINING}),
-    P.CHECKED_IN: frozenset({P.TRAINING, P.IDLE}),
-    P.TRAINING: frozenset({P.REPORTING, P.IDLE}),
-    P.REPORTING: frozenset({P.IDLE}),
-}
+
 # After answering stage S the device expects the request of the stage that follows.
 _NEXT_REQUEST = {
     rm.Stage.ADVERTISE_KEYS: rm.Stage.SHARE_KEYS,
@@ -92,80 +75,11 @@ _NEXT_REQUEST = {
     rm.Stage.MASKED_INPUT: rm.Stage.CONSISTENCY_CHECK,
     rm.Stage.CONSISTENCY_CHECK: rm.Stage.UNMASK,
 }
-_BULK = frozenset({rm.Stage.MASKED_INPUT, rm.Stage.PLAIN_UPDATE})
 _SEEN_LIMIT = 4096
 
 
-class Jitter(Protocol):
-    """Where a device's timing jitter and its update key come from.
-
-    ``numpy.random.Generator`` has this shape (simulations pass seeded ones); a device's
-    default is `SystemJitter` (the OS's randomness), so a device never loads numpy.random
-    (1.9 MiB of extension modules): its update draws from the protocol's AES-CTR PRG."""
-
-    def uniform(self, low: float, high: float, /) -> float: ...
-
-    def integers(self, low: int, /) -> int: ...
-
-
-class SystemJitter:
-    """`Jitter` from the operating system's randomness (``random.SystemRandom``)."""
-
-    __slots__ = ("_random",)
-
-    def __init__(self) -> None:
-        self._random = stdlib_random.SystemRandom()
-
-    def uniform(self, low: float, high: float, /) -> float:
-        return self._random.uniform(low, high)
-
-    def integers(self, low: int, /) -> int:
-        """A uniform integer in [0, low), as ``Generator.integers(low)``."""
-        return self._random.randrange(low)
-
-
-class Participant:
+class Participant(ParticipantBookkeeping):
     """One device's side of one task's rounds; see the module docstring."""
-
-    def __init__(
-        self,
-        config: ParticipantConfig,
-        *,
-        identity: Ed25519PrivateKey,
-        rng: Jitter,
-        random: RandomSource = system_random,
-        first_msg_id: int = 1,
-    ) -> None:
-        self.config = config
-        self._identity = identity
-        self._public = identity.public_key().public_bytes_raw()
-        self._rng = rng
-        # The update's randomness (stochastic rounding, DP noise) comes from its own stream
-        # per round, so it does not depend on how many retries jittered ``rng`` before:
-        # the same seed gives the same update whatever the network timing was. The DP noise
-        # is a secret: its key carries 4 x 63 = 252 bits (from the OS on a device).
-        self._update_key = b"".join(int(rng.integers(2**63)).to_bytes(8, "big") for _ in range(4))
-        self._random = random
-        self._next_msg_id = first_msg_id
-        self.state = P.IDLE
-        self.deadline: float | None = None
-        self.not_before = -np.inf
-        self.plan: rm.Plan | None = None
-        self.round_id: int | None = None
-        self.announcement: rm.TaskAnnouncement | None = None
-        self._answered: rm.Stage | None = None
-        self._client: SecAggClient | None = None
-        self._unacked: set[int] = set()
-        self._seen: set[tuple[int, int]] = set()
-        # The Abandon sent after a restart: once acknowledged, the device may check in again.
-        self._leaving: int | None = None
-        # Whether ``not_before`` is the device's own back-off (silence, a refusal) rather than
-        # a window the coordinator gave: a window, or a coordinator restart, replaces it.
-        self._silence = False
-        # The first message id of the current check-in or round: only refusals of those end it.
-        self._since = 0
-        # The coordinator incarnation last heard (``coordinator_online``).
-        self.incarnation: str | None = None
 
     # --- events ----------------------------------------------------------------------------
 
@@ -225,34 +139,14 @@ class Participant:
         plan = self._training(rm.RoundKind.TRAIN)
         if self.deadline is not None and now > self.deadline:
             return self._give_up(rm.AbandonReason.DEADLINE, "training finished late", now)
-        secagg = plan.secagg is not None
-        vector: npt.NDArray[np.unsignedinteger]
-        # Stochastic rounding and DP noise draw from the AES-CTR PRG (never numpy.random),
-        # each under its own key: the noise is a secret, as unpredictable as the masks.
-        seed_round = b"\x00" + self._update_key + b"\x00%d" % plan.round_id
-        rounding = KeyedUniforms(hashlib.sha256(b"fedrt/update-rounding/v1" + seed_round).digest())
-        if secagg and plan.update.dp is not None:  # noise and clip bit before masking
-            noise = KeyedUniforms(hashlib.sha256(b"fedrt/dp-noise/v1" + seed_round).digest())
-            vector = round_dp.device_vector(delta, n_examples, plan.update, rounding, noise=noise)
-        else:
-            vector = round_update.encode(delta, n_examples, plan.update, rounding, weighted=secagg)
-        if plan.secagg is None:
-            stage, payload = rm.Stage.PLAIN_UPDATE, round_update.pack(vector, plan.update.bits)
-        else:
-            client = SecAggClient(
-                secagg_config(
-                    task_id=plan.task_id,
-                    round_id=plan.round_id,
-                    spec=plan.secagg,
-                    update=plan.update,
-                ),
-                index=plan.secagg.client_id,
-                identity=self._identity,
-                random=self._random,
-            )
-            stage, payload = rm.Stage.ADVERTISE_KEYS, client.start()
-            client.set_input(vector)
-            self._client = client
+        stage, payload, self._client = encode_update(
+            delta,
+            n_examples,
+            plan,
+            update_key=self._update_key,
+            identity=self._identity,
+            random=self._random,
+        )
         return self._answer(plan, stage, payload, now, plan.report_within)
 
     def evaluation_done(
@@ -369,32 +263,6 @@ class Participant:
         out.append(ScheduleCheckIn(at=at))
         return out
 
-    # --- queries ---------------------------------------------------------------------------
-
-    def round_facts(self) -> RoundFacts:
-        """What to persist with ``next_msg_id`` (nothing secret) for ``restart``."""
-        in_round = self.state in (P.TRAINING, P.REPORTING)
-        return RoundFacts(
-            state=self.state.value,
-            round_id=self.round_id if in_round else None,
-            answered=self._answered if in_round else None,
-            secagg=in_round and self.plan is not None and self.plan.secagg is not None,
-            unacked=tuple(sorted(self._unacked)),
-            coordinator=self.incarnation,
-        )
-
-    def next_deadline(self) -> float | None:
-        return self.deadline
-
-    @property
-    def next_msg_id(self) -> int:
-        """Persist this with the outbox, so a restarted device never reuses a message id."""
-        return self._next_msg_id
-
-    @property
-    def unacknowledged(self) -> frozenset[int]:
-        return frozenset(self._unacked)
-
     # --- handlers --------------------------------------------------------------------------
 
     def _on_ack(self, ack: rm.Ack, now: float) -> list[Command]:
@@ -484,81 +352,3 @@ class Participant:
         self._to_idle(at, silence=False)
         out.append(ScheduleCheckIn(at=at))
         return out
-
-    # --- helpers ---------------------------------------------------------------------------
-
-    def _training(self, kind: rm.RoundKind) -> rm.Plan:
-        if self.state is not P.TRAINING or self.plan is None or self.plan.kind is not kind:
-            raise IllegalTransition(f"no {kind.name.lower()} job is running ({self.state.value})")
-        return self.plan
-
-    def _answer(
-        self, plan: rm.Plan, stage: rm.Stage, payload: bytes, now: float, window: float
-    ) -> list[Command]:
-        msg = rm.StageResponse(
-            msg_id=self._msg_id(),
-            task_id=plan.task_id,
-            round_id=plan.round_id,
-            stage=stage,
-            payload=payload,
-        )
-        self._answered = stage
-        # The next request comes once this stage closes: at the latest after its window.
-        self._move(P.REPORTING, now + window + self.config.grace)
-        return [self._publish(msg)]
-
-    def _give_up(
-        self, reason: rm.AbandonReason, detail: str, now: float, *, cancel: bool = True
-    ) -> list[Command]:
-        assert self.plan is not None
-        msg = rm.Abandon(
-            msg_id=self._msg_id(),
-            task_id=self.plan.task_id,
-            round_id=self.plan.round_id,
-            reason=reason,
-            detail=detail[:256],
-        )
-        out: list[Command] = [CancelTraining(reason=reason.name.lower())] if cancel else []
-        out.append(self._publish(msg))
-        if reason is rm.AbandonReason.MODEL_UNAVAILABLE:
-            # Likely the coordinator's fault (a bad artifact): once it has the Abandon, check
-            # in again and let it say when, instead of backing off for a quarter of an hour.
-            self._leaving = msg.msg_id
-        return out + self._end(None, detail or reason.name.lower(), now)
-
-    def _end(self, reason: rm.ReconnectReason | None, detail: str, now: float) -> list[Command]:
-        at = now + float(self._rng.uniform(self.config.retry_earliest, self.config.retry_latest))
-        out: list[Command] = []
-        if self.round_id is not None and self.state is not P.CHECKED_IN:
-            out.append(RoundEnded(round_id=self.round_id, reason=reason, detail=detail))
-        self._to_idle(at, silence=True)
-        out.append(ScheduleCheckIn(at=at))
-        return out
-
-    def _to_idle(self, not_before: float, *, silence: bool) -> None:
-        self._move(P.IDLE, None)
-        self.not_before, self._silence = not_before, silence
-        self._client = None
-        self._answered = None
-
-    def _move(self, new: ParticipantState, deadline: float | None) -> None:
-        if new is not self.state and new not in TRANSITIONS[self.state]:
-            raise IllegalTransition(f"participant cannot go from {self.state.value} to {new.value}")
-        self.state, self.deadline = new, deadline
-
-    def _publish(self, msg: rm.DeviceMessage) -> Publish:
-        if isinstance(msg, rm.CheckIn):
-            channel = UpChannel.CHECKIN
-        elif isinstance(msg, rm.StageResponse) and msg.stage in _BULK:
-            channel = UpChannel.UPDATE
-        else:
-            channel = UpChannel.ROUND
-        self._unacked.add(msg.msg_id)
-        return Publish(channel=channel, message=msg)
-
-    def _msg_id(self) -> int:
-        self._next_msg_id += 1
-        return self._next_msg_id - 1
-
-
-__all__ = ["TRANSITIONS", "Participant", "ParticipantState"]
