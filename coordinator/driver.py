@@ -14,12 +14,25 @@ from dataclasses import dataclass, field
 from fedrt.coordinator.enrollment import Enrollment
 from fedrt.coordinator.models import ModelCatalog
 from fedrt.coordinator.pace_steering import PaceConfig
-from fedrt.coordinator.records import TaskRecord
+from fedrt.coordinator.records import RoundRecord, TaskRecord
 from fedrt.coordinator.store import Store
 from fedrt.coordinator.tasks import TaskManager
 from fedrt.protocol.topics import UpChannel
 
 PublishFn = Callable[[str, bytes, int, bool], None]
+
+
+class RoundObserver:
+    """Where a driver reports round events for monitoring (the service's Prometheus series,
+    ``telemetry.py``). This base class ignores them, so a driver runs without monitoring."""
+
+    def stage_changed(
+        self, task_id: str, round_no: int, previous: str, stage: str, at: float
+    ) -> None:
+        """The round left stage ``previous`` for ``stage`` at time ``at``."""
+
+    def round_ended(self, record: RoundRecord) -> None:
+        """The round committed or was abandoned; ``record`` is the round as stored then."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -38,6 +51,8 @@ class DriverContext:
     model_url_prefix: str
     # The operator's pace steering (``[pace]`` in coordinator.toml, FEDRT_PACE_*, --pace-*).
     pace: PaceConfig = field(default_factory=PaceConfig)
+    # Round events for monitoring; the default ignores them.
+    observer: RoundObserver = field(default_factory=RoundObserver)
 
 
 class RoundDriver(ABC):
@@ -65,4 +80,4 @@ class RoundDriver(ABC):
 
 DriverFactory = Callable[[DriverContext], RoundDriver]
 
-__all__ = ["DriverContext", "DriverFactory", "PublishFn", "RoundDriver"]
+__all__ = ["DriverContext", "DriverFactory", "PublishFn", "RoundDriver", "RoundObserver"]

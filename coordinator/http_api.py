@@ -100,7 +100,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         body = {"error": {"type": type(exc).__name__, "message": exc.reason}}
         return web.json_response(body, status=status, headers=headers)
     finally:
-        svc_of(request).m_http.inc(route=_route_name(request), status=str(status))
+        svc_of(request).m_http.labels(route=_route_name(request), status=str(status)).inc()
 
 
 # ------------------------------------------------------------------ public
@@ -114,9 +114,9 @@ async def healthz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     svc = svc_of(request)
     require_metrics_reader(request, svc.config.metrics.token, svc.admin_token)
-    text = svc.metrics.render()
-    return web.Response(text=text, content_type="text/plain", charset="utf-8",
-                        headers={"X-Prometheus-Format": "0.0.4"})  # fmt: skip
+    # Several Accept headers fold into one list, as prometheus_client's own handlers do.
+    body, content_type = svc.metrics.exposition(",".join(request.headers.getall("Accept", [])))
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 async def openapi(request: web.Request) -> web.Response:

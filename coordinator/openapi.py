@@ -232,11 +232,16 @@ def _paths() -> dict[str, Schema]:
         "/healthz": {"get": _op("liveness and MQTT link state", ok("Health"), auth=None)},
         "/metrics": {
             "get": _op(
-                "Prometheus text metrics (bearer token only when [metrics] token is set)",
+                "Prometheus metrics (bearer token only when [metrics] token is set)",
                 {
                     "200": {
-                        "description": "text exposition format 0.0.4",
-                        "content": {"text/plain": {"schema": STR}},
+                        "description": "Prometheus text format (text/plain; version=0.0.4, "
+                        "or 1.0.0 when Accept asks for it); OpenMetrics 1.0.0 when Accept "
+                        "asks for application/openmetrics-text",
+                        "content": {
+                            "text/plain": {"schema": STR},
+                            "application/openmetrics-text": {"schema": STR},
+                        },
                     }
                 },
                 auth="metrics",

@@ -488,6 +488,9 @@ class FederatedDriver(RoundDriver):
                 reporting=status.answered if status else 0,
                 dropped=status.dropped if status else 0,
             )
+        self.ctx.observer.stage_changed(
+            run.task_id, change.round_id, change.previous, change.state, change.at
+        )
 
     def _commit(self, run: _Run, commit: Commit, now: float) -> None:
         model = run.model
@@ -626,6 +629,7 @@ class FederatedDriver(RoundDriver):
                     )
                 )
             self._save(run)
+        self.ctx.observer.round_ended(self.ctx.store.get_round(run.task_id, round_no))
         if self.listener is not None:
             model = run.model
             self.listener(

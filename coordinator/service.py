@@ -29,12 +29,12 @@ from fedrt.coordinator.http_tls import https_setup
 from fedrt.coordinator.models import ModelCatalog
 from fedrt.coordinator.mosquitto import hash_password, verify_password
 from fedrt.coordinator.mqtt_link import LinkSettings, MqttLink
-from fedrt.coordinator.prometheus import Registry
 from fedrt.coordinator.ratelimit import RateLimiter
-from fedrt.coordinator.records import TaskRecord, TaskStatus
+from fedrt.coordinator.records import TaskRecord
 from fedrt.coordinator.signing import ModelSigner
 from fedrt.coordinator.store_sqlite import SqliteStore
 from fedrt.coordinator.tasks import TaskManager
+from fedrt.coordinator.telemetry import Telemetry
 from fedrt.errors import FedrtError
 from fedrt.protocol.round_errors import InvalidTopic
 from fedrt.protocol.topics import coordinator_status, device_up_filter, parse_device_up
@@ -87,22 +87,12 @@ class CoordinatorService:
         self.device_limiter = RateLimiter(
             rate=limits.device_rate_per_s, burst=limits.device_burst, clock=time.monotonic
         )
-        self.metrics = Registry()
-        self._m_messages = self.metrics.counter(
-            "fedrt_mqtt_messages_total", "Device messages received, by channel and outcome."
+        self.metrics = Telemetry(
+            self.store, link_up=lambda: self.link is not None and self.link.connected
         )
-        self._m_bytes = self.metrics.counter(
-            "fedrt_mqtt_received_bytes_total", "Payload bytes received from devices."
-        )
-        self.m_http = self.metrics.counter(
-            "fedrt_http_requests_total", "HTTP requests, by route and status."
-        )
-        corrupt = self.metrics.counter(
-            "fedrt_artifact_corrupt_total",
-            "Stored files found not to hash to their name, once per corrupt state, by kind.",
-        )
-        self.blobs.on_corrupt.append(lambda kind, _sha: corrupt.inc(kind=kind))
-        self._gauges()
+        self.m_http = self.metrics.http_requests
+        corrupt = self.metrics.artifact_corrupt
+        self.blobs.on_corrupt.append(lambda kind, _sha: corrupt.labels(kind=kind).inc())
         self.embedded: EmbeddedBroker | None = None
         self.link: MqttLink | None = None
         self.driver: RoundDriver | None = None
@@ -129,41 +119,6 @@ class CoordinatorService:
             reload=reload,
         )
 
-    def _gauges(self) -> None:
-        tasks = self.metrics.gauge("fedrt_tasks", "Tasks by status.")
-        devices = self.metrics.gauge("fedrt_devices", "Enrolled devices by state.")
-        round_gauge = self.metrics.gauge(
-            "fedrt_round_devices", "Devices in the latest round of each task, by role."
-        )
-        connected = self.metrics.gauge("fedrt_mqtt_connected", "1 while the MQTT link is up.")
-        bad_holders = self.metrics.gauge(
-            "fedrt_round_secagg_bad_holders",
-            "Devices found revealing wrong SecAgg+ shares in the latest ended round of each task.",
-        )
-
-        def collect() -> None:
-            all_tasks = self.store.list_tasks()
-            for status in TaskStatus:
-                n = sum(t.status is status for t in all_tasks)
-                tasks.set(n, status=status.value)
-            all_devices = self.store.list_devices()
-            revoked = sum(d.revoked for d in all_devices)
-            devices.set(len(all_devices) - revoked, state="active")
-            devices.set(revoked, state="revoked")
-            for task in all_tasks:
-                rounds = self.store.list_rounds(task.task_id)
-                if rounds:
-                    r = rounds[-1]
-                    for role in ("checked_in", "selected", "reporting", "dropped"):
-                        round_gauge.set(getattr(r, role), task=task.task_id, role=role)
-                ended = [r for r in rounds if "metrics" in r.detail]
-                if ended:
-                    bad = ended[-1].detail["metrics"].get("bad_holders", [])
-                    bad_holders.set(len(bad), task=task.task_id)
-            connected.set(1.0 if self.link is not None and self.link.connected else 0.0)
-
-        self.metrics.add_collector(collect)
-
     @property
     def public_url(self) -> str:
         """The URL devices reach this coordinator at (``http.public_url``, else the bind)."""
@@ -179,6 +134,7 @@ class CoordinatorService:
             publish=self.publish,
             model_url_prefix=f"{self.public_url}/v1/models/",
             pace=self.config.pace,
+            observer=self.metrics.rounds,
         )
 
     # ---------------------------------------------------------------- lifecycle
@@ -312,8 +268,8 @@ class CoordinatorService:
         return self._count(ch, "accepted", len(payload), None)
 
     def _count(self, channel: str, outcome: str, size: int, why: object) -> str:
-        self._m_messages.inc(channel=channel, outcome=outcome)
-        self._m_bytes.inc(size, channel=channel)
+        self.metrics.mqtt_messages.labels(channel=channel, outcome=outcome).inc()
+        self.metrics.mqtt_bytes.labels(channel=channel).inc(size)
         if why is not None:
             log.warning("device message %s: %s", outcome, why)
         return outcome

@@ -14,7 +14,7 @@ from tests.coordinator.driver_harness import TASK, Fleet, pull_to_targets
 from tests.coordinator.harness import ServiceThread, make_config
 from tests.coordinator.live_round import MODEL_DIR
 
-COUNTED_ONCE = 'fedrt_artifact_corrupt_total{kind="model"} 1\n'
+COUNTED_ONCE = 'fedrt_artifact_corrupt_total{kind="model"} 1.0\n'
 
 
 def test_rounds_fall_back_to_the_last_intact_version_and_commit(tmp_path: Path) -> None:
