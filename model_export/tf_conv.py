@@ -12,7 +12,18 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from fedrt.model_export.tf_conv_input_grad import (
+    ONE_HOT_COL2IM_MAX,
+    col2im,
+    conv_pads,
+    depthwise_adjoint,
+    input_grad,
+    same_pads,
+)
 from fedrt.model_export.tf_ops import Grad, Tensor, custom_gradient, static_shape
+
+# ONE_HOT_COL2IM_MAX is re-exported: it was defined here before the input gradients moved.
+__all__ = ["NARROW_CHANNELS", "ONE_HOT_COL2IM_MAX", "ROW_TAP_EXTRA", "conv2d", "depthwise_conv2d"]
 
 # Inputs with fewer channels than this build im2col in two passes (see ``_patches``);
 # with 32 channels one pass was faster (3.7 vs 4.2 ms on 14x14x32, 5x5).
@@ -21,20 +32,6 @@ NARROW_CHANNELS = 8
 # rows; up to 30% more paid off on 14x14 maps with a 5x5 kernel (18 rows for 14), 50% more
 # (4x4 maps, 3x3 kernel) made the 8x8 CNN's train step 0.48 -> 0.65 ms.
 ROW_TAP_EXTRA = 1.3
-# Up to this many patch values ([B*Ho*Wo, C*kh*kw], 8 MiB), an im2col convolution's input
-# gradient is one matmul into the patches' gradient and the depthwise adjoint of the
-# gather (``_input_grad``), instead of a matmul, a pad and an add per window offset
-# (``_col2im``). Train steps, batch 32, 2 threads, best p10 of alternated runs: digits CNN
-# (conv2: 147k values, 3x3; 37 ops -> 6) 0.80 -> 0.72 ms; a 16 -> 32 channel 3x3 stride-2
-# conv after a first layer on 16x16 (295k values) 4.79 -> 4.23 ms, on 32x32 (1.18 M
-# values) 18.99 -> 18.48 ms. Above the bound the patches' gradient and its shifted copy
-# (two more patch-sized buffers) weigh more on a device's memory than the time saved.
-ONE_HOT_COL2IM_MAX = 1 << 21
-
-
-def _same_pads(size: int, out: int, stride: int, kernel: int) -> tuple[int, int]:
-    total = max((out - 1) * stride + kernel - size, 0)
-    return total // 2, total - total // 2
 
 
 def _window_input(
@@ -47,28 +44,12 @@ def _window_input(
     """``x`` padded as the forward op padded it, cropped to the rows/columns windows touch."""
     _, height, width, _ = static_shape(x.shape)
     if padding == "SAME":
-        top, bottom = _same_pads(height, out_hw[0], strides[0], kernel[0])
-        left, right = _same_pads(width, out_hw[1], strides[1], kernel[1])
+        top, bottom = same_pads(height, out_hw[0], strides[0], kernel[0])
+        left, right = same_pads(width, out_hw[1], strides[1], kernel[1])
         x = tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]])
     rows = (out_hw[0] - 1) * strides[0] + kernel[0]
     cols = (out_hw[1] - 1) * strides[1] + kernel[1]
     return x[:, :rows, :cols, :]
-
-
-def _conv_pads(
-    size: tuple[int, int], kernel: tuple[int, int], strides: tuple[int, int], padding: str
-) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
-    """Output size and (before, after) pads per spatial axis, as TensorFlow pads."""
-    out, pads = [], []
-    for n, k, s in zip(size, kernel, strides, strict=True):
-        if padding == "SAME":
-            o = -(-n // s)
-            pads.append(_same_pads(n, o, s, k))
-        else:
-            o = (n - k) // s + 1
-            pads.append((0, 0))
-        out.append(o)
-    return (out[0], out[1]), (pads[0][0], pads[0][1]), (pads[1][0], pads[1][1])
 
 
 def _patches(
@@ -175,42 +156,6 @@ def _one_hot_taps(kh: int, kw: int, channels: int) -> Tensor:
     return tf.constant(taps)
 
 
-def _flipped_tap_major(kh: int, kw: int, channels: int) -> Tensor:
-    """[kh, kw, kh*kw*C, 1]: channel k*C + c is one at tap k of the flipped kernel."""
-    taps = np.zeros([kh, kw, kh * kw * channels, 1], np.float32)
-    for k in range(kh * kw):
-        i, j = divmod(k, kw)
-        taps[kh - 1 - i, kw - 1 - j, k * channels : (k + 1) * channels, 0] = 1.0
-    return tf.constant(taps)
-
-
-def _input_grad(
-    dy: Tensor, w: Tensor, strides: tuple[int, int], padding: str, size: tuple[int, int]
-) -> Tensor:
-    """dx of an im2col convolution: the patches' gradient put back in place.
-
-    Up to ``ONE_HOT_COL2IM_MAX`` patch values, the patches' gradient is one matmul, laid
-    out tap-major ([kh*kw*C_in] as w is stored) so that the taps' sum runs over whole rows
-    of C_in values, and the adjoint of the gather is one depthwise convolution by a flipped
-    one-hot filter; above it, ``_col2im`` (a matmul, pad and add per window offset)."""
-    kh, kw, c_in, c_out = static_shape(w.shape)
-    b, ho, wo, _ = static_shape(dy.shape)
-    (height, width), rows = size, b * ho * wo
-    if rows * kh * kw * c_in > ONE_HOT_COL2IM_MAX:
-        _, pad_h, pad_w = _conv_pads(size, (kh, kw), strides, padding)
-        return _col2im(dy, w, strides, size, (pad_h, pad_w))
-    d_patches = tf.matmul(
-        tf.reshape(dy, [1, rows, c_out]),
-        tf.reshape(w, [1, kh * kw * c_in, c_out]),
-        transpose_b=True,
-    )
-    d_patches = tf.reshape(d_patches, [b, ho, wo, kh * kw * c_in])
-    shifted = _depthwise_adjoint(
-        d_patches, _flipped_tap_major(kh, kw, c_in), size, strides, padding
-    )
-    return tf.reduce_sum(tf.reshape(shifted, [b, height, width, kh * kw, c_in]), axis=3)
-
-
 def conv2d(x: Tensor, w: Tensor, strides: tuple[int, int], padding: str, native: bool) -> Tensor:
     """NHWC convolution as matmuls, forward and both gradients.
 
@@ -225,13 +170,13 @@ def conv2d(x: Tensor, w: Tensor, strides: tuple[int, int], padding: str, native:
     the rest slice them (``_patches``): on the digits CNN's conv2 (4x4x32, 3x3) slices beat
     the depthwise gather, whose multiplier-9 grouped convolution XNNPACK runs as a narrow
     igemm (train step 0.72 -> 0.66 ms), while its conv1 (1 channel) was slower sliced (0.66
-    -> 0.70 ms). Both take their input gradient from ``_input_grad``.
+    -> 0.70 ms). Both take their input gradient from ``input_grad``.
     """
     if native:
         return tf.nn.conv2d(x, w, strides=strides, padding=padding)
     kh, kw, c_in, c_out = static_shape(w.shape)
     height, width = int(x.shape[1]), int(x.shape[2])
-    out, pad_h, pad_w = _conv_pads((height, width), (kh, kw), strides, padding)
+    out, pad_h, pad_w = conv_pads((height, width), (kh, kw), strides, padding)
     if strides == (1, 1) and _row_taps_fit(c_in, c_out, (kh, kw), out[0]):
         return _row_tap_conv2d(x, w, out, (pad_h, pad_w))
     if strides[0] == strides[1] and c_in < NARROW_CHANNELS:
@@ -245,7 +190,7 @@ def conv2d(x: Tensor, w: Tensor, strides: tuple[int, int], padding: str, native:
         def grad(dy: Tensor) -> tuple[Tensor, Tensor]:
             flat_dy = tf.reshape(dy, [-1, c_out])
             dw = tf.reshape(tf.matmul(patches, flat_dy, transpose_a=True), [kh, kw, c_in, c_out])
-            return _input_grad(dy, w, strides, padding, (height, width)), dw
+            return input_grad(dy, w, strides, padding, (height, width)), dw
 
         return y, grad
 
@@ -278,7 +223,7 @@ def _depthwise_patch_conv2d(x: Tensor, w: Tensor, strides: tuple[int, int], padd
             flat_dy = tf.reshape(dy, [-1, c_out])
             dw = tf.matmul(flat, flat_dy, transpose_a=True)
             dw = tf.transpose(tf.reshape(dw, [c_in, kh, kw, c_out]), [1, 2, 0, 3])
-            return _input_grad(dy, w, strides, padding, (height, width)), dw
+            return input_grad(dy, w, strides, padding, (height, width)), dw
 
         return y, grad
 
@@ -309,7 +254,7 @@ def _row_tap_conv2d(
         def grad(dy: Tensor) -> tuple[Tensor, Tensor]:
             dw = _row_tap_filter_grad(gathered, dy, (kh, kw))
             if not _row_taps_fit(c_out, c_in, (kh, kw), height):
-                return _col2im(dy, w, (1, 1), (height, width), pads), dw
+                return col2im(dy, w, (1, 1), (height, width), pads), dw
             # dx is the VALID correlation of dy, padded by the kernel size less the
             # forward pads, with the flipped filter whose channel axes swap.
             back = (
@@ -323,81 +268,6 @@ def _row_tap_conv2d(
         return y, grad
 
     return op(x, w)
-
-
-def _col2im(
-    dy: Tensor,
-    w: Tensor,
-    strides: tuple[int, int],
-    size: tuple[int, int],
-    pads: tuple[tuple[int, int], tuple[int, int]],
-) -> Tensor:
-    """The input gradient of a convolution, one matmul per window offset.
-
-    Each window offset's patch gradient dy @ w[i, j]^T is shifted back into place and summed
-    one at a time so only one padded buffer is alive at once. One matmul per offset writes
-    each part directly (one matmul for all offsets would materialize [N, kh*kw*C] and copy
-    a slice per offset)."""
-    kh, kw, c_in, c_out = static_shape(w.shape)
-    (pad_h, pad_w), (height, width) = pads, size
-    n, out = int(dy.shape[0]), (int(dy.shape[1]), int(dy.shape[2]))
-    rows_dy = tf.reshape(dy, [1, -1, c_out])
-    taps = tf.unstack(tf.reshape(w, [kh * kw, 1, c_in, c_out]), axis=0)
-    rows, cols = (out[0] - 1) * strides[0] + 1, (out[1] - 1) * strides[1] + 1
-    full_h, full_w = height + sum(pad_h), width + sum(pad_w)
-    acc: Tensor = None
-    for k in range(kh * kw):
-        i, j = divmod(k, kw)
-        part = tf.matmul(rows_dy, taps[k], transpose_b=True)
-        part = _dilate(tf.reshape(part, [n, out[0], out[1], c_in]), strides)
-        part = tf.pad(
-            part,
-            [[0, 0], [i, full_h - i - rows], [j, full_w - j - cols], [0, 0]],
-        )
-        acc = part if acc is None else acc + part
-    return acc[:, pad_h[0] : pad_h[0] + height, pad_w[0] : pad_w[0] + width, :]
-
-
-def _dilate(t: Tensor, strides: tuple[int, int]) -> Tensor:
-    """Insert stride-1 zeros between rows and columns (the adjoint of striding).
-
-    Built from 4-D pads and reshapes: LiteRT's PAD takes at most 5 dimensions.
-    """
-    b, h, w, c = static_shape(t.shape)
-    sh, sw = strides
-    if sh == 1 and sw == 1:
-        return t
-    t = tf.reshape(t, [b, h, 1, w * c])
-    t = tf.pad(t, [[0, 0], [0, 0], [0, sh - 1], [0, 0]])
-    t = tf.reshape(t, [b * h * sh, w, 1, c])
-    t = tf.pad(t, [[0, 0], [0, 0], [0, sw - 1], [0, 0]])
-    t = tf.reshape(t, [b, h * sh, w * sw, c])
-    return t[:, : (h - 1) * sh + 1, : (w - 1) * sw + 1, :]
-
-
-def _depthwise_adjoint(
-    dy: Tensor,
-    flipped: Tensor,
-    size: tuple[int, int],
-    strides: tuple[int, int],
-    padding: str,
-) -> Tensor:
-    """The input gradient of a depthwise convolution before its channels are summed.
-
-    ``flipped`` [kh, kw, CH, 1] is the filter, reversed in both spatial axes, flattened to
-    one output channel per dy channel; the result is the full correlation of the dilated
-    dy with it, [B, *size, CH]."""
-    kh, kw = static_shape(flipped.shape)[:2]
-    (height, width), ho, wo = size, int(dy.shape[1]), int(dy.shape[2])
-    top, left = 0, 0
-    if padding == "SAME":
-        top = _same_pads(height, ho, strides[0], kh)[0]
-        left = _same_pads(width, wo, strides[1], kw)[0]
-    dyd = _dilate(dy, strides)
-    pad_h = (kh - 1 - top, height + top - dyd.shape[1])
-    pad_w = (kw - 1 - left, width + left - dyd.shape[2])
-    dyd = tf.pad(dyd, [[0, 0], [pad_h[0], pad_h[1]], [pad_w[0], pad_w[1]], [0, 0]])
-    return tf.nn.depthwise_conv2d(dyd, flipped, [1, 1, 1, 1], "VALID")
 
 
 def depthwise_conv2d(
@@ -418,7 +288,7 @@ def depthwise_conv2d(
             ho, wo = int(dy.shape[1]), int(dy.shape[2])
             # Input gradient: each input channel sums its M output channels.
             flipped = tf.reshape(tf.reverse(w, [0, 1]), [kh, kw, chans * mult, 1])
-            dx = _depthwise_adjoint(dy, flipped, (height, width), strides, padding)
+            dx = depthwise_adjoint(dy, flipped, (height, width), strides, padding)
             dx = tf.reduce_sum(tf.reshape(dx, [b, height, width, chans, mult]), axis=4)
             # Filter gradient: channels and batch fold into one depthwise axis (C*B) and the
             # output map acts as a dilated filter over the padded input.
