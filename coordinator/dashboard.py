@@ -9,8 +9,12 @@ from aiohttp import web
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 # Served by name from this list only: no path from a request ever reaches the filesystem.
 _FILES = {
-    "dashboard.js": "application/javascript",
+    "api.js": "application/javascript",
+    "charts.js": "application/javascript",
     "dashboard.css": "text/css",
+    "dashboard.js": "application/javascript",
+    "figures.js": "application/javascript",
+    "versions.js": "application/javascript",
 }
 # The page needs nothing from elsewhere; say so, so injected content cannot load any.
 _CSP = (

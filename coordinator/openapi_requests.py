@@ -50,7 +50,10 @@ STR, NUM, INT, BOOL = (
 SHA = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 ROUND_NO = {"type": "integer", "minimum": 0, "maximum": ROUND_NO_MAX}
 # What dashboard.py serves under /static/ (any other name: 404).
-DASHBOARD_ASSETS = {"type": "string", "enum": ["dashboard.css", "dashboard.js"]}
+DASHBOARD_ASSETS = {
+    "type": "string",
+    "enum": ["api.js", "charts.js", "dashboard.css", "dashboard.js", "figures.js", "versions.js"],
+}
 B64 = {"type": "string", "contentEncoding": "base64"}
 FREE = {"type": "object"}
 # protocol.topics.check_id: an id is a topic level and an MQTT username.

@@ -1,32 +1,13 @@
-// fedrt dashboard: polls /v1/overview and draws tables and SVG charts. No build step.
-"use strict";
+// fedrt dashboard: polls /v1/overview (and /v1/models when versions may have moved) and draws
+// tables and SVG charts. ES modules, no build step, nothing loaded from elsewhere.
+import { ApiError, api, signIn, signOut, token } from "./api.js";
+import { el, lineChart } from "./charts.js";
+import { allRoundFigures, flagged, fmtBytes, fmtDuration, pct, secaggShare } from "./figures.js";
+import { initVersions, renderVersions } from "./versions.js";
 
-const COLORS = ["#2f6fed", "#1f9d55", "#d97706", "#c53030", "#7c3aed", "#0891b2"];
 const REFRESH_MS = 2000;
-const SVG_NS = "http://www.w3.org/2000/svg";
-
-function adminToken() {
-  // A token passed as #token=... is moved to sessionStorage and removed from the URL.
-  const m = location.hash.match(/token=([^&]+)/);
-  if (m) {
-    sessionStorage.setItem("fedrt-token", decodeURIComponent(m[1]));
-    history.replaceState(null, "", location.pathname);
-  }
-  return sessionStorage.getItem("fedrt-token");
-}
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
-  return node;
-}
-
-function svg(tag, attrs = {}) {
-  const node = document.createElementNS(SVG_NS, tag);
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-  return node;
-}
+const MAX_ROUNDS = 12; // rows in the rounds table, newest first
+let models = { key: null, list: [], bySha: new Map() };
 
 function ago(ts, now) {
   if (ts === null || ts === undefined) return "never";
@@ -34,49 +15,6 @@ function ago(ts, now) {
   if (s < 60) return s + " s ago";
   if (s < 3600) return Math.round(s / 60) + " min ago";
   return Math.round(s / 3600) + " h ago";
-}
-
-function fmtBytes(n) {
-  const units = ["B", "KiB", "MiB", "GiB"];
-  let i = 0;
-  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
-  return (i ? n.toFixed(1) : n) + " " + units[i];
-}
-
-// series: [{name, points: [[x, y], ...]}]
-function lineChart(target, series, yFormat = (v) => v.toFixed(3)) {
-  target.replaceChildren();
-  const all = series.flatMap((s) => s.points);
-  if (!all.length) { target.append(el("div", { class: "empty" }, "no data yet")); return; }
-  const W = 400, H = 200, L = 48, R = 10, T = 10, B = 24;
-  const xs = all.map((p) => p[0]), ys = all.map((p) => p[1]);
-  let [x0, x1] = [Math.min(...xs), Math.max(...xs)];
-  let [y0, y1] = [Math.min(...ys), Math.max(...ys)];
-  if (x0 === x1) { x0 -= 1; x1 += 1; }
-  if (y0 === y1) { y0 -= 1; y1 += 1; }
-  const sx = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
-  const sy = (y) => H - B - ((y - y0) / (y1 - y0)) * (H - T - B);
-  const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img" });
-  root.append(svg("line", { class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B }));
-  root.append(svg("line", { class: "axis", x1: L, y1: T, x2: L, y2: H - B }));
-  for (const [y, label] of [[y0, yFormat(y0)], [y1, yFormat(y1)]]) {
-    const t = svg("text", { x: L - 4, y: sy(y) + 3, "text-anchor": "end" });
-    t.textContent = label;
-    root.append(t);
-  }
-  for (const [x, anchor] of [[x0, "start"], [x1, "end"]]) {
-    const t = svg("text", { x: sx(x), y: H - 6, "text-anchor": anchor });
-    t.textContent = "round " + Math.round(x);
-    root.append(t);
-  }
-  series.forEach((s, i) => {
-    const d = s.points.map((p, j) => (j ? "L" : "M") + sx(p[0]).toFixed(1) + " " + sy(p[1]).toFixed(1)).join(" ");
-    root.append(svg("path", { class: "series", d, stroke: COLORS[i % COLORS.length] }));
-    for (const p of s.points) {
-      root.append(svg("circle", { cx: sx(p[0]), cy: sy(p[1]), r: 2.5, fill: COLORS[i % COLORS.length] }));
-    }
-  });
-  target.append(root);
 }
 
 function seriesNamed(tasks, pattern) {
@@ -89,18 +27,33 @@ function seriesNamed(tasks, pattern) {
   return out;
 }
 
+// One series per task (and per figure in `names`) from the rounds' figures.
+function figureSeries(figures, tasks, names, pick) {
+  const out = [];
+  for (const t of tasks) {
+    const mine = figures.filter((x) => x.task === t && !x.f.running);
+    for (const name of names) {
+      const points = mine.map((x) => [x.round.round_no, pick(x.f, name)]).filter((p) => p[1] !== null);
+      if (points.length) out.push({ name: (tasks.length > 1 ? t.task_id + " " : "") + name, points });
+    }
+  }
+  return out;
+}
+
 function renderTasks(tasks) {
   const body = document.querySelector("#tasks tbody");
   body.replaceChildren();
-  if (!tasks.length) body.append(el("tr", {}, el("td", { colspan: 8, class: "empty" }, "no tasks")));
+  if (!tasks.length) body.append(el("tr", {}, el("td", { colspan: 9, class: "empty" }, "no tasks")));
   for (const t of tasks) {
     const r = t.latest_round;
+    const share = secaggShare(t);
     body.append(el("tr", { "data-task": t.task_id },
       el("td", {}, el("code", {}, t.task_id)), el("td", {}, t.name),
       el("td", { class: "status-" + t.status }, t.status), el("td", {}, t.spec.strategy || ""),
       el("td", {}, el("code", {}, t.model_sha256.slice(0, 12))),
       el("td", {}, r ? r.round_no : "–"), el("td", {}, r ? r.stage : "–"),
-      el("td", { "data-epsilon": t.task_id }, r && r.epsilon != null ? r.epsilon.toFixed(2) : "–")));
+      el("td", { "data-epsilon": t.task_id }, r && r.epsilon != null ? r.epsilon.toFixed(2) : "–"),
+      el("td", { "data-secagg-share": t.task_id, title: `${share.secure} of ${share.all} updates in committed training rounds` }, pct(share.share))));
   }
 }
 
@@ -122,6 +75,44 @@ function renderLive(tasks, now) {
   }
 }
 
+function flagText(f) {
+  const parts = [];
+  if (f.badHolders.length) parts.push("wrong SecAgg+ shares: " + f.badHolders.join(", "));
+  if (f.discarded) parts.push(f.discarded + (f.discarded === 1 ? " update" : " updates") + " discarded");
+  return parts.join(" · ");
+}
+
+function renderRounds(figures) {
+  const body = document.querySelector("#rounds tbody");
+  body.replaceChildren();
+  const recent = [...figures].sort((a, b) => b.round.started_at - a.round.started_at).slice(0, MAX_ROUNDS);
+  if (!recent.length) body.append(el("tr", {}, el("td", { colspan: 13, class: "empty" }, "no rounds yet")));
+  for (const { task, round: r, f } of recent) {
+    const cell = (name, text, attrs = {}) => el("td", { "data-fig": name, ...attrs }, text);
+    const eps = f.epsilon === null ? "–" : f.epsilon.toFixed(2) + (f.spent !== null ? " (+" + f.spent.toFixed(2) + ")" : "");
+    body.append(el("tr", { "data-round": task.task_id + ":" + r.round_no, class: flagText(f) ? "flagged" : "" },
+      el("td", { title: task.task_id }, task.name), el("td", {}, r.round_no), el("td", {}, (r.detail || {}).kind || "–"),
+      el("td", { class: "status-" + r.status }, r.status), cell("selected", r.selected),
+      cell("participation", pct(f.participation), { title: `${r.reporting} of ${r.selected} selected in the aggregate` }),
+      cell("dropout", pct(f.dropout), { title: `${r.dropped} of ${r.selected} selected dropped out` }),
+      cell("duration", fmtDuration(f.duration) + (f.running ? " so far" : "")),
+      cell("down", fmtBytes(f.down)), cell("up", fmtBytes(f.up)), cell("epsilon", eps),
+      cell("secagg", f.secagg ? "yes" : "no"), cell("flags", flagText(f) || "–")));
+  }
+}
+
+function renderFlags(figures) {
+  const list = document.getElementById("flags");
+  list.replaceChildren();
+  const bad = flagged(figures).reverse();
+  document.getElementById("flag-count").textContent = "(" + bad.length + ")";
+  if (!bad.length) list.append(el("li", { class: "empty" }, "nothing flagged in the rounds shown"));
+  for (const { task, round, f } of bad) {
+    list.append(el("li", { "data-flag": task.task_id + ":" + round.round_no },
+      el("code", {}, task.task_id), ` round ${round.round_no}: `, flagText(f)));
+  }
+}
+
 function renderDevices(devices, now) {
   const body = document.querySelector("#devices tbody");
   body.replaceChildren();
@@ -135,20 +126,34 @@ function renderDevices(devices, now) {
   }
 }
 
-function render(data) {
-  renderTasks(data.tasks);
-  renderLive(data.tasks, data.now);
-  lineChart(document.getElementById("chart-accuracy"), seriesNamed(data.tasks, /acc/));
-  lineChart(document.getElementById("chart-loss"), seriesNamed(data.tasks, /loss/));
-  lineChart(document.getElementById("chart-bytes"),
-    data.tasks.map((t) => ({ name: t.task_id, points: (t.rounds || []).map((r) => [r.round_no, r.bytes_in]) })),
-    fmtBytes);
+function renderCharts(tasks, figures) {
+  const chart = (id) => document.getElementById(id);
+  lineChart(chart("chart-accuracy"), seriesNamed(tasks, /acc/));
+  lineChart(chart("chart-loss"), seriesNamed(tasks, /loss/));
+  lineChart(chart("chart-bytes"),
+    tasks.map((t) => ({ name: t.task_id, points: (t.rounds || []).map((r) => [r.round_no, r.bytes_in]) })),
+    { yFormat: fmtBytes });
+  const rate = (v) => (100 * v).toFixed(0) + "%";
+  lineChart(chart("chart-participation"), figureSeries(figures, tasks, ["participation", "dropout"], (f, n) => f[n]),
+    { yFormat: rate, range: [0, 1] });
+  lineChart(chart("chart-duration"), figureSeries(figures, tasks, ["duration"], (f) => f.duration), { yFormat: fmtDuration });
+  lineChart(chart("chart-device-bytes"), figureSeries(figures, tasks, ["down", "up"], (f, n) => f[n]), { yFormat: fmtBytes });
   // Differential privacy: shown only when some task spends a privacy budget.
-  const spent = data.tasks.map((t) => ({ name: t.task_id,
+  const spent = tasks.map((t) => ({ name: t.task_id,
     points: (t.rounds || []).filter((r) => r.epsilon != null).map((r) => [r.round_no, r.epsilon]) }))
     .filter((s) => s.points.length);
-  document.getElementById("privacy").hidden = !spent.length;
-  if (spent.length) lineChart(document.getElementById("chart-epsilon"), spent, (v) => v.toFixed(2));
+  chart("privacy").hidden = !spent.length;
+  if (spent.length) lineChart(chart("chart-epsilon"), spent, { yFormat: (v) => v.toFixed(2) });
+}
+
+function render(data) {
+  const figures = allRoundFigures(data.tasks, models.bySha, data.now);
+  renderTasks(data.tasks);
+  renderLive(data.tasks, data.now);
+  renderFlags(figures);
+  renderRounds(figures);
+  renderCharts(data.tasks, figures);
+  renderVersions(data.tasks, models.list);
   renderDevices(data.devices, data.now);
 }
 
@@ -158,27 +163,51 @@ function setStatus(text, cls) {
   s.className = "pill " + cls;
 }
 
-async function refresh() {
-  const token = adminToken();
-  const login = document.getElementById("login");
-  if (!token) { login.hidden = false; setStatus("signed out", "bad"); return; }
+function showSignedIn(yes) {
+  document.getElementById("login").hidden = yes;
+  document.getElementById("logout").hidden = !yes;
+}
+
+// Versions move with rounds, promotions and rollbacks: re-read them only then.
+async function loadModels(tasks, force) {
+  const key = JSON.stringify(tasks.map((t) => [t.task_id, t.model_sha256, t.latest_round && t.latest_round.round_no]));
+  if (!force && key === models.key) return;
+  const list = (await api("/v1/models")).models;
+  models = { key, list, bySha: new Map(list.map((m) => [m.sha256, m])) };
+}
+
+async function refresh(force = false) {
+  if (!token()) { showSignedIn(false); setStatus("signed out", "bad"); return; }
   try {
-    const res = await fetch("/v1/overview", { headers: { Authorization: "Bearer " + token } });
-    if (res.status === 401) { sessionStorage.removeItem("fedrt-token"); login.hidden = false; setStatus("bad token", "bad"); return; }
-    if (!res.ok) throw new Error("HTTP " + res.status);
-    render(await res.json());
-    login.hidden = true;
+    const data = await api("/v1/overview");
+    await loadModels(data.tasks, force);
+    render(data);
+    showSignedIn(true);
     setStatus("live", "ok");
     document.body.dataset.ready = "1";
   } catch (err) {
+    if (err instanceof ApiError && err.status === 401) {
+      signOut(); showSignedIn(false); setStatus("bad token", "bad");
+      return;
+    }
     setStatus("offline: " + err.message, "bad");
   }
 }
 
+// The token is typed into the page only; one that arrives in a URL is dropped from it unused.
+if (location.hash) history.replaceState(null, "", location.pathname + location.search);
 document.getElementById("login").addEventListener("submit", (ev) => {
   ev.preventDefault();
-  sessionStorage.setItem("fedrt-token", document.getElementById("token").value);
-  refresh();
+  const input = document.getElementById("token");
+  signIn(input.value);
+  input.value = "";
+  refresh(true);
 });
+document.getElementById("logout").addEventListener("click", () => {
+  signOut();
+  delete document.body.dataset.ready;
+  location.reload();
+});
+initVersions(() => refresh(true));
 refresh();
 setInterval(refresh, REFRESH_MS);
