@@ -1,82 +1,98 @@
-"""Coordinator configuration: frozen dataclasses and the one loader (TOML < env < flags)."""
+"""Coordinator configuration: pydantic models, loaded by pydantic-settings (TOML < env < flags).
+
+``CoordinatorConfig`` and its sections validate on construction (``ConfigError`` naming the
+setting). ``load_config`` layers the sources with pydantic-settings: the TOML file, then
+``FEDRT_*`` variables (``FEDRT_HTTP_PORT`` is ``http.port``), then the flags; unknown keys
+and unknown ``FEDRT_<SECTION>_*`` variables are errors. ``Secret`` values never show in
+``repr``, ``describe`` or an error message.
+"""
 
 from __future__ import annotations
 
-import math
 import os
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, is_dataclass
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
 from fedrt.coordinator.errors import ConfigError
-from fedrt.coordinator.http_config import TLS_SELF_SIGNED, WILDCARD_HOSTS, HttpConfig
-from fedrt.coordinator.http_config import check_port as _check_port
+from fedrt.coordinator.http_config import TLS_SELF_SIGNED, WILDCARD_HOSTS, HttpConfig, Port
 from fedrt.coordinator.pace_steering import PaceConfig
+from fedrt.coordinator.validation import (
+    Secret,
+    SettingBool,
+    SettingFloat,
+    SettingInt,
+    SettingPath,
+    SettingsModel,
+    SettingStr,
+)
 
 ENV_PREFIX = "FEDRT_"
+CONFIG_VARIABLE = ENV_PREFIX + "CONFIG"
 # Standard MQTT ports (IANA): 1883 plain, 8883 TLS.
 MQTT_PORT = 1883
 MQTTS_PORT = 8883
 
 
-@dataclass(frozen=True, slots=True)
-class Secret:
-    """A string that never shows in ``repr``, logs or tracebacks; ``reveal()`` to use it."""
-
-    _value: str = field(repr=False)
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    def __str__(self) -> str:
-        return "***"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BrokerConfig:
+class BrokerConfig(SettingsModel):
     """How the coordinator reaches MQTT: ``embedded`` or an ``mqtt://``/``mqtts://`` URL."""
 
+    where = "broker"
+
     # Embedded (amqtt in-process) so that one machine needs nothing else installed.
-    url: str = "embedded"
-    embedded_host: str = "127.0.0.1"
-    embedded_port: int = MQTT_PORT
+    url: SettingStr = "embedded"
+    embedded_host: SettingStr = "127.0.0.1"
+    embedded_port: Port = MQTT_PORT
     # The embedded broker checks enrolled credentials and the device ACL; anonymous access
     # (any local process may publish as any device) is for demos and tests only.
-    embedded_anonymous: bool = False
-    username: str | None = None
+    embedded_anonymous: SettingBool = False
+    username: SettingStr | None = None
     password: Secret | None = None
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
+    ca_file: SettingPath | None = None
+    cert_file: SettingPath | None = None
+    key_file: SettingPath | None = None
     # Files of an external Mosquitto the coordinator manages (enrollment writes them).
-    password_file: Path | None = None
-    acl_file: Path | None = None
+    password_file: SettingPath | None = None
+    acl_file: SettingPath | None = None
     # Mosquitto's pid file: SIGHUP to it makes the broker re-read passwords and ACLs.
-    pid_file: Path | None = None
+    pid_file: SettingPath | None = None
 
-    def __post_init__(self) -> None:
-        if self.url != "embedded":
-            parts = urlsplit(self.url)
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        if url != "embedded":
+            parts = urlsplit(url)
             if parts.scheme not in ("mqtt", "mqtts"):
                 raise ConfigError(
                     f"broker.url must be 'embedded', mqtt://HOST[:PORT] or mqtts://HOST[:PORT],"
-                    f" got {self.url!r}"
+                    f" got {url!r}"
                 )
             if not parts.hostname:
-                raise ConfigError(f"broker.url has no host: {self.url!r}")
+                raise ConfigError(f"broker.url has no host: {url!r}")
             try:
                 _ = parts.port
             except ValueError as exc:
-                raise ConfigError(f"broker.url has a bad port: {self.url!r}") from exc
-        _check_port("broker.embedded_port", self.embedded_port, allow_zero=True)
+                raise ConfigError(f"broker.url has a bad port: {url!r}") from exc
+        return url
+
+    @model_validator(mode="after")
+    def _client_certificate(self) -> BrokerConfig:
         if (self.cert_file is None) != (self.key_file is None):
             raise ConfigError("broker.cert_file and broker.key_file go together")
+        return self
 
     @property
     def embedded(self) -> bool:
@@ -100,73 +116,66 @@ class BrokerConfig:
         return parts.port or (MQTTS_PORT if parts.scheme == "mqtts" else MQTT_PORT)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LimitsConfig:
+class LimitsConfig(SettingsModel):
     """Per-device allowances (token buckets) on HTTP routes and MQTT topics."""
+
+    where = "limits"
 
     # A device does a handful of requests per round (plan, model, report): 5/s sustained with
     # a burst of 20 never throttles an honest device and caps a flooding one.
-    device_rate_per_s: float = 5.0
-    device_burst: int = 20
+    device_rate_per_s: SettingFloat = Field(5.0, gt=0)
+    device_burst: SettingInt = Field(20, ge=1)
     # Largest accepted MQTT payload from a device; a 1M-param update at 32 bits is ~4 MiB.
-    max_message_bytes: int = 16 * 1024 * 1024
+    max_message_bytes: SettingInt = Field(16 * 1024 * 1024, ge=1024)
     # Enrollments per client address: a fleet behind one NAT enrolls over minutes, while a
     # token-guessing client is slowed to a crawl. Raise it for provisioning runs.
-    enroll_rate_per_s: float = 1.0
-    enroll_burst: int = 10
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.device_rate_per_s) and self.device_rate_per_s > 0):
-            raise ConfigError(f"limits.device_rate_per_s must be > 0, got {self.device_rate_per_s}")
-        if not (math.isfinite(self.enroll_rate_per_s) and self.enroll_rate_per_s > 0):
-            raise ConfigError(f"limits.enroll_rate_per_s must be > 0, got {self.enroll_rate_per_s}")
-        if self.enroll_burst < 1:
-            raise ConfigError(f"limits.enroll_burst must be >= 1, got {self.enroll_burst}")
-        if self.device_burst < 1:
-            raise ConfigError(f"limits.device_burst must be >= 1, got {self.device_burst}")
-        if self.max_message_bytes < 1024:
-            raise ConfigError(
-                f"limits.max_message_bytes must be >= 1024, got {self.max_message_bytes}"
-            )
+    enroll_rate_per_s: SettingFloat = Field(1.0, gt=0)
+    enroll_burst: SettingInt = Field(10, ge=1)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MetricsConfig:
+def _long_enough(name: str, token: Secret | None) -> Secret | None:
+    # Too long to guess over HTTP.
+    if token is not None and len(token.reveal()) < 16:
+        raise ConfigError(f"{name} must be at least 16 characters")
+    return token
+
+
+class MetricsConfig(SettingsModel):
     """Who may read ``/metrics``: anyone (no token), or scrapers holding ``token``."""
+
+    where = "metrics"
 
     # None: open, as a Prometheus endpoint on a private network usually is. Set it when the
     # HTTP port is reachable by others (round and device counts say a lot about a fleet).
     token: Secret | None = None
 
-    def __post_init__(self) -> None:
-        # As for admin_token: too long to guess over HTTP.
-        if self.token is not None and len(self.token.reveal()) < 16:
-            raise ConfigError("metrics.token must be at least 16 characters")
+    @field_validator("token")
+    @classmethod
+    def _token(cls, token: Secret | None) -> Secret | None:
+        return _long_enough("metrics.token", token)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CoordinatorConfig:
+class CoordinatorConfig(SettingsModel):
     """Everything ``fedrt coordinator serve`` needs; validated on construction."""
 
-    data_dir: Path = Path("fedrt-data")
+    data_dir: SettingPath = Path("fedrt-data")
     # None: ``<data_dir>/coordinator.sqlite3`` (see ``db_path``).
-    db: Path | None = None
+    db: SettingPath | None = None
     # None: a random token is generated on first start into ``<data_dir>/admin-token`` (0600).
     admin_token: Secret | None = None
     # Half a second resolves per-stage deadlines (tens of seconds) finely at negligible cost.
-    tick_interval_s: float = 0.5
-    http: HttpConfig = field(default_factory=HttpConfig)
-    broker: BrokerConfig = field(default_factory=BrokerConfig)
-    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    tick_interval_s: SettingFloat = Field(0.5, gt=0, le=60)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    broker: BrokerConfig = Field(default_factory=BrokerConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     # Reconnect windows for devices the coordinator cannot use now (``pace_steering``).
-    pace: PaceConfig = field(default_factory=PaceConfig)
-    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    pace: PaceConfig = Field(default_factory=PaceConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.tick_interval_s) and 0 < self.tick_interval_s <= 60):
-            raise ConfigError(f"tick_interval_s must be in (0, 60], got {self.tick_interval_s}")
-        if self.admin_token is not None and len(self.admin_token.reveal()) < 16:
-            raise ConfigError("admin_token must be at least 16 characters")
+    @field_validator("admin_token")
+    @classmethod
+    def _admin_token(cls, token: Secret | None) -> Secret | None:
+        return _long_enough("admin_token", token)
 
     @property
     def db_path(self) -> Path:
@@ -176,37 +185,92 @@ class CoordinatorConfig:
 # ---------------------------------------------------------------- loading
 
 
-_SECTIONS: dict[str, type[Any]] = {
-    "http": HttpConfig,
-    "broker": BrokerConfig,
-    "limits": LimitsConfig,
-    "pace": PaceConfig,
-    "metrics": MetricsConfig,
-}
+def _sections() -> dict[str, type[BaseModel]]:
+    out: dict[str, type[BaseModel]] = {}
+    for name, info in CoordinatorConfig.model_fields.items():
+        kind = info.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            out[name] = kind
+    return out
 
 
 # Variables whose name follows the flag rather than the key (--tls-ca -> http.ca_file).
-_ENV_ALIASES = {"FEDRT_HTTP_TLS_CA": "http_ca_file"}
+_ENV_ALIASES = {"FEDRT_HTTP_TLS_CA": "FEDRT_HTTP_CA_FILE"}
 
 
-def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
-    """``FEDRT_HTTP_PORT=9000`` -> ``{"http": {"port": "9000"}}``; unknown names are errors."""
-    out: dict[str, Any] = {}
-    top = {f.name for f in fields(CoordinatorConfig)} - set(_SECTIONS)
-    for key, value in environ.items():
-        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+def _check_env_names(environ: Mapping[str, str]) -> None:
+    """``FEDRT_HTTP_PORTT`` is a typo, never ignored; other ``FEDRT_`` names are not ours."""
+    sections = _sections()
+    top = set(CoordinatorConfig.model_fields) - set(sections)
+    for key in environ:
+        if not key.startswith(ENV_PREFIX) or key == CONFIG_VARIABLE or key in _ENV_ALIASES:
             continue
-        name = _ENV_ALIASES.get(key) or key[len(ENV_PREFIX) :].lower()
-        if name in top:
-            out[name] = value
-            continue
+        name = key[len(ENV_PREFIX) :].lower()
         section, _, rest = name.partition("_")
-        if section in _SECTIONS and rest in {f.name for f in fields(_SECTIONS[section])}:
-            out.setdefault(section, {})[rest] = value
-        elif section in _SECTIONS:
+        if name not in top and section in sections and rest not in sections[section].model_fields:
             raise ConfigError(f"unknown environment variable {key}")
-        # Other FEDRT_ variables belong to other fedrt parts (sdk, bench): not ours.
-    return out
+        # Other FEDRT_ variables belong to other fedrt parts (sdk, bench, logs): not ours.
+
+
+class _Environment(EnvSettingsSource):
+    """The ``FEDRT_*`` layer, from the mapping ``load_config`` was given."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._given = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        out: dict[str, str | None] = {}
+        for key, value in self._given.items():
+            if key.startswith(ENV_PREFIX):
+                out[_ENV_ALIASES.get(key, key).lower()] = value
+        return out
+
+
+# The layers of the load under way (settings_customise_sources takes no arguments).
+_LAYERS: ContextVar[tuple[Mapping[str, str], Path | None]] = ContextVar("config_layers")
+
+
+class _Loaded(BaseSettings, CoordinatorConfig):
+    """``CoordinatorConfig`` from its three layers; ``load_config`` hands out the plain model."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX.lower(),
+        # FEDRT_HTTP_PUBLIC_URL: section "http", key "public_url" (split once).
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        case_sensitive=False,
+        validate_default=False,
+    )
+    unknown_key: ClassVar[str] = "unknown config key"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        environ, path = _LAYERS.get()
+        # First wins: flags (the init arguments) < environment < file.
+        sources: list[PydanticBaseSettingsSource] = [
+            init_settings,
+            _Environment(settings_cls, environ),
+        ]
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+@contextmanager
+def _layers(environ: Mapping[str, str], path: Path | None) -> Iterator[None]:
+    token = _LAYERS.set((environ, path))
+    try:
+        yield
+    finally:
+        _LAYERS.reset(token)
 
 
 def parse_host_port(value: str, *, what: str = "--http") -> tuple[str, int]:
@@ -269,77 +333,6 @@ def cli_layer(
     return out
 
 
-def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in top.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _merge(dict(merged[key]), value)
-        else:
-            merged[key] = value
-    return merged
-
-
-_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-
-
-def _coerce(name: str, annotation: str, value: Any) -> Any:
-    """Turn a TOML value or an env string into the field's type, or say why not."""
-    optional = annotation.endswith("| None")
-    base = annotation.removesuffix(" | None")
-    if value is None or (optional and value == ""):
-        if optional:
-            return None
-        raise ConfigError(f"{name} must be set")
-    try:
-        if base == "int":
-            if isinstance(value, (bool, float)):
-                raise ValueError
-            return int(value)
-        if base == "float":
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if base == "bool":
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.lower() in _BOOLS:
-                return _BOOLS[value.lower()]
-            raise ValueError
-        if base == "str":
-            if not isinstance(value, str):
-                raise ValueError
-            return value
-        if base == "Path":
-            if not isinstance(value, str):
-                raise ValueError
-            return Path(value).expanduser()
-        if base == "Secret":
-            if not isinstance(value, str):
-                raise ValueError
-            return Secret(value)
-    except (TypeError, ValueError):
-        shown = "***" if base == "Secret" else repr(value)
-        raise ConfigError(f"{name} must be {base}, got {shown}") from None
-    raise ConfigError(f"{name}: unsupported type {annotation}")  # pragma: no cover
-
-
-def _build(cls: type[Any], raw: Mapping[str, Any], prefix: str) -> Any:
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a table")
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(raw) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown config key(s): {', '.join(prefix + k for k in unknown)}")
-    kwargs: dict[str, Any] = {}
-    for key, value in raw.items():
-        fld = known[key]
-        if key in _SECTIONS and cls is CoordinatorConfig:
-            kwargs[key] = _build(_SECTIONS[key], value, f"{key}.")
-        else:
-            kwargs[key] = _coerce(prefix + key, str(fld.type), value)
-    return cls(**kwargs)
-
-
 def load_config(
     path: Path | None = None,
     *,
@@ -352,40 +345,28 @@ def load_config(
     file is never silently ignored.
     """
     env = dict(os.environ if environ is None else environ)
-    if path is None and env.get(ENV_PREFIX + "CONFIG"):
-        path = Path(env[ENV_PREFIX + "CONFIG"])
-    file_layer: dict[str, Any] = {}
-    if path is not None:
-        try:
-            with Path(path).open("rb") as fh:
-                file_layer = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    merged = _merge(_merge(file_layer, _env_layer(env)), cli or {})
-    config = _build(CoordinatorConfig, merged, "")
-    assert isinstance(config, CoordinatorConfig)
-    return config
+    if path is None and env.get(CONFIG_VARIABLE):
+        path = Path(env[CONFIG_VARIABLE])
+    if path is not None and not Path(path).is_file():
+        # pydantic-settings skips a missing file; a named one must be there.
+        if not Path(path).exists():
+            raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"cannot read config file {path}: not a regular file")
+    _check_env_names(env)
+    try:
+        with _layers(env, None if path is None else Path(path)):
+            loaded = _Loaded(**(cli or {}))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    values = {name: getattr(loaded, name) for name in CoordinatorConfig.model_fields}
+    return CoordinatorConfig.model_construct(loaded.model_fields_set, **values)
 
 
 def describe(config: CoordinatorConfig) -> dict[str, Any]:
     """A JSON-able view for logs and the API: secrets shown as ``***``."""
-
-    def view(obj: Any) -> Any:
-        if isinstance(obj, Secret):
-            return "***"
-        if isinstance(obj, Path):
-            return str(obj)
-        if is_dataclass(obj) and not isinstance(obj, type):
-            return {f.name: view(getattr(obj, f.name)) for f in fields(obj)}
-        return obj
-
-    out = view(config)
-    assert isinstance(out, dict)
-    return out
+    return config.model_dump(mode="json")
 
 
 __all__ = [

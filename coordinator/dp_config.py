@@ -1,6 +1,7 @@
 """A task's differential-privacy settings (``DpConfig``) and adaptive clipping (Andrew et al.).
 
-Task config shape (TOML / JSON), every combination checked on construction::
+Task config shape (TOML / JSON), every combination checked on construction
+(a pydantic model: the OpenAPI schema is generated from it)::
 
     dp = {mode = "none" | "central" | "distributed",
           noise_multiplier = Z | target_epsilon = E, delta = D, budget_epsilon = B,
@@ -19,15 +20,25 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import (
+    ConfigDict,
+    Discriminator,
+    Field,
+    SerializerFunctionWrapHandler,
+    Tag,
+    model_serializer,
+    model_validator,
+)
 
 from fedrt.coordinator.errors import BadRequestError
+from fedrt.coordinator.validation import JsonFloat, Positive, WireModel
 
 __all__ = [
     "AdaptiveClip",
+    "AdaptiveClipSettings",
     "DpConfig",
     "DpMode",
     "FixedClip",
@@ -60,53 +71,98 @@ class DpMode(enum.Enum):
     DISTRIBUTED = "distributed"  # devices add integer noise inside the SecAgg+ ring
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FixedClip:
-    """Every update is clipped to L2 norm ``norm``."""
+class FixedClip(WireModel):
+    """``{fixed = C}``: every update is clipped to L2 norm C."""
 
-    norm: float
+    fixed: Positive
 
-    def __post_init__(self) -> None:
-        _positive(self.norm, "clip.fixed")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AdaptiveClip:
-    """Clip bound tracking the ``quantile`` of update norms; defaults from Andrew et al. 2021
-    (median, geometric rate 0.2, start at 0.1: the rate lets C grow 20% a round)."""
-
-    quantile: float = 0.5
-    lr: float = 0.2
-    initial: float = 0.1
-
-    def __post_init__(self) -> None:
-        _need(
-            isinstance(self.quantile, float | int) and 0 < self.quantile < 1,
-            f"clip.adaptive.quantile must be in (0, 1), got {self.quantile!r}",
-        )
-        _positive(self.lr, "clip.adaptive.lr")
-        _positive(self.initial, "clip.adaptive.initial")
+    @property
+    def norm(self) -> float:
+        return self.fixed
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DpConfig:
+class AdaptiveClipSettings(WireModel):
+    """Defaults from Andrew et al. 2021: the median, geometric rate 0.2, start at 0.1 (the
+    rate lets C grow 20% a round)."""
+
+    quantile: JsonFloat = Field(0.5, gt=0, lt=1)
+    lr: Positive = 0.2
+    initial: Positive = 0.1
+
+
+class AdaptiveClip(WireModel):
+    """``{adaptive = {quantile, lr, initial}}``: a clip bound tracking the ``quantile`` of
+    update norms."""
+
+    adaptive: AdaptiveClipSettings
+
+    @property
+    def quantile(self) -> float:
+        return self.adaptive.quantile
+
+    @property
+    def lr(self) -> float:
+        return self.adaptive.lr
+
+    @property
+    def initial(self) -> float:
+        return self.adaptive.initial
+
+
+def _clip_kind(value: object) -> str | None:
+    """The tag of a clip: its one key (JSON) or its class (Python); None: neither shape."""
+    if isinstance(value, FixedClip | AdaptiveClip):
+        return "fixed" if isinstance(value, FixedClip) else "adaptive"
+    if isinstance(value, Mapping) and len(value) == 1:
+        (key,) = value
+        return key if key in ("fixed", "adaptive") else None
+    return None
+
+
+Clip = Annotated[
+    Annotated[FixedClip, Tag("fixed")] | Annotated[AdaptiveClip, Tag("adaptive")],
+    Discriminator(
+        _clip_kind,
+        custom_error_type="clip_shape",
+        custom_error_message="must be {fixed = C} or {adaptive = {quantile, lr, initial}}",
+    ),
+]
+_NOISE = ("noise_multiplier", "target_epsilon")
+
+
+def _mode_is(modes: list[str]) -> dict[str, Any]:
+    return {"properties": {"mode": {"enum": modes}}}
+
+
+class DpConfig(WireModel):
     """A task's DP settings. Exactly one of noise_multiplier / target_epsilon with noise."""
 
-    mode: DpMode = DpMode.NONE
-    noise_multiplier: float | None = None
-    target_epsilon: float | None = None
-    # 1e-5: below 1 / population for the >= 1,000-device populations DP is meant for.
-    delta: float = 1e-5
-    # Stop the task before a round would take the cumulative epsilon past this.
-    budget_epsilon: float | None = None
-    clip: FixedClip | AdaptiveClip = field(default_factory=lambda: FixedClip(norm=1.0))
-    # Distributed DP only: "discrete_gaussian" (Kairouz et al. 2021) or "skellam".
-    distributed_noise: str = "discrete_gaussian"
+    model_config = ConfigDict(
+        # The rules of _check that a schema can state: no noise, nothing to calibrate;
+        # with noise, exactly one way to calibrate it.
+        json_schema_extra={
+            "if": _mode_is([DpMode.NONE.value]),
+            "then": {"not": {"anyOf": [{"required": [k]} for k in (*_NOISE, "budget_epsilon")]}},
+            "else": {"oneOf": [{"required": [k]} for k in _NOISE]},
+        }
+    )
+    where = "dp"
 
-    def __post_init__(self) -> None:
-        _need(isinstance(self.mode, DpMode), f"mode must be a DpMode, got {self.mode!r}")
-        _need(isinstance(self.clip, FixedClip | AdaptiveClip), "clip must be fixed or adaptive")
-        given = [n for n in ("noise_multiplier", "target_epsilon") if getattr(self, n) is not None]
+    mode: DpMode = DpMode.NONE
+    # None: unset (in JSON the key is left out: WireModel refuses null).
+    noise_multiplier: Positive | None = None
+    target_epsilon: Positive | None = None
+    # 1e-5: below 1 / population for the >= 1,000-device populations DP is meant for.
+    delta: JsonFloat = Field(1e-5, gt=0, lt=1)
+    # Stop the task before a round would take the cumulative epsilon past this.
+    budget_epsilon: Positive | None = None
+    clip: Clip = FixedClip(fixed=1.0)
+    # Distributed DP only: "discrete_gaussian" (Kairouz et al. 2021) or "skellam".
+    distributed_noise: Literal["discrete_gaussian", "skellam"] = "discrete_gaussian"
+
+    @model_validator(mode="after")
+    def _check(self) -> DpConfig:
+        given = [n for n in _NOISE if getattr(self, n) is not None]
         if self.mode is DpMode.NONE:
             extra = [*given, *(["budget_epsilon"] if self.budget_epsilon is not None else [])]
             _need(not extra, f"mode 'none' adds no noise, so {', '.join(extra)} cannot be set")
@@ -116,25 +172,25 @@ class DpConfig:
                 f"mode '{self.mode.value}' needs exactly one of noise_multiplier or "
                 f"target_epsilon, got {', '.join(given) or 'neither'}",
             )
-        for name in (*given, "budget_epsilon"):
-            if getattr(self, name) is not None:
-                _positive(getattr(self, name), name)
-        d = self.delta
-        _need(
-            isinstance(d, float | int) and 0 < d < 1 and math.isfinite(d),
-            f"delta must be in (0, 1), got {d!r}",
-        )
         if self.target_epsilon is not None and self.budget_epsilon is not None:
             _need(
                 self.target_epsilon <= self.budget_epsilon,
                 f"target_epsilon {self.target_epsilon} exceeds budget_epsilon "
                 f"{self.budget_epsilon}: the task would stop before its last round",
             )
-        _need(
-            self.distributed_noise in ("discrete_gaussian", "skellam"),
-            f"distributed_noise must be discrete_gaussian or skellam, got "
-            f"{self.distributed_noise!r}",
-        )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _canonical(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # What the store and the API show: unset keys left out, the noise kind only where
+        # it is used (a stored spec reads back equal).
+        out: dict[str, Any] = handler(self)
+        for name in (*_NOISE, "budget_epsilon"):
+            if out.get(name) is None:
+                out.pop(name, None)
+        if self.mode is not DpMode.DISTRIBUTED:
+            out.pop("distributed_noise", None)
+        return out
 
     @property
     def enabled(self) -> bool:
@@ -155,52 +211,13 @@ class DpConfig:
             )
 
     @classmethod
-    def from_mapping(cls, raw: Mapping[str, Any]) -> DpConfig:
+    def from_mapping(cls, raw: Any) -> DpConfig:
         """The config from its TOML/JSON table (see the module docstring); unknown keys refused."""
-        _need(isinstance(raw, Mapping), "dp must be a table")
-        known = {"mode", "noise_multiplier", "target_epsilon", "delta", "budget_epsilon",
-                 "clip", "distributed_noise"}  # fmt: skip
-        unknown = sorted(set(raw) - known)
-        _need(not unknown, f"unknown key(s) {', '.join(unknown)}")
-        modes = [m.value for m in DpMode]
-        _need(raw.get("mode", "none") in modes, f"mode must be one of {', '.join(modes)}")
-        # null is not "unset": an absent key is (the API documents no nullable DP field).
-        nulls = sorted(k for k in raw if raw[k] is None)
-        _need(not nulls, f"{', '.join(nulls)} must not be null (leave the key out instead)")
-        kwargs: dict[str, Any] = {k: raw[k] for k in known - {"mode", "clip"} if k in raw}
-        if "clip" in raw:
-            kwargs["clip"] = _clip_from(raw["clip"])
-        return cls(mode=DpMode(raw.get("mode", "none")), **kwargs)
+        return cls.from_json(raw)
 
     def to_mapping(self) -> dict[str, Any]:
         """The inverse of ``from_mapping`` (what the store and the API show)."""
-        out: dict[str, Any] = {"mode": self.mode.value, "delta": self.delta}
-        for name in ("noise_multiplier", "target_epsilon", "budget_epsilon"):
-            if getattr(self, name) is not None:
-                out[name] = getattr(self, name)
-        if isinstance(self.clip, FixedClip):
-            out["clip"] = {"fixed": self.clip.norm}
-        else:
-            c = self.clip
-            out["clip"] = {"adaptive": {"quantile": c.quantile, "lr": c.lr, "initial": c.initial}}
-        if self.mode is DpMode.DISTRIBUTED:
-            out["distributed_noise"] = self.distributed_noise
-        return out
-
-
-def _clip_from(raw: object) -> FixedClip | AdaptiveClip:
-    _need(
-        isinstance(raw, Mapping) and len(raw) == 1 and set(raw) <= {"fixed", "adaptive"},
-        "clip must be {fixed = C} or {adaptive = {quantile, lr}}",
-    )
-    assert isinstance(raw, Mapping)
-    if "fixed" in raw:
-        return FixedClip(norm=raw["fixed"])
-    inner = raw["adaptive"]
-    _need(isinstance(inner, Mapping), "clip.adaptive must be a table")
-    unknown = sorted(set(inner) - {"quantile", "lr", "initial"})
-    _need(not unknown, f"unknown key(s) in clip.adaptive: {', '.join(unknown)}")
-    return AdaptiveClip(**inner)
+        return self.to_json()
 
 
 # --- adaptive clipping ---------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -14,15 +13,14 @@ from fedrt import __version__
 from fedrt.coordinator.artifacts import check_sha256
 from fedrt.coordinator.config import describe
 from fedrt.coordinator.dashboard import add_dashboard_routes
-from fedrt.coordinator.enrollment import DEFAULT_TOKEN_TTL_S
 from fedrt.coordinator.errors import (
-    BadRequestError,
     ConfigError,
     CoordinatorError,
     RateLimitedError,
     status_for,
 )
 from fedrt.coordinator.http_auth import ADMIN, require_device_or_admin, require_metrics_reader
+from fedrt.coordinator.http_bodies import EnrollRequest, TokenRequest
 from fedrt.coordinator.http_common import (
     AUDIT_PAGE_MAX,
     IP_LIMITER,
@@ -32,7 +30,6 @@ from fedrt.coordinator.http_common import (
     int_param,
     json_body,
     json_reply,
-    number_field,
     svc_of,
 )
 from fedrt.coordinator.http_models import read_upload, serve_blob
@@ -126,15 +123,10 @@ async def openapi(request: web.Request) -> web.Response:
 async def enroll(request: web.Request) -> web.Response:
     svc = svc_of(request)
     request.app[IP_LIMITER].acquire("enroll:" + (request.remote or "?"))
-    body = await json_body(request, ("token", "public_key", "proof", "labels"))
-    token = body.get("token")
-    if not isinstance(token, str):
-        raise BadRequestError("token must be a string")
-    public_key, proof = _b64_field(body, "public_key"), _b64_field(body, "proof")
-    labels = body.get("labels", {})
-    if not isinstance(labels, dict):
-        raise BadRequestError("labels must be an object of strings")
-    grant = svc.enrollment.enroll(token, public_key, proof, labels=labels)
+    body = await json_body(request, EnrollRequest)
+    # The schema's patterns admit only padded base64 of the right length.
+    public_key, proof = base64.b64decode(body.public_key), base64.b64decode(body.proof)
+    grant = svc.enrollment.enroll(body.token, public_key, proof, labels=body.labels)
     b = svc.config.broker
     host, port = (svc.embedded.host, svc.embedded.port) if svc.embedded else (b.host, b.port)
     reply: dict[str, Any] = {
@@ -150,16 +142,6 @@ async def enroll(request: web.Request) -> web.Response:
     if grant.ca_pem is not None:
         reply["ca_pem"] = grant.ca_pem
     return json_reply(reply, status=201)
-
-
-def _b64_field(body: dict[str, Any], name: str) -> bytes:
-    value = body.get(name)
-    if not isinstance(value, str) or len(value) > 1024:
-        raise BadRequestError(f"{name} must be a base64 string")
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise BadRequestError(f"{name} is not valid base64") from None
 
 
 # ------------------------------------------------------------------ models
@@ -203,13 +185,9 @@ async def upload_model(request: web.Request) -> web.Response:
 async def create_enrollment_token(request: web.Request) -> web.Response:
     svc = svc_of(request)
     actor = admin(request)
-    body = await json_body(request, ("ttl_s", "note"))
-    ttl = number_field(body, "ttl_s", DEFAULT_TOKEN_TTL_S)
-    note = body.get("note", "")
-    if not isinstance(note, str):
-        raise BadRequestError("note must be a string")
-    token = svc.enrollment.create_token(actor=actor, ttl_s=ttl, note=note)
-    return json_reply({"token": token, "expires_at": svc.clock() + ttl}, status=201)
+    body = await json_body(request, TokenRequest)
+    token = svc.enrollment.create_token(actor=actor, ttl_s=body.ttl_s, note=body.note)
+    return json_reply({"token": token, "expires_at": svc.clock() + body.ttl_s}, status=201)
 
 
 async def list_devices(request: web.Request) -> web.Response:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable, Collection
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
 from fedrt.coordinator.errors import BadRequestError
 from fedrt.coordinator.http_auth import require_admin
 from fedrt.coordinator.ratelimit import RateLimiter
+from fedrt.coordinator.validation import WireModel
 
 if TYPE_CHECKING:
     from fedrt.coordinator.service import CoordinatorService
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 SERVICE: web.AppKey[CoordinatorService] = web.AppKey("service")
 IP_LIMITER: web.AppKey[RateLimiter] = web.AppKey("ip_limiter")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Body = TypeVar("Body", bound=WireModel)
 # JSON bodies are small (specs, tokens); anything bigger is a mistake or an attack.
 _MAX_JSON = 64 * 1024
 # ASCII digits only: int() would also take "+1", " 1", "1_0" and other scripts' digits.
@@ -36,13 +38,10 @@ def json_reply(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=lambda o: json.dumps(o, allow_nan=False))
 
 
-async def json_body(request: web.Request, known: Collection[str]) -> dict[str, Any]:
-    """The request's JSON object; a key outside ``known`` is an error, never ignored."""
-    data = await _json_object(request)
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise BadRequestError(f"unknown field(s): {', '.join(unknown)}")
-    return data
+async def json_body(request: web.Request, model: type[Body]) -> Body:
+    """The request's JSON object as ``model`` (``http_bodies``): unknown keys, nulls and wrong
+    types are errors naming the field, never ignored."""
+    return model.from_json(await _json_object(request))
 
 
 async def _json_object(request: web.Request) -> dict[str, Any]:
@@ -73,22 +72,11 @@ def int_param(raw: str, name: str, *, lo: int, hi: int = INT64_MAX) -> int:
     return int(raw)
 
 
-def number_field(body: dict[str, Any], name: str, default: float) -> float:
-    """A JSON number (not a boolean) as a float; absent: ``default``."""
-    value = body.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise BadRequestError(f"{name} must be a number")
-    try:
-        return float(value)
-    except OverflowError:  # an integer beyond any float
-        raise BadRequestError(f"{name} must be finite") from None
-
-
 def admin(request: web.Request) -> str:
     return require_admin(request, svc_of(request).admin_token)
 
 
 __all__ = [
     "AUDIT_PAGE_MAX", "INT64_MAX", "IP_LIMITER", "SERVICE", "Handler", "admin", "int_param",
-    "json_body", "json_reply", "number_field", "svc_of",
+    "json_body", "json_reply", "svc_of",
 ]  # fmt: skip

@@ -2,47 +2,53 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+from typing import Annotated
 from urllib.parse import urlsplit
 
+from pydantic import Field, field_validator, model_validator
+
 from fedrt.coordinator.errors import ConfigError
+from fedrt.coordinator.validation import SettingInt, SettingPath, SettingsModel, SettingStr
 
 # Bind addresses that mean "every interface": no device can reach a coordinator by them.
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "*", ""})  # noqa: S104 - recognised, not bound
 TLS_SELF_SIGNED = "self-signed"
+# A TCP port; 0 asks the OS for a free one.
+Port = Annotated[SettingInt, Field(ge=0, le=65535)]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HttpConfig:
+class HttpConfig(SettingsModel):
     """Where the REST API and dashboard listen, the address devices use, and HTTPS."""
 
+    where = "http"
+
     # Loopback by default: exposing the admin API is an explicit operator decision.
-    host: str = "127.0.0.1"
-    port: int = 8080
+    host: SettingStr = Field("127.0.0.1", min_length=1)
+    port: Port = 8080
     # Exported models are a few MB; 256 MiB leaves room for large LSTMs, stops runaway uploads.
-    max_upload_bytes: int = 256 * 1024 * 1024
+    max_upload_bytes: SettingInt = Field(256 * 1024 * 1024, ge=1024)
     # What devices put in front of /v1/...: required when ``host`` is a wildcard, since a
     # plan that said http://0.0.0.0:8080 reaches nothing. None: scheme://host:port of the bind.
-    public_url: str | None = None
+    public_url: SettingStr | None = None
     # "self-signed": a server certificate issued at start by the coordinator's own CA
     # (DATA_DIR/tls/ca.crt), which enrollment hands to devices. Else tls_cert + tls_key.
-    tls: str | None = None
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
+    tls: SettingStr | None = None
+    tls_cert: SettingPath | None = None
+    tls_key: SettingPath | None = None
     # The CA (chain) that signs ``tls_cert``: devices receive it at enrollment. None: devices
     # trust their own ca_file or the system store (a certificate from a public CA).
-    ca_file: Path | None = None
+    ca_file: SettingPath | None = None
 
-    def __post_init__(self) -> None:
-        if not self.host:
-            raise ConfigError("http.host must not be empty")
-        check_port("http.port", self.port, allow_zero=True)
-        if self.max_upload_bytes < 1024:
-            raise ConfigError(f"http.max_upload_bytes must be >= 1024, got {self.max_upload_bytes}")
-        if self.public_url is not None:
-            _check_public_url(self.public_url)
-        elif self.host in WILDCARD_HOSTS:
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, url: str | None) -> str | None:
+        if url is not None:
+            _check_public_url(url)
+        return url
+
+    @model_validator(mode="after")
+    def _check(self) -> HttpConfig:
+        if self.public_url is None and self.host in WILDCARD_HOSTS:
             raise ConfigError(
                 f"http.host {self.host!r} listens on every interface, which devices cannot "
                 "use as an address: set http.public_url (--public-url, FEDRT_HTTP_PUBLIC_URL) "
@@ -56,6 +62,7 @@ class HttpConfig:
             raise ConfigError("http.tls = 'self-signed' and http.tls_cert exclude each other")
         if self.ca_file is not None and self.tls_cert is None:
             raise ConfigError("http.ca_file is the CA of http.tls_cert: set both (or neither)")
+        return self
 
     @property
     def https(self) -> bool:
@@ -90,10 +97,4 @@ def _check_public_url(url: str) -> None:
         raise ConfigError(f"http.public_url has a bad port: {url!r}")
 
 
-def check_port(name: str, port: int, *, allow_zero: bool) -> None:
-    low = 0 if allow_zero else 1
-    if not (low <= port <= 65535):
-        raise ConfigError(f"{name} must be in {low}..65535, got {port}")
-
-
-__all__ = ["TLS_SELF_SIGNED", "WILDCARD_HOSTS", "HttpConfig", "check_port"]
+__all__ = ["TLS_SELF_SIGNED", "WILDCARD_HOSTS", "HttpConfig", "Port"]

@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from fedrt.coordinator.artifacts import check_sha256
-from fedrt.coordinator.errors import BadRequestError
+from fedrt.coordinator.http_bodies import PromoteRequest, RollbackRequest, TaskCreate
 from fedrt.coordinator.http_common import (
     Handler,
     admin,
@@ -17,7 +16,6 @@ from fedrt.coordinator.http_common import (
     json_reply,
     svc_of,
 )
-from fedrt.coordinator.tasks import TaskSpec
 from fedrt.coordinator.views import metrics_view, round_view, stage_view, task_view
 
 if TYPE_CHECKING:
@@ -30,24 +28,15 @@ ROUND_NO_MAX = 999_999_999
 async def create_task(request: web.Request) -> web.Response:
     svc = svc_of(request)
     actor = admin(request)
-    body = await json_body(request, ("name", "task_id", "model_sha256", "model_dir", "spec"))
-    spec = TaskSpec.from_json(body.get("spec", {}))
-    if ("model_sha256" in body) == ("model_dir" in body):
-        raise BadRequestError("give exactly one of model_sha256 (uploaded) or model_dir")
-    task_id = body.get("task_id")
-    if "task_id" in body and not isinstance(task_id, str):
-        raise BadRequestError("task_id must be a string")
-    if "model_dir" in body:
-        model_dir = body["model_dir"]
-        if not isinstance(model_dir, str) or not model_dir or "\0" in model_dir:
-            raise BadRequestError("model_dir must be a path on the coordinator host")
+    body = await json_body(request, TaskCreate)
+    sha = body.model_sha256
+    if sha is None:
+        assert body.model_dir is not None  # TaskCreate: exactly one of the two
         sha = svc.catalog.add_export_dir(
-            Path(body["model_dir"]), actor=actor, max_bytes=svc.config.http.max_upload_bytes
+            Path(body.model_dir), actor=actor, max_bytes=svc.config.http.max_upload_bytes
         ).sha256
-    else:
-        sha = check_sha256(body["model_sha256"])
-    task = svc.tasks.create(name=body.get("name", ""), model_sha256=sha, spec=spec,
-                            actor=actor, task_id=task_id)  # fmt: skip
+    task = svc.tasks.create(name=body.name, model_sha256=sha, spec=body.spec,
+                            actor=actor, task_id=body.task_id)  # fmt: skip
     return json_reply(task_view(task), status=201)
 
 
@@ -81,21 +70,16 @@ def task_action(action: str) -> Handler:
 async def rollback(request: web.Request) -> web.Response:
     svc = svc_of(request)
     actor = admin(request)
-    body = await json_body(request, ("to",))
-    # Absent: the parent version. Present, it must name one.
-    to = check_sha256(body["to"]) if "to" in body else None
-    task = svc.catalog.rollback(request.match_info["task_id"], to=to, actor=actor)
+    body = await json_body(request, RollbackRequest)
+    task = svc.catalog.rollback(request.match_info["task_id"], to=body.to, actor=actor)
     return json_reply(task_view(task))
 
 
 async def promote(request: web.Request) -> web.Response:
     svc = svc_of(request)
     actor = admin(request)
-    body = await json_body(request, ("sha256",))
-    sha = body.get("sha256")
-    if not isinstance(sha, str):
-        raise BadRequestError("sha256 must be a string")
-    task = svc.catalog.promote(sha, task_id=request.match_info["task_id"], actor=actor)
+    body = await json_body(request, PromoteRequest)
+    task = svc.catalog.promote(body.sha256, task_id=request.match_info["task_id"], actor=actor)
     return json_reply(task_view(task))
 
 

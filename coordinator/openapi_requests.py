@@ -1,25 +1,27 @@
-"""The OpenAPI document's request schemas: each states what its handler validates.
+"""The OpenAPI document's request schemas, generated from the pydantic models that validate them.
 
-TaskSpec bounds come from ``tasks.SPEC_BOUNDS`` (the table ``TaskSpec`` checks); rules that
-no schema keyword can state are in the TaskSpec description, each answered 400.
+TaskSpec, DpConfig and every JSON request body (``http_bodies``) come from
+``models_json_schema``: JSON Schema 2020-12, which OpenAPI 3.1 takes as is. Rules that no
+schema keyword can state are in the TaskSpec description, each answered 400. Also the
+small schemas the hand-written rest of the document (``openapi``) shares.
 """
 
 from __future__ import annotations
 
-from dataclasses import MISSING, fields
 from typing import Any
 
-from fedrt.coordinator.dp_config import DpConfig, DpMode
-from fedrt.coordinator.enrollment import DEFAULT_TOKEN_TTL_S, MAX_TOKEN_TTL_S
-from fedrt.coordinator.http_tasks import ROUND_NO_MAX
-from fedrt.coordinator.tasks import (
-    PLAIN_ONLY_STRATEGIES,
-    SECAGG_STRATEGIES,
-    SPEC_BOUNDS,
-    STRATEGIES,
-    Bound,
-    TaskSpec,
+from pydantic import BaseModel
+from pydantic.json_schema import (
+    GenerateJsonSchema,
+    JsonSchemaMode,
+    JsonSchemaValue,
+    models_json_schema,
 )
+from pydantic_core import core_schema
+
+from fedrt.coordinator.http_bodies import REQUEST_BODIES, SHA256_PATTERN
+from fedrt.coordinator.http_tasks import ROUND_NO_MAX
+from fedrt.coordinator.tasks import TaskSpec
 
 Schema = dict[str, Any]
 
@@ -47,7 +49,7 @@ STR, NUM, INT, BOOL = (
     {"type": "integer"},
     {"type": "boolean"},
 )
-SHA = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+SHA = {"type": "string", "pattern": SHA256_PATTERN}
 ROUND_NO = {"type": "integer", "minimum": 0, "maximum": ROUND_NO_MAX}
 # What dashboard.py serves under /static/ (any other name: 404).
 DASHBOARD_ASSETS = {
@@ -56,150 +58,47 @@ DASHBOARD_ASSETS = {
 }
 B64 = {"type": "string", "contentEncoding": "base64"}
 FREE = {"type": "object"}
-# protocol.topics.check_id: an id is a topic level and an MQTT username.
-TASK_ID = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"}
-POSITIVE = {"type": "number", "exclusiveMinimum": 0}
-# Raw Ed25519: 32-byte keys and 64-byte signatures, padded base64.
-ED25519_KEY = {**B64, "pattern": "^[A-Za-z0-9+/]{43}=$"}
-ED25519_SIG = {**B64, "pattern": "^[A-Za-z0-9+/]{86}==$"}
-LABELS = {
-    "type": "object",
-    "maxProperties": 16,
-    "propertyNames": {"minLength": 1, "maxLength": 64},
-    "additionalProperties": {"type": "string", "maxLength": 256},
-}
-_DP_ON = [m.value for m in DpMode if m is not DpMode.NONE]
 
 
-def _bounded(kind: Schema, bound: Bound) -> Schema:
-    out = {**kind, ("exclusiveMinimum" if bound.open_lo else "minimum"): bound.lo}
-    if bound.hi is not None:
-        out["exclusiveMaximum" if bound.open_hi else "maximum"] = bound.hi
-    return out
+class _OpenApiSchema(GenerateJsonSchema):
+    """pydantic's JSON Schema as the document states it."""
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False  # the property name says it
+
+    def nullable_schema(self, schema: core_schema.NullableSchema) -> JsonSchemaValue:
+        # None is Python's "unset": in a JSON body the key is left out (null is refused).
+        return self.generate_inner(schema["schema"])
+
+    def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:
+        out = super().default_schema(schema)
+        if "default" in out and out["default"] is None:
+            del out["default"]  # unset, not null
+        return out
 
 
-def _when(condition: Schema, then: Schema) -> Schema:
-    return {"if": condition, "then": then}
-
-
-def _mode(modes: list[str]) -> Schema:
-    return {"properties": {"mode": {"enum": modes}}}
-
-
-def _task_spec_schema() -> Schema:
-    props: dict[str, Schema] = {}
-    for f in fields(TaskSpec):
-        if f.name == "dp":
-            props["dp"] = {**ref("DpConfig"), "default": DpConfig().to_mapping()}
-            continue
-        kind = {"str": STR, "int": INT, "float": NUM, "bool": BOOL}[str(f.type)]
-        if f.name in SPEC_BOUNDS:
-            kind = _bounded(kind, SPEC_BOUNDS[f.name])
-        entry = {**kind, "default": f.default if f.default is not MISSING else None}
-        if f.name == "strategy":
-            entry["enum"] = list(STRATEGIES)
-        props[f.name] = entry
-
-    def dp(schema: Schema) -> Schema:
-        return {"properties": {"dp": schema}}
-
-    dp_on = {"required": ["dp"], **dp({"required": ["mode"], **_mode(_DP_ON)})}
-    adaptive_clip = {"required": ["clip"], "properties": {"clip": {"required": ["adaptive"]}}}
-    needs_secagg = {"anyOf": [dp(_mode([DpMode.DISTRIBUTED.value])), dp(adaptive_clip)]}
-    return {
-        "type": "object",
-        "description": "Rules no schema keyword states, each answered 400: min_reports <= "
-        "goal_count; with DP on, dp.delta < 1 / max(goal_count, ceil(goal_count * "
-        "over_selection)); dp.target_epsilon <= dp.budget_epsilon.",
-        "properties": props,
-        "additionalProperties": False,
-        "allOf": [
-            # Robust aggregators need each update, which SecAgg+ hides (secagg defaults on).
-            _when(
-                {
-                    "required": ["strategy"],
-                    "properties": {"strategy": {"enum": list(PLAIN_ONLY_STRATEGIES)}},
-                },
-                {"required": ["secagg"], "properties": {"secagg": {"const": False}}},
-            ),
-            # DP is calibrated for a mean; distributed noise and the adaptive clip's count
-            # travel inside SecAgg+.
-            _when(dp_on, {"properties": {"strategy": {"enum": list(SECAGG_STRATEGIES)}}}),
-            _when({"allOf": [dp_on, needs_secagg]}, {"properties": {"secagg": {"const": True}}}),
-        ],
-    }
-
-
-def _dp_schema() -> Schema:
-    adaptive = obj(
-        {},
-        {
-            "quantile": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
-            "lr": POSITIVE,
-            "initial": POSITIVE,
-        },
+def _generated() -> dict[str, Schema]:
+    documented: list[type[BaseModel]] = [TaskSpec, *REQUEST_BODIES]
+    models: list[tuple[type[BaseModel], JsonSchemaMode]] = [(m, "validation") for m in documented]
+    _, top = models_json_schema(
+        models,
+        ref_template="#/components/schemas/{model}",
+        schema_generator=_OpenApiSchema,
     )
-    noise = ("noise_multiplier", "target_epsilon")
-    schema = obj(
-        {},
-        {
-            "mode": {"type": "string", "enum": [m.value for m in DpMode], "default": "none"},
-            "noise_multiplier": POSITIVE,
-            "target_epsilon": POSITIVE,
-            "delta": {**POSITIVE, "exclusiveMaximum": 1, "default": DpConfig().delta},
-            "budget_epsilon": POSITIVE,
-            "clip": {"oneOf": [obj({"fixed": POSITIVE}), obj({"adaptive": adaptive})]},
-            "distributed_noise": {"type": "string", "enum": ["discrete_gaussian", "skellam"]},
-        },
-    )
-    # No noise, nothing to calibrate; with noise, exactly one way to calibrate it.
-    schema["if"] = _mode([DpMode.NONE.value])
-    schema["then"] = {"not": {"anyOf": [{"required": [k]} for k in (*noise, "budget_epsilon")]}}
-    schema["else"] = {"oneOf": [{"required": [k]} for k in noise]}
-    return schema
+    schemas: dict[str, Schema] = top["$defs"]
+    return schemas
 
 
 def request_schemas() -> dict[str, Schema]:
     """The components that request bodies refer to."""
     return {
-        "TaskSpec": _task_spec_schema(),
-        "DpConfig": _dp_schema(),
-        "TaskCreate": {
-            **obj(
-                {"name": {"type": "string", "minLength": 1, "maxLength": 200}},
-                {
-                    "task_id": TASK_ID,
-                    "model_sha256": SHA,
-                    # A `fedrt export` directory on the coordinator's host.
-                    "model_dir": {"type": "string", "minLength": 1, "pattern": "^[^\\x00]*$"},
-                    "spec": ref("TaskSpec"),
-                },
-            ),
-            "oneOf": [{"required": ["model_sha256"]}, {"required": ["model_dir"]}],
-        },
+        **_generated(),
         "ModelUpload": obj(
             {
                 "manifest": {"type": "string", "contentMediaType": "application/json"},
                 "model": {"type": "string", "contentMediaType": "application/octet-stream"},
             }
         ),
-        "EnrollRequest": obj(
-            {
-                "token": {"type": "string", "minLength": 8, "maxLength": 256},
-                "public_key": ED25519_KEY,
-                "proof": ED25519_SIG,
-            },
-            {"labels": LABELS},
-        ),
-        "TokenRequest": obj(
-            {},
-            {
-                "ttl_s": {**POSITIVE, "maximum": MAX_TOKEN_TTL_S, "default": DEFAULT_TOKEN_TTL_S},
-                "note": {"type": "string", "maxLength": 200},
-            },
-        ),
-        "RollbackRequest": obj({}, {"to": SHA}),
-        "PromoteRequest": obj({"sha256": SHA}),
     }
 
 

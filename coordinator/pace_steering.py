@@ -17,31 +17,29 @@ the same line, so the restart's returning devices keep to ``target_rate`` as wel
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import Annotated
 
-from fedrt.coordinator.errors import ConfigError
+from pydantic import Field
+
+from fedrt.coordinator.validation import SettingFloat, SettingsModel
 from fedrt.protocol.round_messages import MAX_WINDOW
 
+# At most half the longest window on the wire, so that delay + spread always fits in it.
+_HalfWindow = Annotated[SettingFloat, Field(le=MAX_WINDOW / 2)]
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PaceConfig:
+
+class PaceConfig(SettingsModel):
+    """The ``[pace]`` settings (validated on construction, ``ConfigError`` naming the key)."""
+
+    where = "pace"
+
     # Check-ins per second the coordinator wants at most from devices it sent away; 10/s is
     # far below what one Mosquitto handles and far above what a round needs.
-    target_rate: float = 10.0
+    target_rate: SettingFloat = Field(10.0, gt=0)
     # Nobody comes back sooner than this: a round takes minutes, so earlier is pointless.
-    min_delay: float = 60.0
+    min_delay: _HalfWindow = Field(60.0, ge=0)
     # Width of each window; the device picks uniformly inside, which smooths the slots.
-    spread: float = 30.0
-
-    def __post_init__(self) -> None:
-        for name in ("target_rate", "spread"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ConfigError(f"pace.{name} must be a positive number, got {value!r}")
-        if not (math.isfinite(self.min_delay) and 0 <= self.min_delay <= MAX_WINDOW / 2):
-            raise ConfigError(f"pace.min_delay must lie in [0, {MAX_WINDOW / 2}]")
-        if self.spread > MAX_WINDOW / 2:
-            raise ConfigError(f"pace.spread must be at most {MAX_WINDOW / 2}")
+    spread: _HalfWindow = Field(30.0, gt=0)
 
 
 class PaceSteering:

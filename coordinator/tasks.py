@@ -4,140 +4,126 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, get_args
 
-from fedrt.coordinator.dp_config import AdaptiveClip, DpConfig
+from pydantic import ConfigDict, Field, JsonValue, model_validator
+from pydantic.config import JsonDict
+
+from fedrt.coordinator.dp_config import AdaptiveClip, DpConfig, DpMode
 from fedrt.coordinator.errors import BadRequestError, IllegalTransition
 from fedrt.coordinator.records import AuditEntry, TaskRecord, TaskStatus
 from fedrt.coordinator.store import Store
+from fedrt.coordinator.validation import JsonBool, JsonFloat, JsonInt, WireModel
 from fedrt.protocol.round_errors import InvalidTopic
 from fedrt.protocol.topics import check_id
 
 Clock = Callable[[], float]
 
-SECAGG_STRATEGIES = ("fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad")
+SecAggStrategy = Literal["fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad"]
 # Robust aggregators need every individual update, which SecAgg+ exists to hide.
-PLAIN_ONLY_STRATEGIES = ("median", "trimmed_mean", "krum")
+PlainOnlyStrategy = Literal["median", "trimmed_mean", "krum"]
+SECAGG_STRATEGIES: tuple[str, ...] = get_args(SecAggStrategy)
+PLAIN_ONLY_STRATEGIES: tuple[str, ...] = get_args(PlainOnlyStrategy)
+Strategy = Literal[SecAggStrategy, PlainOnlyStrategy]
 STRATEGIES = SECAGG_STRATEGIES + PLAIN_ONLY_STRATEGIES
 
+Deadline = Annotated[JsonFloat, Field(ge=1, le=86_400)]
+Rate = Annotated[JsonFloat, Field(gt=0, le=10)]
 
-@dataclass(frozen=True, slots=True)
-class Bound:
-    """The interval a numeric field must lie in (``hi`` None: unbounded above).
 
-    One table (``SPEC_BOUNDS``) drives both ``TaskSpec`` validation and the OpenAPI
-    document, so the two cannot drift apart.
+def _when(condition: JsonDict, then: JsonDict) -> JsonDict:
+    return {"if": condition, "then": then}
+
+
+def _dp(schema: JsonDict) -> JsonDict:
+    return {"properties": {"dp": schema}}
+
+
+def _mode(modes: list[str]) -> JsonDict:
+    return {"properties": {"mode": {"enum": [*modes]}}}
+
+
+_DP_ON: JsonDict = {
+    "required": ["dp"],
+    **_dp({"required": ["mode"], **_mode([m.value for m in DpMode if m is not DpMode.NONE])}),
+}
+_ADAPTIVE: JsonDict = {"required": ["clip"], "properties": {"clip": {"required": ["adaptive"]}}}
+# The rules of TaskSpec._check that a schema can state.
+_SCHEMA_RULES: list[JsonValue] = [
+    # Robust aggregators need each update, which SecAgg+ hides (secagg defaults on).
+    _when(
+        {"required": ["strategy"], "properties": {"strategy": {"enum": [*PLAIN_ONLY_STRATEGIES]}}},
+        {"required": ["secagg"], "properties": {"secagg": {"const": False}}},
+    ),
+    # DP is calibrated for a mean; distributed noise and the adaptive clip's count travel
+    # inside SecAgg+.
+    _when(_DP_ON, {"properties": {"strategy": {"enum": list(SECAGG_STRATEGIES)}}}),
+    _when(
+        {"allOf": [_DP_ON, {"anyOf": [_dp(_mode([DpMode.DISTRIBUTED.value])), _dp(_ADAPTIVE)]}]},
+        {"properties": {"secagg": {"const": True}}},
+    ),
+]
+
+
+class TaskSpec(WireModel):
+    """One task's round configuration; every field validated, defaults from the literature.
+
+    Rules no schema keyword states, each answered 400: min_reports <= goal_count; with DP
+    on, dp.delta < 1 / max(goal_count, ceil(goal_count * over_selection));
+    dp.target_epsilon <= dp.budget_epsilon.
     """
 
-    lo: float
-    hi: float | None = None
-    open_lo: bool = False
-    open_hi: bool = False
+    model_config = ConfigDict(json_schema_extra={"allOf": _SCHEMA_RULES})
+    where = "spec"
 
-    def holds(self, value: float) -> bool:
-        # Python compares ints of any size with floats exactly: no overflow here.
-        above = value > self.lo if self.open_lo else value >= self.lo
-        if self.hi is None:
-            return above
-        return above and (value < self.hi if self.open_hi else value <= self.hi)
-
-    def __str__(self) -> str:
-        def num(x: float) -> str:
-            return str(int(x)) if float(x).is_integer() else repr(x)
-
-        if self.hi is None:
-            return f"{'>' if self.open_lo else '>='} {num(self.lo)}"
-        return (
-            f"{'(' if self.open_lo else '['}{num(self.lo)}, {num(self.hi)}"
-            f"{')' if self.open_hi else ']'}"
-        )
-
-
-_DEADLINE = Bound(1, 86_400)
-# Every numeric TaskSpec field. Cross-field rules are in ``TaskSpec.__post_init__``.
-SPEC_BOUNDS: dict[str, Bound] = {
-    "server_lr": Bound(0, 10, open_lo=True),
-    "server_momentum": Bound(0, 1, open_hi=True),
-    "goal_count": Bound(1, 100_000),
-    "over_selection": Bound(1.0, 5.0),
-    "min_reports": Bound(1, 100_000),  # and at most goal_count
-    "checkin_deadline_s": _DEADLINE,
-    "training_deadline_s": _DEADLINE,
-    "secagg_stage_deadline_s": _DEADLINE,
-    "local_epochs": Bound(1, 1000),
-    "batch_size": Bound(1, 65_536),
-    "learning_rate": Bound(0, 10, open_lo=True),
-    "fedprox_mu": Bound(0, 100),
-    "clip_norm": Bound(0, 1e6, open_lo=True),
-    "quantization_bits": Bound(1, 16),
-    "secagg_neighbors": Bound(0),  # 0: automatic
-    "secagg_threshold": Bound(0.5, 1, open_hi=True),
-    "eval_every": Bound(0, 10_000),
-    "promote_margin": Bound(0, 1),
-    "trimmed_fraction": Bound(0, 0.5, open_hi=True),
-    "max_rounds": Bound(1, 1_000_000),
-}
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TaskSpec:
-    """One task's round configuration; every field validated, defaults from the literature."""
-
-    strategy: str = "fedavg"
+    strategy: Strategy = "fedavg"
     # Server learning rate: 1.0 makes FedAvg the plain mean; adaptive ones want ~1e-2.
-    server_lr: float = 1.0
-    server_momentum: float = 0.9
+    server_lr: Rate = 1.0
+    server_momentum: JsonFloat = Field(0.9, ge=0, lt=1)
     # Bonawitz et al. 2019: a few hundred per round suffice; small default for pilots.
-    goal_count: int = 10
+    goal_count: JsonInt = Field(10, ge=1, le=100_000)
     # 6-10% of selected devices drop (Bonawitz et al. 2019), so select 130% of the goal.
-    over_selection: float = 1.3
-    min_reports: int = 8
-    checkin_deadline_s: float = 60.0
+    over_selection: JsonFloat = Field(1.3, ge=1.0, le=5.0)
+    # At most goal_count (_check).
+    min_reports: JsonInt = Field(8, ge=1, le=100_000)
+    checkin_deadline_s: Deadline = 60.0
     # Google's client must finish training within 9 min 45 s; 10 minutes covers reporting.
-    training_deadline_s: float = 600.0
-    secagg_stage_deadline_s: float = 60.0
-    local_epochs: int = 1
-    batch_size: int = 32
-    learning_rate: float = 0.01
-    fedprox_mu: float = 0.0
+    training_deadline_s: Deadline = 600.0
+    secagg_stage_deadline_s: Deadline = 60.0
+    local_epochs: JsonInt = Field(1, ge=1, le=1000)
+    batch_size: JsonInt = Field(32, ge=1, le=65_536)
+    learning_rate: Rate = 0.01
+    fedprox_mu: JsonFloat = Field(0.0, ge=0, le=100)
     # Flower's SecAgg+ clips at +-8; an L2 bound of 10 keeps typical deltas untouched.
-    clip_norm: float = 10.0
-    quantization_bits: int = 16
-    secagg: bool = True
+    clip_norm: JsonFloat = Field(10.0, gt=0, le=1e6)
+    quantization_bits: JsonInt = Field(16, ge=1, le=16)
+    secagg: JsonBool = True
     # 0: choose k = O(log n) for the target failure probability (Bell et al. 2020).
-    secagg_neighbors: int = 0
+    secagg_neighbors: JsonInt = Field(0, ge=0)
     # Fraction of the selected devices that must survive to unmask (t = ceil(f * n)).
-    secagg_threshold: float = 0.6
+    secagg_threshold: JsonFloat = Field(0.6, ge=0.5, lt=1)
     # Evaluate every N training rounds (0: never); federated evaluation rounds.
-    eval_every: int = 5
+    eval_every: JsonInt = Field(5, ge=0, le=10_000)
     # A candidate whose accuracy drops by more than this is not promoted.
-    promote_margin: float = 0.01
-    trimmed_fraction: float = 0.1
-    max_rounds: int = 100
+    promote_margin: JsonFloat = Field(0.01, ge=0, le=1)
+    trimmed_fraction: JsonFloat = Field(0.1, ge=0, lt=0.5)
+    max_rounds: JsonInt = Field(100, ge=1, le=1_000_000)
     # Differential privacy (``dp_config``): with a mode other than "none", ``dp.clip``
     # replaces ``clip_norm`` as the bound of every update and each device weighs 1.
-    dp: DpConfig = field(default_factory=DpConfig)
+    dp: DpConfig = DpConfig()
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> TaskSpec:
         def need(ok: bool, message: str) -> None:
             if not ok:
                 raise BadRequestError(message)
 
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, float):
-                need(math.isfinite(value), f"{f.name} must be finite")
-        need(self.strategy in STRATEGIES, f"strategy must be one of {', '.join(STRATEGIES)}")
         need(
             not (self.secagg and self.strategy in PLAIN_ONLY_STRATEGIES),
             f"strategy {self.strategy} needs individual updates: set secagg = false",
         )
-        for name, bound in SPEC_BOUNDS.items():
-            need(bound.holds(getattr(self, name)), f"{name} must be in {bound}")
         need(self.min_reports <= self.goal_count, "min_reports must be at most goal_count")
-        need(isinstance(self.dp, DpConfig), "dp must be a DpConfig")
         need(
             self.secagg or not (self.dp.enabled and isinstance(self.dp.clip, AdaptiveClip)),
             "dp: adaptive clipping needs secagg = true (the clip bit is a secure coordinate)",
@@ -149,46 +135,7 @@ class TaskSpec:
             mean_aggregation=self.strategy in SECAGG_STRATEGIES,
             population=max(self.goal_count, math.ceil(self.goal_count * self.over_selection)),
         )
-
-    @classmethod
-    def from_json(cls, data: Any) -> TaskSpec:
-        """Strict decoding: unknown keys and wrong JSON types are errors, never ignored."""
-        if not isinstance(data, Mapping):
-            raise BadRequestError("task spec must be a JSON object")
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise BadRequestError(f"unknown task spec field(s): {', '.join(unknown)}")
-        kwargs: dict[str, Any] = {}
-        for key, value in data.items():
-            kind = str(known[key].type)
-            if kind == "DpConfig":
-                kwargs[key] = DpConfig.from_mapping(value)  # refuses non-tables itself
-                continue
-            number = isinstance(value, int | float) and not isinstance(value, bool)
-            ok = {
-                "str": isinstance(value, str),
-                "bool": isinstance(value, bool),
-                # JSON has one number type: 5.0 is the integer 5 (as JSON Schema says too).
-                "int": number and (isinstance(value, int) or float(value).is_integer()),
-                "float": number,
-            }[kind]
-            if not ok:
-                raise BadRequestError(f"{key} must be a JSON {kind}")
-            if kind == "int":
-                value = int(value)
-            elif kind == "float":
-                try:
-                    value = float(value)
-                except OverflowError:  # an integer beyond any float (JSON has no limit)
-                    raise BadRequestError(f"{key} must be finite") from None
-            kwargs[key] = value
-        return cls(**kwargs)
-
-    def to_json(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        out["dp"] = self.dp.to_mapping()
-        return out
+        return self
 
 
 # action -> (states it may start from, state it leads to)
@@ -278,4 +225,7 @@ class TaskManager:
         )
 
 
-__all__ = ["ACTIONS", "SPEC_BOUNDS", "STRATEGIES", "Bound", "TaskManager", "TaskSpec"]
+__all__ = [
+    "ACTIONS", "PLAIN_ONLY_STRATEGIES", "SECAGG_STRATEGIES", "STRATEGIES", "TaskManager",
+    "TaskSpec",
+]  # fmt: skip

@@ -24,7 +24,13 @@ from typing import Any, TextIO
 import numpy as np
 
 from fedrt.coordinator.dp_accounting import ACCOUNTING_ASSUMPTION
-from fedrt.coordinator.dp_config import AdaptiveClip, DpConfig, DpMode, FixedClip
+from fedrt.coordinator.dp_config import (
+    AdaptiveClip,
+    AdaptiveClipSettings,
+    DpConfig,
+    DpMode,
+    FixedClip,
+)
 from fedrt.coordinator.driver import DriverContext, RoundDriver
 from fedrt.coordinator.errors import BadRequestError
 from fedrt.coordinator.pace_steering import PaceConfig
@@ -122,9 +128,10 @@ class SimConfig:
         modes = [m.value for m in DpMode]
         if self.dp not in modes:
             raise UsageError(f"--dp must be one of {', '.join(modes)}")
-        clip: FixedClip | AdaptiveClip = FixedClip(norm=self.clip_norm)
+        clip: FixedClip | AdaptiveClip = FixedClip(fixed=self.clip_norm)
         if self.adaptive_clip is not None:
-            clip = AdaptiveClip(quantile=self.adaptive_clip, initial=self.clip_norm)
+            adaptive = AdaptiveClipSettings(quantile=self.adaptive_clip, initial=self.clip_norm)
+            clip = AdaptiveClip(adaptive=adaptive)
         return DpConfig(
             mode=DpMode(self.dp),
             noise_multiplier=self.noise_multiplier,

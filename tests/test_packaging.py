@@ -16,6 +16,8 @@ from fedrt.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 SUBPACKAGES = ("protocol", "sdk", "coordinator", "model_export", "ops")
 HEAVY = ("tensorflow", "keras", "aiohttp", "aiomqtt", "amqtt")
+# The coordinator validates with pydantic; a device never loads it (nor needs it installed).
+COORDINATOR_ONLY = ("pydantic", "pydantic_core", "pydantic_settings")
 
 # A meta-path finder that makes every import of a heavy framework fail, as on a device.
 BLOCKER = """
@@ -38,9 +40,10 @@ def _run(python: Path | str, code: str, **kwargs: object) -> str:
 
 
 def test_device_side_imports_load_no_heavy_framework() -> None:
-    code = BLOCKER.format(heavy=HEAVY) + (
+    blocked = HEAVY + COORDINATOR_ONLY
+    code = BLOCKER.format(heavy=blocked) + (
         "import fedrt.sdk, fedrt.protocol, fedrt.model_export, fedrt.cli\n"
-        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))\n"
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {blocked!r}))\n"
     )
     assert _run(sys.executable, code, cwd="/").strip() == "[]"
 
@@ -148,7 +151,10 @@ def test_the_coordinator_extra_pulls_no_litert_or_tensorflow(wheel: Path) -> Non
     coordinator = _extra_closure(metadata, "coordinator")
     assert {"aiohttp", "aiomqtt", "amqtt", "numpy"} <= coordinator
     assert not coordinator & {"ai-edge-litert", "tflite-runtime", "tensorflow"}, coordinator
-    assert "ai-edge-litert" in _extra_closure(metadata, "device")
+    assert {"pydantic", "pydantic-settings"} <= coordinator
+    device = _extra_closure(metadata, "device")
+    assert not device & {"pydantic", "pydantic-settings", "aiohttp"}, device
+    assert "ai-edge-litert" in device
     assert "ai-edge-litert" in _extra_closure(metadata, "sim")
     # amqtt 0.11.0-0.11.3 carry a topic-matching ReDoS advisory.
     from packaging.requirements import Requirement

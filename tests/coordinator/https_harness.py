@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,8 @@ from tests.coordinator.harness import ServiceThread, make_config
 
 def https_config(data_dir: Path, broker_url: str = "embedded", **http: Any) -> CoordinatorConfig:
     """``make_config`` with these ``[http]`` settings (port 0 unless given)."""
-    return replace(make_config(data_dir, broker_url), http=HttpConfig(**({"port": 0} | http)))
+    http_config = HttpConfig(**({"port": 0} | http))
+    return make_config(data_dir, broker_url).model_copy(update={"http": http_config})
 
 
 def coordinator_ca(svc: ServiceThread) -> Path:

@@ -10,11 +10,17 @@ import pytest
 from dp_accounting.rdp import rdp_privacy_accountant
 
 from fedrt.coordinator.dp_accounting import PrivacyBudgetExceeded
-from fedrt.coordinator.dp_config import AdaptiveClip, DpConfig, DpMode, FixedClip
+from fedrt.coordinator.dp_config import (
+    AdaptiveClip,
+    AdaptiveClipSettings,
+    DpConfig,
+    DpMode,
+    FixedClip,
+)
 from fedrt.coordinator.dp_rounds import RoundDp, TaskPrivacy, training_rounds
 from fedrt.coordinator.records import RoundRecord, RoundStatus
 
-CENTRAL = DpConfig(mode=DpMode.CENTRAL, noise_multiplier=1.0, clip=FixedClip(norm=2.0))
+CENTRAL = DpConfig(mode=DpMode.CENTRAL, noise_multiplier=1.0, clip=FixedClip(fixed=2.0))
 
 
 def _independent_epsilon(z: float, n: int, k: int, rounds: int, delta: float) -> float:
@@ -91,9 +97,8 @@ def test_budget_stops_before_a_round_would_exceed_it() -> None:
 
 
 def test_rebuilt_from_stored_rounds_charges_only_committed_ones() -> None:
-    cfg = DpConfig(
-        mode=DpMode.CENTRAL, target_epsilon=5.0, clip=AdaptiveClip(quantile=0.5, initial=0.3)
-    )
+    adaptive = AdaptiveClipSettings(quantile=0.5, initial=0.3)
+    cfg = DpConfig(mode=DpMode.CENTRAL, target_epsilon=5.0, clip=AdaptiveClip(adaptive=adaptive))
     live = TaskPrivacy(cfg, train_rounds=4)
     rounds = []
     for no, status in enumerate([RoundStatus.COMMITTED, RoundStatus.ABANDONED] * 2, start=1):
@@ -128,7 +133,8 @@ def test_rebuilt_from_stored_rounds_charges_only_committed_ones() -> None:
 
 
 def test_adaptive_clip_splits_the_noise_and_moves_toward_the_quantile() -> None:
-    cfg = DpConfig(mode=DpMode.CENTRAL, noise_multiplier=1.0, clip=AdaptiveClip(initial=1.0))
+    clip = AdaptiveClip(adaptive=AdaptiveClipSettings(initial=1.0))
+    cfg = DpConfig(mode=DpMode.CENTRAL, noise_multiplier=1.0, clip=clip)
     p = TaskPrivacy(cfg, train_rounds=10)
     plan = p.plan(population=1000, cohort=100)
     assert plan.count_std == 5.0  # K / 20

@@ -9,7 +9,6 @@ import ssl
 import stat
 import subprocess
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -93,9 +92,8 @@ def test_plans_and_enrollment_carry_the_public_url(
 ) -> None:
     # Plain HTTP on loopback behind a TLS-terminating proxy that devices know by its name.
     public = "https://fl.example:8443/fedrt/"
-    config = replace(
-        make_config(tmp_path / "data", mosquitto.url),
-        http=HttpConfig(port=0, public_url=public),
+    config = make_config(tmp_path / "data", mosquitto.url).model_copy(
+        update={"http": HttpConfig(port=0, public_url=public)}
     )
 
     def factory(ctx: Any) -> FederatedDriver:

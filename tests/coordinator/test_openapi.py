@@ -1,4 +1,5 @@
-"""The OpenAPI document is valid 3.1, documents every route, and documents nothing else."""
+"""The OpenAPI document is valid 3.1, documents every route, and documents nothing else;
+its generated request schemas bound exactly what the models accept."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from fedrt.coordinator.errors import BadRequestError
 from fedrt.coordinator.http_api import build_app
 from fedrt.coordinator.openapi import openapi_document
 from fedrt.coordinator.service import CoordinatorService
-from fedrt.coordinator.tasks import SPEC_BOUNDS, Bound, TaskSpec
+from fedrt.coordinator.tasks import STRATEGIES, TaskSpec
 from fedrt.protocol.topics import _ID
 
 
@@ -50,7 +51,7 @@ def test_every_route_is_documented_and_nothing_else(tmp_path: Path) -> None:
     assert served == documented
 
 
-def test_task_spec_schema_follows_the_dataclass() -> None:
+def test_task_spec_schema_follows_the_model() -> None:
     props = openapi_document()["components"]["schemas"]["TaskSpec"]["properties"]
     assert props["goal_count"] == {
         "type": "integer",
@@ -59,25 +60,52 @@ def test_task_spec_schema_follows_the_dataclass() -> None:
         "default": TaskSpec().goal_count,
     }
     assert props["server_lr"]["exclusiveMinimum"] == 0
+    assert props["strategy"]["enum"] == list(STRATEGIES)
     assert set(props) == set(TaskSpec().to_json())
+    assert props["dp"]["default"] == TaskSpec().to_json()["dp"]
 
 
-def _edges(bound: Bound, integer: bool) -> tuple[list[float], list[float]]:
-    """Values just inside and just outside ``bound``."""
+def test_request_schemas_are_generated_and_allow_no_null() -> None:
+    doc = openapi_document()
+    for name in ("TaskSpec", "DpConfig", "TaskCreate", "EnrollRequest", "TokenRequest",
+                 "RollbackRequest", "PromoteRequest"):  # fmt: skip
+        schema = doc["components"]["schemas"][name]
+        assert schema["additionalProperties"] is False, name
+        assert "null" not in str(schema), name  # an unset field is a key left out
+
+
+def _numeric_spec_fields() -> list[str]:
+    props = openapi_document()["components"]["schemas"]["TaskSpec"]["properties"]
+    return sorted(n for n, s in props.items() if s.get("type") in ("integer", "number"))
+
+
+def _edges(schema: dict[str, float], integer: bool) -> tuple[list[float], list[float]]:
+    """Values just inside and just outside the bounds the schema states."""
     step = 1 if integer else 1e-9
-    inside = [bound.lo + (step if bound.open_lo else 0)]
-    outside = [bound.lo - (0 if bound.open_lo else step)]
-    if bound.hi is not None:
-        inside.append(bound.hi - (step if bound.open_hi else 0))
-        outside.append(bound.hi + (0 if bound.open_hi else step))
+    inside, outside = [], []
+    for key, inward in (("minimum", 0), ("exclusiveMinimum", step)):
+        if key in schema:
+            inside.append(schema[key] + inward)
+            outside.append(schema[key] + inward - step)
+    for key, inward in (("maximum", 0), ("exclusiveMaximum", step)):
+        if key in schema:
+            inside.append(schema[key] - inward)
+            outside.append(schema[key] - inward + step)
     return inside, outside
 
 
-@pytest.mark.parametrize("name", sorted(SPEC_BOUNDS))
+def test_every_numeric_spec_field_is_bounded() -> None:
+    props = openapi_document()["components"]["schemas"]["TaskSpec"]["properties"]
+    for name in _numeric_spec_fields():
+        assert {"minimum", "exclusiveMinimum"} & set(props[name]), name
+    assert len(_numeric_spec_fields()) == 20
+
+
+@pytest.mark.parametrize("name", _numeric_spec_fields())
 def test_documented_bounds_are_the_validated_ones(name: str) -> None:
     schema = openapi_document()["components"]["schemas"]["TaskSpec"]["properties"][name]
     integer = schema["type"] == "integer"
-    inside, outside = _edges(SPEC_BOUNDS[name], integer)
+    inside, outside = _edges(schema, integer)
     # min_reports <= goal_count: each edge of one is tested with room left by the other.
     base = {"min_reports": {"goal_count": 100_000}, "goal_count": {"min_reports": 1}}.get(name, {})
     validator = Draft202012Validator(schema)

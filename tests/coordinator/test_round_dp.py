@@ -12,7 +12,7 @@ from scipy import stats
 
 from fedrt.coordinator import round_commands as rc
 from fedrt.coordinator.dp_central import CentralNoise
-from fedrt.coordinator.dp_config import AdaptiveClip, DpConfig, DpMode
+from fedrt.coordinator.dp_config import AdaptiveClip, AdaptiveClipSettings, DpConfig, DpMode
 from fedrt.coordinator.dp_rounds import TaskPrivacy
 from fedrt.coordinator.pace_steering import PaceSteering
 from fedrt.coordinator.round_machine import RoundMachine
@@ -139,8 +139,8 @@ def test_central_noise_is_added_once_to_the_aggregate() -> None:
 def test_adaptive_clipping_through_secure_bits_converges_to_the_quantile(mode: DpMode) -> None:
     """Synthetic population: update norms log-normal around 1 (median 1.0). Starting at
     0.1, the bound the rounds move with the devices' secure clip bits ends near the median."""
-    dp = DpConfig(mode=mode, noise_multiplier=0.5,
-                  clip=AdaptiveClip(quantile=0.5, lr=0.2, initial=0.1))  # fmt: skip
+    adaptive = AdaptiveClipSettings(quantile=0.5, lr=0.2, initial=0.1)
+    dp = DpConfig(mode=mode, noise_multiplier=0.5, clip=AdaptiveClip(adaptive=adaptive))
     privacy = TaskPrivacy(dp, train_rounds=100)
     rng = np.random.default_rng(21)
     clips = []

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fedrt.coordinator.dp_config import AdaptiveClip, DpConfig, DpMode
+from fedrt.coordinator.dp_config import AdaptiveClip, AdaptiveClipSettings, DpConfig, DpMode
 from fedrt.coordinator.dp_rounds import TaskPrivacy
 from fedrt.coordinator.driver import DriverContext
 from fedrt.coordinator.records import RoundRecord, RoundStatus, TaskRecord, TaskStatus
@@ -39,7 +39,7 @@ def _store_with_task(dp: DpConfig) -> MemoryStore:
 
 def test_restarted_driver_rebuilds_the_accountant_and_the_clip_bound() -> None:
     dp = DpConfig(mode=DpMode.CENTRAL, target_epsilon=6.0, budget_epsilon=6.0,
-                  clip=AdaptiveClip(initial=0.2))  # fmt: skip
+                  clip=AdaptiveClip(adaptive=AdaptiveClipSettings(initial=0.2)))  # fmt: skip
     store = _store_with_task(dp)
     # What a previous process did: two committed rounds, one abandoned, one left open.
     live = TaskPrivacy(dp, train_rounds=5)

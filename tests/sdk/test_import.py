@@ -1,4 +1,4 @@
-"""`import fedrt.sdk` in a fresh process loads no TensorFlow or aiohttp; its RSS is reported."""
+"""`import fedrt.sdk` in a fresh process loads no TensorFlow, aiohttp or pydantic; RSS reported."""
 
 from __future__ import annotations
 
@@ -19,11 +19,14 @@ def hwm_kb():
             return int(line.split()[1])
     return -1
 
+# pydantic is the coordinator's (fedrt[device] does not install it).
+HEAVY = ("tensorflow", "keras", "aiohttp", "pydantic", "pydantic_core", "pydantic_settings")
+
 class Forbid:
     # Any attempt to import these fails loudly instead of silently costing 500 MB (and
     # numpy.random 1.9 MiB: a device's rounding and DP noise come from the AES-CTR PRG).
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("tensorflow", "keras", "aiohttp") or name == "numpy.random":
+        if name.split(".")[0] in HEAVY or name == "numpy.random":
             raise ImportError(f"device code imported {name}")
         return None
 
@@ -48,20 +51,19 @@ for skellam in (False, True):  # the device's DP path: rounding and noise, each 
                                skellam=skellam, unclipped_bit=True, bit_sum_std=2.0)
     round_dp.device_vector(np.ones(5, np.float32), 1, noisy, KeyedUniforms(bytes(32)),
                            noise=KeyedUniforms(bytes(range(32))))
-heavy = ("tensorflow", "keras", "aiohttp")
 # Never loaded on a device: numpy.random (1.9 MiB of extension modules). Loaded only when
 # an op histogram is named: LiteRT's 690 KB generated schema (6.7 MiB of RSS).
 late = ("numpy.random", "ai_edge_litert.schema_py_generated")
 print(json.dumps({
     "rss_import_kb": after_import,
     "rss_all_kb": hwm_kb(),
-    "modules": sorted(m for m in sys.modules if m.split(".")[0] in heavy),
+    "modules": sorted(m for m in sys.modules if m.split(".")[0] in HEAVY),
     "late": sorted(m for m in late if m in sys.modules),
 }))
 """
 
 
-def test_sdk_imports_no_tensorflow_or_aiohttp(exported_mlp: Path) -> None:
+def test_sdk_imports_no_tensorflow_aiohttp_or_pydantic(exported_mlp: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-c", PROBE, str(exported_mlp)],
         capture_output=True,
