@@ -30,7 +30,7 @@ pytestmark = pytest.mark.skipif(
 WIDTH, HEIGHT = 1280, 1000
 ACCENT = (0x2F, 0x6F, 0xED)  # the first chart series colour in charts.js
 MODEL_BYTES = 4096  # tflite_bytes' default size: what a device downloads per version
-# Opt-in: FEDRT_DASHBOARD_PNG=docs/dashboard.png also writes the screenshot there.
+# Opt-in: FEDRT_DASHBOARD_PNG=PATH keeps the full-page screenshot there, to look at.
 DOCS_PNG = os.environ.get("FEDRT_DASHBOARD_PNG")
 
 
