@@ -9,7 +9,6 @@ quarter of the data; the report has one entry per round.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import subprocess
@@ -17,204 +16,40 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 
 from fedrt.coordinator.dp_accounting import ACCOUNTING_ASSUMPTION
-from fedrt.coordinator.dp_config import (
-    AdaptiveClip,
-    AdaptiveClipSettings,
-    DpConfig,
-    DpMode,
-    FixedClip,
-)
 from fedrt.coordinator.driver import DriverContext, RoundDriver
-from fedrt.coordinator.errors import BadRequestError
 from fedrt.coordinator.pace_steering import PaceConfig
 from fedrt.coordinator.round_driver import FederatedDriver, RoundSummary
 from fedrt.coordinator.store import Store
-from fedrt.coordinator.tasks import STRATEGIES, TaskSpec
 from fedrt.errors import UsageError
 from fedrt.model_export.manifest import MANIFEST_NAME, Manifest
 from fedrt.simulation import datasets, traces
 from fedrt.simulation.evaluate import HeldOutEvaluator, accuracy_and_loss, centralized_baseline
 from fedrt.simulation.fleet import Fleet, TracedState
+from fedrt.simulation.report import REPORT_VERSION, Report, RoundRow, progress_line, write_report
+from fedrt.simulation.sim_config import SCALE_DEVICES_PER_THREAD, SCALE_MODE_FROM, SimConfig
 from fedrt.simulation.stack import LocalStack
 
+# The config and report names are re-exported: their import path predates their modules.
+__all__ = [
+    "REPORT_VERSION",
+    "SCALE_DEVICES_PER_THREAD",
+    "SCALE_MODE_FROM",
+    "Report",
+    "RoundRow",
+    "SimConfig",
+    "Simulation",
+    "export_model",
+    "write_report",
+]
+
 log = logging.getLogger(__name__)
-REPORT_VERSION = 1
-# From this many devices on, devices share event loops by default (scale mode): a thread
-# per device stops working on 2 cores somewhere past 200 devices.
-SCALE_MODE_FROM = 50
-SCALE_DEVICES_PER_THREAD = 250
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SimConfig:
-    """Every option of a simulation (all of it lands in the report's ``config``)."""
-
-    devices: int = 20
-    per_round: int = 10
-    rounds: int = 30
-    model: str = "zoo:cnn"
-    dataset: str = "digits"
-    partition: str = "dirichlet:0.5"
-    strategy: str = "fedavg"
-    server_lr: float = 1.0
-    bits: int = 8
-    secagg: bool = True
-    dropout: float = 0.0
-    availability: str = "always"
-    # Simulated seconds per real second for the availability trace.
-    speed: float = 3600.0
-    seed: int = 0
-    local_epochs: int = 5
-    learning_rate: float = 0.1
-    batch_size: int = 16
-    clip_norm: float = 4.0
-    broker: str = "auto"
-    baseline: bool = False
-    baseline_epochs: int = 20
-    data_dir: Path = Path("fedrt-sim")
-    http_host: str = "127.0.0.1"
-    http_port: int = 0
-    # Per-stage deadlines, in seconds: short, since every device here is local.
-    checkin_s: float = 10.0
-    training_s: float = 30.0
-    stage_s: float = 5.0
-    # Give up on the whole run after this long (a run must end even if rounds keep failing).
-    time_limit_s: float = 1800.0
-    # Differential privacy (issue 9): none, central or distributed; --clip is then the DP
-    # clip bound, or the starting one when adaptive_clip (a target quantile) is given.
-    dp: str = "none"
-    noise_multiplier: float | None = None
-    target_epsilon: float | None = None
-    delta: float = 1e-5
-    adaptive_clip: float | None = None
-    dp_budget: float | None = None
-    # 0: a thread per device; N: one DeviceHub + NetworkLoop per N devices; None: automatic.
-    devices_per_thread: int | None = None
-
-    def __post_init__(self) -> None:
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                raise UsageError(message)
-
-        need(self.devices >= 2, "--devices must be at least 2")
-        need(1 <= self.per_round <= self.devices, "--per-round must be in 1..devices")
-        need(self.rounds >= 1, "--rounds must be >= 1")
-        need(self.strategy in STRATEGIES, f"--strategy must be one of {', '.join(STRATEGIES)}")
-        need(1 <= self.bits <= 16, "--bits must be in 1..16")
-        need(0.0 <= self.dropout < 1.0, "--dropout must be in [0, 1)")
-        need(self.availability in traces.TRACES, f"--availability: one of {traces.TRACES}")
-        need(self.speed > 0, "--speed must be > 0")
-        need(not (self.secagg and self.per_round < 2), "SecAgg+ needs --per-round >= 2")
-        need(
-            self.devices_per_thread is None or self.devices_per_thread >= 0,
-            "--devices-per-thread must be >= 0",
-        )
-        datasets.Partition.parse(self.partition)
-        try:
-            self.dp_config().check_task(
-                secagg=self.secagg, mean_aggregation=True, population=self.devices
-            )
-        except BadRequestError as exc:
-            raise UsageError(f"--dp: {exc}") from None
-
-    def dp_config(self) -> DpConfig:
-        modes = [m.value for m in DpMode]
-        if self.dp not in modes:
-            raise UsageError(f"--dp must be one of {', '.join(modes)}")
-        clip: FixedClip | AdaptiveClip = FixedClip(fixed=self.clip_norm)
-        if self.adaptive_clip is not None:
-            adaptive = AdaptiveClipSettings(quantile=self.adaptive_clip, initial=self.clip_norm)
-            clip = AdaptiveClip(adaptive=adaptive)
-        return DpConfig(
-            mode=DpMode(self.dp),
-            noise_multiplier=self.noise_multiplier,
-            target_epsilon=self.target_epsilon,
-            delta=self.delta,
-            budget_epsilon=self.dp_budget,
-            clip=clip,
-        )
-
-    @property
-    def shared_threads(self) -> int:
-        """Devices per shared event loop (0: a thread per device)."""
-        if self.devices_per_thread is not None:
-            return self.devices_per_thread
-        return SCALE_DEVICES_PER_THREAD if self.devices >= SCALE_MODE_FROM else 0
-
-    def task_spec(self) -> TaskSpec:
-        # Over-select for the dropouts we inject (Bonawitz et al.: select 130 % of the goal).
-        over = min(3.0, max(1.0, 1.0 + 1.5 * self.dropout))
-        over = min(over, self.devices / self.per_round)
-        return TaskSpec(
-            strategy=self.strategy,
-            server_lr=self.server_lr,
-            goal_count=self.per_round,
-            over_selection=over,
-            min_reports=max(2 if self.secagg else 1, math.ceil(0.5 * self.per_round)),
-            checkin_deadline_s=self.checkin_s,
-            training_deadline_s=self.training_s,
-            secagg_stage_deadline_s=self.stage_s,
-            local_epochs=self.local_epochs,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            clip_norm=self.clip_norm,
-            quantization_bits=self.bits,
-            secagg=self.secagg,
-            eval_every=0,
-            promote_margin=1.0,
-            max_rounds=self.rounds,
-            dp=self.dp_config(),
-        )
-
-
-@dataclass(slots=True)
-class RoundRow:
-    round: int
-    status: str
-    accuracy: float | None
-    loss: float | None
-    selected: int
-    reported: int
-    dropped: int
-    bytes_up: int
-    bytes_down: int
-    seconds: float
-    model_sha256: str | None = None
-    reason: str = ""
-    # DP tasks: cumulative epsilon at the task's delta; noise std on the aggregate sum.
-    epsilon: float | None = None
-    noise_stddev: float | None = None
-
-
-@dataclass(slots=True)
-class Report:
-    config: dict[str, Any]
-    rounds: list[RoundRow] = field(default_factory=list)
-    versions: list[dict[str, Any]] = field(default_factory=list)
-    baseline_accuracy: float | None = None
-    initial_accuracy: float | None = None
-    final_accuracy: float | None = None
-    broker: str = ""
-    wall_seconds: float = 0.0
-    completed: bool = False
-    # What the fleet went through: devices that vanished mid-round (--dropout) and spells
-    # without connectivity from the availability trace.
-    crashes: int = 0
-    offline_spells: int = 0
-    # Why the coordinator ended the task early (e.g. its privacy budget), or "".
-    stopped: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["format_version"] = REPORT_VERSION
-        return out
 
 
 def export_model(config: SimConfig, data: datasets.Dataset, out_root: Path) -> Path:
@@ -308,7 +143,7 @@ class Simulation:
                     **dict(s.evaluation),
                 }
             )
-        self._line(_progress(row, self.config.rounds))
+        self._line(progress_line(row, self.config.rounds))
         committed = sum(r.status == "committed" for r in self.report.rounds)
         if s.round_no >= self.config.rounds or committed >= self.config.rounds:
             self._finished.set()
@@ -492,26 +327,3 @@ def _end_reason(store: Store, task_id: str) -> str:
                 reason = str(e.detail.get("reason", reason))
         seq = entries[-1].seq or seq + len(entries)
     return reason
-
-
-def _progress(row: RoundRow, total: int) -> str:
-    width = 20
-    done = min(width, round(width * row.round / max(1, total)))
-    bar = "#" * done + "." * (width - done)
-    acc = f"{row.accuracy:.3f}" if row.accuracy is not None else "  -  "
-    loss = f"{row.loss:.3f}" if row.loss is not None else "  -  "
-    text = (
-        f"[{bar}] round {row.round:3d}/{total} {row.status:9s} acc {acc} loss {loss} "
-        f"sel {row.selected:3d} rep {row.reported:3d} drop {row.dropped:2d} "
-        f"up {_kib(row.bytes_up)} down {_kib(row.bytes_down)} {row.seconds:6.1f}s"
-    )
-    return text + (f"  ({row.reason})" if row.reason else "")
-
-
-def _kib(n: int) -> str:
-    return f"{n / 1024:8.1f}KiB"
-
-
-def write_report(report: Report, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report.to_json(), indent=2))

@@ -1,0 +1,79 @@
+"""A simulation's report: a row per round, the run's totals, its JSON file and progress line."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["REPORT_VERSION", "Report", "RoundRow", "progress_line", "write_report"]
+
+REPORT_VERSION = 1
+
+
+@dataclass(slots=True)
+class RoundRow:
+    round: int
+    status: str
+    accuracy: float | None
+    loss: float | None
+    selected: int
+    reported: int
+    dropped: int
+    bytes_up: int
+    bytes_down: int
+    seconds: float
+    model_sha256: str | None = None
+    reason: str = ""
+    # DP tasks: cumulative epsilon at the task's delta; noise std on the aggregate sum.
+    epsilon: float | None = None
+    noise_stddev: float | None = None
+
+
+@dataclass(slots=True)
+class Report:
+    config: dict[str, Any]
+    rounds: list[RoundRow] = field(default_factory=list)
+    versions: list[dict[str, Any]] = field(default_factory=list)
+    baseline_accuracy: float | None = None
+    initial_accuracy: float | None = None
+    final_accuracy: float | None = None
+    broker: str = ""
+    wall_seconds: float = 0.0
+    completed: bool = False
+    # What the fleet went through: devices that vanished mid-round (--dropout) and spells
+    # without connectivity from the availability trace.
+    crashes: int = 0
+    offline_spells: int = 0
+    # Why the coordinator ended the task early (e.g. its privacy budget), or "".
+    stopped: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["format_version"] = REPORT_VERSION
+        return out
+
+
+def progress_line(row: RoundRow, total: int) -> str:
+    """One round's line of the live progress display."""
+    width = 20
+    done = min(width, round(width * row.round / max(1, total)))
+    bar = "#" * done + "." * (width - done)
+    acc = f"{row.accuracy:.3f}" if row.accuracy is not None else "  -  "
+    loss = f"{row.loss:.3f}" if row.loss is not None else "  -  "
+    text = (
+        f"[{bar}] round {row.round:3d}/{total} {row.status:9s} acc {acc} loss {loss} "
+        f"sel {row.selected:3d} rep {row.reported:3d} drop {row.dropped:2d} "
+        f"up {_kib(row.bytes_up)} down {_kib(row.bytes_down)} {row.seconds:6.1f}s"
+    )
+    return text + (f"  ({row.reason})" if row.reason else "")
+
+
+def _kib(n: int) -> str:
+    return f"{n / 1024:8.1f}KiB"
+
+
+def write_report(report: Report, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report.to_json(), indent=2))

@@ -1,0 +1,148 @@
+"""Every option of a ``fedrt simulate`` run, validated, and the task and DP config it implies."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedrt.coordinator.dp_config import (
+    AdaptiveClip,
+    AdaptiveClipSettings,
+    DpConfig,
+    DpMode,
+    FixedClip,
+)
+from fedrt.coordinator.errors import BadRequestError
+from fedrt.coordinator.tasks import STRATEGIES, TaskSpec
+from fedrt.errors import UsageError
+from fedrt.simulation import datasets, traces
+
+__all__ = ["SCALE_DEVICES_PER_THREAD", "SCALE_MODE_FROM", "SimConfig"]
+
+# From this many devices on, devices share event loops by default (scale mode): a thread
+# per device stops working on 2 cores somewhere past 200 devices.
+SCALE_MODE_FROM = 50
+SCALE_DEVICES_PER_THREAD = 250
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimConfig:
+    """Every option of a simulation (all of it lands in the report's ``config``)."""
+
+    devices: int = 20
+    per_round: int = 10
+    rounds: int = 30
+    model: str = "zoo:cnn"
+    dataset: str = "digits"
+    partition: str = "dirichlet:0.5"
+    strategy: str = "fedavg"
+    server_lr: float = 1.0
+    bits: int = 8
+    secagg: bool = True
+    dropout: float = 0.0
+    availability: str = "always"
+    # Simulated seconds per real second for the availability trace.
+    speed: float = 3600.0
+    seed: int = 0
+    local_epochs: int = 5
+    learning_rate: float = 0.1
+    batch_size: int = 16
+    clip_norm: float = 4.0
+    broker: str = "auto"
+    baseline: bool = False
+    baseline_epochs: int = 20
+    data_dir: Path = Path("fedrt-sim")
+    http_host: str = "127.0.0.1"
+    http_port: int = 0
+    # Per-stage deadlines, in seconds: short, since every device here is local.
+    checkin_s: float = 10.0
+    training_s: float = 30.0
+    stage_s: float = 5.0
+    # Give up on the whole run after this long (a run must end even if rounds keep failing).
+    time_limit_s: float = 1800.0
+    # Differential privacy (issue 9): none, central or distributed; --clip is then the DP
+    # clip bound, or the starting one when adaptive_clip (a target quantile) is given.
+    dp: str = "none"
+    noise_multiplier: float | None = None
+    target_epsilon: float | None = None
+    delta: float = 1e-5
+    adaptive_clip: float | None = None
+    dp_budget: float | None = None
+    # 0: a thread per device; N: one DeviceHub + NetworkLoop per N devices; None: automatic.
+    devices_per_thread: int | None = None
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise UsageError(message)
+
+        need(self.devices >= 2, "--devices must be at least 2")
+        need(1 <= self.per_round <= self.devices, "--per-round must be in 1..devices")
+        need(self.rounds >= 1, "--rounds must be >= 1")
+        need(self.strategy in STRATEGIES, f"--strategy must be one of {', '.join(STRATEGIES)}")
+        need(1 <= self.bits <= 16, "--bits must be in 1..16")
+        need(0.0 <= self.dropout < 1.0, "--dropout must be in [0, 1)")
+        need(self.availability in traces.TRACES, f"--availability: one of {traces.TRACES}")
+        need(self.speed > 0, "--speed must be > 0")
+        need(not (self.secagg and self.per_round < 2), "SecAgg+ needs --per-round >= 2")
+        need(
+            self.devices_per_thread is None or self.devices_per_thread >= 0,
+            "--devices-per-thread must be >= 0",
+        )
+        datasets.Partition.parse(self.partition)
+        try:
+            self.dp_config().check_task(
+                secagg=self.secagg, mean_aggregation=True, population=self.devices
+            )
+        except BadRequestError as exc:
+            raise UsageError(f"--dp: {exc}") from None
+
+    def dp_config(self) -> DpConfig:
+        modes = [m.value for m in DpMode]
+        if self.dp not in modes:
+            raise UsageError(f"--dp must be one of {', '.join(modes)}")
+        clip: FixedClip | AdaptiveClip = FixedClip(fixed=self.clip_norm)
+        if self.adaptive_clip is not None:
+            adaptive = AdaptiveClipSettings(quantile=self.adaptive_clip, initial=self.clip_norm)
+            clip = AdaptiveClip(adaptive=adaptive)
+        return DpConfig(
+            mode=DpMode(self.dp),
+            noise_multiplier=self.noise_multiplier,
+            target_epsilon=self.target_epsilon,
+            delta=self.delta,
+            budget_epsilon=self.dp_budget,
+            clip=clip,
+        )
+
+    @property
+    def shared_threads(self) -> int:
+        """Devices per shared event loop (0: a thread per device)."""
+        if self.devices_per_thread is not None:
+            return self.devices_per_thread
+        return SCALE_DEVICES_PER_THREAD if self.devices >= SCALE_MODE_FROM else 0
+
+    def task_spec(self) -> TaskSpec:
+        # Over-select for the dropouts we inject (Bonawitz et al.: select 130 % of the goal).
+        over = min(3.0, max(1.0, 1.0 + 1.5 * self.dropout))
+        over = min(over, self.devices / self.per_round)
+        return TaskSpec(
+            strategy=self.strategy,
+            server_lr=self.server_lr,
+            goal_count=self.per_round,
+            over_selection=over,
+            min_reports=max(2 if self.secagg else 1, math.ceil(0.5 * self.per_round)),
+            checkin_deadline_s=self.checkin_s,
+            training_deadline_s=self.training_s,
+            secagg_stage_deadline_s=self.stage_s,
+            local_epochs=self.local_epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            clip_norm=self.clip_norm,
+            quantization_bits=self.bits,
+            secagg=self.secagg,
+            eval_every=0,
+            promote_margin=1.0,
+            max_rounds=self.rounds,
+            dp=self.dp_config(),
+        )
