@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TextIO
 
 from fedrt.errors import FedrtError
 
@@ -29,6 +30,19 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 
 class LogConfigError(FedrtError):
     """``FEDRT_LOG_LEVEL`` / ``FEDRT_LOG_FORMAT`` (or the flags) name no known value."""
+
+
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A handler on whatever ``sys.stderr`` is when a record is emitted, not when the handler
+    was made: a command run in-process (tests, embedding apps) may swap and close stderr."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
 
 
 class JsonFormatter(logging.Formatter):
@@ -74,7 +88,7 @@ def configure(
     chosen_level, chosen_format = resolve(
         level, fmt, default_level, os.environ if environ is None else environ
     )
-    handler = logging.StreamHandler()
+    handler = StderrHandler()
     json_lines = chosen_format == "json"
     handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
@@ -90,4 +104,12 @@ def configure(
         logging.getLogger(noisy).setLevel(quiet)
 
 
-__all__ = ["FORMATS", "LEVELS", "JsonFormatter", "LogConfigError", "configure", "resolve"]
+__all__ = [
+    "FORMATS",
+    "LEVELS",
+    "JsonFormatter",
+    "LogConfigError",
+    "StderrHandler",
+    "configure",
+    "resolve",
+]

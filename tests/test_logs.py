@@ -88,3 +88,26 @@ def test_importing_fedrt_changes_no_logger_of_another_library() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
+
+
+def test_a_command_run_in_process_logs_to_the_stderr_of_the_moment() -> None:
+    import io
+
+    from fedrt.logs import configure
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        configure("INFO", "text", environ={})
+        old = sys.stderr
+        sys.stderr = gone = io.StringIO()
+        gone.close()  # as pytest closes a finished test's capture
+        sys.stderr = now = io.StringIO()
+        try:
+            logging.getLogger("fedrt.t").info("still heard")
+        finally:
+            sys.stderr = old
+        assert "still heard" in now.getvalue()
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
