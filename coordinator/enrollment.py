@@ -31,7 +31,7 @@ from fedrt.coordinator.mosquitto import (
     write_password_file,
 )
 from fedrt.coordinator.records import AuditEntry, DeviceRecord, EnrollmentTokenRecord
-from fedrt.coordinator.store import Store
+from fedrt.coordinator.store.base import Store
 from fedrt.protocol.signed_payloads import enrollment_proof_payload
 from fedrt.protocol.topics import coordinator_acl, device_acl_patterns
 

@@ -11,7 +11,7 @@ from aiohttp import web
 from fedrt.coordinator.config import Secret
 from fedrt.coordinator.errors import AuthError, NotFoundError
 from fedrt.coordinator.mosquitto import verify_password
-from fedrt.coordinator.store import Store
+from fedrt.coordinator.store.base import Store
 
 ADMIN = "admin"
 

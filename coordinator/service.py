@@ -32,7 +32,7 @@ from fedrt.coordinator.mqtt_link import LinkSettings, MqttLink
 from fedrt.coordinator.ratelimit import RateLimiter
 from fedrt.coordinator.records import TaskRecord
 from fedrt.coordinator.signing import ModelSigner
-from fedrt.coordinator.store_sqlite import SqliteStore
+from fedrt.coordinator.store.sqlite import SqliteStore
 from fedrt.coordinator.tasks import TaskManager
 from fedrt.coordinator.telemetry import Telemetry
 from fedrt.errors import FedrtError

@@ -13,7 +13,7 @@ from pydantic.config import JsonDict
 from fedrt.coordinator.dp_config import AdaptiveClip, DpConfig, DpMode
 from fedrt.coordinator.errors import BadRequestError, IllegalTransition
 from fedrt.coordinator.records import AuditEntry, TaskRecord, TaskStatus
-from fedrt.coordinator.store import Store
+from fedrt.coordinator.store.base import Store
 from fedrt.coordinator.validation import JsonBool, JsonFloat, JsonInt, WireModel
 from fedrt.protocol.round_errors import InvalidTopic
 from fedrt.protocol.topics import check_id

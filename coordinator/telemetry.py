@@ -11,7 +11,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from fedrt.coordinator.driver import RoundObserver
 from fedrt.coordinator.errors import NotFoundError
 from fedrt.coordinator.records import RoundRecord, TaskStatus
-from fedrt.coordinator.store import Store
+from fedrt.coordinator.store.base import Store
 
 # Rounds take seconds (a small fleet on a LAN) to minutes (check-in and training deadlines
 # of 10 min each by default), up to an hour for slow cohorts: 1 s .. 1 h, about x2 a step.

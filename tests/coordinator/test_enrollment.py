@@ -26,8 +26,7 @@ from fedrt.coordinator.errors import (
     NotFoundError,
 )
 from fedrt.coordinator.mosquitto import BrokerConfig, MosquittoBroker, hash_password
-from fedrt.coordinator.store_memory import MemoryStore
-from fedrt.coordinator.store_sqlite import SqliteStore
+from fedrt.coordinator.store import MemoryStore, SqliteStore
 from fedrt.protocol.topics import UpChannel, device_inbox, device_up, device_up_filter
 from tests.coordinator.harness import mqtt_connect_code
 from tests.support.mqtt import TestClient

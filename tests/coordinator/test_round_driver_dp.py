@@ -13,7 +13,7 @@ from fedrt.coordinator.dp_rounds import TaskPrivacy
 from fedrt.coordinator.driver import DriverContext
 from fedrt.coordinator.records import RoundRecord, RoundStatus, TaskRecord, TaskStatus
 from fedrt.coordinator.round_driver import FederatedDriver
-from fedrt.coordinator.store_memory import MemoryStore
+from fedrt.coordinator.store import MemoryStore
 from fedrt.coordinator.tasks import TaskSpec
 from tests.coordinator.driver_harness import TASK, Fleet, pull_to_targets
 from tests.coordinator.store_conformance import model, sha

@@ -25,9 +25,7 @@ from fedrt.coordinator.records import (
     StageRecord,
     TaskStatus,
 )
-from fedrt.coordinator.store import Store
-from fedrt.coordinator.store_memory import MemoryStore
-from fedrt.coordinator.store_sqlite import SqliteStore
+from fedrt.coordinator.store import MemoryStore, SqliteStore, Store
 from tests.coordinator.store_conformance import device, model, round_, sha, task
 
 

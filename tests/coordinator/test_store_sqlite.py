@@ -16,15 +16,15 @@ import pytest
 
 from fedrt.coordinator.errors import StoreError
 from fedrt.coordinator.records import AuditEntry
-from fedrt.coordinator.store_sqlite import SqliteStore
-from fedrt.coordinator.store_sqlite_rows import SCHEMA, SCHEMA_VERSION
+from fedrt.coordinator.store import SqliteStore
+from fedrt.coordinator.store.sqlite_rows import SCHEMA, SCHEMA_VERSION
 from tests.coordinator.store_conformance import model, round_, sha, task
 
 WRITER = textwrap.dedent(
     """
     import sys
     from fedrt.coordinator.records import AuditEntry, MetricRecord
-    from fedrt.coordinator.store_sqlite import SqliteStore
+    from fedrt.coordinator.store.sqlite import SqliteStore
     from tests.coordinator.store_conformance import device
 
     store = SqliteStore(sys.argv[1])

@@ -7,7 +7,7 @@ import pytest
 from fedrt.coordinator.dp_config import DpMode
 from fedrt.coordinator.errors import BadRequestError, IllegalTransition
 from fedrt.coordinator.records import TaskRecord, TaskStatus
-from fedrt.coordinator.store_memory import MemoryStore
+from fedrt.coordinator.store import MemoryStore
 from fedrt.coordinator.tasks import TaskManager, TaskSpec
 from tests.coordinator.store_conformance import model, sha
 

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fedrt.coordinator.dp_config import DpConfig, DpMode
 from fedrt.coordinator.records import RoundRecord, RoundStatus
-from fedrt.coordinator.store_memory import MemoryStore
+from fedrt.coordinator.store import MemoryStore
 from fedrt.coordinator.telemetry import RoundSeries, StoreGauges, Telemetry
 from tests.coordinator.driver_harness import TASK, Fleet, pull_to_targets
 from tests.coordinator.harness import ServiceThread, make_config

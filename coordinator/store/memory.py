@@ -25,7 +25,7 @@ from fedrt.coordinator.records import (
     check_model_transition,
     check_task_transition,
 )
-from fedrt.coordinator.store import Store, check_model_record, check_round_changes
+from fedrt.coordinator.store.base import Store, check_model_record, check_round_changes
 
 _R = TypeVar("_R")
 

@@ -26,8 +26,8 @@ from fedrt.coordinator.records import (
     check_model_transition,
     check_task_transition,
 )
-from fedrt.coordinator.store import Store, check_model_record, check_round_changes
-from fedrt.coordinator.store_sqlite_rows import (
+from fedrt.coordinator.store.base import Store, check_model_record, check_round_changes
+from fedrt.coordinator.store.sqlite_rows import (
     MIGRATIONS,
     ROUND_COLS,
     SCHEMA,
