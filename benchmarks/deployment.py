@@ -24,9 +24,10 @@ import numpy as np
 from fedrt.benchmarks.lan import Host, Lan
 from fedrt.benchmarks.processes import ManagedProcess
 from fedrt.coordinator.enrollment import MosquittoFileAuth
-from fedrt.coordinator.mosquitto import BrokerConfig, hash_password, mosquitto_binary, render_config
+from fedrt.coordinator.mosquitto import BrokerConfig, mosquitto_binary, render_config
+from fedrt.coordinator.security.credentials import hash_password
+from fedrt.coordinator.security.tls import TlsFiles, write_tls_files
 from fedrt.coordinator.service import COORDINATOR_USERNAME
-from fedrt.coordinator.tls import TlsFiles, write_tls_files
 
 __all__ = ["DEFAULT_MODEL_DIR", "Deployment", "DeviceProc", "build_deployment", "until"]
 

@@ -12,8 +12,8 @@ import threading
 import time
 
 from fedrt.coordinator.driver import DriverContext, RoundDriver
-from fedrt.coordinator.mosquitto import hash_password
 from fedrt.coordinator.records import DeviceRecord, TaskRecord
+from fedrt.coordinator.security.credentials import hash_password
 from fedrt.coordinator.store import Store
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol import round_update

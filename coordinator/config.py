@@ -30,8 +30,8 @@ from pydantic_settings import (
 from fedrt.coordinator.errors import ConfigError
 from fedrt.coordinator.http_config import TLS_SELF_SIGNED, WILDCARD_HOSTS, HttpConfig, Port
 from fedrt.coordinator.pace_steering import PaceConfig
+from fedrt.coordinator.security.credentials import Secret
 from fedrt.coordinator.validation import (
-    Secret,
     SettingBool,
     SettingFloat,
     SettingInt,

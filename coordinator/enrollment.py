@@ -24,13 +24,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fedrt.coordinator.errors import AuthError, BadRequestError, BrokerError, NotFoundError
-from fedrt.coordinator.mosquitto import (
-    AclRule,
-    hash_password,
-    write_acl_file,
-    write_password_file,
-)
+from fedrt.coordinator.mosquitto import AclRule, write_acl_file, write_password_file
 from fedrt.coordinator.records import AuditEntry, DeviceRecord, EnrollmentTokenRecord
+from fedrt.coordinator.security.credentials import hash_password
 from fedrt.coordinator.store.base import Store
 from fedrt.protocol.signed_payloads import enrollment_proof_payload
 from fedrt.protocol.topics import coordinator_acl, device_acl_patterns

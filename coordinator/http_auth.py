@@ -8,9 +8,8 @@ import hmac
 
 from aiohttp import web
 
-from fedrt.coordinator.config import Secret
 from fedrt.coordinator.errors import AuthError, NotFoundError
-from fedrt.coordinator.mosquitto import verify_password
+from fedrt.coordinator.security.credentials import Secret, verify_password
 from fedrt.coordinator.store.base import Store
 
 ADMIN = "admin"

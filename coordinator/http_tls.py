@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 
 from fedrt.coordinator.errors import ConfigError
 from fedrt.coordinator.http_config import TLS_SELF_SIGNED, WILDCARD_HOSTS, HttpConfig
-from fedrt.coordinator.tls import issue, load_or_create_ca, write_issued
+from fedrt.coordinator.security.tls import issue, load_or_create_ca, write_issued
 
 TLS_DIR = "tls"
 SERVER_CERT_FILE = "server.crt"

@@ -15,7 +15,7 @@ from fedrt.coordinator.errors import (
     NotFoundError,
 )
 from fedrt.coordinator.records import AuditEntry, ModelRecord, ModelStatus, TaskRecord
-from fedrt.coordinator.signing import ModelSigner
+from fedrt.coordinator.security.signing import ModelSigner
 from fedrt.coordinator.store.base import Store
 from fedrt.model_export.errors import ExportError
 from fedrt.model_export.manifest import MANIFEST_NAME, Manifest

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
 import os
 import pwd
 import secrets
@@ -19,12 +17,8 @@ from pathlib import Path
 from typing import Literal
 
 from fedrt.coordinator.errors import BrokerError
-from fedrt.coordinator.tls import TlsFiles
+from fedrt.coordinator.security.tls import TlsFiles
 
-# mosquitto_passwd uses 101 iterations of PBKDF2-SHA512; a thousand costs a broker ~1 ms per
-# connect and makes a leaked password file far more expensive to attack.
-PBKDF2_ITERATIONS = 1000
-_SALT_BYTES = 12  # what mosquitto itself uses for its $7$ hashes
 # Mosquitto binds and reads its files within milliseconds; several seconds covers a loaded CI box.
 DEFAULT_START_TIMEOUT = 10.0
 
@@ -36,34 +30,11 @@ __all__ = [
     "BrokerError",
     "MosquittoBroker",
     "free_port",
-    "hash_password",
     "render_config",
-    "verify_password",
     "wait_for_port",
     "write_acl_file",
     "write_password_file",
 ]
-
-
-def hash_password(password: str, *, salt: bytes | None = None) -> str:
-    """Hash ``password`` in Mosquitto 2's ``$7$`` (PBKDF2-SHA512) password-file format."""
-    salt = secrets.token_bytes(_SALT_BYTES) if salt is None else salt
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, PBKDF2_ITERATIONS)
-    b64 = base64.b64encode
-    return f"$7${PBKDF2_ITERATIONS}${b64(salt).decode()}${b64(digest).decode()}"
-
-
-def verify_password(password: str, hashed: str) -> bool:
-    """Check ``password`` against a ``$7$`` hash (constant-time comparison)."""
-    try:
-        _, kind, iterations, salt64, digest64 = hashed.split("$")
-        if kind != "7":
-            return False
-        salt, expected = base64.b64decode(salt64), base64.b64decode(digest64)
-        digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, int(iterations))
-    except ValueError:
-        return False
-    return secrets.compare_digest(digest, expected)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -27,11 +27,11 @@ from fedrt.coordinator.enrollment import (
 from fedrt.coordinator.errors import ConfigError, NotFoundError
 from fedrt.coordinator.http_tls import https_setup
 from fedrt.coordinator.models import ModelCatalog
-from fedrt.coordinator.mosquitto import hash_password, verify_password
 from fedrt.coordinator.mqtt_link import LinkSettings, MqttLink
 from fedrt.coordinator.ratelimit import RateLimiter
 from fedrt.coordinator.records import TaskRecord
-from fedrt.coordinator.signing import ModelSigner
+from fedrt.coordinator.security.credentials import hash_password, verify_password
+from fedrt.coordinator.security.signing import ModelSigner
 from fedrt.coordinator.store.sqlite import SqliteStore
 from fedrt.coordinator.tasks import TaskManager
 from fedrt.coordinator.telemetry import Telemetry

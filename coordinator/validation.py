@@ -20,13 +20,12 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    GetCoreSchemaHandler,
     Strict,
     ValidationError,
     ValidationInfo,
     model_validator,
 )
-from pydantic_core import ErrorDetails, PydanticCustomError, core_schema
+from pydantic_core import ErrorDetails
 
 from fedrt.coordinator.errors import BadRequestError, ConfigError, CoordinatorError
 
@@ -71,46 +70,6 @@ SettingFloat = Annotated[float, Strict(), Field(allow_inf_nan=False), _from_text
 SettingBool = Annotated[bool, Strict(), _from_text(lambda s: _BOOLS[s.lower()])]
 SettingStr = Annotated[str, Strict()]
 SettingPath = Annotated[Path, AfterValidator(Path.expanduser)]
-
-
-class Secret:
-    """A string that never shows in ``repr``, logs or tracebacks; ``reveal()`` to use it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    def __str__(self) -> str:
-        return "***"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    @classmethod
-    def __get_pydantic_core_schema__(
-        cls, source: Any, handler: GetCoreSchemaHandler
-    ) -> core_schema.CoreSchema:
-        def make(value: object) -> Secret:
-            if isinstance(value, Secret):
-                return value
-            if isinstance(value, str):
-                return cls(value)
-            # Its own error type, so that the value is never echoed (validation.explain).
-            raise PydanticCustomError("secret_type", "must be str")
-
-        return core_schema.no_info_plain_validator_function(
-            make, serialization=core_schema.plain_serializer_function_ser_schema(lambda _: "***")
-        )
 
 
 _TYPES = {
@@ -256,7 +215,7 @@ class SettingsModel(FrozenModel):
 
 
 __all__ = [
-    "WIRE", "FrozenModel", "JsonBool", "JsonFloat", "JsonInt", "JsonStr", "Positive", "Secret",
+    "WIRE", "FrozenModel", "JsonBool", "JsonFloat", "JsonInt", "JsonStr", "Positive",
     "SettingBool", "SettingFloat", "SettingInt", "SettingPath", "SettingStr", "SettingsModel",
     "WireModel", "explain",
 ]  # fmt: skip

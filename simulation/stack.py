@@ -29,7 +29,8 @@ from fedrt.coordinator.driver import DriverFactory
 from fedrt.coordinator.driver_registry import default_driver_factory
 from fedrt.coordinator.enrollment import MosquittoFileAuth
 from fedrt.coordinator.mosquitto import BrokerConfig as MosquittoConfig
-from fedrt.coordinator.mosquitto import MosquittoBroker, hash_password
+from fedrt.coordinator.mosquitto import MosquittoBroker
+from fedrt.coordinator.security.credentials import hash_password
 from fedrt.coordinator.service import COORDINATOR_USERNAME, CoordinatorService
 from fedrt.errors import UsageError
 

@@ -8,13 +8,8 @@ from pathlib import Path
 import pytest
 from paho.mqtt.reasoncodes import ReasonCode
 
-from fedrt.coordinator.mosquitto import (
-    BrokerConfig,
-    BrokerError,
-    MosquittoBroker,
-    hash_password,
-    verify_password,
-)
+from fedrt.coordinator.mosquitto import BrokerConfig, BrokerError, MosquittoBroker
+from fedrt.coordinator.security.credentials import hash_password, verify_password
 from tests.conftest import SpawnFn
 from tests.support.brokers import SecureBroker
 from tests.support.mqtt import TestClient
@@ -69,7 +64,7 @@ def test_secure_broker_round_trip(mosquitto_secure: SecureBroker, tls: bool) -> 
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_tls_listener_rejects_untrusted_ca(mosquitto_secure: SecureBroker, tmp_path: Path) -> None:
-    from fedrt.coordinator.tls import write_tls_files
+    from fedrt.coordinator.security.tls import write_tls_files
 
     other = write_tls_files(tmp_path / "other-ca")
     client = TestClient(

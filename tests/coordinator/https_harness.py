@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fedrt.coordinator.config import CoordinatorConfig, HttpConfig
 from fedrt.coordinator.http_tls import TLS_DIR
 from fedrt.coordinator.records import ModelRecord
-from fedrt.coordinator.tls import CA_CERT_FILE
+from fedrt.coordinator.security.tls import CA_CERT_FILE
 from fedrt.protocol.signed_payloads import enrollment_proof_payload
 from tests.coordinator.exported import write_export
 from tests.coordinator.harness import ServiceThread, make_config

@@ -23,13 +23,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from fedrt.coordinator.embedded_broker import EmbeddedAuth
-from fedrt.coordinator.mosquitto import (
-    BrokerConfig,
-    MosquittoBroker,
-    hash_password,
-    write_password_file,
-)
-from fedrt.coordinator.tls import write_tls_files
+from fedrt.coordinator.mosquitto import BrokerConfig, MosquittoBroker, write_password_file
+from fedrt.coordinator.security.credentials import hash_password
+from fedrt.coordinator.security.tls import write_tls_files
 from fedrt.protocol.topics import device_inbox, render_acl_file
 from tests.support.brokers import running_embedded
 

@@ -25,7 +25,8 @@ from fedrt.coordinator.errors import (
     ConflictError,
     NotFoundError,
 )
-from fedrt.coordinator.mosquitto import BrokerConfig, MosquittoBroker, hash_password
+from fedrt.coordinator.mosquitto import BrokerConfig, MosquittoBroker
+from fedrt.coordinator.security.credentials import hash_password
 from fedrt.coordinator.store import MemoryStore, SqliteStore
 from fedrt.protocol.topics import UpChannel, device_inbox, device_up, device_up_filter
 from tests.coordinator.harness import mqtt_connect_code

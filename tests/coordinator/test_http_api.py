@@ -14,7 +14,7 @@ import pytest
 from fedrt.coordinator.config import LimitsConfig
 from fedrt.coordinator.mosquitto import MosquittoBroker
 from fedrt.coordinator.records import MetricRecord, RoundRecord, RoundStatus, StageRecord
-from fedrt.coordinator.signing import verify_model_signature
+from fedrt.coordinator.security.signing import verify_model_signature
 from tests.coordinator.exported import manifest_for, tflite_bytes, write_export
 from tests.coordinator.harness import (
     ADMIN_TOKEN,

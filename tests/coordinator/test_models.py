@@ -16,7 +16,7 @@ from fedrt.coordinator.errors import (
 )
 from fedrt.coordinator.models import ModelCatalog
 from fedrt.coordinator.records import ModelStatus, TaskRecord, TaskStatus
-from fedrt.coordinator.signing import ModelSigner, verify_model_signature
+from fedrt.coordinator.security.signing import ModelSigner, verify_model_signature
 from fedrt.coordinator.store import SqliteStore
 from tests.coordinator.damage import damage
 from tests.coordinator.exported import write_export

@@ -18,8 +18,9 @@ from fedrt.coordinator.driver import DriverContext, RoundDriver
 from fedrt.coordinator.enrollment import MosquittoFileAuth, enrollment_proof_payload
 from fedrt.coordinator.errors import BadRequestError
 from fedrt.coordinator.mosquitto import BrokerConfig as MosquittoConfig
-from fedrt.coordinator.mosquitto import MosquittoBroker, hash_password
+from fedrt.coordinator.mosquitto import MosquittoBroker
 from fedrt.coordinator.records import TaskRecord
+from fedrt.coordinator.security.credentials import hash_password
 from fedrt.protocol.topics import (
     UpChannel,
     coordinator_status,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fedrt.coordinator.errors import BadRequestError, SigningKeyError
-from fedrt.coordinator.signing import (
+from fedrt.coordinator.security.signing import (
     KEY_FILE,
     ModelSigner,
     model_signing_payload,

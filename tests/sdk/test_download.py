@@ -55,7 +55,7 @@ def current(tmp_path: Path) -> Path:
 
 
 def test_payload_matches_the_coordinators_signer() -> None:
-    from fedrt.coordinator.signing import model_signing_payload as coordinator_payload
+    from fedrt.coordinator.security.signing import model_signing_payload as coordinator_payload
 
     assert model_signing_payload(SHA, MANIFEST) == coordinator_payload(SHA, MANIFEST)
 

@@ -20,8 +20,8 @@ from fedrt.coordinator.driver import DriverContext, RoundDriver
 from fedrt.coordinator.mosquitto import MosquittoBroker
 from fedrt.coordinator.pace_steering import PaceConfig
 from fedrt.coordinator.round_driver import FederatedDriver
+from fedrt.coordinator.security.tls import write_tls_files
 from fedrt.coordinator.tasks import TaskSpec
-from fedrt.coordinator.tls import write_tls_files
 from fedrt.sdk.cli import build_device, load_config
 from fedrt.sdk.credentials import CREDENTIALS_FILE, Credentials, basic_auth, enroll
 from fedrt.sdk.device import Device, DeviceConfig

@@ -15,11 +15,11 @@ from fedrt.coordinator.mosquitto import (
     AclRule,
     BrokerConfig,
     MosquittoBroker,
-    hash_password,
     write_acl_file,
     write_password_file,
 )
-from fedrt.coordinator.tls import TlsFiles, write_tls_files
+from fedrt.coordinator.security.credentials import hash_password
+from fedrt.coordinator.security.tls import TlsFiles, write_tls_files
 
 # Device-like users can only publish under their own prefix; "admin" may do anything and
 # "observer" read anything. Each client's id is its user name on a secured broker, so two

@@ -1,0 +1,85 @@
+"""Credentials: Mosquitto-compatible password hashes and ``Secret``, a string never shown.
+
+Device MQTT passwords (also their HTTP Basic credentials) are stored only as Mosquitto 2's
+``$7$`` PBKDF2-SHA512 hashes, so one hash serves the broker's password file, the embedded
+broker and the HTTP API alike.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from typing import Any
+
+from pydantic import GetCoreSchemaHandler
+from pydantic_core import PydanticCustomError, core_schema
+
+# mosquitto_passwd uses 101 iterations of PBKDF2-SHA512; a thousand costs a broker ~1 ms per
+# connect and makes a leaked password file far more expensive to attack.
+PBKDF2_ITERATIONS = 1000
+_SALT_BYTES = 12  # what mosquitto itself uses for its $7$ hashes
+
+
+def hash_password(password: str, *, salt: bytes | None = None) -> str:
+    """Hash ``password`` in Mosquitto 2's ``$7$`` (PBKDF2-SHA512) password-file format."""
+    salt = secrets.token_bytes(_SALT_BYTES) if salt is None else salt
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, PBKDF2_ITERATIONS)
+    b64 = base64.b64encode
+    return f"$7${PBKDF2_ITERATIONS}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def verify_password(password: str, hashed: str) -> bool:
+    """Check ``password`` against a ``$7$`` hash (constant-time comparison)."""
+    try:
+        _, kind, iterations, salt64, digest64 = hashed.split("$")
+        if kind != "7":
+            return False
+        salt, expected = base64.b64decode(salt64), base64.b64decode(digest64)
+        digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, int(iterations))
+    except ValueError:
+        return False
+    return secrets.compare_digest(digest, expected)
+
+
+class Secret:
+    """A string that never shows in ``repr``, logs or tracebacks; ``reveal()`` to use it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        def make(value: object) -> Secret:
+            if isinstance(value, Secret):
+                return value
+            if isinstance(value, str):
+                return cls(value)
+            # Its own error type, so that the value is never echoed (validation.explain).
+            raise PydanticCustomError("secret_type", "must be str")
+
+        return core_schema.no_info_plain_validator_function(
+            make, serialization=core_schema.plain_serializer_function_ser_schema(lambda _: "***")
+        )
+
+
+__all__ = ["PBKDF2_ITERATIONS", "Secret", "hash_password", "verify_password"]
