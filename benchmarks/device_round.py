@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from fedrt.coordinator.driver import DriverContext, RoundDriver
-from fedrt.coordinator.pace_steering import PaceConfig
 from fedrt.coordinator.round_driver import FederatedDriver, RoundSummary
+from fedrt.coordinator.selection.pace import PaceConfig
 from fedrt.coordinator.tasks import TaskSpec
 from fedrt.errors import UsageError
 from fedrt.simulation.stack import LocalStack, mosquitto_available

@@ -29,8 +29,8 @@ from pydantic_settings import (
 
 from fedrt.coordinator.errors import ConfigError
 from fedrt.coordinator.http_config import TLS_SELF_SIGNED, WILDCARD_HOSTS, HttpConfig, Port
-from fedrt.coordinator.pace_steering import PaceConfig
 from fedrt.coordinator.security.credentials import Secret
+from fedrt.coordinator.selection.pace import PaceConfig
 from fedrt.coordinator.validation import (
     SettingBool,
     SettingFloat,
@@ -168,7 +168,7 @@ class CoordinatorConfig(SettingsModel):
     http: HttpConfig = Field(default_factory=HttpConfig)
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
-    # Reconnect windows for devices the coordinator cannot use now (``pace_steering``).
+    # Reconnect windows for devices the coordinator cannot use now (``selection.pace``).
     pace: PaceConfig = Field(default_factory=PaceConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from fedrt.coordinator.enrollment import Enrollment
 from fedrt.coordinator.models import ModelCatalog
-from fedrt.coordinator.pace_steering import PaceConfig
 from fedrt.coordinator.records import RoundRecord, TaskRecord
+from fedrt.coordinator.selection.pace import PaceConfig
 from fedrt.coordinator.store.base import Store
 from fedrt.coordinator.tasks import TaskManager
 from fedrt.protocol.topics import UpChannel

@@ -18,7 +18,7 @@ import numpy as np
 from fedrt.coordinator.artifacts import OPTIMIZER_STATE, BlobStore
 from fedrt.coordinator.errors import NotFoundError, StoreError
 from fedrt.coordinator.records import ModelRecord
-from fedrt.coordinator.strategies import OptimizerState, ServerOptimizer
+from fedrt.coordinator.strategies.optimizers import OptimizerState, ServerOptimizer
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,11 @@ from fedrt.coordinator.round_commands import (
     RoundConfig,
     RoundMetrics,
 )
-from fedrt.coordinator.strategies import (
+from fedrt.coordinator.strategies.aggregators import WeightedMean
+from fedrt.coordinator.strategies.optimizers import (
     AggregationError,
     OptimizerState,
     ServerOptimizer,
-    WeightedMean,
 )
 from fedrt.protocol import round_dp, round_update
 from fedrt.protocol import round_messages as rm

@@ -25,7 +25,8 @@ import numpy as np
 import numpy.typing as npt
 
 from fedrt.coordinator.errors import ConfigError
-from fedrt.coordinator.strategies import Aggregator, OptimizerState, WeightedMean
+from fedrt.coordinator.strategies.aggregators import Aggregator, WeightedMean
+from fedrt.coordinator.strategies.optimizers import OptimizerState
 from fedrt.protocol.round_messages import (
     MAX_WINDOW,
     CoordinatorMessage,

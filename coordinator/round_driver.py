@@ -37,7 +37,6 @@ from fedrt.coordinator.dp_rounds import RoundDp, TaskPrivacy, training_rounds
 from fedrt.coordinator.driver import DriverContext, RoundDriver
 from fedrt.coordinator.errors import CoordinatorError, CorruptArtifactError, NotFoundError
 from fedrt.coordinator.optimizer_state import load_state, save_state
-from fedrt.coordinator.pace_steering import PaceConfig, PaceSteering
 from fedrt.coordinator.records import (
     MetricRecord,
     ModelRecord,
@@ -61,14 +60,13 @@ from fedrt.coordinator.round_commands import (
 )
 from fedrt.coordinator.round_machine import RoundMachine
 from fedrt.coordinator.round_outbox import no_round_replies
-from fedrt.coordinator.strategies import (
-    AGGREGATORS,
+from fedrt.coordinator.selection.pace import PaceConfig, PaceSteering
+from fedrt.coordinator.strategies.aggregators import AGGREGATORS, Aggregator, TrimmedMean
+from fedrt.coordinator.strategies.optimizers import (
     OPTIMIZERS,
-    Aggregator,
     FedAvgM,
     OptimizerState,
     ServerOptimizer,
-    TrimmedMean,
 )
 from fedrt.coordinator.tasks import TaskSpec
 from fedrt.model_export.manifest import Manifest

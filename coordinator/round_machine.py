@@ -49,7 +49,6 @@ import numpy as np
 import numpy.typing as npt
 
 from fedrt.coordinator.dp_central import CentralNoise
-from fedrt.coordinator.pace_steering import PaceSteering
 from fedrt.coordinator.round_aggregation import RoundAggregation
 from fedrt.coordinator.round_commands import (
     AbandonRound,
@@ -62,7 +61,8 @@ from fedrt.coordinator.round_commands import (
 )
 from fedrt.coordinator.round_outbox import RoundOutbox
 from fedrt.coordinator.round_roster import DeviceStatus, RoundDevice, RoundRoster
-from fedrt.coordinator.strategies import OptimizerState, ServerOptimizer
+from fedrt.coordinator.selection.pace import PaceSteering
+from fedrt.coordinator.strategies.optimizers import OptimizerState, ServerOptimizer
 from fedrt.protocol import round_dp
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol.errors import ProtocolError, RoundAborted

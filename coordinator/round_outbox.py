@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from fedrt.coordinator.pace_steering import PaceSteering
 from fedrt.coordinator.round_commands import Announce, RoundConfig, Send
+from fedrt.coordinator.selection.pace import PaceSteering
 from fedrt.protocol import round_messages as rm
 
 

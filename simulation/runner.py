@@ -24,8 +24,8 @@ import numpy as np
 
 from fedrt.coordinator.dp_accounting import ACCOUNTING_ASSUMPTION
 from fedrt.coordinator.driver import DriverContext, RoundDriver
-from fedrt.coordinator.pace_steering import PaceConfig
 from fedrt.coordinator.round_driver import FederatedDriver, RoundSummary
+from fedrt.coordinator.selection.pace import PaceConfig
 from fedrt.coordinator.store import Store
 from fedrt.errors import UsageError
 from fedrt.model_export.manifest import MANIFEST_NAME, Manifest

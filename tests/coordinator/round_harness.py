@@ -15,8 +15,8 @@ import numpy as np
 import numpy.typing as npt
 
 from fedrt.coordinator import round_commands as rc
-from fedrt.coordinator.pace_steering import PaceSteering
 from fedrt.coordinator.round_machine import RoundMachine
+from fedrt.coordinator.selection.pace import PaceSteering
 from fedrt.coordinator.strategies import FedAvg, OptimizerState, ServerOptimizer
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol.crypto import identity_from_seed

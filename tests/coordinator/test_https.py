@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives import serialization
 from fedrt.coordinator.config import HttpConfig
 from fedrt.coordinator.errors import ConfigError
 from fedrt.coordinator.mosquitto import MosquittoBroker
-from fedrt.coordinator.pace_steering import PaceConfig
 from fedrt.coordinator.round_driver import FederatedDriver
 from fedrt.coordinator.security.tls import CA_KEY_FILE, TlsFiles, create_ca, issue, write_tls_files
+from fedrt.coordinator.selection.pace import PaceConfig
 from fedrt.coordinator.service import CoordinatorService
 from fedrt.protocol import round_messages as rm
 from tests.conftest import SpawnFn

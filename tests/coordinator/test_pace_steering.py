@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fedrt.coordinator.pace_steering import PaceConfig, PaceSteering
+from fedrt.coordinator.selection.pace import PaceConfig, PaceSteering
 
 
 def test_deferred_window_does_not_delay_the_next_device() -> None:

@@ -14,8 +14,8 @@ from fedrt.coordinator import round_commands as rc
 from fedrt.coordinator.dp_central import CentralNoise
 from fedrt.coordinator.dp_config import AdaptiveClip, AdaptiveClipSettings, DpConfig, DpMode
 from fedrt.coordinator.dp_rounds import TaskPrivacy
-from fedrt.coordinator.pace_steering import PaceSteering
 from fedrt.coordinator.round_machine import RoundMachine
+from fedrt.coordinator.selection.pace import PaceSteering
 from fedrt.coordinator.strategies import FedAvg, OptimizerState
 from fedrt.protocol import round_dp
 from tests.coordinator.round_harness import Network, config

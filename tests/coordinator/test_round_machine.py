@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from fedrt.coordinator import round_commands as rc
-from fedrt.coordinator.pace_steering import PaceConfig, PaceSteering
 from fedrt.coordinator.round_machine import FINAL, TRANSITIONS, RoundMachine, RoundState
 from fedrt.coordinator.round_outbox import no_round_replies
+from fedrt.coordinator.selection.pace import PaceConfig, PaceSteering
 from fedrt.coordinator.strategies import CoordinateMedian, FedAvg, OptimizerState
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol import round_update

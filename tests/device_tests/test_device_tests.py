@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from fedrt.coordinator.driver import DriverContext, RoundDriver
-from fedrt.coordinator.pace_steering import PaceConfig
 from fedrt.coordinator.round_driver import FederatedDriver
+from fedrt.coordinator.selection.pace import PaceConfig
 from fedrt.coordinator.tasks import TaskSpec
 from fedrt.simulation.stack import LocalStack
 from tests.test_packaging import BLOCKER

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from fedrt.coordinator.driver import DriverContext, RoundDriver
-from fedrt.coordinator.pace_steering import PaceConfig
 from fedrt.coordinator.round_driver import FederatedDriver
+from fedrt.coordinator.selection.pace import PaceConfig
 from fedrt.coordinator.tasks import TaskSpec
 from fedrt.sdk.android_trainer import java_trainer_factory
 from fedrt.sdk.device import Device, DeviceConfig

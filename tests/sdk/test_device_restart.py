@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from fedrt.coordinator.driver import DriverContext, RoundDriver
-from fedrt.coordinator.pace_steering import PaceConfig
 from fedrt.coordinator.round_driver import FederatedDriver, RoundSummary
+from fedrt.coordinator.selection.pace import PaceConfig
 from fedrt.coordinator.tasks import TaskSpec
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol.round_codec import decode_from_device

@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedrt.coordinator.driver import DriverContext, RoundDriver
 from fedrt.coordinator.mosquitto import MosquittoBroker
-from fedrt.coordinator.pace_steering import PaceConfig
 from fedrt.coordinator.round_driver import FederatedDriver
 from fedrt.coordinator.security.tls import write_tls_files
+from fedrt.coordinator.selection.pace import PaceConfig
 from fedrt.coordinator.tasks import TaskSpec
 from fedrt.sdk.cli import build_device, load_config
 from fedrt.sdk.credentials import CREDENTIALS_FILE, Credentials, basic_auth, enroll
