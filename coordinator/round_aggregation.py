@@ -13,13 +13,8 @@ from dataclasses import replace
 import numpy as np
 import numpy.typing as npt
 
-from fedrt.coordinator.dp_central import CentralNoise
-from fedrt.coordinator.round_commands import (
-    Commit,
-    EvaluationDone,
-    RoundConfig,
-    RoundMetrics,
-)
+from fedrt.coordinator.privacy.central import CentralNoise
+from fedrt.coordinator.round_commands import Commit, EvaluationDone, RoundConfig, RoundMetrics
 from fedrt.coordinator.strategies.aggregators import WeightedMean
 from fedrt.coordinator.strategies.optimizers import (
     AggregationError,

@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fedrt.coordinator.errors import ConfigError
+from fedrt.coordinator.privacy.device import DeviceDp
 from fedrt.coordinator.strategies.aggregators import Aggregator, WeightedMean
 from fedrt.coordinator.strategies.optimizers import OptimizerState
 from fedrt.protocol.round_messages import (
@@ -36,19 +37,6 @@ from fedrt.protocol.round_messages import (
     TrainingConfig,
 )
 from fedrt.protocol.topics import check_id
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DeviceDp:
-    """Differential privacy the devices take part in (``protocol.round_dp``)."""
-
-    # Noise multiplier of the update sum the devices' noise adds up to (0: they add none).
-    noise_multiplier: float = 0.0
-    skellam: bool = False
-    # Devices send the "within the clip bound" bit (adaptive clipping), with noise adding
-    # up to this std on its sum when the noise is distributed.
-    unclipped_bit: bool = False
-    bit_sum_std: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

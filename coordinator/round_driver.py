@@ -32,11 +32,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fedrt.coordinator.dp_accounting import PrivacyBudgetExceeded
-from fedrt.coordinator.dp_rounds import RoundDp, TaskPrivacy, training_rounds
 from fedrt.coordinator.driver import DriverContext, RoundDriver
 from fedrt.coordinator.errors import CoordinatorError, CorruptArtifactError, NotFoundError
 from fedrt.coordinator.optimizer_state import load_state, save_state
+from fedrt.coordinator.privacy.accounting import PrivacyBudgetExceeded
+from fedrt.coordinator.privacy.rounds import RoundDp, TaskPrivacy, training_rounds
 from fedrt.coordinator.records import (
     MetricRecord,
     ModelRecord,

@@ -48,7 +48,7 @@ from dataclasses import replace
 import numpy as np
 import numpy.typing as npt
 
-from fedrt.coordinator.dp_central import CentralNoise
+from fedrt.coordinator.privacy.central import CentralNoise
 from fedrt.coordinator.round_aggregation import RoundAggregation
 from fedrt.coordinator.round_commands import (
     AbandonRound,

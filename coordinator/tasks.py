@@ -10,8 +10,8 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import ConfigDict, Field, JsonValue, model_validator
 from pydantic.config import JsonDict
 
-from fedrt.coordinator.dp_config import AdaptiveClip, DpConfig, DpMode
 from fedrt.coordinator.errors import BadRequestError, IllegalTransition
+from fedrt.coordinator.privacy.config import AdaptiveClip, DpConfig, DpMode
 from fedrt.coordinator.records import AuditEntry, TaskRecord, TaskStatus
 from fedrt.coordinator.store.base import Store
 from fedrt.coordinator.validation import JsonBool, JsonFloat, JsonInt, WireModel
@@ -109,7 +109,7 @@ class TaskSpec(WireModel):
     promote_margin: JsonFloat = Field(0.01, ge=0, le=1)
     trimmed_fraction: JsonFloat = Field(0.1, ge=0, lt=0.5)
     max_rounds: JsonInt = Field(100, ge=1, le=1_000_000)
-    # Differential privacy (``dp_config``): with a mode other than "none", ``dp.clip``
+    # Differential privacy (``privacy.config``): with a mode other than "none", ``dp.clip``
     # replaces ``clip_norm`` as the bound of every update and each device weighs 1.
     dp: DpConfig = DpConfig()
 

@@ -22,8 +22,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from fedrt.coordinator.dp_accounting import ACCOUNTING_ASSUMPTION
 from fedrt.coordinator.driver import DriverContext, RoundDriver
+from fedrt.coordinator.privacy.accounting import ACCOUNTING_ASSUMPTION
 from fedrt.coordinator.round_driver import FederatedDriver, RoundSummary
 from fedrt.coordinator.selection.pace import PaceConfig
 from fedrt.coordinator.store import Store

@@ -6,14 +6,14 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedrt.coordinator.dp_config import (
+from fedrt.coordinator.errors import BadRequestError
+from fedrt.coordinator.privacy.config import (
     AdaptiveClip,
     AdaptiveClipSettings,
     DpConfig,
     DpMode,
     FixedClip,
 )
-from fedrt.coordinator.errors import BadRequestError
 from fedrt.coordinator.tasks import STRATEGIES, TaskSpec
 from fedrt.errors import UsageError
 from fedrt.simulation import datasets, traces

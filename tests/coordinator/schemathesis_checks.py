@@ -11,7 +11,7 @@ from typing import Any
 
 import schemathesis
 
-from fedrt.coordinator.dp_config import DpConfig
+from fedrt.coordinator.privacy.config import DpConfig
 from fedrt.coordinator.tasks import TaskSpec
 
 # Operations whose schema-valid requests may still be refused with 400, and why.

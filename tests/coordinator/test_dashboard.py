@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedrt.coordinator.dp_config import DpConfig, DpMode
+from fedrt.coordinator.privacy.config import DpConfig, DpMode
 from fedrt.coordinator.records import MetricRecord, RoundRecord, RoundStatus
 from fedrt.coordinator.round_commands import RoundMetrics
 from fedrt.coordinator.round_driver import _metrics_json

@@ -7,7 +7,8 @@ import math
 import dp_accounting
 import pytest
 
-from fedrt.coordinator.dp_accounting import (
+from fedrt.coordinator.errors import BadRequestError, ConflictError
+from fedrt.coordinator.privacy.accounting import (
     ACCOUNTING_ASSUMPTION,
     PrivacyAccountant,
     PrivacyBudgetExceeded,
@@ -15,7 +16,6 @@ from fedrt.coordinator.dp_accounting import (
     calibrate_noise_multiplier,
     round_epsilon,
 )
-from fedrt.coordinator.errors import BadRequestError, ConflictError
 
 ROUND = RoundPrivacy(population=1000, cohort=100, noise_multiplier=2.0)
 

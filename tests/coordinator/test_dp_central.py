@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from fedrt.coordinator.dp_central import CentralNoise
 from fedrt.coordinator.errors import BadRequestError
+from fedrt.coordinator.privacy.central import CentralNoise
 from fedrt.coordinator.round_aggregation import RoundAggregation
 from fedrt.coordinator.round_commands import Commit, RoundMetrics
 from fedrt.coordinator.strategies import FedAvg, OptimizerState

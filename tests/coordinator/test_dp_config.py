@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fedrt.coordinator.dp_config import (
+from fedrt.coordinator.errors import BadRequestError
+from fedrt.coordinator.privacy.config import (
     AdaptiveClipSettings,
     DpConfig,
     DpMode,
@@ -18,7 +19,6 @@ from fedrt.coordinator.dp_config import (
     noised_unclipped_fraction,
     split_noise_multiplier,
 )
-from fedrt.coordinator.errors import BadRequestError
 
 
 def test_defaults_are_no_dp() -> None:

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 from dp_accounting.rdp import rdp_privacy_accountant
 
-from fedrt.coordinator.dp_accounting import PrivacyBudgetExceeded
-from fedrt.coordinator.dp_config import (
+from fedrt.coordinator.privacy.accounting import PrivacyBudgetExceeded
+from fedrt.coordinator.privacy.config import (
     AdaptiveClip,
     AdaptiveClipSettings,
     DpConfig,
     DpMode,
     FixedClip,
 )
-from fedrt.coordinator.dp_rounds import RoundDp, TaskPrivacy, training_rounds
+from fedrt.coordinator.privacy.rounds import RoundDp, TaskPrivacy, training_rounds
 from fedrt.coordinator.records import RoundRecord, RoundStatus
 
 CENTRAL = DpConfig(mode=DpMode.CENTRAL, noise_multiplier=1.0, clip=FixedClip(fixed=2.0))

@@ -11,9 +11,10 @@ import pytest
 from scipy import stats
 
 from fedrt.coordinator import round_commands as rc
-from fedrt.coordinator.dp_central import CentralNoise
-from fedrt.coordinator.dp_config import AdaptiveClip, AdaptiveClipSettings, DpConfig, DpMode
-from fedrt.coordinator.dp_rounds import TaskPrivacy
+from fedrt.coordinator.privacy.central import CentralNoise
+from fedrt.coordinator.privacy.config import AdaptiveClip, AdaptiveClipSettings, DpConfig, DpMode
+from fedrt.coordinator.privacy.device import DeviceDp
+from fedrt.coordinator.privacy.rounds import TaskPrivacy
 from fedrt.coordinator.round_machine import RoundMachine
 from fedrt.coordinator.selection.pace import PaceSteering
 from fedrt.coordinator.strategies import FedAvg, OptimizerState
@@ -49,7 +50,7 @@ def _dp_config(**device_dp: object) -> rc.RoundConfig:
         secagg_threshold=5,
         weight_cap=1,
         bits=12,
-        device_dp=rc.DeviceDp(**device_dp),  # type: ignore[arg-type]
+        device_dp=DeviceDp(**device_dp),  # type: ignore[arg-type]
     )
 
 

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fedrt.coordinator.dp_config import AdaptiveClip, AdaptiveClipSettings, DpConfig, DpMode
-from fedrt.coordinator.dp_rounds import TaskPrivacy
 from fedrt.coordinator.driver import DriverContext
+from fedrt.coordinator.privacy.config import AdaptiveClip, AdaptiveClipSettings, DpConfig, DpMode
+from fedrt.coordinator.privacy.rounds import TaskPrivacy
 from fedrt.coordinator.records import RoundRecord, RoundStatus, TaskRecord, TaskStatus
 from fedrt.coordinator.round_driver import FederatedDriver
 from fedrt.coordinator.store import MemoryStore

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fedrt.coordinator.dp_config import DpMode
 from fedrt.coordinator.errors import BadRequestError, IllegalTransition
+from fedrt.coordinator.privacy.config import DpMode
 from fedrt.coordinator.records import TaskRecord, TaskStatus
 from fedrt.coordinator.store import MemoryStore
 from fedrt.coordinator.tasks import TaskManager, TaskSpec

@@ -13,7 +13,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics import parser as openmetrics_parser
 from prometheus_client.parser import text_string_to_metric_families
 
-from fedrt.coordinator.dp_config import DpConfig, DpMode
+from fedrt.coordinator.privacy.config import DpConfig, DpMode
 from fedrt.coordinator.records import RoundRecord, RoundStatus
 from fedrt.coordinator.store import MemoryStore
 from fedrt.coordinator.telemetry import RoundSeries, StoreGauges, Telemetry

@@ -20,7 +20,7 @@ class CentralNoise:
     """N(0, (z C)^2) on the SUM of the clipped updates, i.e. z C / weight on their mean.
 
     ``noise_multiplier`` is what the update gets: with adaptive clipping pass
-    ``dp_config.split_noise_multiplier(z, count_std)``. The RNG is the round's own, so a
+    ``privacy.config.split_noise_multiplier(z, count_std)``. The RNG is the round's own, so a
     seeded simulation is reproducible; a production coordinator passes an OS-seeded one.
     """
 

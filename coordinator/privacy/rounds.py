@@ -18,15 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from fedrt.coordinator.dp_accounting import (
+from fedrt.coordinator.privacy.accounting import (
     ACCOUNTING_ASSUMPTION,
     PrivacyAccountant,
     RoundPrivacy,
     calibrate_noise_multiplier,
     round_epsilon,
 )
-from fedrt.coordinator.dp_central import CentralNoise
-from fedrt.coordinator.dp_config import (
+from fedrt.coordinator.privacy.central import CentralNoise
+from fedrt.coordinator.privacy.config import (
     AdaptiveClip,
     DpConfig,
     DpMode,
@@ -36,8 +36,8 @@ from fedrt.coordinator.dp_config import (
     noised_unclipped_fraction,
     split_noise_multiplier,
 )
+from fedrt.coordinator.privacy.device import DeviceDp
 from fedrt.coordinator.records import RoundRecord, RoundStatus
-from fedrt.coordinator.round_commands import DeviceDp
 
 __all__ = ["ACCOUNTING_ASSUMPTION", "RoundDp", "TaskPrivacy", "training_rounds"]
 
