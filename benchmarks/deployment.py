@@ -23,7 +23,7 @@ import numpy as np
 
 from fedrt.benchmarks.lan import Host, Lan
 from fedrt.benchmarks.processes import ManagedProcess
-from fedrt.coordinator.enrollment import MosquittoFileAuth
+from fedrt.coordinator.devices.enrollment import MosquittoFileAuth
 from fedrt.coordinator.mosquitto import BrokerConfig, mosquitto_binary, render_config
 from fedrt.coordinator.security.credentials import hash_password
 from fedrt.coordinator.security.tls import TlsFiles, write_tls_files

@@ -11,8 +11,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from fedrt.coordinator.enrollment import Enrollment
-from fedrt.coordinator.models import ModelCatalog
+from fedrt.coordinator.devices.enrollment import Enrollment
+from fedrt.coordinator.models.catalog import ModelCatalog
 from fedrt.coordinator.records import RoundRecord, TaskRecord
 from fedrt.coordinator.selection.pace import PaceConfig
 from fedrt.coordinator.store.base import Store

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from fedrt import __version__
-from fedrt.coordinator.artifacts import check_sha256
 from fedrt.coordinator.config import describe
 from fedrt.coordinator.dashboard import add_dashboard_routes
 from fedrt.coordinator.errors import (
@@ -45,6 +44,7 @@ from fedrt.coordinator.http_tasks import (
     task_metrics,
     task_with_round,
 )
+from fedrt.coordinator.models.blobs import check_sha256
 from fedrt.coordinator.openapi import openapi_document
 from fedrt.coordinator.ratelimit import RateLimiter
 from fedrt.coordinator.tasks import ACTIONS

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import ConfigDict, Field, model_validator
 
-from fedrt.coordinator.enrollment import DEFAULT_TOKEN_TTL_S, MAX_TOKEN_TTL_S
+from fedrt.coordinator.devices.enrollment import DEFAULT_TOKEN_TTL_S, MAX_TOKEN_TTL_S
 from fedrt.coordinator.errors import BadRequestError
 from fedrt.coordinator.tasks import TaskSpec
 from fedrt.coordinator.validation import JsonFloat, JsonStr, WireModel

@@ -9,9 +9,9 @@ from pathlib import Path
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from fedrt.coordinator.artifacts import MODEL, BlobStore, Verdict, file_sha256
 from fedrt.coordinator.errors import BadArtifactError, BadRequestError
-from fedrt.coordinator.models import ModelCatalog, parse_manifest
+from fedrt.coordinator.models.blobs import MODEL, BlobStore, Verdict, file_sha256
+from fedrt.coordinator.models.catalog import ModelCatalog, parse_manifest
 from fedrt.coordinator.records import ModelRecord
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")

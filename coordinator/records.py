@@ -166,7 +166,7 @@ class ModelRecord:
     created_at: float
     metrics: JsonObject = field(default_factory=dict)
     # The server optimizer's state after the round that produced this version (a blob in
-    # the BlobStore, ``optimizer_state.py``): rounds that start from the version continue
+    # the BlobStore, ``models/optimizer_state.py``): rounds that start from the version continue
     # with it. None for imported models, stateless optimizers (FedAvg) and older data.
     optimizer_state_sha256: str | None = None
 

@@ -34,7 +34,7 @@ import numpy.typing as npt
 
 from fedrt.coordinator.driver import DriverContext, RoundDriver
 from fedrt.coordinator.errors import CoordinatorError, CorruptArtifactError, NotFoundError
-from fedrt.coordinator.optimizer_state import load_state, save_state
+from fedrt.coordinator.models.optimizer_state import load_state, save_state
 from fedrt.coordinator.privacy.accounting import PrivacyBudgetExceeded
 from fedrt.coordinator.privacy.rounds import RoundDp, TaskPrivacy, training_rounds
 from fedrt.coordinator.records import (

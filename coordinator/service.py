@@ -13,20 +13,20 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from fedrt.coordinator.artifacts import BlobStore
 from fedrt.coordinator.config import CoordinatorConfig, Secret
-from fedrt.coordinator.driver import DriverContext, DriverFactory, RoundDriver
-from fedrt.coordinator.embedded_broker import EmbeddedAuth, EmbeddedBroker
-from fedrt.coordinator.enrollment import (
+from fedrt.coordinator.devices.enrollment import (
     BrokerAuth,
     CoordinatorEndpoint,
     Enrollment,
     MosquittoFileAuth,
     OpenBrokerAuth,
 )
+from fedrt.coordinator.driver import DriverContext, DriverFactory, RoundDriver
+from fedrt.coordinator.embedded_broker import EmbeddedAuth, EmbeddedBroker
 from fedrt.coordinator.errors import ConfigError, NotFoundError
 from fedrt.coordinator.http_tls import https_setup
-from fedrt.coordinator.models import ModelCatalog
+from fedrt.coordinator.models.blobs import BlobStore
+from fedrt.coordinator.models.catalog import ModelCatalog
 from fedrt.coordinator.mqtt_link import LinkSettings, MqttLink
 from fedrt.coordinator.ratelimit import RateLimiter
 from fedrt.coordinator.records import TaskRecord

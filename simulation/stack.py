@@ -25,9 +25,9 @@ from fedrt.coordinator.config import (
     LimitsConfig,
     Secret,
 )
+from fedrt.coordinator.devices.enrollment import MosquittoFileAuth
 from fedrt.coordinator.driver import DriverFactory
 from fedrt.coordinator.driver_registry import default_driver_factory
-from fedrt.coordinator.enrollment import MosquittoFileAuth
 from fedrt.coordinator.mosquitto import BrokerConfig as MosquittoConfig
 from fedrt.coordinator.mosquitto import MosquittoBroker
 from fedrt.coordinator.security.credentials import hash_password

@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedrt.coordinator.config import BrokerConfig, CoordinatorConfig, HttpConfig, Secret
+from fedrt.coordinator.devices.enrollment import enrollment_proof_payload
 from fedrt.coordinator.driver import DriverFactory
-from fedrt.coordinator.enrollment import enrollment_proof_payload
 from fedrt.coordinator.service import CoordinatorService
 from tests.coordinator.exported import manifest_for, tflite_bytes
 from tests.coordinator.openapi_check import check_reply

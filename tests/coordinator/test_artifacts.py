@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from fedrt.coordinator.artifacts import BlobStore, check_sha256
 from fedrt.coordinator.errors import (
     BadArtifactError,
     BadRequestError,
     CorruptArtifactError,
     NotFoundError,
 )
+from fedrt.coordinator.models import BlobStore
+from fedrt.coordinator.models.blobs import check_sha256
 from tests.coordinator.damage import damage, restore
 
 

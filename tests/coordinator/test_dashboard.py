@@ -124,7 +124,7 @@ def seeded(tmp_path: Path) -> Iterator[Seeded]:
 def _enroll(svc: ServiceThread, i: int) -> str:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from fedrt.coordinator.enrollment import enrollment_proof_payload
+    from fedrt.coordinator.devices.enrollment import enrollment_proof_payload
 
     token = svc.service.enrollment.create_token(actor="admin")
     key = Ed25519PrivateKey.generate()

@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from fedrt.coordinator.enrollment import (
+from fedrt.coordinator.devices.enrollment import (
     Enrollment,
     EnrollmentGrant,
     MosquittoFileAuth,

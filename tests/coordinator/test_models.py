@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from fedrt.coordinator.artifacts import BlobStore
 from fedrt.coordinator.errors import (
     BadArtifactError,
     ConflictError,
     CorruptArtifactError,
     NotFoundError,
 )
-from fedrt.coordinator.models import ModelCatalog
+from fedrt.coordinator.models import BlobStore, ModelCatalog
 from fedrt.coordinator.records import ModelStatus, TaskRecord, TaskStatus
 from fedrt.coordinator.security.signing import ModelSigner, verify_model_signature
 from fedrt.coordinator.store import SqliteStore

@@ -9,8 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedrt.coordinator.artifacts import BlobStore
-from fedrt.coordinator.optimizer_state import decode_state, encode_state, load_state, save_state
+from fedrt.coordinator.models import BlobStore
+from fedrt.coordinator.models.optimizer_state import (
+    decode_state,
+    encode_state,
+    load_state,
+    save_state,
+)
 from fedrt.coordinator.records import ModelRecord
 from fedrt.coordinator.strategies import FedAdam, FedAvg, FedAvgM, OptimizerState
 from tests.coordinator.driver_harness import TASK, Fleet, pull_to_targets, weights_of
@@ -153,7 +158,7 @@ def test_a_state_that_does_not_fit_starts_fresh_and_says_why(
         return load_state(blobs, record, optimizer, size=size, rounds=9, task_id=TASK)  # type: ignore[arg-type]
 
     assert load(_version(sha)).rounds == 4
-    caplog.set_level("INFO", logger="fedrt.coordinator.optimizer_state")
+    caplog.set_level("INFO", logger="fedrt.coordinator.models.optimizer_state")
     cases = [
         (_version(None), adam, 5, "no saved optimizer state"),
         (_version(sha), FedAvgM(), 5, "is for fedadam"),

@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedrt.coordinator.config import BrokerConfig, LimitsConfig, Secret
+from fedrt.coordinator.devices.enrollment import MosquittoFileAuth, enrollment_proof_payload
 from fedrt.coordinator.driver import DriverContext, RoundDriver
-from fedrt.coordinator.enrollment import MosquittoFileAuth, enrollment_proof_payload
 from fedrt.coordinator.errors import BadRequestError
 from fedrt.coordinator.mosquitto import BrokerConfig as MosquittoConfig
 from fedrt.coordinator.mosquitto import MosquittoBroker

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedrt.coordinator.artifacts import BlobStore
+from fedrt.coordinator.models import BlobStore
 from fedrt.model_export.manifest import Manifest
 from fedrt.model_export.weights_file import read_weights
 from fedrt.protocol.quantize import clip_l2

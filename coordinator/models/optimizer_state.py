@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from fedrt.coordinator.artifacts import OPTIMIZER_STATE, BlobStore
 from fedrt.coordinator.errors import NotFoundError, StoreError
+from fedrt.coordinator.models.blobs import OPTIMIZER_STATE, BlobStore
 from fedrt.coordinator.records import ModelRecord
 from fedrt.coordinator.strategies.optimizers import OptimizerState, ServerOptimizer
 

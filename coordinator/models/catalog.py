@@ -7,13 +7,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from fedrt.coordinator.artifacts import BlobStore, BlobWriter, check_sha256
 from fedrt.coordinator.errors import (
     BadArtifactError,
     ConflictError,
     CorruptArtifactError,
     NotFoundError,
 )
+from fedrt.coordinator.models.blobs import BlobStore, BlobWriter, check_sha256
 from fedrt.coordinator.records import AuditEntry, ModelRecord, ModelStatus, TaskRecord
 from fedrt.coordinator.security.signing import ModelSigner
 from fedrt.coordinator.store.base import Store
