@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fedrt.coordinator.driver import DriverContext, DriverFactory, RoundDriver
+from fedrt.coordinator.driver.base import DriverContext, DriverFactory, RoundDriver
 
 
 def default_driver_factory() -> DriverFactory | None:

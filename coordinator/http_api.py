@@ -47,7 +47,7 @@ from fedrt.coordinator.http_tasks import (
 from fedrt.coordinator.models.blobs import check_sha256
 from fedrt.coordinator.openapi import openapi_document
 from fedrt.coordinator.ratelimit import RateLimiter
-from fedrt.coordinator.tasks import ACTIONS
+from fedrt.coordinator.tasks.manager import ACTIONS
 from fedrt.coordinator.views import (
     audit_view,
     b64,

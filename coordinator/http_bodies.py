@@ -8,7 +8,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from fedrt.coordinator.devices.enrollment import DEFAULT_TOKEN_TTL_S, MAX_TOKEN_TTL_S
 from fedrt.coordinator.errors import BadRequestError
-from fedrt.coordinator.tasks import TaskSpec
+from fedrt.coordinator.tasks.spec import TaskSpec
 from fedrt.coordinator.validation import JsonFloat, JsonStr, WireModel
 
 SHA256_PATTERN = "^[0-9a-f]{64}$"

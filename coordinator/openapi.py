@@ -24,7 +24,7 @@ from fedrt.coordinator.openapi_requests import (
     request_schemas,
 )
 from fedrt.coordinator.records import ModelStatus, RoundStatus, TaskStatus
-from fedrt.coordinator.tasks import ACTIONS
+from fedrt.coordinator.tasks.manager import ACTIONS
 
 
 def _schemas() -> dict[str, Schema]:

@@ -21,7 +21,7 @@ from pydantic_core import core_schema
 
 from fedrt.coordinator.http_bodies import REQUEST_BODIES, SHA256_PATTERN
 from fedrt.coordinator.http_tasks import ROUND_NO_MAX
-from fedrt.coordinator.tasks import TaskSpec
+from fedrt.coordinator.tasks.spec import TaskSpec
 
 Schema = dict[str, Any]
 

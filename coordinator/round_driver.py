@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fedrt.coordinator.driver import DriverContext, RoundDriver
+from fedrt.coordinator.driver.base import DriverContext, RoundDriver
 from fedrt.coordinator.errors import CoordinatorError, CorruptArtifactError, NotFoundError
 from fedrt.coordinator.models.optimizer_state import load_state, save_state
 from fedrt.coordinator.privacy.accounting import PrivacyBudgetExceeded
@@ -68,7 +68,7 @@ from fedrt.coordinator.strategies.optimizers import (
     OptimizerState,
     ServerOptimizer,
 )
-from fedrt.coordinator.tasks import TaskSpec
+from fedrt.coordinator.tasks.spec import TaskSpec
 from fedrt.model_export.manifest import Manifest
 from fedrt.model_export.weights_file import read_weights, replace_weights
 from fedrt.protocol import round_dp

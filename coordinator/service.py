@@ -21,7 +21,7 @@ from fedrt.coordinator.devices.enrollment import (
     MosquittoFileAuth,
     OpenBrokerAuth,
 )
-from fedrt.coordinator.driver import DriverContext, DriverFactory, RoundDriver
+from fedrt.coordinator.driver.base import DriverContext, DriverFactory, RoundDriver
 from fedrt.coordinator.embedded_broker import EmbeddedAuth, EmbeddedBroker
 from fedrt.coordinator.errors import ConfigError, NotFoundError
 from fedrt.coordinator.http_tls import https_setup
@@ -33,7 +33,7 @@ from fedrt.coordinator.records import TaskRecord
 from fedrt.coordinator.security.credentials import hash_password, verify_password
 from fedrt.coordinator.security.signing import ModelSigner
 from fedrt.coordinator.store.sqlite import SqliteStore
-from fedrt.coordinator.tasks import TaskManager
+from fedrt.coordinator.tasks.manager import TaskManager
 from fedrt.coordinator.telemetry import Telemetry
 from fedrt.errors import FedrtError
 from fedrt.protocol.round_errors import InvalidTopic

@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
-from fedrt.coordinator.driver import RoundObserver
+from fedrt.coordinator.driver.base import RoundObserver
 from fedrt.coordinator.errors import NotFoundError
 from fedrt.coordinator.records import RoundRecord, TaskStatus
 from fedrt.coordinator.store.base import Store

@@ -16,7 +16,7 @@ from fedrt.coordinator.models.catalog import ModelCatalog
 from fedrt.coordinator.records import RoundRecord, TaskRecord
 from fedrt.coordinator.selection.pace import PaceConfig
 from fedrt.coordinator.store.base import Store
-from fedrt.coordinator.tasks import TaskManager
+from fedrt.coordinator.tasks.manager import TaskManager
 from fedrt.protocol.topics import UpChannel
 
 PublishFn = Callable[[str, bytes, int, bool], None]
