@@ -31,7 +31,7 @@ import numpy as np
 
 from fedrt.benchmarks.deployment import DEFAULT_MODEL_DIR, FEATURES, until
 from fedrt.benchmarks.processes import ManagedProcess, free_port, http_ok
-from fedrt.coordinator.mosquitto import BrokerConfig, MosquittoBroker
+from fedrt.coordinator.broker.mosquitto import BrokerConfig, MosquittoBroker
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol.round_codec import decode_from_device
 from fedrt.sdk.device import Device, DeviceConfig

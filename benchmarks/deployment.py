@@ -23,8 +23,8 @@ import numpy as np
 
 from fedrt.benchmarks.lan import Host, Lan
 from fedrt.benchmarks.processes import ManagedProcess
-from fedrt.coordinator.devices.enrollment import MosquittoFileAuth
-from fedrt.coordinator.mosquitto import BrokerConfig, mosquitto_binary, render_config
+from fedrt.coordinator.broker.mosquitto import BrokerConfig, mosquitto_binary, render_config
+from fedrt.coordinator.broker.mosquitto_auth import MosquittoFileAuth
 from fedrt.coordinator.security.credentials import hash_password
 from fedrt.coordinator.security.tls import TlsFiles, write_tls_files
 from fedrt.coordinator.service import COORDINATOR_USERNAME

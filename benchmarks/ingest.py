@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
     """Both phases for N devices on one fresh broker; the figures of one table row."""
     from fedrt.benchmarks.ingest_clients import RawSubscriber
-    from fedrt.coordinator.mosquitto import BrokerConfig, MosquittoBroker
+    from fedrt.coordinator.broker.mosquitto import BrokerConfig, MosquittoBroker
     from fedrt.protocol.topics import UpChannel, device_up
 
     payload, spec = _payload(args.params, args.bits)

@@ -11,7 +11,7 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from fedrt.coordinator.mosquitto import free_port, wait_for_port
+from fedrt.coordinator.broker.mosquitto import free_port, wait_for_port
 
 __all__ = ["ManagedProcess", "NotReady", "free_port", "http_ok", "wait_for_port"]
 

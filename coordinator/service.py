@@ -13,21 +13,21 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from fedrt.coordinator.broker.embedded import EmbeddedAuth, EmbeddedBroker
+from fedrt.coordinator.broker.link import LinkSettings, MqttLink
+from fedrt.coordinator.broker.mosquitto_auth import MosquittoFileAuth
 from fedrt.coordinator.config import CoordinatorConfig, Secret
 from fedrt.coordinator.devices.enrollment import (
     BrokerAuth,
     CoordinatorEndpoint,
     Enrollment,
-    MosquittoFileAuth,
     OpenBrokerAuth,
 )
 from fedrt.coordinator.driver.base import DriverContext, DriverFactory, RoundDriver
-from fedrt.coordinator.embedded_broker import EmbeddedAuth, EmbeddedBroker
 from fedrt.coordinator.errors import ConfigError, NotFoundError
 from fedrt.coordinator.http_tls import https_setup
 from fedrt.coordinator.models.blobs import BlobStore
 from fedrt.coordinator.models.catalog import ModelCatalog
-from fedrt.coordinator.mqtt_link import LinkSettings, MqttLink
 from fedrt.coordinator.ratelimit import RateLimiter
 from fedrt.coordinator.records import TaskRecord
 from fedrt.coordinator.security.credentials import hash_password, verify_password

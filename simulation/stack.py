@@ -18,6 +18,9 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TypeVar
 
+from fedrt.coordinator.broker.mosquitto import BrokerConfig as MosquittoConfig
+from fedrt.coordinator.broker.mosquitto import MosquittoBroker
+from fedrt.coordinator.broker.mosquitto_auth import MosquittoFileAuth
 from fedrt.coordinator.config import (
     BrokerConfig,
     CoordinatorConfig,
@@ -25,11 +28,8 @@ from fedrt.coordinator.config import (
     LimitsConfig,
     Secret,
 )
-from fedrt.coordinator.devices.enrollment import MosquittoFileAuth
 from fedrt.coordinator.driver import DriverFactory
 from fedrt.coordinator.driver_registry import default_driver_factory
-from fedrt.coordinator.mosquitto import BrokerConfig as MosquittoConfig
-from fedrt.coordinator.mosquitto import MosquittoBroker
 from fedrt.coordinator.security.credentials import hash_password
 from fedrt.coordinator.service import COORDINATOR_USERNAME, CoordinatorService
 from fedrt.errors import UsageError

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fedrt.coordinator.mosquitto import MosquittoBroker
+from fedrt.coordinator.broker.mosquitto import MosquittoBroker
 from tests.support.brokers import SecureBroker, start_anonymous, start_secure
 from tests.support.process import ManagedProcess
 

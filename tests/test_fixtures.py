@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from paho.mqtt.reasoncodes import ReasonCode
 
-from fedrt.coordinator.mosquitto import BrokerConfig, BrokerError, MosquittoBroker
+from fedrt.coordinator.broker.mosquitto import BrokerConfig, BrokerError, MosquittoBroker
 from fedrt.coordinator.security.credentials import hash_password, verify_password
 from tests.conftest import SpawnFn
 from tests.support.brokers import SecureBroker

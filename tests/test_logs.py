@@ -80,7 +80,7 @@ def test_importing_fedrt_changes_no_logger_of_another_library() -> None:
     code = (
         "import logging\n"
         "before = {n: logging.getLogger(n).level for n in ('amqtt', 'transitions', 'aiohttp')}\n"
-        "import fedrt.coordinator.embedded_broker, fedrt.coordinator.service, fedrt.sdk.device\n"
+        "import fedrt.coordinator.broker.embedded, fedrt.coordinator.service, fedrt.sdk.device\n"
         "after = {n: logging.getLogger(n).level for n in before}\n"
         "assert before == after, (before, after)\n"
         "assert logging.getLogger().handlers == []\n"

@@ -3,33 +3,30 @@
 A device proves it holds the Ed25519 key it registers by signing
 ``enrollment_proof_payload(token)``; the coordinator then issues a device id (also its MQTT
 username) and a random MQTT password that is shown once and stored only as a Mosquitto
-``$7$`` hash. After every change the broker's password and ACL files are rewritten from the
-store and the broker reloads them, so a revoked device cannot connect for the next round.
+``$7$`` hash. After every change the allowed devices are pushed to the broker through the
+``BrokerAuth`` port (for Mosquitto, ``broker.mosquitto_auth`` rewrites its password and ACL
+files from the store and the broker reloads them), so a revoked device cannot connect for
+the next round.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import secrets
-import signal
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from fedrt.coordinator.errors import AuthError, BadRequestError, BrokerError, NotFoundError
-from fedrt.coordinator.mosquitto import AclRule, write_acl_file, write_password_file
+from fedrt.coordinator.errors import AuthError, BadRequestError, NotFoundError
 from fedrt.coordinator.records import AuditEntry, DeviceRecord, EnrollmentTokenRecord
 from fedrt.coordinator.security.credentials import hash_password
 from fedrt.coordinator.store.base import Store
 from fedrt.protocol.signed_payloads import enrollment_proof_payload
-from fedrt.protocol.topics import coordinator_acl, device_acl_patterns
 
 log = logging.getLogger(__name__)
 
@@ -79,55 +76,6 @@ class OpenBrokerAuth(BrokerAuth):
 
     def sync(self, devices: Sequence[DeviceRecord]) -> None:
         return None
-
-
-class MosquittoFileAuth(BrokerAuth):
-    """Mosquitto ``password_file`` + ``acl_file``, then SIGHUP so the broker re-reads them."""
-
-    def __init__(
-        self,
-        *,
-        password_file: Path,
-        acl_file: Path,
-        coordinator_username: str,
-        coordinator_password_hash: str,
-        reload: Callable[[], None] | None = None,
-    ) -> None:
-        self.password_file = Path(password_file)
-        self.acl_file = Path(acl_file)
-        self.coordinator_username = coordinator_username
-        self._coordinator_hash = coordinator_password_hash
-        self._reload = reload
-
-    @staticmethod
-    def reload_from_pid_file(pid_file: Path) -> Callable[[], None]:
-        """A reload hook for a Mosquitto we do not own: SIGHUP to the pid in ``pid_file``."""
-
-        def reload() -> None:
-            try:
-                pid = int(Path(pid_file).read_text().strip())
-                os.kill(pid, signal.SIGHUP)
-            except (OSError, ValueError) as exc:
-                raise BrokerError(f"cannot signal mosquitto via {pid_file}: {exc}") from None
-
-        return reload
-
-    def sync(self, devices: Sequence[DeviceRecord]) -> None:
-        users = {d.device_id: d.credential_hash for d in devices if not d.revoked}
-        users[self.coordinator_username] = self._coordinator_hash
-        patterns = [
-            AclRule(access=e.access, topic=e.topic, pattern=True) for e in device_acl_patterns()
-        ]
-        mine = [AclRule(access=e.access, topic=e.topic) for e in coordinator_acl()]
-        try:
-            write_password_file(self.password_file, users)
-            write_acl_file(
-                self.acl_file, patterns=patterns, users={self.coordinator_username: mine}
-            )
-        except OSError as exc:
-            raise BrokerError(f"cannot write broker auth files: {exc}") from None
-        if self._reload is not None:
-            self._reload()
 
 
 class Enrollment:
@@ -276,7 +224,6 @@ __all__ = [
     "CoordinatorEndpoint",
     "Enrollment",
     "EnrollmentGrant",
-    "MosquittoFileAuth",
     "OpenBrokerAuth",
     "enrollment_proof_payload",
     "token_hash",

@@ -6,8 +6,8 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from fedrt.coordinator.broker.mosquitto import MosquittoBroker
 from fedrt.coordinator.models.optimizer_state import decode_state
-from fedrt.coordinator.mosquitto import MosquittoBroker
 from fedrt.coordinator.records import RoundStatus
 from tests.coordinator.damage import damage, restore
 from tests.coordinator.driver_harness import TASK, Fleet, pull_to_targets

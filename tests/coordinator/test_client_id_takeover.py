@@ -22,8 +22,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from fedrt.coordinator.embedded_broker import EmbeddedAuth
-from fedrt.coordinator.mosquitto import BrokerConfig, MosquittoBroker, write_password_file
+from fedrt.coordinator.broker.embedded import EmbeddedAuth
+from fedrt.coordinator.broker.mosquitto import BrokerConfig, MosquittoBroker, write_password_file
 from fedrt.coordinator.security.credentials import hash_password
 from fedrt.coordinator.security.tls import write_tls_files
 from fedrt.protocol.topics import device_inbox, render_acl_file

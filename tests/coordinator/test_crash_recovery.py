@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fedrt.coordinator.mosquitto import MosquittoBroker
+from fedrt.coordinator.broker.mosquitto import MosquittoBroker
 from fedrt.sdk.device import Device, DeviceConfig
 from fedrt.sdk.example_store import ExampleStore
 from fedrt.sdk.scripted_state import ScriptedDeviceState, idle_plugged_in

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fedrt.coordinator.embedded_broker import EmbeddedAuth, topic_matches
+from fedrt.coordinator.broker.embedded import EmbeddedAuth, topic_matches
 from fedrt.protocol.topics import UpChannel, coordinator_status, device_inbox, device_up
 
 

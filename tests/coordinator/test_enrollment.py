@@ -11,10 +11,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from fedrt.coordinator.broker.mosquitto import BrokerConfig, MosquittoBroker
+from fedrt.coordinator.broker.mosquitto_auth import MosquittoFileAuth
 from fedrt.coordinator.devices.enrollment import (
     Enrollment,
     EnrollmentGrant,
-    MosquittoFileAuth,
     OpenBrokerAuth,
     enrollment_proof_payload,
 )
@@ -25,7 +26,6 @@ from fedrt.coordinator.errors import (
     ConflictError,
     NotFoundError,
 )
-from fedrt.coordinator.mosquitto import BrokerConfig, MosquittoBroker
 from fedrt.coordinator.security.credentials import hash_password
 from fedrt.coordinator.store import MemoryStore, SqliteStore
 from fedrt.protocol.topics import UpChannel, device_inbox, device_up, device_up_filter

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from fedrt.coordinator.broker.mosquitto import MosquittoBroker
 from fedrt.coordinator.config import LimitsConfig
-from fedrt.coordinator.mosquitto import MosquittoBroker
 from fedrt.coordinator.records import MetricRecord, RoundRecord, RoundStatus, StageRecord
 from fedrt.coordinator.security.signing import verify_model_signature
 from tests.coordinator.exported import manifest_for, tflite_bytes, write_export

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedrt.coordinator.mosquitto import MosquittoBroker
+from fedrt.coordinator.broker.mosquitto import MosquittoBroker
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol import round_update
 from fedrt.protocol.rotation import padded_size

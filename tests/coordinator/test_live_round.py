@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from fedrt.benchmarks.ingest_driver import register_devices
+from fedrt.coordinator.broker.mosquitto import MosquittoBroker
 from fedrt.coordinator.config import LimitsConfig
 from fedrt.coordinator.driver_registry import default_driver_factory
-from fedrt.coordinator.mosquitto import MosquittoBroker
 from fedrt.coordinator.selection.pace import PaceConfig
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol import round_update

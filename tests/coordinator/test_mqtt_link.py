@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from fedrt.coordinator.embedded_broker import EmbeddedBroker
+from fedrt.coordinator.broker.embedded import EmbeddedBroker
+from fedrt.coordinator.broker.link import LinkSettings, MqttLink
+from fedrt.coordinator.broker.mosquitto import BrokerConfig, MosquittoBroker
 from fedrt.coordinator.errors import BrokerError
-from fedrt.coordinator.mosquitto import BrokerConfig, MosquittoBroker
-from fedrt.coordinator.mqtt_link import LinkSettings, MqttLink
 from tests.support.mqtt import TestClient
 
 

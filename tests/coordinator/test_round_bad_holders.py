@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fedrt.coordinator import round_commands as rc
-from fedrt.coordinator.mosquitto import MosquittoBroker
+from fedrt.coordinator.broker.mosquitto import MosquittoBroker
 from fedrt.coordinator.records import RoundRecord, RoundStatus
 from fedrt.coordinator.round_driver import _metrics_json
 from fedrt.protocol import codec

@@ -13,12 +13,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from fedrt.coordinator.broker.mosquitto import BrokerConfig as MosquittoConfig
+from fedrt.coordinator.broker.mosquitto import MosquittoBroker
+from fedrt.coordinator.broker.mosquitto_auth import MosquittoFileAuth
 from fedrt.coordinator.config import BrokerConfig, LimitsConfig, Secret
-from fedrt.coordinator.devices.enrollment import MosquittoFileAuth, enrollment_proof_payload
+from fedrt.coordinator.devices.enrollment import enrollment_proof_payload
 from fedrt.coordinator.driver import DriverContext, RoundDriver
 from fedrt.coordinator.errors import BadRequestError
-from fedrt.coordinator.mosquitto import BrokerConfig as MosquittoConfig
-from fedrt.coordinator.mosquitto import MosquittoBroker
 from fedrt.coordinator.records import TaskRecord
 from fedrt.coordinator.security.credentials import hash_password
 from fedrt.protocol.topics import (

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fedrt.coordinator.mosquitto import BrokerConfig, MosquittoBroker, write_password_file
+from fedrt.coordinator.broker.mosquitto import BrokerConfig, MosquittoBroker, write_password_file
 from fedrt.coordinator.security.credentials import hash_password
 from fedrt.protocol import topics
 from fedrt.protocol.round_errors import InvalidTopic, MalformedMessage

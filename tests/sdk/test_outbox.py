@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fedrt.coordinator.mosquitto import MosquittoBroker
+from fedrt.coordinator.broker.mosquitto import MosquittoBroker
 from fedrt.sdk.dedupe import SeenIds
 from fedrt.sdk.errors import OutboxError, SdkConfigError
 from fedrt.sdk.memory_transport import MemoryBroker, MemoryTransport

@@ -17,7 +17,7 @@ from fedrt.sdk.transport import MqttConfig, PahoTransport, ReconnectBackoff, Tra
 from tests.sdk.transport_support import TIMEOUT, Inbox, eventually
 
 if TYPE_CHECKING:
-    from fedrt.coordinator.embedded_broker import EmbeddedBroker
+    from fedrt.coordinator.broker.embedded import EmbeddedBroker
 
 
 @dataclass
@@ -363,7 +363,7 @@ def amqtt_broker() -> Iterator[EmbeddedBroker]:
     import asyncio
     import threading
 
-    from fedrt.coordinator.embedded_broker import EmbeddedAuth, EmbeddedBroker
+    from fedrt.coordinator.broker.embedded import EmbeddedAuth, EmbeddedBroker
 
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)

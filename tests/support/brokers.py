@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedrt.coordinator.embedded_broker import EmbeddedAuth, EmbeddedBroker
-from fedrt.coordinator.mosquitto import (
+from fedrt.coordinator.broker.embedded import EmbeddedAuth, EmbeddedBroker
+from fedrt.coordinator.broker.mosquitto import (
     AclRule,
     BrokerConfig,
     MosquittoBroker,
