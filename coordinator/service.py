@@ -34,7 +34,7 @@ from fedrt.coordinator.security.credentials import hash_password, verify_passwor
 from fedrt.coordinator.security.signing import ModelSigner
 from fedrt.coordinator.store.sqlite import SqliteStore
 from fedrt.coordinator.tasks.manager import TaskManager
-from fedrt.coordinator.telemetry import Telemetry
+from fedrt.coordinator.telemetry.registry import Telemetry
 from fedrt.errors import FedrtError
 from fedrt.protocol.round_errors import InvalidTopic
 from fedrt.protocol.topics import coordinator_status, device_up_filter, parse_device_up

@@ -24,7 +24,7 @@ PublishFn = Callable[[str, bytes, int, bool], None]
 
 class RoundObserver:
     """Where a driver reports round events for monitoring (the service's Prometheus series,
-    ``telemetry.py``). This base class ignores them, so a driver runs without monitoring."""
+    ``telemetry.series``). This base class ignores them, so a driver runs without monitoring."""
 
     def stage_changed(
         self, task_id: str, round_no: int, previous: str, stage: str, at: float
