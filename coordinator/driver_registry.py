@@ -9,7 +9,7 @@ def default_driver_factory() -> DriverFactory | None:
     """The driver factory the CLI passes to the service: the federated round driver."""
 
     def make(ctx: DriverContext) -> RoundDriver:
-        from fedrt.coordinator.round_driver import FederatedDriver
+        from fedrt.coordinator.rounds.driver import FederatedDriver
 
         return FederatedDriver(ctx)
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from fedrt.coordinator import round_commands as rc
-from fedrt.coordinator.round_machine import RoundMachine
+from fedrt.coordinator.rounds import commands as rc
+from fedrt.coordinator.rounds.machine import RoundMachine
 from fedrt.coordinator.selection.pace import PaceSteering
 from fedrt.coordinator.strategies import FedAvg, OptimizerState, ServerOptimizer
 from fedrt.protocol import round_messages as rm

@@ -16,8 +16,8 @@ import pytest
 
 from fedrt.coordinator.privacy.config import DpConfig, DpMode
 from fedrt.coordinator.records import MetricRecord, RoundRecord, RoundStatus
-from fedrt.coordinator.round_commands import RoundMetrics
-from fedrt.coordinator.round_driver import _metrics_json
+from fedrt.coordinator.rounds.commands import RoundMetrics
+from fedrt.coordinator.rounds.driver import _metrics_json
 from fedrt.coordinator.tasks import TaskSpec
 from tests.coordinator.chromium import CHROMIUM, Page, browser
 from tests.coordinator.exported import manifest_for, tflite_bytes, write_export

@@ -8,8 +8,8 @@ from scipy import stats
 
 from fedrt.coordinator.errors import BadRequestError
 from fedrt.coordinator.privacy.central import CentralNoise
-from fedrt.coordinator.round_aggregation import RoundAggregation
-from fedrt.coordinator.round_commands import Commit, RoundMetrics
+from fedrt.coordinator.rounds.aggregation import RoundAggregation
+from fedrt.coordinator.rounds.commands import Commit, RoundMetrics
 from fedrt.coordinator.strategies import FedAvg, OptimizerState
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol import round_update

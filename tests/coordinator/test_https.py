@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from fedrt.coordinator.broker.mosquitto import MosquittoBroker
 from fedrt.coordinator.config import HttpConfig
 from fedrt.coordinator.errors import ConfigError
-from fedrt.coordinator.round_driver import FederatedDriver
+from fedrt.coordinator.rounds.driver import FederatedDriver
 from fedrt.coordinator.security.tls import CA_KEY_FILE, TlsFiles, create_ca, issue, write_tls_files
 from fedrt.coordinator.selection.pace import PaceConfig
 from fedrt.coordinator.service import CoordinatorService

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fedrt.coordinator import round_commands as rc
 from fedrt.coordinator.broker.mosquitto import MosquittoBroker
 from fedrt.coordinator.records import RoundRecord, RoundStatus
-from fedrt.coordinator.round_driver import _metrics_json
+from fedrt.coordinator.rounds import commands as rc
+from fedrt.coordinator.rounds.driver import _metrics_json
 from fedrt.protocol import codec
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol.crypto import identity_from_seed, sign_digest

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from fedrt.coordinator import round_commands as rc
 from fedrt.coordinator.privacy.central import CentralNoise
 from fedrt.coordinator.privacy.config import AdaptiveClip, AdaptiveClipSettings, DpConfig, DpMode
 from fedrt.coordinator.privacy.device import DeviceDp
 from fedrt.coordinator.privacy.rounds import TaskPrivacy
-from fedrt.coordinator.round_machine import RoundMachine
+from fedrt.coordinator.rounds import commands as rc
+from fedrt.coordinator.rounds.machine import RoundMachine
 from fedrt.coordinator.selection.pace import PaceSteering
 from fedrt.coordinator.strategies import FedAvg, OptimizerState
 from fedrt.protocol import round_dp

@@ -12,7 +12,7 @@ from fedrt.coordinator.driver import DriverContext
 from fedrt.coordinator.privacy.config import AdaptiveClip, AdaptiveClipSettings, DpConfig, DpMode
 from fedrt.coordinator.privacy.rounds import TaskPrivacy
 from fedrt.coordinator.records import RoundRecord, RoundStatus, TaskRecord, TaskStatus
-from fedrt.coordinator.round_driver import FederatedDriver
+from fedrt.coordinator.rounds.driver import FederatedDriver
 from fedrt.coordinator.store import MemoryStore
 from fedrt.coordinator.tasks import TaskSpec
 from tests.coordinator.driver_harness import TASK, Fleet, pull_to_targets

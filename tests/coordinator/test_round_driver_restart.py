@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from fedrt.coordinator.records import RoundStatus
-from fedrt.coordinator.round_driver import FederatedDriver
+from fedrt.coordinator.rounds.driver import FederatedDriver
 from fedrt.coordinator.service import CoordinatorService
 from fedrt.coordinator.tasks import TaskSpec
 from fedrt.protocol import round_messages as rm

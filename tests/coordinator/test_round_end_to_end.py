@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fedrt.coordinator import round_commands as rc
+from fedrt.coordinator.rounds import commands as rc
 from fedrt.coordinator.strategies import FedAdam, OptimizerState
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol import round_update

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedrt.coordinator import round_commands as rc
-from fedrt.coordinator.round_machine import FINAL, TRANSITIONS, RoundMachine, RoundState
-from fedrt.coordinator.round_outbox import no_round_replies
+from fedrt.coordinator.rounds import commands as rc
+from fedrt.coordinator.rounds.machine import RoundMachine
+from fedrt.coordinator.rounds.outbox import no_round_replies
+from fedrt.coordinator.rounds.states import FINAL, TRANSITIONS, RoundState
 from fedrt.coordinator.selection.pace import PaceConfig, PaceSteering
 from fedrt.coordinator.strategies import CoordinateMedian, FedAvg, OptimizerState
 from fedrt.protocol import round_messages as rm

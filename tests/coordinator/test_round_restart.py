@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedrt.coordinator import round_commands as rc
-from fedrt.coordinator.round_machine import RoundState
+from fedrt.coordinator.rounds import commands as rc
+from fedrt.coordinator.rounds.states import RoundState
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol.crypto import identity_from_seed
 from fedrt.protocol.round_codec import encode_message

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from fedrt.coordinator.driver import DriverContext, RoundDriver
-from fedrt.coordinator.round_driver import FederatedDriver
+from fedrt.coordinator.rounds.driver import FederatedDriver
 from fedrt.coordinator.selection.pace import PaceConfig
 from fedrt.coordinator.tasks import TaskSpec
 from fedrt.simulation.stack import LocalStack

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fedrt.coordinator.driver import DriverContext, RoundDriver
-from fedrt.coordinator.round_driver import FederatedDriver
+from fedrt.coordinator.rounds.driver import FederatedDriver
 from fedrt.coordinator.selection.pace import PaceConfig
 from fedrt.coordinator.tasks import TaskSpec
 from fedrt.sdk.cli import build_device, load_config

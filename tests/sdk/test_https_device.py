@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedrt.coordinator.broker.mosquitto import MosquittoBroker
 from fedrt.coordinator.driver import DriverContext, RoundDriver
-from fedrt.coordinator.round_driver import FederatedDriver
+from fedrt.coordinator.rounds.driver import FederatedDriver
 from fedrt.coordinator.security.tls import write_tls_files
 from fedrt.coordinator.selection.pace import PaceConfig
 from fedrt.coordinator.tasks import TaskSpec

@@ -1,6 +1,6 @@
 """What a round's answers add up to: SecAgg+ set-up, plain updates, evaluations, the commit.
 
-``RoundAggregation`` holds the data side of one round while ``round_machine`` holds the
+``RoundAggregation`` holds the data side of one round while ``machine`` holds the
 control side: the machine decides WHEN a stage closes, this decides WHAT the answers are
 worth. Every ``add_*`` validates fully before storing, so a bad payload changes nothing.
 """
@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fedrt.coordinator.privacy.central import CentralNoise
-from fedrt.coordinator.round_commands import Commit, EvaluationDone, RoundConfig, RoundMetrics
+from fedrt.coordinator.rounds.commands import Commit, EvaluationDone, RoundConfig, RoundMetrics
 from fedrt.coordinator.strategies.aggregators import WeightedMean
 from fedrt.coordinator.strategies.optimizers import (
     AggregationError,

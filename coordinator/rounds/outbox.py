@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fedrt.coordinator.round_commands import Announce, RoundConfig, Send
+from fedrt.coordinator.rounds.commands import Announce, RoundConfig, Send
 from fedrt.coordinator.selection.pace import PaceSteering
 from fedrt.protocol import round_messages as rm
+from fedrt.protocol.round_errors import DuplicateMessageId, LateMessage, StaleMessage
 
 
 class RoundOutbox:
@@ -102,6 +103,15 @@ class RoundOutbox:
         )
 
 
+def ack_status(error: Exception) -> rm.AckStatus:
+    """How a refused device message is acknowledged, so the device stops resending it."""
+    if isinstance(error, DuplicateMessageId):
+        return rm.AckStatus.DUPLICATE
+    if isinstance(error, LateMessage | StaleMessage):
+        return rm.AckStatus.LATE
+    return rm.AckStatus.REJECTED
+
+
 def no_round_replies(
     *,
     task_id: str,
@@ -155,4 +165,4 @@ def no_round_replies(
     return out
 
 
-__all__ = ["RoundOutbox", "no_round_replies"]
+__all__ = ["RoundOutbox", "ack_status", "no_round_replies"]

@@ -6,7 +6,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from fedrt.coordinator.round_commands import RoundMetrics
+from fedrt.coordinator.rounds.commands import RoundMetrics, RoundStatus
 from fedrt.protocol import round_messages as rm
 
 
@@ -96,6 +96,21 @@ class RoundRoster:
             discarded=len(self._discarded),
             started_at=started_at,
             ended_at=now,
+        )
+
+    def status(
+        self, *, round_id: int, state: str, deadline: float | None, stage: rm.Stage | None
+    ) -> RoundStatus:
+        """The round's counts now; ``stage``: the one the active devices are answering."""
+        active = self.active()
+        return RoundStatus(
+            round_id=round_id,
+            state=state,
+            deadline=deadline,
+            checked_in=len(self),
+            active=len(active),
+            answered=sum(stage in d.answered for d in active) if stage else 0,
+            dropped=sum(self.dropped.values()),
         )
 
 

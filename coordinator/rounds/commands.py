@@ -1,6 +1,6 @@
 """What goes into a coordinator round (``RoundConfig``) and what comes out (commands).
 
-The round machine (``round_machine.py``) returns a list of these commands from every call;
+The round machine (``machine``) returns a list of these commands from every call;
 the driver acts on each in order and never decides anything itself:
 
 ==================  =====================================================================
@@ -28,6 +28,7 @@ from fedrt.coordinator.errors import ConfigError
 from fedrt.coordinator.privacy.device import DeviceDp
 from fedrt.coordinator.strategies.aggregators import Aggregator, WeightedMean
 from fedrt.coordinator.strategies.optimizers import OptimizerState
+from fedrt.protocol import round_dp
 from fedrt.protocol.round_messages import (
     MAX_WINDOW,
     CoordinatorMessage,
@@ -35,6 +36,7 @@ from fedrt.protocol.round_messages import (
     RoundKind,
     TaskAnnouncement,
     TrainingConfig,
+    UpdateSpec,
 )
 from fedrt.protocol.topics import check_id
 
@@ -113,6 +115,35 @@ class RoundConfig:
 def select_count(goal_count: int, over_selection: float) -> int:
     """Check-ins that close selection: ``goal_count`` x ``over_selection``, at least the goal."""
     return max(goal_count, math.ceil(goal_count * over_selection - 1e-9))
+
+
+def update_spec(
+    config: RoundConfig, params: int, rng: np.random.Generator, *, secagg: bool
+) -> UpdateSpec:
+    """How the round's devices encode their update: clip, bits, weight cap, rotation and,
+    in a SecAgg+ round with device DP, the noise each device adds."""
+    spec = UpdateSpec(
+        params=params,
+        clip_norm=config.clip_norm,
+        bits=config.bits,
+        weight_cap=config.weight_cap,
+        # A fresh rotation per round (see round_update): no device can aim its update
+        # at coordinates it knows will be clamped.
+        rotation_seed=rng.bytes(16) if config.rotate else b"",
+    )
+    if config.device_dp is not None and secagg:
+        # Noise calibrated for the fewest survivors that still commit: min_reports.
+        d = config.device_dp
+        spec = round_dp.calibrate(
+            spec,
+            noise_multiplier=d.noise_multiplier,
+            clients=config.select_count,
+            threshold=config.min_reports,
+            skellam=d.skellam,
+            unclipped_bit=d.unclipped_bit,
+            bit_sum_std=d.bit_sum_std,
+        )
+    return spec
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -222,4 +253,5 @@ __all__ = [
     "RoundStatus",
     "Send",
     "StageChanged",
+    "update_spec",
 ]

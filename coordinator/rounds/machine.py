@@ -1,47 +1,11 @@
 """The coordinator's sans-I/O round state machine: one round from check-in to commit.
 
-Theory of operation
--------------------
-A ``RoundMachine`` runs exactly one round of one task. It never touches a socket, a clock
-or a global random generator: the driver feeds it events -- ``start(now)``,
-``receive(device_id, message, now)`` for every decoded device message (the device id is the
-one in the topic, which the broker authenticated), ``tick(now)`` at ``next_deadline()`` --
-and carries out the commands each call returns (see ``round_commands``), in order.
-
-States and moves (all of them are in ``TRANSITIONS``; anything else is a bug)::
-
-    CREATED -> CHECK_IN -> TRAINING -+-> SHARE_KEYS -> MASKED_INPUT -> CONSISTENCY_CHECK
-                  |           |      |  (SecAgg+)                                 |
-                  |           |      |                                  UNMASK <--+
-                  |           |      |                                    |
-                  |           |      +-- (plain update / evaluation) -----+---> COMMITTED
-                  +-----------+---------------+--------------+----------+------> ABANDONED
-
-* CHECK_IN: devices check in until ``select_count`` have (goal x over-selection) or the
-  check-in deadline passes with at least ``min_reports``. Later check-ins get a reconnect
-  window from pace steering.
-* TRAINING: every selected device gets its ``Plan``. A device reports by answering its first
-  stage: SecAgg+ keys (``ADVERTISE_KEYS``), its plain quantized update, or its evaluation.
-  The stage closes as soon as ``goal_count`` have reported (the over-selected rest are sent
-  away), or when everyone still in has answered, or at the deadline.
-* SHARE_KEYS, MASKED_INPUT, CONSISTENCY_CHECK, UNMASK: each closes when every device asked
-  has answered, or at the stage deadline; whoever has not answered is cut. ``SecAggServer``
-  decides whether enough survive (dropouts at any stage are survived down to its
-  threshold). In CONSISTENCY_CHECK every included device signs the included set; a device
-  reveals shares in UNMASK only with t signatures on the set it signed.
-* COMMITTED: the weighted mean delta (or a robust aggregate when SecAgg is off) went
-  through the server optimizer: ``Commit``. ABANDONED: ``AbandonRound``; the model is
-  untouched.
-
-The machine abandons as soon as the round can no longer reach ``min_reports``, without
-waiting for the deadline. Every input that cannot be taken raises a ``RoundError`` (or a
-SecAgg+ ``ProtocolError``) before anything changes, so the driver logs it, optionally sends
-``rejection(...)``, and carries on.
+Its states, moves and theory of operation are in ``states``; the commands it returns in
+``commands``.
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 from dataclasses import replace
 
@@ -49,8 +13,8 @@ import numpy as np
 import numpy.typing as npt
 
 from fedrt.coordinator.privacy.central import CentralNoise
-from fedrt.coordinator.round_aggregation import RoundAggregation
-from fedrt.coordinator.round_commands import (
+from fedrt.coordinator.rounds.aggregation import RoundAggregation
+from fedrt.coordinator.rounds.commands import (
     AbandonRound,
     Command,
     RoundConfig,
@@ -58,12 +22,21 @@ from fedrt.coordinator.round_commands import (
     RoundStatus,
     Send,
     StageChanged,
+    update_spec,
 )
-from fedrt.coordinator.round_outbox import RoundOutbox
-from fedrt.coordinator.round_roster import DeviceStatus, RoundDevice, RoundRoster
+from fedrt.coordinator.rounds.outbox import RoundOutbox, ack_status
+from fedrt.coordinator.rounds.roster import DeviceStatus, RoundDevice, RoundRoster
+from fedrt.coordinator.rounds.states import (
+    FINAL,
+    INPUTS_FIXED,
+    SECAGG_NEXT,
+    RoundState,
+    check_move,
+    expected_stage,
+    first_stage,
+)
 from fedrt.coordinator.selection.pace import PaceSteering
 from fedrt.coordinator.strategies.optimizers import OptimizerState, ServerOptimizer
-from fedrt.protocol import round_dp
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol.errors import ProtocolError, RoundAborted
 from fedrt.protocol.round_codec import decode_from_device
@@ -77,44 +50,11 @@ from fedrt.protocol.round_errors import (
 )
 from fedrt.protocol.round_secagg import sender_of
 
-
-class RoundState(enum.Enum):
-    CREATED = "created"
-    CHECK_IN = "check_in"
-    TRAINING = "training"
-    SHARE_KEYS = "share_keys"
-    MASKED_INPUT = "masked_input"
-    CONSISTENCY_CHECK = "consistency_check"
-    UNMASK = "unmask"
-    COMMITTED = "committed"
-    ABANDONED = "abandoned"
-
-
 S = RoundState
-TRANSITIONS: dict[RoundState, frozenset[RoundState]] = {
-    S.CREATED: frozenset({S.CHECK_IN}),
-    S.CHECK_IN: frozenset({S.TRAINING, S.ABANDONED}),
-    S.TRAINING: frozenset({S.SHARE_KEYS, S.COMMITTED, S.ABANDONED}),
-    S.SHARE_KEYS: frozenset({S.MASKED_INPUT, S.ABANDONED}),
-    S.MASKED_INPUT: frozenset({S.CONSISTENCY_CHECK, S.ABANDONED}),
-    S.CONSISTENCY_CHECK: frozenset({S.UNMASK, S.ABANDONED}),
-    S.UNMASK: frozenset({S.COMMITTED, S.ABANDONED}),
-    S.COMMITTED: frozenset(),
-    S.ABANDONED: frozenset(),
-}
-FINAL = frozenset({S.COMMITTED, S.ABANDONED})
-_INPUTS_FIXED = frozenset({S.CONSISTENCY_CHECK, S.UNMASK})  # the masked inputs are all in
-# The SecAgg+ stage devices answer in each state after TRAINING, and the state that follows.
-_SECAGG_NEXT: dict[RoundState, tuple[rm.Stage, RoundState]] = {
-    S.SHARE_KEYS: (rm.Stage.SHARE_KEYS, S.MASKED_INPUT),
-    S.MASKED_INPUT: (rm.Stage.MASKED_INPUT, S.CONSISTENCY_CHECK),
-    S.CONSISTENCY_CHECK: (rm.Stage.CONSISTENCY_CHECK, S.UNMASK),
-    S.UNMASK: (rm.Stage.UNMASK, S.COMMITTED),
-}
 
 
 class RoundMachine:
-    """One round of one task, driven by events; see the module docstring."""
+    """One round of one task, driven by events; see ``states`` for how it moves."""
 
     def __init__(
         self,
@@ -136,27 +76,7 @@ class RoundMachine:
         if self._uses_secagg and identity_keys is None:
             raise IllegalTransition("a SecAgg+ round needs the devices' identity keys")
         self.config = config
-        self.update_spec = rm.UpdateSpec(
-            params=int(w.size),
-            clip_norm=config.clip_norm,
-            bits=config.bits,
-            weight_cap=config.weight_cap,
-            # A fresh rotation per round (see round_update): no device can aim its update
-            # at coordinates it knows will be clamped.
-            rotation_seed=rng.bytes(16) if config.rotate else b"",
-        )
-        if config.device_dp is not None and self._uses_secagg:
-            # Noise calibrated for the fewest survivors that still commit: min_reports.
-            d = config.device_dp
-            self.update_spec = round_dp.calibrate(
-                self.update_spec,
-                noise_multiplier=d.noise_multiplier,
-                clients=config.select_count,
-                threshold=config.min_reports,
-                skellam=d.skellam,
-                unclipped_bit=d.unclipped_bit,
-                bit_sum_std=d.bit_sum_std,
-            )
+        self.update_spec = update_spec(config, int(w.size), rng, secagg=self._uses_secagg)
         self._agg = RoundAggregation(
             config,
             self.update_spec,
@@ -238,14 +158,10 @@ class RoundMachine:
         """The ``Ack`` that tells a device its message was refused (for the driver to send
         after catching ``error``), so the device's outbox stops resending it. A refused
         answer (not a late or repeated one) counts as a discarded update."""
-        if isinstance(error, DuplicateMessageId):
-            status = rm.AckStatus.DUPLICATE
-        elif isinstance(error, LateMessage | StaleMessage):
-            status = rm.AckStatus.LATE
-        else:
-            status = rm.AckStatus.REJECTED
-            if isinstance(message, rm.StageResponse | rm.EvalReport):
-                self._roster.discard(device_id, message.msg_id)
+        status = ack_status(error)
+        answer = isinstance(message, rm.StageResponse | rm.EvalReport)
+        if status is rm.AckStatus.REJECTED and answer:
+            self._roster.discard(device_id, message.msg_id)
         return self._out.ack(device_id, message, status)
 
     # --- queries ---------------------------------------------------------------------------
@@ -263,16 +179,11 @@ class RoundMachine:
         return self._out.next_msg_id
 
     def status(self) -> RoundStatus:
-        stage = self._expected_stage()
-        active = self._roster.active()
-        return RoundStatus(
+        return self._roster.status(
             round_id=self.config.round_id,
             state=self.state.value,
             deadline=self.next_deadline(),
-            checked_in=len(self._roster),
-            active=len(active),
-            answered=sum(stage in d.answered for d in active) if stage else 0,
-            dropped=sum(self._roster.dropped.values()),
+            stage=self._expected_stage(),
         )
 
     # --- handlers --------------------------------------------------------------------------
@@ -347,12 +258,7 @@ class RoundMachine:
     # --- stage logic -----------------------------------------------------------------------
 
     def _expected_stage(self) -> rm.Stage | None:
-        if self.state is S.TRAINING:
-            if self.config.kind is rm.RoundKind.EVALUATE:
-                return rm.Stage.EVALUATION
-            return rm.Stage.ADVERTISE_KEYS if self._uses_secagg else rm.Stage.PLAIN_UPDATE
-        entry = _SECAGG_NEXT.get(self.state)
-        return entry[0] if entry else None
+        return expected_stage(self.state, self.config.kind, secagg=self._uses_secagg)
 
     def _after_answer_or_loss(self, now: float, out: list[Command]) -> None:
         stage = self._expected_stage()
@@ -361,7 +267,7 @@ class RoundMachine:
         active = self._roster.active()
         answered = sum(stage in d.answered for d in active)
         # Once the masked inputs are in, SecAgg+ alone judges whether enough remain.
-        if self.state not in _INPUTS_FIXED and len(active) < self.config.min_reports:
+        if self.state not in INPUTS_FIXED and len(active) < self.config.min_reports:
             self._abandon(
                 f"only {len(active)} devices left, {self.config.min_reports} needed", now, out
             )
@@ -401,7 +307,7 @@ class RoundMachine:
         for dev in active:
             if stage not in dev.answered:
                 self._cut(dev, reason, now, out)
-        if self.state not in _INPUTS_FIXED and len(answered) < self.config.min_reports:
+        if self.state not in INPUTS_FIXED and len(answered) < self.config.min_reports:
             self._abandon(
                 f"{len(answered)} answered {stage.name}, {self.config.min_reports} needed",
                 now,
@@ -419,8 +325,8 @@ class RoundMachine:
         if self.state is S.UNMASK:
             self._finish(now, out, answered)
             return
-        nxt = S.SHARE_KEYS if self.state is S.TRAINING else _SECAGG_NEXT[self.state][1]
-        next_stage = _SECAGG_NEXT[nxt][0]
+        nxt = S.SHARE_KEYS if self.state is S.TRAINING else SECAGG_NEXT[self.state][1]
+        next_stage = SECAGG_NEXT[nxt][0]
         self._move(nxt, now, now + self.config.stage_timeout, out, why)
         for client, payload in sorted(requests.items()):
             dev = self._roster.by_client(client)
@@ -468,8 +374,7 @@ class RoundMachine:
     def _move(
         self, new: RoundState, now: float, deadline: float | None, out: list[Command], why: str
     ) -> None:
-        if new not in TRANSITIONS[self.state]:
-            raise IllegalTransition(f"round cannot go from {self.state.value} to {new.value}")
+        check_move(self.state, new)
         previous, self.state, self.deadline = self.state, new, deadline
         active = len(self._roster.active())
         out.append(
@@ -491,17 +396,12 @@ class RoundMachine:
 
     def _metrics(self, now: float, included: int) -> RoundMetrics:
         metrics = self._roster.metrics(
-            first=self._expected_first_stage(),
+            first=first_stage(self.config.kind, secagg=self._uses_secagg),
             included=included,
             started_at=self._started_at,
             now=now,
         )
         return replace(metrics, bad_holders=self._agg.bad_holders(), secagg=self._uses_secagg)
 
-    def _expected_first_stage(self) -> rm.Stage:
-        if self.config.kind is rm.RoundKind.EVALUATE:
-            return rm.Stage.EVALUATION
-        return rm.Stage.ADVERTISE_KEYS if self._uses_secagg else rm.Stage.PLAIN_UPDATE
 
-
-__all__ = ["FINAL", "TRANSITIONS", "RoundMachine", "RoundState"]
+__all__ = ["RoundMachine"]

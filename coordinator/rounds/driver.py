@@ -46,7 +46,7 @@ from fedrt.coordinator.records import (
     TaskRecord,
     TaskStatus,
 )
-from fedrt.coordinator.round_commands import (
+from fedrt.coordinator.rounds.commands import (
     AbandonRound,
     Announce,
     Command,
@@ -58,8 +58,8 @@ from fedrt.coordinator.round_commands import (
     StageChanged,
     select_count,
 )
-from fedrt.coordinator.round_machine import RoundMachine
-from fedrt.coordinator.round_outbox import no_round_replies
+from fedrt.coordinator.rounds.machine import RoundMachine
+from fedrt.coordinator.rounds.outbox import no_round_replies
 from fedrt.coordinator.selection.pace import PaceConfig, PaceSteering
 from fedrt.coordinator.strategies.aggregators import AGGREGATORS, Aggregator, TrimmedMean
 from fedrt.coordinator.strategies.optimizers import (
