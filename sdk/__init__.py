@@ -26,6 +26,7 @@ from fedrt.sdk.errors import (
     OutboxError,
     RemoteError,
     SchedulerError,
+    SchemaMismatch,
     SdkConfigError,
     SdkError,
     TlsError,
@@ -69,6 +70,9 @@ if TYPE_CHECKING:
     from fedrt.sdk.device_config import (
         DeviceConfig,
     )
+    from fedrt.sdk.device_file import (
+        DeviceFile,
+    )
     from fedrt.sdk.device_hub import (
         DeviceHub,
     )
@@ -94,6 +98,10 @@ if TYPE_CHECKING:
         EligibilityPolicy,
         Ineligible,
         Reason,
+    )
+    from fedrt.sdk.example_schema import (
+        ExampleSchema,
+        read_npz,
     )
     from fedrt.sdk.example_store import (
         Batch,
@@ -174,6 +182,7 @@ _LAZY: dict[str, str] = {
     "DeviceConfig": "device_config",
     "DeviceEvent": "device_runtime",
     "DeviceStatus": "device",
+    "DeviceFile": "device_file",
     "DeviceHub": "device_hub",
     "Participant": "participant",
     "ParticipantConfig": "participant_commands",
@@ -192,6 +201,8 @@ _LAZY: dict[str, str] = {
     "EligibilityPolicy": "eligibility",
     "Ineligible": "eligibility",
     "Reason": "eligibility",
+    "ExampleSchema": "example_schema",
+    "read_npz": "example_schema",
     "Batch": "example_store",
     "ExampleStore": "example_store",
     "Retention": "example_store",
@@ -238,6 +249,7 @@ __all__ = [
     "Device",
     "DeviceConfig",
     "DeviceEvent",
+    "DeviceFile",
     "DeviceHub",
     "DeviceSnapshot",
     "DeviceState",
@@ -249,6 +261,7 @@ __all__ = [
     "EligibilityDecision",
     "EligibilityPolicy",
     "EnrollmentRefused",
+    "ExampleSchema",
     "ExampleStore",
     "ExampleStoreError",
     "Ineligible",
@@ -285,6 +298,7 @@ __all__ = [
     "Retention",
     "SchedulerConfig",
     "SchedulerError",
+    "SchemaMismatch",
     "ScriptedDeviceState",
     "SdkConfigError",
     "SdkError",
@@ -308,6 +322,7 @@ __all__ = [
     "load_or_create_identity",
     "model_signing_payload",
     "new_msg_id",
+    "read_npz",
     "resolve_interpreter",
     "steps_for",
     "verify_model_signature",

@@ -9,7 +9,8 @@
           │    └── TrainStepFailed          a train call failed; the caller restores weights
           ├── DeviceStateError              the device's state could not be read
           ├── ExampleStoreError             bad example, wrong shape/dtype, corrupt store
-          │    └── NotEnoughExamples        fewer examples than a batch needs
+          │    ├── NotEnoughExamples        fewer examples than a batch needs
+          │    └── SchemaMismatch           the store file holds examples of another schema
           ├── SchedulerError                a training job used wrongly (started twice, ...)
           ├── TransportError                local link failures (connect, publish, TLS, auth)
           │    ├── NotConnected             the link is down right now; retry later
@@ -69,6 +70,10 @@ class ExampleStoreError(SdkError):
 
 class NotEnoughExamples(ExampleStoreError):
     """The store holds fewer examples than the requested batch needs."""
+
+
+class SchemaMismatch(ExampleStoreError):
+    """The store file was created for examples of other dtypes or shapes than asked for."""
 
 
 class SchedulerError(SdkError):

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fedrt.sdk.errors import ExampleStoreError, NotEnoughExamples, SdkConfigError
+from fedrt.sdk.errors import ExampleStoreError, NotEnoughExamples, SchemaMismatch, SdkConfigError
 
 __all__ = ["Batch", "ExampleStore", "Retention"]
 
@@ -112,13 +112,13 @@ class ExampleStore:
             },
             sort_keys=True,
         )
-        row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-        if row is None:
-            self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (want,))
-        elif row[0] != want:
+        # OR IGNORE: another process (``fedrt device add-examples``) may create it first.
+        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (want,))
+        (have,) = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if have != want:
             self._db.close()
-            raise ExampleStoreError(
-                f"the store holds examples of another schema ({row[0]}); expected {want}"
+            raise SchemaMismatch(
+                f"the store holds examples of another schema ({have}); expected {want}"
             )
 
     @classmethod

@@ -1,4 +1,4 @@
-"""Fixtures of the SDK tests: a model from `fedrt export` and the sysfs fixture trees."""
+"""Fixtures of the SDK tests: models from `fedrt export` and the sysfs fixture trees."""
 
 from __future__ import annotations
 
@@ -40,6 +40,28 @@ def exported_mlp(tmp_path_factory: pytest.TempPathFactory) -> Path:
         timeout=240,
     )
     return out
+
+
+def _export(out: Path, *args: str) -> Path:
+    # TensorFlow runs in a child so this process stays as light as a device process.
+    subprocess.run([sys.executable, "-m", "fedrt", "export", *args, "--out", str(out)],
+                   check=True, capture_output=True, timeout=240)  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="session")
+def exported_lstm_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`fedrt export zoo:lstm_lm`: int32 token sequences of 6, a vocabulary of 20, batch 4."""
+    out = tmp_path_factory.mktemp("lstm_lm")
+    return _export(out, "zoo:lstm_lm", "--input-shape", "6", "--classes", "20", "--batch", "4")
+
+
+@pytest.fixture(scope="session")
+def exported_mse_mlp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`fedrt export zoo:mlp --loss mse`: 3 features to 2 float targets, batch 4."""
+    out = tmp_path_factory.mktemp("mse_mlp")
+    return _export(out, "zoo:mlp", "--input-shape", "3", "--classes", "2", "--batch", "4",
+                   "--loss", "mse")  # fmt: skip
 
 
 def nmcli_for(tree: str) -> str | None:
