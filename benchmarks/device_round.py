@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from fedrt.coordinator.driver import DriverContext, RoundDriver
-from fedrt.coordinator.rounds.driver import FederatedDriver, RoundSummary
+from fedrt.coordinator.rounds.driver import FederatedDriver
+from fedrt.coordinator.rounds.journal import RoundSummary
 from fedrt.coordinator.selection.pace import PaceConfig
 from fedrt.coordinator.tasks import TaskSpec
 from fedrt.errors import UsageError

@@ -24,7 +24,8 @@ import numpy as np
 
 from fedrt.coordinator.driver import DriverContext, RoundDriver
 from fedrt.coordinator.privacy.accounting import ACCOUNTING_ASSUMPTION
-from fedrt.coordinator.rounds.driver import FederatedDriver, RoundSummary
+from fedrt.coordinator.rounds.driver import FederatedDriver
+from fedrt.coordinator.rounds.journal import RoundSummary
 from fedrt.coordinator.selection.pace import PaceConfig
 from fedrt.coordinator.store import Store
 from fedrt.errors import UsageError

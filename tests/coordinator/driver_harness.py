@@ -18,7 +18,8 @@ import numpy.typing as npt
 from fedrt.coordinator.config import LimitsConfig
 from fedrt.coordinator.errors import CoordinatorError
 from fedrt.coordinator.records import RoundStatus, TaskStatus
-from fedrt.coordinator.rounds.driver import FederatedDriver, flatten
+from fedrt.coordinator.rounds.driver import FederatedDriver
+from fedrt.coordinator.rounds.versions import flatten
 from fedrt.coordinator.selection.pace import PaceConfig
 from fedrt.coordinator.service import CoordinatorService
 from fedrt.coordinator.tasks import TaskSpec

@@ -17,7 +17,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from fedrt.benchmarks.ingest_driver import register_devices
 from fedrt.coordinator.config import LimitsConfig
-from fedrt.coordinator.rounds.driver import FederatedDriver, flatten
+from fedrt.coordinator.rounds.driver import FederatedDriver
+from fedrt.coordinator.rounds.versions import flatten
 from fedrt.coordinator.selection.pace import PaceConfig
 from fedrt.coordinator.service import CoordinatorService
 from fedrt.model_export.manifest import Manifest

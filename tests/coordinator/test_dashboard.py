@@ -17,7 +17,7 @@ import pytest
 from fedrt.coordinator.privacy.config import DpConfig, DpMode
 from fedrt.coordinator.records import MetricRecord, RoundRecord, RoundStatus
 from fedrt.coordinator.rounds.commands import RoundMetrics
-from fedrt.coordinator.rounds.driver import _metrics_json
+from fedrt.coordinator.rounds.journal import metrics_json
 from fedrt.coordinator.tasks import TaskSpec
 from tests.coordinator.chromium import CHROMIUM, Page, browser
 from tests.coordinator.exported import manifest_for, tflite_bytes, write_export
@@ -55,9 +55,9 @@ def _round(
     **metrics: object,
 ) -> RoundRecord:
     """A finished round as the driver stores it: 13 selected, 2 KiB of messages to each,
-    ``40 + no`` seconds long, its detail built by ``_metrics_json``."""
+    ``40 + no`` seconds long, its detail built by ``metrics_json``."""
     m = RoundMetrics(checked_in=13, selected=13, started_at=at, ended_at=at + 40 + no, **metrics)  # type: ignore[arg-type]
-    detail = {"kind": kind, "metrics": _metrics_json(m), "evaluation": {}, "promoted": True,
+    detail = {"kind": kind, "metrics": metrics_json(m), "evaluation": {}, "promoted": True,
               "reason": "", "bytes_out": 13 * 2048}  # fmt: skip
     return RoundRecord(
         task_id=task_id, round_no=no, stage="committed", status=RoundStatus.COMMITTED,

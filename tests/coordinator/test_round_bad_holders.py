@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from fedrt.coordinator.broker.mosquitto import MosquittoBroker
 from fedrt.coordinator.records import RoundRecord, RoundStatus
 from fedrt.coordinator.rounds import commands as rc
-from fedrt.coordinator.rounds.driver import _metrics_json
+from fedrt.coordinator.rounds.journal import metrics_json
 from fedrt.protocol import codec
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol.crypto import identity_from_seed, sign_digest
@@ -73,7 +73,7 @@ def test_wrong_shares_are_decoded_around_and_their_holders_named() -> None:
     assert isinstance(commit, rc.Commit)
     assert commit.metrics.included == 10
     assert commit.metrics.bad_holders == LIARS
-    assert _metrics_json(commit.metrics)["bad_holders"] == list(LIARS)
+    assert metrics_json(commit.metrics)["bad_holders"] == list(LIARS)
 
 
 def test_an_honest_round_names_nobody() -> None:
@@ -99,7 +99,7 @@ def test_metrics_endpoint_counts_the_bad_holders_of_the_latest_ended_round(
     body = {"name": "t", "model_sha256": base}
     tid = svc.request("POST", "/v1/tasks", body=body).json()["task_id"]
     store = svc.service.store
-    for no, detail in ((1, {"metrics": _metrics_json(rc.RoundMetrics(bad_holders=LIARS))}),
+    for no, detail in ((1, {"metrics": metrics_json(rc.RoundMetrics(bad_holders=LIARS))}),
                        (2, {"kind": "train"})):  # fmt: skip
         store.create_round(
             RoundRecord(task_id=tid, round_no=no, stage="unmask", status=RoundStatus.RUNNING,

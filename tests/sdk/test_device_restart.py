@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 
 from fedrt.coordinator.driver import DriverContext, RoundDriver
-from fedrt.coordinator.rounds.driver import FederatedDriver, RoundSummary
+from fedrt.coordinator.rounds.driver import FederatedDriver
+from fedrt.coordinator.rounds.journal import RoundSummary
 from fedrt.coordinator.selection.pace import PaceConfig
 from fedrt.coordinator.tasks import TaskSpec
 from fedrt.protocol import round_messages as rm

@@ -1,0 +1,218 @@
+"""What the round driver records: round, stage and metric rows, the task's completion in the
+audit log, and ``RoundSummary`` for listeners.
+
+Every write here runs inside a transaction the driver opens (``rounds.driver``); nothing
+here opens one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fedrt.coordinator.records import (
+    AuditEntry,
+    MetricRecord,
+    RoundRecord,
+    RoundStatus,
+    StageRecord,
+    TaskStatus,
+)
+from fedrt.coordinator.rounds.commands import RoundMetrics, StageChanged
+from fedrt.coordinator.rounds.runs import Run
+from fedrt.coordinator.store.base import Store
+from fedrt.protocol import round_messages as rm
+
+# Called after every finished round (committed or abandoned), e.g. for progress output.
+RoundListener = Callable[["RoundSummary"], None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoundSummary:
+    """One finished round, as progress output and reports want it."""
+
+    task_id: str
+    round_no: int
+    kind: str
+    status: str
+    metrics: RoundMetrics
+    model_sha256: str
+    result_sha256: str | None = None
+    evaluation: Mapping[str, float] = field(default_factory=dict)
+    promoted: bool = False
+    reason: str = ""
+    bytes_out: int = 0
+    # Differential privacy: cumulative epsilon at the task's delta, noise std on the sum.
+    epsilon: float | None = None
+    noise_stddev: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoundEnd:
+    """How a round ended, as the driver closes it (``FederatedDriver._close_round``)."""
+
+    round_no: int
+    status: RoundStatus
+    metrics: RoundMetrics
+    result_sha256: str | None
+    evaluation: dict[str, float]
+    promoted: bool
+    reason: str
+    bytes_out: int
+    epsilon: float | None
+    noise_stddev: float | None
+
+
+def metrics_json(m: RoundMetrics) -> dict[str, Any]:
+    return {
+        "checked_in": m.checked_in,
+        "selected": m.selected,
+        "reported": m.reported,
+        "included": m.included,
+        "dropped": dict(m.dropped),
+        "total_weight": m.total_weight,
+        "update_norm": m.update_norm,
+        "bytes_received": m.bytes_received,
+        "started_at": m.started_at,
+        "ended_at": m.ended_at,
+        "bad_holders": list(m.bad_holders),
+        "discarded": m.discarded,
+        "secagg": m.secagg,
+    }
+
+
+def record_start(store: Store, run: Run, kind: rm.RoundKind, model_sha256: str, now: float) -> None:
+    """The row of the round ``run`` opens: its kind and, for a DP task, its plan."""
+    detail: dict[str, Any] = {"kind": kind.name.lower()}
+    if run.dp_round is not None:
+        detail["dp"] = run.dp_round.to_json()
+    store.create_round(
+        RoundRecord(
+            task_id=run.task_id,
+            round_no=run.round_no,
+            stage="created",
+            status=RoundStatus.RUNNING,
+            model_sha256=model_sha256,
+            started_at=now,
+            detail=detail,
+        )
+    )
+
+
+def record_stage(store: Store, run: Run, change: StageChanged) -> None:
+    """The stage row of ``change`` and the round row's stage, deadline and counts."""
+    store.append_stage(
+        StageRecord(
+            task_id=run.task_id,
+            round_no=change.round_id,
+            stage=change.state,
+            at=change.at,
+            detail={
+                "from": change.previous,
+                "active": change.active,
+                "reason": change.reason,
+            },
+        )
+    )
+    status = run.machine.status() if run.machine is not None else None
+    store.update_round(
+        run.task_id,
+        change.round_id,
+        stage=change.state,
+        deadline=change.deadline,
+        checked_in=status.checked_in if status else 0,
+        reporting=status.answered if status else 0,
+        dropped=status.dropped if status else 0,
+    )
+
+
+def end_detail(store: Store, task_id: str, end: RoundEnd) -> dict[str, Any]:
+    """The ended round's stored detail."""
+    return {
+        # Kept: the round's kind and DP plan (a restarted driver's accountant replays
+        # the committed rounds' plans).
+        **store.get_round(task_id, end.round_no).detail,
+        "metrics": metrics_json(end.metrics),
+        "evaluation": end.evaluation,
+        "promoted": end.promoted,
+        "reason": end.reason,
+        "bytes_out": end.bytes_out,
+    }
+
+
+def record_end(
+    store: Store, task_id: str, end: RoundEnd, detail: dict[str, Any], now: float
+) -> None:
+    """The ended round's row and its evaluation metrics."""
+    metrics = end.metrics
+    store.update_round(
+        task_id,
+        end.round_no,
+        status=end.status,
+        ended_at=now,
+        selected=metrics.selected,
+        reporting=metrics.included,
+        dropped=sum(n for _, n in metrics.dropped),
+        bytes_in=metrics.bytes_received,
+        result_sha256=end.result_sha256,
+        detail=detail,
+        epsilon=end.epsilon,
+        noise_stddev=end.noise_stddev,
+    )
+    for name, value in end.evaluation.items():
+        store.add_metric(
+            MetricRecord(task_id=task_id, round_no=end.round_no, name=name, value=value, at=now)
+        )
+
+
+def summary(store: Store, run: Run, end: RoundEnd) -> RoundSummary:
+    model = run.model
+    return RoundSummary(
+        task_id=run.task_id,
+        round_no=end.round_no,
+        kind=str(store.get_round(run.task_id, end.round_no).detail.get("kind")),
+        status=end.status.value,
+        metrics=end.metrics,
+        model_sha256=model.record.sha256 if model else "",
+        result_sha256=end.result_sha256,
+        evaluation=end.evaluation,
+        promoted=end.promoted,
+        reason=end.reason,
+        bytes_out=end.bytes_out,
+        epsilon=end.epsilon,
+        noise_stddev=end.noise_stddev,
+    )
+
+
+def record_completion(
+    store: Store, run: Run, now: float, action: str, detail: Mapping[str, Any]
+) -> None:
+    """The task completed (all rounds run, or its privacy budget spent), audited."""
+    store.set_task_status(run.task_id, TaskStatus.COMPLETED, at=now)
+    store.append_audit(
+        AuditEntry(
+            at=now,
+            actor="coordinator",
+            action=action,
+            subject=run.task_id,
+            detail={"rounds": run.round_no, **detail},
+        )
+    )
+
+
+def record_lost(store: Store, rnd: RoundRecord, now: float) -> None:
+    """A round a previous process left open: abandoned by its restart."""
+    store.update_round(
+        rnd.task_id,
+        rnd.round_no,
+        status=RoundStatus.ABANDONED,
+        ended_at=now,
+        detail={**rnd.detail, "reason": "coordinator restarted"},
+    )
+
+
+__all__ = [
+    "RoundEnd", "RoundListener", "RoundSummary", "end_detail", "metrics_json", "record_completion",
+    "record_end", "record_lost", "record_stage", "record_start", "summary",
+]  # fmt: skip
