@@ -155,7 +155,7 @@ def _device_keys() -> list[Key]:
     dc = _defaults(DeviceConfig)
     rows: list[tuple[str, str, Any, str, Reader]] = [
         ("data_dir", "path", dc["data_dir"], "Where the device keeps its identity key, "
-         "credentials, outbox, model cache and example store (see the guide's storage table).",
+         "credentials, outbox, model cache and example store (docs/guide-app.md, Storage).",
          _path),
         ("coordinator_url", "string", dc["coordinator_url"], "The coordinator's URL: https, or "
          "plain http to a loopback address only.", _text),

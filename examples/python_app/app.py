@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll-s", type=float, default=15.0, help="DeviceConfig.poll_s")
     parser.add_argument("--status-every", type=float, default=2.0)
     parser.add_argument(
+        "--mqtt-protocol", type=int, choices=(4, 5), default=5, help="4: the embedded broker"
+    )
+    parser.add_argument(
         "--eligibility",
         choices=("always", "linux"),
         default="always",
@@ -112,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         coordinator_url=args.coordinator,
         task_id=args.task,
         poll_s=args.poll_s,
+        mqtt_protocol=args.mqtt_protocol,
     )
     device = Device(config, store=store, device_state=state, on_event=on_event)
     stop = threading.Event()
