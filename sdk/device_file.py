@@ -200,8 +200,8 @@ def _data_keys() -> list[Key]:
          "one class label, the output's shape for mse or binary_ce.", _ints),
         ("y_dtype", dtypes, sc["y_dtype"], "y's dtype: int32 labels (sparse_ce), float32 "
          "targets (mse, binary_ce).", _one_of(*STORABLE_DTYPES)),
-        ("import_npz", "path", None, "An .npz with arrays x and y, appended at every start "
-         "(fedrt device add-examples appends without a restart).", _path),
+        ("import_npz", "path", None, "An .npz with arrays x and y, appended when the device "
+         "starts, once per content (fedrt device add-examples: any time).", _path),
         ("max_examples", "integer", rt["max_examples"], "Keep at most this many examples "
          "(the oldest go first).", _count),
         ("max_age_s", "number", rt["max_age_s"], "Drop examples older than this many "
