@@ -27,11 +27,12 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from fedrt.coordinator.api.settings import TLS_SELF_SIGNED, WILDCARD_HOSTS, HttpConfig
 from fedrt.coordinator.errors import ConfigError
-from fedrt.coordinator.http_config import TLS_SELF_SIGNED, WILDCARD_HOSTS, HttpConfig, Port
 from fedrt.coordinator.security.credentials import Secret
 from fedrt.coordinator.selection.pace import PaceConfig
 from fedrt.coordinator.validation import (
+    Port,
     SettingBool,
     SettingFloat,
     SettingInt,

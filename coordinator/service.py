@@ -13,10 +13,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from fedrt.coordinator.api.context import ApiContext
+from fedrt.coordinator.api.ratelimit import RateLimiter
+from fedrt.coordinator.api.tls import https_setup
 from fedrt.coordinator.broker.embedded import EmbeddedAuth, EmbeddedBroker
 from fedrt.coordinator.broker.link import LinkSettings, MqttLink
 from fedrt.coordinator.broker.mosquitto_auth import MosquittoFileAuth
-from fedrt.coordinator.config import CoordinatorConfig, Secret
+from fedrt.coordinator.config import CoordinatorConfig, Secret, describe
 from fedrt.coordinator.devices.enrollment import (
     BrokerAuth,
     CoordinatorEndpoint,
@@ -25,10 +28,8 @@ from fedrt.coordinator.devices.enrollment import (
 )
 from fedrt.coordinator.driver.base import DriverContext, DriverFactory, RoundDriver
 from fedrt.coordinator.errors import ConfigError, NotFoundError
-from fedrt.coordinator.http_tls import https_setup
 from fedrt.coordinator.models.blobs import BlobStore
 from fedrt.coordinator.models.catalog import ModelCatalog
-from fedrt.coordinator.ratelimit import RateLimiter
 from fedrt.coordinator.records import TaskRecord
 from fedrt.coordinator.security.credentials import hash_password, verify_password
 from fedrt.coordinator.security.signing import ModelSigner
@@ -90,7 +91,6 @@ class CoordinatorService:
         self.metrics = Telemetry(
             self.store, link_up=lambda: self.link is not None and self.link.connected
         )
-        self.m_http = self.metrics.http_requests
         corrupt = self.metrics.artifact_corrupt
         self.blobs.on_corrupt.append(lambda kind, _sha: corrupt.labels(kind=kind).inc())
         self.embedded: EmbeddedBroker | None = None
@@ -137,9 +137,39 @@ class CoordinatorService:
             observer=self.metrics.rounds,
         )
 
+    def api_context(self) -> ApiContext:
+        """What the HTTP handlers may use (``api.context``): they never see the service."""
+        limits = self.config.limits
+        return ApiContext(
+            store=self.store,
+            blobs=self.blobs,
+            catalog=self.catalog,
+            tasks=self.tasks,
+            enrollment=self.enrollment,
+            clock=self.clock,
+            admin_token=self.admin_token,
+            metrics_token=self.config.metrics.token,
+            coordinator_public_key=self.signer.public_key_bytes(),
+            device_limiter=self.device_limiter,
+            enroll_rate_per_s=limits.enroll_rate_per_s,
+            enroll_burst=limits.enroll_burst,
+            max_upload_bytes=self.config.http.max_upload_bytes,
+            http_requests=self.metrics.http_requests,
+            exposition=self.metrics.exposition,
+            mqtt_connected=lambda: self.link is not None and self.link.connected,
+            mqtt_endpoint=self._mqtt_endpoint,
+            config_view=lambda: describe(self.config),
+        )
+
+    def _mqtt_endpoint(self) -> tuple[str, int, bool]:
+        """(host, port, tls) of the broker devices connect to: the embedded one, or ``broker``."""
+        b = self.config.broker
+        host, port = (self.embedded.host, self.embedded.port) if self.embedded else (b.host, b.port)
+        return host, port, b.tls
+
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
-        from fedrt.coordinator.http_api import start_http
+        from fedrt.coordinator.api.app import start_http
 
         self.enrollment.sync_broker()
         b = self.config.broker
@@ -157,7 +187,13 @@ class CoordinatorService:
             self.embedded = EmbeddedBroker(b.embedded_host, b.embedded_port, auth=auth)
             await self.embedded.start()
             host, port = self.embedded.host, self.embedded.port
-        self._runner, self.http_port = await start_http(self)
+        http = self.config.http
+        self._runner, self.http_port = await start_http(
+            self.api_context(),
+            host=http.host,
+            port=http.port,
+            ssl_context=self.https.context if self.https is not None else None,
+        )
         self.enrollment.endpoint = CoordinatorEndpoint(
             url=self.public_url, ca_pem=self.https.ca_pem if self.https is not None else None
         )
@@ -213,7 +249,7 @@ class CoordinatorService:
             await self.link.flush(timeout=2.0)
             await self.link.stop()
         if self._runner is not None:
-            from fedrt.coordinator.http_api import stop_http
+            from fedrt.coordinator.api.app import stop_http
 
             await stop_http(self._runner)
             self._runner = None

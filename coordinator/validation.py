@@ -70,6 +70,8 @@ SettingFloat = Annotated[float, Strict(), Field(allow_inf_nan=False), _from_text
 SettingBool = Annotated[bool, Strict(), _from_text(lambda s: _BOOLS[s.lower()])]
 SettingStr = Annotated[str, Strict()]
 SettingPath = Annotated[Path, AfterValidator(Path.expanduser)]
+# A TCP port; 0 asks the OS for a free one.
+Port = Annotated[SettingInt, Field(ge=0, le=65535)]
 
 
 _TYPES = {
@@ -215,7 +217,7 @@ class SettingsModel(FrozenModel):
 
 
 __all__ = [
-    "WIRE", "FrozenModel", "JsonBool", "JsonFloat", "JsonInt", "JsonStr", "Positive",
+    "WIRE", "FrozenModel", "JsonBool", "JsonFloat", "JsonInt", "JsonStr", "Port", "Positive",
     "SettingBool", "SettingFloat", "SettingInt", "SettingPath", "SettingStr", "SettingsModel",
     "WireModel", "explain",
 ]  # fmt: skip

@@ -5,19 +5,17 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 
+from fedrt.coordinator.api.auth import require_admin
+from fedrt.coordinator.api.context import ApiContext
+from fedrt.coordinator.api.ratelimit import RateLimiter
 from fedrt.coordinator.errors import BadRequestError
-from fedrt.coordinator.http_auth import require_admin
-from fedrt.coordinator.ratelimit import RateLimiter
 from fedrt.coordinator.validation import WireModel
 
-if TYPE_CHECKING:
-    from fedrt.coordinator.service import CoordinatorService
-
-SERVICE: web.AppKey[CoordinatorService] = web.AppKey("service")
+CONTEXT: web.AppKey[ApiContext] = web.AppKey("context")
 IP_LIMITER: web.AppKey[RateLimiter] = web.AppKey("ip_limiter")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Body = TypeVar("Body", bound=WireModel)
@@ -30,8 +28,8 @@ INT64_MAX = 2**63 - 1
 AUDIT_PAGE_MAX = 1000
 
 
-def svc_of(request: web.Request) -> CoordinatorService:
-    return request.app[SERVICE]
+def ctx_of(request: web.Request) -> ApiContext:
+    return request.app[CONTEXT]
 
 
 def json_reply(data: Any, status: int = 200) -> web.Response:
@@ -39,7 +37,7 @@ def json_reply(data: Any, status: int = 200) -> web.Response:
 
 
 async def json_body(request: web.Request, model: type[Body]) -> Body:
-    """The request's JSON object as ``model`` (``http_bodies``): unknown keys, nulls and wrong
+    """The request's JSON object as ``model`` (``bodies``): unknown keys, nulls and wrong
     types are errors naming the field, never ignored."""
     return model.from_json(await _json_object(request))
 
@@ -73,10 +71,10 @@ def int_param(raw: str, name: str, *, lo: int, hi: int = INT64_MAX) -> int:
 
 
 def admin(request: web.Request) -> str:
-    return require_admin(request, svc_of(request).admin_token)
+    return require_admin(request, ctx_of(request).admin_token)
 
 
 __all__ = [
-    "AUDIT_PAGE_MAX", "INT64_MAX", "IP_LIMITER", "SERVICE", "Handler", "admin", "int_param",
-    "json_body", "json_reply", "svc_of",
+    "AUDIT_PAGE_MAX", "CONTEXT", "INT64_MAX", "IP_LIMITER", "Handler", "admin", "ctx_of",
+    "int_param", "json_body", "json_reply",
 ]  # fmt: skip

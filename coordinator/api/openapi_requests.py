@@ -1,6 +1,6 @@
 """The OpenAPI document's request schemas, generated from the pydantic models that validate them.
 
-TaskSpec, DpConfig and every JSON request body (``http_bodies``) come from
+TaskSpec, DpConfig and every JSON request body (``bodies``) come from
 ``models_json_schema``: JSON Schema 2020-12, which OpenAPI 3.1 takes as is. Rules that no
 schema keyword can state are in the TaskSpec description, each answered 400. Also the
 small schemas the hand-written rest of the document (``openapi``) shares.
@@ -19,8 +19,8 @@ from pydantic.json_schema import (
 )
 from pydantic_core import core_schema
 
-from fedrt.coordinator.http_bodies import REQUEST_BODIES, SHA256_PATTERN
-from fedrt.coordinator.http_tasks import ROUND_NO_MAX
+from fedrt.coordinator.api.bodies import REQUEST_BODIES, SHA256_PATTERN
+from fedrt.coordinator.api.routes_tasks import ROUND_NO_MAX
 from fedrt.coordinator.tasks.spec import TaskSpec
 
 Schema = dict[str, Any]
@@ -51,7 +51,7 @@ STR, NUM, INT, BOOL = (
 )
 SHA = {"type": "string", "pattern": SHA256_PATTERN}
 ROUND_NO = {"type": "integer", "minimum": 0, "maximum": ROUND_NO_MAX}
-# What dashboard.py serves under /static/ (any other name: 404).
+# What dashboard serves under /static/ (any other name: 404).
 DASHBOARD_ASSETS = {
     "type": "string",
     "enum": ["api.js", "charts.js", "dashboard.css", "dashboard.js", "figures.js", "versions.js"],

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
 from fedrt.coordinator.errors import ConfigError
-from fedrt.coordinator.validation import SettingInt, SettingPath, SettingsModel, SettingStr
+from fedrt.coordinator.validation import Port, SettingInt, SettingPath, SettingsModel, SettingStr
 
 # Bind addresses that mean "every interface": no device can reach a coordinator by them.
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "*", ""})  # noqa: S104 - recognised, not bound
 TLS_SELF_SIGNED = "self-signed"
-# A TCP port; 0 asks the OS for a free one.
-Port = Annotated[SettingInt, Field(ge=0, le=65535)]
 
 
 class HttpConfig(SettingsModel):
@@ -97,4 +94,4 @@ def _check_public_url(url: str) -> None:
         raise ConfigError(f"http.public_url has a bad port: {url!r}")
 
 
-__all__ = ["TLS_SELF_SIGNED", "WILDCARD_HOSTS", "HttpConfig", "Port"]
+__all__ = ["TLS_SELF_SIGNED", "WILDCARD_HOSTS", "HttpConfig"]

@@ -18,8 +18,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
+from fedrt.coordinator.api.settings import TLS_SELF_SIGNED, WILDCARD_HOSTS, HttpConfig
 from fedrt.coordinator.errors import ConfigError
-from fedrt.coordinator.http_config import TLS_SELF_SIGNED, WILDCARD_HOSTS, HttpConfig
 from fedrt.coordinator.security.tls import issue, load_or_create_ca, write_issued
 
 TLS_DIR = "tls"

@@ -1,4 +1,4 @@
-"""JSON views of stored records for the REST API (the shapes ``openapi.py`` documents)."""
+"""JSON views of stored records for the REST API (the shapes ``openapi_components`` documents)."""
 
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from fedrt.coordinator.api.tls import TLS_DIR
 from fedrt.coordinator.config import CoordinatorConfig, HttpConfig
-from fedrt.coordinator.http_tls import TLS_DIR
 from fedrt.coordinator.records import ModelRecord
 from fedrt.coordinator.security.tls import CA_CERT_FILE
 from fedrt.protocol.signed_payloads import enrollment_proof_payload

@@ -8,7 +8,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from fedrt.coordinator.openapi import openapi_document
+from fedrt.coordinator.api.openapi import openapi_document
 
 
 class NotDocumented(AssertionError):

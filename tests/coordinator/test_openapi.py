@@ -9,11 +9,11 @@ import pytest
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
+from fedrt.coordinator.api.app import build_app
+from fedrt.coordinator.api.dashboard import _FILES
+from fedrt.coordinator.api.openapi import openapi_document
 from fedrt.coordinator.config import CoordinatorConfig, Secret
-from fedrt.coordinator.dashboard import _FILES
 from fedrt.coordinator.errors import BadRequestError
-from fedrt.coordinator.http_api import build_app
-from fedrt.coordinator.openapi import openapi_document
 from fedrt.coordinator.service import CoordinatorService
 from fedrt.coordinator.tasks import STRATEGIES, TaskSpec
 from fedrt.protocol.topics import _ID
@@ -22,7 +22,7 @@ from fedrt.protocol.topics import _ID
 def _routes(tmp_path: Path) -> set[tuple[str, str]]:
     service = CoordinatorService(CoordinatorConfig(data_dir=tmp_path, admin_token=Secret("t" * 20)))
     try:
-        app = build_app(service)
+        app = build_app(service.api_context())
         out = set()
         for route in app.router.routes():
             if route.method == "HEAD":

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from fedrt.coordinator.openapi import openapi_document
+from fedrt.coordinator.api.openapi import openapi_document
 from tests.coordinator.exported import tflite_bytes
 from tests.coordinator.harness import ServiceThread, make_config, upload_model
 

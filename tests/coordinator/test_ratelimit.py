@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from fedrt.coordinator.api.ratelimit import RateLimiter
 from fedrt.coordinator.errors import RateLimitedError
-from fedrt.coordinator.ratelimit import RateLimiter
 
 
 class Clock:

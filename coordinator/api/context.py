@@ -1,0 +1,55 @@
+"""What the HTTP handlers may use, built by the service (``CoordinatorService.api_context``).
+
+The handlers never see the service or its configuration, only this: the service (the
+roof) assembles it from both, so nothing in ``api`` imports anything above it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import Counter
+
+from fedrt.coordinator.api.ratelimit import RateLimiter
+from fedrt.coordinator.devices.enrollment import Enrollment
+from fedrt.coordinator.models.blobs import BlobStore
+from fedrt.coordinator.models.catalog import ModelCatalog
+from fedrt.coordinator.security.credentials import Secret
+from fedrt.coordinator.store.base import Store
+from fedrt.coordinator.tasks.manager import TaskManager
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiContext:
+    """The coordinator's parts and settings the REST API, metrics and dashboard serve."""
+
+    store: Store
+    blobs: BlobStore
+    catalog: ModelCatalog
+    tasks: TaskManager
+    enrollment: Enrollment
+    clock: Callable[[], float]
+    admin_token: Secret
+    # ``[metrics] token``: None leaves /metrics open (the admin token always works).
+    metrics_token: Secret | None
+    coordinator_public_key: bytes
+    # Per-device allowance, shared with the MQTT ingest (``[limits] device_*``).
+    device_limiter: RateLimiter
+    # Enrollments per client address (``[limits] enroll_*``).
+    enroll_rate_per_s: float
+    enroll_burst: int
+    max_upload_bytes: int
+    # Requests by route and status (``fedrt_http_requests_total``).
+    http_requests: Counter
+    # /metrics: (body, Content-Type) for a scraper's Accept header.
+    exposition: Callable[[str], tuple[bytes, str]]
+    mqtt_connected: Callable[[], bool]
+    # (host, port, tls) of the broker enrolled devices connect to.
+    mqtt_endpoint: Callable[[], tuple[str, int, bool]]
+    # The configuration as /v1/info shows it (secrets as ***).
+    config_view: Callable[[], dict[str, Any]]
+
+
+__all__ = ["ApiContext"]
