@@ -17,9 +17,8 @@ a short window while no round is open. A round that nobody checked in to leaves 
 waiting the same way, so an idle task does not open and abandon rounds while its devices
 are away.
 
-The driver's helpers: ``plan`` (TaskSpec -> round config), ``runs`` (its memory of a task,
-saved and loaded), ``versions`` (models in and out), ``journal`` (what it records) and
-``dp`` (a DP task's rounds). Every store transaction the driver runs is opened here.
+Helpers: ``plan``, ``runs``, ``versions``, ``journal``, ``dp``; every store transaction of
+the driver is opened here, in this module.
 """
 
 from __future__ import annotations

@@ -29,11 +29,11 @@ from fedrt.coordinator.rounds.roster import DeviceStatus, RoundDevice, RoundRost
 from fedrt.coordinator.rounds.states import (
     FINAL,
     INPUTS_FIXED,
-    SECAGG_NEXT,
     RoundState,
     check_move,
     expected_stage,
     first_stage,
+    secagg_after,
 )
 from fedrt.coordinator.selection.pace import PaceSteering
 from fedrt.coordinator.strategies.optimizers import OptimizerState, ServerOptimizer
@@ -325,8 +325,7 @@ class RoundMachine:
         if self.state is S.UNMASK:
             self._finish(now, out, answered)
             return
-        nxt = S.SHARE_KEYS if self.state is S.TRAINING else SECAGG_NEXT[self.state][1]
-        next_stage = SECAGG_NEXT[nxt][0]
+        nxt, next_stage = secagg_after(self.state)
         self._move(nxt, now, now + self.config.stage_timeout, out, why)
         for client, payload in sorted(requests.items()):
             dev = self._roster.by_client(client)

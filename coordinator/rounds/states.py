@@ -88,6 +88,12 @@ def check_move(current: RoundState, new: RoundState) -> None:
         raise IllegalTransition(f"round cannot go from {current.value} to {new.value}")
 
 
+def secagg_after(state: RoundState) -> tuple[RoundState, rm.Stage]:
+    """The SecAgg+ state that follows ``state`` (TRAINING or a SecAgg+ state) and its stage."""
+    nxt = S.SHARE_KEYS if state is S.TRAINING else SECAGG_NEXT[state][1]
+    return nxt, SECAGG_NEXT[nxt][0]
+
+
 def first_stage(kind: rm.RoundKind, *, secagg: bool) -> rm.Stage:
     """The stage a selected device answers first: its evaluation, SecAgg+ keys or update."""
     if kind is rm.RoundKind.EVALUATE:
@@ -105,5 +111,5 @@ def expected_stage(state: RoundState, kind: rm.RoundKind, *, secagg: bool) -> rm
 
 __all__ = [
     "FINAL", "INPUTS_FIXED", "SECAGG_NEXT", "TRANSITIONS", "RoundState", "check_move",
-    "expected_stage", "first_stage",
+    "expected_stage", "first_stage", "secagg_after",
 ]  # fmt: skip
