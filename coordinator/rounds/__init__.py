@@ -8,7 +8,7 @@ store, clock, socket or global random generator, and no import of ``store``, ``r
 feeds each running task's machine and carries out its commands against the store, the
 model catalog and the broker.
 
-May import: layers 0-4 (the sans-I/O half: no ``store``, ``records``, ``driver``,
+May import: every layer up to ``driver`` (the sans-I/O half: no ``store``, ``records``, ``driver``,
 ``models``, ``tasks``); never ``api``, ``broker`` or ``telemetry``. Modules import each
 other by path (``fedrt.coordinator.rounds.machine``).
 """

@@ -4,8 +4,8 @@ gauges read from the store at scrape time (``gauges``).
 
 Not floor-level: it implements the driver's ``RoundObserver`` port and reads the store, so it
 sits beside ``rounds``, ``api`` and ``broker`` and only the service (the roof) builds it.
-May import: layers 0-4; ``prometheus_client`` from outside. Coordinator modules import the
-modules by path; this facade is for callers outside the coordinator.
+May import: every layer up to ``driver``; ``prometheus_client`` from outside. Coordinator
+modules import the modules by path; this facade is for callers outside the coordinator.
 """
 
 from fedrt.coordinator.telemetry.gauges import StoreGauges
