@@ -26,12 +26,17 @@ from fedrt.coordinator.records import (
     TaskStatus,
 )
 from fedrt.coordinator.store import MemoryStore, SqliteStore, Store
+from fedrt.coordinator.store.postgres import PostgresStore
 from tests.coordinator.store_conformance import device, model, round_, sha, task
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "memory", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    s: Store = SqliteStore(tmp_path / "db.sqlite3") if request.param == "sqlite" else MemoryStore()
+    s: Store
+    if request.param == "postgres":
+        s = PostgresStore(request.getfixturevalue("postgres_url"))
+    else:
+        s = SqliteStore(tmp_path / "db.sqlite3") if request.param == "sqlite" else MemoryStore()
     yield s
     s.close()
 

@@ -1,0 +1,85 @@
+"""PostgresStore beyond the conformance suite: migrations, bad URLs, dead and lost servers."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from fedrt.coordinator.errors import StoreError
+from fedrt.coordinator.records import AuditEntry
+from fedrt.coordinator.store.postgres import SCHEMA_VERSION, PostgresStore
+from tests.coordinator.store_conformance import device, model, sha, task
+from tests.support.process import free_port
+
+
+def test_schema_is_migrated_once_and_data_survives_a_reopen(postgres_url: str) -> None:
+    store = PostgresStore(postgres_url)
+    store.add_model(model("m0"))
+    store.create_task(task("t1", sha("m0")))
+    store.close()
+    again = PostgresStore(postgres_url)
+    try:
+        assert [t.task_id for t in again.list_tasks()] == ["t1"]
+    finally:
+        again.close()
+    with psycopg.connect(postgres_url) as conn:
+        versions = [r[0] for r in conn.execute("SELECT version FROM schema_version")]
+    assert versions == list(range(1, SCHEMA_VERSION + 1))
+
+
+def test_a_newer_schema_is_refused(postgres_url: str) -> None:
+    PostgresStore(postgres_url).close()
+    with psycopg.connect(postgres_url) as conn:
+        conn.execute("INSERT INTO schema_version VALUES (%s)", (SCHEMA_VERSION + 1,))
+    with pytest.raises(StoreError, match="newer than this fedrt"):
+        PostgresStore(postgres_url)
+
+
+def test_the_audit_log_refuses_changes_in_the_database_too(postgres_url: str) -> None:
+    store = PostgresStore(postgres_url)
+    try:
+        store.append_audit(AuditEntry(at=1, actor="a", action="x", subject="s"))
+    finally:
+        store.close()
+    with psycopg.connect(postgres_url) as conn, pytest.raises(psycopg.Error, match="append-only"):
+        conn.execute("DELETE FROM audit")
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://u:hunter2@h/db", "must start with postgresql://"),
+        ("postgresql://u:hunter2@[::1/db", "does not parse"),
+        ("postgresql://u:hunter2@127.0.0.1:{port}/db", "cannot open the store at postgresql://"),
+    ],
+)
+def test_bad_or_dead_urls_are_store_errors_without_the_password(url: str, message: str) -> None:
+    with pytest.raises(StoreError, match=message) as info:
+        PostgresStore(url.format(port=free_port()))
+    assert "hunter2" not in str(info.value)
+
+
+def test_a_lost_connection_is_a_store_error_and_the_next_call_reconnects(
+    postgres_url: str,
+) -> None:
+    store = PostgresStore(postgres_url)
+    try:
+        store.add_device(device("d1"))
+
+        def write_while_the_server_drops_us() -> None:
+            with store.transaction():
+                store.add_device(device("d2"))
+                with psycopg.connect(postgres_url, autocommit=True) as admin:
+                    # Every backend of this database but the admin's own: the store's pool.
+                    admin.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                store.add_device(device("d3"))
+
+        with pytest.raises(StoreError, match=r"postgresql://127\.0\.0\.1"):
+            write_while_the_server_drops_us()
+        # The half-done transaction is gone; the pool replaced the dead connection.
+        assert [d.device_id for d in store.list_devices()] == ["d1"]
+    finally:
+        store.close()
