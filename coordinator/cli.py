@@ -42,6 +42,12 @@ def register(subparsers: Any) -> None:
         "--broker", metavar="URL", help="embedded (default), mqtt://HOST:PORT or mqtts://HOST:PORT"
     )
     serve.add_argument("--db", metavar="PATH", help="SQLite file (DATA_DIR/coordinator.sqlite3)")
+    serve.add_argument(
+        "--store",
+        metavar="URL",
+        help="postgresql://USER@HOST:PORT/DB instead of SQLite (a password belongs in "
+        "FEDRT_STORE_URL, not on a command line others can read)",
+    )
     serve.add_argument("--data-dir", metavar="DIR", help="keys, artifacts, database (fedrt-data)")
     serve.add_argument(
         "--pace-min-delay",
@@ -75,6 +81,7 @@ def run_serve(args: argparse.Namespace) -> int:
             tls_ca=args.tls_ca,
             broker=args.broker,
             db=args.db,
+            store=args.store,
             data_dir=args.data_dir,
             pace_min_delay=args.pace_min_delay,
             pace_spread=args.pace_spread,

@@ -156,6 +156,27 @@ class MetricsConfig(SettingsModel):
         return _long_enough("metrics.token", token)
 
 
+# The store URL schemes PostgreSQL's own tools accept.
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+class StoreConfig(SettingsModel):
+    """Where the coordinator's state lives: SQLite (``url`` unset) or a ``postgresql://`` URL."""
+
+    where = "store"
+
+    # None: the SQLite file ``CoordinatorConfig.db_path``, the one-machine default. A URL
+    # may hold a password, so it is a Secret (``***`` in describe, logs and errors).
+    url: Secret | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: Secret | None) -> Secret | None:
+        if url is not None and urlsplit(url.reveal()).scheme not in POSTGRES_SCHEMES:
+            raise ConfigError("store.url must be a postgresql:// URL (unset: SQLite)")
+        return url
+
+
 class CoordinatorConfig(SettingsModel):
     """Everything ``fedrt coordinator serve`` needs; validated on construction."""
 
@@ -172,11 +193,18 @@ class CoordinatorConfig(SettingsModel):
     # Reconnect windows for devices the coordinator cannot use now (``selection.pace``).
     pace: PaceConfig = Field(default_factory=PaceConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
 
     @field_validator("admin_token")
     @classmethod
     def _admin_token(cls, token: Secret | None) -> Secret | None:
         return _long_enough("admin_token", token)
+
+    @model_validator(mode="after")
+    def _one_store(self) -> CoordinatorConfig:
+        if self.db is not None and self.store.url is not None:
+            raise ConfigError("db (a SQLite file) and store.url (PostgreSQL) exclude each other")
+        return self
 
     @property
     def db_path(self) -> Path:
@@ -292,6 +320,7 @@ def cli_layer(
     tls_ca: str | None = None,
     broker: str | None = None,
     db: str | None = None,
+    store: str | None = None,
     data_dir: str | None = None,
     pace_min_delay: float | None = None,
     pace_spread: float | None = None,
@@ -329,6 +358,8 @@ def cli_layer(
         out["broker"] = {"url": broker}
     if db is not None:
         out["db"] = db
+    if store is not None:
+        out["store"] = {"url": store}
     if data_dir is not None:
         out["data_dir"] = data_dir
     return out
@@ -371,6 +402,7 @@ def describe(config: CoordinatorConfig) -> dict[str, Any]:
 
 
 __all__ = [
+    "POSTGRES_SCHEMES",
     "TLS_SELF_SIGNED",
     "WILDCARD_HOSTS",
     "BrokerConfig",
@@ -380,6 +412,7 @@ __all__ = [
     "MetricsConfig",
     "PaceConfig",
     "Secret",
+    "StoreConfig",
     "cli_layer",
     "describe",
     "load_config",

@@ -33,6 +33,7 @@ from fedrt.coordinator.models.catalog import ModelCatalog
 from fedrt.coordinator.records import TaskRecord
 from fedrt.coordinator.security.credentials import hash_password, verify_password
 from fedrt.coordinator.security.signing import ModelSigner
+from fedrt.coordinator.store.base import Store
 from fedrt.coordinator.store.sqlite import SqliteStore
 from fedrt.coordinator.tasks.manager import TaskManager
 from fedrt.coordinator.telemetry.registry import Telemetry
@@ -73,7 +74,7 @@ class CoordinatorService:
         self.admin_token = load_admin_token(config)
         # Before anything listens: a bad certificate or key stops the start here.
         self.https = https_setup(config.http, data)
-        self.store = SqliteStore(config.db_path)
+        self.store = open_store(config)
         self.signer = ModelSigner.load_or_create(data)
         self.blobs = BlobStore(data / "artifacts")
         self.catalog = ModelCatalog(self.store, self.blobs, self.signer, clock=clock)
@@ -340,6 +341,18 @@ class CoordinatorService:
             self.driver.on_task_change(task)
 
 
+def open_store(config: CoordinatorConfig) -> Store:
+    """The configured store: PostgreSQL when ``store.url`` is set, else the SQLite file."""
+    if config.store.url is None:
+        return SqliteStore(config.db_path)
+    # Imported here: psycopg is an optional extra that a SQLite coordinator never needs.
+    from fedrt.coordinator.store.postgres import PostgresStore
+
+    store = PostgresStore(config.store.url.reveal())
+    log.info("store: %s", store.where)  # the URL without user or password
+    return store
+
+
 def load_admin_token(config: CoordinatorConfig) -> Secret:
     """The configured admin token, else the one in ``data_dir/admin-token`` (made once, 0600)."""
     if config.admin_token is not None:
@@ -359,4 +372,7 @@ def load_admin_token(config: CoordinatorConfig) -> Secret:
     return Secret(token)
 
 
-__all__ = ["ADMIN_TOKEN_FILE", "COORDINATOR_USERNAME", "CoordinatorService", "load_admin_token"]
+__all__ = [
+    "ADMIN_TOKEN_FILE", "COORDINATOR_USERNAME", "CoordinatorService", "load_admin_token",
+    "open_store",
+]  # fmt: skip

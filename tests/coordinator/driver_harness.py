@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from fedrt.coordinator.config import LimitsConfig
+from fedrt.coordinator.config import LimitsConfig, StoreConfig
 from fedrt.coordinator.errors import CoordinatorError
 from fedrt.coordinator.records import RoundStatus, TaskStatus
 from fedrt.coordinator.rounds.driver import FederatedDriver
@@ -58,10 +58,10 @@ def weights_of(svc: CoordinatorService, sha256: str) -> npt.NDArray[np.float32]:
 class Coordinator:
     """One coordinator process: the service's parts and the served driver, not started."""
 
-    def __init__(self, data_dir: Path, fleet: Fleet) -> None:
+    def __init__(self, data_dir: Path, fleet: Fleet, store: StoreConfig | None = None) -> None:
         # Many messages per device within a real-time second: the rate limit is not tested.
         limits = LimitsConfig(device_rate_per_s=1e6, device_burst=1_000_000)
-        config = make_config(data_dir, limits=limits, pace=PACE)
+        config = make_config(data_dir, limits=limits, pace=PACE, store=store or StoreConfig())
         self.service = CoordinatorService(config, clock=lambda: fleet.now)
         ctx = dataclasses.replace(self.service.driver_context(), publish=fleet.publish)
         self.driver = FederatedDriver(ctx, rng=fleet.rng, retry_delay_s=1.0)
@@ -92,8 +92,9 @@ class Fleet:
         self.coordinator: Coordinator | None = None
 
     # --- setting up -----------------------------------------------------------------------
-    def open(self, data_dir: Path) -> Coordinator:
-        self.coordinator = Coordinator(data_dir, self)
+    def open(self, data_dir: Path, store: StoreConfig | None = None) -> Coordinator:
+        """A coordinator on ``data_dir``, its rows in ``store`` (None: SQLite there)."""
+        self.coordinator = Coordinator(data_dir, self, store)
         return self.coordinator
 
     def create_task(self, **spec: object) -> str:
