@@ -1,10 +1,10 @@
-"""The coordinator's repository interface; SQLite and in-memory implementations share it.
+"""The coordinator's repository interface; SQLite, PostgreSQL and in-memory stores share it.
 
 Every method is atomic on its own; ``transaction()`` groups several calls so that they all
 happen or none does (nested blocks join the outer one). Calls that would break an invariant
 (duplicate id, unknown id, illegal status move, reused enrollment token) raise a typed
 ``CoordinatorError`` and change nothing. The audit log is append-only: there is no method
-to change or remove an entry, and the SQLite schema refuses it too.
+to change or remove an entry, and the SQLite and PostgreSQL schemas refuse it too.
 """
 
 from __future__ import annotations

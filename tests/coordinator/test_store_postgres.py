@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import psycopg
 import pytest
 
@@ -83,3 +86,21 @@ def test_a_lost_connection_is_a_store_error_and_the_next_call_reconnects(
         assert [d.device_id for d in store.list_devices()] == ["d1"]
     finally:
         store.close()
+
+
+def test_the_coordinator_imports_without_psycopg_and_says_what_is_missing() -> None:
+    # A fresh interpreter where importing psycopg fails, as on a SQLite-only install.
+    code = (
+        "import sys; sys.modules['psycopg'] = None; sys.modules['psycopg_pool'] = None\n"
+        "import fedrt.coordinator, fedrt.coordinator.service, fedrt.coordinator.store\n"
+        "from fedrt.coordinator.store import PostgresStore\n"
+        "from fedrt.coordinator.errors import StoreError\n"
+        "try:\n"
+        "    PostgresStore('postgresql://127.0.0.1/db')\n"
+        "except StoreError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert "fedrt[postgres]" in out.stdout
