@@ -7,8 +7,8 @@ stay on each instance's disk (``BlobStore``) for now; only the rows live in Post
 
 The SQL statements are SqliteStore's (both stores share one portable subset of SQL and the
 same column order); this class supplies the connections, the transactions, the schema
-migrations and the mapping of psycopg's errors to the coordinator's:
-``IntegrityError`` -> ``ConflictError``, any other database or pool failure (a lost
+migrations and the mapping of psycopg's errors to the coordinator's: ``IntegrityError`` and
+a lost serialization race -> ``ConflictError``, any other database or pool failure (a lost
 connection included) -> ``StoreError``. psycopg is imported only when a store is opened, so
 ``fedrt.coordinator`` imports without it.
 """
@@ -41,6 +41,19 @@ CONNECT_TIMEOUT_S = 10
 POOL_TIMEOUT_S = 30.0
 POOL_MAX_SIZE = 8
 URL_SCHEMES = ("postgresql://", "postgres://")
+
+
+# What a caller sees when another transaction changed the same rows first.
+RACED = "another coordinator changed the same rows at the same time; nothing was written"
+
+
+def _serializable(conn: psycopg.Connection[Any]) -> None:
+    """SQLite runs one transaction at a time; SERIALIZABLE keeps that promise here (the
+    store's read-check-write methods, such as using an enrollment token, stay atomic when
+    several connections race): the later of two conflicting transactions fails."""
+    from psycopg import IsolationLevel
+
+    conn.isolation_level = IsolationLevel.SERIALIZABLE
 
 
 class PostgresStore(SqliteStore):
@@ -79,6 +92,7 @@ class PostgresStore(SqliteStore):
             # A connection the server dropped is noticed and replaced before it is lent.
             check=ConnectionPool.check_connection,
             kwargs={"connect_timeout": CONNECT_TIMEOUT_S},
+            configure=_serializable,
             open=False,
         )
         try:
@@ -110,6 +124,8 @@ class PostgresStore(SqliteStore):
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
+        import psycopg
+
         if getattr(self._local, "conn", None) is not None:
             yield  # nested: joins the outer transaction of this thread
             return
@@ -128,6 +144,9 @@ class PostgresStore(SqliteStore):
             self._local.conn = None
             try:
                 conn.commit()
+            except psycopg.errors.SerializationFailure:
+                self._rollback(conn)
+                raise ConflictError(RACED) from None
             except Exception as exc:
                 self._rollback(conn)
                 raise StoreError(f"commit failed at {self.where}: {self._clean(exc)}") from None
@@ -158,6 +177,8 @@ class PostgresStore(SqliteStore):
             return cur.fetchall() if cur.description is not None else []
         except psycopg.errors.IntegrityError as exc:
             raise ConflictError(self._clean(exc)) from None
+        except psycopg.errors.SerializationFailure:
+            raise ConflictError(RACED) from None
         except psycopg.Error as exc:
             raise StoreError(f"{self.where}: {self._clean(exc)}") from None
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 
 import psycopg
 import pytest
 
-from fedrt.coordinator.errors import StoreError
-from fedrt.coordinator.records import AuditEntry
+from fedrt.coordinator.errors import ConflictError, StoreError
+from fedrt.coordinator.records import AuditEntry, EnrollmentTokenRecord
 from fedrt.coordinator.store.postgres import SCHEMA_VERSION, PostgresStore
 from tests.coordinator.store_conformance import device, model, sha, task
 from tests.support.process import free_port
@@ -104,3 +105,43 @@ def test_the_coordinator_imports_without_psycopg_and_says_what_is_missing() -> N
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert "fedrt[postgres]" in out.stdout
+
+
+def test_two_stores_racing_for_one_enrollment_token_use_it_once(postgres_url: str) -> None:
+    first, second = PostgresStore(postgres_url), PostgresStore(postgres_url)
+    token = EnrollmentTokenRecord(token_hash="h1", created_at=0, expires_at=10)
+    first.add_enrollment_token(token)
+    outcome: list[BaseException | EnrollmentTokenRecord] = []
+
+    def second_consumes() -> None:
+        try:
+            outcome.append(second.consume_enrollment_token("h1", device_id="d2", at=2.0))
+        except BaseException as exc:  # handed to the test thread
+            outcome.append(exc)
+
+    try:
+        with first.transaction():
+            first.consume_enrollment_token("h1", device_id="d1", at=1.0)
+            racer = threading.Thread(target=second_consumes)
+            racer.start()
+            # Commit only once the second store read the token as unused and waits on our lock.
+            with psycopg.connect(postgres_url, autocommit=True) as admin:
+                for _ in range(600):
+                    waiting = admin.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND datname = current_database()"
+                    ).fetchone()
+                    if waiting and waiting[0]:
+                        break
+                    racer.join(0.05)
+                else:
+                    raise AssertionError("the second store never waited for the first")
+        racer.join(60)
+        assert not racer.is_alive()
+        (result,) = outcome
+        assert isinstance(result, ConflictError)
+        assert "nothing was written" in str(result)
+        assert first.list_enrollment_tokens()[0].used_by == "d1"
+    finally:
+        first.close()
+        second.close()
