@@ -185,6 +185,9 @@ class CoordinatorConfig(SettingsModel):
     db: SettingPath | None = None
     # None: a random token is generated on first start into ``<data_dir>/admin-token`` (0600).
     admin_token: Secret | None = None
+    # After a rotation of the admin-token file the old token still works this long, so
+    # scripts and operators can switch over (10 minutes; 0 ends it at once).
+    admin_token_grace_s: SettingFloat = Field(600.0, ge=0, le=7 * 86400)
     # Half a second resolves per-stage deadlines (tens of seconds) finely at negligible cost.
     tick_interval_s: SettingFloat = Field(0.5, gt=0, le=60)
     http: HttpConfig = Field(default_factory=HttpConfig)

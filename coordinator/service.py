@@ -31,6 +31,7 @@ from fedrt.coordinator.errors import ConfigError, NotFoundError
 from fedrt.coordinator.models.blobs import BlobStore
 from fedrt.coordinator.models.catalog import ModelCatalog
 from fedrt.coordinator.records import TaskRecord
+from fedrt.coordinator.security.admin_token import AdminToken
 from fedrt.coordinator.security.credentials import hash_password, verify_password
 from fedrt.coordinator.security.signing import ModelSigner
 from fedrt.coordinator.store.base import Store
@@ -71,7 +72,13 @@ class CoordinatorService:
             data.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"cannot create data dir {data}: {exc.strerror}") from None
-        self.admin_token = load_admin_token(config)
+        # A token from the file follows the file (``rotate-admin-token``); a configured one
+        # changes only with the configuration, at a restart.
+        self.admin_token = AdminToken(
+            load_admin_token(config),
+            path=None if config.admin_token is not None else data / ADMIN_TOKEN_FILE,
+            grace_s=config.admin_token_grace_s,
+        )
         # Before anything listens: a bad certificate or key stops the start here.
         self.https = https_setup(config.http, data)
         self.store = open_store(config)

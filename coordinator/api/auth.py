@@ -9,6 +9,7 @@ import hmac
 from aiohttp import web
 
 from fedrt.coordinator.errors import AuthError, NotFoundError
+from fedrt.coordinator.security.admin_token import AdminToken
 from fedrt.coordinator.security.credentials import Secret, verify_password
 from fedrt.coordinator.store.base import Store
 
@@ -20,19 +21,23 @@ def _bearer(request: web.Request) -> bytes | None:
     return given.strip().encode() if scheme.lower() == "bearer" else None
 
 
-def _matches(given: bytes | None, token: Secret) -> bool:
+def _matches(given: bytes | None, token: Secret | AdminToken) -> bool:
+    if isinstance(token, AdminToken):
+        return token.accepts(given)
     # compare_digest on bytes: the time taken does not depend on where the tokens differ.
     return hmac.compare_digest(given or b"", token.reveal().encode()) and given is not None
 
 
-def require_admin(request: web.Request, token: Secret) -> str:
+def require_admin(request: web.Request, token: Secret | AdminToken) -> str:
     """``"admin"`` if the request carries ``Authorization: Bearer <admin token>``."""
     if not _matches(_bearer(request), token):
         raise AuthError("admin token required (Authorization: Bearer ...)")
     return ADMIN
 
 
-def require_metrics_reader(request: web.Request, token: Secret | None, admin: Secret) -> None:
+def require_metrics_reader(
+    request: web.Request, token: Secret | None, admin: Secret | AdminToken
+) -> None:
     """Open without a metrics ``token``; with one, that token or the admin token."""
     if token is None:
         return
@@ -42,7 +47,7 @@ def require_metrics_reader(request: web.Request, token: Secret | None, admin: Se
         raise AuthError("metrics token required (Authorization: Bearer ...)")
 
 
-def require_device_or_admin(request: web.Request, token: Secret, store: Store) -> str:
+def require_device_or_admin(request: web.Request, token: Secret | AdminToken, store: Store) -> str:
     """The device id (Basic auth with the MQTT username/password), or ``"admin"``."""
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")

@@ -16,6 +16,7 @@ from fedrt.coordinator.api.ratelimit import RateLimiter
 from fedrt.coordinator.devices.enrollment import Enrollment
 from fedrt.coordinator.models.blobs import BlobStore
 from fedrt.coordinator.models.catalog import ModelCatalog
+from fedrt.coordinator.security.admin_token import AdminToken
 from fedrt.coordinator.security.credentials import Secret
 from fedrt.coordinator.store.base import Store
 from fedrt.coordinator.tasks.manager import TaskManager
@@ -31,7 +32,8 @@ class ApiContext:
     tasks: TaskManager
     enrollment: Enrollment
     clock: Callable[[], float]
-    admin_token: Secret
+    # A file's token follows the file (rotation); a configured one is a plain Secret.
+    admin_token: Secret | AdminToken
     # ``[metrics] token``: None leaves /metrics open (the admin token always works).
     metrics_token: Secret | None
     coordinator_public_key: bytes
