@@ -1,4 +1,4 @@
-"""``fedrt coordinator serve``: run the coordinator until SIGTERM/SIGINT, then shut down cleanly."""
+"""``fedrt coordinator serve|backup|restore|rotate-admin-token``: run it, keep its state."""
 
 from __future__ import annotations
 
@@ -65,6 +65,101 @@ def register(subparsers: Any) -> None:
         help="check-ins per second at most from devices sent away (10)",
     )
     serve.set_defaults(run=run_serve)
+    _register_maintenance(sub)
+
+
+def _register_maintenance(sub: Any) -> None:
+    """``backup``, ``restore`` and ``rotate-admin-token``: they work beside a running serve."""
+
+    def paths(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--config", type=Path, help="coordinator.toml (or FEDRT_CONFIG)")
+        parser.add_argument("--data-dir", metavar="DIR", help="the coordinator's data dir")
+        parser.add_argument(
+            "--db", metavar="PATH", help="SQLite file (DATA_DIR/coordinator.sqlite3)"
+        )
+        parser.add_argument("--store", metavar="URL", help="postgresql://... (unset: SQLite)")
+
+    backup = sub.add_parser(
+        "backup",
+        help="copy the database, model files and keys into a new directory (service may run)",
+    )
+    backup.add_argument("dir", type=Path, metavar="DIR", help="a new or empty directory")
+    paths(backup)
+    backup.set_defaults(run=run_backup)
+    restore = sub.add_parser(
+        "restore", help="verify a backup and write it into a data dir (service stopped)"
+    )
+    restore.add_argument("dir", type=Path, metavar="DIR", help="made by `coordinator backup`")
+    paths(restore)
+    restore.add_argument("--force", action="store_true", help="overwrite a non-empty data dir")
+    restore.set_defaults(run=run_restore)
+    rotate = sub.add_parser(
+        "rotate-admin-token",
+        help="write a new DATA_DIR/admin-token; a running service takes it without a restart",
+    )
+    paths(rotate)
+    rotate.set_defaults(run=run_rotate_admin_token)
+
+
+def _paths_config(args: argparse.Namespace) -> Any:
+    from fedrt.coordinator.config import cli_layer, load_config
+
+    layer = cli_layer(db=args.db, data_dir=args.data_dir, store=args.store)
+    return load_config(args.config, cli=layer)
+
+
+def run_backup(args: argparse.Namespace) -> int:
+    from fedrt.coordinator.api.tls import TLS_DIR
+    from fedrt.coordinator.errors import ConfigError
+    from fedrt.coordinator.security.signing import KEY_FILE
+    from fedrt.coordinator.service import ADMIN_TOKEN_FILE
+    from fedrt.coordinator.store.backup import create_backup
+
+    config = _paths_config(args)
+    if config.store.url is not None:
+        raise ConfigError(
+            "the store is PostgreSQL (store.url): back it up with pg_dump, and copy the data "
+            "dir's keys, admin-token, tls/ and artifacts/ yourself"
+        )
+    # The state a coordinator cannot rebuild: keys, the operator token, the CA, model files.
+    entries = (KEY_FILE, ADMIN_TOKEN_FILE, TLS_DIR, "artifacts")
+    manifest = create_backup(config.db_path, config.data_dir, entries, args.dir)
+    print(f"backed up {len(manifest['files'])} files to {args.dir}")
+    return 0
+
+
+def run_restore(args: argparse.Namespace) -> int:
+    from fedrt.coordinator.store.backup import restore_backup
+
+    config = _paths_config(args)
+    manifest = restore_backup(args.dir, config.db_path, config.data_dir, force=args.force)
+    print(
+        f"restored {len(manifest['files'])} files into {config.data_dir} "
+        f"(backup of {manifest.get('created')}, fedrt {manifest.get('fedrt_version')})"
+    )
+    return 0
+
+
+def run_rotate_admin_token(args: argparse.Namespace) -> int:
+    from fedrt.coordinator.errors import ConfigError
+    from fedrt.coordinator.security.admin_token import write_admin_token
+    from fedrt.coordinator.service import ADMIN_TOKEN_FILE
+
+    config = _paths_config(args)
+    if config.admin_token is not None:
+        raise ConfigError(
+            "the admin token comes from the configuration (admin_token or FEDRT_ADMIN_TOKEN): "
+            "change it there and restart the coordinator"
+        )
+    path = config.data_dir / ADMIN_TOKEN_FILE
+    if not config.data_dir.is_dir():
+        raise ConfigError(f"no data dir at {config.data_dir}: pass --data-dir or --config")
+    write_admin_token(path)
+    print(
+        f"wrote a new admin token to {path}; a running coordinator accepts the old one "
+        f"for {config.admin_token_grace_s:g} s more"
+    )
+    return 0
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -117,4 +212,6 @@ async def serve(config: Any, *, stop: asyncio.Event | None = None) -> None:
         await service.stop()
 
 
-__all__ = ["register", "run_serve", "serve"]
+__all__ = [
+    "register", "run_backup", "run_restore", "run_rotate_admin_token", "run_serve", "serve",
+]  # fmt: skip

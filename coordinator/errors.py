@@ -3,6 +3,7 @@
     FedrtError
      └── CoordinatorError             anything the coordinator raises on purpose
           ├── ConfigError             a config value (TOML, env, flag) cannot be used (+UsageError)
+          │    └── BackupError        a backup directory that is not one, or a restore refused
           ├── AuthError               missing or wrong admin token / enrollment token
           ├── NotFoundError           a task, round, device or model that does not exist
           ├── ConflictError           a request that contradicts current state
@@ -30,6 +31,10 @@ class CoordinatorError(FedrtError):
 
 class ConfigError(CoordinatorError, UsageError):
     """A configuration value (file, environment or flag) that cannot be used."""
+
+
+class BackupError(ConfigError):
+    """A backup or restore refused: not a backup, altered files, a data dir in the way."""
 
 
 class AuthError(CoordinatorError):
@@ -107,6 +112,7 @@ def status_for(exc: CoordinatorError) -> int:
 __all__ = [
     "HTTP_STATUS",
     "AuthError",
+    "BackupError",
     "BadArtifactError",
     "BadRequestError",
     "BrokerError",
