@@ -16,7 +16,7 @@ from fedrt.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBPACKAGES = ("protocol", "sdk", "coordinator", "model_export", "ops")
-HEAVY = ("tensorflow", "keras", "aiohttp", "aiomqtt", "amqtt")
+HEAVY = ("tensorflow", "keras", "aiohttp", "amqtt")
 # The coordinator validates with pydantic; a device never loads it (nor needs it installed).
 COORDINATOR_ONLY = ("pydantic", "pydantic_core", "pydantic_settings")
 
@@ -170,7 +170,8 @@ def test_the_coordinator_extra_pulls_no_litert_or_tensorflow(wheel: Path) -> Non
         (meta,) = [n for n in whl.namelist() if n.endswith(".dist-info/METADATA")]
         metadata = whl.read(meta).decode()
     coordinator = _extra_closure(metadata, "coordinator")
-    assert {"aiohttp", "aiomqtt", "amqtt", "numpy"} <= coordinator
+    assert {"aiohttp", "paho-mqtt", "amqtt", "numpy"} <= coordinator
+    assert "aiomqtt" not in coordinator  # the link uses paho's public API alone
     assert not coordinator & {"ai-edge-litert", "tflite-runtime", "tensorflow"}, coordinator
     assert {"pydantic", "pydantic-settings"} <= coordinator
     device = _extra_closure(metadata, "device")

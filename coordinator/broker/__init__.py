@@ -1,6 +1,6 @@
-"""MQTT: the coordinator's connection (``link``), the embedded amqtt broker (``embedded``),
-a managed Mosquitto (``mosquitto``) and its password/ACL-file ``BrokerAuth``
-(``mosquitto_auth``).
+"""MQTT: the coordinator's connection (``link``, run by ``paho_asyncio``), the embedded amqtt
+broker (``embedded``), a managed Mosquitto (``mosquitto``) and its password/ACL-file
+``BrokerAuth`` (``mosquitto_auth``).
 
 May import: the floor, ``security`` (TLS files), ``devices`` (the ``BrokerAuth`` port) and
 ``fedrt.protocol``; never ``rounds`` or ``api`` (the service wires them together).

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-import aiomqtt
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
-from fedrt.coordinator.errors import BrokerError
+from fedrt.coordinator.broker.paho_asyncio import PahoConnection
+from fedrt.coordinator.errors import BrokerError, ConfigError
 from fedrt.protocol.topics import coordinator_presence
 
 log = logging.getLogger(__name__)
@@ -22,6 +28,17 @@ OnMessage = Callable[[str, bytes], Awaitable[None]]
 # Reconnect quickly after a blip, but never hammer a broker that is down.
 _BACKOFF_START_S = 0.25
 _BACKOFF_MAX_S = 10.0
+# Connecting (TCP, TLS, CONNACK), SUBACK and the presence PUBACK each get this long.
+_ANSWER_TIMEOUT_S = 10.0
+# A stopping link waits this long for its presence PUBACK, then for its DISCONNECT to go out.
+_STOP_TIMEOUT_S = 2.0
+# MQTT 5's "never expires", what a 3.1.1 persistent session is: QoS 1 messages devices send
+# while the coordinator is down wait for it however long that is.
+_SESSION_NEVER_EXPIRES = 0xFFFFFFFF
+MQTT_V311, MQTT_V5 = 4, 5
+# The largest payload paho publishes (MQTT's remaining-length limit); a refusal in the sender
+# would stall the outbox, so enqueue refuses more.
+_MAX_PAYLOAD = 268_435_455
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,14 +69,26 @@ class LinkSettings:
     # Received, not yet handled messages held at most (see ``MqttLink``): enough to keep the
     # handler busy between socket reads; 32 x a 100 KB update is ~3 MB.
     max_pending: int = 32
+    # MQTT 3.1.1 (4), which every broker fedrt runs speaks (amqtt only that), or MQTT 5 (5).
+    protocol: int = MQTT_V311
+
+    def __post_init__(self) -> None:
+        if self.protocol not in (MQTT_V311, MQTT_V5):
+            raise ConfigError(f"MQTT protocol must be 4 (3.1.1) or 5, not {self.protocol!r}")
+        if not 0 <= self.keepalive_s <= 65535:
+            raise ConfigError(f"keepalive_s must be 0..65535, not {self.keepalive_s}")
+        if self.max_outbox < 1 or self.max_pending < 1:
+            raise ConfigError("max_outbox and max_pending must be at least 1")
 
 
 class MqttLink:
-    """Keeps one aiomqtt client connected and feeds incoming messages to ``on_message``.
+    """Keeps one paho client connected and feeds incoming messages to ``on_message``.
 
-    The session is persistent (``clean_session=False``): QoS 1 messages devices publish while
-    the coordinator is away are queued by the broker and delivered after it reconnects.
-    Outgoing messages are queued in order and resent if the connection drops mid-publish.
+    The session is persistent (3.1.1: ``clean_session=False``; 5: no clean start and a
+    session that never expires): QoS 1 messages devices publish while the coordinator is
+    away are queued by the broker and delivered after it reconnects. Outgoing messages are
+    queued in order and leave the outbox only once the broker acknowledged them (QoS 0: once
+    written), so a connection dropped mid-publish sends them again on the next one.
 
     Incoming QoS 1 messages are acknowledged only after ``on_message`` has handled them, so
     a message received but never handled (a crash, a restart) is sent again by the broker
@@ -79,7 +108,10 @@ class MqttLink:
         self._wake = asyncio.Event()
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._client: aiomqtt.Client | None = None
+        self._conn: PahoConnection | None = None
+        # Futures of the outbox's first messages, sent on the current connection, in order.
+        self._sent: deque[asyncio.Future[ReasonCode]] = deque()
+        self._backoff = _BACKOFF_START_S
         self.connects = 0
         self.failures = 0
         self.handled = 0
@@ -91,10 +123,16 @@ class MqttLink:
     @property
     def pending(self) -> int:
         """Messages received from the broker and waiting to be handled."""
-        client = self._client
-        return len(client.messages) if client is not None else 0
+        conn = self._conn
+        return len(conn.inbox) if conn is not None else 0
 
     def enqueue(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        if not topic or "+" in topic or "#" in topic or len(topic.encode()) > 65535:
+            raise BrokerError(f"cannot publish on {topic!r}: not an MQTT topic name")
+        if qos not in (0, 1, 2):
+            raise BrokerError(f"QoS must be 0, 1 or 2, not {qos!r}")
+        if len(payload) > _MAX_PAYLOAD:
+            raise BrokerError(f"a {len(payload)}-byte payload is over MQTT's {_MAX_PAYLOAD}")
         if len(self._outbox) >= self.settings.max_outbox:
             raise BrokerError(f"MQTT outbox full ({self.settings.max_outbox} messages)")
         self._outbox.append(Outgoing(topic=topic, payload=payload, qos=qos, retain=retain))
@@ -120,18 +158,13 @@ class MqttLink:
             raise BrokerError(f"cannot connect to MQTT broker {s.host}:{s.port}") from None
 
     async def stop(self, *, offline: bool = True) -> None:
-        client = self._client
-        if offline and client is not None and self.settings.status_topic is not None:
-            with contextlib.suppress(aiomqtt.MqttError, asyncio.TimeoutError):
-                await asyncio.wait_for(
-                    client.publish(
-                        self.settings.status_topic,
-                        coordinator_presence(None, online=False),
-                        qos=1,
-                        retain=True,
-                    ),
-                    2,
-                )
+        conn, s = self._conn, self.settings
+        if offline and conn is not None and self.connected and s.status_topic is not None:
+            conn.disarm()  # the PUBACK must not wait behind unhandled messages
+            presence = coordinator_presence(None, online=False)
+            with contextlib.suppress(BrokerError):
+                published = conn.publish(s.status_topic, presence, 1, True)
+                await conn.answer(published, _STOP_TIMEOUT_S, "PUBACK")
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -141,60 +174,87 @@ class MqttLink:
 
     async def _run(self) -> None:
         s = self.settings
-        will = None
-        if s.status_topic is not None:
-            offline = coordinator_presence(None, online=False)
-            will = aiomqtt.Will(s.status_topic, offline, qos=1, retain=True)
-        backoff = _BACKOFF_START_S
         while True:
+            conn = PahoConnection(self._client(), max_pending=s.max_pending)
+            self._conn = conn
             try:
-                async with aiomqtt.Client(
-                    s.host,
-                    s.port,
-                    identifier=s.identifier,
-                    username=s.username,
-                    password=s.password,
-                    tls_context=s.tls,
-                    will=will,
-                    clean_session=False,
-                    keepalive=s.keepalive_s,
-                ) as client:
-                    # aiomqtt has no manual-ack option; its paho client has (paho >= 2.0).
-                    paho = client._client
-                    paho.manual_ack_set(True)
-                    gate = _ReadGate(client, paho, s.max_pending)
-                    self._client = client
-                    for topic in s.subscriptions:
-                        await client.subscribe(topic, qos=1)
-                    if s.status_topic is not None:
-                        online = coordinator_presence(s.incarnation)
-                        await client.publish(s.status_topic, online, qos=1, retain=True)
-                    self.connects += 1
-                    self._connected.set()
-                    backoff = _BACKOFF_START_S
-                    log.info("MQTT connected to %s:%d", s.host, s.port)
-                    sender = asyncio.create_task(self._send(client))
-                    gate.armed = True
-                    try:
-                        async for message in client.messages:
-                            payload = message.payload
-                            if isinstance(payload, bytes | bytearray):
-                                await self._deliver(str(message.topic), bytes(payload))
-                            # Handled (or refused for good): the broker may forget it now.
-                            paho.ack(message.mid, message.qos)
-                            self.handled += 1
-                            gate.handled_one()
-                    finally:
-                        sender.cancel()
-                        with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                            await sender
-            except aiomqtt.MqttError as exc:
+                await self._session(conn)
+            except BrokerError as exc:
                 log.warning("MQTT connection to %s:%d lost: %s", s.host, s.port, exc)
             finally:
-                self._client = None
                 self._connected.clear()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                self._conn = None
+                await conn.close(_STOP_TIMEOUT_S)
+            await asyncio.sleep(self._backoff)
+            self._backoff = min(self._backoff * 2, _BACKOFF_MAX_S)
+
+    def _client(self) -> mqtt.Client:
+        s = self.settings
+        v5 = s.protocol == MQTT_V5
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=s.identifier,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else False,  # MQTT 5 says it at connect (clean_start)
+            # The link reconnects with its own back-off; paho's retry would block the loop.
+            reconnect_on_failure=False,
+            manual_ack=True,
+        )
+        if s.username is not None:
+            client.username_pw_set(s.username, s.password)
+        if s.tls is not None:
+            client.tls_set_context(s.tls)
+        if s.status_topic is not None:
+            offline = coordinator_presence(None, online=False)
+            client.will_set(s.status_topic, offline, qos=1, retain=True)
+        return client
+
+    def _connect_options(self) -> dict[str, Any]:
+        s = self.settings
+        if s.protocol != MQTT_V5:
+            return {"keepalive": s.keepalive_s}
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = _SESSION_NEVER_EXPIRES
+        return {"keepalive": s.keepalive_s, "clean_start": False, "properties": props}
+
+    async def _session(self, conn: PahoConnection) -> None:
+        """One connection, from connect until it is lost (a BrokerError says why)."""
+        s = self.settings
+        await conn.open(s.host, s.port, _ANSWER_TIMEOUT_S, **self._connect_options())
+        granted = await conn.subscribe(list(s.subscriptions), 1, _ANSWER_TIMEOUT_S)
+        for topic_filter, reason in zip(s.subscriptions, granted, strict=False):
+            if reason.is_failure:
+                raise BrokerError(f"the broker refused the subscription {topic_filter}: {reason}")
+        if s.status_topic is not None:
+            online = conn.publish(s.status_topic, coordinator_presence(s.incarnation), 1, True)
+            await conn.answer(online, _ANSWER_TIMEOUT_S, "presence PUBACK")
+        self.connects += 1
+        self._connected.set()
+        self._backoff = _BACKOFF_START_S
+        log.info("MQTT connected to %s:%d", s.host, s.port)
+        sender = asyncio.create_task(self._send(conn), name="fedrt-mqtt-send")
+        conn.armed = True
+        try:
+            await self._receive(conn)
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+        raise BrokerError(conn.why)
+
+    async def _receive(self, conn: PahoConnection) -> None:
+        """Hand each message to ``on_message``, then acknowledge it; returns once lost."""
+        while not conn.lost.is_set():
+            if not conn.inbox:
+                conn.arrived.clear()
+                await conn.arrived.wait()
+                continue
+            message = conn.inbox.popleft()
+            await self._deliver(message.topic, message.payload)
+            # Handled (or refused for good): the broker may forget it now.
+            conn.ack(message)
+            self.handled += 1
+            conn.handled()
 
     async def _deliver(self, topic: str, payload: bytes) -> None:
         try:
@@ -205,66 +265,32 @@ class MqttLink:
             self.failures += 1
             log.exception("handling a message on %s failed", topic)
 
-    async def _send(self, client: aiomqtt.Client) -> None:
+    async def _send(self, conn: PahoConnection) -> None:
+        """Publish the outbox in order, ``conn.window`` messages in flight at most."""
+        sent: deque[asyncio.Future[ReasonCode]] = deque()
+        self._sent = sent
         while True:
-            while self._outbox:
-                item = self._outbox[0]
-                # Removed only once the client accepted it, so a drop mid-publish resends it.
-                await client.publish(item.topic, item.payload, qos=item.qos, retain=item.retain)
-                self._outbox.popleft()
+            while len(sent) < min(len(self._outbox), conn.window):
+                item = self._outbox[len(sent)]
+                future = conn.publish(item.topic, item.payload, item.qos, item.retain)
+                sent.append(future)
+                future.add_done_callback(functools.partial(self._confirmed, sent))
             self._wake.clear()
             await self._wake.wait()
 
-
-class _ReadGate:
-    """Reads an aiomqtt client's socket only while fewer than ``limit`` messages wait.
-
-    It takes over aiomqtt's reader for the connection (same reads, TLS-buffered bytes
-    included) and removes it at the limit; ``handled_one`` puts it back at half the limit.
-    Only once ``armed``: until the link consumes messages, the replies it awaits (SUBACK,
-    PUBACK) must not wait behind the messages queued for it.
-    """
-
-    def __init__(self, client: aiomqtt.Client, paho: mqtt.Client, limit: int) -> None:
-        sock = paho.socket()
-        if sock is None:
-            raise BrokerError("the MQTT connection has no socket")
-        self._loop = asyncio.get_running_loop()
-        self._client, self._paho, self._limit = client, paho, max(2, limit)
-        self._sock, self._fd = sock, sock.fileno()
-        self.paused = False
-        self.armed = False
-        self._loop.remove_reader(self._fd)
-        self._loop.add_reader(self._fd, self._read)
-
-    def _read(self) -> None:
-        try:
-            while True:
-                self._paho.loop_read()
-                if self.armed and len(self._client.messages) >= self._limit:
-                    self._loop.remove_reader(self._fd)
-                    self.paused = True
-                    return
-                if not self._tls_pending():
-                    return
-        except Exception as exc:
-            # What aiomqtt's reader does on a broken socket, by paho's means: end the
-            # connection, so that the link reconnects.
-            log.warning("reading from the MQTT broker failed: %r", exc)
-            self._loop.remove_reader(self._fd)
-            self._paho.disconnect()
-
-    def _tls_pending(self) -> bool:
-        # Bytes TLS has already decrypted raise no readiness event: read them now.
-        pending = getattr(self._sock, "pending", None)
-        return bool(pending is not None and pending() > 0)
-
-    def handled_one(self) -> None:
-        if self.paused and len(self._client.messages) <= self._limit // 2:
-            self.paused = False
-            self._loop.add_reader(self._fd, self._read)
-            if self._tls_pending():
-                self._read()
+    def _confirmed(
+        self, sent: deque[asyncio.Future[ReasonCode]], _: asyncio.Future[ReasonCode]
+    ) -> None:
+        # QoS 0 messages complete when written, possibly before an earlier QoS 1 PUBACK:
+        # the outbox loses its head only once every message up to it is done.
+        if sent is not self._sent:
+            return  # a connection since replaced: its unconfirmed messages were resent
+        while sent and sent[0].done():
+            reason = sent.popleft().result()
+            item = self._outbox.popleft()
+            if reason.is_failure:
+                log.warning("the broker refused a message on %s: %s", item.topic, reason)
+        self._wake.set()
 
 
-__all__ = ["LinkSettings", "MqttLink", "Outgoing"]
+__all__ = ["MQTT_V5", "MQTT_V311", "LinkSettings", "MqttLink", "Outgoing"]

@@ -12,8 +12,9 @@ import pytest
 from fedrt.coordinator.broker.embedded import EmbeddedBroker
 from fedrt.coordinator.broker.link import LinkSettings, MqttLink
 from fedrt.coordinator.broker.mosquitto import BrokerConfig, MosquittoBroker
-from fedrt.coordinator.errors import BrokerError
-from tests.support.mqtt import TestClient
+from fedrt.coordinator.errors import BrokerError, ConfigError
+from tests.support.cutting_proxy import CuttingProxy
+from tests.support.mqtt import Received, TestClient
 
 
 async def until(condition: Callable[[], bool], seconds: float, poll: float = 0.02) -> None:
@@ -273,3 +274,86 @@ def test_a_slow_coordinator_holds_at_most_max_pending_messages(tmp_path: Path) -
         broker.stop()
     assert sorted(got) == sorted(sent)
     assert 0 < most <= settings.max_pending
+
+
+@pytest.mark.parametrize("protocol", [4, 5])
+def test_a_cut_connection_shows_the_will_resends_and_keeps_the_session(
+    tmp_path: Path, protocol: int
+) -> None:
+    """Cut mid-publish: the broker publishes the will, the link reconnects with back-off, says
+    it is online again and resends what was cut; what devices send while it is stopped waits
+    in its persistent session (MQTT 5: a session that does not expire at disconnect)."""
+    broker = MosquittoBroker(BrokerConfig(directory=tmp_path / "m"))
+    broker.start()
+    proxy = CuttingProxy(broker.host, broker.port)
+    watcher = TestClient(broker.host, broker.port, client_id="watcher")
+    device = TestClient(broker.host, broker.port, client_id="device")
+    got: list[bytes] = []
+    seen: list[Received] = []
+    settings = LinkSettings(
+        host=proxy.host,
+        port=proxy.port,
+        identifier="coord",
+        subscriptions=("in/#",),
+        status_topic="st",
+        incarnation="0123abcd",
+        protocol=protocol,
+    )
+
+    async def handle(topic: str, payload: bytes) -> None:
+        got.append(payload)
+
+    def watch_until(payload: bytes) -> None:
+        for _ in range(10):  # bounded: a few presence messages, then the payload
+            seen.append(watcher.expect())
+            if seen[-1].payload == payload:
+                return
+
+    async def scenario() -> None:
+        link = MqttLink(settings, handle)
+        await link.start()
+        await asyncio.to_thread(watch_until, b"online 0123abcd")
+        proxy.cut_upstream_after(5)  # the PUBLISH never reaches the broker whole
+        link.enqueue("out/1", b"across the cut")
+        await until(lambda: link.connects >= 2, 15, poll=0.05)
+        assert link.connects == 2
+        assert await link.flush(5)
+        await asyncio.to_thread(watch_until, b"across the cut")
+        await link.stop()
+        await asyncio.to_thread(device.publish, "in/x", b"while stopped")
+        again = MqttLink(settings, handle)
+        await again.start()
+        await until(lambda: bool(got), 10)
+        await again.stop()
+
+    try:
+        for client in (watcher, device):
+            client.connect()
+        watcher.subscribe("st")
+        watcher.subscribe("out/#")
+        asyncio.run(scenario())
+    finally:
+        for client in (watcher, device):
+            client.close()
+        proxy.close()
+        broker.stop()
+    payloads = [m.payload for m in seen]
+    assert proxy.cuts == 1
+    assert b"offline" in payloads  # the will
+    assert payloads.count(b"online 0123abcd") == 2  # after the first connect, then the second
+    assert b"online 0123abcd" in payloads[payloads.index(b"offline") :]  # back online
+    assert payloads.count(b"across the cut") == 1
+    assert got == [b"while stopped"]
+
+
+def test_link_settings_and_enqueue_refuse_bad_values() -> None:
+    with pytest.raises(ConfigError, match="protocol"):
+        LinkSettings(host="127.0.0.1", port=1883, protocol=3)
+    with pytest.raises(ConfigError, match="max_pending"):
+        LinkSettings(host="127.0.0.1", port=1883, max_pending=0)
+    link = MqttLink(LinkSettings(host="127.0.0.1", port=1), lambda t, p: asyncio.sleep(0))
+    for topic in ("", "a/+", "a/#"):
+        with pytest.raises(BrokerError, match="MQTT topic name"):
+            link.enqueue(topic, b"x")
+    with pytest.raises(BrokerError, match="QoS"):
+        link.enqueue("a", b"x", qos=3)

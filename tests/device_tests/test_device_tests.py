@@ -21,7 +21,7 @@ from tests.test_packaging import BLOCKER
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "device_tests" / "fixtures"
-HEAVY = ("tensorflow", "keras", "aiohttp", "aiomqtt", "amqtt", "pytest")
+HEAVY = ("tensorflow", "keras", "aiohttp", "amqtt", "pytest")
 LOCAL_CHECKS = {"training_known_answer", "protocol_vectors", "rotation", "bit_packing", "codec",
                 "device_state", "cnn_step_time"}  # fmt: skip
 

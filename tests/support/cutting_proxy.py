@@ -36,6 +36,9 @@ class CuttingProxy:
 
     def close(self) -> None:
         self._closed = True
+        # Closing alone does not wake the thread blocked in accept() (Linux); a shutdown does.
+        with contextlib.suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)
         self._server.close()
         with self._lock:
             pairs, self._pairs = self._pairs, []
