@@ -23,6 +23,7 @@ from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
 from amqtt.mqtt.connect import ConnectPacket
 from amqtt.mqtt.packet import CONNECT
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
+from paho.mqtt.client import topic_matches_sub
 
 from fedrt.coordinator.errors import BrokerError
 from fedrt.protocol.topics import PREFIX, coordinator_status, task_announcements_filter
@@ -40,17 +41,47 @@ _MAX_CONNECT_BYTES = 64 * 1024
 _MQTT_311 = 4  # amqtt's only protocol level; it refuses the others before touching sessions
 
 
-def topic_matches(topic_filter: str, topic: str) -> bool:
-    """MQTT filter matching (``+`` one level, ``#`` the rest); a filter matches itself too."""
-    if topic_filter == topic:
-        return True
-    f_parts, t_parts = topic_filter.split("/"), topic.split("/")
-    for i, part in enumerate(f_parts):
-        if part == "#":
-            return True
-        if i >= len(t_parts) or (part != "+" and part != t_parts[i]):
+def _valid_filter(topic_filter: str) -> bool:
+    """An MQTT topic filter: not empty, ``#`` only as the whole last level, ``+`` whole levels."""
+    levels = topic_filter.split("/")
+    return (
+        bool(topic_filter)
+        and all(level in ("+", "#") or ("+" not in level and "#" not in level) for level in levels)
+        and "#" not in levels[:-1]
+    )
+
+
+def filter_within(topic_filter: str, grant: str) -> bool:
+    """Whether every topic ``topic_filter`` matches is also matched by the filter ``grant``.
+
+    Level by level: a ``#`` in the grant covers the rest; a ``#`` in the filter needs one in
+    the grant at the same level or earlier (or a grant ending ``+/#`` where the filter's
+    ``#`` has no parent topic); a ``+`` needs ``+`` or ``#``; a literal level needs itself
+    or a wildcard, except that no wildcard matches a first level starting with ``$`` (MQTT
+    4.7.2). An invalid filter is within nothing.
+    """
+    if not (_valid_filter(topic_filter) and _valid_filter(grant)):
+        return False
+    f_levels, g_levels = topic_filter.split("/"), grant.split("/")
+    for i, level in enumerate(f_levels):
+        if i == len(g_levels):
             return False
-    return len(f_parts) == len(t_parts)
+        granted = g_levels[i]
+        if granted in ("+", "#") and i == 0 and level.startswith("$"):
+            return False
+        if granted == "#":
+            return True
+        if level == "#":
+            # "x/#" matches "x" too, which "x/+/#" does not; "#" and "/#" have no such parent
+            # (the empty topic is none), so "+/#" covers them from their "#" on.
+            return not "/".join(f_levels[:i]) and g_levels[i:] == ["+", "#"]
+        if level == "+" and granted != "+":
+            return False
+        if granted not in ("+", level):
+            return False
+    # The filter matches topics of exactly its own depth; "x/#" matches "x" too.
+    depth = len(f_levels)
+    return len(g_levels) == depth or (len(g_levels) == depth + 1 and g_levels[-1] == "#")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,18 +92,28 @@ class EmbeddedAuth:
     coordinator_username: str
 
     def allowed(self, username: str, topic: str, action: str) -> bool:
-        """``action`` is amqtt's ``publish``, ``subscribe`` (a filter) or ``receive``."""
+        """``action`` is amqtt's ``publish``, ``subscribe`` or ``receive``.
+
+        A subscription's filter must lie within a grant (a device asking for
+        ``fedrt/v1/tasks/#`` under ``fedrt/v1/tasks/+`` is refused: SUBACK failure).
+        """
+        if action == "subscribe":
+            return any(filter_within(topic, grant) for grant in self._reads(username))
+        if action == "receive":
+            return any(topic_matches_sub(grant, topic) for grant in self._reads(username))
+        if action == "publish" and "+" not in topic and "#" not in topic:
+            return any(topic_matches_sub(grant, topic) for grant in self._writes(username))
+        return False
+
+    def _reads(self, username: str) -> tuple[str, ...]:
         if username == self.coordinator_username:
-            return topic_matches(f"{PREFIX}/#", topic)
-        if action == "publish":
-            return topic_matches(f"{PREFIX}/dev/{username}/up/+", topic)
-        readable = (
-            coordinator_status(),
-            task_announcements_filter(),
-            f"{PREFIX}/dev/{username}/in",
-        )
-        # A subscription must be one of the grants or a narrower concrete topic within one.
-        return any(topic_matches(grant, topic) for grant in readable)
+            return (f"{PREFIX}/#",)
+        return (coordinator_status(), task_announcements_filter(), f"{PREFIX}/dev/{username}/in")
+
+    def _writes(self, username: str) -> tuple[str, ...]:
+        if username == self.coordinator_username:
+            return (f"{PREFIX}/#",)
+        return (f"{PREFIX}/dev/{username}/up/+",)
 
 
 class FedrtAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt ships no types
@@ -258,4 +299,4 @@ def _free_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
-__all__ = ["EmbeddedAuth", "EmbeddedBroker", "topic_matches"]
+__all__ = ["EmbeddedAuth", "EmbeddedBroker", "filter_within"]
