@@ -13,8 +13,6 @@ import json
 import secrets
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from fedrt.benchmarks.lan import Host, Lan
-from fedrt.benchmarks.processes import ManagedProcess
+from fedrt.benchmarks.processes import ManagedProcess, until
 from fedrt.coordinator.broker.mosquitto import BrokerConfig, mosquitto_binary, render_config
 from fedrt.coordinator.broker.mosquitto_auth import MosquittoFileAuth
 from fedrt.coordinator.security.credentials import hash_password
@@ -38,17 +36,6 @@ FEATURES, CLASSES = 12, 4
 HTTPS_PORT = 8443
 MQTTS_PORT = 8883
 MQTT_LOCAL_PORT = 1883
-
-
-def until(check: Callable[[], Any], timeout: float, what: str, every: float = 0.5) -> Any:
-    """Poll ``check`` until it returns something truthy; AssertionError after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 @dataclass

@@ -10,10 +10,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from fedrt.coordinator.broker.mosquitto import free_port, wait_for_port
 
-__all__ = ["ManagedProcess", "NotReady", "free_port", "http_ok", "wait_for_port"]
+__all__ = ["ManagedProcess", "NotReady", "free_port", "http_ok", "until", "wait_for_port"]
 
 
 class NotReady(RuntimeError):
@@ -98,3 +99,14 @@ class ManagedProcess:
         if not self.log_path.exists():
             return "(no log)"
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def until(check: Callable[[], Any], timeout: float, what: str, every: float = 0.5) -> Any:
+    """Poll ``check`` until it returns something truthy; AssertionError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from fedrt.sdk.scripted_state import ScriptedDeviceState, idle_plugged_in
 from fedrt.simulation import datasets
 from fedrt.simulation.runner import SimConfig, export_model
 from tests.conftest import SpawnFn
-from tests.support.process import ManagedProcess, free_port, http_ok
+from tests.support.process import ManagedProcess, free_port, http_ok, until
 
 TOKEN = "crash-admin-token-0123456789"
 # The SDK's default timers (a 300 s check-in timeout, a 12-18 minute back-off): devices of the
@@ -38,16 +37,6 @@ def _request(url: str, body: dict[str, Any] | None = None) -> Any:
     )
     with urllib.request.urlopen(req, timeout=10) as resp:
         return json.loads(resp.read())
-
-
-def _until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _rounds(base: str, task_id: str) -> list[dict[str, Any]]:
@@ -145,14 +134,14 @@ def test_kill_9_mid_round_keeps_history_abandons_the_round_and_commits_a_new_one
     def committed() -> list[dict[str, Any]]:
         return [r for r in _rounds(base, task_id) if r["status"] == "committed"]
 
-    before = _until(committed, 30, "a first committed round")
+    before = until(committed, 30, "a first committed round")
 
     def open_round() -> dict[str, Any] | None:
         rounds = _rounds(base, task_id)
         last = rounds[-1]
         return last if last["status"] == "running" and last["round_no"] > 1 else None
 
-    victim = _until(open_round, 20, "a round after the first to be open")
+    victim = until(open_round, 20, "a round after the first to be open")
     first.kill()
 
     second = serve("coordinator-2")
@@ -167,5 +156,5 @@ def test_kill_9_mid_round_keeps_history_abandons_the_round_and_commits_a_new_one
     def new_commit() -> list[dict[str, Any]]:
         return [r for r in committed() if r["round_no"] > victim["round_no"]]
 
-    _until(new_commit, 30, "a round committed after the restart")
+    until(new_commit, 30, "a round committed after the restart")
     assert second.stop() == 0

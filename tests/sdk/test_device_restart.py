@@ -12,8 +12,7 @@ import json
 import signal
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ from fedrt.simulation import datasets
 from fedrt.simulation.runner import SimConfig, export_model
 from fedrt.simulation.stack import LocalStack
 from tests.conftest import SpawnFn
-from tests.support.process import ManagedProcess
+from tests.support.process import ManagedProcess, until
 
 # In-process devices: short timers, so that nothing waits on a device-side timeout.
 TIMINGS = {"deadline_margin": 0.5, "grace": 30.0, "checkin_timeout": 20.0,
@@ -64,16 +63,6 @@ class _HoldMaskedInput(PahoTransport):
                 self.held.set()
                 self.release.wait(60)
         super().publish(topic, payload, **kwargs)
-
-
-def _until(check: Callable[[], Any], timeout: float, what: str, step: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _statuses(proc: ManagedProcess) -> list[dict[str, Any]]:
@@ -188,7 +177,7 @@ def test_a_device_killed_mid_round_abandons_it_on_restart_and_joins_a_later_roun
             sent = facts.get("answered") == "MASKED_INPUT" and facts.get("unacked") == []
             return facts if sent else None
 
-        facts = _until(in_round, 60, f"the victim at {kill_when}", step=0.01)
+        facts = until(in_round, 60, f"the victim at {kill_when}", every=0.01)
         first.kill()  # SIGKILL: nothing of the round survives but device-state.json
         assert first.proc is not None
         assert first.proc.returncode == -signal.SIGKILL
@@ -201,13 +190,13 @@ def test_a_device_killed_mid_round_abandons_it_on_restart_and_joins_a_later_roun
             return any(s["last_detail"].startswith("restarted while") and s["pending_uploads"] == 0
                        for s in _statuses(second))  # fmt: skip
 
-        _until(abandoned, 60, "the coordinator to acknowledge the victim's Abandon")
+        until(abandoned, 60, "the coordinator to acknowledge the victim's Abandon")
         release.set()  # the held masked input goes out: the round can finish without the victim
 
         def later_round_done() -> bool:
             return any(s["rounds_completed"] >= 1 for s in _statuses(second))
 
-        _until(later_round_done, 90, "the restarted victim to complete a later round", 0.2)
+        until(later_round_done, 90, "the restarted victim to complete a later round", 0.2)
         assert second.stop() == 0
 
     by_round = {s.round_no: s for s in summaries}
