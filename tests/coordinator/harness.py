@@ -220,7 +220,7 @@ def mqtt_connect_code(
         if codes and codes[0] == 0:
             client.disconnect()
     finally:
-        sock = client.socket()
-        if sock is not None:
-            sock.close()
+        # reinitialise() closes the socket and the wake-up socket pair loop() made; left to
+        # the garbage collector, paho's sockets may be finalized unclosed in a later test.
+        client.reinitialise()
     return codes[0] if codes else -1

@@ -107,6 +107,7 @@ class RawDevice:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+        self.client.reinitialise()  # closes paho's sockets now, not at a later gc
 
     def publish(self, channel: UpChannel, data: bytes) -> None:
         info = self.client.publish(device_up(self.device_id, channel), data, qos=1)

@@ -115,4 +115,5 @@ def test_a_subscription_wider_than_the_grants_gets_a_failing_suback() -> None:
         finally:
             client.disconnect()
             client.loop_stop()
+            client.reinitialise()  # closes paho's sockets now, not at a later gc
     assert [rc.is_failure for rc in answers] == [False, True, False, True]

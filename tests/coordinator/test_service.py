@@ -274,6 +274,7 @@ class V311Client:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+        self.client.reinitialise()  # closes paho's sockets now, not at a later gc
 
 
 def test_embedded_broker_enforces_enrolled_credentials_and_acl(tmp_path: Path) -> None:
