@@ -7,7 +7,8 @@
           ├── AuthError               missing or wrong admin token / enrollment token
           ├── NotFoundError           a task, round, device or model that does not exist
           ├── ConflictError           a request that contradicts current state
-          │    └── IllegalTransition  a task/stage/model status move that is not allowed
+          │    ├── IllegalTransition  a task/stage/model status move that is not allowed
+          │    └── LeaseLost          another instance took over this one's work
           ├── BadRequestError         malformed input on an endpoint or topic
           │    └── BadArtifactError   a model upload that is not a valid exported model
           ├── RateLimitedError        one device sent more than its allowance
@@ -54,6 +55,11 @@ class IllegalTransition(ConflictError):
 
 
 class BadRequestError(CoordinatorError):
+class LeaseLost(ConflictError):
+    """This instance no longer owns the work it was doing (its lease expired and another
+    instance took it over); whatever it was about to write was not written."""
+
+
     """Input that does not decode or validate."""
 
 
@@ -127,3 +133,4 @@ __all__ = [
     "StoreError",
     "status_for",
 ]
+    "LeaseLost",
