@@ -192,6 +192,20 @@ class AuditEntry:
     seq: int = 0
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeaseRecord:
+    """Who owns a piece of work (a task's rounds) until when.
+
+    ``epoch`` grows by one each time the lease changes hands: writes fenced with
+    (``owner``, ``epoch``) fail once another instance has taken the work over, even if the
+    old owner still believes it holds it (a process paused past its expiry)."""
+
+    name: str
+    owner: str
+    epoch: int
+    expires_at: float
+
+
 __all__ = [
     "MODEL_TRANSITIONS",
     "ROUND_MUTABLE",
@@ -200,6 +214,7 @@ __all__ = [
     "DeviceRecord",
     "EnrollmentTokenRecord",
     "JsonObject",
+    "LeaseRecord",
     "MetricRecord",
     "ModelRecord",
     "ModelStatus",

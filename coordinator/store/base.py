@@ -20,6 +20,7 @@ from fedrt.coordinator.records import (
     AuditEntry,
     DeviceRecord,
     EnrollmentTokenRecord,
+    LeaseRecord,
     MetricRecord,
     ModelRecord,
     ModelStatus,
@@ -155,6 +156,26 @@ class Store(ABC):
 
     @abstractmethod
     def list_audit(self, *, after_seq: int = 0, limit: int = 100) -> list[AuditEntry]: ...
+
+    # -- leases (which coordinator instance owns which work; ``store.leases``)
+    @abstractmethod
+    def claim_lease(self, name: str, owner: str, *, now: float, ttl: float) -> LeaseRecord | None:
+        """Take or extend the lease ``name`` for ``ttl`` seconds: granted when it is free,
+        expired, or already ``owner``'s (the epoch grows only when it changes hands);
+        None while another owner holds it."""
+
+    @abstractmethod
+    def renew_lease(self, lease: LeaseRecord, *, now: float, ttl: float) -> LeaseRecord:
+        """Extend a lease still held as (owner, epoch), else ``LeaseLost``. Inside a
+        transaction it fences the other writes: they commit only if the lease is still ours."""
+
+    @abstractmethod
+    def release_lease(self, lease: LeaseRecord) -> None:
+        """Let the lease go now (a no-op if it already changed hands)."""
+
+    @abstractmethod
+    def list_leases(self) -> list[LeaseRecord]:
+        """By name."""
 
 
 def check_model_record(model: ModelRecord) -> None:

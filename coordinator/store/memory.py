@@ -15,6 +15,7 @@ from fedrt.coordinator.records import (
     AuditEntry,
     DeviceRecord,
     EnrollmentTokenRecord,
+    LeaseRecord,
     MetricRecord,
     ModelRecord,
     ModelStatus,
@@ -26,6 +27,7 @@ from fedrt.coordinator.records import (
     check_task_transition,
 )
 from fedrt.coordinator.store.base import Store, check_model_record, check_round_changes
+from fedrt.coordinator.store.leases import check_ttl, claim_decision, lost
 
 _R = TypeVar("_R")
 
@@ -45,9 +47,11 @@ class MemoryStore(Store):
         self._metrics: list[MetricRecord] = []
         self._audit: list[AuditEntry] = []
         self._state: dict[tuple[str, str], dict[str, Any]] = {}
+        self._leases: dict[str, LeaseRecord] = {}
 
     _STATE = (
         "_tasks", "_rounds", "_stages", "_devices", "_tokens", "_models", "_metrics", "_state",
+        "_leases",
     )  # fmt: skip
 
     @contextmanager
@@ -266,6 +270,33 @@ class MemoryStore(Store):
 
     def list_audit(self, *, after_seq: int = 0, limit: int = 100) -> list[AuditEntry]:
         return [e for e in self._audit if e.seq > after_seq][: max(limit, 0)]
+
+    # -- leases
+    def claim_lease(self, name: str, owner: str, *, now: float, ttl: float) -> LeaseRecord | None:
+        check_ttl(ttl)
+        with self.transaction():
+            lease = claim_decision(self._leases.get(name), name, owner, now=now, ttl=ttl)
+            if lease is not None:
+                self._leases[name] = lease
+            return lease
+
+    def renew_lease(self, lease: LeaseRecord, *, now: float, ttl: float) -> LeaseRecord:
+        check_ttl(ttl)
+        with self.transaction():
+            held = self._leases.get(lease.name)
+            if held is None or (held.owner, held.epoch) != (lease.owner, lease.epoch):
+                raise lost(lease)
+            self._leases[lease.name] = new = dataclasses.replace(held, expires_at=now + ttl)
+            return new
+
+    def release_lease(self, lease: LeaseRecord) -> None:
+        with self.transaction():
+            held = self._leases.get(lease.name)
+            if held is not None and (held.owner, held.epoch) == (lease.owner, lease.epoch):
+                self._leases[lease.name] = dataclasses.replace(held, expires_at=0.0)
+
+    def list_leases(self) -> list[LeaseRecord]:
+        return [self._leases[k] for k in sorted(self._leases)]
 
 
 def _json_copy(value: dict[str, Any]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from fedrt.coordinator.records import (
     check_task_transition,
 )
 from fedrt.coordinator.store.base import Store, check_model_record, check_round_changes
+from fedrt.coordinator.store.leases import SqlLeases
 from fedrt.coordinator.store.sqlite_rows import (
     MIGRATIONS,
     ROUND_COLS,
@@ -42,7 +43,7 @@ from fedrt.coordinator.store.sqlite_rows import (
 )
 
 
-class SqliteStore(Store):
+class SqliteStore(SqlLeases, Store):
     """One connection in WAL mode; each outermost transaction is ``BEGIN IMMEDIATE``."""
 
     def __init__(self, path: Path | str) -> None:

@@ -17,13 +17,14 @@ from fedrt.coordinator.records import (
     TaskStatus,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Statements that bring a store of version N up to N + 1 (the schema below is the latest).
 MIGRATIONS: dict[int, str] = {
     1: "ALTER TABLE rounds ADD COLUMN epsilon REAL; "
     "ALTER TABLE rounds ADD COLUMN noise_stddev REAL;",
     # Versions made before 3 have no saved optimizer state (NULL): they start fresh.
     2: "ALTER TABLE models ADD COLUMN optimizer_state_sha256 TEXT;",
+    3: "",  # the leases table: SCHEMA creates it (IF NOT EXISTS)
 }
 
 SCHEMA = """
@@ -62,6 +63,9 @@ CREATE TABLE IF NOT EXISTS task_state (
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, actor TEXT NOT NULL,
     action TEXT NOT NULL, subject TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY, owner TEXT NOT NULL, epoch INTEGER NOT NULL,
+    expires_at REAL NOT NULL);
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
+
+import pytest
 
 from fedrt.coordinator.records import (
     DeviceRecord,
@@ -13,6 +16,17 @@ from fedrt.coordinator.records import (
     TaskRecord,
     TaskStatus,
 )
+from fedrt.coordinator.store import MemoryStore, SqliteStore, Store
+from fedrt.coordinator.store.postgres import PostgresStore
+
+STORE_KINDS = ["sqlite", "memory", "postgres"]
+
+
+def open_store(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    """A fresh store of ``kind`` (PostgreSQL: the session's own server, a fresh database)."""
+    if kind == "postgres":
+        return PostgresStore(request.getfixturevalue("postgres_url"))
+    return SqliteStore(tmp_path / "db.sqlite3") if kind == "sqlite" else MemoryStore()
 
 
 def sha(tag: str) -> str:

@@ -25,18 +25,21 @@ from fedrt.coordinator.records import (
     StageRecord,
     TaskStatus,
 )
-from fedrt.coordinator.store import MemoryStore, SqliteStore, Store
-from fedrt.coordinator.store.postgres import PostgresStore
-from tests.coordinator.store_conformance import device, model, round_, sha, task
+from fedrt.coordinator.store import Store
+from tests.coordinator.store_conformance import (
+    STORE_KINDS,
+    device,
+    model,
+    open_store,
+    round_,
+    sha,
+    task,
+)
 
 
-@pytest.fixture(params=["sqlite", "memory", "postgres"])
+@pytest.fixture(params=STORE_KINDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    s: Store
-    if request.param == "postgres":
-        s = PostgresStore(request.getfixturevalue("postgres_url"))
-    else:
-        s = SqliteStore(tmp_path / "db.sqlite3") if request.param == "sqlite" else MemoryStore()
+    s = open_store(request.param, request, tmp_path)
     yield s
     s.close()
 

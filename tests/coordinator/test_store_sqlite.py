@@ -117,21 +117,26 @@ def test_foreign_schema_is_refused(tmp_path: Path) -> None:
 
 _V3_COLUMNS = (",\n    optimizer_state_sha256 TEXT);", ");")
 _V2_COLUMNS = (" epsilon REAL, noise_stddev REAL,", "")
+_V4_LEASES = (SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS leases") :].split(";")[0] + ";", "")
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_older_stores_are_migrated_in_place(tmp_path: Path, version: int) -> None:
     path = tmp_path / f"v{version}.sqlite3"
-    old = SCHEMA.replace(*_V3_COLUMNS)
+    old = SCHEMA.replace(*_V4_LEASES)
+    if version < 3:
+        old = old.replace(*_V3_COLUMNS)
     if version == 1:
         old = old.replace(*_V2_COLUMNS)
     assert SCHEMA.count(_V3_COLUMNS[0]) == 1
-    assert old.count(_V2_COLUMNS[0]) == (version == 2)
+    assert old.count(_V2_COLUMNS[0]) == (version >= 2)
+    assert "leases" not in old
     raw = sqlite3.connect(path)
     raw.executescript(f"{old} PRAGMA user_version = {version};")
-    values = ", ".join(["?"] * 10)  # a version stored before the migration
-    raw.execute(f"INSERT INTO models VALUES ({values})",
-                (sha("m0"), None, None, None, "promoted", 1, "{}", b"s", 1.0, "{}"))  # fmt: skip
+    # A version stored before the migration (no optimizer state before version 3).
+    row = (sha("m0"), None, None, None, "promoted", 1, "{}", b"s", 1.0, "{}")
+    row += (None,) * (version >= 3)
+    raw.execute(f"INSERT INTO models VALUES ({', '.join(['?'] * len(row))})", row)
     raw.commit()
     raw.close()
     store = SqliteStore(path)
@@ -143,10 +148,11 @@ def test_older_stores_are_migrated_in_place(tmp_path: Path, version: int) -> Non
         child = dataclasses.replace(model("m1", parent=sha("m0")), optimizer_state_sha256=sha("s"))
         store.add_model(child)
         assert store.get_model(sha("m1")) == child
+        assert store.claim_lease("task:t1", "a", now=1.0, ttl=1.0) is not None
     finally:
         store.close()
     raw = sqlite3.connect(path)
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     raw.close()
 
 
