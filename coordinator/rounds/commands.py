@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from fedrt.coordinator.errors import ConfigError
 from fedrt.coordinator.privacy.device import DeviceDp
+from fedrt.coordinator.selection.sampling import DEFAULT_POOL_FACTOR, pool_target
 from fedrt.coordinator.strategies.aggregators import Aggregator, WeightedMean
 from fedrt.coordinator.strategies.optimizers import OptimizerState
 from fedrt.protocol import round_dp
@@ -54,6 +55,11 @@ class RoundConfig:
     # Bonawitz et al. 2019 report 6-10 % dropout and select 130 % of the goal.
     goal_count: int = 10
     over_selection: float = 1.3
+    # Check-in stays open to its deadline, or until pool_target devices wait (pool_factor
+    # cohorts, or every one of ``population`` eligible devices); then the cohort is
+    # sampled uniformly from that pool (selection.sampling).
+    pool_factor: float = DEFAULT_POOL_FACTOR
+    population: int | None = None
     # Fewest contributions the round accepts; below that it is abandoned.
     min_reports: int = 5
     # L2 clip of each device's delta, and quantization bits per coordinate.
@@ -99,6 +105,12 @@ class RoundConfig:
             raise ConfigError("round.clip_norm must be a positive number")
         if not 0.0 <= self.expected_dropout < 1.0:
             raise ConfigError("round.expected_dropout must lie in [0, 1)")
+        if not (math.isfinite(self.pool_factor) and 1.0 <= self.pool_factor <= 100.0):
+            raise ConfigError("round.pool_factor must lie in [1, 100]")
+        if self.population is not None and not (
+            isinstance(self.population, int) and self.population >= 0
+        ):
+            raise ConfigError("round.population must be None or an integer >= 0")
         for name in ("checkin_timeout", "training_timeout", "stage_timeout"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0 < value <= MAX_WINDOW):
@@ -110,6 +122,11 @@ class RoundConfig:
     def select_count(self) -> int:
         """How many check-ins close selection: the goal times the over-selection factor."""
         return select_count(self.goal_count, self.over_selection)
+    @property
+    def pool_target(self) -> int:
+        """Check-ins that close check-in before its deadline (``sampling.pool_target``)."""
+        return pool_target(self.select_count, self.pool_factor, self.population)
+
 
 
 def select_count(goal_count: int, over_selection: float) -> int:

@@ -61,7 +61,7 @@ from fedrt.coordinator.rounds.journal import (
     summary,
 )
 from fedrt.coordinator.rounds.machine import RoundMachine
-from fedrt.coordinator.rounds.plan import round_config, round_kind
+from fedrt.coordinator.rounds.plan import round_config, round_kind, with_pool
 from fedrt.coordinator.rounds.runs import (
     RESTART_ID_GAP,
     Run,
@@ -217,12 +217,14 @@ class FederatedDriver(RoundDriver):
             model_url_prefix=self.ctx.model_url_prefix,
             batch_size=model.manifest.batch_size,
         )
-        keys = {d.device_id: d.public_key for d in self.ctx.store.list_devices() if not d.revoked}
+        devices = [d for d in self.ctx.store.list_devices() if not d.revoked]
+        keys = {d.device_id: d.public_key for d in devices}
         run.keys = keys
+        config = with_pool(config, spec, devices)
         run.dp_round = None
         if run.privacy is not None and kind is rm.RoundKind.TRAIN:
             try:
-                config = with_dp(run, config, population=len(keys))
+                config = with_dp(run, config, population=config.pool_target)
             except PrivacyBudgetExceeded as exc:
                 run.round_no -= 1
                 self._stop_for_budget(run, exc, now)

@@ -35,6 +35,7 @@ from fedrt.coordinator.rounds.states import (
     first_stage,
     secagg_after,
 )
+from fedrt.coordinator.selection.sampling import sample_cohort
 from fedrt.coordinator.selection.pace import PaceSteering
 from fedrt.coordinator.strategies.optimizers import OptimizerState, ServerOptimizer
 from fedrt.protocol import round_messages as rm
@@ -210,7 +211,8 @@ class RoundMachine:
             out.append(self._out.reconnect(device_id, reason, now, not_before=self._remaining(now)))
             return out
         self._roster.add(device_id, msg.msg_id)
-        if len(self._roster) >= self.config.select_count:
+        # The cohort is sampled from whoever checks in by the deadline (selection.sampling).
+        if len(self._roster) >= self.config.pool_target:
             self._close_checkin(now, out)
         return out
 
@@ -282,8 +284,12 @@ class RoundMachine:
         if len(ids) < max(cfg.min_reports, 2 if self._uses_secagg else 1):
             self._abandon(f"{len(ids)} devices checked in, {cfg.min_reports} needed", now, out)
             return
-        # A random order, so a device's SecAgg+ index says nothing about when it checked in.
-        order = [ids[i] for i in self._rng.permutation(len(ids))]
+        # Uniform from the pool, in a random order (the SecAgg+ index); the rest come back.
+        order = sample_cohort(ids, cfg.select_count, self._rng)
+        for device_id in sorted(set(ids).difference(order)):  # sample_cohort's leftovers
+            self._roster.unselect(device_id)
+            full = rm.ReconnectReason.ROUND_FULL
+            out.append(self._out.reconnect(device_id, full, now, not_before=self._remaining(now)))
         self._roster.select(order)
         secagg_spec: list[rm.SecAggSpec | None] = [None] * len(order)
         if self._uses_secagg:

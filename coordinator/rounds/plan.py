@@ -6,8 +6,10 @@ Pure: a ``TaskSpec`` (and the model version a round starts from) in, a ``RoundCo
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import replace
 
-from fedrt.coordinator.records import ModelRecord
+from fedrt.coordinator.records import DeviceRecord, ModelRecord
 from fedrt.coordinator.rounds.commands import RoundConfig
 from fedrt.coordinator.strategies.aggregators import AGGREGATORS, Aggregator, TrimmedMean
 from fedrt.coordinator.strategies.optimizers import OPTIMIZERS, FedAvgM, ServerOptimizer
@@ -92,4 +94,14 @@ def round_config(
     )
 
 
-__all__ = ["aggregator_for", "optimizer_for", "round_config", "round_kind", "secagg_parameters"]
+def with_pool(config: RoundConfig, spec: TaskSpec, devices: Sequence[DeviceRecord]) -> RoundConfig:
+    """``config`` with the devices its cohort may be sampled from: the enrolled, unrevoked
+    ``devices`` (check-in closes early once all of them are in)."""
+    del spec  # the task's selection filters come here
+    return replace(config, population=len(devices))
+
+
+__all__ = [
+    "aggregator_for", "optimizer_for", "round_config", "round_kind", "secagg_parameters",
+    "with_pool",
+]  # fmt: skip

@@ -14,6 +14,7 @@ class DeviceStatus(enum.Enum):
     CHECKED_IN = "checked_in"
     ACTIVE = "active"  # selected and still expected to answer
     CUT = "cut"  # missed a deadline, or not needed once the goal was met
+    UNSELECTED = "unselected"  # checked in, not drawn for the cohort
     WITHDRAWN = "withdrawn"  # sent Abandon, or checked in again having lost its state
 
 
@@ -63,6 +64,11 @@ class RoundRoster:
             dev = self._devices[device_id]
             dev.client_id, dev.status = client, DeviceStatus.ACTIVE
             self._by_client[client] = dev
+
+    def unselect(self, device_id: str) -> None:
+        """A device of the pool the cohort did not take: out of the round, still counted as
+        checked in (the pool size is the DP sampling population)."""
+        self._devices[device_id].status = DeviceStatus.UNSELECTED
 
     def by_client(self, client: int) -> RoundDevice:
         return self._by_client[client]

@@ -54,6 +54,9 @@ def config(**overrides: object) -> rc.RoundConfig:
         model=MODEL,
         goal_count=6,
         over_selection=1.0,
+        # The pool is the cohort: these tests script who is selected; sampling from a larger
+        # pool is tested in test_round_selection.
+        pool_factor=1.0,
         min_reports=4,
         clip_norm=1.0,
         bits=16,

@@ -68,20 +68,32 @@ def test_transition_table_is_closed_and_final_states_are_sinks() -> None:
         assert RoundState.ABANDONED in TRANSITIONS[state]
 
 
-def test_start_announces_and_check_ins_close_selection_at_the_target() -> None:
-    m = machine(config(goal_count=4, over_selection=1.5, min_reports=3))
+def test_start_announces_and_check_ins_close_selection_at_the_pool_target() -> None:
+    # 6 selected (4 x 1.5) from a pool of 8: every eligible device (population) is in.
+    m = machine(
+        config(goal_count=4, over_selection=1.5, min_reports=3, pool_factor=4.0, population=8)
+    )
     out = m.start(0.0)
     (ann,) = [c for c in out if isinstance(c, rc.Announce)]
     assert ann.message.accepting
     assert m.state is RoundState.CHECK_IN
-    for i in range(5):
+    for i in range(7):
         out = m.receive(f"dev-{i:02d}", checkin(i), 1.0)
         assert m.state is RoundState.CHECK_IN
         assert sent(out, rm.Ack)[0][1].status is rm.AckStatus.ACCEPTED  # type: ignore[attr-defined]
-    out = m.receive("dev-05", checkin(5), 2.0)
+    out = m.receive("dev-07", checkin(7), 2.0)
     assert m.state is RoundState.TRAINING
     plans = sent(out, rm.Plan)
     assert len(plans) == 6
+    # The two the sample left out are told to come back after the round, not dropped.
+    left = sent(out, rm.ReconnectWindow)
+    assert len(left) == 2
+    assert not {d for d, _ in left} & {d for d, _ in plans}
+    for _, w in left:
+        assert w.reason is rm.ReconnectReason.ROUND_FULL  # type: ignore[attr-defined]
+        assert w.earliest >= 60.0  # type: ignore[attr-defined]
+    assert m.status().checked_in == 8
+    assert m.status().active == 6
     ids = sorted(p.secagg.client_id for _, p in plans)  # type: ignore[attr-defined]
     assert ids == list(range(6))
     plan = plans[0][1]
@@ -98,7 +110,7 @@ def test_start_announces_and_check_ins_close_selection_at_the_target() -> None:
     assert plan.report_within == 60.0
     assert not next(c for c in out if isinstance(c, rc.Announce)).message.accepting
     # A late check-in is acknowledged and sent away for later.
-    out = m.receive("dev-06", checkin(6), 3.0)
+    out = m.receive("dev-08", checkin(8), 3.0)
     (window,) = sent(out, rm.ReconnectWindow)
     assert window[1].reason is rm.ReconnectReason.ROUND_FULL  # type: ignore[attr-defined]
     assert window[1].earliest >= 60.0  # type: ignore[attr-defined]
