@@ -97,6 +97,7 @@ class SecAggServer:
         self._sealed_to: dict[int, list[int]] = {}
         self._masked: set[int] = set()
         self._sum: Vector | None = None
+        self._scratch: Vector | None = None  # one unpacked masked input at a time
         self._view: tuple[int, ...] = ()  # U3 as shown to every device in it
         self._signatures: dict[int, bytes] = {}
         self._revealed: dict[int, dict[int, bytes]] = {}
@@ -215,11 +216,15 @@ class SecAggServer:
                 f"masked input is {message.length} x {message.bits} bits, "
                 f"the round needs {self.config.length} x {self.config.bits}"
             )
-        values = unpack(message.payload, message.bits, message.length)
-        if self._sum is None:
-            self._sum = values
+        if self._sum is None or self._scratch is None:
+            self._sum = unpack(message.payload, message.bits, message.length)
+            self._scratch = np.empty_like(self._sum)
         else:
-            np.add(self._sum, values, out=self._sum)
+            np.add(
+                self._sum,
+                unpack(message.payload, message.bits, message.length, out=self._scratch),
+                out=self._sum,
+            )
         self._masked.add(message.sender)
 
     def _on_consistency(self, message: ConsistencyCheck) -> None:

@@ -64,3 +64,26 @@ def test_unpack_rejects_wrong_sizes_and_set_padding_bits() -> None:
         unpack(data[:1], 3, 3)
     with pytest.raises(LengthError):
         unpack(data[:1] + bytes([data[1] | 0x80]), 3, 3)
+
+
+@settings(deadline=None, max_examples=100)
+@given(vectors())
+def test_unpack_into_a_given_array_overwrites_it_with_the_values(
+    case: tuple[np.ndarray, int],
+) -> None:
+    values, bits = case
+    out = np.full(values.size, 2**bits - 1 if bits < 64 else 7, dtype=word_dtype(bits))
+    back = unpack(pack(values, bits), bits, values.size, out=out)
+    assert back is out
+    assert out.tolist() == values.tolist()
+
+
+def test_unpack_rejects_an_out_array_of_the_wrong_shape_type_or_layout() -> None:
+    data = pack(np.arange(10, dtype=np.uint16), 12)
+    for out in (
+        np.empty(9, dtype=np.uint16),
+        np.empty(10, dtype=np.uint32),
+        np.empty(20, dtype=np.uint16)[::2],
+    ):
+        with pytest.raises(ParameterError, match="out must be"):
+            unpack(data, 12, 10, out=out)
