@@ -23,7 +23,7 @@ import numpy.typing as npt
 from fedrt.model_export.errors import ModelFileError
 from fedrt.model_export.manifest import Manifest
 
-__all__ = ["read_weights", "replace_weights"]
+__all__ = ["read_weights", "replace_weights", "strip_weights"]
 
 _FILE_ID = b"TFL3"
 _NUMPY = {"float32": np.float32, "int32": np.int32, "int64": np.int64, "int8": np.int8}
@@ -142,6 +142,48 @@ def replace_weights(
     builder = flatbuffers.Builder(len(model) + 1024)
     builder.Finish(m.Pack(builder), file_identifier=_FILE_ID)
     return bytes(builder.Output())
+
+
+def strip_weights(model: bytes, manifest: Manifest) -> bytes:
+    """The model's graph: ``model`` without its weights' (and anchors') initial values.
+
+    Canonical per architecture: every version ``replace_weights(graph, w)`` strips back to
+    the same bytes, so devices cache it once by its sha256 and rebuild any version from it
+    and that version's weights (``replace_weights(graph, w)``, byte for byte the file the
+    coordinator signed when it built the version the same way). The stripped initial
+    values point at buffer 0 (TFLite's empty buffer) and unused buffers are removed.
+    """
+    m = _unpack(model)
+    inits = _weight_inits(m, manifest)
+    for spec in manifest.weights:
+        for name in (spec.name, f"{spec.name}_anchor"):
+            tensor = inits.get(name)
+            if tensor is not None:
+                tensor.buffer = 0  # type: ignore[attr-defined]
+    _compact_buffers(m)
+    builder = flatbuffers.Builder(len(model) + 1024)
+    builder.Finish(m.Pack(builder), file_identifier=_FILE_ID)
+    return bytes(builder.Output())
+
+
+def _compact_buffers(m) -> None:  # type: ignore[no-untyped-def]
+    """Keep buffer 0 and the referenced buffers, in their order, and renumber references."""
+    used = {0}
+    for graph in m.subgraphs:
+        used.update(int(t.buffer) for t in graph.tensors or [])
+    for meta in m.metadata or []:
+        used.add(int(meta.buffer))
+    used.update(int(i) for i in (m.metadataBuffer or []))
+    keep = sorted(i for i in used if i < len(m.buffers))
+    index = {old: new for new, old in enumerate(keep)}
+    m.buffers = [m.buffers[i] for i in keep]
+    for graph in m.subgraphs:
+        for t in graph.tensors or []:
+            t.buffer = index[int(t.buffer)]
+    for meta in m.metadata or []:
+        meta.buffer = index[int(meta.buffer)]
+    if m.metadataBuffer is not None:
+        m.metadataBuffer = [index[int(i)] for i in m.metadataBuffer]
 
 
 def _drop_unused_buffers(m) -> None:  # type: ignore[no-untyped-def]

@@ -35,7 +35,13 @@ from fedrt.sdk.errors import (
 )
 from fedrt.sdk.https_trust import check_url, open_url
 
-__all__ = ["DownloadResult", "download_model", "model_signing_payload", "verify_model_signature"]
+__all__ = [
+    "DownloadResult",
+    "download_blob",
+    "download_model",
+    "model_signing_payload",
+    "verify_model_signature",
+]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 16
@@ -111,10 +117,30 @@ def download_model(
     if not _SHA256.match(sha256):
         raise SdkConfigError(f"sha256 must be 64 lowercase hex digits, got {sha256!r}")
     check_url(url, what="model url")
+    verify_model_signature(public_key, sha256, manifest, signature)
+    return download_blob(url, dest, sha256=sha256, timeout_s=timeout_s, max_bytes=max_bytes,
+                         headers=headers, ssl_context=ssl_context)  # fmt: skip
+
+
+def download_blob(
+    url: str,
+    dest: str | Path,
+    *,
+    sha256: str,
+    timeout_s: float = 30.0,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    headers: Mapping[str, str] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    what: str = "model",
+) -> DownloadResult:
+    """Fetch ``url`` into ``dest`` (Range-resumed, swapped in atomically) if its bytes hash
+    to ``sha256``, else `ChecksumMismatch` with ``dest`` untouched. The hash is all it
+    checks: callers check what it is worth (a signed version, or one rebuilt from it)."""
+    if not _SHA256.match(sha256):
+        raise SdkConfigError(f"sha256 must be 64 lowercase hex digits, got {sha256!r}")
+    check_url(url, what="model url")
     if max_bytes < 1 or timeout_s <= 0:
         raise SdkConfigError("max_bytes and timeout_s must be positive")
-    verify_model_signature(public_key, sha256, manifest, signature)
-
     target = Path(dest)
     if target.is_file() and _file_sha256(target) == sha256:
         return DownloadResult(path=target, fetched_bytes=0, resumed=False, already_present=True)
@@ -130,7 +156,7 @@ def download_model(
     if actual != sha256:
         part.unlink(missing_ok=True)
         raise ChecksumMismatch(
-            f"downloaded model has sha256 {actual[:16]}…, the plan says {sha256[:16]}…; "
+            f"downloaded {what} has sha256 {actual[:16]}…, expected {sha256[:16]}…; "
             "refused, previous model kept"
         )
     os.replace(part, target)

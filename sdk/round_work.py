@@ -15,7 +15,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +25,11 @@ from fedrt.model_export.errors import ExportError
 from fedrt.model_export.litert_model import LiteRTModel
 from fedrt.model_export.manifest import Manifest
 from fedrt.protocol import round_messages as rm
-from fedrt.sdk.download import download_model
 from fedrt.sdk.eligibility import EligibilityPolicy
 from fedrt.sdk.errors import DownloadError, ModelError, SdkError
 from fedrt.sdk.example_store import ExampleStore
 from fedrt.sdk.https_trust import check_url, open_url
+from fedrt.sdk.model_cache import fetch_version
 from fedrt.sdk.scheduler import (
     Outcome,
     SchedulerConfig,
@@ -68,6 +68,8 @@ class WorkResult:
     abandon: rm.AbandonReason | None = None
     detail: str = ""
     bytes_down: int = 0
+    # bytes_down by what they were: "meta", "file", "graph", "weights", "delta".
+    down_by_kind: Mapping[str, int] = field(default_factory=dict)
 
 
 def _delta(
@@ -117,6 +119,7 @@ class RoundWork:
         self.done = done
         self.num_threads = num_threads
         self.trainer_factory = trainer_factory or self._open_litert
+        self.bytes_by_kind: dict[str, int] = {}
         self._cancel = threading.Event()
         self._job_lock = threading.Lock()
         self._job: object | None = None
@@ -152,7 +155,7 @@ class RoundWork:
                 plan=self.plan, abandon=rm.AbandonReason.MODEL_UNAVAILABLE, detail=str(exc)[:200]
             )
         if not self._cancel.is_set():
-            self.done(result)
+            self.done(replace(result, down_by_kind=dict(self.bytes_by_kind)))
 
     def _run(self) -> WorkResult:
         manifest, path, fetched = self._fetch_model()
@@ -193,28 +196,28 @@ class RoundWork:
             with open_url(
                 request, context=self.ssl_context, timeout=_META_TIMEOUT_S, what="model meta url"
             ) as resp:
-                meta = json.loads(resp.read())
+                body = resp.read()
+                meta = json.loads(body)
         except (urllib.error.URLError, OSError, json.JSONDecodeError) as exc:
             raise DownloadError(f"cannot fetch model metadata: {exc}") from None
         raw_manifest = meta.get("manifest") if isinstance(meta, dict) else None
         if not isinstance(raw_manifest, dict):
             raise DownloadError("model metadata has no manifest")
-        # The signature comes from the plan (signed by the coordinator), not from this reply.
-        result = download_model(
-            ref.url,
-            self.model_dir / f"{ref.sha256}.tflite",
+        # The signature comes from the plan (signed by the coordinator), not from this reply;
+        # every form the reply offers is checked against it once rebuilt.
+        fetched = fetch_version(
+            url=ref.url,
             sha256=ref.sha256,
             signature=ref.signature,
             public_key=self.public_key,
-            manifest=raw_manifest,
+            raw_manifest=raw_manifest,
+            meta=meta,
+            model_dir=self.model_dir,
             headers=self.auth_headers,
             ssl_context=self.ssl_context,
         )
-        try:
-            manifest = Manifest.from_dict(raw_manifest)
-        except ExportError as exc:
-            raise ModelError(f"bad manifest: {exc}") from exc
-        return manifest, result.path, result.fetched_bytes
+        self.bytes_by_kind = {**fetched.bytes_by_kind, "meta": len(body)}
+        return fetched.manifest, fetched.path, fetched.fetched_bytes + len(body)
 
     def _train(self, trainer: TrainerBackend, fetched: int) -> WorkResult:
         cfg = self.plan.training

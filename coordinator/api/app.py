@@ -20,7 +20,13 @@ from fedrt.coordinator.api.routes_devices import (
     list_devices,
     revoke_device,
 )
-from fedrt.coordinator.api.routes_models import get_model, get_model_meta, list_models, upload_model
+from fedrt.coordinator.api.routes_models import (
+    get_model,
+    get_model_form,
+    get_model_meta,
+    list_models,
+    upload_model,
+)
 from fedrt.coordinator.api.routes_system import healthz, info, metrics, openapi, overview
 from fedrt.coordinator.api.routes_tasks import (
     create_task,
@@ -39,6 +45,7 @@ from fedrt.coordinator.errors import (
     RateLimitedError,
     status_for,
 )
+from fedrt.coordinator.models.delivery import DELTA, GRAPH, WEIGHTS
 from fedrt.coordinator.tasks.manager import ACTIONS
 
 log = logging.getLogger(__name__)
@@ -102,6 +109,8 @@ def build_app(ctx: ApiContext) -> web.Application:
     r.add_post("/v1/models", upload_model)
     r.add_get("/v1/models/{sha256}", get_model)
     r.add_get("/v1/models/{sha256}/meta", get_model_meta)
+    for form in (GRAPH, WEIGHTS, DELTA):
+        r.add_get(f"/v1/models/{{sha256}}/{form}", get_model_form(form))
     r.add_get("/v1/tasks", list_tasks)
     r.add_post("/v1/tasks", create_task)
     r.add_get("/v1/tasks/{task_id}", get_task)

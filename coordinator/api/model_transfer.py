@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import BodyPartReader, web
@@ -112,9 +113,16 @@ async def verified(blobs: BlobStore, sha256: str, *, kind: str = MODEL) -> Verdi
     return verdict
 
 
-async def serve_blob(request: web.Request, blobs: BlobStore, sha256: str) -> web.StreamResponse:
+async def serve_blob(
+    request: web.Request,
+    blobs: BlobStore,
+    sha256: str,
+    *,
+    sent: Callable[[int], None] | None = None,
+) -> web.StreamResponse:
     """Send an artifact honouring If-None-Match (304), Range (206/416) and If-Range; a
-    corrupt one is refused (``CorruptArtifactError``, HTTP 500), never sent."""
+    corrupt one is refused (``CorruptArtifactError``, HTTP 500), never sent. ``sent`` is
+    told the body bytes written (also of a download cut short)."""
     verdict = await verified(blobs, sha256)
     size = verdict.size
     etag = _etag(sha256)
@@ -143,21 +151,31 @@ async def serve_blob(request: web.Request, blobs: BlobStore, sha256: str) -> web
         response.headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     await response.prepare(request)
     if request.method != "HEAD" and size:
-        await _stream(response, verdict.path, start, end)
+        await _stream(response, verdict.path, start, end, sent)
     await response.write_eof()
     return response
 
 
-async def _stream(response: web.StreamResponse, path: Path, start: int, end: int) -> None:
+async def _stream(
+    response: web.StreamResponse,
+    path: Path,
+    start: int,
+    end: int,
+    sent: Callable[[int], None] | None,
+) -> None:
     with path.open("rb") as fh:
         fh.seek(start)
         left = end - start + 1
-        while left > 0:
-            chunk = fh.read(min(_CHUNK, left))
-            if not chunk:
-                break
-            left -= len(chunk)
-            await response.write(chunk)
+        try:
+            while left > 0:
+                chunk = fh.read(min(_CHUNK, left))
+                if not chunk:
+                    break
+                await response.write(chunk)
+                left -= len(chunk)
+        finally:
+            if sent is not None:
+                sent(end - start + 1 - left)
 
 
 __all__ = ["parse_range", "read_upload", "serve_blob", "verified"]

@@ -190,9 +190,32 @@ def _paths() -> dict[str, Schema]:
                 params=("sha256",),
             )
         },
+        **{
+            f"/v1/models/{{sha256}}/{form}": {
+                "get": _op(
+                    f"download a version's {form} ({what}); ETag = the blob's sha256; Range, "
+                    "If-Range, If-None-Match; 404 for a version served as a whole file only",
+                    {
+                        "200": {"description": "the blob", "content": binary},
+                        "206": {"description": "the requested byte range", "content": binary},
+                        "304": {"description": "not modified"},
+                        "416": {**_ERR, "description": "range not satisfiable"},
+                    },
+                    auth="device",
+                    errors=(400, 404, 429, 500),
+                    params=("sha256",),
+                )
+            }
+            for form, what in (
+                ("graph", "the model file without its weights, shared by an architecture"),
+                ("weights", "flat float32 little-endian, manifest order"),
+                ("delta", "the quantized change from its parent, protocol.weights_delta"),
+            )
+        },
         "/v1/models/{sha256}/meta": {
             "get": _op(
-                "a version's manifest, lineage, status and signature",
+                "a version's manifest, lineage, status and signature; with ``delivery``, "
+                "the forms that rebuild it (graph, weights, deltas from its ancestors)",
                 ok("Model"),
                 auth="device",
                 errors=(400, 404, 429),

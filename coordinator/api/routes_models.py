@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from aiohttp import web
 
 from fedrt.coordinator.api.auth import ADMIN, require_device_or_admin
@@ -9,7 +11,9 @@ from fedrt.coordinator.api.common import admin, ctx_of, json_reply
 from fedrt.coordinator.api.context import ApiContext
 from fedrt.coordinator.api.model_transfer import read_upload, serve_blob
 from fedrt.coordinator.api.views import model_view
+from fedrt.coordinator.errors import NotFoundError
 from fedrt.coordinator.models.blobs import check_sha256
+from fedrt.coordinator.models.delivery import FILE, delivery_view
 
 
 def _meter_device(ctx: ApiContext, who: str) -> None:
@@ -23,13 +27,41 @@ async def get_model(request: web.Request) -> web.StreamResponse:
     _meter_device(ctx, require_device_or_admin(request, ctx.admin_token, ctx.store))
     sha = check_sha256(request.match_info["sha256"])
     ctx.store.get_model(sha)  # only registered versions are served
-    return await serve_blob(request, ctx.blobs, sha)
+    return await serve_blob(request, ctx.blobs, sha, sent=_counter(ctx, sha, FILE))
+
+
+def _counter(ctx: ApiContext, version: str, kind: str) -> Callable[[int], None]:
+    return lambda n: ctx.catalog.transfers.add(version, kind, n)
+
+
+def get_model_form(kind: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The handler serving one form (graph, weights, delta) of a version built from a graph;
+    404 for a version without it (a base export: its file only)."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        ctx = ctx_of(request)
+        _meter_device(ctx, require_device_or_admin(request, ctx.admin_token, ctx.store))
+        sha = check_sha256(request.match_info["sha256"])
+        ctx.store.get_model(sha)
+        delivery = ctx.catalog.delivery.get(sha)
+        if delivery is None:
+            raise NotFoundError(f"version {sha} is served as a whole file only")
+        blob = delivery.blob(kind)
+        return await serve_blob(request, ctx.blobs, blob, sent=_counter(ctx, sha, kind))
+
+    return handler
 
 
 async def get_model_meta(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     _meter_device(ctx, require_device_or_admin(request, ctx.admin_token, ctx.store))
-    return json_reply(model_view(ctx.store.get_model(check_sha256(request.match_info["sha256"]))))
+    sha = check_sha256(request.match_info["sha256"])
+    view = model_view(ctx.store.get_model(sha))
+    # Forms besides the file, for devices that rebuild versions (old ones ignore it).
+    delivery = delivery_view(ctx.catalog.delivery, sha)
+    if delivery is not None:
+        view["delivery"] = delivery
+    return json_reply(view)
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -48,4 +80,4 @@ async def upload_model(request: web.Request) -> web.Response:
     return json_reply(model_view(record), status=201 if created else 200)
 
 
-__all__ = ["get_model", "get_model_meta", "list_models", "upload_model"]
+__all__ = ["get_model", "get_model_form", "get_model_meta", "list_models", "upload_model"]

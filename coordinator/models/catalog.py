@@ -14,6 +14,7 @@ from fedrt.coordinator.errors import (
     NotFoundError,
 )
 from fedrt.coordinator.models.blobs import BlobStore, BlobWriter, check_sha256
+from fedrt.coordinator.models.delivery import DeliveryIndex, TransferMeter
 from fedrt.coordinator.records import AuditEntry, ModelRecord, ModelStatus, TaskRecord
 from fedrt.coordinator.security.signing import ModelSigner
 from fedrt.coordinator.store.base import Store
@@ -46,6 +47,10 @@ class ModelCatalog:
         self.blobs = blobs
         self.signer = signer
         self._clock = clock
+        # Graph, weights and delta of each version built from a graph (``delivery``), and
+        # the bytes of every form served to devices, for the rounds' reports.
+        self.delivery = DeliveryIndex(blobs)
+        self.transfers = TransferMeter()
 
     # -- importing exported models (the start of a task's lineage)
     def add_export_dir(self, directory: Path, *, actor: str, max_bytes: int) -> ModelRecord:

@@ -19,13 +19,15 @@ import numpy.typing as npt
 from fedrt.coordinator.driver.base import DriverContext
 from fedrt.coordinator.errors import CorruptArtifactError, NotFoundError
 from fedrt.coordinator.models.catalog import ModelCatalog
+from fedrt.coordinator.models.delivery import Delivery
 from fedrt.coordinator.models.optimizer_state import load_state, save_state
 from fedrt.coordinator.records import ModelRecord
 from fedrt.coordinator.rounds.commands import Commit
 from fedrt.coordinator.rounds.journal import metrics_json
 from fedrt.coordinator.rounds.runs import LoadedModel, Run
 from fedrt.model_export.manifest import Manifest
-from fedrt.model_export.weights_file import read_weights, replace_weights
+from fedrt.model_export.weights_file import read_weights, replace_weights, strip_weights
+from fedrt.protocol.weights_delta import encode_delta, weights_bytes
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,9 @@ class NewVersion:
     manifest: Manifest
     data: bytes
     evaluation: dict[str, float]
+    # The weights devices rebuild, which the version holds (the commit's weights after the
+    # downlink's quantized delta, ``protocol.weights_delta``).
+    weights: npt.NDArray[np.float32]
 
 
 def flatten(weights: list[npt.NDArray[Any]]) -> npt.NDArray[np.float32]:
@@ -91,10 +96,31 @@ def add_version(
     catalog: ModelCatalog, run: Run, commit: Commit, evaluator: Evaluator | None
 ) -> NewVersion:
     """The committed weights written into the round's model: a new signed version, with
-    its evaluation and the optimizer state that produced it."""
+    its evaluation and the optimizer state that produced it.
+
+    The version's file is its architecture's graph with the weights that devices rebuild:
+    with ``download_bits`` set, the parent's weights plus the dequantized delta (stored as
+    a blob for the parent's holders); else the commit's float32 weights as they are."""
     model = run.model
     assert model is not None
-    data = replace_weights(model.data, model.manifest, unflatten(commit.weights, model.manifest))
+    delivery = catalog.delivery
+    parent = delivery.get(model.record.sha256)
+    graph = (catalog.blobs.read(parent.graph) if parent is not None
+             else strip_weights(model.data, model.manifest))  # fmt: skip
+    bits = max(run.spec.download_bits, 2) if run.spec.download_bits else 0
+    delta_sha = None
+    if bits:
+        seed = hashlib.sha256(
+            b"fedrt/downlink-delta/v1\n"
+            + bytes.fromhex(model.record.sha256)
+            + commit.round_id.to_bytes(8, "little")
+        ).digest()
+        encoded = encode_delta(model.flat, commit.weights, bits=bits, seed=seed)
+        weights = encoded.result
+        delta_sha = catalog.blobs.put_bytes(encoded.blob)
+    else:
+        weights = np.asarray(commit.weights, np.float32).reshape(-1)
+    data = replace_weights(graph, model.manifest, unflatten(weights, model.manifest))
     sha = hashlib.sha256(data).hexdigest()
     manifest = dataclasses.replace(model.manifest, sha256=sha, model_bytes=len(data))
     evaluation = dict(evaluator(data, manifest)) if evaluator else {}
@@ -102,6 +128,8 @@ def add_version(
     # The state goes with the version it produced: a round that starts from this
     # version (after a restart, a pause, a rollback) continues with exactly this state.
     state = save_state(catalog.blobs, run.optimizer, commit.optimizer_state)
+    graph_sha = catalog.blobs.put_bytes(graph)
+    weights_sha = catalog.blobs.put_bytes(weights_bytes(weights))
     record = catalog.add_version(
         data,
         manifest.to_dict(),
@@ -111,7 +139,18 @@ def add_version(
         metrics=metrics,
         optimizer_state_sha256=state,
     )
-    return NewVersion(record, manifest, data, evaluation)
+    delivery.put(
+        Delivery(
+            version=record.sha256,
+            graph=graph_sha,
+            weights=weights_sha,
+            params=int(weights.size),
+            parent=model.record.sha256,
+            delta=delta_sha,
+            delta_bits=bits,
+        )
+    )
+    return NewVersion(record, manifest, data, evaluation, weights)
 
 
 def should_promote(run: Run, evaluation: Mapping[str, float]) -> bool:
@@ -124,9 +163,7 @@ def should_promote(run: Run, evaluation: Mapping[str, float]) -> bool:
 def promote(catalog: ModelCatalog, run: Run, version: NewVersion, commit: Commit) -> None:
     """The task's rounds continue from ``version`` and the state that produced it."""
     catalog.promote(version.record.sha256, task_id=run.task_id, actor="coordinator")
-    run.model = LoadedModel(
-        version.record, version.manifest, version.data, np.asarray(commit.weights, np.float32)
-    )
+    run.model = LoadedModel(version.record, version.manifest, version.data, version.weights)
     run.opt_state = commit.optimizer_state
     run.evaluation = version.evaluation
 
