@@ -45,6 +45,8 @@ class DeviceStatus:
     bytes_up: int
     bytes_down: int
     last_detail: str = ""
+    # bytes_down by kind: "meta", "file", "graph", "weights", "delta" (model-forms).
+    bytes_down_by_kind: dict[str, int] | None = None
 
 
 class Device(DeviceRuntime):
@@ -149,3 +151,4 @@ class Device(DeviceRuntime):
             bytes_down=self._bytes_down,
             last_detail=self._last_detail,
         )
+            bytes_down_by_kind=dict(self._down_by_kind),  # model-forms

@@ -107,6 +107,7 @@ class DeviceRuntime:
         self._rounds_completed = 0
         self._bytes_up = 0
         self._bytes_down = 0
+        self._down_by_kind: dict[str, int] = {}  # model-forms
         self._last_detail = ""
         self._last_decision: EligibilityDecision | None = None
         # The coordinator incarnation last heard, for a participant created after it came.
@@ -245,6 +246,8 @@ class DeviceRuntime:
     def _work_result(self, p: Participant, result: WorkResult, now: float) -> None:
         self._work = None
         self._bytes_down += result.bytes_down
+        for kind, n in result.down_by_kind.items():  # model-forms
+            self._down_by_kind[kind] = self._down_by_kind.get(kind, 0) + n
         if result.training is not None:
             out = result.training
             self._act(p.training_done(out.delta, out.n_examples, now))

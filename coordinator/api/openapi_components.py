@@ -20,6 +20,14 @@ from fedrt.coordinator.api.openapi_requests import (
 from fedrt.coordinator.records import ModelStatus, RoundStatus, TaskStatus
 
 
+def _delivery() -> Schema:
+    """The ``delivery`` of a version's metadata (``models.delivery.delivery_view``)."""
+    blob = {"sha256": SHA, "bytes": INT, "path": STR}
+    delta = obj({**blob, "from": SHA, "to": SHA, "bits": INT})  # model-forms
+    return obj({"params": INT, "graph": obj(blob), "weights": obj(blob),
+                "deltas": {"type": "array", "items": delta}})  # fmt: skip
+
+
 def response_schemas() -> dict[str, Schema]:
     """Every component schema: the responses' written here, the requests' generated."""
     rnd = obj(
@@ -113,8 +121,11 @@ def response_schemas() -> dict[str, Schema]:
                 "signature": B64,
                 "created_at": NUM,
                 "metrics": FREE,
-            }
+            },
+            # Versions built from a graph (models.delivery): what rebuilds them (model-forms).
+            {"delivery": ref("Delivery")},
         ),
+        "Delivery": _delivery(),  # model-forms
         "ModelList": obj({"models": {"type": "array", "items": ref("Model")}}),
         "EnrollResponse": obj(
             {
