@@ -91,6 +91,11 @@ class TaskSpec(WireModel):
     clip_norm: JsonFloat = Field(10.0, gt=0, le=1e6)
     quantization_bits: JsonInt = Field(16, ge=1, le=16)
     secagg: JsonBool = True
+    # Downlink: each version is its parent plus a rotated delta quantized to this many bits
+    # (what devices holding the parent fetch; the version commits the dequantized result).
+    # 0: versions hold the aggregate's exact float32 weights and devices fetch weights whole;
+    # 1 counts as 2 (a level around zero needs a sign). 8 bits: a quarter of the weights.
+    download_bits: JsonInt = Field(8, ge=0, le=16)
     # 0: choose k = O(log n) for the target failure probability (Bell et al. 2020).
     secagg_neighbors: JsonInt = Field(0, ge=0)
     # Fraction of the selected devices that must survive to unmask (t = ceil(f * n)).
