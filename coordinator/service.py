@@ -19,6 +19,7 @@ from fedrt.coordinator.api.tls import https_setup
 from fedrt.coordinator.broker.embedded import EmbeddedAuth, EmbeddedBroker
 from fedrt.coordinator.broker.link import LinkSettings, MqttLink
 from fedrt.coordinator.broker.mosquitto_auth import MosquittoFileAuth
+from fedrt.coordinator.broker.nats_auth import nats_broker_auth
 from fedrt.coordinator.config import CoordinatorConfig, Secret, describe
 from fedrt.coordinator.devices.enrollment import (
     BrokerAuth,
@@ -37,6 +38,7 @@ from fedrt.coordinator.security.signing import ModelSigner
 from fedrt.coordinator.store.base import Store
 from fedrt.coordinator.store.sqlite import SqliteStore
 from fedrt.coordinator.tasks.manager import TaskManager
+from fedrt.coordinator.tasks.ownership import TaskOwnership, instance_id
 from fedrt.coordinator.telemetry.registry import Telemetry
 from fedrt.errors import FedrtError
 from fedrt.protocol.round_errors import InvalidTopic
@@ -86,6 +88,10 @@ class CoordinatorService:
         self.blobs = BlobStore(data / "artifacts")
         self.catalog = ModelCatalog(self.store, self.blobs, self.signer, clock=clock)
         self.tasks = TaskManager(self.store, clock=clock, on_change=self._task_changed)
+        cluster = config.cluster
+        self.ownership = TaskOwnership(
+            self.store, instance_id(data, cluster.instance_id), lease_s=cluster.lease_s
+        )
         self.enrollment = Enrollment(
             self.store,
             self._broker_auth(),
@@ -114,6 +120,8 @@ class CoordinatorService:
     # ---------------------------------------------------------------- wiring
     def _broker_auth(self) -> BrokerAuth:
         b = self.config.broker
+        if b.nats_auth_file is not None and b.password is not None:
+            return nats_broker_auth(b, b.username or COORDINATOR_USERNAME)
         if b.password_file is None and b.acl_file is None:
             return OpenBrokerAuth()
         if b.password_file is None or b.acl_file is None or b.password is None:
@@ -143,6 +151,7 @@ class CoordinatorService:
             model_url_prefix=f"{self.public_url}/v1/models/",
             pace=self.config.pace,
             observer=self.metrics.rounds,
+            ownership=self.ownership,
         )
 
     def api_context(self) -> ApiContext:
@@ -167,6 +176,8 @@ class CoordinatorService:
             mqtt_connected=lambda: self.link is not None and self.link.connected,
             mqtt_endpoint=self._mqtt_endpoint,
             config_view=lambda: describe(self.config),
+            mqtt_nodes=() if self.embedded else tuple(self.config.broker.addresses[1:]),
+            mqtt_protocol=4 if self.config.broker.nats else None,
         )
 
     def _mqtt_endpoint(self) -> tuple[str, int, bool]:
@@ -207,8 +218,9 @@ class CoordinatorService:
         )
         if self._driver_factory is not None:
             self.driver = self._driver_factory(self.driver_context())
-        # New at every start: devices that see it change know this process lost their rounds.
-        self.incarnation = secrets.token_hex(8)
+        # The fleet's presence value (``tasks.ownership``): it changes when rounds were lost,
+        # here at a restart (the driver took its tasks back) or by a takeover.
+        self.incarnation = self.ownership.incarnation
         self.link = MqttLink(
             LinkSettings(
                 host=host,
@@ -219,6 +231,8 @@ class CoordinatorService:
                 identifier=username or COORDINATOR_USERNAME,
                 tls=self._tls_context() if b.tls else None,
                 subscriptions=(device_up_filter(),),
+                fallbacks=() if b.embedded else b.addresses[1:],
+                max_qos=b.max_qos,
                 status_topic=coordinator_status(),
                 incarnation=self.incarnation,
             ),
@@ -326,6 +340,8 @@ class CoordinatorService:
                 self.driver.on_tick(now)
             except FedrtError as exc:
                 log.error("round driver tick failed: %r", exc)
+        if self.link is not None:
+            self.link.set_incarnation(self.ownership.incarnation)
         self._flush_seen()
 
     async def _tick_loop(self) -> None:

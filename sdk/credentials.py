@@ -60,6 +60,10 @@ class Credentials:
     # PEM of the CA that signs the coordinator's HTTPS certificate: every later HTTPS call
     # verifies the server with it (plus the device's ca_file). None: ca_file or system store.
     ca_pem: str | None = None
+    # A broker cluster: more (host, port) listeners to move to when the first is lost, and
+    # the MQTT version the broker speaks (NATS: 4, 3.1.1); None: the device's own choice.
+    mqtt_nodes: tuple[tuple[str, int], ...] = ()
+    mqtt_protocol: int | None = None
 
     def __post_init__(self) -> None:
         if self.ca_pem is not None:
@@ -77,6 +81,10 @@ class Credentials:
             out["coordinator_url"] = self.coordinator_url
         if self.ca_pem is not None:
             out["ca_pem"] = self.ca_pem
+        if self.mqtt_nodes:
+            out["mqtt"]["nodes"] = [{"host": h, "port": p} for h, p in self.mqtt_nodes]
+        if self.mqtt_protocol is not None:
+            out["mqtt"]["protocol"] = self.mqtt_protocol
         return out
 
     @classmethod
@@ -95,6 +103,10 @@ class Credentials:
                 mqtt_tls=bool(mqtt.get("tls", False)),
                 coordinator_url=_optional_str(data, "coordinator_url"),
                 ca_pem=_optional_str(data, "ca_pem"),
+                mqtt_nodes=tuple(
+                    (str(node["host"]), int(node["port"])) for node in mqtt.get("nodes", ())
+                ),
+                mqtt_protocol=None if mqtt.get("protocol") is None else int(mqtt["protocol"]),
             )
         except (KeyError, TypeError, ValueError, binascii.Error) as exc:
             raise SdkConfigError(f"malformed credentials: {exc!r}") from None

@@ -74,6 +74,8 @@ class PahoTransport(Transport):
         self._loop = loop
         self._backoff = ReconnectBackoff(config.backoff_initial_s, config.backoff_max_s, rng)
         self._attempt = 0
+        self._addresses = [(config.host, config.port), *config.fallbacks]
+        self._address = 0
         # filter -> (handler, qos, subscription identifier)
         self._handlers: dict[str, tuple[Handler, int, int]] = {}
         self._next_sub_id = 1
@@ -154,8 +156,23 @@ class PahoTransport(Transport):
 
     # -- paho callbacks (network thread) -----------------------------------------------------
 
+    def _next_address(self) -> None:
+        """Aim the next try at the next listener of the cluster (the session is cluster-wide)."""
+        if len(self._addresses) < 2:
+            return
+        self._address = (self._address + 1) % len(self._addresses)
+        # paho's host/port setters refuse while the lost connection is not yet reset; the
+        # next reconnect() reads these two fields, which is all that changes between tries.
+        self._client._host, self._client._port = self._addresses[self._address]
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The listener the transport is connected to or trying next."""
+        return self._addresses[self._address]
+
     def _schedule_next_wait(self) -> None:
         # Every wait paho makes is preceded by on_disconnect or on_connect_fail, which call this.
+        self._next_address()
         if self._network_up:
             delay = self._backoff.delay(self._attempt)
             self._attempt += 1
@@ -172,7 +189,7 @@ class PahoTransport(Transport):
         self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any
     ) -> None:
         if rc.is_failure:
-            self.last_error = f"broker refused the connection: {rc}"
+            self.last_error = "{}:{} refused the connection: {}".format(*self.address, rc)
             log.warning("mqtt %s: %s", self.config.client_id, self.last_error)
             return
         self._attempt = 0
@@ -201,7 +218,7 @@ class PahoTransport(Transport):
         self._schedule_next_wait()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        self.last_error = f"cannot reach {self.config.host}:{self.config.port}"
+        self.last_error = "cannot reach {}:{}".format(*self.address)
         self._schedule_next_wait()
 
     def _on_pre_connect(self, client: mqtt.Client, userdata: Any) -> None:
@@ -222,8 +239,8 @@ class PahoTransport(Transport):
 
     def _on_connect_error(self, exc: Exception) -> None:
         # The shared loop's counterpart of paho's on_connect_fail, with the cause.
+        self.last_error = "cannot reach {}:{}: {}".format(*self.address, exc)
         self._schedule_next_wait()
-        self.last_error = f"cannot reach {self.config.host}:{self.config.port}: {exc}"
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         msg_id = None

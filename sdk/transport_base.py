@@ -190,6 +190,9 @@ class MqttConfig:
     # without v5, such as the coordinator's embedded amqtt; the session then never expires
     # and message ids travel only inside payloads.
     protocol: int = 5
+    # More listeners of the same broker cluster (host, port): after a lost connection or a
+    # failed try the transport moves to the next (sessions live in the cluster, not a node).
+    fallbacks: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -198,6 +201,9 @@ class MqttConfig:
             raise SdkConfigError("client_id must be a non-empty string")
         if not 0 < self.port < 65536:
             raise SdkConfigError(f"port out of range: {self.port}")
+        for host, port in self.fallbacks:
+            if not host or not 0 < port < 65536:
+                raise SdkConfigError(f"bad fallback broker address {host!r}:{port!r}")
         if self.password is not None and self.username is None:
             raise SdkConfigError("a password needs a username")
         if (self.client_cert is None) != (self.client_key is None):

@@ -52,6 +52,10 @@ class ApiContext:
     mqtt_endpoint: Callable[[], tuple[str, int, bool]]
     # The configuration as /v1/info shows it (secrets as ***).
     config_view: Callable[[], dict[str, Any]]
+    # More MQTT listeners of the same broker cluster, for devices to fail over to
+    # (``broker.nodes``), and the MQTT version they must speak (NATS: 4, 3.1.1); None: any.
+    mqtt_nodes: tuple[tuple[str, int], ...] = ()
+    mqtt_protocol: int | None = None
 
 
 __all__ = ["ApiContext"]

@@ -35,6 +35,11 @@ async def enroll(request: web.Request) -> web.Response:
         "coordinator_public_key": b64(grant.coordinator_public_key),
         "mqtt": {"host": host, "port": port, "tls": tls},
     }
+    # A broker cluster: the other nodes' listeners (mqtt_nodes), and the MQTT version.
+    if ctx.mqtt_nodes:
+        reply["mqtt"]["nodes"] = [{"host": h, "port": p} for h, p in ctx.mqtt_nodes]
+    if ctx.mqtt_protocol is not None:
+        reply["mqtt"]["protocol"] = ctx.mqtt_protocol
     # Where to fetch models from, and the CA to verify that server with from now on.
     if grant.coordinator_url is not None:
         reply["coordinator_url"] = grant.coordinator_url

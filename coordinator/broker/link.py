@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import ssl
@@ -19,7 +20,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from fedrt.coordinator.broker.paho_asyncio import PahoConnection
-from fedrt.coordinator.errors import BrokerError, ConfigError
+from fedrt.coordinator.errors import BrokerError, BrokerRefused, ConfigError
 from fedrt.protocol.topics import coordinator_presence
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,10 @@ class LinkSettings:
     max_pending: int = 32
     # MQTT 3.1.1 (4), which every broker fedrt runs speaks (amqtt only that), or MQTT 5 (5).
     protocol: int = MQTT_V311
+    # More listeners of the same cluster: after a lost connection the link tries the next.
+    fallbacks: Sequence[tuple[str, int]] = ()
+    # The highest QoS the broker takes (NATS: 1; a QoS 2 publish closes the connection).
+    max_qos: int = 2
 
     def __post_init__(self) -> None:
         if self.protocol not in (MQTT_V311, MQTT_V5):
@@ -79,6 +84,12 @@ class LinkSettings:
             raise ConfigError(f"keepalive_s must be 0..65535, not {self.keepalive_s}")
         if self.max_outbox < 1 or self.max_pending < 1:
             raise ConfigError("max_outbox and max_pending must be at least 1")
+        if self.max_qos not in (1, 2):
+            raise ConfigError(f"max_qos must be 1 or 2, not {self.max_qos!r}")
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [(self.host, self.port), *self.fallbacks]
 
 
 class MqttLink:
@@ -112,6 +123,9 @@ class MqttLink:
         # Futures of the outbox's first messages, sent on the current connection, in order.
         self._sent: deque[asyncio.Future[ReasonCode]] = deque()
         self._backoff = _BACKOFF_START_S
+        # Which of ``settings.addresses`` the link uses now, and why the last try failed.
+        self._address = 0
+        self.last_error: BrokerError | None = None
         self.connects = 0
         self.failures = 0
         self.handled = 0
@@ -131,12 +145,27 @@ class MqttLink:
             raise BrokerError(f"cannot publish on {topic!r}: not an MQTT topic name")
         if qos not in (0, 1, 2):
             raise BrokerError(f"QoS must be 0, 1 or 2, not {qos!r}")
+        if qos > self.settings.max_qos:
+            raise BrokerError(
+                f"QoS {qos} on {topic}: this broker takes QoS {self.settings.max_qos} at most"
+                " (NATS closes the connection on a QoS 2 publish)"
+            )
         if len(payload) > _MAX_PAYLOAD:
             raise BrokerError(f"a {len(payload)}-byte payload is over MQTT's {_MAX_PAYLOAD}")
         if len(self._outbox) >= self.settings.max_outbox:
             raise BrokerError(f"MQTT outbox full ({self.settings.max_outbox} messages)")
         self._outbox.append(Outgoing(topic=topic, payload=payload, qos=qos, retain=retain))
         self._wake.set()
+
+    def set_incarnation(self, incarnation: str) -> None:
+        """Announce a new presence value now and at every later connect (the coordinator
+        lost rounds: devices in them check in again)."""
+        if incarnation == self.settings.incarnation:
+            return
+        self.settings = dataclasses.replace(self.settings, incarnation=incarnation)
+        if self.settings.status_topic is not None:
+            presence = coordinator_presence(incarnation)
+            self.enqueue(self.settings.status_topic, presence, 1, True)
 
     async def flush(self, timeout: float) -> bool:
         """Wait until the outbox is empty (True) or ``timeout`` passes (False)."""
@@ -154,8 +183,11 @@ class MqttLink:
             await asyncio.wait_for(self._connected.wait(), timeout)
         except TimeoutError:
             await self.stop()
-            s = self.settings
-            raise BrokerError(f"cannot connect to MQTT broker {s.host}:{s.port}") from None
+            where = ", ".join(f"{h}:{p}" for h, p in self.settings.addresses)
+            why = self.last_error
+            if isinstance(why, BrokerRefused):
+                raise BrokerRefused(f"MQTT broker refused the coordinator: {why}") from None
+            raise BrokerError(f"cannot connect to MQTT broker {where}: {why}") from None
 
     async def stop(self, *, offline: bool = True) -> None:
         conn, s = self._conn, self.settings
@@ -177,10 +209,14 @@ class MqttLink:
         while True:
             conn = PahoConnection(self._client(), max_pending=s.max_pending)
             self._conn = conn
+            host, port = s.addresses[self._address]
             try:
-                await self._session(conn)
+                await self._session(conn, host, port)
             except BrokerError as exc:
-                log.warning("MQTT connection to %s:%d lost: %s", s.host, s.port, exc)
+                self.last_error = exc
+                log.warning("MQTT connection to %s:%d lost: %s", host, port, exc)
+                # Another node of the cluster holds the same session (NATS: in JetStream).
+                self._address = (self._address + 1) % len(s.addresses)
             finally:
                 self._connected.clear()
                 self._conn = None
@@ -217,10 +253,10 @@ class MqttLink:
         props.SessionExpiryInterval = _SESSION_NEVER_EXPIRES
         return {"keepalive": s.keepalive_s, "clean_start": False, "properties": props}
 
-    async def _session(self, conn: PahoConnection) -> None:
+    async def _session(self, conn: PahoConnection, host: str, port: int) -> None:
         """One connection, from connect until it is lost (a BrokerError says why)."""
         s = self.settings
-        await conn.open(s.host, s.port, _ANSWER_TIMEOUT_S, **self._connect_options())
+        await conn.open(host, port, _ANSWER_TIMEOUT_S, **self._connect_options())
         granted = await conn.subscribe(list(s.subscriptions), 1, _ANSWER_TIMEOUT_S)
         for topic_filter, reason in zip(s.subscriptions, granted, strict=False):
             if reason.is_failure:
@@ -231,7 +267,8 @@ class MqttLink:
         self.connects += 1
         self._connected.set()
         self._backoff = _BACKOFF_START_S
-        log.info("MQTT connected to %s:%d", s.host, s.port)
+        self.last_error = None
+        log.info("MQTT connected to %s:%d", host, port)
         sender = asyncio.create_task(self._send(conn), name="fedrt-mqtt-send")
         conn.armed = True
         try:

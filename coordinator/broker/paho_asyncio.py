@@ -35,7 +35,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
-from fedrt.coordinator.errors import BrokerError
+from fedrt.coordinator.errors import BrokerError, BrokerRefused
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class PahoConnection:
         self._attach()
         reason = await self.answer(self._connack, timeout, "CONNACK")
         if reason.is_failure:
-            raise BrokerError(f"the broker refused the connection: {reason}")
+            raise BrokerRefused(f"{host}:{port} refused the connection: {reason}")
 
     async def subscribe(self, filters: Sequence[str], qos: int, timeout: float) -> list[ReasonCode]:
         """One SUBSCRIBE for all ``filters``; the broker's reason code for each."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import field_validator, model_validator
+from pydantic import BeforeValidator, field_validator, model_validator
 
 from fedrt.coordinator.errors import ConfigError
 from fedrt.coordinator.security.credentials import Secret
@@ -19,6 +21,16 @@ from fedrt.coordinator.validation import (
 # Standard MQTT ports (IANA): 1883 plain, 8883 TLS.
 MQTT_PORT = 1883
 MQTTS_PORT = 8883
+
+
+def _comma_separated(value: object) -> object:
+    # An environment variable holds a list as "a,b,c"; TOML gives a list.
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+SettingList = Annotated[tuple[SettingStr, ...], BeforeValidator(_comma_separated)]
 
 
 class BrokerConfig(SettingsModel):
@@ -43,6 +55,14 @@ class BrokerConfig(SettingsModel):
     acl_file: SettingPath | None = None
     # Mosquitto's pid file: SIGHUP to it makes the broker re-read passwords and ACLs.
     pid_file: SettingPath | None = None
+    # More MQTT listeners of the same cluster ("host:port" each, after ``url``): the
+    # coordinator and the devices move to the next one when theirs is lost.
+    nodes: SettingList = ()
+    # A NATS cluster the coordinator manages (broker/nats_auth.py): the auth.conf every node
+    # includes, rewritten at each enrollment, and the nodes' pid files to SIGHUP after it.
+    # Setting it selects NATS: MQTT 3.1.1 (NATS 2.9 refuses 5), QoS 0 and 1 only.
+    nats_auth_file: SettingPath | None = None
+    nats_pid_files: SettingList = ()
 
     @field_validator("url")
     @classmethod
@@ -62,11 +82,47 @@ class BrokerConfig(SettingsModel):
                 raise ConfigError(f"broker.url has a bad port: {url!r}") from exc
         return url
 
+    @field_validator("nodes")
+    @classmethod
+    def _nodes(cls, nodes: tuple[str, ...]) -> tuple[str, ...]:
+        for node in nodes:
+            _host_port(node)
+        return nodes
+
     @model_validator(mode="after")
     def _client_certificate(self) -> BrokerConfig:
         if (self.cert_file is None) != (self.key_file is None):
             raise ConfigError("broker.cert_file and broker.key_file go together")
+        if self.nats:
+            if self.embedded:
+                raise ConfigError("broker.nats_auth_file needs broker.url of a NATS node")
+            if self.password_file is not None or self.acl_file is not None:
+                raise ConfigError(
+                    "broker.nats_auth_file replaces password_file and acl_file (Mosquitto's)"
+                )
+            if self.password is None:
+                raise ConfigError("broker.nats_auth_file needs broker.password")
+        elif self.nats_pid_files:
+            raise ConfigError("broker.nats_pid_files needs broker.nats_auth_file")
         return self
+
+    @property
+    def nats(self) -> bool:
+        return self.nats_auth_file is not None
+
+    @property
+    def max_qos(self) -> int:
+        """NATS's MQTT listener closes the connection on a QoS 2 publish."""
+        return 1 if self.nats else 2
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """Every MQTT listener to try, ``url`` first."""
+        return [(self.host, self.port), *(_host_port(node) for node in self.nodes)]
+
+    @property
+    def pid_paths(self) -> list[Path]:
+        return [Path(p).expanduser() for p in self.nats_pid_files]
 
     @property
     def embedded(self) -> bool:
@@ -88,6 +144,13 @@ class BrokerConfig(SettingsModel):
             return self.embedded_port
         parts = urlsplit(self.url)
         return parts.port or (MQTTS_PORT if parts.scheme == "mqtts" else MQTT_PORT)
+
+
+def _host_port(node: str) -> tuple[str, int]:
+    host, sep, port = node.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"broker.nodes entries are HOST:PORT, got {node!r}")
+    return host.strip("[]"), int(port)
 
 
 __all__ = ["MQTTS_PORT", "MQTT_PORT", "BrokerConfig"]

@@ -70,6 +70,10 @@ class BrokerAuth(ABC):
     def sync(self, devices: Sequence[DeviceRecord]) -> None:
         """Make exactly the non-revoked ``devices`` able to connect; raise ``BrokerError``."""
 
+    def hash_password(self, password: str) -> str:
+        """The stored form of a device password, one the broker reads (Mosquitto: ``$7$``)."""
+        return hash_password(password)
+
 
 class OpenBrokerAuth(BrokerAuth):
     """For a broker without authentication (the embedded loopback broker): nothing to push."""
@@ -145,7 +149,7 @@ class Enrollment:
             self.store.add_device(
                 DeviceRecord(
                     device_id=device_id,
-                    credential_hash=hash_password(password),
+                    credential_hash=self.broker_auth.hash_password(password),
                     public_key=bytes(public_key),
                     enrolled_at=now,
                     labels=labels,

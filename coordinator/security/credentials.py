@@ -1,8 +1,9 @@
-"""Credentials: Mosquitto-compatible password hashes and ``Secret``, a string never shown.
+"""Credentials: broker-compatible password hashes and ``Secret``, a string never shown.
 
-Device MQTT passwords (also their HTTP Basic credentials) are stored only as Mosquitto 2's
-``$7$`` PBKDF2-SHA512 hashes, so one hash serves the broker's password file, the embedded
-broker and the HTTP API alike.
+Device MQTT passwords (also their HTTP Basic credentials) are stored only as hashes the
+broker reads, so one hash serves the broker's password file, the embedded broker and the
+HTTP API alike: Mosquitto 2's ``$7$`` PBKDF2-SHA512, or bcrypt for a NATS cluster (the
+only hash nats-server reads).
 """
 
 from __future__ import annotations
@@ -29,8 +30,32 @@ def hash_password(password: str, *, salt: bytes | None = None) -> str:
     return f"$7${PBKDF2_ITERATIONS}${b64(salt).decode()}${b64(digest).decode()}"
 
 
+# The passwords are 24 random URL-safe bytes (~190 bits): no cost factor makes guessing
+# one feasible or infeasible, so bcrypt's cost only has to keep every node's check cheap
+# (nats-server runs it at each connect): 2^6 rounds take ~5 ms here (2^10: ~75 ms).
+BCRYPT_ROUNDS = 6
+
+
+def bcrypt_hash(password: str, *, rounds: int = BCRYPT_ROUNDS) -> str:
+    """Hash ``password`` with bcrypt (``$2b$``), as nats-server's config takes it."""
+    import bcrypt  # only a coordinator with a NATS broker needs it
+
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds)).decode()
+
+
+def is_bcrypt(hashed: str) -> bool:
+    return hashed.startswith(("$2a$", "$2b$", "$2y$"))
+
+
 def verify_password(password: str, hashed: str) -> bool:
-    """Check ``password`` against a ``$7$`` hash (constant-time comparison)."""
+    """Check ``password`` against a ``$7$`` or bcrypt hash (constant-time comparison)."""
+    if is_bcrypt(hashed):
+        import bcrypt
+
+        try:
+            return bool(bcrypt.checkpw(password.encode(), hashed.encode()))
+        except ValueError:
+            return False
     try:
         _, kind, iterations, salt64, digest64 = hashed.split("$")
         if kind != "7":
@@ -82,4 +107,12 @@ class Secret:
         )
 
 
-__all__ = ["PBKDF2_ITERATIONS", "Secret", "hash_password", "verify_password"]
+__all__ = [
+    "BCRYPT_ROUNDS",
+    "PBKDF2_ITERATIONS",
+    "Secret",
+    "bcrypt_hash",
+    "hash_password",
+    "is_bcrypt",
+    "verify_password",
+]

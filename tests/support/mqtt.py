@@ -24,7 +24,7 @@ class Received:
 
 
 class TestClient:
-    """paho client (MQTT v5) whose callbacks feed queues the test reads with timeouts."""
+    """paho client (MQTT v5 or 3.1.1) whose callbacks feed queues the test reads with timeouts."""
 
     __test__ = False  # not a pytest test class
 
@@ -38,11 +38,15 @@ class TestClient:
         ca_cert: Path | None = None,
         client_cert: tuple[Path, Path] | None = None,
         client_id: str | None = None,
+        protocol: int = 5,
     ) -> None:
+        # protocol 4: MQTT 3.1.1 (a NATS node), a persistent session as devices keep.
+        v5 = protocol == 5
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id or f"test-{uuid.uuid4().hex[:8]}",
-            protocol=mqtt.MQTTv5,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else False,
         )
         if username is not None:
             self.client.username_pw_set(username, password)
