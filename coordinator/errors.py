@@ -16,6 +16,7 @@
           │    └── CorruptArtifactError  a stored file no longer hashes to its name
           ├── SigningKeyError         the coordinator's Ed25519 key is missing or unusable
           └── BrokerError             the MQTT broker could not be started or reached
+               └── BrokerRefused      a broker (node) refused our client: credentials, permissions
 
 The HTTP layer maps each class to one status code (``HTTP_STATUS``), so handlers never
 choose codes themselves and a new subclass inherits its parent's mapping.
@@ -92,6 +93,11 @@ class BrokerError(CoordinatorError):
     """The MQTT broker could not be started, reached or reconfigured."""
 
 
+class BrokerRefused(BrokerError):
+    """A broker or cluster node answered and refused this client (bad credentials, a client
+    without permission, a protocol version it does not speak): retrying will not help."""
+
+
 # Most specific class first: ``status_for`` walks the MRO, so subclasses need no entry.
 HTTP_STATUS: dict[type[CoordinatorError], int] = {
     ConfigError: 500,
@@ -122,6 +128,7 @@ __all__ = [
     "BadArtifactError",
     "BadRequestError",
     "BrokerError",
+    "BrokerRefused",
     "ConfigError",
     "ConflictError",
     "CoordinatorError",
