@@ -133,7 +133,14 @@ def response_schemas() -> dict[str, Schema]:
                 "mqtt_username": STR,
                 "mqtt_password": STR,
                 "coordinator_public_key": B64,
-                "mqtt": obj({"host": STR, "port": INT, "tls": BOOL}),
+                "mqtt": obj(
+                    {"host": STR, "port": INT, "tls": BOOL},
+                    # A broker cluster (mqtt_nodes): more listeners, and the MQTT version.
+                    {
+                        "nodes": {"type": "array", "items": obj({"host": STR, "port": INT})},
+                        "protocol": {"type": "integer", "enum": [4, 5]},
+                    },
+                ),
             },
             {
                 # The coordinator's public URL: model links in plans start with it.
