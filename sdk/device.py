@@ -87,7 +87,10 @@ class Device(DeviceRuntime):
             password=creds.mqtt_password,
             # MqttConfig turns TLS on with a CA file; ca_file also serves plain-MQTT + HTTPS.
             ca_file=self.config.ca_file if tls else None,
-            protocol=self.config.mqtt_protocol,
+            # A broker that speaks only 3.1.1 (NATS) said so at enrollment.
+            protocol=creds.mqtt_protocol or self.config.mqtt_protocol,
+            # A configured address overrides the cluster enrollment named.
+            fallbacks=() if self.config.mqtt_host else creds.mqtt_nodes,
         )
         self._transport = self._transport_factory(mqtt)
         if not self._network_up:
