@@ -1,17 +1,23 @@
 """Privacy accounting of DP rounds with Google's ``dp_accounting`` (RDP), and budget checks.
 
 Assumption (``ACCOUNTING_ASSUMPTION``): each round the coordinator selects a FIXED number K
-of devices uniformly at random, without replacement, from the N devices eligible at that
-moment, and one user's data lives on one device (user-level = device-level DP). That is
-what the selector does, so the accountant uses the matching analysis: sampling without
-replacement under the replace-one neighbouring relation (Wang, Balle & Kasiviswanathan
-2019, Thm. 27). Poisson sampling (add/remove-one) would give smaller epsilons but is not
-what happens: a cohort of exactly K is never a Poisson sample, and with K fixed the
-number of contributors is public, which is precisely the replace-one model. Replacing one
-device's clipped update (norm <= C) by another moves the sum by up to 2C, so the Gaussian
-event is charged noise multiplier z / 2 (z = noise std on the sum / C). K counts every
-SELECTED device: dropouts (assumed independent of the devices' data) only lower the real
-sampling rate, and the noise is calibrated for the fewest survivors that can unmask.
+of devices uniformly at random, without replacement, from the POOL of N devices that
+checked in during the round's check-in window (``selection.sampling``), and one user's data
+lives on one device (user-level = device-level DP). Who makes the pool depends on when
+devices check in (randomised by pace steering), assumed independent of their data; the
+pool holds at most every eligible device or 4 cohorts. That is what the machine does, so
+the accountant uses the matching analysis: sampling without replacement under the
+replace-one neighbouring relation (Wang, Balle & Kasiviswanathan 2019, Thm. 27), with N
+the pool the round REALLY drew from (``TaskPrivacy.as_sampled``; the plan made before
+check-in uses the largest pool the round can have, so a round whose pool stays smaller
+costs more than planned, never less). Poisson sampling (add/remove-one) would give smaller
+epsilons but is not what happens: a cohort of exactly K is never a Poisson sample, and with
+K fixed the number of contributors is public, which is precisely the replace-one model.
+Replacing one device's clipped update (norm <= C) by another moves the sum by up to 2C, so
+the Gaussian event is charged noise multiplier z / 2 (z = noise std on the sum / C). K
+counts every SELECTED device: dropouts (assumed independent of the devices' data) only
+lower the real sampling rate, and the noise is calibrated for the fewest survivors that can
+unmask.
 """
 
 from __future__ import annotations
@@ -39,8 +45,10 @@ __all__ = [
 ]
 
 ACCOUNTING_ASSUMPTION = (
-    "RDP (dp_accounting 0.6); fixed-size cohort of K sampled without replacement from N "
-    "eligible devices, replace-one neighbours (sensitivity 2C), user-level = device-level; "
+    "RDP (dp_accounting 0.6); fixed-size cohort of K sampled uniformly without replacement "
+    "from the pool of N devices that checked in during the round's check-in window (N as "
+    "observed each round; pool <= eligible devices and <= 4 K; check-in time independent "
+    "of data), replace-one neighbours (sensitivity 2C), user-level = device-level; "
     "K = selected devices (dropouts independent of data)"
 )
 
@@ -67,7 +75,7 @@ class PrivacyBudgetExceeded(ConflictError):
 class RoundPrivacy:
     """What one DP round costs depends on: who could be picked, how many were, the noise."""
 
-    population: int  # N: devices eligible for selection this round
+    population: int  # N: the pool the cohort is drawn from (devices checked in)
     cohort: int  # K: devices selected (over-selection included)
     noise_multiplier: float  # z: std of the noise on the SUM / clip bound C
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -187,6 +187,20 @@ class TaskPrivacy:
             update_noise_multiplier=z_update,
             count_std=count_std,
             round_epsilon=round_epsilon(privacy, self.config.delta),
+        )
+
+    def as_sampled(self, plan: RoundDp, *, pool: int, cohort: int) -> RoundDp:
+        """``plan`` as the round actually sampled: ``cohort`` devices drawn uniformly from a
+        pool of ``pool`` that checked in (``selection.sampling``). This, not the planned
+        population, is what the round is charged: a smaller pool than planned costs more."""
+        cohort = max(1, cohort)
+        privacy = RoundPrivacy(
+            population=max(pool, cohort),
+            cohort=cohort,
+            noise_multiplier=plan.privacy.noise_multiplier,
+        )
+        return replace(
+            plan, privacy=privacy, round_epsilon=round_epsilon(privacy, self.config.delta)
         )
 
     def central_noise(self, plan: RoundDp, rng: np.random.Generator) -> CentralNoise | None:

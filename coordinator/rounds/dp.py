@@ -98,6 +98,10 @@ def charge(run: Run, commit: Commit, rng: np.random.Generator) -> float | None:
         return None
     spec = run.machine.update_spec if run.machine is not None else None
     n = commit.metrics.included
+    # Charged for the pool the cohort was really drawn from (the planned one is the most
+    # that could check in); the round's stored plan becomes this one.
+    m = commit.metrics
+    run.dp_round = run.privacy.as_sampled(run.dp_round, pool=m.checked_in, cohort=m.selected)
     return run.privacy.commit(
         run.dp_round,
         included=n,

@@ -350,7 +350,7 @@ class FederatedDriver(RoundDriver):
             epsilon=run.privacy.epsilon if run.privacy is not None else None,
             noise_stddev=noise_stddev,
         )
-        detail = end_detail(self.ctx.store, run.task_id, end)
+        detail = end_detail(self.ctx.store, run.task_id, end, dp_charged=run.dp_round)
         with self.ctx.store.transaction():
             record_end(self.ctx.store, run.task_id, end, detail, now)
             save(self.ctx.store, run)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from fedrt.coordinator.privacy.rounds import RoundDp
 from fedrt.coordinator.records import (
     AuditEntry,
     MetricRecord,
@@ -127,12 +128,17 @@ def record_stage(store: Store, run: Run, change: StageChanged) -> None:
     )
 
 
-def end_detail(store: Store, task_id: str, end: RoundEnd) -> dict[str, Any]:
-    """The ended round's stored detail."""
+def end_detail(
+    store: Store, task_id: str, end: RoundEnd, dp_charged: RoundDp | None = None
+) -> dict[str, Any]:
+    """The ended round's stored detail; ``dp_charged``: the DP plan as charged (its pool)."""
+    detail = store.get_round(task_id, end.round_no).detail
+    if dp_charged is not None and end.status is RoundStatus.COMMITTED:
+        detail = {**detail, "dp": dp_charged.to_json()}
     return {
         # Kept: the round's kind and DP plan (a restarted driver's accountant replays
         # the committed rounds' plans).
-        **store.get_round(task_id, end.round_no).detail,
+        **detail,
         "metrics": metrics_json(end.metrics),
         "evaluation": end.evaluation,
         "promoted": end.promoted,

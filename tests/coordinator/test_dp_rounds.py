@@ -57,6 +57,18 @@ def test_central_plan_charge_and_epsilon_match_dp_accounting() -> None:
     assert eps[-1] == pytest.approx(_independent_epsilon(1.0, 1000, 100, 3, 1e-5), rel=1e-3)
 
 
+def test_a_round_is_charged_for_the_pool_it_really_sampled_from() -> None:
+    p = TaskPrivacy(CENTRAL, train_rounds=10)
+    plan = p.plan(population=400, cohort=100)  # the most that could check in
+    thin = p.as_sampled(plan, pool=150, cohort=100)
+    assert (thin.privacy.population, thin.privacy.cohort) == (150, 100)
+    assert thin.privacy.noise_multiplier == plan.privacy.noise_multiplier
+    assert thin.round_epsilon > plan.round_epsilon  # a thinner pool costs more
+    assert p.charge(thin) == pytest.approx(_independent_epsilon(1.0, 150, 100, 1, 1e-5), rel=1e-3)
+    # A pool smaller than a cohort: everyone was taken, no amplification.
+    assert p.as_sampled(plan, pool=30, cohort=30).privacy.population == 30
+
+
 def test_distributed_mode_leaves_noise_to_the_devices() -> None:
     dist = DpConfig(mode=DpMode.DISTRIBUTED, noise_multiplier=1.0)
     p = TaskPrivacy(dist, train_rounds=1)

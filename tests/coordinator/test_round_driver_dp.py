@@ -98,6 +98,13 @@ def test_rounds_run_then_restart_keep_their_dp_plans_and_the_epsilon_spent(tmp_p
     rounds = fleet.svc.store.list_rounds(TASK)
     assert [r.detail["kind"] for r in rounds] == ["train", "train"]
     assert all("dp" in r.detail and "metrics" in r.detail for r in rounds)
+    # Each round is charged for the pool its cohort was drawn from (selection.sampling).
+    for r in rounds:
+        pool = r.detail["metrics"]["checked_in"]
+        assert (r.detail["dp"]["population"], r.detail["dp"]["cohort"]) == (
+            max(pool, r.detail["metrics"]["selected"]),
+            r.detail["metrics"]["selected"],
+        )
     spent = rounds[-1].epsilon
     assert spent is not None
     assert spent > 0
