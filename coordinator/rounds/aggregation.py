@@ -1,4 +1,4 @@
-"""What a round's answers add up to: SecAgg+ set-up, plain updates, evaluations, the commit.
+"""What a round's answers add up to: SecAgg+ cohorts, plain updates, evaluations, the commit.
 
 ``RoundAggregation`` holds the data side of one round while ``machine`` holds the
 control side: the machine decides WHEN a stage closes, this decides WHAT the answers are
@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fedrt.coordinator.privacy.central import CentralNoise
+from fedrt.coordinator.rounds.cohorts import Cohorts
 from fedrt.coordinator.rounds.commands import Commit, EvaluationDone, RoundConfig, RoundMetrics
 from fedrt.coordinator.strategies.aggregators import WeightedMean
 from fedrt.coordinator.strategies.optimizers import (
@@ -21,12 +22,9 @@ from fedrt.coordinator.strategies.optimizers import (
     OptimizerState,
     ServerOptimizer,
 )
-from fedrt.protocol import round_dp, round_update
 from fedrt.protocol import round_messages as rm
-from fedrt.protocol.graph import choose_parameters, validate_parameters
+from fedrt.protocol import round_update
 from fedrt.protocol.round_errors import RoundFailed
-from fedrt.protocol.round_secagg import secagg_config
-from fedrt.protocol.secagg_server import SecAggServer
 
 
 class RoundAggregation:
@@ -54,40 +52,23 @@ class RoundAggregation:
         self._sum: round_update.PlainSum | None = None  # made by the first plain update
         self._plain: dict[str, tuple[npt.NDArray[np.float32], float]] = {}
         self._evals: dict[str, rm.EvalReport] = {}
-        self.server: SecAggServer | None = None
-        self._cohort: tuple[str, ...] = ()  # device id of each SecAgg+ index
+        self.cohorts: Cohorts | None = None  # SecAgg+ rounds, from selection on
 
     # --- SecAgg+ ---------------------------------------------------------------------------
 
-    def secagg_parameters(self, n: int) -> tuple[int, int]:
-        """(neighbours k, threshold t) for a cohort of ``n``; ``ParameterError`` if invalid."""
-        cfg = self.config
-        if cfg.secagg_neighbors is not None and cfg.secagg_threshold is not None:
-            k, t = min(cfg.secagg_neighbors, n - 1), cfg.secagg_threshold
-            validate_parameters(n, k, t)
-            return k, t
-        return choose_parameters(n, dropout=cfg.expected_dropout)
-
     def open_secagg(
-        self, order: Sequence[str], identity_keys: Mapping[str, bytes]
-    ) -> list[rm.SecAggSpec]:
-        """Start the SecAgg+ server for the cohort ``order``; the spec for each index."""
-        k, t = self.secagg_parameters(len(order))
-        members = tuple(rm.CohortMember(device_id=d, identity_key=identity_keys[d]) for d in order)
-        self._cohort = tuple(order)
-        specs = [
-            rm.SecAggSpec(client_id=i, threshold=t, neighbors=k, members=members)
-            for i in range(len(order))
-        ]
-        self.server = SecAggServer(
-            secagg_config(
-                task_id=self.config.task_id,
-                round_id=self.config.round_id,
-                spec=specs[0],
-                update=self.spec,
-            )
-        )
+        self, order: Sequence[str], identity_keys: Mapping[str, bytes], rng: np.random.Generator
+    ) -> dict[str, rm.SecAggSpec]:
+        """Split ``order`` into cohorts and start their SecAgg+ servers; each device's spec."""
+        cohorts = Cohorts(self.config, self.spec)
+        specs = cohorts.open(order, identity_keys, rng)
+        self.cohorts = cohorts
         return specs
+
+    def add_secagg(self, device_id: str, payload: bytes) -> None:
+        """A device's SecAgg+ answer, for its cohort's server."""
+        assert self.cohorts is not None
+        self.cohorts.receive(device_id, payload)
 
     # --- answers ---------------------------------------------------------------------------
 
@@ -111,15 +92,18 @@ class RoundAggregation:
 
     def bad_holders(self) -> tuple[str, ...]:
         """Devices the SecAgg+ server found revealing wrong shares (sorted device ids)."""
-        if self.server is None:
-            return ()
-        return tuple(sorted(self._cohort[i] for i in self.server.bad_holders))
+        return () if self.cohorts is None else self.cohorts.bad_holders()
+
+    def secagg_metrics(self, metrics: RoundMetrics, *, secagg: bool) -> RoundMetrics:
+        """``metrics`` with the SecAgg+ figures: cohorts, bad holders."""
+        cohorts = 0 if self.cohorts is None else len(self.cohorts.cohorts)
+        return replace(metrics, bad_holders=self.bad_holders(), secagg=secagg, cohorts=cohorts)
 
     def discard(self) -> None:
         self._plain.clear()
         self._sum = None
         self._evals.clear()
-        self.server = None
+        self.cohorts = None
 
     # --- the end ---------------------------------------------------------------------------
 
@@ -129,14 +113,18 @@ class RoundAggregation:
         if cfg.kind is rm.RoundKind.EVALUATE:
             return self._finish_evaluation(answered, metrics)
         unclipped: float | None = None
-        if self.server is not None:
-            included = self.server.included
-            if len(included) < cfg.min_reports:
-                raise RoundFailed(f"{len(included)} inputs unmasked, {cfg.min_reports} needed")
-            total = np.asarray(self.server.result, dtype=np.uint64)
+        committed = 0
+        if self.cohorts is not None:
             # Under DP the devices may have added noise (read back centred) and clip bits.
-            delta, weight, unclipped = round_dp.decode_sum(total, self.spec, len(included))
-            count = len(included)
+            got = self.cohorts.total()
+            count, committed = len(got.included), got.committed
+            if count < cfg.min_reports:
+                failed = self.cohorts.failures()
+                raise RoundFailed(
+                    f"{count} inputs unmasked, {cfg.min_reports} needed"
+                    + (f" (left out: {failed})" if failed else "")
+                )
+            delta, weight, unclipped = got.delta, got.weight, got.unclipped
         elif self._streaming:
             if self._sum is None or self._sum.count < max(1, cfg.min_reports):
                 raise RoundFailed(f"too few updates summed, {cfg.min_reports} needed")
@@ -164,6 +152,7 @@ class RoundAggregation:
             total_weight=weight,
             update_norm=float(np.linalg.norm(delta)),
             unclipped=unclipped,
+            cohorts_committed=committed,
         )
         return Commit(
             round_id=cfg.round_id, weights=new, optimizer_state=state, delta=delta, metrics=final

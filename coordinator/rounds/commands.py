@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from fedrt.coordinator.errors import ConfigError
 from fedrt.coordinator.privacy.device import DeviceDp
+from fedrt.coordinator.selection.cohort_split import DEFAULT_COHORT_SIZE, MIN_COHORT_SIZE
 from fedrt.coordinator.selection.sampling import DEFAULT_POOL_FACTOR, pool_target
 from fedrt.coordinator.strategies.aggregators import Aggregator, WeightedMean
 from fedrt.coordinator.strategies.optimizers import OptimizerState
@@ -73,6 +74,9 @@ class RoundConfig:
     secagg_threshold: int | None = None
     # Dropout rate the SecAgg+ graph is sized for (Bonawitz et al.: 6-10 %).
     expected_dropout: float = 0.1
+    # Most devices in one SecAgg+ instance: larger rounds run in cohorts whose sums are
+    # added (``cohorts``; the default and its reasons are in docs/secagg.md).
+    cohort_size: int = DEFAULT_COHORT_SIZE
     # Seconds: for check-ins, for local training (the plan's report window), for each
     # SecAgg+ stage (pure computation and one message each way).
     checkin_timeout: float = 120.0
@@ -88,6 +92,7 @@ class RoundConfig:
     def __post_init__(self) -> None:
         check_id(self.task_id, "task id")
         ints = {"goal_count": 1, "min_reports": 1, "weight_cap": 1, "round_id": 0}
+        ints["cohort_size"] = MIN_COHORT_SIZE
         for name, low in ints.items():
             value = getattr(self, name)
             if not isinstance(value, int) or value < low:
@@ -122,6 +127,19 @@ class RoundConfig:
     def select_count(self) -> int:
         """How many check-ins close selection: the goal times the over-selection factor."""
         return select_count(self.goal_count, self.over_selection)
+
+    @property
+    def cohort_capacity(self) -> int:
+        """The most devices one SecAgg+ cohort of this round can hold."""
+        return min(self.cohort_size, self.select_count)
+
+    @property
+    def cohort_min_reports(self) -> int:
+        """Fewest inputs a cohort's sum is kept with under device DP: ``min_reports`` scaled
+        to a full cohort's share of the selection (``min_reports`` itself for one cohort).
+        The devices' noise is calibrated so that a sum of this many carries it in full."""
+        share = self.min_reports * self.cohort_capacity / self.select_count
+        return max(2, min(self.cohort_capacity, math.ceil(share - 1e-9)))
     @property
     def pool_target(self) -> int:
         """Check-ins that close check-in before its deadline (``sampling.pool_target``)."""
@@ -149,13 +167,15 @@ def update_spec(
         rotation_seed=rng.bytes(16) if config.rotate else b"",
     )
     if config.device_dp is not None and secagg:
-        # Noise calibrated for the fewest survivors that still commit: min_reports.
+        # The coordinator sees each cohort's sum, so each must carry the full noise on its
+        # own: calibrated for the fewest inputs a cohort's sum is kept with, in a ring that
+        # holds the sum of the largest cohort.
         d = config.device_dp
         spec = round_dp.calibrate(
             spec,
             noise_multiplier=d.noise_multiplier,
-            clients=config.select_count,
-            threshold=config.min_reports,
+            clients=config.cohort_capacity,
+            threshold=config.cohort_min_reports,
             skellam=d.skellam,
             unclipped_bit=d.unclipped_bit,
             bit_sum_std=d.bit_sum_std,
@@ -191,6 +211,10 @@ class RoundMetrics:
     discarded: int = 0
     # Whether the updates went through SecAgg+ (training rounds of a SecAgg+ task).
     secagg: bool = False
+    # SecAgg+ cohorts the selected devices were split into, and how many of them are in
+    # the aggregate (0 and 0 without SecAgg+; cohorts_committed 0 when abandoned).
+    cohorts: int = 0
+    cohorts_committed: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -80,6 +80,8 @@ def metrics_json(m: RoundMetrics) -> dict[str, Any]:
         "bad_holders": list(m.bad_holders),
         "discarded": m.discarded,
         "secagg": m.secagg,
+        "cohorts": m.cohorts,
+        "cohorts_committed": m.cohorts_committed,
     }
 
 

@@ -7,7 +7,6 @@ Its states, moves and theory of operation are in ``states``; the commands it ret
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 
 import numpy as np
 import numpy.typing as npt
@@ -24,7 +23,7 @@ from fedrt.coordinator.rounds.commands import (
     StageChanged,
     update_spec,
 )
-from fedrt.coordinator.rounds.outbox import RoundOutbox, ack_status
+from fedrt.coordinator.rounds.outbox import RoundOutbox
 from fedrt.coordinator.rounds.roster import DeviceStatus, RoundDevice, RoundRoster
 from fedrt.coordinator.rounds.states import (
     FINAL,
@@ -35,11 +34,11 @@ from fedrt.coordinator.rounds.states import (
     first_stage,
     secagg_after,
 )
-from fedrt.coordinator.selection.sampling import sample_cohort
 from fedrt.coordinator.selection.pace import PaceSteering
+from fedrt.coordinator.selection.sampling import sample_cohort
 from fedrt.coordinator.strategies.optimizers import OptimizerState, ServerOptimizer
 from fedrt.protocol import round_messages as rm
-from fedrt.protocol.errors import ProtocolError, RoundAborted
+from fedrt.protocol.errors import ProtocolError
 from fedrt.protocol.round_codec import decode_from_device
 from fedrt.protocol.round_errors import (
     DuplicateMessageId,
@@ -49,7 +48,6 @@ from fedrt.protocol.round_errors import (
     UnexpectedMessage,
     UnknownParticipant,
 )
-from fedrt.protocol.round_secagg import sender_of
 
 S = RoundState
 
@@ -159,11 +157,7 @@ class RoundMachine:
         """The ``Ack`` that tells a device its message was refused (for the driver to send
         after catching ``error``), so the device's outbox stops resending it. A refused
         answer (not a late or repeated one) counts as a discarded update."""
-        status = ack_status(error)
-        answer = isinstance(message, rm.StageResponse | rm.EvalReport)
-        if status is rm.AckStatus.REJECTED and answer:
-            self._roster.discard(device_id, message.msg_id)
-        return self._out.ack(device_id, message, status)
+        return self._out.rejection(self._roster, device_id, message, error)
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -243,12 +237,7 @@ class RoundMachine:
         elif stage is rm.Stage.PLAIN_UPDATE:
             self._agg.add_plain(dev.device_id, msg.payload)
         else:
-            assert self._agg.server is not None
-            # Signatures already bind a message to its sender; this refuses even a device
-            # re-submitting a peer's message it saw relayed.
-            if sender_of(msg.payload) != dev.client_id:
-                raise UnexpectedMessage(f"{dev.device_id} sent a message of another device")
-            self._agg.server.receive(msg.payload)
+            self._agg.add_secagg(dev.device_id, msg.payload)
         if isinstance(msg, rm.StageResponse):
             self._roster.bytes_received += len(msg.payload)
         dev.answered.add(stage)
@@ -291,55 +280,63 @@ class RoundMachine:
             full = rm.ReconnectReason.ROUND_FULL
             out.append(self._out.reconnect(device_id, full, now, not_before=self._remaining(now)))
         self._roster.select(order)
-        secagg_spec: list[rm.SecAggSpec | None] = [None] * len(order)
+        secagg_spec: dict[str, rm.SecAggSpec] = {}
         if self._uses_secagg:
             try:
-                secagg_spec = list(self._agg.open_secagg(order, self._keys))
+                secagg_spec = self._agg.open_secagg(order, self._keys, self._rng)
             except ProtocolError as exc:
                 self._abandon(f"cannot set up SecAgg+: {exc}", now, out)
                 return
+            assert self._agg.cohorts is not None
+            self._roster.set_cohorts(self._agg.cohorts.groups())
         self._move(S.TRAINING, now, now + cfg.training_timeout, out, "selection closed")
         out.append(self._out.announce(accepting=False))
-        for client, device_id in enumerate(order):
-            out.append(self._out.plan(device_id, secagg_spec[client]))
+        for device_id in order:  # each device sees only its own cohort
+            out.append(self._out.plan(device_id, secagg_spec.get(device_id)))
 
     def _close_stage(self, now: float, out: list[Command], why: str) -> None:
         stage = self._expected_stage()
         assert stage is not None
+        cfg, needed = self.config, self.config.min_reports
         active = self._roster.active()
         answered = [d for d in active if stage in d.answered]
-        goal_met = self.state is S.TRAINING and len(answered) >= self.config.goal_count
+        goal_met = self.state is S.TRAINING and len(answered) >= cfg.goal_count
         reason = rm.ReconnectReason.ROUND_FULL if goal_met else rm.ReconnectReason.DROPPED
         for dev in active:
             if stage not in dev.answered:
                 self._cut(dev, reason, now, out)
-        if self.state not in INPUTS_FIXED and len(answered) < self.config.min_reports:
-            self._abandon(
-                f"{len(answered)} answered {stage.name}, {self.config.min_reports} needed",
-                now,
-                out,
-            )
+        # Say which deadline made a stage impossible (a fleet's size can make it so).
+        window = cfg.training_timeout if self.state is S.TRAINING else cfg.stage_timeout
+        late = f" by the {stage.name} deadline ({window:g} s)" if why == "deadline" else ""
+        if self.state not in INPUTS_FIXED and len(answered) < needed:
+            self._abandon(f"{len(answered)} answered {stage.name}{late}, {needed} needed", now, out)
             return
-        if self._agg.server is None:
+        cohorts = self._agg.cohorts
+        if cohorts is None:
             self._finish(now, out, answered)
             return
-        try:
-            requests = self._agg.server.close_stage()
-        except RoundAborted as exc:
-            self._abandon(f"SecAgg+ aborted in {exc.stage}: {exc}", now, out)
+        requests, failed = cohorts.close_stage(late)
+        for device_id in (d for c in failed for d in c.members):  # told their cohort failed
+            member = self._roster.get(device_id)
+            if member is not None and member.status is DeviceStatus.ACTIVE:
+                self._cut(member, rm.ReconnectReason.ROUND_ABANDONED, now, out)
+        left = len(self._roster.active())
+        if not cohorts.live() or (self.state not in INPUTS_FIXED and left < needed):
+            lost = "every SecAgg+ cohort failed" if not cohorts.live() else f"{left} devices left"
+            self._abandon(f"{lost}: {cohorts.failures()}", now, out)
             return
         if self.state is S.UNMASK:
             self._finish(now, out, answered)
             return
         nxt, next_stage = secagg_after(self.state)
-        self._move(nxt, now, now + self.config.stage_timeout, out, why)
-        for client, payload in sorted(requests.items()):
-            dev = self._roster.by_client(client)
-            if dev.status is DeviceStatus.ACTIVE:
-                out.append(self._out.request(dev.device_id, next_stage, payload))
-        # A device that answered but got no request (SecAgg+ dropped it) is out of the round.
+        self._move(nxt, now, now + cfg.stage_timeout, out, why)
         for dev in answered:
-            if dev.client_id not in requests:
+            payload = requests.get(dev.device_id)
+            if dev.status is not DeviceStatus.ACTIVE:
+                continue
+            if payload is not None:
+                out.append(self._out.request(dev.device_id, next_stage, payload))
+            else:  # answered, but SecAgg+ dropped it: out of the round
                 self._cut(dev, rm.ReconnectReason.DROPPED, now, out)
 
     def _finish(self, now: float, out: list[Command], answered: list[RoundDevice]) -> None:
@@ -381,18 +378,9 @@ class RoundMachine:
     ) -> None:
         check_move(self.state, new)
         previous, self.state, self.deadline = self.state, new, deadline
-        active = len(self._roster.active())
-        out.append(
-            StageChanged(
-                round_id=self.config.round_id,
-                previous=previous.value,
-                state=new.value,
-                at=now,
-                active=active,
-                deadline=deadline,
-                reason=why,
-            )
-        )
+        out.append(StageChanged(round_id=self.config.round_id, previous=previous.value,
+                                state=new.value, at=now, active=len(self._roster.active()),
+                                deadline=deadline, reason=why))  # fmt: skip
 
     def _remaining(self, now: float) -> float:
         # A device turned away mid-round should not come back before this round could end.
@@ -400,13 +388,11 @@ class RoundMachine:
         return max(0.0, self._started_at + self.config.checkin_timeout + budget - now)
 
     def _metrics(self, now: float, included: int) -> RoundMetrics:
+        first = first_stage(self.config.kind, secagg=self._uses_secagg)
         metrics = self._roster.metrics(
-            first=first_stage(self.config.kind, secagg=self._uses_secagg),
-            included=included,
-            started_at=self._started_at,
-            now=now,
+            first=first, included=included, started_at=self._started_at, now=now
         )
-        return replace(metrics, bad_holders=self._agg.bad_holders(), secagg=self._uses_secagg)
+        return self._agg.secagg_metrics(metrics, secagg=self._uses_secagg)
 
 
 __all__ = ["RoundMachine"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fedrt.coordinator.rounds.commands import Announce, RoundConfig, Send
+from fedrt.coordinator.rounds.roster import RoundRoster
 from fedrt.coordinator.selection.pace import PaceSteering
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol.round_errors import DuplicateMessageId, LateMessage, StaleMessage
@@ -41,6 +42,16 @@ class RoundOutbox:
                 status=status,
             ),
         )
+
+    def rejection(
+        self, roster: RoundRoster, device_id: str, msg: rm.DeviceMessage, error: Exception
+    ) -> Send:
+        """The ``Ack`` refusing ``msg`` for ``error``; a refused answer (not a late or repeated
+        one) is counted in ``roster`` as a discarded update."""
+        status = ack_status(error)
+        if status is rm.AckStatus.REJECTED and isinstance(msg, rm.StageResponse | rm.EvalReport):
+            roster.discard(device_id, msg.msg_id)
+        return self.ack(device_id, msg, status)
 
     def reconnect(
         self, device_id: str, reason: rm.ReconnectReason, now: float, not_before: float = 0.0

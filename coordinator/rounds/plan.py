@@ -87,6 +87,7 @@ def round_config(
         secagg=spec.secagg,
         secagg_neighbors=neighbors,
         secagg_threshold=threshold,
+        cohort_size=spec.cohort_size,
         checkin_timeout=spec.checkin_deadline_s,
         training_timeout=spec.training_deadline_s,
         stage_timeout=spec.secagg_stage_deadline_s,

@@ -22,7 +22,8 @@ class DeviceStatus(enum.Enum):
 class RoundDevice:
     device_id: str
     status: DeviceStatus = DeviceStatus.CHECKED_IN
-    client_id: int = -1
+    client_id: int = -1  # SecAgg+ index within its cohort
+    cohort: int = 0
     answered: set[rm.Stage] = field(default_factory=set)
     # Message ids processed from this device in this round (QoS 1 redeliveries repeat them).
     seen: set[int] = field(default_factory=set)
@@ -72,6 +73,13 @@ class RoundRoster:
 
     def by_client(self, client: int) -> RoundDevice:
         return self._by_client[client]
+
+    def set_cohorts(self, groups: Sequence[Sequence[str]]) -> None:
+        """SecAgg+ cohorts: each device's cohort and its index in it."""
+        for c, group in enumerate(groups):
+            for client, device_id in enumerate(group):
+                dev = self._devices[device_id]
+                dev.cohort, dev.client_id = c, client
 
     def with_status(self, *statuses: DeviceStatus) -> list[RoundDevice]:
         return [d for d in self._devices.values() if d.status in statuses]

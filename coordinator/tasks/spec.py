@@ -10,6 +10,7 @@ from pydantic.config import JsonDict
 
 from fedrt.coordinator.errors import BadRequestError
 from fedrt.coordinator.privacy.config import AdaptiveClip, DpConfig, DpMode
+from fedrt.coordinator.selection.cohort_split import DEFAULT_COHORT_SIZE, MIN_COHORT_SIZE
 from fedrt.coordinator.validation import JsonBool, JsonFloat, JsonInt, WireModel
 
 SecAggStrategy = Literal["fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad"]
@@ -100,6 +101,9 @@ class TaskSpec(WireModel):
     secagg_neighbors: JsonInt = Field(0, ge=0)
     # Fraction of the selected devices that must survive to unmask (t = ceil(f * n)).
     secagg_threshold: JsonFloat = Field(0.6, ge=0.5, lt=1)
+    # Most devices in one SecAgg+ instance: a round selecting more runs in random cohorts
+    # whose sums are added, and each cohort is the privacy unit (docs/secagg.md).
+    cohort_size: JsonInt = Field(DEFAULT_COHORT_SIZE, ge=MIN_COHORT_SIZE, le=100_000)
     # Evaluate every N training rounds (0: never); federated evaluation rounds.
     eval_every: JsonInt = Field(5, ge=0, le=10_000)
     # A candidate whose accuracy drops by more than this is not promoted.

@@ -1,0 +1,210 @@
+"""SecAgg+ in cohorts: a round's selected devices split at random into cohorts of at most
+``cohort_size``, each one SecAgg+ instance of its own, all advancing in lockstep.
+
+Why (Bonawitz et al. 2019, section 6): one SecAgg+ instance costs the server and each device
+more as it grows (the consistency check shows every device the whole included set, O(n^2)
+in all), and one dropout-heavy corner of the fleet can abort it. Cohorts of a few hundred
+keep every instance small, and a failed cohort loses only its own devices: the round adds
+the sums of the cohorts that finish. The coordinator sees each cohort's sum, so the cohort
+is the privacy unit (``docs/secagg.md``).
+
+The machine still runs one stage at a time for the whole round (one stage deadline): it
+routes each SecAgg+ answer to its device's cohort, and when the stage closes, every live
+cohort's server closes it too. A cohort whose server raises ``RoundAborted`` (too few live
+devices, too few holders of a needed secret) is left out from then on, with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from fedrt.coordinator.rounds.commands import RoundConfig
+from fedrt.coordinator.selection.cohort_split import split
+from fedrt.protocol import round_dp
+from fedrt.protocol import round_messages as rm
+from fedrt.protocol.errors import RoundAborted, StageError
+from fedrt.protocol.graph import choose_parameters, validate_parameters
+from fedrt.protocol.round_errors import RoundFailed, UnexpectedMessage
+from fedrt.protocol.round_secagg import secagg_config, sender_of
+from fedrt.protocol.secagg_server import SecAggServer
+
+__all__ = ["Cohort", "CohortSum", "Cohorts", "secagg_parameters"]
+
+
+def secagg_parameters(config: RoundConfig, n: int) -> tuple[int, int]:
+    """(neighbours k, threshold t) for a cohort of ``n``; ``ParameterError`` if invalid."""
+    if config.secagg_neighbors is not None and config.secagg_threshold is not None:
+        k, t = min(config.secagg_neighbors, n - 1), config.secagg_threshold
+        if k % 2 and n % 2:  # no k-regular graph: one fewer neighbour
+            k -= 1
+        t = min(t, k + 1)
+        validate_parameters(n, k, t)
+        return k, t
+    return choose_parameters(n, dropout=config.expected_dropout)
+
+
+@dataclass(slots=True)
+class Cohort:
+    """One SecAgg+ instance: its members (device id of each SecAgg+ index) and server."""
+
+    index: int
+    members: tuple[str, ...]
+    server: SecAggServer
+    # Why it was left out ("" while live): the server's abort, or too few in its sum.
+    failed: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CohortSum:
+    """What the cohorts add up to: the mean delta, its weight, the clip-bit count."""
+
+    delta: npt.NDArray[np.float64]
+    weight: float
+    unclipped: float | None
+    included: tuple[str, ...]
+    committed: int
+
+
+class Cohorts:
+    """The cohorts of one SecAgg+ round (see the module docstring)."""
+
+    def __init__(self, config: RoundConfig, spec: rm.UpdateSpec) -> None:
+        self.config = config
+        self.spec = spec
+        self.cohorts: list[Cohort] = []
+        self._of: dict[str, tuple[Cohort, int]] = {}  # device id -> (cohort, index)
+
+    def open(
+        self,
+        order: Sequence[str],
+        identity_keys: Mapping[str, bytes],
+        rng: np.random.Generator,
+    ) -> dict[str, rm.SecAggSpec]:
+        """Split ``order`` and start each cohort's server; each device's own SecAgg+ spec
+        (its cohort's members only). Raises ``ProtocolError`` with nothing opened."""
+        cohorts: list[Cohort] = []
+        specs: dict[str, rm.SecAggSpec] = {}
+        for c, group in enumerate(split(order, self.config.cohort_size, rng)):
+            k, t = secagg_parameters(self.config, len(group))
+            members = tuple(
+                rm.CohortMember(device_id=d, identity_key=identity_keys[d]) for d in group
+            )
+            for i, d in enumerate(group):
+                specs[d] = rm.SecAggSpec(client_id=i, threshold=t, neighbors=k, members=members)
+            server = SecAggServer(
+                secagg_config(
+                    task_id=self.config.task_id,
+                    round_id=self.config.round_id,
+                    spec=specs[group[0]],
+                    update=self.spec,
+                )
+            )
+            cohorts.append(Cohort(index=c, members=group, server=server))
+        self.cohorts = cohorts
+        self._of = {d: (co, i) for co in cohorts for i, d in enumerate(co.members)}
+        return specs
+
+    # --- queries ---------------------------------------------------------------------------
+
+    def groups(self) -> list[tuple[str, ...]]:
+        return [c.members for c in self.cohorts]
+
+    def live(self) -> list[Cohort]:
+        return [c for c in self.cohorts if not c.failed]
+
+    def cohort_of(self, device_id: str) -> Cohort:
+        return self._of[device_id][0]
+
+    def bad_holders(self) -> tuple[str, ...]:
+        """Devices any cohort's server found revealing wrong shares (sorted device ids)."""
+        return tuple(sorted(c.members[i] for c in self.cohorts for i in c.server.bad_holders))
+
+    def failures(self) -> str:
+        """Why the cohorts that failed did, one clause each."""
+        return "; ".join(
+            f"cohort {c.index} ({len(c.members)} devices): {c.failed}"
+            for c in self.cohorts
+            if c.failed
+        )
+
+    # --- the stages ------------------------------------------------------------------------
+
+    def receive(self, device_id: str, payload: bytes) -> None:
+        """One SecAgg+ answer of ``device_id``, checked by its cohort's server."""
+        cohort, index = self._of[device_id]
+        # Signatures already bind a message to its sender; this refuses even a device
+        # re-submitting a peer's message it saw relayed.
+        if sender_of(payload) != index:
+            raise UnexpectedMessage(f"{device_id} sent a message of another device")
+        if cohort.failed:
+            raise UnexpectedMessage(f"{device_id}'s cohort {cohort.index} was left out")
+        cohort.server.receive(payload)
+
+    def close_stage(self, stage_note: str) -> tuple[dict[str, bytes], list[Cohort]]:
+        """Close the stage in every live cohort: (the next stage's request to each device
+        still in, by device id; the cohorts that failed now). ``stage_note`` goes into a
+        failure's reason (what the deadline was, how many answered)."""
+        requests: dict[str, bytes] = {}
+        failed: list[Cohort] = []
+        for cohort in self.live():
+            waiting = len(cohort.server.waiting_for)
+            try:
+                out = cohort.server.close_stage()
+            except RoundAborted as exc:
+                missing = (
+                    f", {waiting} of {len(cohort.members)} had not answered" if waiting else ""
+                )
+                cohort.failed = f"SecAgg+ aborted in {exc.stage}: {exc}{missing}{stage_note}"
+                failed.append(cohort)
+                continue
+            for index, payload in out.items():
+                requests[cohort.members[index]] = payload
+        return requests, failed
+
+    # --- the end ---------------------------------------------------------------------------
+
+    def total(self) -> CohortSum:
+        """The sum over the live cohorts (each read back on its own: its ring and, under
+        device DP, its noise are its own). A cohort with fewer inputs than
+        ``config.cohort_min_reports`` is left out: under device DP its sum would carry less
+        than the full noise. ``RoundFailed`` when no cohort remains."""
+        floor = self.config.cohort_min_reports if self.spec.dp is not None else 2
+        weighted: npt.NDArray[np.float64] | None = None
+        weight, unclipped, committed = 0.0, None, 0
+        included: list[str] = []
+        for cohort in self.live():
+            inputs = cohort.server.included
+            if len(inputs) < floor:
+                cohort.failed = f"{len(inputs)} inputs unmasked, {floor} needed in a cohort"
+                continue
+            total = np.asarray(cohort.server.result, dtype=np.uint64)
+            mean, w, bits = round_dp.decode_sum(total, self.spec, len(inputs))
+            weighted = mean * w if weighted is None else weighted + mean * w
+            weight += w
+            if bits is not None:
+                unclipped = (unclipped or 0.0) + bits
+            included.extend(cohort.members[i] for i in sorted(inputs))
+            committed += 1
+        if weighted is None or weight <= 0:
+            raise RoundFailed(f"no cohort's sum is usable: {self.failures()}")
+        return CohortSum(
+            delta=weighted / weight,
+            weight=weight,
+            unclipped=unclipped,
+            included=tuple(included),
+            committed=committed,
+        )
+
+    def results(self) -> dict[int, npt.NDArray[np.unsignedinteger]]:
+        """Each finished cohort's raw SecAgg+ sum, by cohort index (for tests and audits)."""
+        out: dict[int, npt.NDArray[np.unsignedinteger]] = {}
+        for c in self.live():
+            try:
+                out[c.index] = c.server.result
+            except StageError:  # this cohort has not unmasked yet
+                continue
+        return out
