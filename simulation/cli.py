@@ -83,6 +83,13 @@ def _add_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> N
         help="0: a thread per device; N: one event loop serves N devices (default: "
         f"0 below {SCALE_MODE_FROM} devices, else {SCALE_DEVICES_PER_THREAD})",
     )
+    parser.add_argument(
+        "--cohort-size",
+        type=int,
+        default=d["cohort_size"],
+        help="most devices in one SecAgg+ instance; larger rounds run in cohorts "
+        "(default: the task default, see docs/secagg.md)",
+    )
     dp = parser.add_argument_group("differential privacy")
     dp.add_argument("--dp", default=d["dp"], choices=["none", "central", "distributed"])
     noise = dp.add_mutually_exclusive_group()
@@ -142,6 +149,7 @@ def _config(args: argparse.Namespace) -> Any:
         adaptive_clip=args.adaptive_clip,
         dp_budget=args.dp_budget,
         devices_per_thread=args.devices_per_thread,
+        cohort_size=args.cohort_size,
     )
 
 

@@ -29,6 +29,9 @@ class RoundRow:
     # DP tasks: cumulative epsilon at the task's delta; noise std on the aggregate sum.
     epsilon: float | None = None
     noise_stddev: float | None = None
+    # SecAgg+ cohorts the round ran in, and how many made it into the aggregate.
+    cohorts: int = 0
+    cohorts_committed: int = 0
 
 
 @dataclass(slots=True)
@@ -67,6 +70,8 @@ def progress_line(row: RoundRow, total: int) -> str:
         f"sel {row.selected:3d} rep {row.reported:3d} drop {row.dropped:2d} "
         f"up {_kib(row.bytes_up)} down {_kib(row.bytes_down)} {row.seconds:6.1f}s"
     )
+    if row.cohorts > 1:
+        text += f" cohorts {row.cohorts_committed}/{row.cohorts}"
     return text + (f"  ({row.reason})" if row.reason else "")
 
 

@@ -131,6 +131,8 @@ class Simulation:
             reason=s.reason,
             epsilon=s.epsilon,
             noise_stddev=s.noise_stddev,
+            cohorts=s.metrics.cohorts,
+            cohorts_committed=s.metrics.cohorts_committed,
         )
         self._last_end = now
         self.report.rounds.append(row)

@@ -14,6 +14,7 @@ from fedrt.coordinator.privacy.config import (
     DpMode,
     FixedClip,
 )
+from fedrt.coordinator.selection.cohort_split import DEFAULT_COHORT_SIZE, MIN_COHORT_SIZE
 from fedrt.coordinator.tasks import STRATEGIES, TaskSpec
 from fedrt.errors import UsageError
 from fedrt.simulation import datasets, traces
@@ -71,6 +72,8 @@ class SimConfig:
     dp_budget: float | None = None
     # 0: a thread per device; N: one DeviceHub + NetworkLoop per N devices; None: automatic.
     devices_per_thread: int | None = None
+    # Most devices in one SecAgg+ instance (the task's cohort_size); None: the task default.
+    cohort_size: int | None = None
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -89,6 +92,10 @@ class SimConfig:
         need(
             self.devices_per_thread is None or self.devices_per_thread >= 0,
             "--devices-per-thread must be >= 0",
+        )
+        need(
+            self.cohort_size is None or self.cohort_size >= MIN_COHORT_SIZE,
+            f"--cohort-size must be >= {MIN_COHORT_SIZE}",
         )
         datasets.Partition.parse(self.partition)
         try:
@@ -145,4 +152,5 @@ class SimConfig:
             promote_margin=1.0,
             max_rounds=self.rounds,
             dp=self.dp_config(),
+            cohort_size=self.cohort_size or DEFAULT_COHORT_SIZE,
         )
