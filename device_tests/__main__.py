@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from device_tests import protocol_kat, state_check, training_kat
+from device_tests import protocol_kat, rebuild_kat, state_check, training_kat
 from device_tests.report import Check, Report, run_check
 from device_tests.round_check import RoundOptions, take_part_in_a_round
 
@@ -51,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rotation": protocol_kat.rotation,
         "bit_packing": protocol_kat.bit_packing,
         "codec": protocol_kat.codec_round_trip,
+        "model_rebuild": rebuild_kat.model_rebuild,
         "device_state": state_check.device_state,
         "cnn_step_time": training_kat.cnn_step_time,
     }

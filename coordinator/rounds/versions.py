@@ -6,8 +6,6 @@ The only round module that reads or writes model files (``fedrt.model_export``).
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,15 +17,14 @@ import numpy.typing as npt
 from fedrt.coordinator.driver.base import DriverContext
 from fedrt.coordinator.errors import CorruptArtifactError, NotFoundError
 from fedrt.coordinator.models.catalog import ModelCatalog
-from fedrt.coordinator.models.delivery import Delivery
 from fedrt.coordinator.models.optimizer_state import load_state, save_state
+from fedrt.coordinator.models.version_forms import build_version, unflatten
 from fedrt.coordinator.records import ModelRecord
 from fedrt.coordinator.rounds.commands import Commit
 from fedrt.coordinator.rounds.journal import metrics_json
 from fedrt.coordinator.rounds.runs import LoadedModel, Run
 from fedrt.model_export.manifest import Manifest
-from fedrt.model_export.weights_file import read_weights, replace_weights, strip_weights
-from fedrt.protocol.weights_delta import encode_delta, weights_bytes
+from fedrt.model_export.weights_file import read_weights
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +48,6 @@ class NewVersion:
 
 def flatten(weights: list[npt.NDArray[Any]]) -> npt.NDArray[np.float32]:
     return np.concatenate([np.asarray(w, np.float32).reshape(-1) for w in weights])
-
-
-def unflatten(flat: npt.NDArray[Any], manifest: Manifest) -> list[npt.NDArray[np.float32]]:
-    out, at = [], 0
-    for spec in manifest.weights:
-        out.append(np.asarray(flat[at : at + spec.size], np.float32).reshape(spec.shape))
-        at += spec.size
-    return out
 
 
 def load_model(ctx: DriverContext, run: Run, sha256: str, *, retry_delay_s: float) -> LoadedModel:
@@ -103,54 +92,33 @@ def add_version(
     a blob for the parent's holders); else the commit's float32 weights as they are."""
     model = run.model
     assert model is not None
-    delivery = catalog.delivery
-    parent = delivery.get(model.record.sha256)
-    graph = (catalog.blobs.read(parent.graph) if parent is not None
-             else strip_weights(model.data, model.manifest))  # fmt: skip
-    bits = max(run.spec.download_bits, 2) if run.spec.download_bits else 0
-    delta_sha = None
-    if bits:
-        seed = hashlib.sha256(
-            b"fedrt/downlink-delta/v1\n"
-            + bytes.fromhex(model.record.sha256)
-            + commit.round_id.to_bytes(8, "little")
-        ).digest()
-        encoded = encode_delta(model.flat, commit.weights, bits=bits, seed=seed)
-        weights = encoded.result
-        delta_sha = catalog.blobs.put_bytes(encoded.blob)
-    else:
-        weights = np.asarray(commit.weights, np.float32).reshape(-1)
-    data = replace_weights(graph, model.manifest, unflatten(weights, model.manifest))
-    sha = hashlib.sha256(data).hexdigest()
-    manifest = dataclasses.replace(model.manifest, sha256=sha, model_bytes=len(data))
-    evaluation = dict(evaluator(data, manifest)) if evaluator else {}
+    built = build_version(
+        catalog.blobs,
+        catalog.delivery,
+        parent_sha256=model.record.sha256,
+        parent_data=model.data,
+        parent_weights=model.flat,
+        manifest=model.manifest,
+        target=commit.weights,
+        bits=run.spec.download_bits,
+        round_no=commit.round_id,
+    )
+    evaluation = dict(evaluator(built.data, built.manifest)) if evaluator else {}
     metrics = {**metrics_json(commit.metrics), **evaluation}
     # The state goes with the version it produced: a round that starts from this
     # version (after a restart, a pause, a rollback) continues with exactly this state.
     state = save_state(catalog.blobs, run.optimizer, commit.optimizer_state)
-    graph_sha = catalog.blobs.put_bytes(graph)
-    weights_sha = catalog.blobs.put_bytes(weights_bytes(weights))
     record = catalog.add_version(
-        data,
-        manifest.to_dict(),
+        built.data,
+        built.manifest.to_dict(),
         task_id=run.task_id,
         parent_sha256=model.record.sha256,
         round_no=commit.round_id,
         metrics=metrics,
         optimizer_state_sha256=state,
     )
-    delivery.put(
-        Delivery(
-            version=record.sha256,
-            graph=graph_sha,
-            weights=weights_sha,
-            params=int(weights.size),
-            parent=model.record.sha256,
-            delta=delta_sha,
-            delta_bits=bits,
-        )
-    )
-    return NewVersion(record, manifest, data, evaluation, weights)
+    built.record(catalog.delivery, version=record.sha256, parent=model.record.sha256)
+    return NewVersion(record, built.manifest, built.data, evaluation, built.weights)
 
 
 def should_promote(run: Run, evaluation: Mapping[str, float]) -> bool:

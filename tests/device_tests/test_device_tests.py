@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "device_tests" / "fixtures"
 HEAVY = ("tensorflow", "keras", "aiohttp", "amqtt", "pytest")
 LOCAL_CHECKS = {"training_known_answer", "protocol_vectors", "rotation", "bit_packing", "codec",
-                "device_state", "cnn_step_time"}  # fmt: skip
+                "model_rebuild", "device_state", "cnn_step_time"}  # fmt: skip
 
 
 def _run_suite(

@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "device_tests" / "emulate-pi"
 LOCAL_CHECKS = ("training_known_answer", "protocol_vectors", "rotation", "bit_packing", "codec",
-                "device_state", "cnn_step_time")  # fmt: skip
+                "model_rebuild", "device_state", "cnn_step_time")  # fmt: skip
 
 needs_emulation = pytest.mark.skipif(
     shutil.which("qemu-aarch64-static") is None
