@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from fedrt.benchmarks import secagg_compare
 from fedrt.errors import UsageError
 from fedrt.protocol.graph import choose_parameters, validate_parameters
 from fedrt.protocol.messages import Stage
@@ -70,7 +71,9 @@ def _drop_plan(args: argparse.Namespace, rng: np.random.Generator) -> dict[int, 
     count = round(args.dropout * args.clients)
     victims = rng.choice(args.clients, size=count, replace=False)
     stages = [Stage(name) for name in STAGE_NAMES]
-    if args.drop_stage != "spread":
+    if args.drop_stage == "late":
+        stages = [Stage.MASKED_INPUT, Stage.UNMASK]
+    elif args.drop_stage != "spread":
         return {int(v): Stage(args.drop_stage) for v in victims}
     return {int(v): stages[i % len(stages)] for i, v in enumerate(victims)}
 
@@ -183,12 +186,21 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("need --clients >= 2, --params >= 1 and 0 <= --dropout < 1")
     if not 1 <= args.bits <= 32 or args.repeat < 1:
         raise UsageError("--bits must be in 1..32 and --repeat >= 1")
+    if args.flower_python:
+        secagg_compare.check_interpreter(args.flower_python)
+    if args.drop_stage is None:  # Flower survives only dropouts after key sharing
+        args.drop_stage = "late" if args.flower_python else "spread"
     reports = [
         measure(argparse.Namespace(**{**vars(args), "seed": args.seed + i}))
         for i in range(args.repeat)
     ]
     report = _median_of(reports)
     print(_table(report))
+    if args.flower_python:
+        flower = secagg_compare.flower_report(args.flower_python, report, args.seed)
+        print(secagg_compare.side_by_side(report, flower))
+        report["flower"] = flower
+        report["flower_over_fedrt"] = secagg_compare.ratios(report, flower)
     if args.json:
         print(json.dumps(report, sort_keys=True))
     return 0 if report["matched_plain_sum"] else 1
@@ -204,13 +216,20 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--bits", type=int, default=8, help="quantization bits b (default 8)")
     parser.add_argument(
         "--drop-stage",
-        default="spread",
-        choices=["spread", *STAGE_NAMES],
-        help="where the dropouts happen (default: spread over the five stages)",
+        default=None,
+        choices=["spread", "late", *STAGE_NAMES],
+        help="where the dropouts happen: spread over the five stages (default), late (spread "
+        "over masked_input and unmask: the default with --flower-python) or one stage",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--repeat", type=int, default=1, help="rounds to run; timings are their medians"
+    )
+    parser.add_argument(
+        "--flower-python",
+        metavar="PATH",
+        help="also run Flower's SecAgg+ (same n, m, k, t, dropout) under this interpreter, "
+        "which must have flwr (e.g. a throwaway venv), and print both side by side",
     )
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
     parser.set_defaults(run=run)
