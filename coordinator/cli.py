@@ -50,6 +50,11 @@ def register(subparsers: Any) -> None:
     )
     serve.add_argument("--data-dir", metavar="DIR", help="keys, artifacts, database (fedrt-data)")
     serve.add_argument(
+        "--instance-id",
+        metavar="ID",
+        help="this instance's name among several on one store (kept in DATA_DIR/instance-id)",
+    )
+    serve.add_argument(
         "--pace-min-delay",
         type=float,
         metavar="S",
@@ -178,6 +183,7 @@ def run_serve(args: argparse.Namespace) -> int:
             db=args.db,
             store=args.store,
             data_dir=args.data_dir,
+            instance_id=args.instance_id,
             pace_min_delay=args.pace_min_delay,
             pace_spread=args.pace_spread,
             pace_rate=args.pace_rate,

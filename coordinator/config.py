@@ -37,6 +37,7 @@ from fedrt.coordinator.validation import (
     SettingInt,
     SettingPath,
     SettingsModel,
+    SettingStr,
 )
 
 ENV_PREFIX = "FEDRT_"
@@ -103,6 +104,19 @@ class StoreConfig(SettingsModel):
         return url
 
 
+class ClusterConfig(SettingsModel):
+    """Several ``serve`` processes on one PostgreSQL store share the fleet (``tasks.ownership``)."""
+
+    where = "cluster"
+
+    # None: an id made on first start and kept in ``<data_dir>/instance-id``, so a restarted
+    # instance takes its tasks back at once. Give each instance its own data_dir (or id).
+    instance_id: SettingStr | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    # How long a task stays with an instance that stopped renewing (renewed every third):
+    # the failover time is about this plus one renewal period.
+    lease_s: SettingFloat = Field(15.0, ge=3, le=600)
+
+
 class CoordinatorConfig(SettingsModel):
     """Everything ``fedrt coordinator serve`` needs; validated on construction."""
 
@@ -123,6 +137,7 @@ class CoordinatorConfig(SettingsModel):
     pace: PaceConfig = Field(default_factory=PaceConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
     @field_validator("admin_token")
     @classmethod
@@ -251,6 +266,7 @@ def cli_layer(
     db: str | None = None,
     store: str | None = None,
     data_dir: str | None = None,
+    instance_id: str | None = None,
     pace_min_delay: float | None = None,
     pace_spread: float | None = None,
     pace_rate: float | None = None,
@@ -291,6 +307,8 @@ def cli_layer(
         out["store"] = {"url": store}
     if data_dir is not None:
         out["data_dir"] = data_dir
+    if instance_id is not None:
+        out["cluster"] = {"instance_id": instance_id}
     return out
 
 

@@ -17,6 +17,7 @@ from fedrt.coordinator.records import RoundRecord, TaskRecord
 from fedrt.coordinator.selection.pace import PaceConfig
 from fedrt.coordinator.store.base import Store
 from fedrt.coordinator.tasks.manager import TaskManager
+from fedrt.coordinator.tasks.ownership import TaskOwnership
 from fedrt.protocol.topics import UpChannel
 
 PublishFn = Callable[[str, bytes, int, bool], None]
@@ -53,6 +54,9 @@ class DriverContext:
     pace: PaceConfig = field(default_factory=PaceConfig)
     # Round events for monitoring; the default ignores them.
     observer: RoundObserver = field(default_factory=RoundObserver)
+    # The task leases of this instance (several instances on one store); None: this
+    # process is the only coordinator of its store and runs every task (in-memory tests).
+    ownership: TaskOwnership | None = None
 
 
 class RoundDriver(ABC):

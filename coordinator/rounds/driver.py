@@ -29,7 +29,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from fedrt.coordinator.driver.base import DriverContext, RoundDriver
-from fedrt.coordinator.errors import CoordinatorError
+from fedrt.coordinator.errors import CoordinatorError, LeaseLost
 from fedrt.coordinator.privacy.accounting import PrivacyBudgetExceeded
 from fedrt.coordinator.records import RoundStatus, TaskRecord, TaskStatus
 from fedrt.coordinator.rounds.commands import (
@@ -115,6 +115,8 @@ class FederatedDriver(RoundDriver):
         self._calibration = NoiseCalibration()
         # Tasks that are not running but whose devices still need answers (created, paused).
         self.idle: dict[str, Run] = {}
+        # Several instances on one store: only the tasks whose lease we hold (``ownership``).
+        self.owner = ctx.ownership
         self._recover(ctx.clock())
 
     # ------------------------------------------------------------------ events
@@ -127,6 +129,10 @@ class FederatedDriver(RoundDriver):
             # A task not (yet, or no longer) running: pace the device instead of leaving it
             # waiting for an answer. Unknown tasks raise NotFoundError here.
             task = self.ctx.store.get_task(msg.task_id)
+            if not self._owns(task, now):
+                return  # another coordinator instance runs this task and answers
+            run = self.runs.get(task.task_id)  # adopted just now from a dead instance
+        if run is None:
             run = self.idle.get(task.task_id) or self._new_run(task)
             self.idle[task.task_id] = run
             paused = task.status is TaskStatus.PAUSED
@@ -158,6 +164,8 @@ class FederatedDriver(RoundDriver):
         self._act(run, commands, now)
 
     def on_tick(self, now: float) -> None:
+        if self.owner is not None and self.owner.sync_due(now):
+            self._sync(now)
         for run in list(self.runs.values()):
             if run.announce:
                 run.announce = False
@@ -177,7 +185,7 @@ class FederatedDriver(RoundDriver):
     def on_task_change(self, task: TaskRecord) -> None:
         now = self.ctx.clock()
         if task.status is TaskStatus.RUNNING:
-            if task.task_id not in self.runs:
+            if task.task_id not in self.runs and self._may_run(task.task_id, now):
                 idle = self.idle.pop(task.task_id, None)
                 fresh = self._new_run(task)
                 if idle is not None:
@@ -191,8 +199,15 @@ class FederatedDriver(RoundDriver):
             self._act(run, run.machine.cancel(f"task {task.status.value}", now), now)
 
     def on_shutdown(self, now: float) -> None:
-        for run in self.runs.values():
-            save(self.ctx.store, run)
+        for run in list(self.runs.values()):
+            try:
+                with self.ctx.store.transaction():
+                    self._fence(run.task_id, now)
+                    save(self.ctx.store, run)
+            except LeaseLost:
+                self._forget(run.task_id)
+        if self.owner is not None:  # so that another instance takes over at once
+            self.owner.release_all()
 
     # ------------------------------------------------------------------ rounds
     def _start_round(self, run: Run, now: float) -> None:
@@ -240,14 +255,25 @@ class FederatedDriver(RoundDriver):
             first_msg_id=run.next_msg_id,
             central_noise=central_noise(run, self.rng),
         )
-        with self.ctx.store.transaction():
-            record_start(self.ctx.store, run, kind, model.record.sha256, now)
-            save(self.ctx.store, run)
+        try:
+            with self.ctx.store.transaction():
+                self._fence(run.task_id, now)
+                record_start(self.ctx.store, run, kind, model.record.sha256, now)
+                save(self.ctx.store, run)
+        except LeaseLost:
+            self._forget(run.task_id)
+            return
         run.machine, run.bytes_out = machine, 0
         log.info("task %s: round %d (%s) started", run.task_id, run.round_no, kind.name.lower())
         self._act(run, machine.start(now), now)
 
     def _act(self, run: Run, commands: list[Command], now: float) -> None:
+        try:
+            self._carry_out(run, commands, now)
+        except LeaseLost:
+            self._forget(run.task_id)
+
+    def _carry_out(self, run: Run, commands: list[Command], now: float) -> None:
         for command in commands:
             if isinstance(command, Send):
                 payload = encode_message(command.message)
@@ -269,12 +295,19 @@ class FederatedDriver(RoundDriver):
 
     def _stage_changed(self, run: Run, change: StageChanged) -> None:
         with self.ctx.store.transaction():
+            self._fence(run.task_id, change.at)
             record_stage(self.ctx.store, run, change)
         self.ctx.observer.stage_changed(
             run.task_id, change.round_id, change.previous, change.state, change.at
         )
 
     def _commit(self, run: Run, commit: Commit, now: float) -> None:
+        # One transaction from the new version to the round's end: all of it or nothing.
+        with self.ctx.store.transaction():
+            self._fence(run.task_id, now)
+            self._commit_owned(run, commit, now)
+
+    def _commit_owned(self, run: Run, commit: Commit, now: float) -> None:
         version = add_version(self.ctx.catalog, run, commit, self.evaluator)
         promoted = should_promote(run, version.evaluation)
         if promoted:
@@ -352,6 +385,7 @@ class FederatedDriver(RoundDriver):
         )
         detail = end_detail(self.ctx.store, run.task_id, end, dp_charged=run.dp_round)
         with self.ctx.store.transaction():
+            self._fence(run.task_id, now)
             record_end(self.ctx.store, run.task_id, end, detail, now)
             save(self.ctx.store, run)
         self.ctx.observer.round_ended(self.ctx.store.get_round(run.task_id, round_no))
@@ -362,6 +396,7 @@ class FederatedDriver(RoundDriver):
         self, run: Run, now: float, *, action: str = "task.complete", **detail: object
     ) -> None:
         with self.ctx.store.transaction():
+            self._fence(run.task_id, now)
             record_completion(self.ctx.store, run, now, action, detail)
             save(self.ctx.store, run)
         self.runs.pop(run.task_id, None)
@@ -376,28 +411,72 @@ class FederatedDriver(RoundDriver):
         return new_run(self.ctx.store, task, self.pace_config)
 
     def _recover(self, now: float) -> None:
-        """Adopt running tasks; a round left open by a previous process is abandoned, and the
-        task waits for a check-in (see the module docstring)."""
+        """Adopt the running tasks this instance can own (all, when it is the only one)."""
         for task in self.ctx.store.list_tasks():
-            if task.status is not TaskStatus.RUNNING:
-                continue
-            lost = []
-            for rnd in self.ctx.store.list_rounds(task.task_id):
-                if rnd.status is RoundStatus.RUNNING:
-                    lost.append(rnd.round_no)
-                    with self.ctx.store.transaction():
-                        record_lost(self.ctx.store, rnd, now)
-            try:
-                run = self._new_run(task)
-            except CoordinatorError as exc:
-                log.error("task %s cannot run: %s", task.task_id, exc)
-                continue
-            run.next_msg_id += RESTART_ID_GAP
-            if lost:
-                # Its devices come back within seconds; the retained announcement may still
-                # be the lost round's "check-ins closed".
-                run.waiting, run.announce, run.lost_rounds = True, True, frozenset(lost)
-            self.runs[task.task_id] = run
+            if task.status is TaskStatus.RUNNING and self.owner is None:
+                self._adopt(task, now)
+            elif task.status is TaskStatus.RUNNING:
+                self._owns(task, now)
+
+    def _may_run(self, task_id: str, now: float) -> bool:
+        """Whether this instance holds (or can now claim) the task's lease."""
+        return self.owner is None or self.owner.holds(task_id) or self.owner.claim(task_id, now)
+
+    def _owns(self, task: TaskRecord, now: float) -> bool:
+        """Whether this instance runs ``task``; a running task it just took is adopted."""
+        if self.owner is None or self.owner.holds(task.task_id):
+            return True
+        if not self._may_run(task.task_id, now):
+            return False
+        if task.status is TaskStatus.RUNNING and task.task_id not in self.runs:
+            self._adopt(task, now)
+        return True
+
+    def _adopt(self, task: TaskRecord, now: float) -> None:
+        """Run a task whose rounds were someone else's (a previous process, a dead instance):
+        a round left open is abandoned, and the task waits for a check-in (module docstring)."""
+        lost = []
+        for rnd in self.ctx.store.list_rounds(task.task_id):
+            if rnd.status is RoundStatus.RUNNING:
+                lost.append(rnd.round_no)
+                with self.ctx.store.transaction():
+                    self._fence(task.task_id, now)
+                    record_lost(self.ctx.store, rnd, now)
+        try:
+            run = self._new_run(task)
+        except CoordinatorError as exc:
+            log.error("task %s cannot run: %s", task.task_id, exc)
+            return
+        run.next_msg_id += RESTART_ID_GAP
+        if lost:
+            # Its devices come back within seconds; the retained announcement may still
+            # be the lost round's "check-ins closed".
+            run.waiting, run.announce, run.lost_rounds = True, True, frozenset(lost)
+        self.idle.pop(task.task_id, None)
+        self.runs[task.task_id] = run
+
+    def _sync(self, now: float) -> None:
+        """Renew our leases, drop the tasks lost, follow task changes made through other
+        instances' APIs, and take over the running tasks whose owner is gone."""
+        assert self.owner is not None
+        for task_id in self.owner.renew(now):
+            self._forget(task_id)
+        for task in self.ctx.store.list_tasks():
+            running = task.status is TaskStatus.RUNNING
+            if task.task_id in self.runs and not running:
+                self.on_task_change(task)
+            elif running and task.task_id not in self.runs:
+                self._owns(task, now)
+
+    def _fence(self, task_id: str, now: float) -> None:
+        if self.owner is not None:
+            self.owner.fence(task_id, now)
+
+    def _forget(self, task_id: str) -> None:
+        """Another instance owns the task now: drop what we had of it, unsaved."""
+        dropped = [self.runs.pop(task_id, None), self.idle.pop(task_id, None)]
+        if any(run is not None for run in dropped):
+            log.warning("task %s: now run by another coordinator instance", task_id)
 
 
 __all__ = ["DEFAULT_RETRY_DELAY_S", "FederatedDriver"]

@@ -159,10 +159,12 @@ class Store(ABC):
 
     # -- leases (which coordinator instance owns which work; ``store.leases``)
     @abstractmethod
-    def claim_lease(self, name: str, owner: str, *, now: float, ttl: float) -> LeaseRecord | None:
+    def claim_lease(
+        self, name: str, owner: str, *, now: float, ttl: float, fresh: bool = False
+    ) -> LeaseRecord | None:
         """Take or extend the lease ``name`` for ``ttl`` seconds: granted when it is free,
-        expired, or already ``owner``'s (the epoch grows only when it changes hands);
-        None while another owner holds it."""
+        expired, or already ``owner``'s; None while another owner holds it. The epoch grows
+        when it changes hands, and on a ``fresh`` claim (a new process of the same owner)."""
 
     @abstractmethod
     def renew_lease(self, lease: LeaseRecord, *, now: float, ttl: float) -> LeaseRecord:

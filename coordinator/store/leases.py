@@ -1,7 +1,10 @@
 """Leases: rows with an owner and an expiry through which coordinator instances share work.
 
 One instance owns a lease (a task's rounds) until it expires; the owner renews it well
-before then. An expired lease goes to the first instance that claims it, and its ``epoch``
+before then. A claim marked ``fresh`` starts a new tenure even over the owner's own lease
+(a restarted process: whatever the old one was doing died with it).
+
+An expired lease goes to the first instance that claims it, and its ``epoch``
 grows, so a write fenced with the old (owner, epoch) fails with ``LeaseLost`` even when
 the old owner comes back from a pause still believing it owns the work.
 
@@ -21,7 +24,7 @@ from fedrt.coordinator.records import LeaseRecord
 _CLAIM = (
     "INSERT INTO leases (name, owner, epoch, expires_at) VALUES (?, ?, 1, ?) "
     "ON CONFLICT (name) DO UPDATE SET "
-    "epoch = CASE WHEN leases.owner = excluded.owner THEN leases.epoch "
+    "epoch = CASE WHEN leases.owner = excluded.owner AND ? = 0 THEN leases.epoch "
     "ELSE leases.epoch + 1 END, "
     "owner = excluded.owner, expires_at = excluded.expires_at "
     "WHERE leases.owner = excluded.owner OR leases.expires_at <= ? "
@@ -46,13 +49,14 @@ def lease_row(r: Any) -> LeaseRecord:
 
 
 def claim_decision(
-    held: LeaseRecord | None, name: str, owner: str, *, now: float, ttl: float
+    held: LeaseRecord | None, name: str, owner: str, *, now: float, ttl: float, fresh: bool
 ) -> LeaseRecord | None:
     """The lease after ``owner`` claims ``name`` at ``now``, or None if another holds it."""
     if held is None:
         return LeaseRecord(name=name, owner=owner, epoch=1, expires_at=now + ttl)
     if held.owner == owner:
-        return LeaseRecord(name=name, owner=owner, epoch=held.epoch, expires_at=now + ttl)
+        epoch = held.epoch + 1 if fresh else held.epoch
+        return LeaseRecord(name=name, owner=owner, epoch=epoch, expires_at=now + ttl)
     if held.expires_at <= now:
         return LeaseRecord(name=name, owner=owner, epoch=held.epoch + 1, expires_at=now + ttl)
     return None
@@ -70,10 +74,12 @@ class SqlLeases:
     def _q(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:  # pragma: no cover
         raise NotImplementedError
 
-    def claim_lease(self, name: str, owner: str, *, now: float, ttl: float) -> LeaseRecord | None:
+    def claim_lease(
+        self, name: str, owner: str, *, now: float, ttl: float, fresh: bool = False
+    ) -> LeaseRecord | None:
         check_ttl(ttl)
         try:
-            rows = self._q(_CLAIM, (name, owner, now + ttl, now))
+            rows = self._q(_CLAIM, (name, owner, now + ttl, int(fresh), now))
         except ConflictError:  # lost a race with another instance's claim
             return None
         return lease_row(rows[0]) if rows else None

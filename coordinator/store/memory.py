@@ -272,10 +272,13 @@ class MemoryStore(Store):
         return [e for e in self._audit if e.seq > after_seq][: max(limit, 0)]
 
     # -- leases
-    def claim_lease(self, name: str, owner: str, *, now: float, ttl: float) -> LeaseRecord | None:
+    def claim_lease(
+        self, name: str, owner: str, *, now: float, ttl: float, fresh: bool = False
+    ) -> LeaseRecord | None:
         check_ttl(ttl)
         with self.transaction():
-            lease = claim_decision(self._leases.get(name), name, owner, now=now, ttl=ttl)
+            held = self._leases.get(name)
+            lease = claim_decision(held, name, owner, now=now, ttl=ttl, fresh=fresh)
             if lease is not None:
                 self._leases[name] = lease
             return lease

@@ -1,5 +1,6 @@
 """Tasks: what an operator submits (``spec``: ``TaskSpec``) and the task lifecycle
-(``manager``: ``TaskManager``, ``ACTIONS``).
+(``manager``: ``TaskManager``, ``ACTIONS``), and which coordinator instance runs which task
+(``ownership``: ``TaskOwnership``, leases in the store).
 
 May import: the floor, ``store`` and ``privacy`` (a task's DP settings). Coordinator
 modules import the modules by path; this facade is for callers outside the coordinator.

@@ -53,6 +53,14 @@ def test_an_expired_lease_changes_hands_and_fences_the_old_owner(store: Store) -
     assert store.claim_lease("task:t1", "a", now=115.0, ttl=10.0) is None
 
 
+def test_a_fresh_claim_by_the_owner_starts_a_new_tenure(store: Store) -> None:
+    store.claim_lease("task:t1", "a", now=100.0, ttl=10.0)
+    fresh = store.claim_lease("task:t1", "a", now=101.0, ttl=10.0, fresh=True)
+    assert fresh is not None
+    assert fresh.epoch == 2
+    assert store.claim_lease("task:t1", "b", now=105.0, ttl=10.0, fresh=True) is None
+
+
 def test_a_released_lease_is_free_at_once_with_a_new_epoch_for_the_next(store: Store) -> None:
     a = store.claim_lease("task:t1", "a", now=100.0, ttl=60.0)
     assert a is not None
