@@ -52,7 +52,7 @@ def register(subparsers: Any) -> None:
     serve.add_argument(
         "--instance-id",
         metavar="ID",
-        help="this instance's name among several on one store (kept in DATA_DIR/instance-id)",
+        help="this instance's name among several on one store (default: host and data dir)",
     )
     serve.add_argument(
         "--pace-min-delay",

@@ -109,8 +109,8 @@ class ClusterConfig(SettingsModel):
 
     where = "cluster"
 
-    # None: an id made on first start and kept in ``<data_dir>/instance-id``, so a restarted
-    # instance takes its tasks back at once. Give each instance its own data_dir (or id).
+    # None: the host's name and a digest of data_dir, stable across restarts (a restarted
+    # instance takes its tasks back at once). Set it where hostnames change (containers).
     instance_id: SettingStr | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     # How long a task stays with an instance that stopped renewing (renewed every third):
     # the failover time is about this plus one renewal period.

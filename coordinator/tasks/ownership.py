@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import secrets
+import re
+import socket
 from pathlib import Path
 
-from fedrt.coordinator.errors import ConfigError, LeaseLost
+from fedrt.coordinator.errors import LeaseLost
 from fedrt.coordinator.records import LeaseRecord
 from fedrt.coordinator.store.base import Store
 
@@ -41,29 +42,16 @@ def lease_name(task_id: str) -> str:
     return LEASE_PREFIX + task_id
 
 
-INSTANCE_ID_FILE = "instance-id"
-
-
 def instance_id(data_dir: Path, configured: str | None) -> str:
-    """The configured id, else the one kept in ``data_dir`` (made on first start), so a
-    restarted instance finds its own leases."""
+    """The configured id, else one made of the host's name and the data dir: stable across
+    restarts (a restarted instance takes its own tasks back at once), different for
+    instances on other hosts even when they share a data dir. Set it where hostnames are
+    not stable (containers)."""
     if configured is not None:
         return configured
-    path = data_dir / INSTANCE_ID_FILE
-    try:
-        kept = path.read_text(encoding="ascii").strip()
-    except FileNotFoundError:
-        kept = ""
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from None
-    if kept:
-        return kept
-    made = "coordinator-" + secrets.token_hex(6)
-    try:
-        path.write_text(made + "\n", encoding="ascii")
-    except OSError as exc:
-        raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
-    return made
+    host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:40] or "host"
+    place = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:8]
+    return f"{host}-{place}"
 
 
 def fleet_incarnation(leases: list[LeaseRecord]) -> str:
@@ -152,6 +140,6 @@ class TaskOwnership:
 
 
 __all__ = [
-    "DEFAULT_LEASE_S", "INSTANCE_ID_FILE", "LEASE_PREFIX", "TaskOwnership", "fleet_incarnation",
+    "DEFAULT_LEASE_S", "LEASE_PREFIX", "TaskOwnership", "fleet_incarnation",
     "instance_id", "lease_name",
 ]  # fmt: skip

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from fedrt.coordinator.config import LimitsConfig, StoreConfig
+from fedrt.coordinator.config import ClusterConfig, LimitsConfig, StoreConfig
+from fedrt.coordinator.driver.base import PublishFn
 from fedrt.coordinator.errors import CoordinatorError
 from fedrt.coordinator.records import RoundStatus, TaskStatus
 from fedrt.coordinator.rounds.driver import FederatedDriver
@@ -58,12 +59,20 @@ def weights_of(svc: CoordinatorService, sha256: str) -> npt.NDArray[np.float32]:
 class Coordinator:
     """One coordinator process: the service's parts and the served driver, not started."""
 
-    def __init__(self, data_dir: Path, fleet: Fleet, store: StoreConfig | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        fleet: Fleet,
+        store: StoreConfig | None = None,
+        cluster: ClusterConfig | None = None,
+        publish: PublishFn | None = None,
+    ) -> None:
         # Many messages per device within a real-time second: the rate limit is not tested.
         limits = LimitsConfig(device_rate_per_s=1e6, device_burst=1_000_000)
-        config = make_config(data_dir, limits=limits, pace=PACE, store=store or StoreConfig())
+        config = make_config(data_dir, limits=limits, pace=PACE, store=store or StoreConfig(),
+                             cluster=cluster or ClusterConfig())  # fmt: skip
         self.service = CoordinatorService(config, clock=lambda: fleet.now)
-        ctx = dataclasses.replace(self.service.driver_context(), publish=fleet.publish)
+        ctx = dataclasses.replace(self.service.driver_context(), publish=publish or fleet.publish)
         self.driver = FederatedDriver(ctx, rng=fleet.rng, retry_delay_s=1.0)
         self.service.driver = self.driver
 
