@@ -2,9 +2,10 @@
 
 The broker is a managed Mosquitto when one is installed (the coordinator writes its
 password and ACL files and reloads it, as in production), else the coordinator's embedded
-broker; ``broker`` may also name an external ``mqtt://`` URL. The coordinator service runs
-its own asyncio loop on a thread; everything that touches its store goes through
-``call`` so it runs on that loop's thread.
+broker; ``broker`` may also name an external ``mqtt://`` URL, or ``nats-cluster``: three
+NATS nodes of its own (JetStream, MQTT 3.1.1), whose users the coordinator manages. The
+coordinator service runs its own asyncio loop on a thread; everything that touches its
+store goes through ``call`` so it runs on that loop's thread.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import TypeVar
 from fedrt.coordinator.broker.mosquitto import BrokerConfig as MosquittoConfig
 from fedrt.coordinator.broker.mosquitto import MosquittoBroker
 from fedrt.coordinator.broker.mosquitto_auth import MosquittoFileAuth
+from fedrt.coordinator.broker.nats import NatsCluster
+from fedrt.coordinator.broker.nats_auth import NatsAuth
 from fedrt.coordinator.config import (
     BrokerConfig,
     CoordinatorConfig,
@@ -30,11 +33,12 @@ from fedrt.coordinator.config import (
 )
 from fedrt.coordinator.driver import DriverFactory
 from fedrt.coordinator.driver_registry import default_driver_factory
-from fedrt.coordinator.security.credentials import hash_password
+from fedrt.coordinator.security.credentials import bcrypt_hash, hash_password
 from fedrt.coordinator.service import COORDINATOR_USERNAME, CoordinatorService
 from fedrt.errors import UsageError
 
 T = TypeVar("T")
+NATS_CLUSTER = "nats-cluster"
 _START_TIMEOUT_S = 30.0
 
 
@@ -61,6 +65,7 @@ class LocalStack:
         self.http_host, self.http_port = http_host, http_port
         self.tick_interval_s = tick_interval_s
         self.mosquitto: MosquittoBroker | None = None
+        self.nats: NatsCluster | None = None
         self.service: CoordinatorService | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -95,10 +100,13 @@ class LocalStack:
         if choice == "embedded":
             self.broker_kind, self.mqtt_protocol = "embedded", 4
             return BrokerConfig(url="embedded", embedded_port=0)
+        if choice == NATS_CLUSTER:
+            return self._nats_cluster()
         if choice != "mosquitto":
             if not choice.startswith(("mqtt://", "mqtts://")):
                 raise UsageError(
-                    f"--broker must be mosquitto, embedded or an mqtt:// URL: {choice}"
+                    f"--broker must be mosquitto, embedded, {NATS_CLUSTER} or an mqtt:// URL:"
+                    f" {choice}"
                 )
             self.broker_kind = choice
             return BrokerConfig(url=choice)
@@ -133,6 +141,30 @@ class LocalStack:
             pid_file=self.mosquitto.pid_file,
         )
 
+    def _nats_cluster(self) -> BrokerConfig:
+        """Three NATS nodes of our own; the coordinator writes their users (NatsAuth)."""
+        cluster = NatsCluster(self.directory / "nats")
+        cluster.directory.mkdir(parents=True, exist_ok=True)
+        password = secrets.token_urlsafe(24)
+        NatsAuth(
+            auth_file=cluster.auth_path,
+            coordinator_username=COORDINATOR_USERNAME,
+            coordinator_password_hash=bcrypt_hash(password),
+        ).sync([])
+        self.nats = cluster
+        cluster.start()
+        # NATS 2.9 speaks MQTT 3.1.1 only (a v5 CONNECT gets CONNACK 132).
+        self.broker_kind, self.mqtt_protocol = NATS_CLUSTER, 4
+        (host, port), *others = cluster.mqtt_addresses
+        return BrokerConfig(
+            url=f"mqtt://{host}:{port}",
+            nodes=tuple(f"{h}:{p}" for h, p in others),
+            username=COORDINATOR_USERNAME,
+            password=Secret(password),
+            nats_auth_file=cluster.auth_path,
+            nats_pid_files=tuple(str(p) for p in cluster.pid_files),
+        )
+
     def stop(self) -> None:
         if self.service is not None and self._loop is not None and self._loop.is_running():
             try:
@@ -146,6 +178,9 @@ class LocalStack:
         if self.mosquitto is not None:
             self.mosquitto.stop()
             self.mosquitto = None
+        if self.nats is not None:
+            self.nats.stop()
+            self.nats = None
 
     def __enter__(self) -> LocalStack:
         self.start()

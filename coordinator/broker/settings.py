@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import BeforeValidator, field_validator, model_validator
+from pydantic import field_validator, model_validator
 
 from fedrt.coordinator.errors import ConfigError
 from fedrt.coordinator.security.credentials import Secret
@@ -23,14 +22,8 @@ MQTT_PORT = 1883
 MQTTS_PORT = 8883
 
 
-def _comma_separated(value: object) -> object:
-    # An environment variable holds a list as "a,b,c"; TOML gives a list.
-    if isinstance(value, str):
-        return tuple(part.strip() for part in value.split(",") if part.strip())
-    return value
-
-
-SettingList = Annotated[tuple[SettingStr, ...], BeforeValidator(_comma_separated)]
+# A list: TOML gives one, an environment variable holds it as JSON ('["a", "b"]').
+SettingList = tuple[SettingStr, ...]
 
 
 class BrokerConfig(SettingsModel):

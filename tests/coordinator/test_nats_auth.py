@@ -29,7 +29,13 @@ from fedrt.protocol.topics import (
     task_announcements_filter,
 )
 from tests.support.mqtt import TestClient
-from tests.support.nats import COORDINATOR, SecuredCluster, core_connect, needs_nats, running_cluster
+from tests.support.nats import (
+    COORDINATOR,
+    SecuredCluster,
+    core_connect,
+    needs_nats,
+    running_cluster,
+)
 
 A, B = "dev-aaaa", "dev-bbbb"
 
@@ -81,7 +87,8 @@ def test_a_device_without_a_bcrypt_hash_is_left_out(tmp_path: Path) -> None:
     )
     auth.sync([old])
     text = (tmp_path / "auth.conf").read_text()
-    assert COORDINATOR in text and A not in text
+    assert COORDINATOR in text
+    assert A not in text
     assert (tmp_path / "auth.conf").stat().st_mode & 0o077 == 0
     assert "x" not in text.split("password")[0]  # no plaintext anywhere: only hashes
 
@@ -171,7 +178,8 @@ def test_wrong_password_and_revoked_device_are_refused(tmp_path: Path) -> None:
                     break
                 revoked.client.disconnect()
                 revoked.client.loop_stop()
-            assert revoked.connect_reason is not None and revoked.connect_reason.is_failure
+            assert revoked.connect_reason is not None
+            assert revoked.connect_reason.is_failure
         finally:
             revoked.close()
 
@@ -187,7 +195,7 @@ def test_a_refused_coordinator_link_is_a_typed_error(tmp_path: Path) -> None:
         async def start() -> None:
             await MqttLink(settings, _ignore).start(timeout=3.0)
 
-        with pytest.raises(BrokerRefused, match="refused the coordinator.*authoriz"):
+        with pytest.raises(BrokerRefused, match=r"refused the coordinator.*authoriz"):
             asyncio.run(start())
 
 

@@ -1,0 +1,124 @@
+"""``--chaos EVENT@ROUND``: faults injected into a running simulation, and what they did.
+
+An event fires once round ROUND is under way (when round ROUND-1 has ended, or right after
+the task starts for round 1), after a short delay that lands it in the round's check-in or
+training. Events:
+
+- ``kill-broker-node``: SIGKILL the NATS node the coordinator and every device connect to
+  first (``--broker nats-cluster``); it stays down. Clients must move to another node,
+  where JetStream holds their sessions.
+- ``restart-broker``: the broker goes down and comes back on the same ports and store:
+  Mosquitto stops and starts again; a NATS cluster restarts its nodes one after another,
+  each back and healthy before the next goes (a rolling restart).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fedrt.errors import UsageError
+from fedrt.simulation.stack import NATS_CLUSTER, LocalStack
+
+__all__ = ["EVENTS", "ChaosEvent", "ChaosRunner", "parse_chaos"]
+
+log = logging.getLogger(__name__)
+
+EVENTS = ("kill-broker-node", "restart-broker")
+# Seconds after the round's start: inside its check-in or training on a local fleet.
+_DELAY_S = 1.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChaosEvent:
+    event: str
+    round: int
+
+    def __str__(self) -> str:
+        return f"{self.event}@{self.round}"
+
+
+def parse_chaos(spec: str) -> ChaosEvent:
+    """``EVENT@ROUND`` (e.g. ``kill-broker-node@2``), or UsageError saying what is wrong."""
+    event, sep, round_text = spec.partition("@")
+    if not sep or not round_text.isdigit() or int(round_text) < 1:
+        raise UsageError(f"--chaos {spec!r}: expected EVENT@ROUND, ROUND >= 1")
+    if event not in EVENTS:
+        raise UsageError(f"--chaos {spec!r}: EVENT is one of {', '.join(EVENTS)}")
+    return ChaosEvent(event=event, round=int(round_text))
+
+
+@dataclass(slots=True)
+class ChaosRunner:
+    """Fires each event when its round starts; ``results`` says what happened, per event."""
+
+    stack: LocalStack
+    events: list[ChaosEvent]
+    rounds_ended: Callable[[], int]
+    results: list[dict[str, Any]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def check(self, broker_kind: str) -> None:
+        for e in self.events:
+            if e.event == "kill-broker-node" and broker_kind != NATS_CLUSTER:
+                raise UsageError(f"--chaos {e}: needs --broker {NATS_CLUSTER}")
+            if e.event == "restart-broker" and broker_kind not in ("mosquitto", NATS_CLUSTER):
+                raise UsageError(f"--chaos {e}: needs a broker this run starts ({broker_kind})")
+
+    def start(self) -> None:
+        if self.events:
+            self._thread = threading.Thread(target=self._run, name="fedrt-chaos", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(120.0)
+
+    def _run(self) -> None:
+        t0 = time.monotonic()
+        for event in sorted(self.events, key=lambda e: e.round):
+            while self.rounds_ended() < event.round - 1:
+                if self._stop.wait(0.2):
+                    return
+            if self._stop.wait(_DELAY_S):
+                return
+            started = time.monotonic()
+            try:
+                what = self._fire(event)
+                ok = True
+            except Exception as exc:  # reported, not raised: the run goes on and says so
+                what, ok = f"failed: {exc!r}", False
+            self.results.append(
+                {
+                    "event": event.event,
+                    "round": event.round,
+                    "at_s": round(started - t0, 2),
+                    "took_s": round(time.monotonic() - started, 2),
+                    "ok": ok,
+                    "what": what,
+                    "rounds_ended_before": self.rounds_ended(),
+                }
+            )
+            log.warning("chaos %s: %s", event, what)
+
+    def _fire(self, event: ChaosEvent) -> str:
+        nats, mosquitto = self.stack.nats, self.stack.mosquitto
+        if event.event == "kill-broker-node":
+            assert nats is not None
+            node = nats.kill_node(0)
+            return f"killed NATS node {node.name} (SIGKILL), the first listener of every client"
+        if nats is not None:
+            for index in range(len(nats.nodes)):
+                nats.nodes[index].stop()
+                nats.restart_node(index)
+            return f"restarted NATS nodes {', '.join(n.name for n in nats.nodes)} one by one"
+        assert mosquitto is not None
+        mosquitto.stop()
+        mosquitto.start()
+        return f"restarted Mosquitto on port {mosquitto.port}"
