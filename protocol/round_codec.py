@@ -190,22 +190,43 @@ def _codec_for(tp: Any) -> tuple[Encoder, Decoder]:
     raise TypeError(f"no wire encoding for {tp!r}")
 
 
-def _dataclass_codec(cls: type[T]) -> tuple[Encoder, Decoder]:
+def _dataclass_codec(cls: type[T], *, message: bool = False) -> tuple[Encoder, Decoder]:
+    """Fields in order. Trailing APPENDED fields (``round_messages.APPENDED``) of a whole
+    message are written only when one differs from its default, and read only when bytes
+    are left: an older peer's message (without them) reads with the defaults. Canonical:
+    written at their defaults, they are refused."""
     hints = typing.get_type_hints(cls)
-    fields = [(f.name, *_codec_for(hints[f.name])) for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    every = dataclasses.fields(cls)  # type: ignore[arg-type]
+    split = next((i for i, f in enumerate(every) if f.metadata == rm.APPENDED), len(every))
+    if split < len(every) and not message:
+        raise TypeError(f"{cls.__name__}: only a whole message may have appended fields")
+    if any(f.metadata != rm.APPENDED or f.default is dataclasses.MISSING for f in every[split:]):
+        raise TypeError(f"{cls.__name__}: appended fields come last and have defaults")
+    fields = [(f.name, *_codec_for(hints[f.name])) for f in every[:split]]
+    appended = [(f.name, *_codec_for(hints[f.name]), f.default) for f in every[split:]]
 
     def enc(out: bytearray, v: Any) -> None:
         for name, e, _ in fields:
             e(out, getattr(v, name))
+        if any(getattr(v, name) != default for name, _, _, default in appended):
+            for name, e, _, _ in appended:
+                e(out, getattr(v, name))
 
     def dec(r: _Reader) -> Any:
         values = {name: d(r) for name, _, d in fields}
+        if appended and r.pos < len(r.data):
+            more = {name: d(r) for name, _, d, _ in appended}
+            if all(more[name] == default for name, _, _, default in appended):
+                raise MalformedMessage(f"{cls.__name__}: trailing appended fields at defaults")
+            values.update(more)
         return cls(**values)
 
     return enc, dec
 
 
-_CODECS: dict[type[Any], tuple[Encoder, Decoder]] = {cls: _dataclass_codec(cls) for cls in TAGS}
+_CODECS: dict[type[Any], tuple[Encoder, Decoder]] = {
+    cls: _dataclass_codec(cls, message=True) for cls in TAGS
+}
 
 
 def encode_message(msg: rm.RoundMessage) -> bytes:

@@ -14,7 +14,7 @@ locally; out-of-range values raise ``MalformedMessage``. The wire codec is ``rou
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeAlias
 
 from fedrt.protocol.round_fields import (
@@ -193,6 +193,11 @@ class ReconnectWindow:
             raise fail(ReconnectWindow, "latest must not precede earliest")
 
 
+# A field added to a message after its first release (``round_codec``): it is left off the
+# wire while it holds its default, so the message still reads on either side of the change.
+APPENDED = {"wire": "appended"}
+
+
 # --- device -> coordinator ---------------------------------------------------------------------
 
 
@@ -205,9 +210,12 @@ class CheckIn:
     sdk_version: str
     # The model version the device has cached (0: none), so it can skip a download.
     model_version: int = 0
+    # Examples the device holds, for a task's ``min_examples`` (self-reported; 0: not
+    # reported). Appended to the wire format: absent from older devices' check-ins.
+    n_examples: int = field(default=0, metadata=APPENDED)
 
     def __post_init__(self) -> None:
-        u64(self, "msg_id", "model_version")
+        u64(self, "msg_id", "model_version", "n_examples")
         ident(self, "task_id")
         text(self, "sdk_version", 64)
 

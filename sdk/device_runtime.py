@@ -200,7 +200,9 @@ class DeviceRuntime:
                 self._last_decision = decision
                 connected = self._transport is not None and self._transport.connected
                 if decision.eligible and connected:
-                    self._act(p.check_in(now))
+                    # The count lets a task's min_examples filter before sampling; the
+                    # coordinator learns it as it learns the labels at enrollment.
+                    self._act(p.check_in(now, n_examples=len(self.store)))
                     self._emit(DeviceEvent.CHECKED_IN, {})
 
     def _announced(self, message: Message) -> None:

@@ -89,7 +89,8 @@ class Participant(ParticipantBookkeeping):
         closed = self.announcement is not None and not self.announcement.accepting
         return self.state is P.IDLE and now >= self.not_before and not closed
 
-    def check_in(self, now: float) -> list[Command]:
+    def check_in(self, now: float, *, n_examples: int = 0) -> list[Command]:
+        """Offer to take part; ``n_examples``: how many the device holds (0: not said)."""
         if self.state is not P.IDLE:
             raise IllegalTransition(f"cannot check in while {self.state.value}")
         msg = rm.CheckIn(
@@ -97,6 +98,7 @@ class Participant(ParticipantBookkeeping):
             task_id=self.config.task_id,
             sdk_version=self.config.sdk_version,
             model_version=self.plan.model.version if self.plan else 0,
+            n_examples=n_examples,
         )
         self._since = msg.msg_id
         self._move(P.CHECKED_IN, now + self.config.checkin_timeout)

@@ -61,7 +61,16 @@ def _add_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> N
     parser.add_argument("--batch", type=int, default=d["batch_size"])
     parser.add_argument("--clip", type=float, default=d["clip_norm"])
     parser.add_argument(
-        "--broker", default=d["broker"], help="auto (Mosquitto if installed), embedded or mqtt://…"
+        "--broker",
+        default=d["broker"],
+        help="auto (Mosquitto if installed), embedded, nats-cluster (3 NATS nodes) or mqtt://…",
+    )
+    parser.add_argument(
+        "--chaos",
+        action="append",
+        default=[],
+        metavar="EVENT@ROUND",
+        help="inject a fault during ROUND: kill-broker-node (nats-cluster) or restart-broker",
     )
     parser.add_argument(
         "--baseline",
@@ -143,6 +152,7 @@ def _config(args: argparse.Namespace) -> Any:
         http_port=int(port),
         time_limit_s=args.time_limit,
         dp=args.dp,
+        chaos=tuple(args.chaos),
         noise_multiplier=args.noise_multiplier,
         target_epsilon=args.target_epsilon,
         delta=args.delta,

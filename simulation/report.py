@@ -51,6 +51,8 @@ class Report:
     offline_spells: int = 0
     # Why the coordinator ended the task early (e.g. its privacy budget), or "".
     stopped: str = ""
+    # Each --chaos event: when it fired, what it did (simulation/chaos.py), ok or not.
+    chaos: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)

@@ -31,6 +31,7 @@ from fedrt.coordinator.store import Store
 from fedrt.errors import UsageError
 from fedrt.model_export.manifest import MANIFEST_NAME, Manifest
 from fedrt.simulation import datasets, traces
+from fedrt.simulation.chaos import ChaosRunner, parse_chaos
 from fedrt.simulation.evaluate import HeldOutEvaluator, accuracy_and_loss, centralized_baseline
 from fedrt.simulation.fleet import Fleet, TracedState
 from fedrt.simulation.report import REPORT_VERSION, Report, RoundRow, progress_line, write_report
@@ -210,9 +211,14 @@ class Simulation:
             http_host=cfg.http_host,
             http_port=cfg.http_port,
         )
+        chaos: ChaosRunner | None = None
         try:
             stack.start()
             self.report.broker = stack.broker_kind
+            chaos = ChaosRunner(
+                stack, [parse_chaos(c) for c in cfg.chaos], lambda: len(self.report.rounds)
+            )
+            chaos.check(stack.broker_kind)
             self._line(f"broker: {stack.broker_kind}; coordinator: {stack.http_url}/")
             self.task_id = self._create_task(stack, model_dir)
             self.fleet = fleet = self._fleet(stack, train, parts, rng)
@@ -227,12 +233,16 @@ class Simulation:
             self._line(f"{up}/{cfg.devices} devices connected in {time.time() - t_fleet:.0f} s")
             self._last_end = time.time()
             stack.call(lambda: self._start_task(stack))
+            chaos.start()
             if not self._wait(stack, time.time() + cfg.time_limit_s):
                 self._line(f"time limit of {cfg.time_limit_s:.0f} s reached")
             self.report.completed = self._finished.is_set() or bool(self.report.stopped)
             if keep_serving is not None:
                 keep_serving(stack.http_url)
         finally:
+            if chaos is not None:
+                chaos.stop()
+                self.report.chaos = chaos.results
             if self.fleet is not None:
                 self.fleet.stop_all()
             stack.stop()

@@ -18,6 +18,7 @@ from fedrt.coordinator.selection.cohort_split import DEFAULT_COHORT_SIZE, MIN_CO
 from fedrt.coordinator.tasks import STRATEGIES, TaskSpec
 from fedrt.errors import UsageError
 from fedrt.simulation import datasets, traces
+from fedrt.simulation.chaos import parse_chaos
 
 __all__ = ["SCALE_DEVICES_PER_THREAD", "SCALE_MODE_FROM", "SimConfig"]
 
@@ -72,6 +73,8 @@ class SimConfig:
     dp_budget: float | None = None
     # 0: a thread per device; N: one DeviceHub + NetworkLoop per N devices; None: automatic.
     devices_per_thread: int | None = None
+    # Faults to inject, "EVENT@ROUND" each (simulation/chaos.py: kill-broker-node, ...).
+    chaos: tuple[str, ...] = ()
     # Most devices in one SecAgg+ instance (the task's cohort_size); None: the task default.
     cohort_size: int | None = None
 
@@ -98,6 +101,8 @@ class SimConfig:
             f"--cohort-size must be >= {MIN_COHORT_SIZE}",
         )
         datasets.Partition.parse(self.partition)
+        for spec in self.chaos:
+            parse_chaos(spec)
         try:
             self.dp_config().check_task(
                 secagg=self.secagg, mean_aggregation=True, population=self.devices

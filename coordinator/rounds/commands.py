@@ -27,6 +27,7 @@ import numpy.typing as npt
 from fedrt.coordinator.errors import ConfigError
 from fedrt.coordinator.privacy.device import DeviceDp
 from fedrt.coordinator.selection.cohort_split import DEFAULT_COHORT_SIZE, MIN_COHORT_SIZE
+from fedrt.coordinator.selection.eligibility import admits
 from fedrt.coordinator.selection.sampling import DEFAULT_POOL_FACTOR, pool_target
 from fedrt.coordinator.strategies.aggregators import Aggregator, WeightedMean
 from fedrt.coordinator.strategies.optimizers import OptimizerState
@@ -61,6 +62,10 @@ class RoundConfig:
     # sampled uniformly from that pool (selection.sampling).
     pool_factor: float = DEFAULT_POOL_FACTOR
     population: int | None = None
+    # Selection filters (selection.eligibility), applied before sampling: the devices the
+    # task's labels admit (None: any) and the fewest examples a device must say it holds.
+    eligible: frozenset[str] | None = None
+    min_examples: int = 0
     # Fewest contributions the round accepts; below that it is abandoned.
     min_reports: int = 5
     # L2 clip of each device's delta, and quantization bits per coordinate.
@@ -92,6 +97,7 @@ class RoundConfig:
     def __post_init__(self) -> None:
         check_id(self.task_id, "task id")
         ints = {"goal_count": 1, "min_reports": 1, "weight_cap": 1, "round_id": 0}
+        ints["min_examples"] = 0
         ints["cohort_size"] = MIN_COHORT_SIZE
         for name, low in ints.items():
             value = getattr(self, name)
@@ -106,22 +112,31 @@ class RoundConfig:
             raise ConfigError("a SecAgg+ round needs min_reports >= 2")
         if not (math.isfinite(self.over_selection) and 1.0 <= self.over_selection <= 10.0):
             raise ConfigError("round.over_selection must lie in [1, 10]")
-        if not (math.isfinite(self.clip_norm) and self.clip_norm > 0):
-            raise ConfigError("round.clip_norm must be a positive number")
-        if not 0.0 <= self.expected_dropout < 1.0:
-            raise ConfigError("round.expected_dropout must lie in [0, 1)")
         if not (math.isfinite(self.pool_factor) and 1.0 <= self.pool_factor <= 100.0):
             raise ConfigError("round.pool_factor must lie in [1, 100]")
         if self.population is not None and not (
             isinstance(self.population, int) and self.population >= 0
         ):
             raise ConfigError("round.population must be None or an integer >= 0")
+        if not (math.isfinite(self.clip_norm) and self.clip_norm > 0):
+            raise ConfigError("round.clip_norm must be a positive number")
+        if not 0.0 <= self.expected_dropout < 1.0:
+            raise ConfigError("round.expected_dropout must lie in [0, 1)")
         for name in ("checkin_timeout", "training_timeout", "stage_timeout"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0 < value <= MAX_WINDOW):
                 raise ConfigError(f"round.{name} must lie in (0, {MAX_WINDOW}] seconds")
         if (self.secagg_neighbors is None) != (self.secagg_threshold is None):
             raise ConfigError("round.secagg_neighbors and secagg_threshold go together")
+
+    def admits(self, device_id: str, n_examples: int) -> bool:
+        """Whether a device that checks in passes the task's selection filters."""
+        return admits(self.eligible, self.min_examples, device_id, n_examples)
+
+    @property
+    def pool_target(self) -> int:
+        """Check-ins that close check-in before its deadline (``sampling.pool_target``)."""
+        return pool_target(self.select_count, self.pool_factor, self.population)
 
     @property
     def select_count(self) -> int:
@@ -140,11 +155,6 @@ class RoundConfig:
         The devices' noise is calibrated so that a sum of this many carries it in full."""
         share = self.min_reports * self.cohort_capacity / self.select_count
         return max(2, min(self.cohort_capacity, math.ceil(share - 1e-9)))
-    @property
-    def pool_target(self) -> int:
-        """Check-ins that close check-in before its deadline (``sampling.pool_target``)."""
-        return pool_target(self.select_count, self.pool_factor, self.population)
-
 
 
 def select_count(goal_count: int, over_selection: float) -> int:

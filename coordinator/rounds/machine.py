@@ -204,6 +204,9 @@ class RoundMachine:
             reason = rm.ReconnectReason.NO_ROUND if self.finished else rm.ReconnectReason.ROUND_FULL
             out.append(self._out.reconnect(device_id, reason, now, not_before=self._remaining(now)))
             return out
+        if not self.config.admits(device_id, msg.n_examples):  # the task's selection filters
+            out.append(self._out.reconnect(device_id, rm.ReconnectReason.NO_ROUND, now))
+            return out
         self._roster.add(device_id, msg.msg_id)
         # The cohort is sampled from whoever checks in by the deadline (selection.sampling).
         if len(self._roster) >= self.config.pool_target:

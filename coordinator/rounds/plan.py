@@ -11,6 +11,7 @@ from dataclasses import replace
 
 from fedrt.coordinator.records import DeviceRecord, ModelRecord
 from fedrt.coordinator.rounds.commands import RoundConfig
+from fedrt.coordinator.selection.eligibility import labelled
 from fedrt.coordinator.strategies.aggregators import AGGREGATORS, Aggregator, TrimmedMean
 from fedrt.coordinator.strategies.optimizers import OPTIMIZERS, FedAvgM, ServerOptimizer
 from fedrt.coordinator.tasks.spec import TaskSpec
@@ -96,10 +97,17 @@ def round_config(
 
 
 def with_pool(config: RoundConfig, spec: TaskSpec, devices: Sequence[DeviceRecord]) -> RoundConfig:
-    """``config`` with the devices its cohort may be sampled from: the enrolled, unrevoked
-    ``devices`` (check-in closes early once all of them are in)."""
-    del spec  # the task's selection filters come here
-    return replace(config, population=len(devices))
+    """``config`` with the devices its cohort may be sampled from: those of the enrolled,
+    unrevoked ``devices`` the task's labels admit (check-in closes early once all of them
+    are in), and the task's example-count filter."""
+    required = spec.select_labels
+    pool = labelled(((d.device_id, d.labels) for d in devices), required)
+    return replace(
+        config,
+        population=len(pool),
+        eligible=frozenset(pool) if required else None,
+        min_examples=spec.min_examples,
+    )
 
 
 __all__ = [

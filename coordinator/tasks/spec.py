@@ -11,7 +11,7 @@ from pydantic.config import JsonDict
 from fedrt.coordinator.errors import BadRequestError
 from fedrt.coordinator.privacy.config import AdaptiveClip, DpConfig, DpMode
 from fedrt.coordinator.selection.cohort_split import DEFAULT_COHORT_SIZE, MIN_COHORT_SIZE
-from fedrt.coordinator.validation import JsonBool, JsonFloat, JsonInt, WireModel
+from fedrt.coordinator.validation import JsonBool, JsonFloat, JsonInt, JsonStr, WireModel
 
 SecAggStrategy = Literal["fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad"]
 # Robust aggregators need every individual update, which SecAgg+ exists to hide.
@@ -22,6 +22,9 @@ Strategy = Literal[SecAggStrategy, PlainOnlyStrategy]
 STRATEGIES = SECAGG_STRATEGIES + PLAIN_ONLY_STRATEGIES
 
 Deadline = Annotated[JsonFloat, Field(ge=1, le=86_400)]
+# As enrollment takes them (devices.enrollment).
+LabelKey = Annotated[JsonStr, Field(min_length=1, max_length=64)]
+LabelValue = Annotated[JsonStr, Field(max_length=256)]
 Rate = Annotated[JsonFloat, Field(gt=0, le=10)]
 
 
@@ -80,6 +83,11 @@ class TaskSpec(WireModel):
     over_selection: JsonFloat = Field(1.3, ge=1.0, le=5.0)
     # At most goal_count (_check).
     min_reports: JsonInt = Field(8, ge=1, le=100_000)
+    # Selection filters (selection.eligibility), applied before the cohort is sampled: only
+    # devices enrolled with all these labels, holding at least min_examples examples (as
+    # they say at check-in; a device that does not say is left out when it is set).
+    select_labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=16)
+    min_examples: JsonInt = Field(0, ge=0, le=1_000_000_000)
     checkin_deadline_s: Deadline = 60.0
     # Google's client must finish training within 9 min 45 s; 10 minutes covers reporting.
     training_deadline_s: Deadline = 600.0

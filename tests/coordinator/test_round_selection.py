@@ -5,12 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fedrt.coordinator.records import DeviceRecord
 from fedrt.coordinator.rounds import commands as rc
 from fedrt.coordinator.rounds.machine import RoundMachine
+from fedrt.coordinator.rounds.plan import with_pool
 from fedrt.coordinator.rounds.states import RoundState
 from fedrt.coordinator.selection.pace import PaceSteering
 from fedrt.coordinator.selection.sampling import pool_target, sample_cohort
 from fedrt.coordinator.strategies import FedAvg, OptimizerState
+from fedrt.coordinator.tasks.spec import TaskSpec
 from fedrt.protocol import round_messages as rm
 from tests.coordinator.round_harness import config
 
@@ -40,6 +43,10 @@ def machine(cfg: rc.RoundConfig, rng: np.random.Generator) -> RoundMachine:
         pace=PaceSteering(),
         rng=rng,
     )
+
+
+def state(m: RoundMachine) -> RoundState:
+    return m.state  # read through a call: mypy would keep a narrowed state across events
 
 
 def checkin(msg_id: int = 1) -> rm.CheckIn:
@@ -103,11 +110,15 @@ def test_check_in_closes_early_once_the_pool_is_full() -> None:
     assert m.state is RoundState.CHECK_IN
     assert not planned(out)
     out = m.receive(DEVICES[9], checkin(), 1.0)
-    assert m.state is RoundState.TRAINING
+    assert state(m) is RoundState.TRAINING
     assert set(planned(out)) <= set(DEVICES[:10])
     assert len(planned(out)) == 5
     late = m.receive(DEVICES[10], checkin(), 2.0)
-    (window,) = [c.message for c in late if isinstance(c.message, rm.ReconnectWindow)]  # type: ignore[union-attr]
+    (window,) = [
+        c.message
+        for c in late
+        if isinstance(c, rc.Send) and isinstance(c.message, rm.ReconnectWindow)
+    ]
     assert window.reason is rm.ReconnectReason.ROUND_FULL
     assert m.status().checked_in == 10
 
@@ -142,3 +153,48 @@ def test_pool_target_and_sample_cohort() -> None:
         sample_cohort(["a", "a"], 1, rng)
     with pytest.raises(ValueError, match="at least one"):
         sample_cohort(["a"], 0, rng)
+
+
+def test_filters_keep_devices_out_of_the_pool_before_sampling() -> None:
+    cfg = plain(eligible=frozenset(DEVICES[:12]), min_examples=50, population=10)
+    m = machine(cfg, np.random.default_rng(4))
+    m.start(0.0)
+    turned: list[str] = []
+    for i, device_id in enumerate(DEVICES):
+        # Every third device holds too few examples; dev-12.. lack the task's labels.
+        said = 10 if i % 3 == 0 else 80
+        for c in m.receive(device_id, rm.CheckIn(msg_id=1, task_id="mnist", sdk_version="t",
+                                                 n_examples=said), 1.0):  # fmt: skip
+            if isinstance(c, rc.Send) and isinstance(c.message, rm.ReconnectWindow):
+                assert c.message.reason is rm.ReconnectReason.NO_ROUND
+                turned.append(device_id)
+    admitted = [d for i, d in enumerate(DEVICES[:12]) if i % 3]
+    assert sorted(set(DEVICES) - set(turned)) == admitted
+    assert m.status().checked_in == len(admitted) == 8
+    out = m.tick(30.0)
+    assert set(planned(out)) <= set(admitted)
+    assert len(planned(out)) == 5
+
+
+def test_the_task_spec_sets_the_filters_and_the_population() -> None:
+    devices = [
+        DeviceRecord(
+            device_id=f"d{i}",
+            credential_hash="x",
+            public_key=b"k" * 32,
+            enrolled_at=0.0,
+            labels={"site": "a" if i < 3 else "b"},
+        )
+        for i in range(5)
+    ]
+    spec = TaskSpec(select_labels={"site": "a"}, min_examples=20)
+    cfg = with_pool(plain(), spec, devices)
+    assert cfg.eligible == frozenset({"d0", "d1", "d2"})
+    assert (cfg.population, cfg.min_examples) == (3, 20)
+    assert cfg.admits("d1", 20)
+    assert not cfg.admits("d1", 19)
+    assert not cfg.admits("d4", 100)
+    # No labels asked: anyone enrolled, and they are the population.
+    anyone = with_pool(plain(), TaskSpec(), devices)
+    assert (anyone.eligible, anyone.population) == (None, 5)
+    assert anyone.admits("d4", 0)

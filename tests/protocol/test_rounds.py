@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import struct
 
 import pytest
@@ -73,6 +74,7 @@ def samples() -> list[rm.RoundMessage]:
             latest=90.0,
         ),
         rm.CheckIn(msg_id=8, task_id="mnist", sdk_version="0.1.0", model_version=6),
+        rm.CheckIn(msg_id=8, task_id="mnist", sdk_version="0.1", model_version=6, n_examples=300),
         rm.StageResponse(
             msg_id=9, task_id="mnist", round_id=4, stage=rm.Stage.MASKED_INPUT, payload=b""
         ),
@@ -141,11 +143,34 @@ def test_version_and_tag_are_checked() -> None:
 @pytest.mark.parametrize("msg", samples(), ids=lambda m: type(m).__name__)
 def test_every_truncation_and_any_trailing_byte_is_refused(msg: rm.RoundMessage) -> None:
     data = encode_message(msg)
+    # Cut just before its appended fields, a message reads as an older peer wrote it.
+    older = -1
+    if isinstance(msg, rm.CheckIn):
+        older = len(encode_message(dataclasses.replace(msg, n_examples=0)))
     for cut in range(len(data)):
+        if isinstance(msg, rm.CheckIn) and cut == older < len(data):
+            assert decode_message(data[:cut]) == dataclasses.replace(msg, n_examples=0)
+            continue
         with pytest.raises(MalformedMessage):
             decode_message(data[:cut])
     with pytest.raises(MalformedMessage, match="trailing"):
         decode_message(data + b"\x00")
+
+
+def test_an_appended_field_is_left_off_at_its_default_and_read_when_present() -> None:
+    # A check-in as devices sent it before n_examples existed (pinned bytes): still read.
+    old = bytes.fromhex("fe01010805746173696405302e312e3006")
+    assert decode_message(old) == rm.CheckIn(
+        msg_id=8, task_id="tasid", sdk_version="0.1.0", model_version=6
+    )
+    assert encode_message(decode_message(old)) == old
+    new = encode_message(
+        rm.CheckIn(msg_id=8, task_id="tasid", sdk_version="0.1.0", model_version=6, n_examples=5)
+    )
+    assert new == old + b"\x05"
+    # Written out at its default it is not canonical: refused.
+    with pytest.raises(MalformedMessage, match="appended"):
+        decode_message(old + b"\x00")
 
 
 def test_lengths_are_checked_before_allocation() -> None:
