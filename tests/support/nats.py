@@ -7,6 +7,7 @@ exercise the production configuration, not a test double of it.
 
 from __future__ import annotations
 
+import json
 import secrets
 import shutil
 import socket
@@ -102,7 +103,7 @@ def core_connect(host: str, port: int, user: str, password: str, timeout: float 
     """Log in on a node's core NATS port; the server's first answer after PING (+OK/-ERR)."""
     with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.recv(4096)  # INFO
-        connect = '{"verbose":false,"pedantic":false,"user":"%s","pass":"%s"}' % (user, password)
+        connect = json.dumps({"verbose": False, "pedantic": False, "user": user, "pass": password})
         sock.sendall(f"CONNECT {connect}\r\nPING\r\n".encode())
         answer = b""
         while b"\r\n" not in answer:
