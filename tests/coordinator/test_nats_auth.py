@@ -16,9 +16,15 @@ from fedrt.coordinator.broker.nats_auth import (
     device_permissions,
     filter_to_subjects,
 )
-from fedrt.coordinator.errors import BrokerError, BrokerRefused
+from fedrt.coordinator.broker.settings import BrokerConfig
+from fedrt.coordinator.errors import BrokerError, BrokerRefused, ConfigError
 from fedrt.coordinator.records import DeviceRecord
-from fedrt.coordinator.security.credentials import bcrypt_hash, hash_password, verify_password
+from fedrt.coordinator.security.credentials import (
+    Secret,
+    bcrypt_hash,
+    hash_password,
+    verify_password,
+)
 from fedrt.protocol.topics import (
     RULES,
     UpChannel,
@@ -207,3 +213,55 @@ def test_qos_2_is_refused_before_it_reaches_nats() -> None:
 
 async def _ignore(topic: str, payload: bytes) -> None:
     return None
+
+
+@needs_nats
+def test_another_devices_client_id_gives_no_access_to_its_queued_messages(
+    tmp_path: Path,
+) -> None:
+    """NATS 2.9 cannot bind client ids to users (docs: "Known gap: client ids"): A may take
+    B's client id and session, but B's queued plan is neither read by A nor lost."""
+    with running_cluster(tmp_path, devices=(A, B), nodes=1) as nc:
+        coord, dev_b = _client(nc, COORDINATOR, 0), _client(nc, B, 0)
+        host, port = nc.mqtt()
+        impostor = TestClient(
+            host, port, username=A, password=nc.passwords[A], client_id=B, protocol=4
+        )
+        try:
+            assert not coord.connect().is_failure
+            assert not dev_b.connect().is_failure
+            assert not dev_b.subscribe(device_inbox(B))[0].is_failure
+            dev_b.close()  # B is away; its persistent session queues its inbox
+            coord.publish(device_inbox(B), b"plan for B")
+            assert not impostor.connect().is_failure  # the gap: the id is not bound
+            assert not impostor.subscribe(device_inbox(A))[0].is_failure
+            coord.publish(device_inbox(A), b"plan for A")
+            assert impostor.expect().payload == b"plan for A"
+            impostor.close()
+            back = _client(nc, B, 0)
+            try:
+                assert not back.connect().is_failure
+                assert not back.subscribe(device_inbox(B))[0].is_failure
+                assert back.expect().payload == b"plan for B"
+            finally:
+                back.close()
+            with pytest.raises(queue.Empty):
+                impostor.messages.get_nowait()
+        finally:
+            coord.close()
+
+
+def test_nats_broker_settings_are_checked() -> None:
+    nats = {"url": "mqtt://127.0.0.1:4222", "nats_auth_file": "/tmp/auth.conf"}
+    with pytest.raises(ConfigError, match="password"):
+        BrokerConfig(**nats)
+    with pytest.raises(ConfigError, match="replaces password_file"):
+        BrokerConfig(**nats, password=Secret("p"), password_file="/tmp/p", acl_file="/tmp/a")
+    with pytest.raises(ConfigError, match="HOST:PORT"):
+        BrokerConfig(url="mqtt://127.0.0.1:1", nodes=("127.0.0.1",))
+    with pytest.raises(ConfigError, match=r"needs broker\.nats_auth_file"):
+        BrokerConfig(url="mqtt://127.0.0.1:1", nats_pid_files=("/run/n.pid",))
+    ok = BrokerConfig(**nats, password=Secret("p"), nodes=("h2:1884", "[::1]:1885"))
+    assert ok.addresses == [("127.0.0.1", 4222), ("h2", 1884), ("::1", 1885)]
+    assert ok.max_qos == 1
+    assert BrokerConfig(url="mqtt://127.0.0.1:1").max_qos == 2
