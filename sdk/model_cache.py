@@ -35,7 +35,7 @@ from fedrt.model_export.weights_file import read_weights, replace_weights, strip
 from fedrt.protocol.errors import ProtocolError
 from fedrt.protocol.weights_delta import apply_delta, weights_from_bytes
 from fedrt.sdk.download import download_blob, download_model, verify_model_signature
-from fedrt.sdk.errors import DownloadError, ModelRejected
+from fedrt.sdk.errors import DownloadError, ModelRejected, SdkError
 
 __all__ = ["FetchedModel", "RebuildMismatch", "fetch_version", "prune"]
 
@@ -120,7 +120,9 @@ def fetch_version(
             _rebuild(url, sha256, manifest, delivery, model_dir, http, fetched)
             prune(model_dir, keep=target)
             return fetched
-        except (DownloadError, ProtocolError, ExportError, KeyError, TypeError, ValueError,
+        # Whatever goes wrong with a part (refused, damaged, forged, malformed reply), the
+        # signed file is still there to fetch.
+        except (SdkError, ProtocolError, ExportError, KeyError, TypeError, ValueError,
                 OSError) as exc:  # fmt: skip
             log.warning("model %s: rebuilding from its parts failed (%s); fetching the file",
                         sha256[:12], exc)  # fmt: skip
