@@ -31,6 +31,7 @@ __all__ = [
     "MosquittoBroker",
     "free_port",
     "render_config",
+    "stop_process",
     "wait_for_port",
     "write_acl_file",
     "write_password_file",
@@ -102,6 +103,17 @@ def wait_for_port(host: str, port: int, timeout: float) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM (a broker saves its state and says goodbye), SIGKILL after ``timeout``."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -265,15 +277,8 @@ class MosquittoBroker:
 
     def stop(self, timeout: float = 5.0) -> None:
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout)
+        if proc is not None:
+            stop_process(proc, timeout)
 
     def logs(self, tail: int = 40) -> str:
         text = ""

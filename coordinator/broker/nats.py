@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedrt.coordinator.broker.mosquitto import free_port, wait_for_port
+from fedrt.coordinator.broker.mosquitto import free_port, stop_process, wait_for_port
 from fedrt.coordinator.errors import BrokerError
 
 __all__ = [
@@ -176,14 +176,8 @@ class NatsNode:
 
     def stop(self, timeout: float = 10.0) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
+        if proc is not None:
+            stop_process(proc, timeout)
 
     def logs(self, tail: int = 30) -> str:
         if not self.log_path.exists():
