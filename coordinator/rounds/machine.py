@@ -276,12 +276,14 @@ class RoundMachine:
         if len(ids) < max(cfg.min_reports, 2 if self._uses_secagg else 1):
             self._abandon(f"{len(ids)} devices checked in, {cfg.min_reports} needed", now, out)
             return
-        # Uniform from the pool, in a random order (the SecAgg+ index); the rest come back.
+        # Uniform from the pool, in a random order (the SecAgg+ index). The rest come back
+        # as the cohort will, a pace window after now: the closed announcement holds them
+        # until the next round opens. Deferred past this round's worst case, they would
+        # miss the next pool and the next sample would favour this cohort.
         order = sample_cohort(ids, cfg.select_count, self._rng)
         for device_id in sorted(set(ids).difference(order)):  # sample_cohort's leftovers
             self._roster.unselect(device_id)
-            full = rm.ReconnectReason.ROUND_FULL
-            out.append(self._out.reconnect(device_id, full, now, not_before=self._remaining(now)))
+            out.append(self._out.reconnect(device_id, rm.ReconnectReason.ROUND_FULL, now))
         self._roster.select(order)
         secagg_spec: dict[str, rm.SecAggSpec] = {}
         if self._uses_secagg:
