@@ -85,7 +85,9 @@ class CoordinatorService:
         self.https = https_setup(config.http, data)
         self.store = open_store(config)
         self.signer = ModelSigner.load_or_create(data)
-        self.blobs = BlobStore(data / "artifacts")
+        # On PostgreSQL (several instances) artifacts live in the store, cached here by hash.
+        shared = self.store if config.store.url is not None else None
+        self.blobs = BlobStore(data / "artifacts", mirror=shared)
         self.catalog = ModelCatalog(self.store, self.blobs, self.signer, clock=clock)
         self.tasks = TaskManager(self.store, clock=clock, on_change=self._task_changed)
         cluster = config.cluster
