@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from fedrt.coordinator.errors import (
     BadArtifactError,
@@ -34,6 +35,14 @@ DEFAULT_REVERIFY_S = 3600.0
 StatKey = tuple[int, int, int, int]
 # Called once per corrupt state of a file with (kind, sha256), e.g. to count it.
 CorruptListener = Callable[[str, str], None]
+
+
+class ArtifactMirror(Protocol):
+    """Where artifacts are shared between coordinator instances (the store: ``Store``)."""
+
+    def put_artifact(self, sha256: str, data: bytes) -> None: ...
+
+    def get_artifact(self, sha256: str) -> bytes: ...
 
 
 def check_sha256(value: str) -> str:
@@ -91,6 +100,8 @@ class BlobWriter:
             os.chmod(self._tmp, 0o444)
             os.replace(self._tmp, target)
             _fsync_dir(target.parent)
+        if self._store.mirror is not None:
+            self._store.mirror.put_artifact(sha, target.read_bytes())
         return sha
 
     def abort(self) -> None:
@@ -139,8 +150,12 @@ class BlobStore:
         *,
         reverify_after_s: float = DEFAULT_REVERIFY_S,
         clock: Callable[[], float] = time.monotonic,
+        mirror: ArtifactMirror | None = None,
     ) -> None:
         self.root = Path(root)
+        # Several instances: every artifact written goes to the store too, and one missing
+        # here is fetched from it (this directory is then a cache by hash).
+        self.mirror = mirror
         self.on_corrupt: list[CorruptListener] = []
         self._reverify_after_s = reverify_after_s
         self._clock = clock
@@ -160,13 +175,13 @@ class BlobStore:
         return self.root / "sha256" / sha256[:2] / sha256
 
     def has(self, sha256: str) -> bool:
-        return self.path(sha256).is_file()
+        try:
+            return self.verdict(sha256) is not None
+        except NotFoundError:
+            return False
 
     def size(self, sha256: str) -> int:
-        try:
-            return self.path(sha256).stat().st_size
-        except FileNotFoundError:
-            raise NotFoundError(f"no artifact {sha256}") from None
+        return self.verdict(sha256).size
 
     def writer(self, max_bytes: int) -> BlobWriter:
         return BlobWriter(self, max_bytes)
@@ -217,12 +232,30 @@ class BlobStore:
         try:
             st = path.stat()
         except FileNotFoundError:
-            raise NotFoundError(f"no artifact {sha256}") from None
+            if self.mirror is None:
+                raise NotFoundError(f"no artifact {sha256}") from None
+            st = self._fetch(sha256, path)
         key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         with self._lock:
             seen = self._verdicts.get(sha256)
         fresh = seen is not None and self._clock() - seen[2] < self._reverify_after_s
         return Verdict(sha256, path, key, seen[1] if fresh and seen and seen[0] == key else None)
+
+    def _fetch(self, sha256: str, path: Path) -> os.stat_result:
+        """Copy an artifact from the mirror into this cache (``NotFoundError`` if it has none)."""
+        assert self.mirror is not None
+        data = self.mirror.get_artifact(sha256)  # checked against its name there
+        tmp = self.root / "tmp" / f"{secrets.token_hex(8)}.part"
+        try:
+            tmp.write_bytes(data)
+            os.chmod(tmp, 0o444)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"cannot cache artifact {sha256}: {exc.strerror}") from None
+        log.info("artifact %s fetched from the store", sha256)
+        return path.stat()
 
     def settle(self, verdict: Verdict, digest: str, *, kind: str) -> Verdict:
         """Record that the file, as ``verdict`` saw it, hashed to ``digest``.
@@ -271,6 +304,7 @@ __all__ = [
     "DEFAULT_REVERIFY_S",
     "MODEL",
     "OPTIMIZER_STATE",
+    "ArtifactMirror",
     "BlobStore",
     "BlobWriter",
     "CorruptListener",

@@ -122,6 +122,11 @@ def _backup_database(db_path: Path, out: Path) -> dict[str, Any]:
         source.backup(target)
         # The copy is a plain rollback-journal file: no WAL to carry beside it.
         target.execute("PRAGMA journal_mode=DELETE")
+        # Who owned which task is about the processes running now, not about the data: a
+        # coordinator started from this copy takes every task at once.
+        if target.execute("SELECT 1 FROM sqlite_master WHERE name = 'leases'").fetchone():
+            target.execute("DELETE FROM leases")
+            target.commit()
         (ok,) = target.execute("PRAGMA quick_check").fetchone()
         if ok != "ok":
             raise BackupError(f"the database copy fails its integrity check: {ok}")

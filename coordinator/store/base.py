@@ -157,6 +157,20 @@ class Store(ABC):
     @abstractmethod
     def list_audit(self, *, after_seq: int = 0, limit: int = 100) -> list[AuditEntry]: ...
 
+    # -- model artifacts, content-addressed (``store.artifacts``; instances cache them on disk)
+    @abstractmethod
+    def put_artifact(self, sha256: str, data: bytes) -> None:
+        """Keep ``data`` under its sha256 (``BadRequestError`` if it does not hash to it); a
+        no-op when already there."""
+
+    @abstractmethod
+    def get_artifact(self, sha256: str) -> bytes:
+        """The bytes (``NotFoundError``; ``CorruptArtifactError`` if they no longer hash to
+        their name)."""
+
+    @abstractmethod
+    def has_artifact(self, sha256: str) -> bool: ...
+
     # -- leases (which coordinator instance owns which work; ``store.leases``)
     @abstractmethod
     def claim_lease(

@@ -26,6 +26,7 @@ from fedrt.coordinator.records import (
     check_model_transition,
     check_task_transition,
 )
+from fedrt.coordinator.store.artifacts import checked, intact
 from fedrt.coordinator.store.base import Store, check_model_record, check_round_changes
 from fedrt.coordinator.store.leases import check_ttl, claim_decision, lost
 
@@ -48,10 +49,11 @@ class MemoryStore(Store):
         self._audit: list[AuditEntry] = []
         self._state: dict[tuple[str, str], dict[str, Any]] = {}
         self._leases: dict[str, LeaseRecord] = {}
+        self._artifacts: dict[str, bytes] = {}
 
     _STATE = (
         "_tasks", "_rounds", "_stages", "_devices", "_tokens", "_models", "_metrics", "_state",
-        "_leases",
+        "_leases", "_artifacts",
     )  # fmt: skip
 
     @contextmanager
@@ -270,6 +272,20 @@ class MemoryStore(Store):
 
     def list_audit(self, *, after_seq: int = 0, limit: int = 100) -> list[AuditEntry]:
         return [e for e in self._audit if e.seq > after_seq][: max(limit, 0)]
+
+    # -- artifacts
+    def put_artifact(self, sha256: str, data: bytes) -> None:
+        with self.transaction():
+            self._artifacts.setdefault(sha256, bytes(checked(sha256, data)))
+
+    def get_artifact(self, sha256: str) -> bytes:
+        data = self._artifacts.get(sha256)
+        if data is None:
+            raise NotFoundError(f"no artifact {sha256} in the store")
+        return intact(sha256, data)
+
+    def has_artifact(self, sha256: str) -> bool:
+        return sha256 in self._artifacts
 
     # -- leases
     def claim_lease(

@@ -60,11 +60,14 @@ CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
 CREATE INDEX metrics_by_task ON metrics(task_id, name);
 CREATE INDEX stages_by_round ON stages(task_id, round_no);
 """,
-    # 2: leases through which coordinator instances share work (``store.leases``).
+    # 2: leases through which coordinator instances share work (``store.leases``), and the
+    # model artifacts every instance reads (``store.artifacts``).
     2: """
 CREATE TABLE leases (
     name TEXT PRIMARY KEY, owner TEXT NOT NULL, epoch BIGINT NOT NULL,
     expires_at DOUBLE PRECISION NOT NULL);
+CREATE TABLE artifacts (
+    sha256 TEXT PRIMARY KEY, size BIGINT NOT NULL, data BYTEA NOT NULL);
 """,
 }
 

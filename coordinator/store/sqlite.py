@@ -26,6 +26,7 @@ from fedrt.coordinator.records import (
     check_model_transition,
     check_task_transition,
 )
+from fedrt.coordinator.store.artifacts import SqlArtifacts
 from fedrt.coordinator.store.base import Store, check_model_record, check_round_changes
 from fedrt.coordinator.store.leases import SqlLeases
 from fedrt.coordinator.store.sqlite_rows import (
@@ -43,7 +44,7 @@ from fedrt.coordinator.store.sqlite_rows import (
 )
 
 
-class SqliteStore(SqlLeases, Store):
+class SqliteStore(SqlLeases, SqlArtifacts, Store):
     """One connection in WAL mode; each outermost transaction is ``BEGIN IMMEDIATE``."""
 
     def __init__(self, path: Path | str) -> None:

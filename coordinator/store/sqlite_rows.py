@@ -24,7 +24,7 @@ MIGRATIONS: dict[int, str] = {
     "ALTER TABLE rounds ADD COLUMN noise_stddev REAL;",
     # Versions made before 3 have no saved optimizer state (NULL): they start fresh.
     2: "ALTER TABLE models ADD COLUMN optimizer_state_sha256 TEXT;",
-    3: "",  # the leases table: SCHEMA creates it (IF NOT EXISTS)
+    3: "",  # the leases and artifacts tables: SCHEMA creates them (IF NOT EXISTS)
 }
 
 SCHEMA = """
@@ -66,6 +66,8 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE TABLE IF NOT EXISTS leases (
     name TEXT PRIMARY KEY, owner TEXT NOT NULL, epoch INTEGER NOT NULL,
     expires_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS artifacts (
+    sha256 TEXT PRIMARY KEY, size INTEGER NOT NULL, data BLOB NOT NULL);
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit

@@ -6,11 +6,13 @@ the clock is a number, so lease expiry is exact."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 from fedrt.coordinator.config import ClusterConfig, Secret, StoreConfig
 from fedrt.coordinator.records import RoundStatus
+from fedrt.coordinator.security.signing import KEY_FILE
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol.round_codec import decode_from_device
 from fedrt.sdk import participant_commands as pc
@@ -48,6 +50,12 @@ class Instances(Fleet):
         self.held: list[tuple[str, bytes]] = []
 
     def start(self, name: str, data_dir: Path, url: str) -> Instance:
+        """An instance with a data dir of its own: only the signing key is copied there
+        (as an operator does); every artifact comes through the store."""
+        if self.live:
+            data_dir.mkdir(parents=True)
+            key = self.live[0].service.config.data_dir / KEY_FILE
+            shutil.copy2(key, data_dir / KEY_FILE)
         instance = Instance(name, data_dir, self, url)
         self.live.append(instance)
         self.coordinator = self.coordinator or instance
@@ -125,7 +133,7 @@ def test_one_instance_runs_the_task_and_another_takes_over_when_it_dies(
     fleet = Instances(4)
     a = fleet.start("a", tmp_path / "data", postgres_url)
     fleet.create_task(max_rounds=4)
-    b = fleet.start("b", tmp_path / "data", postgres_url)
+    b = fleet.start("b", tmp_path / "b", postgres_url)
     fleet.run_until(_committed(fleet, 1))
     assert TASK in a.driver.runs
     assert TASK not in b.driver.runs
@@ -142,6 +150,8 @@ def test_one_instance_runs_the_task_and_another_takes_over_when_it_dies(
     C, A = RoundStatus.COMMITTED, RoundStatus.ABANDONED
     assert [status for _, status in fleet.rounds()] == [C, A, C, C]
     assert b.service.store.get_task(TASK).model_sha256 == fleet.committed()[-1]
+    # b trained from a's version without sharing a's disk: it came from the store.
+    assert b.service.blobs.path(first[0]).is_file()
     (lease,) = b.service.store.list_leases()
     assert (lease.owner, lease.epoch) == ("b", 2)
 
@@ -150,7 +160,7 @@ def test_an_owner_that_lost_its_lease_commits_nothing(tmp_path: Path, postgres_u
     fleet = Instances(3)
     a = fleet.start("a", tmp_path / "data", postgres_url)
     fleet.create_task(max_rounds=3)
-    b = fleet.start("b", tmp_path / "data", postgres_url)
+    b = fleet.start("b", tmp_path / "b", postgres_url)
     fleet.hold = "dev-02"  # round 1 waits for this device's update
 
     def others_answered() -> bool:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -27,21 +25,17 @@ from fedrt.coordinator.records import (
 )
 from fedrt.coordinator.store import Store
 from tests.coordinator.store_conformance import (
-    STORE_KINDS,
     device,
     model,
-    open_store,
     round_,
     sha,
     task,
 )
 
 
-@pytest.fixture(params=STORE_KINDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    s = open_store(request.param, request, tmp_path)
-    yield s
-    s.close()
+@pytest.fixture
+def store(each_store: Store) -> Store:
+    return each_store
 
 
 @pytest.fixture

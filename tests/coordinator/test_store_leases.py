@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -12,14 +10,12 @@ from fedrt.coordinator.errors import LeaseLost, StoreError
 from fedrt.coordinator.records import RoundStatus
 from fedrt.coordinator.store import Store
 from fedrt.coordinator.store.postgres import PostgresStore
-from tests.coordinator.store_conformance import STORE_KINDS, model, open_store, round_, sha, task
+from tests.coordinator.store_conformance import model, round_, sha, task
 
 
-@pytest.fixture(params=STORE_KINDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    s = open_store(request.param, request, tmp_path)
-    yield s
-    s.close()
+@pytest.fixture
+def store(each_store: Store) -> Store:
+    return each_store
 
 
 def test_a_free_lease_is_granted_and_held_against_others(store: Store) -> None:

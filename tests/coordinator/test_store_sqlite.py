@@ -117,7 +117,9 @@ def test_foreign_schema_is_refused(tmp_path: Path) -> None:
 
 _V3_COLUMNS = (",\n    optimizer_state_sha256 TEXT);", ");")
 _V2_COLUMNS = (" epsilon REAL, noise_stddev REAL,", "")
-_V4_LEASES = (SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS leases") :].split(";")[0] + ";", "")
+# Version 4 added the leases and artifacts tables, just before the audit triggers.
+_V4 = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS leases") : SCHEMA.index("CREATE TRIGGER")]
+_V4_LEASES = (_V4, "")
 
 
 @pytest.mark.parametrize("version", [1, 2, 3])
@@ -131,6 +133,7 @@ def test_older_stores_are_migrated_in_place(tmp_path: Path, version: int) -> Non
     assert SCHEMA.count(_V3_COLUMNS[0]) == 1
     assert old.count(_V2_COLUMNS[0]) == (version >= 2)
     assert "leases" not in old
+    assert "artifacts" not in old
     raw = sqlite3.connect(path)
     raw.executescript(f"{old} PRAGMA user_version = {version};")
     # A version stored before the migration (no optimizer state before version 3).
@@ -149,6 +152,7 @@ def test_older_stores_are_migrated_in_place(tmp_path: Path, version: int) -> Non
         store.add_model(child)
         assert store.get_model(sha("m1")) == child
         assert store.claim_lease("task:t1", "a", now=1.0, ttl=1.0) is not None
+        store.put_artifact(sha("blob"), b"blob")
     finally:
         store.close()
     raw = sqlite3.connect(path)
