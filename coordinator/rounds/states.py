@@ -17,9 +17,11 @@ States and moves (all of them are in ``TRANSITIONS``; anything else is a bug)::
                   |           |      +-- (plain update / evaluation) -----+---> COMMITTED
                   +-----------+---------------+--------------+----------+------> ABANDONED
 
-* CHECK_IN: devices check in until ``select_count`` have (goal x over-selection) or the
-  check-in deadline passes with at least ``min_reports``. Later check-ins get a reconnect
-  window from pace steering.
+* CHECK_IN: devices that pass the task's filters check in until the deadline or until the
+  pool is full (every eligible device, or ``pool_factor`` cohorts); then ``select_count``
+  (goal x over-selection) are sampled uniformly from the pool (``selection.sampling``) and
+  the rest are sent away; at least ``min_reports`` must have checked in. Later check-ins
+  get a reconnect window from pace steering.
 * TRAINING: every selected device gets its ``Plan``. A device reports by answering its first
   stage: SecAgg+ keys (``ADVERTISE_KEYS``), its plain quantized update, or its evaluation.
   The stage closes as soon as ``goal_count`` have reported (the over-selected rest are sent
