@@ -13,7 +13,7 @@ from fedrt.coordinator.api.model_transfer import read_upload, serve_blob
 from fedrt.coordinator.api.views import model_view
 from fedrt.coordinator.errors import NotFoundError
 from fedrt.coordinator.models.blobs import check_sha256
-from fedrt.coordinator.models.delivery import FILE, delivery_view
+from fedrt.coordinator.models.delivery import FILE, META, delivery_view
 
 
 def _meter_device(ctx: ApiContext, who: str) -> None:
@@ -61,7 +61,10 @@ async def get_model_meta(request: web.Request) -> web.Response:
     delivery = delivery_view(ctx.catalog.delivery, sha)
     if delivery is not None:
         view["delivery"] = delivery
-    return json_reply(view)
+    reply = json_reply(view)
+    if isinstance(reply.body, bytes):  # a device's per-round metadata counts as bytes down
+        ctx.catalog.transfers.add(sha, META, len(reply.body))
+    return reply
 
 
 async def list_models(request: web.Request) -> web.Response:

@@ -25,8 +25,8 @@ from fedrt.coordinator.models.blobs import BlobStore, check_sha256
 # (a chain this long is already about as large as the weights at 8 bits).
 MAX_CHAIN = 4
 # Forms of a version a device can fetch, as bytes-down kinds.
-GRAPH, WEIGHTS, DELTA, FILE = "graph", "weights", "delta", "file"
-KINDS = (FILE, GRAPH, WEIGHTS, DELTA)
+GRAPH, WEIGHTS, DELTA, FILE, META = "graph", "weights", "delta", "file", "meta"
+KINDS = (META, FILE, GRAPH, WEIGHTS, DELTA)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -158,6 +158,7 @@ __all__ = [
     "GRAPH",
     "KINDS",
     "MAX_CHAIN",
+    "META",
     "WEIGHTS",
     "Delivery",
     "DeliveryIndex",

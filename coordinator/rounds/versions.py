@@ -20,7 +20,7 @@ from fedrt.coordinator.models.catalog import ModelCatalog
 from fedrt.coordinator.models.optimizer_state import load_state, save_state
 from fedrt.coordinator.models.version_forms import build_version, unflatten
 from fedrt.coordinator.records import ModelRecord
-from fedrt.coordinator.rounds.commands import Commit
+from fedrt.coordinator.rounds.commands import Commit, RoundMetrics
 from fedrt.coordinator.rounds.journal import metrics_json
 from fedrt.coordinator.rounds.runs import LoadedModel, Run
 from fedrt.model_export.manifest import Manifest
@@ -121,6 +121,28 @@ def add_version(
     return NewVersion(record, built.manifest, built.data, evaluation, built.weights)
 
 
+def round_traffic(
+    catalog: ModelCatalog, started_from: str, run: Run, metrics: RoundMetrics
+) -> dict[str, Any]:
+    """The round's bytes by direction and kind, in total and per device (down: per selected
+    device, up: per reporting one): the model forms served for ``started_from``, the
+    version the round started from (``meta``, ``file``, ``graph``, ``weights``,
+    ``delta``), and the protocol messages."""
+    down = catalog.transfers.take(started_from)
+    down["protocol"] = run.bytes_out
+    up = {"protocol": metrics.bytes_received}
+
+    def per(sums: dict[str, int], n: int) -> dict[str, int]:
+        return {kind: round(v / n) for kind, v in sums.items()} if n > 0 else {}
+
+    return {
+        "down": down,
+        "up": up,
+        "down_per_device": per(down, metrics.selected),
+        "up_per_device": per(up, metrics.reported),
+    }
+
+
 def should_promote(run: Run, evaluation: Mapping[str, float]) -> bool:
     before, after = run.evaluation.get("accuracy"), evaluation.get("accuracy")
     if before is None or after is None:
@@ -138,5 +160,5 @@ def promote(catalog: ModelCatalog, run: Run, version: NewVersion, commit: Commit
 
 __all__ = [
     "Evaluator", "NewVersion", "add_version", "flatten", "load_model", "promote",
-    "should_promote", "unflatten",
+    "round_traffic", "should_promote", "unflatten",
 ]  # fmt: skip
