@@ -76,6 +76,7 @@ from fedrt.coordinator.rounds.versions import (
     add_version,
     load_model,
     promote,
+    round_traffic,  # model-forms
     should_promote,
 )
 from fedrt.coordinator.selection.pace import PaceConfig
@@ -384,6 +385,8 @@ class FederatedDriver(RoundDriver):
             noise_stddev=noise_stddev,
         )
         detail = end_detail(self.ctx.store, run.task_id, end, dp_charged=run.dp_round)
+        start = self.ctx.store.get_round(run.task_id, round_no).model_sha256  # model-forms
+        detail["traffic"] = round_traffic(self.ctx.catalog, start, run, metrics)  # model-forms
         with self.ctx.store.transaction():
             self._fence(run.task_id, now)
             record_end(self.ctx.store, run.task_id, end, detail, now)
