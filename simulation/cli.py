@@ -37,6 +37,8 @@ def _add_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> N
     parser.add_argument("--strategy", default=d["strategy"])
     parser.add_argument("--server-lr", type=float, default=d["server_lr"])
     parser.add_argument("--bits", type=int, default=d["bits"])
+    parser.add_argument("--download-bits", type=int, default=d["download_bits"],
+                        help="width of the downlink's version deltas (0: exact)")  # fmt: skip
     parser.add_argument("--secagg", action=argparse.BooleanOptionalAction, default=d["secagg"])
     parser.add_argument(
         "--dropout",
@@ -142,6 +144,7 @@ def _config(args: argparse.Namespace) -> Any:
         speed=args.speed,
         seed=args.seed,
         local_epochs=args.local_epochs,
+        download_bits=args.download_bits,
         learning_rate=args.lr,
         batch_size=args.batch,
         clip_norm=args.clip,

@@ -41,6 +41,8 @@ class SimConfig:
     strategy: str = "fedavg"
     server_lr: float = 1.0
     bits: int = 8
+    # Width of the downlink's version deltas (TaskSpec.download_bits; 0: exact versions).
+    download_bits: int = 8
     secagg: bool = True
     dropout: float = 0.0
     availability: str = "always"
@@ -88,6 +90,7 @@ class SimConfig:
         need(self.rounds >= 1, "--rounds must be >= 1")
         need(self.strategy in STRATEGIES, f"--strategy must be one of {', '.join(STRATEGIES)}")
         need(1 <= self.bits <= 16, "--bits must be in 1..16")
+        need(0 <= self.download_bits <= 16, "--download-bits must be in 0..16")
         need(0.0 <= self.dropout < 1.0, "--dropout must be in [0, 1)")
         need(self.availability in traces.TRACES, f"--availability: one of {traces.TRACES}")
         need(self.speed > 0, "--speed must be > 0")
@@ -152,6 +155,7 @@ class SimConfig:
             learning_rate=self.learning_rate,
             clip_norm=self.clip_norm,
             quantization_bits=self.bits,
+            download_bits=self.download_bits,
             secagg=self.secagg,
             eval_every=0,
             promote_margin=1.0,
