@@ -32,6 +32,9 @@ class RoundRow:
     # SecAgg+ cohorts the round ran in, and how many made it into the aggregate.
     cohorts: int = 0
     cohorts_committed: int = 0
+    # The coordinator's count of the round's bytes by direction and kind, in total and per
+    # device (rounds.versions.round_traffic; downlink-traffic).
+    traffic: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -53,6 +56,9 @@ class Report:
     stopped: str = ""
     # Each --chaos event: when it fired, what it did (simulation/chaos.py), ok or not.
     chaos: list[dict[str, Any]] = field(default_factory=list)
+    # Bytes per device per round: down in rounds after the first against up, by kind
+    # (simulation/traffic.py; downlink-traffic).
+    downlink: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)

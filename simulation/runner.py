@@ -37,6 +37,7 @@ from fedrt.simulation.fleet import Fleet, TracedState
 from fedrt.simulation.report import REPORT_VERSION, Report, RoundRow, progress_line, write_report
 from fedrt.simulation.sim_config import SCALE_DEVICES_PER_THREAD, SCALE_MODE_FROM, SimConfig
 from fedrt.simulation.stack import LocalStack
+from fedrt.simulation.traffic import downlink_summary, traffic_line  # downlink-traffic
 
 # The config and report names are re-exported: their import path predates their modules.
 __all__ = [
@@ -112,6 +113,12 @@ class Simulation:
     def _line(self, text: str) -> None:
         print(text, file=self.out, flush=True)
 
+    def _traffic(self, s: RoundSummary) -> dict[str, Any] | None:  # downlink-traffic
+        # Called by the driver on the service's loop: the store is read directly.
+        svc = self.stack.service if self.stack is not None else None
+        traffic = svc.store.get_round(s.task_id, s.round_no).detail.get("traffic") if svc else None
+        return traffic if isinstance(traffic, dict) else None
+
     def _on_round(self, s: RoundSummary) -> None:
         now = time.time()
         up_total, down_total = self.fleet.bytes_moved() if self.fleet else (0, 0)
@@ -134,6 +141,7 @@ class Simulation:
             noise_stddev=s.noise_stddev,
             cohorts=s.metrics.cohorts,
             cohorts_committed=s.metrics.cohorts_committed,
+            traffic=self._traffic(s),  # downlink-traffic
         )
         self._last_end = now
         self.report.rounds.append(row)
@@ -251,6 +259,8 @@ class Simulation:
             self.report.offline_spells = sum(d.offline_spells for d in self.fleet.devices)
         committed = [r for r in self.report.rounds if r.accuracy is not None]
         self.report.final_accuracy = committed[-1].accuracy if committed else None
+        self.report.downlink = downlink_summary(self.report.rounds)  # downlink-traffic
+        self._line(traffic_line(self.report.downlink))  # downlink-traffic
         self.report.wall_seconds = round(time.time() - started, 2)
         return self.report
 
