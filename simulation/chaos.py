@@ -4,9 +4,10 @@ An event fires once round ROUND is under way (when round ROUND-1 has ended, or r
 the task starts for round 1), after a short delay that lands it in the round's check-in or
 training. Events:
 
-- ``kill-broker-node``: SIGKILL the NATS node the coordinator and every device connect to
-  first (``--broker nats-cluster``); it stays down. Clients must move to another node,
-  where JetStream holds their sessions.
+- ``kill-broker-node``: SIGKILL the first running NATS node (``--broker nats-cluster``; the
+  first is the one the coordinator and every device connect to first); it stays down.
+  Clients must move to another node, where JetStream holds their sessions. A second kill
+  in a 3-node cluster leaves no Raft majority: rounds then stop, as they would in production.
 - ``restart-broker``: the broker goes down and comes back on the same ports and store:
   Mosquitto stops and starts again; a NATS cluster restarts its nodes one after another,
   each back and healthy before the next goes (a rolling restart).
@@ -111,8 +112,11 @@ class ChaosRunner:
         nats, mosquitto = self.stack.nats, self.stack.mosquitto
         if event.event == "kill-broker-node":
             assert nats is not None
-            node = nats.kill_node(0)
-            return f"killed NATS node {node.name} (SIGKILL), the first listener of every client"
+            index = next((i for i, n in enumerate(nats.nodes) if n.running), None)
+            if index is None:
+                raise RuntimeError("no NATS node is running")
+            node = nats.kill_node(index)
+            return f"killed NATS node {node.name} (SIGKILL)"
         if nats is not None:
             for index in range(len(nats.nodes)):
                 nats.nodes[index].stop()
