@@ -101,6 +101,12 @@ def _add_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> N
         help="most devices in one SecAgg+ instance; larger rounds run in cohorts "
         "(default: the task default, see docs/secagg.md)",
     )
+    parser.add_argument(
+        "--stage-deadline",
+        type=float,
+        default=d["stage_s"],
+        help="seconds for each SecAgg+ stage; a round that misses one says so in its reason",
+    )
     dp = parser.add_argument_group("differential privacy")
     dp.add_argument("--dp", default=d["dp"], choices=["none", "central", "distributed"])
     noise = dp.add_mutually_exclusive_group()
@@ -163,6 +169,7 @@ def _config(args: argparse.Namespace) -> Any:
         dp_budget=args.dp_budget,
         devices_per_thread=args.devices_per_thread,
         cohort_size=args.cohort_size,
+        stage_s=args.stage_deadline,
     )
 
 

@@ -311,6 +311,7 @@ class RoundMachine:
             if stage not in dev.answered:
                 self._cut(dev, reason, now, out)
         # Say which deadline made a stage impossible (a fleet's size can make it so).
+        name = "training" if self.state is S.TRAINING else stage.name
         window = cfg.training_timeout if self.state is S.TRAINING else cfg.stage_timeout
         late = f" by the {stage.name} deadline ({window:g} s)" if why == "deadline" else ""
         if self.state not in INPUTS_FIXED and len(answered) < needed:
