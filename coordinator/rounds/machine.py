@@ -313,7 +313,7 @@ class RoundMachine:
         # Say which deadline made a stage impossible (a fleet's size can make it so).
         name = "training" if self.state is S.TRAINING else stage.name
         window = cfg.training_timeout if self.state is S.TRAINING else cfg.stage_timeout
-        late = f" by the {stage.name} deadline ({window:g} s)" if why == "deadline" else ""
+        late = f" by the {name} deadline ({window:g} s)" if why == "deadline" else ""
         if self.state not in INPUTS_FIXED and len(answered) < needed:
             self._abandon(f"{len(answered)} answered {stage.name}{late}, {needed} needed", now, out)
             return
