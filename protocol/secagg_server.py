@@ -234,17 +234,17 @@ class SecAggServer:
 
     def _on_unmask(self, message: UnmaskShares) -> None:
         sender = message.sender
-        owners = [s.owner for s in message.shares]
-        if len(set(owners)) != len(owners):
+        revealed = {item.owner: item.share for item in message.shares}
+        if len(revealed) != len(message.shares):
             raise DuplicateShare("two shares for one owner in one message")
-        if set(owners) != self._holders[sender] & self._shares.keys():
+        if revealed.keys() != self._holders[sender] & self._shares.keys():
             raise ConsistencyError("shares must cover exactly the neighbours that shared, and self")
         for item in message.shares:
             want = ShareKind.SEED if item.owner in self._masked else ShareKind.KEY
             if item.kind is not want:
                 raise ConsistencyError(f"device {item.owner} needs a {want.name} share")
-        shamir.check_shares(b"".join(item.share for item in message.shares))
-        self._revealed[sender] = {item.owner: item.share for item in message.shares}
+        shamir.check_shares(b"".join(revealed.values()))
+        self._revealed[sender] = revealed
 
     # -- closing --------------------------------------------------------------------------
 
@@ -264,29 +264,30 @@ class SecAggServer:
 
     def _broadcast_keys(self, live: frozenset[int]) -> dict[int, bytes]:
         rid, t = self.config.round_id, self.config.threshold
-        # Each dealer seals shares to its advertised neighbours after the first t - 1 (which
-        # derive theirs), in index order.
-        self._sealed_to = {i: sorted(self._graph[i] & live)[t - 1 :] for i in live}
-        return {
-            i: codec.encode(
-                KeysBroadcast(
-                    round_id=rid,
-                    recipient=i,
-                    keys=tuple(self._keys[j] for j in sorted(self._graph[i] & live)),
-                )
-            )
-            for i in sorted(live)
-        }
+        outgoing = {}
+        for i in sorted(live):
+            neighbours = sorted(self._graph[i] & live)
+            # Each dealer seals shares to its advertised neighbours after the first t - 1
+            # (which derive theirs), in index order.
+            self._sealed_to[i] = neighbours[t - 1 :]
+            keys = tuple(self._keys[j] for j in neighbours)
+            outgoing[i] = codec.encode(KeysBroadcast(round_id=rid, recipient=i, keys=keys))
+        return outgoing
 
     def _relay_shares(self, live: frozenset[int]) -> dict[int, bytes]:
         inbox: dict[int, list[EncryptedShare]] = {i: [] for i in live}
         for sender in sorted(live):
-            ciphertexts = self._shares[sender].ciphertexts
-            sealed = dict(zip(self._sealed_to[sender], ciphertexts, strict=True))
-            for holder in sorted(self._graph[sender] & self._keys.keys() & live):
-                # An empty ciphertext tells the holder to derive its shares.
-                ciphertext = sealed.get(holder, b"")
-                inbox[holder].append(EncryptedShare(peer=sender, ciphertext=ciphertext))
+            sealed = dict(
+                zip(self._sealed_to[sender], self._shares[sender].ciphertexts, strict=True)
+            )
+            derive = EncryptedShare(peer=sender, ciphertext=b"")  # tells a holder to derive
+            for holder in sorted(self._graph[sender] & live):
+                ciphertext = sealed.get(holder)
+                inbox[holder].append(
+                    derive
+                    if ciphertext is None
+                    else EncryptedShare(peer=sender, ciphertext=ciphertext)
+                )
         rid = self.config.round_id
         return {
             i: codec.encode(SharesRelay(round_id=rid, recipient=i, shares=tuple(items)))
@@ -324,20 +325,18 @@ class SecAggServer:
             len(certifiers) >= t, f"only {len(certifiers)} committee members signed the set"
         )
         self._check_needed(signers)
+        signed = [PeerSignature(signer=j, signature=self._signatures[j]) for j in certifiers]
+        outsider = tuple(signed[:t])  # what every device outside the committee is shown
         requests = {}
         for h in sorted(signers):
             # Exactly t signatures reach each device: its own counts when it is a member.
-            chosen = [j for j in certifiers if j != h][: t - (h in committee)]
-            requests[h] = codec.encode(
-                UnmaskRequest(
-                    round_id=rid,
-                    recipient=h,
-                    survivors=self._view,
-                    signatures=tuple(
-                        PeerSignature(signer=j, signature=self._signatures[j]) for j in chosen
-                    ),
-                )
+            chosen = (
+                tuple(p for p in signed if p.signer != h)[: t - 1] if h in committee else outsider
             )
+            request = UnmaskRequest(
+                round_id=rid, recipient=h, survivors=self._view, signatures=chosen
+            )
+            requests[h] = codec.encode(request)
         return requests
 
     def _unmask(self, responders: frozenset[int]) -> Vector:
