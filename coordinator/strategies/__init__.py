@@ -12,10 +12,12 @@ modules by path; this facade re-exports both for callers outside the coordinator
 from fedrt.coordinator.strategies.aggregators import (
     AGGREGATORS,
     Aggregator,
+    Bulyan,
     CoordinateMedian,
     Krum,
     TrimmedMean,
     WeightedMean,
+    norm_outliers,
 )
 from fedrt.coordinator.strategies.optimizers import (
     OPTIMIZERS,
@@ -34,6 +36,7 @@ __all__ = [
     "OPTIMIZERS",
     "AggregationError",
     "Aggregator",
+    "Bulyan",
     "CoordinateMedian",
     "FedAdagrad",
     "FedAdam",
@@ -45,4 +48,5 @@ __all__ = [
     "ServerOptimizer",
     "TrimmedMean",
     "WeightedMean",
+    "norm_outliers",
 ]
