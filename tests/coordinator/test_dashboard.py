@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
@@ -116,8 +117,12 @@ def seeded(tmp_path: Path) -> Iterator[Seeded]:
                                          selected=13, reporting=11, dropped=2,
                                          detail={"kind": "train"}, epsilon=epsilon))  # fmt: skip
         for no in (1, 2):
-            s.store.create_round(_round(plain.task_id, no, base.sha256, now - 300 + 100 * no,
-                                        reported=8, included=8, bytes_received=16_000))  # fmt: skip
+            record = _round(plain.task_id, no, base.sha256, now - 300 + 100 * no,
+                            reported=8, included=8, bytes_received=16_000)  # fmt: skip
+            if no == 2:  # counted by kind (model-forms): rounds.versions.round_traffic
+                traffic = {"down_per_device": DOWN_BY_KIND, "up_per_device": {"protocol": 2000}}
+                record = dataclasses.replace(record, detail={**record.detail, "traffic": traffic})
+            s.store.create_round(record)
         yield out
 
 
@@ -134,6 +139,9 @@ def _enroll(svc: ServiceThread, i: int) -> str:
     )  # fmt: skip
     return grant.device_id
 
+
+# A round's bytes down per device by kind (model-forms): 46.0 KiB in all.
+DOWN_BY_KIND = {"delta": 40_960, "meta": 4096, "protocol": 2048, "graph": 0, "weights": 0}
 
 # What the page shows of each round: {"task:no": {figure: text}}.
 ROWS_JS = """Object.fromEntries([...document.querySelectorAll('#rounds tr[data-round]')].map(
@@ -173,8 +181,15 @@ async def _figures(page: Page, seeded: Seeded, shot: Path) -> None:
     assert rows[f"{a}:6"]["participation"] == "–"  # counted when the round ends
     assert rows[f"{b}:2"] == {
         "selected": "13", "participation": "62%", "dropout": "0%", "duration": "42 s",
-        "down": "6.0 KiB", "up": "2.0 KiB", "epsilon": "–", "secagg": "no", "flags": "–",
+        "down": "46.0 KiB", "up": "2.0 KiB", "epsilon": "–", "secagg": "no", "flags": "–",
     }  # fmt: skip
+    # Bytes down by kind (model-forms): in the cell's title, and charted once counted.
+    title = await page.eval(
+        f"document.querySelector('tr[data-round=\"{b}:2\"] [data-fig=down]').title"
+    )
+    assert title == "delta 40.0 KiB · meta 4.0 KiB · protocol 2.0 KiB"
+    assert rows[f"{b}:1"]["down"] == "6.0 KiB"  # not counted by kind: the file + messages
+    assert await page.eval("document.getElementById('downlink').hidden") is False
     flagged = await page.eval(
         "[...document.querySelectorAll('#flags li')].map(li => li.dataset.flag)"
     )

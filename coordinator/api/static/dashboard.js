@@ -2,7 +2,7 @@
 // tables and SVG charts. ES modules, no build step, nothing loaded from elsewhere.
 import { ApiError, api, signIn, signOut, token } from "./api.js";
 import { el, lineChart } from "./charts.js";
-import { allRoundFigures, flagged, fmtBytes, fmtDuration, pct, secaggShare } from "./figures.js";
+import { allRoundFigures, flagged, fmtBytes, fmtDuration, kindsText, pct, secaggShare } from "./figures.js";
 import { initVersions, renderVersions } from "./versions.js";
 
 const REFRESH_MS = 2000;
@@ -96,7 +96,8 @@ function renderRounds(figures) {
       cell("participation", pct(f.participation), { title: `${r.reporting} of ${r.selected} selected in the aggregate` }),
       cell("dropout", pct(f.dropout), { title: `${r.dropped} of ${r.selected} selected dropped out` }),
       cell("duration", fmtDuration(f.duration) + (f.running ? " so far" : "")),
-      cell("down", fmtBytes(f.down)), cell("up", fmtBytes(f.up)), cell("epsilon", eps),
+      cell("down", fmtBytes(f.down), { title: kindsText(f.downByKind) || "version file and messages" }),
+      cell("up", fmtBytes(f.up)), cell("epsilon", eps),
       cell("secagg", f.secagg ? "yes" : "no"), cell("flags", flagText(f) || "–")));
   }
 }
@@ -138,6 +139,12 @@ function renderCharts(tasks, figures) {
     { yFormat: rate, range: [0, 1] });
   lineChart(chart("chart-duration"), figureSeries(figures, tasks, ["duration"], (f) => f.duration), { yFormat: fmtDuration });
   lineChart(chart("chart-device-bytes"), figureSeries(figures, tasks, ["down", "up"], (f, n) => f[n]), { yFormat: fmtBytes });
+  // Bytes down per device by kind (graph, weights, delta, file, meta, protocol): shown once
+  // the coordinator has counted some.
+  const kinds = [...new Set(figures.flatMap(({ f }) => Object.keys(f.downByKind || {})))].sort();
+  const byKind = figureSeries(figures, tasks, kinds, (f, n) => (f.downByKind ? f.downByKind[n] : null));
+  chart("downlink").hidden = !kinds.length;
+  if (kinds.length) lineChart(chart("chart-down-kinds"), byKind, { yFormat: fmtBytes });
   // Differential privacy: shown only when some task spends a privacy budget.
   const spent = tasks.map((t) => ({ name: t.task_id,
     points: (t.rounds || []).filter((r) => r.epsilon != null).map((r) => [r.round_no, r.epsilon]) }))

@@ -28,10 +28,14 @@ export function roundFigures(round, previous, task, models, now) {
   const detail = round.detail || {};
   const reported = m.reported !== undefined ? m.reported : round.reporting;
   const model = models.get(round.model_sha256);
-  // Down: the model version each selected device fetches (once per version) plus the round's
-  // MQTT messages to it; written when the round ends.
+  // Down: what the coordinator counted per selected device by kind (detail.traffic: the
+  // version's metadata, file, graph, weights or deltas, and the MQTT messages); rounds
+  // stored before it was counted: the whole version file plus the messages.
   let down = null;
-  if (round.ended_at !== null && round.selected > 0 && detail.bytes_out !== undefined && model) {
+  const byKind = (detail.traffic || {}).down_per_device || null;
+  if (byKind) {
+    down = Object.values(byKind).reduce((a, b) => a + b, 0);
+  } else if (round.ended_at !== null && round.selected > 0 && detail.bytes_out !== undefined && model) {
     down = model.size + detail.bytes_out / round.selected;
   }
   let spent = null;
@@ -47,6 +51,7 @@ export function roundFigures(round, previous, task, models, now) {
     duration: (ended ? round.ended_at : now) - round.started_at,
     running: !ended,
     down,
+    downByKind: byKind,
     up: ended ? ratio(round.bytes_in, reported) : null,
     epsilon: round.epsilon === undefined ? null : round.epsilon,
     spent: ended ? spent : null,
@@ -80,6 +85,13 @@ export function secaggShare(task) {
 // Rounds an operator should look at: wrong SecAgg+ shares revealed, updates refused.
 export function flagged(figures) {
   return figures.filter(({ f }) => f.badHolders.length || f.discarded);
+}
+
+// "delta 58.6 KiB · protocol 2.8 KiB": the kinds a device's bytes down were, largest first.
+export function kindsText(byKind) {
+  if (!byKind) return "";
+  return Object.entries(byKind).filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1])
+    .map(([k, n]) => k + " " + fmtBytes(n)).join(" · ");
 }
 
 export function pct(x) {
