@@ -77,7 +77,10 @@ class RoundSeries(RoundObserver):
         # Evaluation rounds carry no update bytes: nothing to say about uploads then.
         if record.bytes_in > 0 and reported > 0:
             self.device_bytes.labels(task=task, direction="up").observe(record.bytes_in / reported)
-        if record.selected > 0:
+        counted = record.detail.get("traffic", {}).get("down_per_device")  # model-forms
+        if counted:  # model-forms: what was served, by kind
+            self.device_bytes.labels(task=task, direction="down").observe(sum(counted.values()))
+        elif record.selected > 0:
             sent = int(record.detail.get("bytes_out", 0)) / record.selected
             self.device_bytes.labels(task=task, direction="down").observe(
                 self._model_bytes(record.model_sha256) + sent
