@@ -3,7 +3,7 @@
 Flower is not a dependency of fedrt: PATH is an interpreter that has ``flwr`` (for example a
 throwaway venv), which runs ``secagg_flower.py`` as a script in isolated mode (``-I``) with
 the same n, m, k (Flower's ``num_shares`` counts the client itself: k + 1), t, dropout,
-seed and repeat count, and prints one JSON line that is parsed here.
+seed, repeat count and clock, and prints one JSON line that is parsed here.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ def flower_report(python: str, report: dict[str, Any], seed: int) -> dict[str, A
         f"--dropout={report['dropout']}",
         f"--seed={seed}",
         f"--repeat={report['repeat']}",
+        f"--clock={report['clock']}",
     ]
     try:
         done = subprocess.run(
@@ -77,7 +78,8 @@ def side_by_side(report: dict[str, Any], flower: dict[str, Any]) -> str:
     rows = [
         f"side by side with Flower {flower['flwr_version']} SecAgg+ (same n={report['clients']} "
         f"m={report['params']} k={report['neighbors']} t={report['threshold']} "
-        f"dropout={report['dropout']} in masked_input/unmask; median of {report['repeat']}); "
+        f"dropout={report['dropout']} in masked_input/unmask; median of {report['repeat']}, "
+        f"{report['clock']} time); "
         f"Flower's aggregate matched the plain mean: {flower['matched_plain_mean']}",
         f"{'':<22}{'fedrt':>12}{'Flower':>12}{'Flower/fedrt':>15}",
         f"{'server s':<22}{report['server_seconds']['total']:12.3f}"

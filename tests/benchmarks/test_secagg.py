@@ -68,7 +68,7 @@ def test_bench_secagg_late_dropouts_leave_masked_input_and_unmask(
     assert main([*args, "--drop-stage", "late", "--json"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     # Three dropouts, round-robin: two before the masked input, one before unmasking.
-    assert (report["drop_stage"], report["included"]) == ("late", 10)
+    assert (report["drop_stage"], report["included"], report["clock"]) == ("late", 10, "wall")
 
 
 def test_bench_secagg_refuses_a_flower_python_without_flwr_before_measuring(
@@ -91,11 +91,12 @@ FLOWER_PYTHON = os.environ.get("FEDRT_FLOWER_PYTHON", "/tmp/flwr-venv/bin/python
 )
 def test_bench_secagg_runs_flower_side_by_side(capsys: pytest.CaptureFixture[str]) -> None:
     args = ["bench", "secagg", "--clients", "10", "--params", "200", "--dropout", "0.2"]
-    assert main([*args, "--flower-python", FLOWER_PYTHON, "--json"]) == 0
+    assert main([*args, "--flower-python", FLOWER_PYTHON, "--clock", "cpu", "--json"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     report = json.loads(out[-1])
     flower = report["flower"]
     assert flower["matched_plain_mean"] is True
+    assert report["clock"] == flower["clock"] == "cpu"
     assert (flower["clients"], flower["params"]) == (10, 200)
     assert (flower["num_shares"], flower["threshold"]) == (
         report["neighbors"] + 1,
