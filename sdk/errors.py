@@ -19,6 +19,8 @@
           │    ├── TlsError                 the coordinator's HTTPS certificate did not verify
           │    └── ModelRejected            the file arrived but failed verification
           │         ├── ChecksumMismatch    sha256 differs from the plan's
+          │         ├── RebuildMismatch     a version rebuilt from graph + weights/deltas does
+          │         │                       not hash to its signed sha256 (the file is fetched)
           │         └── BadSignature        the coordinator's Ed25519 signature does not verify
           └── RemoteError                   the coordinator (or its HTTP server) said no
                └── DownloadRefused          the model server answered with an HTTP error
@@ -107,6 +109,11 @@ class ModelRejected(DownloadError):
 
 class ChecksumMismatch(ModelRejected):
     """The file's sha256 differs from the one in the round plan."""
+
+
+class RebuildMismatch(ModelRejected):
+    """A version rebuilt from its graph and weights (or a held version and deltas) does not
+    hash to the sha256 the coordinator signed; the device fetches the whole file instead."""
 
 
 class BadSignature(ModelRejected):

@@ -35,7 +35,7 @@ from fedrt.model_export.weights_file import read_weights, replace_weights, strip
 from fedrt.protocol.errors import ProtocolError
 from fedrt.protocol.weights_delta import apply_delta, weights_from_bytes
 from fedrt.sdk.download import download_blob, download_model, verify_model_signature
-from fedrt.sdk.errors import DownloadError, ModelRejected, SdkError
+from fedrt.sdk.errors import DownloadError, ModelRejected, RebuildMismatch, SdkError
 
 __all__ = ["FetchedModel", "RebuildMismatch", "fetch_version", "prune"]
 
@@ -45,10 +45,6 @@ GRAPH, WEIGHTS, DELTA, FILE = "graph", "weights", "delta", "file"
 # Version files kept besides the one just fetched: a device that drops out of a round or
 # misses a few still holds a version the next delta chain starts from.
 KEEP_VERSIONS = 2
-
-
-class RebuildMismatch(ModelRejected):
-    """A version rebuilt from graph + weights (or deltas) does not hash to its signed sha256."""
 
 
 @dataclass(slots=True)
@@ -124,8 +120,8 @@ def fetch_version(
         # signed file is still there to fetch.
         except (SdkError, ProtocolError, ExportError, KeyError, TypeError, ValueError,
                 OSError) as exc:  # fmt: skip
-            log.warning("model %s: rebuilding from its parts failed (%s); fetching the file",
-                        sha256[:12], exc)  # fmt: skip
+            log.warning("model %s: rebuilding from its parts failed (%s: %s); fetching the file",
+                        sha256[:12], type(exc).__name__, exc)  # fmt: skip
     result = download_model(url, target, sha256=sha256, signature=signature,
                             public_key=public_key, manifest=raw_manifest, headers=headers,
                             ssl_context=ssl_context)  # fmt: skip

@@ -4,6 +4,7 @@ form (deltas, weights, file), is rebuilt bit for bit, and anything forged falls 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,23 +147,30 @@ def test_a_base_export_comes_as_its_file(lineage: Lineage, tmp_path: Path) -> No
         assert lineage.svc.request("GET", f"/v1/models/{base}/{form}").status == 404
 
 
-def test_forged_parts_are_refused_and_the_file_is_fetched(lineage: Lineage, tmp_path: Path) -> None:
+def test_forged_parts_are_refused_and_the_file_is_fetched(
+    lineage: Lineage, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     v = lineage.versions
     # A delta of another step, consistent with its own hash: made for other base weights.
     meta = lineage.meta(v[3])
     other = lineage.meta(v[4])["delivery"]["deltas"][0]
     meta["delivery"]["deltas"][0] |= {k: other[k] for k in ("sha256", "bytes", "path")}
     lineage.hold(tmp_path / "a", v[2])
-    got = lineage.fetch(v[3], tmp_path / "a", meta)
+    with caplog.at_level(logging.WARNING, logger="fedrt.sdk.model_cache"):
+        got = lineage.fetch(v[3], tmp_path / "a", meta)
     _check(got, lineage, v[3])
     assert got.form == "file"
     assert got.bytes_by_kind["file"] == len(lineage.files[v[3]])
+    assert "WrongBase" in caplog.text  # the typed refusal, logged with the fallback
     # Weights of another version: they rebuild a file that is not the signed one.
     meta = lineage.meta(v[3])
     meta["delivery"]["weights"] = lineage.meta(v[4])["delivery"]["weights"]
-    got = lineage.fetch(v[3], tmp_path / "b", meta)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="fedrt.sdk.model_cache"):
+        got = lineage.fetch(v[3], tmp_path / "b", meta)
     _check(got, lineage, v[3])
     assert got.form == "file"
+    assert "RebuildMismatch" in caplog.text
     # A blob whose bytes do not match the hash the reply gives.
     meta = lineage.meta(v[3])
     meta["delivery"]["deltas"][0]["sha256"] = "0" * 64
