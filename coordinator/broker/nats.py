@@ -34,6 +34,7 @@ __all__ = [
 ]
 
 AUTH_FILE = "auth.conf"
+PID_FILE = "nats.pid"
 CLUSTER_NAME = "fedrt"
 # Three nodes: the smallest Raft group that survives the loss of one (JetStream replicas 3).
 DEFAULT_NODES = 3
@@ -90,7 +91,7 @@ def render_node_config(
         f'server_name: "{name}"\n'
         f'listen: "{host}:{ports.client}"\n'
         f'http: "{host}:{ports.http}"\n'
-        f'pid_file: "{directory / "nats.pid"}"\n'
+        f'pid_file: "{directory / PID_FILE}"\n'
         "jetstream {\n"
         f'  store_dir: "{directory / "jetstream"}"\n'
         f"  max_file_store: {JS_MAX_FILE}\n"
@@ -113,6 +114,7 @@ class NatsNode:
     def __init__(self, name: str, directory: Path, host: str, ports: NodePorts) -> None:
         self.name, self.directory, self.host, self.ports = name, directory, host, ports
         self.config_path = directory / "nats.conf"
+        self.pid_file = directory / PID_FILE
         self.log_path = directory / "nats.log"
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -173,6 +175,8 @@ class NatsNode:
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait(10.0)
+        # A killed server leaves its pid file: a reload must not SIGHUP whoever gets the pid.
+        self.pid_file.unlink(missing_ok=True)
 
     def stop(self, timeout: float = 10.0) -> None:
         proc, self._proc = self._proc, None
@@ -216,7 +220,7 @@ class NatsCluster:
 
     @property
     def pid_files(self) -> list[Path]:
-        return [node.directory / "nats.pid" for node in self.nodes]
+        return [node.pid_file for node in self.nodes]
 
     def start(self, timeout: float = DEFAULT_START_TIMEOUT) -> None:
         if not self.auth_path.is_file():

@@ -9,10 +9,14 @@ from pathlib import Path
 import pytest
 
 from fedrt.coordinator.broker.link import LinkSettings, MqttLink
+from fedrt.coordinator.broker.nats_auth import NatsAuth
+from fedrt.coordinator.errors import BrokerError
+from fedrt.coordinator.security.credentials import bcrypt_hash
 from fedrt.protocol.topics import UpChannel, device_inbox, device_up, device_up_filter
 from fedrt.sdk.network_loop import NetworkLoop
 from fedrt.sdk.transport import MqttConfig, PahoTransport
 from tests.sdk.transport_support import Inbox
+from tests.support.mqtt import TestClient
 from tests.support.nats import COORDINATOR, SecuredCluster, needs_nats, running_cluster
 
 DEV = "dev-failover"
@@ -108,3 +112,59 @@ async def _exercise(
                 break
     finally:
         await link.stop()
+
+
+def _connects(nc: SecuredCluster, user: str, node: int) -> bool:
+    """Whether ``user`` gets a successful CONNACK from ``node``, within a few tries (a reload
+    is asynchronous)."""
+    for _ in range(30):
+        client = TestClient(
+            *nc.mqtt(node), username=user, password=nc.passwords[user], client_id=user,
+            protocol=4,
+        )  # fmt: skip
+        try:
+            if not client.connect().is_failure:
+                return True
+        except TimeoutError:
+            pass  # a node re-electing JetStream leaders answers only once they are up
+        finally:
+            client.close()
+        time.sleep(0.2)
+    return False
+
+
+def _by_pid_files(nc: SecuredCluster) -> NatsAuth:
+    """The coordinator's way of reloading: SIGHUP by pid file (``broker.nats_pid_files``)."""
+    return NatsAuth(
+        auth_file=nc.cluster.auth_path,
+        coordinator_username=COORDINATOR,
+        coordinator_password_hash=bcrypt_hash(nc.passwords[COORDINATOR]),
+        reload=NatsAuth.reload_from_pid_files(nc.cluster.pid_files),
+    )
+
+
+@needs_nats
+def test_an_enrolled_device_is_let_in_by_every_node(tmp_path: Path) -> None:
+    with running_cluster(tmp_path) as nc:
+        nc.auth = _by_pid_files(nc)
+        nc.enroll(DEV)  # rewrites auth.conf, SIGHUPs the three nodes
+        assert all(_connects(nc, DEV, node) for node in range(3))
+
+
+# 30-60 s: the killed node's JetStream leaders are elected again before the others answer.
+@needs_nats
+@pytest.mark.slow
+def test_enrollment_reaches_every_node_even_with_one_down(tmp_path: Path) -> None:
+    with running_cluster(tmp_path) as nc:
+        nc.cluster.kill_node(2)
+        assert not nc.cluster.nodes[2].pid_file.exists()  # no stale pid to signal
+        nc.auth = _by_pid_files(nc)
+        nc.enroll(DEV)  # rewrites auth.conf, SIGHUPs the two running nodes
+        assert _connects(nc, DEV, 0)
+        assert _connects(nc, DEV, 1)
+        nc.cluster.restart_node(2)  # it reads the file as it starts
+        assert _connects(nc, DEV, 2)
+        for node in nc.cluster.nodes:
+            node.kill()
+        with pytest.raises(BrokerError, match="cannot signal any NATS node"):
+            nc.enroll("dev-late")
