@@ -115,12 +115,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             device.stop()
             store.close()
+            # The versions it holds: a file is kept only once it hashed to its signed sha256
+            # (its name), whether it was downloaded whole or rebuilt from graph and deltas.
+            held = sorted(p.stem for p in (data_dir / "models").glob("*.tflite"))
     return {
         "device_id": device_id,
         "machine": _machine(),
         "rounds_completed": status.rounds_completed,
         "bytes_up": status.bytes_up,
         "bytes_down": status.bytes_down,
+        "bytes_down_by_kind": status.bytes_down_by_kind or {},
+        "models_held": held,
         "seconds": round(time.monotonic() - start, 2),
         "peak_rss_mib_after_import": round(rss_imported, 1),
         "peak_rss_mib": round(peak_rss_mib(), 1),
