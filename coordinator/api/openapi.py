@@ -30,6 +30,24 @@ def _json_body(name: str, description: str = "") -> Schema:
 
 
 _ERR = {"description": "error", "content": {"application/json": {"schema": ref("Error")}}}
+_BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+
+
+def _blob_download(summary: str) -> Schema:
+    """A device's download of a content-addressed blob (a version's file or one of its forms)."""
+    return _op(
+        summary,
+        {
+            "200": {"description": "the artifact", "content": _BINARY},
+            "206": {"description": "the requested byte range", "content": _BINARY},
+            "304": {"description": "not modified"},
+            "416": {**_ERR, "description": "range not satisfiable (Content-Range: */size)"},
+        },
+        auth="device",
+        # 500: the stored file no longer hashes to its name (CorruptArtifactError).
+        errors=(400, 404, 429, 500),
+        params=("sha256",),
+    )
 
 
 def _op(
@@ -83,7 +101,6 @@ def _paths() -> dict[str, Schema]:
         }
         for action in sorted(ACTIONS)
     }
-    binary = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
     return {
         "/healthz": {"get": _op("liveness and MQTT link state", ok("Health"), auth=None)},
         "/metrics": {
@@ -176,34 +193,15 @@ def _paths() -> dict[str, Schema]:
             ),
         },
         "/v1/models/{sha256}": {
-            "get": _op(
-                "download a model artifact (ETag = sha256; Range, If-Range, If-None-Match)",
-                {
-                    "200": {"description": "the artifact", "content": binary},
-                    "206": {"description": "the requested byte range", "content": binary},
-                    "304": {"description": "not modified"},
-                    "416": {**_ERR, "description": "range not satisfiable (Content-Range: */size)"},
-                },
-                auth="device",
-                # 500: the stored file no longer hashes to its name (CorruptArtifactError).
-                errors=(400, 404, 429, 500),
-                params=("sha256",),
+            "get": _blob_download(
+                "download a model artifact (ETag = sha256; Range, If-Range, If-None-Match)"
             )
         },
         **{
             f"/v1/models/{{sha256}}/{form}": {
-                "get": _op(
+                "get": _blob_download(
                     f"download a version's {form} ({what}); ETag = the blob's sha256; Range, "
-                    "If-Range, If-None-Match; 404 for a version served as a whole file only",
-                    {
-                        "200": {"description": "the blob", "content": binary},
-                        "206": {"description": "the requested byte range", "content": binary},
-                        "304": {"description": "not modified"},
-                        "416": {**_ERR, "description": "range not satisfiable"},
-                    },
-                    auth="device",
-                    errors=(400, 404, 429, 500),
-                    params=("sha256",),
+                    "If-Range, If-None-Match; 404 for a version served as a whole file only"
                 )
             }
             for form, what in (
