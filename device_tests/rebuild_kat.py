@@ -19,7 +19,12 @@ import numpy as np
 from device_tests.fixture_specs import FIXTURES
 from device_tests.report import CheckFailed
 from fedrt.model_export.manifest import Manifest
-from fedrt.model_export.weights_file import read_weights, replace_weights, strip_weights
+from fedrt.model_export.weights_file import (
+    flat_weights,
+    replace_weights,
+    strip_weights,
+    unflatten,
+)
 from fedrt.protocol.weights_delta import apply_delta, encode_delta, weights_sha256
 
 KAT = FIXTURES / "rebuild_kat.json"
@@ -42,20 +47,11 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _unflatten(flat: np.ndarray[Any, Any], manifest: Manifest) -> list[np.ndarray[Any, Any]]:
-    out, at = [], 0
-    for spec in manifest.weights:
-        out.append(flat[at : at + spec.size].reshape(spec.shape))
-        at += spec.size
-    return out
-
-
 def chain(name: str) -> dict[str, Any]:
     """Graph, then three versions: the coordinator's encoding, a device's rebuild of each."""
     data, manifest = _model(name)
     graph = strip_weights(data, manifest)
-    weights = np.concatenate([w.reshape(-1) for w in read_weights(data, manifest)])
-    weights = weights.astype(np.float32)
+    weights = flat_weights(data, manifest)
     # Exact in float32 on every platform: small integers times a power-of-two-free scale
     # are rounded once, element-wise.
     pattern = (np.arange(weights.size) % 7 - 3).astype(np.float32)
@@ -67,7 +63,7 @@ def chain(name: str) -> dict[str, Any]:
         if not np.array_equal(rebuilt, encoded.result):
             raise CheckFailed(f"{name}: step {i} rebuilds other weights than it encoded")
         weights = rebuilt
-        file = replace_weights(graph, manifest, _unflatten(weights, manifest))
+        file = replace_weights(graph, manifest, unflatten(weights, manifest))
         if strip_weights(file, manifest) != graph:
             raise CheckFailed(f"{name}: a rebuilt version does not strip back to its graph")
         step = {"bits": bits, "delta_sha256": _sha(encoded.blob)}

@@ -23,7 +23,7 @@ import numpy.typing as npt
 from fedrt.model_export.errors import ModelFileError
 from fedrt.model_export.manifest import Manifest
 
-__all__ = ["read_weights", "replace_weights", "strip_weights"]
+__all__ = ["flat_weights", "read_weights", "replace_weights", "strip_weights", "unflatten"]
 
 _FILE_ID = b"TFL3"
 _NUMPY = {"float32": np.float32, "int32": np.int32, "int64": np.int64, "int8": np.int8}
@@ -106,6 +106,20 @@ def _weight_inits(m, manifest: Manifest) -> dict[str, object]:  # type: ignore[n
     return inits
 
 
+def flat_weights(model: bytes, manifest: Manifest) -> npt.NDArray[np.float32]:
+    """The initial weights of ``model`` as one float32 vector in the manifest's order."""
+    return np.concatenate([w.reshape(-1) for w in read_weights(model, manifest)]).astype(np.float32)
+
+
+def unflatten(flat: npt.NDArray[np.generic], manifest: Manifest) -> list[npt.NDArray[np.float32]]:
+    """A flat vector cut into the manifest's weights (float32, their shapes)."""
+    out, at = [], 0
+    for spec in manifest.weights:
+        out.append(np.asarray(flat[at : at + spec.size], np.float32).reshape(spec.shape))
+        at += spec.size
+    return out
+
+
 def read_weights(model: bytes, manifest: Manifest) -> list[npt.NDArray[np.generic]]:
     """The initial weights of ``model``, in the manifest's order."""
     m = _unpack(model)
@@ -166,15 +180,20 @@ def strip_weights(model: bytes, manifest: Manifest) -> bytes:
     return bytes(builder.Output())
 
 
-def _compact_buffers(m) -> None:  # type: ignore[no-untyped-def]
-    """Keep buffer 0 and the referenced buffers, in their order, and renumber references."""
+def _used_buffers(m) -> set[int]:  # type: ignore[no-untyped-def]
+    """Buffer 0 (TFLite's empty buffer) and every buffer a tensor or metadata refers to."""
     used = {0}
     for graph in m.subgraphs:
         used.update(int(t.buffer) for t in graph.tensors or [])
     for meta in m.metadata or []:
         used.add(int(meta.buffer))
     used.update(int(i) for i in (m.metadataBuffer or []))
-    keep = sorted(i for i in used if i < len(m.buffers))
+    return used
+
+
+def _compact_buffers(m) -> None:  # type: ignore[no-untyped-def]
+    """Keep buffer 0 and the referenced buffers, in their order, and renumber references."""
+    keep = sorted(i for i in _used_buffers(m) if i < len(m.buffers))
     index = {old: new for new, old in enumerate(keep)}
     m.buffers = [m.buffers[i] for i in keep]
     for graph in m.subgraphs:
@@ -188,12 +207,7 @@ def _compact_buffers(m) -> None:  # type: ignore[no-untyped-def]
 
 def _drop_unused_buffers(m) -> None:  # type: ignore[no-untyped-def]
     """Empty the data of buffers no tensor refers to any more (the replaced initial values)."""
-    used = {0}
-    for graph in m.subgraphs:
-        used.update(int(t.buffer) for t in graph.tensors or [])
-    for meta in m.metadata or []:
-        used.add(int(meta.buffer))
-    used.update(int(i) for i in (m.metadataBuffer or []))
+    used = _used_buffers(m)
     for index, buffer in enumerate(m.buffers):
         if index not in used:
             buffer.data = None

@@ -27,11 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from fedrt.model_export.errors import ExportError
 from fedrt.model_export.manifest import Manifest
-from fedrt.model_export.weights_file import read_weights, replace_weights, strip_weights
+from fedrt.model_export.weights_file import (
+    flat_weights,
+    replace_weights,
+    strip_weights,
+    unflatten,
+)
 from fedrt.protocol.errors import ProtocolError
 from fedrt.protocol.weights_delta import apply_delta, weights_from_bytes
 from fedrt.sdk.download import download_blob, download_model, verify_model_signature
@@ -146,8 +149,7 @@ def _rebuild(
     weights_form = delivery["weights"]
     if chain and sum(int(d["bytes"]) for d in chain[1]) < int(weights_form["bytes"]):
         start, links = chain
-        flat = np.concatenate([w.reshape(-1) for w in read_weights(start.read_bytes(), manifest)])
-        flat = flat.astype(np.float32)
+        flat = flat_weights(start.read_bytes(), manifest)
         for link in links:
             blob = _blob(url, link, model_dir, http, fetched, DELTA)
             flat = apply_delta(flat, blob)
@@ -158,21 +160,13 @@ def _rebuild(
         fetched.form = WEIGHTS
     if flat.size != manifest.num_params:
         raise RebuildMismatch(f"{flat.size} weights for a model of {manifest.num_params}")
-    data = replace_weights(graph, manifest, _unflatten(flat, manifest))
+    data = replace_weights(graph, manifest, unflatten(flat, manifest))
     if _sha256(data) != sha256:
         raise RebuildMismatch(
             f"version rebuilt from its {fetched.form} hashes to {_sha256(data)[:16]}…, "
             f"the signed version is {sha256[:16]}…"
         )
     _write_atomic(fetched.path, data)
-
-
-def _unflatten(flat: np.ndarray[Any, Any], manifest: Manifest) -> list[np.ndarray[Any, Any]]:
-    out, at = [], 0
-    for spec in manifest.weights:
-        out.append(flat[at : at + spec.size].reshape(spec.shape))
-        at += spec.size
-    return out
 
 
 def _held_versions(model_dir: Path) -> dict[str, Path]:

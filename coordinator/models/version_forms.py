@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -19,7 +18,7 @@ import numpy.typing as npt
 from fedrt.coordinator.models.blobs import BlobStore
 from fedrt.coordinator.models.delivery import Delivery, DeliveryIndex
 from fedrt.model_export.manifest import Manifest
-from fedrt.model_export.weights_file import replace_weights, strip_weights
+from fedrt.model_export.weights_file import replace_weights, strip_weights, unflatten
 from fedrt.protocol.weights_delta import encode_delta, weights_bytes
 
 _SEED_DOMAIN = b"fedrt/downlink-delta/v1\n"
@@ -51,14 +50,6 @@ class BuiltVersion:
         )
         index.put(delivery)
         return delivery
-
-
-def unflatten(flat: npt.NDArray[Any], manifest: Manifest) -> list[npt.NDArray[np.float32]]:
-    out, at = [], 0
-    for spec in manifest.weights:
-        out.append(np.asarray(flat[at : at + spec.size], np.float32).reshape(spec.shape))
-        at += spec.size
-    return out
 
 
 def build_version(
@@ -100,4 +91,4 @@ def build_version(
     )
 
 
-__all__ = ["BuiltVersion", "build_version", "unflatten"]
+__all__ = ["BuiltVersion", "build_version"]

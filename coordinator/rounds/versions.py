@@ -18,13 +18,13 @@ from fedrt.coordinator.driver.base import DriverContext
 from fedrt.coordinator.errors import CorruptArtifactError, NotFoundError
 from fedrt.coordinator.models.catalog import ModelCatalog
 from fedrt.coordinator.models.optimizer_state import load_state, save_state
-from fedrt.coordinator.models.version_forms import build_version, unflatten
+from fedrt.coordinator.models.version_forms import build_version
 from fedrt.coordinator.records import ModelRecord
 from fedrt.coordinator.rounds.commands import Commit, RoundMetrics
 from fedrt.coordinator.rounds.journal import metrics_json
 from fedrt.coordinator.rounds.runs import LoadedModel, Run
 from fedrt.model_export.manifest import Manifest
-from fedrt.model_export.weights_file import read_weights
+from fedrt.model_export.weights_file import read_weights, unflatten
 
 log = logging.getLogger(__name__)
 
