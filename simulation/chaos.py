@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 EVENTS = ("kill-broker-node", "restart-broker")
 # Seconds after the round's start: inside its check-in or training on a local fleet.
 _DELAY_S = 1.0
+# How long an event's aftermath is watched: the coordinator's link and every device back.
+_RECOVERY_S = 120.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,9 +62,12 @@ class ChaosRunner:
     stack: LocalStack
     events: list[ChaosEvent]
     rounds_ended: Callable[[], int]
+    # (devices connected, devices) now; None before the fleet exists.
+    devices_connected: Callable[[], tuple[int, int] | None] = lambda: None
     results: list[dict[str, Any]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    _watchers: list[threading.Thread] = field(default_factory=list)
 
     def check(self, broker_kind: str) -> None:
         for e in self.events:
@@ -78,8 +83,9 @@ class ChaosRunner:
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(120.0)
+        for thread in [self._thread, *self._watchers]:
+            if thread is not None:
+                thread.join(120.0)
 
     def _run(self) -> None:
         t0 = time.monotonic()
@@ -89,24 +95,56 @@ class ChaosRunner:
                     return
             if self._stop.wait(_DELAY_S):
                 return
+            service = self.stack.service
+            link = service.link if service is not None else None
+            connects = link.connects if link is not None else 0
+            result: dict[str, Any] = {
+                "event": event.event,
+                "round": event.round,
+                "rounds_ended_before": self.rounds_ended(),
+                "at_s": round(time.monotonic() - t0, 2),
+            }
             started = time.monotonic()
             try:
-                what = self._fire(event)
-                ok = True
+                result.update(ok=True, what=self._fire(event))
             except Exception as exc:  # reported, not raised: the run goes on and says so
-                what, ok = f"failed: {exc!r}", False
-            self.results.append(
-                {
-                    "event": event.event,
-                    "round": event.round,
-                    "at_s": round(started - t0, 2),
-                    "took_s": round(time.monotonic() - started, 2),
-                    "ok": ok,
-                    "what": what,
-                    "rounds_ended_before": self.rounds_ended(),
-                }
+                result.update(ok=False, what=f"failed: {exc!r}")
+            result["took_s"] = round(time.monotonic() - started, 2)
+            self.results.append(result)
+            log.warning("chaos %s: %s", event, result["what"])
+            watch = threading.Thread(
+                target=self._watch,
+                args=(result, started, connects),
+                name="fedrt-chaos-watch",
+                daemon=True,
             )
-            log.warning("chaos %s: %s", event, what)
+            watch.start()
+            self._watchers.append(watch)
+
+    def _watch(self, result: dict[str, Any], since: float, connects: int) -> None:
+        result.update(self._recovery(since, connects))
+
+    def _recovery(self, since: float, connects: int) -> dict[str, Any]:
+        """Seconds from the fault until the coordinator's link connected again, and until
+        every device was connected after that (None: not within _RECOVERY_S)."""
+        link_back = devices_back = None
+        connected: tuple[int, int] | None = None
+        while time.monotonic() - since < _RECOVERY_S and not self._stop.is_set():
+            service = self.stack.service
+            link = service.link if service is not None else None
+            if link_back is None and link is not None and link.connects > connects:
+                link_back = round(time.monotonic() - since, 2)
+            connected = self.devices_connected()
+            all_up = connected is not None and connected[0] == connected[1]
+            if link_back is not None and devices_back is None and all_up:
+                devices_back = round(time.monotonic() - since, 2)
+                break
+            self._stop.wait(0.2)
+        return {
+            "coordinator_back_s": link_back,
+            "devices_back_s": devices_back,
+            "devices_connected": list(connected) if connected is not None else None,
+        }
 
     def _fire(self, event: ChaosEvent) -> str:
         nats, mosquitto = self.stack.nats, self.stack.mosquitto

@@ -224,7 +224,10 @@ class Simulation:
             stack.start()
             self.report.broker = stack.broker_kind
             chaos = ChaosRunner(
-                stack, [parse_chaos(c) for c in cfg.chaos], lambda: len(self.report.rounds)
+                stack,
+                [parse_chaos(c) for c in cfg.chaos],
+                lambda: len(self.report.rounds),
+                self._devices_connected,
             )
             chaos.check(stack.broker_kind)
             self._line(f"broker: {stack.broker_kind}; coordinator: {stack.http_url}/")
@@ -263,6 +266,15 @@ class Simulation:
         self._line(traffic_line(self.report.downlink))  # downlink-traffic
         self.report.wall_seconds = round(time.time() - started, 2)
         return self.report
+
+    def _devices_connected(self) -> tuple[int, int] | None:
+        """(devices connected, devices) for --chaos reports; None before the fleet starts."""
+        fleet = self.fleet
+        if fleet is None:
+            return None
+        # Devices away on purpose (--dropout, restarting) are not waited for.
+        present = [s.device for s in fleet.devices if s.device is not None]
+        return sum(d.status().connected for d in present), len(present)
 
     def _wait(self, stack: LocalStack, until: float) -> bool:
         """Until the last round, the coordinator ending the task (its privacy budget spent:

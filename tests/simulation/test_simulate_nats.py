@@ -71,6 +71,10 @@ def test_rounds_go_on_when_a_node_dies_and_the_cluster_restarts(
     assert [e["event"] for e in report.chaos] == ["kill-broker-node", "restart-broker"]
     assert all(e["ok"] for e in report.chaos), report.chaos
     assert "killed NATS node n1" in report.chaos[0]["what"]
+    # The coordinator's link and every device connected again after each fault.
+    for event in report.chaos:
+        assert event["coordinator_back_s"] is not None, event
+        assert event["devices_back_s"] is not None, event
     # Every round after each fault commits: clients moved to live nodes, sessions held.
     assert [r.round for r in report.rounds] == [1, 2, 3, 4]
     assert [r.status for r in report.rounds][-1] == "committed", report.rounds
