@@ -105,6 +105,8 @@ def table(args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
             f"{statistics.median(secs):>12.1f}{max(secs):>7.1f}{cohorts:>9}{in_sum:>8}"
             f"{included:>9}{r['peak_rss_mib']:>13.0f}"
         )
+        if not rounds:
+            lines.append(f"{'':>7}no report: exit {r['exit']}, see {r['log']}")
         for x in rounds:
             if x["status"] != "committed":
                 lines.append(f"{'':>7}round {x['round']}: {x['status']}: {x['reason']}")

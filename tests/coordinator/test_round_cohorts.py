@@ -14,6 +14,7 @@ import pytest
 
 from fedrt.coordinator.privacy.device import DeviceDp
 from fedrt.coordinator.rounds import commands as rc
+from fedrt.coordinator.rounds.journal import metrics_json
 from fedrt.coordinator.rounds.states import RoundState
 from fedrt.protocol import dp, round_dp, round_update
 from fedrt.protocol import round_messages as rm
@@ -118,6 +119,8 @@ def test_a_failing_cohort_is_left_out_and_the_round_commits_without_it() -> None
     out = net.outcome()
     assert isinstance(out, rc.Commit), out
     assert (out.metrics.cohorts, out.metrics.cohorts_committed) == (3, 2)
+    recorded = metrics_json(out.metrics)  # the API's round detail and the dashboard's data
+    assert (recorded["cohorts"], recorded["cohorts_committed"]) == (3, 2)
     kept = [d for d in net.ids if d not in lost]
     assert out.metrics.included == len(kept) == 10
     exact = sum(_vector(net, d, plans[d]) for d in kept)
