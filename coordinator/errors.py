@@ -55,12 +55,12 @@ class IllegalTransition(ConflictError):
     """A status change that the lifecycle does not allow (e.g. resume a cancelled task)."""
 
 
-class BadRequestError(CoordinatorError):
 class LeaseLost(ConflictError):
     """This instance no longer owns the work it was doing (its lease expired and another
     instance took it over); whatever it was about to write was not written."""
 
 
+class BadRequestError(CoordinatorError):
     """Input that does not decode or validate."""
 
 
@@ -134,10 +134,10 @@ __all__ = [
     "CoordinatorError",
     "CorruptArtifactError",
     "IllegalTransition",
+    "LeaseLost",
     "NotFoundError",
     "RateLimitedError",
     "SigningKeyError",
     "StoreError",
     "status_for",
 ]
-    "LeaseLost",
