@@ -159,6 +159,8 @@ class PlainSum:
         self._scratch: npt.NDArray[np.float32] = np.empty(self._qs.params, np.float32)
         self.weight = 0.0  # sum of the FedAvg weights min(examples, cap) / cap
         self.count = 0
+        # Each update's norm before the clip, for the round's norm-outlier count.
+        self.norms: list[float] = []
 
     def add(self, vector: npt.NDArray[np.unsignedinteger]) -> float:
         """Add one unpacked plain update; its weight. Raises before changing anything."""
@@ -176,6 +178,7 @@ class PlainSum:
         np.add(self._total, x, out=self._total)
         self.weight += weight
         self.count += 1
+        self.norms.append(norm)
         return weight
 
     def mean(self) -> Floats:

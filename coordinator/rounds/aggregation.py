@@ -16,7 +16,7 @@ import numpy.typing as npt
 from fedrt.coordinator.privacy.central import CentralNoise
 from fedrt.coordinator.rounds.cohorts import Cohorts
 from fedrt.coordinator.rounds.commands import Commit, EvaluationDone, RoundConfig, RoundMetrics
-from fedrt.coordinator.strategies.aggregators import WeightedMean
+from fedrt.coordinator.strategies.aggregators import WeightedMean, norm_outliers
 from fedrt.coordinator.strategies.optimizers import (
     AggregationError,
     OptimizerState,
@@ -51,6 +51,7 @@ class RoundAggregation:
         self._streaming = isinstance(config.aggregator, WeightedMean)
         self._sum: round_update.PlainSum | None = None  # made by the first plain update
         self._plain: dict[str, tuple[npt.NDArray[np.float32], float]] = {}
+        self._norms: dict[str, float] = {}  # robust rules: each update's norm before the clip
         self._evals: dict[str, rm.EvalReport] = {}
         self.cohorts: Cohorts | None = None  # SecAgg+ rounds, from selection on
 
@@ -84,6 +85,7 @@ class RoundAggregation:
             return
         delta, count = round_update.decode_one(vector, self.spec)
         # The server sees this update, so it enforces the clip itself (SecAgg+ cannot).
+        self._norms[device_id] = float(np.linalg.norm(delta))
         delta = round_update.clip(delta, self.spec.clip_norm)
         self._plain[device_id] = (delta.astype(np.float32), count / self.spec.weight_cap)
 
@@ -101,6 +103,7 @@ class RoundAggregation:
 
     def discard(self) -> None:
         self._plain.clear()
+        self._norms.clear()
         self._sum = None
         self._evals.clear()
         self.cohorts = None
@@ -113,7 +116,8 @@ class RoundAggregation:
         if cfg.kind is rm.RoundKind.EVALUATE:
             return self._finish_evaluation(answered, metrics)
         unclipped: float | None = None
-        committed = 0
+        committed = discarded = 0
+        norms: list[float] = []  # robust figures: only where each update is seen
         if self.cohorts is not None:
             # Under DP the devices may have added noise (read back centred) and clip bits.
             got = self.cohorts.total()
@@ -129,12 +133,14 @@ class RoundAggregation:
             if self._sum is None or self._sum.count < max(1, cfg.min_reports):
                 raise RoundFailed(f"too few updates summed, {cfg.min_reports} needed")
             delta, weight, count = self._sum.mean(), self._sum.weight, self._sum.count
+            norms = self._sum.norms
         else:
             rows = [self._plain[d] for d in answered]
             matrix = np.stack([r[0] for r in rows])
             ws = np.array([r[1] for r in rows])
             try:
-                delta = cfg.aggregator.aggregate(matrix, ws)
+                delta, discarded = cfg.aggregator.robust(matrix, ws)
+                norms = [self._norms[d] for d in answered]
             except AggregationError as exc:
                 raise RoundFailed(f"{cfg.aggregator.name}: {exc}") from None
             weight, count = float(ws.sum()), len(rows)
@@ -153,6 +159,9 @@ class RoundAggregation:
             update_norm=float(np.linalg.norm(delta)),
             unclipped=unclipped,
             cohorts_committed=committed,
+            aggregator="" if self.cohorts is not None else cfg.aggregator.name,
+            robust_discarded=discarded,
+            norm_outliers=norm_outliers(np.array(norms)),
         )
         return Commit(
             round_id=cfg.round_id, weights=new, optimizer_state=state, delta=delta, metrics=final

@@ -225,6 +225,12 @@ class RoundMetrics:
     # the aggregate (0 and 0 without SecAgg+; cohorts_committed 0 when abandoned).
     cohorts: int = 0
     cohorts_committed: int = 0
+    # Without SecAgg (the coordinator sees each update): the rule that aggregated, how many
+    # updates it discarded (``Aggregator.robust``), and how many updates' norms stood out
+    # of the round's before the clip (``norm_outliers``: the attack-detection figure).
+    aggregator: str = ""
+    robust_discarded: int = 0
+    norm_outliers: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -82,6 +82,9 @@ def metrics_json(m: RoundMetrics) -> dict[str, Any]:
         "secagg": m.secagg,
         "cohorts": m.cohorts,
         "cohorts_committed": m.cohorts_committed,
+        "aggregator": m.aggregator,
+        "robust_discarded": m.robust_discarded,
+        "norm_outliers": m.norm_outliers,
     }
 
 

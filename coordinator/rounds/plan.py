@@ -12,7 +12,13 @@ from dataclasses import replace
 from fedrt.coordinator.records import DeviceRecord, ModelRecord
 from fedrt.coordinator.rounds.commands import RoundConfig
 from fedrt.coordinator.selection.eligibility import labelled
-from fedrt.coordinator.strategies.aggregators import AGGREGATORS, Aggregator, TrimmedMean
+from fedrt.coordinator.strategies.aggregators import (
+    AGGREGATORS,
+    Aggregator,
+    Bulyan,
+    Krum,
+    TrimmedMean,
+)
 from fedrt.coordinator.strategies.optimizers import OPTIMIZERS, FedAvgM, ServerOptimizer
 from fedrt.coordinator.tasks.spec import TaskSpec
 from fedrt.protocol import round_messages as rm
@@ -28,6 +34,10 @@ def optimizer_for(spec: TaskSpec) -> ServerOptimizer:
 def aggregator_for(spec: TaskSpec) -> Aggregator:
     if spec.strategy == "trimmed_mean":
         return TrimmedMean(fraction=spec.trimmed_fraction)
+    if spec.strategy == "krum":
+        return Krum(byzantine=spec.byzantine_f, select=spec.krum_m)
+    if spec.strategy == "bulyan":
+        return Bulyan(byzantine=spec.byzantine_f)
     return AGGREGATORS.get(spec.strategy, AGGREGATORS["mean"])()
 
 

@@ -15,7 +15,7 @@ from fedrt.coordinator.validation import JsonBool, JsonFloat, JsonInt, JsonStr, 
 
 SecAggStrategy = Literal["fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad"]
 # Robust aggregators need every individual update, which SecAgg+ exists to hide.
-PlainOnlyStrategy = Literal["median", "trimmed_mean", "krum"]
+PlainOnlyStrategy = Literal["median", "trimmed_mean", "krum", "bulyan"]
 SECAGG_STRATEGIES: tuple[str, ...] = get_args(SecAggStrategy)
 PLAIN_ONLY_STRATEGIES: tuple[str, ...] = get_args(PlainOnlyStrategy)
 Strategy = Literal[SecAggStrategy, PlainOnlyStrategy]
@@ -117,6 +117,10 @@ class TaskSpec(WireModel):
     # A candidate whose accuracy drops by more than this is not promoted.
     promote_margin: JsonFloat = Field(0.01, ge=0, le=1)
     trimmed_fraction: JsonFloat = Field(0.1, ge=0, lt=0.5)
+    # Krum and Bulyan: how many updates of a round may be hostile (f; Krum needs at least
+    # 2f + 3 reports, Bulyan 4f + 3), and how many updates multi-Krum averages (m <= n - f).
+    byzantine_f: JsonInt = Field(1, ge=0, le=10_000)
+    krum_m: JsonInt = Field(1, ge=1, le=100_000)
     max_rounds: JsonInt = Field(100, ge=1, le=1_000_000)
     # Differential privacy (``privacy.config``): with a mode other than "none", ``dp.clip``
     # replaces ``clip_norm`` as the bound of every update and each device weighs 1.
@@ -133,6 +137,17 @@ class TaskSpec(WireModel):
             f"strategy {self.strategy} needs individual updates: set secagg = false",
         )
         need(self.min_reports <= self.goal_count, "min_reports must be at most goal_count")
+        # A robust rule must be able to run on the fewest reports a round commits with.
+        least = {"krum": 2 * self.byzantine_f + 3, "bulyan": 4 * self.byzantine_f + 3}
+        need(
+            self.min_reports >= least.get(self.strategy, 0),
+            f"{self.strategy} with byzantine_f = {self.byzantine_f} needs min_reports >= "
+            f"{least.get(self.strategy)}",
+        )
+        need(
+            self.strategy != "krum" or self.krum_m <= self.min_reports - self.byzantine_f,
+            "krum_m must be at most min_reports - byzantine_f",
+        )
         need(
             self.secagg or not (self.dp.enabled and isinstance(self.dp.clip, AdaptiveClip)),
             "dp: adaptive clipping needs secagg = true (the clip bit is a secure coordinate)",

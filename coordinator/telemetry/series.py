@@ -1,8 +1,9 @@
-"""Round histograms: round and stage durations and per-device traffic, as rounds move and end."""
+"""Round histograms (round and stage durations, per-device traffic) and the robust
+aggregation counters (updates discarded, norm outliers), as rounds move and end."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from fedrt.coordinator.driver.base import RoundObserver
 from fedrt.coordinator.errors import NotFoundError
@@ -54,6 +55,21 @@ class RoundSeries(RoundObserver):
             buckets=DEVICE_BYTES,
             registry=registry,
         )
+        self.robust_discarded = Counter(
+            "fedrt_round_robust_discarded",
+            "Updates the robust aggregation rule of committed rounds discarded (whole updates "
+            "for krum and bulyan, values per coordinate for median and trimmed_mean), by task "
+            "and rule.",
+            ("task", "rule"),
+            registry=registry,
+        )
+        self.norm_outliers = Counter(
+            "fedrt_round_norm_outliers",
+            "Updates whose norm stood out of their round's (modified z-score above 3.5, before "
+            "the clip), rounds without SecAgg: the attack-detection count, by task.",
+            ("task",),
+            registry=registry,
+        )
         # (task, round) -> when the round entered its current stage.
         self._entered: dict[tuple[str, int], float] = {}
 
@@ -73,6 +89,11 @@ class RoundSeries(RoundObserver):
             seconds = max(0.0, record.ended_at - record.started_at)
             self.round_seconds.labels(task=task, outcome=record.status.value).observe(seconds)
         metrics = record.detail.get("metrics", {})
+        rule = metrics.get("aggregator")
+        if rule and record.status.value == "committed":
+            discarded = int(metrics.get("robust_discarded", 0))
+            self.robust_discarded.labels(task=task, rule=str(rule)).inc(discarded)
+            self.norm_outliers.labels(task=task).inc(int(metrics.get("norm_outliers", 0)))
         reported = int(metrics.get("reported", record.reporting))
         # Evaluation rounds carry no update bytes: nothing to say about uploads then.
         if record.bytes_in > 0 and reported > 0:
