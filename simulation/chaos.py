@@ -34,6 +34,8 @@ EVENTS = ("kill-broker-node", "restart-broker")
 _DELAY_S = 1.0
 # How long an event's aftermath is watched: the coordinator's link and every device back.
 _RECOVERY_S = 120.0
+# When the run ends before an aftermath did (its last rounds committed meanwhile).
+_FINISH_S = 30.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,6 +67,8 @@ class ChaosRunner:
     # (devices connected, devices) now; None before the fleet exists.
     devices_connected: Callable[[], tuple[int, int] | None] = lambda: None
     results: list[dict[str, Any]] = field(default_factory=list)
+    # No more events (the run is ending); then stop watching aftermaths too.
+    _ending: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _watchers: list[threading.Thread] = field(default_factory=list)
@@ -82,18 +86,24 @@ class ChaosRunner:
             self._thread.start()
 
     def stop(self) -> None:
+        """No more events; an aftermath still being watched gets a little time to end."""
+        self._ending.set()
+        if self._thread is not None:
+            self._thread.join(120.0)
+        deadline = time.monotonic() + _FINISH_S
+        for watcher in self._watchers:
+            watcher.join(max(0.0, deadline - time.monotonic()))
         self._stop.set()
-        for thread in [self._thread, *self._watchers]:
-            if thread is not None:
-                thread.join(120.0)
+        for watcher in self._watchers:
+            watcher.join(10.0)
 
     def _run(self) -> None:
         t0 = time.monotonic()
         for event in sorted(self.events, key=lambda e: e.round):
             while self.rounds_ended() < event.round - 1:
-                if self._stop.wait(0.2):
+                if self._ending.wait(0.2):
                     return
-            if self._stop.wait(_DELAY_S):
+            if self._ending.wait(_DELAY_S):
                 return
             service = self.stack.service
             link = service.link if service is not None else None
