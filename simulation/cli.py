@@ -105,7 +105,8 @@ def _add_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> N
         "--stage-deadline",
         type=float,
         default=d["stage_s"],
-        help="seconds for each SecAgg+ stage; a round that misses one says so in its reason",
+        help="seconds for each SecAgg+ stage (default: 5 + 0.025 x --per-round, as the "
+        "simulated devices share this machine's cores); a missed one is named in the reason",
     )
     dp = parser.add_argument_group("differential privacy")
     dp.add_argument("--dp", default=d["dp"], choices=["none", "central", "distributed"])

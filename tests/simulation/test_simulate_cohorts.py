@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from fedrt.coordinator.selection.cohort_split import DEFAULT_COHORT_SIZE
+from fedrt.errors import UsageError
 from fedrt.simulation.runner import SimConfig, Simulation, write_report
 from fedrt.simulation.stack import mosquitto_available
 
@@ -42,3 +44,25 @@ def test_rounds_in_two_cohorts_commit_with_both_cohort_sums(tmp_path: Path) -> N
     write_report(report, tmp_path / "r.json")
     rows = json.loads((tmp_path / "r.json").read_text())["rounds"]
     assert [(r["cohorts"], r["cohorts_committed"]) for r in rows] == [(2, 2), (2, 2)]
+
+
+def test_the_task_gets_the_cohort_size_and_a_stage_deadline_sized_from_the_round() -> None:
+    big = SimConfig(devices=1300, per_round=1000, partition="iid", cohort_size=250)
+    spec = big.task_spec()
+    assert spec.cohort_size == 250
+    # Simulated devices share the cores: 5 s + 25 ms per device of the round.
+    assert spec.secagg_stage_deadline_s == pytest.approx(30.0)
+    assert SimConfig(per_round=10).task_spec().secagg_stage_deadline_s == pytest.approx(5.25)
+    assert SimConfig(per_round=10, stage_s=2.0).task_spec().secagg_stage_deadline_s == 2.0
+    assert SimConfig().task_spec().cohort_size == DEFAULT_COHORT_SIZE
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"cohort_size": 4}, "--cohort-size"), ({"stage_s": 0.0}, "--stage-deadline")],
+)
+def test_bad_cohort_and_deadline_options_are_usage_errors(
+    options: dict[str, float], message: str
+) -> None:
+    with pytest.raises(UsageError, match=message):
+        SimConfig(**options)  # type: ignore[arg-type]
