@@ -117,8 +117,10 @@ def seeded(tmp_path: Path) -> Iterator[Seeded]:
                                          selected=13, reporting=11, dropped=2,
                                          detail={"kind": "train"}, epsilon=epsilon))  # fmt: skip
         for no in (1, 2):
+            # The plain task's round 1 ran Krum: it left 3 out, one update's norm stood out.
+            robust = dict(aggregator="krum", robust_discarded=3, norm_outliers=1) if no == 1 else {}
             record = _round(plain.task_id, no, base.sha256, now - 300 + 100 * no,
-                            reported=8, included=8, bytes_received=16_000)  # fmt: skip
+                            reported=8, included=8, bytes_received=16_000, **robust)  # fmt: skip
             if no == 2:  # counted by kind (model-forms): rounds.versions.round_traffic
                 traffic = {"down_per_device": DOWN_BY_KIND, "up_per_device": {"protocol": 2000}}
                 record = dataclasses.replace(record, detail={**record.detail, "traffic": traffic})
@@ -189,11 +191,12 @@ async def _figures(page: Page, seeded: Seeded, shot: Path) -> None:
     )
     assert title == "delta 40.0 KiB · meta 4.0 KiB · protocol 2.0 KiB"
     assert rows[f"{b}:1"]["down"] == "6.0 KiB"  # not counted by kind: the file + messages
+    assert rows[f"{b}:1"]["flags"] == "1 norm outlier · krum left out 3"
     assert await page.eval("document.getElementById('downlink').hidden") is False
     flagged = await page.eval(
         "[...document.querySelectorAll('#flags li')].map(li => li.dataset.flag)"
     )
-    assert flagged == [f"{a}:5"]
+    assert flagged == [f"{b}:1", f"{a}:5"]  # newest first
     assert await page.eval(_text(f"[data-secagg-share='{a}']")) == "100%"  # eval round aside
     assert await page.eval(_text(f"[data-secagg-share='{b}']")) == "0%"
     assert await page.eval(_text(f"[data-epsilon='{a}']")) == "2.00"

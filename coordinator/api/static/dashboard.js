@@ -79,7 +79,13 @@ function flagText(f) {
   const parts = [];
   if (f.badHolders.length) parts.push("wrong SecAgg+ shares: " + f.badHolders.join(", "));
   if (f.discarded) parts.push(f.discarded + (f.discarded === 1 ? " update" : " updates") + " discarded");
+  if (f.normOutliers) parts.push(f.normOutliers + (f.normOutliers === 1 ? " norm outlier" : " norm outliers"));
   return parts.join(" · ");
+}
+
+// What the robust rule left out: shown with the flags, not a flag itself (it always does).
+function robustText(f) {
+  return f.robust ? f.robust.rule + " left out " + f.robust.discarded : "";
 }
 
 function renderRounds(figures) {
@@ -98,7 +104,8 @@ function renderRounds(figures) {
       cell("duration", fmtDuration(f.duration) + (f.running ? " so far" : "")),
       cell("down", fmtBytes(f.down), { title: kindsText(f.downByKind) || "version file and messages" }),
       cell("up", fmtBytes(f.up)), cell("epsilon", eps),
-      cell("secagg", f.secagg ? "yes" : "no"), cell("flags", flagText(f) || "–")));
+      cell("secagg", f.secagg ? "yes" : "no"),
+      cell("flags", [flagText(f), robustText(f)].filter(Boolean).join(" · ") || "–")));
   }
 }
 

@@ -58,6 +58,10 @@ export function roundFigures(round, previous, task, models, now) {
     secagg: usedSecagg(round, task),
     badHolders: m.bad_holders || [],
     discarded: m.discarded || 0,
+    // Rounds without SecAgg: the robust rule's discards (by design, not a flag) and the
+    // updates whose norm stood out of the round's (the attack-detection count, a flag).
+    robust: m.aggregator && m.aggregator !== "mean" ? { rule: m.aggregator, discarded: m.robust_discarded || 0 } : null,
+    normOutliers: m.norm_outliers || 0,
   };
 }
 
@@ -82,9 +86,10 @@ export function secaggShare(task) {
   return { share: ratio(secure, all), secure, all };
 }
 
-// Rounds an operator should look at: wrong SecAgg+ shares revealed, updates refused.
+// Rounds an operator should look at: wrong SecAgg+ shares revealed, updates refused,
+// updates of outlying norm.
 export function flagged(figures) {
-  return figures.filter(({ f }) => f.badHolders.length || f.discarded);
+  return figures.filter(({ f }) => f.badHolders.length || f.discarded || f.normOutliers);
 }
 
 // "delta 58.6 KiB · protocol 2.8 KiB": the kinds a device's bytes down were, largest first.
