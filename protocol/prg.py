@@ -37,6 +37,9 @@ __all__ = [
 
 KEY_BYTES = 32
 ZERO_IV = bytes(16)
+# The mode object only holds the counter block, so one serves every key (building it costs
+# a third of setting up a cipher, which a mask pays once per neighbour).
+_ZERO_CTR = modes.CTR(ZERO_IV)
 
 RandomSource = Callable[[int], bytes]
 """Where secrets come from: ``source(n)`` returns n uniformly random bytes."""
@@ -54,7 +57,8 @@ def keystream(key: bytes, size: int, *, iv: bytes = ZERO_IV) -> bytes:
     _check_key(key)
     if len(iv) != 16 or size < 0:
         raise ParameterError("iv must be 16 bytes and size >= 0")
-    encryptor = Cipher(algorithms.AES(key), modes.CTR(iv)).encryptor()
+    mode = _ZERO_CTR if iv == ZERO_IV else modes.CTR(iv)
+    encryptor = Cipher(algorithms.AES(key), mode).encryptor()
     return encryptor.update(bytes(size)) + encryptor.finalize()
 
 
@@ -84,7 +88,7 @@ class MaskAccumulator:
     def add(self, key: bytes, *, sign: int = 1) -> None:
         """Add (``sign=1``) or subtract (``sign=-1``) the mask expanded from ``key``."""
         _check_key(key)
-        encryptor = Cipher(algorithms.AES(key), modes.CTR(ZERO_IV)).encryptor()
+        encryptor = Cipher(algorithms.AES(key), _ZERO_CTR).encryptor()
         encryptor.update_into(self._zeros, self._scratch)
         words = self._words if self._words.dtype.isnative else self._words.byteswap()
         if sign == 1:
@@ -133,7 +137,7 @@ class KeyedUniforms:
 
     def __init__(self, key: bytes) -> None:
         _check_key(key)
-        self._encryptor = Cipher(algorithms.AES(key), modes.CTR(ZERO_IV)).encryptor()
+        self._encryptor = Cipher(algorithms.AES(key), _ZERO_CTR).encryptor()
 
     def random(self, size: int, /) -> npt.NDArray[np.float64]:
         if size < 0:
