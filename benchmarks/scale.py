@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     for cohort in sizes:
         print(f"cohort size {cohort}: running ...", flush=True)
         rows.append(_run_one(args, cohort))
-        print(table(args, rows[-1:]).splitlines()[-1], flush=True)
+        print("\n".join(table(args, rows[-1:]).splitlines()[2:]), flush=True)
     print(table(args, rows))
     (args.out / "scale.json").write_text(json.dumps(rows, indent=2))
     print(f"reports and logs: {args.out}")

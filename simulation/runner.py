@@ -103,6 +103,7 @@ class Simulation:
             self.report.config["dp_accounting"] = ACCOUNTING_ASSUMPTION
         self.report.config["devices_per_thread"] = config.shared_threads
         self.report.config["stage_s"] = config.stage_deadline_s
+        self.report.config["training_s"] = config.training_deadline_s
         self._finished = threading.Event()
         self._last_end = 0.0
         self._last_bytes = (0, 0)

@@ -52,6 +52,7 @@ def test_the_task_gets_the_cohort_size_and_a_stage_deadline_sized_from_the_round
     assert spec.cohort_size == 250
     # Simulated devices share the cores: 5 s + 25 ms per device of the round.
     assert spec.secagg_stage_deadline_s == pytest.approx(30.0)
+    assert spec.training_deadline_s == pytest.approx(60.0)
     assert SimConfig(per_round=10).task_spec().secagg_stage_deadline_s == pytest.approx(5.25)
     assert SimConfig(per_round=10, stage_s=2.0).task_spec().secagg_stage_deadline_s == 2.0
     assert SimConfig().task_spec().cohort_size == DEFAULT_COHORT_SIZE
