@@ -95,6 +95,7 @@ def round_config(
         min_reports=spec.min_reports,
         clip_norm=spec.clip_norm,
         bits=spec.quantization_bits,
+        weight_cap=spec.weight_cap,
         secagg=spec.secagg,
         secagg_neighbors=neighbors,
         secagg_threshold=threshold,

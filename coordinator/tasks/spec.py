@@ -96,6 +96,11 @@ class TaskSpec(WireModel):
     batch_size: JsonInt = Field(32, ge=1, le=65_536)
     learning_rate: Rate = 0.01
     fedprox_mu: JsonFloat = Field(0.0, ge=0, le=100)
+    # FedAvg weight of a device: min(examples, weight_cap) / weight_cap. 1000 keeps a phone
+    # with a huge cache from outweighing a fleet of ordinary ones; cross-silo tasks (a few
+    # institutions with large data) raise it so that each silo counts by its size. The
+    # example count travels in base-2^bits digits, one more per quantization_bits of cap.
+    weight_cap: JsonInt = Field(1000, ge=1, le=1_000_000_000)
     # Flower's SecAgg+ clips at +-8; an L2 bound of 10 keeps typical deltas untouched.
     clip_norm: JsonFloat = Field(10.0, gt=0, le=1e6)
     quantization_bits: JsonInt = Field(16, ge=1, le=16)
