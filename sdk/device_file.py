@@ -174,7 +174,8 @@ def _device_keys() -> list[Key]:
         ("mqtt_protocol", "4 or 5", dc["mqtt_protocol"], "MQTT 5, or 4 (3.1.1) for a broker "
          "that speaks only that (the embedded amqtt broker).", _one_of(4, 5)),
         ("state", "linux or always", "linux", "Where eligibility comes from: this machine's "
-         "power, network, load and temperature, or always eligible (bench rigs, tests).",
+         "power, network, load and temperature, or a scripted always-eligible state (bench rigs, "
+         "tests; a server wants [policy] always = true and its real state in the status).",
          _one_of(*STATES)),
         ("poll_s", "number", dc["poll_s"], "Seconds between eligibility looks while idle.",
          _number),
@@ -213,6 +214,8 @@ def _data_keys() -> list[Key]:
 
 # What each EligibilityPolicy field means in a device.toml; its type picks the reader.
 _POLICY_DOCS = {
+    "always": "Servers (cross-silo): eligible whatever power, network, load and temperature "
+    "say; only allowed_hours still applies. The other keys are then ignored.",
     "min_battery": "Battery percent needed to start and to go on (no battery: ignored).",
     "require_charging": "Train only on external power.",
     "require_unmetered": "Train only on an unmetered network (unknown counts as metered).",

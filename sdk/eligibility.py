@@ -60,8 +60,14 @@ class EligibilityPolicy:
     midnight when start > end (``(22, 6)`` = nights); ``utc_offset_s`` turns ``now`` (Unix
     time) into local time. While training, ``training_threads`` is subtracted from the load
     average so the device's own training does not make it look busy.
+
+    ``always`` is for servers (a silo of a cross-silo task: mains power, a data-centre link,
+    nobody at a screen, a load that is its own business): every condition on the device's
+    state is skipped, so it trains whenever the coordinator asks; ``allowed_hours`` still
+    applies, for a site that lends its machines at night only.
     """
 
+    always: bool = False
     min_battery: float = DEFAULT_MIN_BATTERY
     require_charging: bool = True
     require_unmetered: bool = True
@@ -96,6 +102,9 @@ class EligibilityPolicy:
         self, snapshot: DeviceSnapshot, now: float, *, training: bool = False
     ) -> EligibilityDecision:
         """Decide for ``now``; ``training`` says whether this device is training already."""
+        if self.always:
+            reasons = self._hours(now)
+            return EligibilityDecision(eligible=not reasons, reasons=tuple(reasons))
         reasons = [
             *self._freshness(snapshot, now),
             *self._power(snapshot),

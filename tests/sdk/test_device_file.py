@@ -54,7 +54,8 @@ def test_every_key_reaches_its_typed_value(tmp_path: Path) -> None:
                 "state": "always", "poll_s": 2, "num_threads": 2, "labels": {"site": "barn"}},
         data={"x_shape": [6], "x_dtype": "int32", "y_shape": [2], "y_dtype": "float32",
               "import_npz": "a.npz", "max_examples": 50, "max_age_s": 3600},
-        policy={"min_battery": 50, "require_charging": False, "require_unmetered": False,
+        policy={"always": True, "min_battery": 50, "require_charging": False,
+                "require_unmetered": False,
                 "require_idle": False, "max_thermal": "moderate", "max_load_per_cpu": 0.8,
                 "min_input_idle_s": 60, "training_threads": 2, "allowed_hours": [22, 6],
                 "utc_offset_s": 3600, "max_snapshot_age_s": 30},
@@ -77,7 +78,8 @@ def test_every_key_reaches_its_typed_value(tmp_path: Path) -> None:
     assert file.schema.describe() == "x int32[6], y float32[2]"
     assert file.retention == Retention(max_examples=50, max_age_s=3600.0)
     assert c.policy == EligibilityPolicy(
-        min_battery=50.0, require_charging=False, require_unmetered=False, require_idle=False,
+        always=True, min_battery=50.0, require_charging=False, require_unmetered=False,
+        require_idle=False,
         max_thermal=ThermalStatus.MODERATE, max_load_per_cpu=0.8, min_input_idle_s=60.0,
         training_threads=2, allowed_hours=(22, 6), utc_offset_s=3600, max_snapshot_age_s=30.0,
     )  # fmt: skip

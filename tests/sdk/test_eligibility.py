@@ -82,6 +82,20 @@ def test_several_reasons_are_all_reported() -> None:
     assert got == {Ineligible.METERED_NETWORK, Ineligible.TOO_HOT, Ineligible.BATTERY_LOW}
 
 
+def test_always_for_servers_skips_every_state_condition_but_the_hours() -> None:
+    server = EligibilityPolicy(always=True)
+    # Everything a phone must not train under, and a reading an hour old.
+    snap = unplugged(taken_at=NOW - 3600, battery_percent=5.0, metered=True, load_average=64.0,
+                     thermal=ThermalStatus.SEVERE, interactive=True)  # fmt: skip
+    assert codes(POLICY, battery_percent=5.0, metered=True)  # a phone would not
+    assert server.decide(snap, NOW).eligible
+    assert server.decide(snap, NOW, training=True).eligible
+    hour = int((NOW % 86400) // 3600)  # 13 UTC
+    nights = dataclasses.replace(server, allowed_hours=((hour + 1) % 24, (hour + 5) % 24))
+    decision = nights.decide(snap, NOW)
+    assert [r.code for r in decision.reasons] == [Ineligible.OUTSIDE_HOURS]
+
+
 def test_relaxed_policy_ignores_what_it_does_not_require() -> None:
     relaxed = EligibilityPolicy(
         min_battery=0, require_charging=False, require_unmetered=False, require_idle=False
