@@ -109,12 +109,13 @@ def test_cohort_sums_add_up_to_the_exact_sum_of_the_included_quantized_updates()
     assert out.metrics.total_weight == pytest.approx(weight)
 
 
-def test_a_failing_cohort_is_left_out_and_the_round_commits_without_it() -> None:
+@pytest.mark.parametrize("point", ["share_keys", "masked_input", "consistency_check", "unmask"])
+def test_a_failing_cohort_is_left_out_and_the_round_commits_without_it(point: str) -> None:
     net = _network(3)
     plans = _select(net)
     lost = _cohorts(plans)[1]
-    # Three of five vanish before sharing keys: two left, below the cohort's t = 3.
-    net.drop = {d: "share_keys" for d in lost[:3]}
+    # Three of five vanish before answering ``point``: two left, below the cohort's t = 3.
+    net.drop = {d: point for d in lost[:3]}
     net.run()
     out = net.outcome()
     assert isinstance(out, rc.Commit), out
