@@ -14,6 +14,7 @@ locally; out-of-range values raise ``MalformedMessage``. The wire codec is ``rou
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -38,6 +39,10 @@ from fedrt.protocol.round_plan import (
     TrainingConfig,
     UpdateSpec,
 )
+
+# A field added to a message after its first release (``round_codec``): it is left off the
+# wire while it holds its default, so the message still reads on either side of the change.
+APPENDED = {"wire": "appended"}
 
 
 class RoundKind(enum.IntEnum):
@@ -121,12 +126,18 @@ class Plan:
     # None: SecAgg off, the update goes as a plain quantized vector (robust aggregation).
     secagg: SecAggSpec | None
     report_within: float
+    # Heavy-ball momentum of the device's local SGD (models exported with --momentum; the
+    # coordinator refuses it for others). Appended: left off the wire at 0.
+    momentum: float = field(default=0.0, metadata=APPENDED)
 
     def __post_init__(self) -> None:
         u64(self, "msg_id", "round_id")
         ident(self, "task_id")
         enum_member(self, "kind", RoundKind)
         seconds(self, "report_within")
+        m = self.momentum
+        if not (isinstance(m, float) and math.isfinite(m) and 0.0 <= m < 1.0):
+            raise fail(Plan, "momentum must be a float in [0, 1)")
         for name, kind in (
             ("model", ModelRef),
             ("training", TrainingConfig),
@@ -191,11 +202,6 @@ class ReconnectWindow:
         seconds(self, "earliest", "latest")
         if self.latest < self.earliest:
             raise fail(ReconnectWindow, "latest must not precede earliest")
-
-
-# A field added to a message after its first release (``round_codec``): it is left off the
-# wire while it holds its default, so the message still reads on either side of the change.
-APPENDED = {"wire": "appended"}
 
 
 # --- device -> coordinator ---------------------------------------------------------------------

@@ -221,6 +221,11 @@ class RoundWork:
 
     def _train(self, trainer: TrainerBackend, fetched: int) -> WorkResult:
         cfg = self.plan.training
+        # What the plan asks of the model is done or refused (abandoned with the reason),
+        # never quietly left out: FedProx's mu and the momentum are train inputs.
+        if cfg.fedprox_mu > 0 and not trainer.supports_mu:
+            raise ModelError("the plan asks for FedProx (mu) and the model has no mu input")
+        trainer.use_momentum(self.plan.momentum)
         steps = steps_for(
             examples=len(self.store),
             batch_size=trainer.batch_size,
@@ -232,7 +237,7 @@ class RoundWork:
             steps=steps,
             lr=cfg.learning_rate,
             deadline=self.deadline,
-            mu=cfg.fedprox_mu if cfg.fedprox_mu > 0 and trainer.supports_mu else None,
+            mu=cfg.fedprox_mu if cfg.fedprox_mu > 0 else None,
         )
         scheduler = self.scheduler_factory(trainer)
         with self._job_lock:

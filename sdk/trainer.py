@@ -74,6 +74,12 @@ class TrainerBackend(ABC):
     def set_weights(self, weights: Sequence[Array]) -> None:
         """Replace the weights (manifest order); also the FedProx anchor of the model."""
 
+    def use_momentum(self, momentum: float) -> None:
+        """Train from now on with this heavy-ball momentum (the plan's); ``ModelError`` when
+        it is not 0 and the model takes none (rather than training without it)."""
+        if momentum:
+            raise ModelError("this backend trains without momentum")
+
     def close(self) -> None:  # noqa: B027 - optional: a backend with nothing to free keeps it
         """Free the model's memory now (interpreter, tensors); the backend is unusable after.
 
@@ -141,6 +147,13 @@ class ManifestTrainer(TrainerBackend):
     @property
     def supports_mu(self) -> bool:
         return self._has_mu
+
+    def use_momentum(self, momentum: float) -> None:
+        if self._momentum is None:
+            if momentum:
+                raise ModelError("this model has no momentum input; export it with --momentum")
+            return
+        self._momentum = _finite("momentum", momentum)
 
     def _hyperparameters(self, lr: float, mu: float | None) -> tuple[float, float | None]:
         """The step's (lr, mu) as the model takes them; `ModelError` for a value it cannot."""

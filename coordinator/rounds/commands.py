@@ -53,6 +53,8 @@ class RoundConfig:
     model: ModelRef
     kind: RoundKind = RoundKind.TRAIN
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    # The devices' local SGD momentum (``Plan.momentum``; models exported with --momentum).
+    momentum: float = 0.0
     # Devices whose update the round wants, and how many more to select for dropouts:
     # Bonawitz et al. 2019 report 6-10 % dropout and select 130 % of the goal.
     goal_count: int = 10
@@ -112,6 +114,8 @@ class RoundConfig:
             raise ConfigError("a SecAgg+ round needs min_reports >= 2")
         if not (math.isfinite(self.over_selection) and 1.0 <= self.over_selection <= 10.0):
             raise ConfigError("round.over_selection must lie in [1, 10]")
+        if not (math.isfinite(self.momentum) and 0.0 <= self.momentum < 1.0):
+            raise ConfigError("round.momentum must lie in [0, 1)")
         if not (math.isfinite(self.pool_factor) and 1.0 <= self.pool_factor <= 100.0):
             raise ConfigError("round.pool_factor must lie in [1, 100]")
         if self.population is not None and not (

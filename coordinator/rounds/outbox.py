@@ -96,6 +96,7 @@ class RoundOutbox:
                 update=self._update,
                 secagg=secagg,
                 report_within=c.training_timeout,
+                momentum=c.momentum,
             ),
         )
 

@@ -96,6 +96,7 @@ def round_config(
         clip_norm=spec.clip_norm,
         bits=spec.quantization_bits,
         weight_cap=spec.weight_cap,
+        momentum=spec.client_momentum,
         secagg=spec.secagg,
         secagg_neighbors=neighbors,
         secagg_threshold=threshold,

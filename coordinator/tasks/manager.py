@@ -9,6 +9,7 @@ from typing import Any
 from fedrt.coordinator.errors import BadRequestError, IllegalTransition
 from fedrt.coordinator.records import AuditEntry, TaskRecord, TaskStatus
 from fedrt.coordinator.store.base import Store
+from fedrt.coordinator.tasks.model_fit import check_model_fit
 from fedrt.coordinator.tasks.spec import TaskSpec
 from fedrt.protocol.round_errors import InvalidTopic
 from fedrt.protocol.topics import check_id
@@ -71,6 +72,8 @@ class TaskManager:
             updated_at=now,
         )
         with self.store.transaction():
+            # Settings the model cannot train with are refused, not ignored (model_fit).
+            check_model_fit(spec, self.store.get_model(model_sha256).manifest, model_sha256)
             self.store.create_task(record)
             self._audit(actor, "task.create", task_id, {"model": model_sha256})
         self._changed(record)

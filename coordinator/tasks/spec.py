@@ -96,6 +96,9 @@ class TaskSpec(WireModel):
     batch_size: JsonInt = Field(32, ge=1, le=65_536)
     learning_rate: Rate = 0.01
     fedprox_mu: JsonFloat = Field(0.0, ge=0, le=100)
+    # Heavy-ball momentum of the devices' local SGD (0: plain SGD). Like fedprox_mu it needs
+    # a model whose train signature takes it (tasks.model_fit): fedrt export --momentum.
+    client_momentum: JsonFloat = Field(0.0, ge=0, lt=1)
     # FedAvg weight of a device: min(examples, weight_cap) / weight_cap. 1000 keeps a phone
     # with a huge cache from outweighing a fleet of ordinary ones; cross-silo tasks (a few
     # institutions with large data) raise it so that each silo counts by its size. The

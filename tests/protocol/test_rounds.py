@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import struct
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -44,6 +45,7 @@ def samples() -> list[rm.RoundMessage]:
             update=rm.UpdateSpec(params=1234, clip_norm=2.5, bits=12, weight_cap=500),
             secagg=rm.SecAggSpec(client_id=3, threshold=5, neighbors=8, members=COHORT),
             report_within=120.0,
+            momentum=0.9,
         ),
         rm.Plan(
             msg_id=4,
@@ -144,16 +146,19 @@ def test_version_and_tag_are_checked() -> None:
 def test_every_truncation_and_any_trailing_byte_is_refused(msg: rm.RoundMessage) -> None:
     data = encode_message(msg)
     # Cut just before its appended fields, a message reads as an older peer wrote it.
-    older = -1
-    if isinstance(msg, rm.CheckIn):
-        older = len(encode_message(dataclasses.replace(msg, n_examples=0)))
+    appended: dict[str, Any] = {
+        f.name: f.default for f in dataclasses.fields(msg) if f.metadata == rm.APPENDED
+    }
+    as_older = dataclasses.replace(msg, **appended)
+    older = len(encode_message(as_older))
     for cut in range(len(data)):
-        if isinstance(msg, rm.CheckIn) and cut == older < len(data):
-            assert decode_message(data[:cut]) == dataclasses.replace(msg, n_examples=0)
+        if cut == older < len(data):
+            assert decode_message(data[:cut]) == as_older
             continue
         with pytest.raises(MalformedMessage):
             decode_message(data[:cut])
-    with pytest.raises(MalformedMessage, match="trailing"):
+    # A byte past the end is trailing, or the start of an appended field cut short.
+    with pytest.raises(MalformedMessage, match=r"trailing|truncated"):
         decode_message(data + b"\x00")
 
 

@@ -82,6 +82,12 @@ def test_fedprox_mu_pulls_towards_the_round_weights(exported_mlp: Path) -> None:
     assert drift(prox) < drift(free)
 
 
+def test_momentum_on_a_model_exported_without_it_is_refused(trainer: LiteRtTrainer) -> None:
+    trainer.use_momentum(0.0)  # plain SGD is fine
+    with pytest.raises(ModelError, match="export it with --momentum"):
+        trainer.use_momentum(0.9)
+
+
 @pytest.mark.parametrize(
     ("x", "y", "lr"),
     [
