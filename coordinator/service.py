@@ -35,6 +35,7 @@ from fedrt.coordinator.records import TaskRecord
 from fedrt.coordinator.security.admin_token import AdminToken
 from fedrt.coordinator.security.credentials import hash_password, verify_password
 from fedrt.coordinator.security.signing import ModelSigner
+from fedrt.coordinator.state_thread import StateThread
 from fedrt.coordinator.store.base import Store
 from fedrt.coordinator.store.sqlite import SqliteStore
 from fedrt.coordinator.tasks.manager import TaskManager
@@ -118,6 +119,9 @@ class CoordinatorService:
         self._tick_task: asyncio.Task[None] | None = None
         self._runner: object | None = None
         self.http_port: int | None = None
+        # Store work runs on the state thread, network I/O on the loop ``start`` runs in.
+        self.state = StateThread()
+        self._net_loop: asyncio.AbstractEventLoop | None = None
 
     # ---------------------------------------------------------------- wiring
     def _broker_auth(self) -> BrokerAuth:
@@ -178,6 +182,7 @@ class CoordinatorService:
             mqtt_connected=lambda: self.link is not None and self.link.connected,
             mqtt_endpoint=self._mqtt_endpoint,
             config_view=lambda: describe(self.config),
+            state=self.state,
             mqtt_nodes=() if self.embedded else tuple(self.config.broker.addresses[1:]),
             mqtt_protocol=4 if self.config.broker.nats else None,
         )
@@ -192,6 +197,8 @@ class CoordinatorService:
     async def start(self) -> None:
         from fedrt.coordinator.api.app import start_http
 
+        self._net_loop = asyncio.get_running_loop()
+        self.state.start()
         self.enrollment.sync_broker()
         b = self.config.broker
         host, port = b.host, b.port
@@ -219,7 +226,8 @@ class CoordinatorService:
             url=self.public_url, ca_pem=self.https.ca_pem if self.https is not None else None
         )
         if self._driver_factory is not None:
-            self.driver = self._driver_factory(self.driver_context())
+            # Made on the state thread: it claims its tasks and recovers them from the store.
+            self.driver = await self.state.call(self._driver_factory, self.driver_context())
         # The fleet's presence value (``tasks.ownership``): it changes when rounds were lost,
         # here at a restart (the driver took its tasks back) or by a takeover.
         self.incarnation = self.ownership.incarnation
@@ -267,8 +275,8 @@ class CoordinatorService:
                 await self._tick_task
             self._tick_task = None
         if self.driver is not None:
-            self.driver.on_shutdown(self.clock())
-        self._flush_seen(force=True)
+            await self.state.call(self.driver.on_shutdown, self.clock())
+        await self.state.call(self._flush_seen, force=True)
         if self.link is not None:
             await self.link.flush(timeout=2.0)
             await self.link.stop()
@@ -279,6 +287,7 @@ class CoordinatorService:
             self._runner = None
         if self.embedded is not None:
             await self.embedded.stop()
+        self.state.stop()
         self.store.close()
         log.info("coordinator stopped")
 
@@ -294,10 +303,23 @@ class CoordinatorService:
         """Queue a message for the broker (sent in order, resent across reconnects)."""
         if self.link is None:
             raise ConfigError("the MQTT link is not started")
-        self.link.enqueue(topic, payload, qos, retain)
+        loop = self._net_loop
+        if loop is None or _running_loop() is loop:
+            self.link.enqueue(topic, payload, qos, retain)
+        else:  # from the state thread: the link belongs to the network loop (in order)
+            loop.call_soon_threadsafe(self._enqueue, topic, payload, qos, retain)
+
+    def _enqueue(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        if self.link is None:
+            return  # stopped meanwhile
+        try:
+            self.link.enqueue(topic, payload, qos, retain)
+        except FedrtError as exc:
+            log.error("cannot queue a message for %s: %s", topic, exc)
 
     async def _on_mqtt_message(self, topic: str, payload: bytes) -> None:
-        self.on_device_message(topic, payload)
+        # Acknowledged to the broker only once handled (the link awaits this): at least once.
+        await self.state.call(self.on_device_message, topic, payload)
 
     def on_device_message(self, topic: str, payload: bytes) -> str:
         """Authenticate, meter and route one device message; returns the outcome label.
@@ -342,14 +364,14 @@ class CoordinatorService:
                 self.driver.on_tick(now)
             except FedrtError as exc:
                 log.error("round driver tick failed: %r", exc)
-        if self.link is not None:
-            self.link.set_incarnation(self.ownership.incarnation)
         self._flush_seen()
 
     async def _tick_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.tick_interval_s)
-            self.tick()
+            await self.state.call(self.tick)
+            if self.link is not None:
+                self.link.set_incarnation(self.ownership.incarnation)
 
     def _flush_seen(self, *, force: bool = False) -> None:
         now = time.monotonic()
@@ -364,6 +386,13 @@ class CoordinatorService:
     def _task_changed(self, task: TaskRecord) -> None:
         if self.driver is not None:
             self.driver.on_task_change(task)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def open_store(config: CoordinatorConfig) -> Store:

@@ -9,7 +9,15 @@ import time
 
 from aiohttp import web
 
-from fedrt.coordinator.api.common import CONTEXT, IP_LIMITER, Handler, ctx_of
+from fedrt.coordinator.api.common import (
+    BODY_KEY,
+    CONTEXT,
+    IP_LIMITER,
+    NETWORK_LOOP,
+    Handler,
+    ctx_of,
+    read_json_bytes,
+)
 from fedrt.coordinator.api.context import ApiContext
 from fedrt.coordinator.api.dashboard import add_dashboard_routes
 from fedrt.coordinator.api.ratelimit import RateLimiter
@@ -88,8 +96,22 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         ctx_of(request).http_requests.labels(route=_route_name(request), status=str(status)).inc()
 
 
+@web.middleware
+async def state_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Run the handler on the state thread (``state_thread``), its body read here first,
+    unless it streams (``on_network_loop``): a slow store never holds the network loop."""
+    state = ctx_of(request).state
+    if state is None or getattr(request.match_info.handler, NETWORK_LOOP, False):
+        return await handler(request)
+    if request.body_exists:
+        request[BODY_KEY] = await read_json_bytes(request)
+    return await state.run(handler(request))
+
+
 def build_app(ctx: ApiContext) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware], client_max_size=ctx.max_upload_bytes)
+    app = web.Application(
+        middlewares=[errors_middleware, state_middleware], client_max_size=ctx.max_upload_bytes
+    )
     app[CONTEXT] = ctx
     # Unauthenticated enrollment is the one route open to the world: meter it per address.
     app[IP_LIMITER] = RateLimiter(

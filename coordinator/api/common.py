@@ -28,6 +28,18 @@ INT64_MAX = 2**63 - 1
 AUDIT_PAGE_MAX = 1000
 
 
+# Where ``state_middleware`` (app.py) leaves a body it read on the network loop.
+BODY_KEY: web.RequestKey[bytes] = web.RequestKey("fedrt.body")
+# Set on handlers that must run on the network loop (they stream a body in or out).
+NETWORK_LOOP = "fedrt_network_loop"
+
+
+def on_network_loop(handler: Handler) -> Handler:
+    """Mark a handler that streams (see ``state_thread``): it stays on the network loop."""
+    setattr(handler, NETWORK_LOOP, True)
+    return handler
+
+
 def ctx_of(request: web.Request) -> ApiContext:
     return request.app[CONTEXT]
 
@@ -42,7 +54,8 @@ async def json_body(request: web.Request, model: type[Body]) -> Body:
     return model.from_json(await _json_object(request))
 
 
-async def _json_object(request: web.Request) -> dict[str, Any]:
+async def read_json_bytes(request: web.Request) -> bytes:
+    """The whole body, at most ``_MAX_JSON`` bytes (``BadRequestError`` past it)."""
     if request.content_length is not None and request.content_length > _MAX_JSON:
         raise BadRequestError(f"JSON body larger than {_MAX_JSON} bytes")
     raw = bytearray()
@@ -51,6 +64,13 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
         raw += chunk
         if len(raw) > _MAX_JSON:
             raise BadRequestError(f"JSON body larger than {_MAX_JSON} bytes")
+    return bytes(raw)
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    raw = request.get(BODY_KEY)
+    if raw is None:
+        raw = await read_json_bytes(request)
     if not raw:
         raise BadRequestError("a JSON object body is required")
     try:

@@ -18,6 +18,7 @@ from fedrt.coordinator.models.blobs import BlobStore
 from fedrt.coordinator.models.catalog import ModelCatalog
 from fedrt.coordinator.security.admin_token import AdminToken
 from fedrt.coordinator.security.credentials import Secret
+from fedrt.coordinator.state_thread import StateThread
 from fedrt.coordinator.store.base import Store
 from fedrt.coordinator.tasks.manager import TaskManager
 
@@ -56,6 +57,8 @@ class ApiContext:
     # (``broker.nodes``), and the MQTT version they must speak (NATS: 4, 3.1.1); None: any.
     mqtt_nodes: tuple[tuple[str, int], ...] = ()
     mqtt_protocol: int | None = None
+    # Where handlers that touch the store run (``state_thread``); None: on the server's loop.
+    state: StateThread | None = None
 
 
 __all__ = ["ApiContext"]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -15,19 +16,35 @@ from fedrt.coordinator.models.blobs import MODEL, BlobStore, Verdict, file_sha25
 from fedrt.coordinator.models.catalog import ModelCatalog, parse_manifest
 from fedrt.coordinator.records import ModelRecord
 
+T = TypeVar("T")
+
+
+class OnState(Protocol):
+    """Runs a function where the store is used (``StateThread.call``)."""
+
+    def __call__(self, fn: Callable[[], T]) -> Awaitable[T]: ...
+
+
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 _CHUNK = 1 << 16
 _MAX_MANIFEST = 1 << 20
 
 
 async def read_upload(
-    request: web.Request, catalog: ModelCatalog, *, actor: str, max_bytes: int
+    request: web.Request,
+    catalog: ModelCatalog,
+    *,
+    actor: str,
+    max_bytes: int,
+    on_state: OnState | None = None,
 ) -> tuple[ModelRecord, bool]:
     """Parse ``multipart/form-data`` with parts ``manifest`` (first) and ``model``.
 
     Returns (record, created). The model part streams to disk while it is hashed; nothing
-    becomes visible unless size, sha256 and file type all match the manifest.
+    becomes visible unless size, sha256 and file type all match the manifest. ``on_state``
+    runs the store work on the state thread (``state_thread``) while the body streams here.
     """
+    run = on_state or _here
     if not request.content_type.startswith("multipart/"):
         raise BadRequestError("upload must be multipart/form-data with 'manifest' and 'model'")
     try:
@@ -39,16 +56,20 @@ async def read_upload(
         part = await reader.next()
         if not isinstance(part, BodyPartReader) or part.name != "model":
             raise BadArtifactError("the second part must be 'model' (the model file)")
-        before = {m.sha256 for m in catalog.store.list_models()}
+        before = await run(lambda: {m.sha256 for m in catalog.store.list_models()})
         with catalog.blobs.writer(max_bytes) as writer:
             while chunk := await part.read_chunk(_CHUNK):
                 writer.write(chunk)
-            record = catalog.add_uploaded(manifest, writer, actor=actor)
+            record = await run(lambda: catalog.add_uploaded(manifest, writer, actor=actor))
     # aiohttp's multipart parser reports malformed bodies so (bad part headers as
     # HttpProcessingError): a client's mistake, never a server error.
     except (ValueError, HttpProcessingError) as exc:
         raise BadRequestError(f"malformed multipart body: {exc}") from None
     return record, record.sha256 not in before
+
+
+async def _here(fn: Callable[[], T]) -> T:
+    return fn()
 
 
 async def _read_bounded(part: BodyPartReader, limit: int) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -26,9 +27,15 @@ class RateLimiter:
         self._clock = clock
         self._max_keys = max_keys
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        # Downloads meter on the network loop, everything else on the state thread.
+        self._lock = threading.Lock()
 
     def try_acquire(self, key: str, cost: float = 1.0) -> float:
         """0.0 if allowed (and charged), else the seconds until it would be allowed."""
+        with self._lock:
+            return self._charge(key, cost)
+
+    def _charge(self, key: str, cost: float) -> float:
         now = self._clock()
         tokens, last = self._buckets.pop(key, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + max(0.0, now - last) * self.rate)

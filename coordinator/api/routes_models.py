@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from aiohttp import web
 
 from fedrt.coordinator.api.auth import ADMIN, require_device_or_admin
-from fedrt.coordinator.api.common import admin, ctx_of, json_reply
+from fedrt.coordinator.api.common import admin, ctx_of, json_reply, on_network_loop
 from fedrt.coordinator.api.context import ApiContext
 from fedrt.coordinator.api.model_transfer import read_upload, serve_blob
 from fedrt.coordinator.api.views import model_view
 from fedrt.coordinator.errors import NotFoundError
 from fedrt.coordinator.models.blobs import check_sha256
 from fedrt.coordinator.models.delivery import FILE, META, delivery_view
+
+T = TypeVar("T")
 
 
 def _meter_device(ctx: ApiContext, who: str) -> None:
@@ -22,11 +25,29 @@ def _meter_device(ctx: ApiContext, who: str) -> None:
         ctx.device_limiter.acquire("http:" + who)
 
 
-async def get_model(request: web.Request) -> web.StreamResponse:
-    ctx = ctx_of(request)
+async def _on_state(ctx: ApiContext, fn: Callable[[], T]) -> T:
+    """Run a download's store lookups on the state thread (``state_thread``); the bytes
+    stream from the network loop."""
+    return fn() if ctx.state is None else await ctx.state.call(fn)
+
+
+def _servable(
+    request: web.Request, ctx: ApiContext, blob: Callable[[str], str] | None = None
+) -> str:
+    """Authenticate and meter the caller; the blob to send for the version in the path (a
+    registered one only), fetched into the local cache if it lives in the store."""
     _meter_device(ctx, require_device_or_admin(request, ctx.admin_token, ctx.store))
     sha = check_sha256(request.match_info["sha256"])
-    ctx.store.get_model(sha)  # only registered versions are served
+    ctx.store.get_model(sha)
+    wanted = sha if blob is None else blob(sha)
+    ctx.blobs.has(wanted)
+    return wanted
+
+
+@on_network_loop  # streams; its lookups hop to the state thread
+async def get_model(request: web.Request) -> web.StreamResponse:
+    ctx = ctx_of(request)
+    sha = await _on_state(ctx, lambda: _servable(request, ctx))
     return await serve_blob(request, ctx.blobs, sha, sent=_counter(ctx, sha, FILE))
 
 
@@ -38,15 +59,17 @@ def get_model_form(kind: str) -> Callable[[web.Request], Awaitable[web.StreamRes
     """The handler serving one form (graph, weights, delta) of a version built from a graph;
     404 for a version without it (a base export: its file only)."""
 
-    async def handler(request: web.Request) -> web.StreamResponse:
-        ctx = ctx_of(request)
-        _meter_device(ctx, require_device_or_admin(request, ctx.admin_token, ctx.store))
-        sha = check_sha256(request.match_info["sha256"])
-        ctx.store.get_model(sha)
+    def form_of(ctx: ApiContext, sha: str) -> str:
         delivery = ctx.catalog.delivery.get(sha)
         if delivery is None:
             raise NotFoundError(f"version {sha} is served as a whole file only")
-        blob = delivery.blob(kind)
+        return delivery.blob(kind)
+
+    @on_network_loop  # streams; its lookups hop to the state thread
+    async def handler(request: web.Request) -> web.StreamResponse:
+        ctx = ctx_of(request)
+        blob = await _on_state(ctx, lambda: _servable(request, ctx, lambda v: form_of(ctx, v)))
+        sha = request.match_info["sha256"]  # checked by _servable
         return await serve_blob(request, ctx.blobs, blob, sent=_counter(ctx, sha, kind))
 
     return handler
@@ -74,11 +97,13 @@ async def list_models(request: web.Request) -> web.Response:
     return json_reply({"models": [model_view(m) for m in ctx.store.list_models(task_id)]})
 
 
+@on_network_loop  # streams the upload in (read_upload)
 async def upload_model(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     actor = admin(request)
+    on_state = ctx.state.call if ctx.state is not None else None
     record, created = await read_upload(
-        request, ctx.catalog, actor=actor, max_bytes=ctx.max_upload_bytes
+        request, ctx.catalog, actor=actor, max_bytes=ctx.max_upload_bytes, on_state=on_state
     )
     return json_reply(model_view(record), status=201 if created else 200)
 

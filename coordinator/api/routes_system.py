@@ -7,13 +7,14 @@ from aiohttp import web
 
 from fedrt import __version__
 from fedrt.coordinator.api.auth import require_metrics_reader
-from fedrt.coordinator.api.common import admin, ctx_of, json_reply
+from fedrt.coordinator.api.common import admin, ctx_of, json_reply, on_network_loop
 from fedrt.coordinator.api.openapi import openapi_document
 from fedrt.coordinator.api.routes_tasks import task_with_round
 from fedrt.coordinator.api.views import b64, device_view, metrics_view, round_view
 
 
-async def healthz(request: web.Request) -> web.Response:
+@on_network_loop  # it says whether this process's network side is alive
+async def healthz(request: web.Request) -> web.StreamResponse:
     ctx = ctx_of(request)
     mqtt = ctx.mqtt_connected()
     return json_reply({"status": "ok" if mqtt else "degraded", "mqtt_connected": mqtt,

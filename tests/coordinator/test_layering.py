@@ -18,7 +18,7 @@ PREFIX = "fedrt.coordinator"
 # in one layer are independent of each other.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors",),
-    ("records", "validation"),
+    ("records", "validation", "state_thread"),
     ("store", "security", "strategies", "selection"),
     ("privacy", "devices", "models"),
     ("tasks",),
