@@ -259,7 +259,9 @@ class FederatedDriver(RoundDriver):
         try:
             with self.ctx.store.transaction():
                 self._fence(run.task_id, now)
-                record_start(self.ctx.store, run, kind, model.record.sha256, now)
+                instance = self.owner.instance_id if self.owner is not None else None
+                record_start(self.ctx.store, run, kind, model.record.sha256, now,
+                             instance=instance)  # fmt: skip
                 save(self.ctx.store, run)
         except LeaseLost:
             self._forget(run.task_id)

@@ -88,9 +88,20 @@ def metrics_json(m: RoundMetrics) -> dict[str, Any]:
     }
 
 
-def record_start(store: Store, run: Run, kind: rm.RoundKind, model_sha256: str, now: float) -> None:
-    """The row of the round ``run`` opens: its kind and, for a DP task, its plan."""
+def record_start(
+    store: Store,
+    run: Run,
+    kind: rm.RoundKind,
+    model_sha256: str,
+    now: float,
+    *,
+    instance: str | None = None,
+) -> None:
+    """The row of the round ``run`` opens: its kind, the coordinator instance running it
+    (several on one store), and for a DP task its plan."""
     detail: dict[str, Any] = {"kind": kind.name.lower()}
+    if instance is not None:
+        detail["instance"] = instance
     if run.dp_round is not None:
         detail["dp"] = run.dp_round.to_json()
     store.create_round(

@@ -149,6 +149,8 @@ def test_one_instance_runs_the_task_and_another_takes_over_when_it_dies(
     assert fleet.committed()[:1] == first  # no committed version lost
     C, A = RoundStatus.COMMITTED, RoundStatus.ABANDONED
     assert [status for _, status in fleet.rounds()] == [C, A, C, C]
+    owners = [r.detail["instance"] for r in b.service.store.list_rounds(TASK)]
+    assert owners == ["a", "a", "b", "b"]
     assert b.service.store.get_task(TASK).model_sha256 == fleet.committed()[-1]
     # b trained from a's version without sharing a's disk: it came from the store.
     assert b.service.blobs.path(first[0]).is_file()
