@@ -11,8 +11,10 @@ and started again on the same ports and store, as a crashed machine would come b
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -31,6 +33,7 @@ __all__ = [
     "NodePorts",
     "nats_server_binary",
     "render_node_config",
+    "restartable_port",
 ]
 
 AUTH_FILE = "auth.conf"
@@ -106,6 +109,31 @@ def render_node_config(
         "}\n"
         f"include {AUTH_FILE}\n"
     )
+
+
+# Ports the kernel never hands to outgoing connections: below its ephemeral range.
+_LOW_PORTS = (20000, 32767)
+_PORT_TRIES = 200
+
+
+def restartable_port(host: str, rng: random.Random | None = None) -> int:
+    """A free port below the ephemeral range, for a node that is killed and started again.
+
+    A port from ``free_port`` (the kernel's choice, from the ephemeral range) can be taken
+    by any outgoing connection while its node is down, and then the node cannot come back
+    (seen on a busy test machine); one below that range is only taken by another listener.
+    """
+    pick = rng or random.SystemRandom()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(_PORT_TRIES):
+        candidate = pick.randint(*_LOW_PORTS)
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, candidate))
+            except OSError:
+                continue
+        return candidate
+    return free_port(host)
 
 
 class NatsNode:
@@ -203,7 +231,7 @@ class NatsCluster:
         self.host = host
 
         def port() -> int:
-            return free_port(host)
+            return restartable_port(host)
 
         ports = [
             NodePorts(client=port(), cluster=port(), mqtt=port(), http=port()) for _ in range(nodes)
