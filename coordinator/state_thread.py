@@ -26,31 +26,39 @@ class StateThread:
     """One thread with its own event loop; ``call`` and ``run`` hand it work from another."""
 
     def __init__(self, name: str = "fedrt-state") -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
-        self._started = False
+        self.name = name
+        # Made at start: a loop holds sockets, and a service that never starts (one driven
+        # directly, as tests do) should not leave them to the garbage collector.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        if not self._started:
-            self._started = True
+        if self._thread is None:
+            self._loop = loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(
+                target=self._serve, args=(loop,), name=self.name, daemon=True
+            )
             self._thread.start()
 
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
+    @staticmethod
+    def _serve(loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_forever()
 
     @property
     def inline(self) -> bool:
-        """Whether work runs right where it is asked for: on this thread, or before the
-        thread started (a service driven directly, as tests do)."""
-        return not self._started or threading.current_thread() is self._thread
+        """Whether work runs right where it is asked for: on this thread, or while no
+        thread runs (a service driven directly, as tests do)."""
+        return self._thread is None or threading.current_thread() is self._thread
 
     def submit(
         self, fn: Callable[..., T], *args: Any, **kwargs: Any
     ) -> concurrent.futures.Future[T]:
         """Run ``fn`` on the thread, in order with everything submitted before."""
-        return asyncio.run_coroutine_threadsafe(_call(functools.partial(fn, *args, **kwargs)),
-                                                self.loop)  # fmt: skip
+        if self._loop is None:
+            raise RuntimeError("the state thread is not running")
+        work = _call(functools.partial(fn, *args, **kwargs))
+        return asyncio.run_coroutine_threadsafe(work, self._loop)
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """From another loop: run ``fn`` on the thread and wait for its result or error."""
@@ -60,20 +68,21 @@ class StateThread:
 
     async def run(self, work: Awaitable[T]) -> T:
         """From another loop: run a coroutine on this thread's loop and wait for it."""
-        if self.inline:
+        if self.inline or self._loop is None:
             return await work
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_await(work), self.loop))
+        done = asyncio.run_coroutine_threadsafe(_await(work), self._loop)
+        return await asyncio.wrap_future(done)
 
     def stop(self) -> None:
         """Finish the work already handed over, then end the thread."""
-        if not self._started:
-            self.loop.close()
+        thread, loop = self._thread, self._loop
+        if thread is None or loop is None:
             return
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(_STOP_TIMEOUT_S)
-        if not self._thread.is_alive():
-            self.loop.close()
-        self._started = False
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(_STOP_TIMEOUT_S)
+        if not thread.is_alive():
+            loop.close()
+        self._thread = self._loop = None
 
 
 async def _call(fn: Callable[[], T]) -> T:
