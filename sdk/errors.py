@@ -23,7 +23,8 @@
           │         │                       not hash to its signed sha256 (the file is fetched)
           │         └── BadSignature        the coordinator's Ed25519 signature does not verify
           └── RemoteError                   the coordinator (or its HTTP server) said no
-               └── DownloadRefused          the model server answered with an HTTP error
+               ├── DownloadRefused          the model server answered with an HTTP error
+               └── BrokerRefused            a broker (node) refused the MQTT connection
 
 Local errors describe this device's situation and are usually retried; ``RemoteError`` carries
 what the other side reported, so callers can tell "my link is down" from "the server refused".
@@ -130,3 +131,9 @@ class DownloadRefused(RemoteError):
     def __init__(self, message: str, *, status: int) -> None:
         super().__init__(message)
         self.status = status
+
+
+class BrokerRefused(RemoteError):
+    """A broker or cluster node answered the MQTT CONNECT with a refusal (wrong or revoked
+    credentials, an MQTT version it does not speak); the transport keeps trying, but only
+    new credentials or configuration will help."""

@@ -21,7 +21,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from fedrt.sdk.errors import NotConnected, TransportError
+from fedrt.sdk.errors import BrokerRefused, NotConnected, TransportError
 from fedrt.sdk.network_loop import NetworkLoop
 from fedrt.sdk.transport_base import (
     DEFAULT_SESSION_EXPIRY_S,
@@ -81,6 +81,8 @@ class PahoTransport(Transport):
         self._next_sub_id = 1
         self._started = False
         self.last_error: str | None = None
+        # The last CONNACK refusal (typed), until a connection succeeds again.
+        self.refusal: BrokerRefused | None = None
         self._v5 = config.protocol == 5
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -190,10 +192,12 @@ class PahoTransport(Transport):
     ) -> None:
         if rc.is_failure:
             self.last_error = "{}:{} refused the connection: {}".format(*self.address, rc)
+            self.refusal = BrokerRefused(self.last_error)
             log.warning("mqtt %s: %s", self.config.client_id, self.last_error)
             return
         self._attempt = 0
         self.last_error = None
+        self.refusal = None
         with self._lock:
             subs = [(f, qos, sid) for f, (_, qos, sid) in self._handlers.items()]
             listeners = list(self._listeners)

@@ -13,6 +13,7 @@ from fedrt.coordinator.broker.nats_auth import NatsAuth
 from fedrt.coordinator.errors import BrokerError
 from fedrt.coordinator.security.credentials import bcrypt_hash
 from fedrt.protocol.topics import UpChannel, device_inbox, device_up, device_up_filter
+from fedrt.sdk.errors import BrokerRefused as SdkBrokerRefused
 from fedrt.sdk.network_loop import NetworkLoop
 from fedrt.sdk.transport import MqttConfig, PahoTransport
 from tests.sdk.transport_support import Inbox
@@ -168,3 +169,38 @@ def test_enrollment_reaches_every_node_even_with_one_down(tmp_path: Path) -> Non
             node.kill()
         with pytest.raises(BrokerError, match="cannot signal any NATS node"):
             nc.enroll("dev-late")
+
+
+@needs_nats
+def test_a_device_refused_by_every_node_holds_a_typed_refusal(tmp_path: Path) -> None:
+    with running_cluster(tmp_path, devices=(DEV,)) as nc:
+        first, *others = nc.cluster.mqtt_addresses
+        device = PahoTransport(
+            MqttConfig(
+                host=first[0],
+                port=first[1],
+                client_id=DEV,
+                username=DEV,
+                password="not-" + nc.passwords[DEV],
+                protocol=4,
+                fallbacks=tuple(others),
+                backoff_initial_s=0.2,
+                backoff_max_s=0.5,
+            )
+        )
+        try:
+            device.start()
+            seen: set[tuple[str, int]] = set()
+            for _ in range(300):  # bounded: ~0.3 s a try, three nodes
+                if device.refusal is not None:
+                    assert "refused the connection" in str(device.refusal)
+                    seen.add(device.address)
+                if len(seen) == 3:
+                    break
+                time.sleep(0.05)
+            assert isinstance(device.refusal, SdkBrokerRefused)
+            assert "authoriz" in str(device.refusal).lower()
+            assert not device.connected
+            assert len(seen) >= 2  # it moved on from the node that refused it
+        finally:
+            device.close()
