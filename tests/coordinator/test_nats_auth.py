@@ -34,6 +34,7 @@ from fedrt.protocol.topics import (
     task_announcement,
     task_announcements_filter,
 )
+from tests.coordinator.harness import ServiceThread, enroll_device, make_config
 from tests.support.mqtt import TestClient
 from tests.support.nats import (
     COORDINATOR,
@@ -265,3 +266,42 @@ def test_nats_broker_settings_are_checked() -> None:
     assert ok.addresses == [("127.0.0.1", 4222), ("h2", 1884), ("::1", 1885)]
     assert ok.max_qos == 1
     assert BrokerConfig(url="mqtt://127.0.0.1:1").max_qos == 2
+
+
+@needs_nats
+def test_the_coordinator_enrolls_devices_onto_the_cluster(tmp_path: Path) -> None:
+    """``fedrt coordinator serve`` on NATS: bcrypt credentials in the nodes' auth file, a
+    grant naming every node and MQTT 3.1.1, and the device's own inbox working on node 3."""
+    with running_cluster(tmp_path) as nc:
+        (host, port), *others = nc.cluster.mqtt_addresses
+        broker = BrokerConfig(
+            url=f"mqtt://{host}:{port}",
+            nodes=tuple(f"{h}:{p}" for h, p in others),
+            username=COORDINATOR,
+            password=Secret(nc.passwords[COORDINATOR]),
+            nats_auth_file=nc.cluster.auth_path,
+            nats_pid_files=tuple(str(p) for p in nc.cluster.pid_files),
+        )
+        with ServiceThread(make_config(tmp_path / "coord", broker=broker)) as svc:
+            grant = enroll_device(svc)
+            assert grant["mqtt"]["protocol"] == 4
+            assert grant["mqtt"]["nodes"] == [{"host": h, "port": p} for h, p in others]
+            device_id = grant["device_id"]
+            assert device_id in nc.cluster.auth_path.read_text()
+            assert grant["mqtt_password"] not in nc.cluster.auth_path.read_text()
+            nc.passwords[device_id] = grant["mqtt_password"]
+            device = None
+            for _ in range(50):  # the nodes reload asynchronously: a few tries, bounded
+                device = _client(nc, device_id, 2)
+                if not device.connect().is_failure:
+                    break
+                device.close()
+            assert device is not None
+            try:
+                assert not device.subscribe(device_inbox(device_id))[0].is_failure
+                svc.run(svc.service.publish, device_inbox(device_id), b"hello")
+                assert device.expect().payload == b"hello"
+                with pytest.raises(BrokerError, match="QoS 1 at most"):
+                    svc.run(svc.service.publish, device_inbox(device_id), b"x", 2)
+            finally:
+                device.close()
