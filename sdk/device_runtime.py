@@ -299,7 +299,6 @@ class DeviceRuntime:
         creds = self.credentials
         assert creds is not None
         self._round_id = plan.round_id
-        base = self.config.coordinator_url.rstrip("/")
         work = RoundWork(
             plan=plan,
             deadline=deadline,
@@ -313,7 +312,9 @@ class DeviceRuntime:
             model_dir=self.config.data_dir / "models",
             public_key=creds.coordinator_public_key,
             auth_headers=basic_auth(creds),
-            meta_url=f"{base}/v1/models/{plan.model.sha256}/meta",
+            # Beside the model the plan names: the coordinator instance running this round
+            # (several share a fleet; the one this device enrolled with may be gone).
+            meta_url=f"{plan.model.url.rstrip('/')}/meta",
             done=self._work_done,
             num_threads=self.config.num_threads,
             trainer_factory=self._trainer_factory,

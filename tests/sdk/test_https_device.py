@@ -336,8 +336,10 @@ def test_a_device_completes_a_round_with_an_https_coordinator(
         finally:
             device.stop()
             store.close()
-        rounds = svc.run(lambda: svc.service.store.list_rounds(task.task_id))
-    assert any(r.status.value == "committed" for r in rounds)
+        # The device's update is acknowledged before the commit is written (state thread).
+        rounds = svc.service.store.list_rounds
+        wait_for(lambda: any(r.status.value == "committed" for r in rounds(task.task_id)),
+                 "a commit", 30)  # fmt: skip
     # The model came over HTTPS (the plan's URL), verified with the CA from enrollment.
     assert status.bytes_down > 0
     assert device.credentials is not None
