@@ -72,7 +72,6 @@ def test_rounds_fill_the_histograms_and_the_gauges(tmp_path: Path) -> None:
         fleet.run_until(fleet.done)
         svc = fleet.svc
         rounds = svc.store.list_rounds(TASK)
-        sizes = [svc.store.get_model(r.model_sha256).size for r in rounds]
         found = samples(svc.metrics.render())
     finally:
         coordinator.close()
@@ -93,9 +92,13 @@ def test_rounds_fill_the_histograms_and_the_gauges(tmp_path: Path) -> None:
     assert not any(n.startswith("fedrt_round_stage") and dict(ls).get("stage") == "share_keys"
                    for n, ls in found)  # fmt: skip
     up = [r.bytes_in / r.detail["metrics"]["reported"] for r in rounds]
-    down = [
-        size + r.detail["bytes_out"] / r.selected for r, size in zip(rounds, sizes, strict=True)
-    ]
+    # Down: what the coordinator counted per selected device (model-forms); these devices
+    # take no model over HTTP, so only the round's messages to them.
+    down = [sum(r.detail["traffic"]["down_per_device"].values()) for r in rounds]
+    for r in rounds:
+        assert r.detail["traffic"]["down_per_device"]["protocol"] == round(
+            r.detail["bytes_out"] / r.selected
+        )
     assert min(up) > 0
     for direction, expected in (("up", up), ("down", down)):
         d = {**t, "direction": direction}
