@@ -153,5 +153,5 @@ class Device(DeviceRuntime):
             bytes_up=self._bytes_up,
             bytes_down=self._bytes_down,
             last_detail=self._last_detail,
-        )
             bytes_down_by_kind=dict(self._down_by_kind),  # model-forms
+        )
