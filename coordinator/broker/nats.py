@@ -16,12 +16,14 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from fedrt.coordinator.broker.mosquitto import free_port, stop_process, wait_for_port
 from fedrt.coordinator.errors import BrokerError
@@ -30,6 +32,7 @@ __all__ = [
     "AUTH_FILE",
     "NatsCluster",
     "NatsNode",
+    "NodeHost",
     "NodePorts",
     "nats_server_binary",
     "render_node_config",
@@ -72,14 +75,38 @@ class NodePorts:
     http: int
 
 
+# NATS's registered ports (4222 clients, 6222 routes, 8222 monitoring) and MQTT's 1883.
+STANDARD_PORTS = NodePorts(client=4222, cluster=6222, mqtt=1883, http=8222)
+
+Argv = Callable[[Sequence[str]], list[str]]
+
+
+class NodeHost(Protocol):
+    """Another machine a node runs on (``benchmarks.lan.Host``): its address, and how a
+    command is run there (an ``ip netns exec`` prefix)."""
+
+    @property
+    def address(self) -> str: ...
+
+    def argv(self, command: Sequence[str]) -> list[str]: ...
+
+
 def render_node_config(
-    *, name: str, host: str, ports: NodePorts, routes: Sequence[int], directory: Path
+    *,
+    name: str,
+    host: str,
+    ports: NodePorts,
+    routes: Sequence[int | tuple[str, int]],
+    directory: Path,
 ) -> str:
-    """The nats-server configuration of one node (the auth file is included, not inlined)."""
+    """The nats-server configuration of one node (the auth file is included, not inlined).
+
+    ``routes``: the other nodes' cluster ports on ``host``, or (address, port) elsewhere."""
     # MQTT sessions and messages replicated on up to 3 nodes: with 3, losing one node keeps a
     # Raft majority (2 of 3); nats-server would otherwise size them by the nodes it saw first.
     replicas = min(3, len(routes) + 1)
-    route_urls = ", ".join(f'"nats-route://{host}:{p}"' for p in routes)
+    targets = [(host, r) if isinstance(r, int) else r for r in routes]
+    route_urls = ", ".join(f'"nats-route://{h}:{p}"' for h, p in targets)
     # A single node is no cluster: JetStream refuses a cluster block without routes.
     cluster = (
         "cluster {\n"
@@ -137,10 +164,18 @@ def restartable_port(host: str, rng: random.Random | None = None) -> int:
 
 
 class NatsNode:
-    """One nats-server process of the cluster."""
+    """One nats-server process of the cluster (on ``machine`` when given, else here)."""
 
-    def __init__(self, name: str, directory: Path, host: str, ports: NodePorts) -> None:
+    def __init__(
+        self,
+        name: str,
+        directory: Path,
+        host: str,
+        ports: NodePorts,
+        machine: NodeHost | None = None,
+    ) -> None:
         self.name, self.directory, self.host, self.ports = name, directory, host, ports
+        self.machine = machine
         self.config_path = directory / "nats.conf"
         self.pid_file = directory / PID_FILE
         self.log_path = directory / "nats.log"
@@ -163,13 +198,19 @@ class NatsNode:
             raise BrokerError(f"NATS node {self.name} already running")
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
-                [nats_server_binary(), "-c", str(self.config_path)],
+                self._argv([nats_server_binary(), "-c", str(self.config_path)]),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
 
+    def _argv(self, command: Sequence[str]) -> list[str]:
+        return list(command) if self.machine is None else self.machine.argv(command)
+
     def wait_listening(self, deadline: float) -> None:
+        if self.machine is not None:
+            # Its address is not reachable from here: ``wait_healthy`` probes from there.
+            return
         for port in (self.ports.client, self.ports.mqtt, self.ports.http):
             left = max(0.1, deadline - time.monotonic())
             if not wait_for_port(self.host, port, left) or not self.running:
@@ -180,11 +221,31 @@ class NatsNode:
     def healthy(self) -> bool:
         """``/healthz`` answers ok: the node has joined the cluster and JetStream is current."""
         url = f"http://{self.host}:{self.ports.http}/healthz"
+        if self.machine is not None:
+            return self._healthy_there(url)
         try:
             with urllib.request.urlopen(url, timeout=1) as resp:
                 return bool(resp.status == 200)
         except (urllib.error.URLError, OSError):
             return False
+
+    def _healthy_there(self, url: str) -> bool:
+        """The same checks from inside the node's machine: every listener, then /healthz."""
+        ports = (self.ports.client, self.ports.mqtt)
+        code = (
+            "import socket, sys, urllib.request\n"
+            f"for p in {ports!r}:\n"
+            f"    socket.create_connection(({self.host!r}, p), timeout=1).close()\n"
+            f"with urllib.request.urlopen({url!r}, timeout=1) as r:\n"
+            "    sys.exit(0 if r.status == 200 else 1)\n"
+        )
+        try:
+            probe = subprocess.run(
+                self._argv([sys.executable, "-c", code]), capture_output=True, timeout=10
+            )
+        except subprocess.TimeoutExpired:
+            return False
+        return probe.returncode == 0
 
     def wait_healthy(self, deadline: float) -> None:
         while not self.healthy():
@@ -220,11 +281,22 @@ class NatsNode:
 class NatsCluster:
     """``nodes`` nats-server processes on loopback, clustered, each with JetStream and MQTT.
 
+    With ``machines``, one node on each (``NodeHost``: another host's address and how to run
+    a command there), on NATS's standard ports, routes between the machines' addresses.
     The caller writes ``auth_path`` (``NatsAuth.sync``) before ``start()``: a node refuses
     to start without its included file. ``reload()`` makes every running node re-read it.
     """
 
-    def __init__(self, directory: Path, *, nodes: int = DEFAULT_NODES, host: str = "127.0.0.1"):
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        nodes: int = DEFAULT_NODES,
+        host: str = "127.0.0.1",
+        machines: Sequence[NodeHost] = (),
+    ):
+        if machines:
+            nodes = len(machines)
         if nodes < 1:
             raise BrokerError("a NATS cluster needs at least one node")
         self.directory = Path(directory)
@@ -233,13 +305,17 @@ class NatsCluster:
         def port() -> int:
             return restartable_port(host)
 
-        ports = [
-            NodePorts(client=port(), cluster=port(), mqtt=port(), http=port()) for _ in range(nodes)
-        ]
-        self.nodes = [
-            NatsNode(f"n{i + 1}", self.directory / f"n{i + 1}", host, p)
-            for i, p in enumerate(ports)
-        ]
+        if machines:
+            self.nodes = [
+                NatsNode(f"n{i + 1}", self.directory / f"n{i + 1}", m.address, STANDARD_PORTS, m)
+                for i, m in enumerate(machines)
+            ]
+        else:
+            self.nodes = [
+                NatsNode(f"n{i + 1}", self.directory / f"n{i + 1}", host,
+                         NodePorts(client=port(), cluster=port(), mqtt=port(), http=port()))
+                for i in range(nodes)
+            ]  # fmt: skip
         self.auth_path = self.directory / AUTH_FILE
 
     @property
@@ -255,9 +331,9 @@ class NatsCluster:
             raise BrokerError(f"write {self.auth_path} (NatsAuth.sync) before starting NATS")
         for node in self.nodes:
             node.directory.mkdir(parents=True, exist_ok=True)
-            routes = [other.ports.cluster for other in self.nodes if other is not node]
+            routes = [(o.host, o.ports.cluster) for o in self.nodes if o is not node]
             text = render_node_config(
-                name=node.name, host=self.host, ports=node.ports, routes=routes,
+                name=node.name, host=node.host, ports=node.ports, routes=routes,
                 directory=node.directory,
             )  # fmt: skip
             node.config_path.write_text(text)
