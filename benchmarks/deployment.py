@@ -161,12 +161,15 @@ class Deployment:
         return source.run([sys.executable, "-c", code]).returncode == 0
 
     # ---------------------------------------------------------------- the operator
-    def api(self, method: str, path: str, body: Any = None, *, check: bool = True) -> Any:
-        """One REST call from the operator's host.
+    def api(
+        self, method: str, path: str, body: Any = None, *, check: bool = True, base: str = ""
+    ) -> Any:
+        """One REST call from the operator's host (to ``base``, else the coordinator's URL).
 
         ``check``: the reply's body, or AssertionError unless 2xx. Otherwise the whole reply
         (``{"status", "body"}``), or None when the coordinator could not be reached."""
-        argv = [sys.executable, "-m", "fedrt.benchmarks.admin_client", method, self.base + path]
+        url = (base or self.base) + path
+        argv = [sys.executable, "-m", "fedrt.benchmarks.admin_client", method, url]
         env = {"FEDRT_ADMIN_TOKEN": self.admin_token, "FEDRT_CA_FILE": str(self.tls.ca_cert),
                "PATH": "/usr/bin:/bin"}  # fmt: skip
         proc = subprocess.run(

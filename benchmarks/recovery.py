@@ -15,13 +15,25 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fedrt.benchmarks.deployment import DEFAULT_MODEL_DIR, Deployment, build_deployment, until
+from fedrt.benchmarks.lan import Lan, netns_unavailable_reason
 
-__all__ = ["SPEC", "RecoveryFigures", "register", "run_scenario", "start_task"]
+__all__ = [
+    "SPEC",
+    "RecoveryFigures",
+    "print_seconds",
+    "recovered_after",
+    "register",
+    "round_in_progress",
+    "run_on_lan",
+    "run_scenario",
+    "start_task",
+]
 
 # Every device wanted in every round, SecAgg+ on: a round cannot commit without the fleet.
 SPEC: dict[str, Any] = {
@@ -63,7 +75,7 @@ def start_task(dep: Deployment, *, devices_per_host: int, spec: dict[str, Any]) 
     return task_id
 
 
-def _round_in_progress(dep: Deployment, task_id: str, bound: float) -> dict[str, Any]:
+def round_in_progress(dep: Deployment, task_id: str, bound: float) -> dict[str, Any]:
     """Wait for a round after the last committed one to be past its check-in (devices are
     training or in SecAgg+: the moment a kill costs the most)."""
     last = max(r["round_no"] for r in dep.committed(task_id))
@@ -79,7 +91,7 @@ def _round_in_progress(dep: Deployment, task_id: str, bound: float) -> dict[str,
     return found
 
 
-def _recovered(dep: Deployment, task_id: str, victim: dict[str, Any], what: str,
+def recovered_after(dep: Deployment, task_id: str, victim: dict[str, Any], what: str,
                since: float, bound: float) -> float:  # fmt: skip
     """Seconds from ``since`` until ``victim`` or a later round commits (then every device
     must take part again, and no committed round may have changed)."""
@@ -109,16 +121,16 @@ def _recovered(dep: Deployment, task_id: str, victim: dict[str, Any], what: str,
 def run_scenario(dep: Deployment, task_id: str, bound: float = STEP_BOUND_S) -> RecoveryFigures:
     """Kill -9 the coordinator mid-round and restart it; then restart the broker mid-round."""
     until(lambda: dep.committed(task_id), bound, "a first committed round", every=1.0)
-    victim = _round_in_progress(dep, task_id, bound)
+    victim = round_in_progress(dep, task_id, bound)
     dep.kill_coordinator()
     killed = time.monotonic()
     dep.start_coordinator()
-    coordinator_s = _recovered(dep, task_id, victim, "the coordinator's kill", killed, bound)
-    victim = _round_in_progress(dep, task_id, bound)
+    coordinator_s = recovered_after(dep, task_id, victim, "the coordinator's kill", killed, bound)
+    victim = round_in_progress(dep, task_id, bound)
     dep.stop_broker()
     restarted = time.monotonic()
     dep.start_broker()
-    broker_s = _recovered(dep, task_id, victim, "the broker's restart", restarted, bound)
+    broker_s = recovered_after(dep, task_id, victim, "the broker's restart", restarted, bound)
     return RecoveryFigures(
         coordinator_kill_to_commit_s=coordinator_s,
         broker_restart_to_commit_s=broker_s,
@@ -126,36 +138,60 @@ def run_scenario(dep: Deployment, task_id: str, bound: float = STEP_BOUND_S) -> 
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    from fedrt.benchmarks.lan import Lan, netns_unavailable_reason
+D = TypeVar("D", bound=Deployment)
+F = TypeVar("F")
 
+
+def run_on_lan(
+    bench: str, build: Callable[[Lan, Path], D], scenario: Callable[[D], F]
+) -> tuple[F, Path] | None:
+    """``scenario`` on a deployment ``build`` makes on a fresh LAN; everything stopped and
+    the namespaces deleted after it. None (said why) where namespaces cannot be made."""
     reason = netns_unavailable_reason()
     if reason is not None:
-        print(f"fedrt bench recovery: {reason}")
-        return 2
-    root = Path(tempfile.mkdtemp(prefix="fedrt-recovery-"))
+        print(f"fedrt bench {bench}: {reason}")
+        return None
+    root = Path(tempfile.mkdtemp(prefix=f"fedrt-{bench}-"))
     with Lan() as lan:
-        dep = build_deployment(lan, root, device_hosts=args.device_hosts)
-        if args.pace_min_delay is not None:
-            dep.coordinator_args += ["--pace-min-delay", str(args.pace_min_delay)]
+        dep = build(lan, root)
         try:
-            task_id = start_task(dep, devices_per_host=args.devices_per_host,
-                                 spec={**SPEC, "goal_count": args.device_hosts *
-                                       args.devices_per_host})  # fmt: skip
-            figures = run_scenario(dep, task_id)
+            return scenario(dep), root
         except AssertionError:
             print(dep.logs())
             raise
         finally:
             dep.stop_all()
-    rows = [
-        ("coordinator kill -9 -> next commit", figures.coordinator_kill_to_commit_s),
-        ("broker restart -> next commit", figures.broker_restart_to_commit_s),
-    ]
+
+
+def print_seconds(rows: Sequence[tuple[str, float]]) -> None:
+    """A table of seconds per event against the target."""
     print(f"{'event':<36} {'seconds':>8} {'target':>7}  met")
     for name, seconds in rows:
         met = "yes" if seconds <= TARGET_S else "NO"
         print(f"{name:<36} {seconds:8.1f} {TARGET_S:7.0f}  {met}")
+
+
+def run(args: argparse.Namespace) -> int:
+    def build(lan: Lan, root: Path) -> Deployment:
+        dep = build_deployment(lan, root, device_hosts=args.device_hosts)
+        if args.pace_min_delay is not None:
+            dep.coordinator_args += ["--pace-min-delay", str(args.pace_min_delay)]
+        return dep
+
+    def scenario(dep: Deployment) -> RecoveryFigures:
+        task_id = start_task(dep, devices_per_host=args.devices_per_host,
+                             spec={**SPEC, "goal_count": args.device_hosts *
+                                   args.devices_per_host})  # fmt: skip
+        return run_scenario(dep, task_id)
+
+    done = run_on_lan("recovery", build, scenario)
+    if done is None:
+        return 2
+    figures, root = done
+    print_seconds([
+        ("coordinator kill -9 -> next commit", figures.coordinator_kill_to_commit_s),
+        ("broker restart -> next commit", figures.broker_restart_to_commit_s),
+    ])  # fmt: skip
     print(f"(rounds committed in the run: {figures.rounds_committed}; logs under {root})")
     if args.json:
         print(json.dumps({"coordinator_kill_to_commit_s": figures.coordinator_kill_to_commit_s,
