@@ -64,6 +64,7 @@ def response_schemas() -> dict[str, Schema]:
             "created_at": NUM,
             "updated_at": NUM,
             "latest_round": nullable(ref("Round")),
+            "dp_accounting": nullable(STR),
         }
     )
     series_point = obj({"round_no": INT, "value": NUM, "at": NUM})

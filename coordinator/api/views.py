@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from typing import Any
 
+from fedrt.coordinator.privacy.accounting import ACCOUNTING_ASSUMPTION
 from fedrt.coordinator.records import (
     AuditEntry,
     DeviceRecord,
@@ -56,7 +58,14 @@ def task_view(t: TaskRecord, latest: RoundRecord | None = None) -> dict[str, Any
         "created_at": t.created_at,
         "updated_at": t.updated_at,
         "latest_round": round_view(latest) if latest is not None else None,
+        # The sampling a DP task's epsilon is accounted for (privacy.accounting).
+        "dp_accounting": ACCOUNTING_ASSUMPTION if _dp_on(t.spec) else None,
     }
+
+
+def _dp_on(spec: Mapping[str, Any]) -> bool:
+    dp = spec.get("dp")
+    return isinstance(dp, Mapping) and dp.get("mode", "none") != "none"
 
 
 def device_view(d: DeviceRecord) -> dict[str, Any]:

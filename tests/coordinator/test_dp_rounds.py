@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import dp_accounting
@@ -9,7 +10,8 @@ import numpy as np
 import pytest
 from dp_accounting.rdp import rdp_privacy_accountant
 
-from fedrt.coordinator.privacy.accounting import PrivacyBudgetExceeded
+from fedrt.coordinator.api.views import task_view
+from fedrt.coordinator.privacy.accounting import ACCOUNTING_ASSUMPTION, PrivacyBudgetExceeded
 from fedrt.coordinator.privacy.config import (
     AdaptiveClip,
     AdaptiveClipSettings,
@@ -19,6 +21,8 @@ from fedrt.coordinator.privacy.config import (
 )
 from fedrt.coordinator.privacy.rounds import RoundDp, TaskPrivacy, training_rounds
 from fedrt.coordinator.records import RoundRecord, RoundStatus
+from fedrt.coordinator.tasks.spec import TaskSpec
+from tests.coordinator.store_conformance import sha, task
 
 CENTRAL = DpConfig(mode=DpMode.CENTRAL, noise_multiplier=1.0, clip=FixedClip(fixed=2.0))
 
@@ -158,3 +162,14 @@ def test_adaptive_clip_splits_the_noise_and_moves_toward_the_quantile() -> None:
     assert tiny.count_std == 1.0  # at least z
     fixed = TaskPrivacy(CENTRAL, train_rounds=1)
     assert fixed.adapt_clip(1.0) == 2.0
+
+
+def test_the_api_says_which_sampling_a_dp_task_is_accounted_for() -> None:
+    dp_on = TaskSpec(dp=CENTRAL).to_json()
+    record = dataclasses.replace(task("t", sha("m")), spec=dp_on)
+    view = task_view(record)
+    assert view["dp_accounting"] == ACCOUNTING_ASSUMPTION
+    assert "uniformly without replacement" in ACCOUNTING_ASSUMPTION
+    assert "checked in during the round's check-in window" in ACCOUNTING_ASSUMPTION
+    plain = dataclasses.replace(record, spec=TaskSpec().to_json())
+    assert task_view(plain)["dp_accounting"] is None
