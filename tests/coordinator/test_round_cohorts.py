@@ -14,10 +14,12 @@ import pytest
 
 from fedrt.coordinator.privacy.device import DeviceDp
 from fedrt.coordinator.rounds import commands as rc
+from fedrt.coordinator.rounds.cohorts import secagg_parameters
 from fedrt.coordinator.rounds.journal import metrics_json
 from fedrt.coordinator.rounds.states import RoundState
 from fedrt.protocol import dp, round_dp, round_update
 from fedrt.protocol import round_messages as rm
+from fedrt.protocol.graph import validate_parameters
 from fedrt.protocol.prg import KeyedUniforms
 from fedrt.sdk import participant_commands as pc
 from tests.coordinator.round_harness import Network, config
@@ -188,3 +190,13 @@ def test_a_dp_round_in_cohorts_commits_the_noisy_mean() -> None:
     assert std > 0
     assert np.abs(out.delta - ref).max() < 6 * std + N * round_update.step(spec)
     assert math.isfinite(float(np.linalg.norm(out.delta)))
+
+
+def test_a_configured_degree_fits_every_cohort_size() -> None:
+    # The task's k and t, capped to what a (possibly small or odd) cohort can have.
+    cfg = config(secagg_neighbors=15, secagg_threshold=9)
+    for n in range(3, 60):
+        k, t = secagg_parameters(cfg, n)
+        validate_parameters(n, k, t)  # raises if not a valid SecAgg+ graph and threshold
+        assert k == min(15, n - 1) - (min(15, n - 1) % 2 and n % 2)
+        assert t == min(9, k + 1)
