@@ -187,6 +187,13 @@ class CoordinatorService:
             mqtt_protocol=4 if self.config.broker.nats else None,
         )
 
+    def _mqtt_client_id(self, username: str) -> str:
+        """On NATS, several instances log in as one user: a shared client id would make each
+        login end the other's session (MQTT's takeover), so each adds its instance id."""
+        if self.config.broker.nats:
+            return f"{username}-{self.ownership.instance_id}"
+        return username
+
     def _mqtt_endpoint(self) -> tuple[str, int, bool]:
         """(host, port, tls) of the broker devices connect to: the embedded one, or ``broker``."""
         b = self.config.broker
@@ -238,7 +245,7 @@ class CoordinatorService:
                 username=username,
                 password=password,
                 # Brokers bind a client id to its username (use_username_as_clientid).
-                identifier=username or COORDINATOR_USERNAME,
+                identifier=self._mqtt_client_id(username or COORDINATOR_USERNAME),
                 tls=self._tls_context() if b.tls else None,
                 subscriptions=(device_up_filter(),),
                 fallbacks=() if b.embedded else b.addresses[1:],
