@@ -29,7 +29,7 @@ import numpy.typing as npt
 
 from fedrt.protocol import codec, shamir
 from fedrt.protocol.bitpack import unpack
-from fedrt.protocol.crypto import agree, load_identity_key, verify_digest, x25519_public
+from fedrt.protocol.crypto import IdentityVerifier, agree, x25519_public
 from fedrt.protocol.errors import (
     ConsistencyError,
     DuplicateDevice,
@@ -89,7 +89,7 @@ class SecAggServer:
         self._graph = tuple(frozenset(row) for row in config.graph())
         # Holders of a device's shares: its neighbours and itself.
         self._holders = tuple(row | {i} for i, row in enumerate(self._graph))
-        self._identities = [load_identity_key(m.identity_key) for m in config.members]
+        self._identities = [IdentityVerifier(m.identity_key) for m in config.members]
         self._expected: frozenset[int] = frozenset(range(config.clients))
         self._keys: dict[int, AdvertiseKeys] = {}
         self._public_keys: set[bytes] = set()
@@ -146,7 +146,7 @@ class SecAggServer:
             raise StageError(f"device {sender} is not part of stage {self.stage.value}")
         if sender in self._answered():
             raise DuplicateMessage(f"device {sender} already answered {self.stage.value}")
-        verify_digest(self._identities[sender], message.signature, codec.signing_digest(message))
+        self._identities[sender].verify(message.signature, codec.signing_digest(message))
         if isinstance(message, AdvertiseKeys):
             self._on_advertise(message)
         elif isinstance(message, ShareKeys):
