@@ -192,24 +192,26 @@ class _Reader:
 
     def flags(self, count: int) -> list[bool]:
         """``count`` flags written by ``_flags``; set padding bits are not canonical."""
-        bits = np.unpackbits(
-            np.frombuffer(self.take((count + 7) // 8), dtype=np.uint8), bitorder="little"
-        )
-        if bits[count:].any():
+        value = int.from_bytes(self.take((count + 7) // 8), "little")
+        if value >> count:
             raise DecodeError("padding bits of a flag field are set")
-        return [bool(b) for b in bits[:count]]
+        return [bool(value >> i & 1) for i in range(count)]
 
     def device_set(self) -> tuple[int, ...]:
         """A bitmap written by ``_set``; a trailing zero byte is not canonical."""
-        raw = self.take(_U16.unpack(self.take(2))[0])
-        if raw and raw[-1] == 0:
-            raise DecodeError("a device set has a trailing zero byte")
-        bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8), bitorder="little")
-        return tuple(int(i) for i in np.flatnonzero(bits))
+        return _parse_set(self.take(_U16.unpack(self.take(2))[0]))
 
     def end(self) -> None:
         if self.pos != len(self.data):
             raise LengthError(f"{len(self.data) - self.pos} trailing bytes")
+
+
+@functools.lru_cache(maxsize=16)  # every device signs, and is sent, the same survivor set
+def _parse_set(raw: bytes) -> tuple[int, ...]:
+    if raw and raw[-1] == 0:
+        raise DecodeError("a device set has a trailing zero byte")
+    bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8), bitorder="little")
+    return tuple(np.flatnonzero(bits).tolist())
 
 
 _KEYS = struct.Struct(f"<I{KEY_BYTES}s{KEY_BYTES}s{SIGNATURE_BYTES}s")
@@ -251,17 +253,16 @@ def _decode_masked(r: _Reader, rid: bytes) -> MaskedInput:
     )
 
 
+_KINDS = (ShareKind.SEED, ShareKind.KEY)
+
+
 def _decode_unmask(r: _Reader, rid: bytes) -> UnmaskShares:
     sender, owners = r.u32(), r.device_set()
     keys = r.flags(len(owners))
     data = r.take(len(owners) * SHARE_BYTES)
     shares = tuple(
-        RevealedShare(
-            owner=owner,
-            kind=ShareKind.KEY if key else ShareKind.SEED,
-            share=data[n * SHARE_BYTES : (n + 1) * SHARE_BYTES],
-        )
-        for n, (owner, key) in enumerate(zip(owners, keys, strict=True))
+        RevealedShare(owner=owner, kind=_KINDS[key], share=data[at : at + SHARE_BYTES])
+        for owner, key, at in zip(owners, keys, range(0, len(data), SHARE_BYTES), strict=True)
     )
     return UnmaskShares(
         round_id=rid, sender=sender, shares=shares, signature=r.take(SIGNATURE_BYTES)
