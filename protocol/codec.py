@@ -69,6 +69,7 @@ __all__ = [
     "decode",
     "encode",
     "signing_digest",
+    "wire_digest",
 ]
 
 VERSION = 3
@@ -157,6 +158,17 @@ def signing_digest(message: ClientMessage) -> bytes:
     for part in _parts(message):
         digest.update(part)
     return digest.digest()
+
+
+def wire_digest(data: bytes | bytearray | memoryview) -> bytes:
+    """``signing_digest`` of the client message ``data`` holds, hashed from ``data`` itself.
+
+    Only for bytes that ``decode`` accepted as a client message: the encoding is canonical,
+    so they are exactly the message's encoding followed by its 64-byte signature, and the
+    receiver need not encode the message again to check it.
+    """
+    view = memoryview(data).cast("B")
+    return hashlib.sha256(view[: len(view) - SIGNATURE_BYTES]).digest()
 
 
 def encode(message: Message) -> bytes:

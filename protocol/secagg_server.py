@@ -146,7 +146,7 @@ class SecAggServer:
             raise StageError(f"device {sender} is not part of stage {self.stage.value}")
         if sender in self._answered():
             raise DuplicateMessage(f"device {sender} already answered {self.stage.value}")
-        self._identities[sender].verify(message.signature, codec.signing_digest(message))
+        self._identities[sender].verify(message.signature, codec.wire_digest(data))
         if isinstance(message, AdvertiseKeys):
             self._on_advertise(message)
         elif isinstance(message, ShareKeys):

@@ -13,6 +13,7 @@ from fedrt.protocol.bitpack import packed_size
 from fedrt.protocol.errors import DecodeError, LengthError, ParameterError
 from fedrt.protocol.messages import (
     AdvertiseKeys,
+    ClientMessage,
     ConsistencyCheck,
     ConsistencyRequest,
     EncryptedShare,
@@ -125,6 +126,9 @@ def test_every_message_round_trips_canonically(message: Message) -> None:
     assert data[0] == codec.VERSION
     assert codec.decode(data) == message
     assert codec.encode(codec.decode(bytearray(data))) == data
+    if isinstance(message, ClientMessage):  # what the server hashes instead of re-encoding
+        assert codec.wire_digest(data) == codec.signing_digest(message)
+        assert codec.wire_digest(bytearray(data)) == codec.signing_digest(message)
 
 
 @settings(deadline=None, max_examples=300)
@@ -152,6 +156,8 @@ def test_mutated_and_truncated_messages_raise_only_decode_errors(
         except DecodeError:
             continue
         assert codec.encode(decoded) == candidate
+        if isinstance(decoded, ClientMessage):
+            assert codec.wire_digest(candidate) == codec.signing_digest(decoded)
 
 
 def test_specific_malformations_name_the_problem() -> None:
