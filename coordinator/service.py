@@ -137,6 +137,7 @@ class CoordinatorService:
             password_file=b.password_file,
             acl_file=b.acl_file,
             coordinator_username=b.username or COORDINATOR_USERNAME,
+            coordinator_accounts=b.coordinator_accounts,
             coordinator_password_hash=hash_password(b.password.reveal()),
             reload=reload,
         )
