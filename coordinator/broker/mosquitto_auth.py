@@ -30,10 +30,13 @@ class MosquittoFileAuth(BrokerAuth):
         coordinator_username: str,
         coordinator_password_hash: str,
         reload: Callable[[], None] | None = None,
+        coordinator_accounts: Sequence[str] = (),
     ) -> None:
         self.password_file = Path(password_file)
         self.acl_file = Path(acl_file)
         self.coordinator_username = coordinator_username
+        # The other instances' users (``BrokerConfig.coordinator_accounts``): same password.
+        self.coordinators = sorted({coordinator_username, *coordinator_accounts})
         self._coordinator_hash = coordinator_password_hash
         self._reload = reload
 
@@ -52,7 +55,7 @@ class MosquittoFileAuth(BrokerAuth):
 
     def sync(self, devices: Sequence[DeviceRecord]) -> None:
         users = {d.device_id: d.credential_hash for d in devices if not d.revoked}
-        users[self.coordinator_username] = self._coordinator_hash
+        users.update(dict.fromkeys(self.coordinators, self._coordinator_hash))
         patterns = [
             AclRule(access=e.access, topic=e.topic, pattern=True) for e in device_acl_patterns()
         ]
@@ -60,7 +63,7 @@ class MosquittoFileAuth(BrokerAuth):
         try:
             write_password_file(self.password_file, users)
             write_acl_file(
-                self.acl_file, patterns=patterns, users={self.coordinator_username: mine}
+                self.acl_file, patterns=patterns, users=dict.fromkeys(self.coordinators, mine)
             )
         except OSError as exc:
             raise BrokerError(f"cannot write broker auth files: {exc}") from None

@@ -48,6 +48,11 @@ class BrokerConfig(SettingsModel):
     acl_file: SettingPath | None = None
     # Mosquitto's pid file: SIGHUP to it makes the broker re-read passwords and ACLs.
     pid_file: SettingPath | None = None
+    # Several coordinator instances on a managed Mosquitto: Mosquitto ties a client id to its
+    # username, so each instance logs in as a user of its own (``username``); every instance
+    # lists all of them here (same ``password``) so that each keeps the others' accounts when
+    # it rewrites the files.
+    coordinator_accounts: SettingList = ()
     # More MQTT listeners of the same cluster ("host:port" each, after ``url``): the
     # coordinator and the devices move to the next one when theirs is lost.
     nodes: SettingList = ()

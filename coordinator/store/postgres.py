@@ -1,9 +1,10 @@
 """The PostgreSQL implementation of the coordinator store (psycopg 3, pooled connections).
 
-This increment is synchronous: each call borrows a pooled connection and blocks its thread
-until PostgreSQL answers, as SqliteStore does. Async, non-blocking store calls (so that a
-slow database never stalls the event loop) come next, as issue 17 requires. Model artifacts
-stay on each instance's disk (``BlobStore``) for now; only the rows live in PostgreSQL.
+Calls are synchronous and thread-safe: each borrows a pooled connection (one per outermost
+transaction, per thread); the coordinator makes them from its state thread
+(``coordinator.state_thread``), so a slow database never stalls its network loop. Model
+artifacts are rows too (``store.artifacts``), and the leases through which several instances
+share the work (``store.leases``).
 
 The SQL statements are SqliteStore's (both stores share one portable subset of SQL and the
 same column order); this class supplies the connections, the transactions, the schema
