@@ -429,10 +429,11 @@ class FederatedDriver(RoundDriver):
 
     def _owns(self, task: TaskRecord, now: float) -> bool:
         """Whether this instance runs ``task``; a running task it just took is adopted."""
-        if self.owner is None or self.owner.holds(task.task_id):
+        if self.owner is None:
             return True
         if not self._may_run(task.task_id, now):
             return False
+        # Also a task this instance held while it was not running (its devices were paced).
         if task.status is TaskStatus.RUNNING and task.task_id not in self.runs:
             self._adopt(task, now)
         return True

@@ -198,3 +198,21 @@ def test_an_owner_that_lost_its_lease_commits_nothing(tmp_path: Path, postgres_u
         RoundStatus.COMMITTED,
         RoundStatus.COMMITTED,
     ]
+
+
+def test_a_task_paused_and_resumed_through_another_instance_goes_on(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    fleet = Instances(3)
+    a = fleet.start("a", tmp_path / "data", postgres_url)
+    fleet.create_task(max_rounds=3)
+    b = fleet.start("b", tmp_path / "b", postgres_url)
+    fleet.run_until(_committed(fleet, 1))
+    # The operator's calls reach b, which does not run the task: a follows at its next sync.
+    b.service.tasks.act(TASK, "pause", actor="test")
+    fleet.run_until(lambda: TASK not in a.driver.runs)
+    b.service.tasks.act(TASK, "resume", actor="test")
+    fleet.run_until(fleet.done)
+    assert TASK in a.driver.idle or not a.driver.runs  # a ran it to the end
+    assert b.sent == 0
+    assert len(fleet.committed()) >= 2
