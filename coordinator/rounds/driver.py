@@ -29,9 +29,10 @@ from collections.abc import Mapping
 import numpy as np
 
 from fedrt.coordinator.driver.base import DriverContext, RoundDriver
-from fedrt.coordinator.errors import CoordinatorError, LeaseLost
+from fedrt.coordinator.errors import LeaseLost
 from fedrt.coordinator.privacy.accounting import PrivacyBudgetExceeded
 from fedrt.coordinator.records import RoundStatus, TaskRecord, TaskStatus
+from fedrt.coordinator.rounds.adoption import TaskAdoption
 from fedrt.coordinator.rounds.commands import (
     AbandonRound,
     Announce,
@@ -55,7 +56,6 @@ from fedrt.coordinator.rounds.journal import (
     end_detail,
     record_completion,
     record_end,
-    record_lost,
     record_stage,
     record_start,
     summary,
@@ -63,7 +63,6 @@ from fedrt.coordinator.rounds.journal import (
 from fedrt.coordinator.rounds.machine import RoundMachine
 from fedrt.coordinator.rounds.plan import round_config, round_kind, with_pool
 from fedrt.coordinator.rounds.runs import (
-    RESTART_ID_GAP,
     Run,
     learn_key,
     new_run,
@@ -93,7 +92,7 @@ log = logging.getLogger(__name__)
 DEFAULT_RETRY_DELAY_S = 2.0
 
 
-class FederatedDriver(RoundDriver):
+class FederatedDriver(TaskAdoption, RoundDriver):
     """Drives rounds for every running task of one coordinator."""
 
     def __init__(
@@ -414,75 +413,6 @@ class FederatedDriver(RoundDriver):
     # ------------------------------------------------------------------ state
     def _new_run(self, task: TaskRecord) -> Run:
         return new_run(self.ctx.store, task, self.pace_config)
-
-    def _recover(self, now: float) -> None:
-        """Adopt the running tasks this instance can own (all, when it is the only one)."""
-        for task in self.ctx.store.list_tasks():
-            if task.status is TaskStatus.RUNNING and self.owner is None:
-                self._adopt(task, now)
-            elif task.status is TaskStatus.RUNNING:
-                self._owns(task, now)
-
-    def _may_run(self, task_id: str, now: float) -> bool:
-        """Whether this instance holds (or can now claim) the task's lease."""
-        return self.owner is None or self.owner.holds(task_id) or self.owner.claim(task_id, now)
-
-    def _owns(self, task: TaskRecord, now: float) -> bool:
-        """Whether this instance runs ``task``; a running task it just took is adopted."""
-        if self.owner is None:
-            return True
-        if not self._may_run(task.task_id, now):
-            return False
-        # Also a task this instance held while it was not running (its devices were paced).
-        if task.status is TaskStatus.RUNNING and task.task_id not in self.runs:
-            self._adopt(task, now)
-        return True
-
-    def _adopt(self, task: TaskRecord, now: float) -> None:
-        """Run a task whose rounds were someone else's (a previous process, a dead instance):
-        a round left open is abandoned, and the task waits for a check-in (module docstring)."""
-        lost = []
-        for rnd in self.ctx.store.list_rounds(task.task_id):
-            if rnd.status is RoundStatus.RUNNING:
-                lost.append(rnd.round_no)
-                with self.ctx.store.transaction():
-                    self._fence(task.task_id, now)
-                    record_lost(self.ctx.store, rnd, now)
-        try:
-            run = self._new_run(task)
-        except CoordinatorError as exc:
-            log.error("task %s cannot run: %s", task.task_id, exc)
-            return
-        run.next_msg_id += RESTART_ID_GAP
-        if lost:
-            # Its devices come back within seconds; the retained announcement may still
-            # be the lost round's "check-ins closed".
-            run.waiting, run.announce, run.lost_rounds = True, True, frozenset(lost)
-        self.idle.pop(task.task_id, None)
-        self.runs[task.task_id] = run
-
-    def _sync(self, now: float) -> None:
-        """Renew our leases, drop the tasks lost, follow task changes made through other
-        instances' APIs, and take over the running tasks whose owner is gone."""
-        assert self.owner is not None
-        for task_id in self.owner.renew(now):
-            self._forget(task_id)
-        for task in self.ctx.store.list_tasks():
-            running = task.status is TaskStatus.RUNNING
-            if task.task_id in self.runs and not running:
-                self.on_task_change(task)
-            elif running and task.task_id not in self.runs:
-                self._owns(task, now)
-
-    def _fence(self, task_id: str, now: float) -> None:
-        if self.owner is not None:
-            self.owner.fence(task_id, now)
-
-    def _forget(self, task_id: str) -> None:
-        """Another instance owns the task now: drop what we had of it, unsaved."""
-        dropped = [self.runs.pop(task_id, None), self.idle.pop(task_id, None)]
-        if any(run is not None for run in dropped):
-            log.warning("task %s: now run by another coordinator instance", task_id)
 
 
 __all__ = ["DEFAULT_RETRY_DELAY_S", "FederatedDriver"]
