@@ -122,6 +122,7 @@ class CoordinatorService:
         # Store work runs on the state thread, network I/O on the loop ``start`` runs in.
         self.state = StateThread()
         self._net_loop: asyncio.AbstractEventLoop | None = None
+        self._next_refresh = 0.0
 
     # ---------------------------------------------------------------- wiring
     def _broker_auth(self) -> BrokerAuth:
@@ -373,6 +374,13 @@ class CoordinatorService:
             except FedrtError as exc:
                 log.error("round driver tick failed: %r", exc)
         self._flush_seen()
+        # On a shared store other instances enroll and revoke devices too.
+        if self.config.store.url is not None and time.monotonic() >= self._next_refresh:
+            self._next_refresh = time.monotonic() + self.config.cluster.lease_s / 3
+            try:
+                self.enrollment.refresh()
+            except FedrtError as exc:
+                log.error("cannot refresh the broker's device accounts: %r", exc)
 
     async def _tick_loop(self) -> None:
         while True:

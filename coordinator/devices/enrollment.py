@@ -102,6 +102,8 @@ class Enrollment:
         # Devices seen active: every device message asks, and a store lookup per message is
         # a measurable part of ingesting one. Only revocation makes one inactive again.
         self._active: set[str] = set()
+        # (device, revoked) of the devices the broker's files were last written from.
+        self._written: frozenset[tuple[str, bool]] | None = None
         # Set by the service once its HTTP server is bound (the port may be chosen then).
         self.endpoint: CoordinatorEndpoint | None = None
 
@@ -180,7 +182,23 @@ class Enrollment:
 
     def sync_broker(self) -> None:
         """Rewrite the broker's files from the store (at start, after a crash)."""
-        self.broker_auth.sync(self.store.list_devices())
+        devices = self.store.list_devices()
+        self.broker_auth.sync(devices)
+        self._written = frozenset((d.device_id, d.revoked) for d in devices)
+
+    def refresh(self) -> bool:
+        """Follow enrollments and revocations made through other coordinator instances (on
+        one store): rewrite the broker's files if the store's devices changed since this
+        instance last wrote them (files written by several instances converge on the store),
+        and forget cached verdicts of devices revoked meanwhile. Whether it rewrote."""
+        devices = self.store.list_devices()
+        self._active &= {d.device_id for d in devices if not d.revoked}
+        state = frozenset((d.device_id, d.revoked) for d in devices)
+        if state == self._written:
+            return False
+        self.broker_auth.sync(devices)
+        self._written = state
+        return True
 
     def is_active(self, device_id: str) -> bool:
         """Enrolled and not revoked: the only devices whose messages reach the round."""
