@@ -8,6 +8,10 @@ training. Events:
   first is the one the coordinator and every device connect to first); it stays down.
   Clients must move to another node, where JetStream holds their sessions. A second kill
   in a 3-node cluster leaves no Raft majority: rounds then stop, as they would in production.
+- ``kill-coordinator`` (``--coordinators`` > 1): SIGKILL the instance that owns the running
+  round (its ``instance`` in the store); it stays down. Another instance takes the task over
+  once the dead one's lease expires; ``failover_s`` is the time from the kill to the next
+  committed round.
 - ``restart-broker``: the broker goes down and comes back on the same ports and store:
   Mosquitto stops and starts again; a NATS cluster restarts its nodes one after another,
   each back and healthy before the next goes (a rolling restart).
@@ -29,7 +33,7 @@ __all__ = ["EVENTS", "ChaosEvent", "ChaosRunner", "parse_chaos"]
 
 log = logging.getLogger(__name__)
 
-EVENTS = ("kill-broker-node", "restart-broker")
+EVENTS = ("kill-coordinator", "kill-broker-node", "restart-broker")
 # Seconds after the round's start: inside its check-in or training on a local fleet.
 _DELAY_S = 1.0
 # How long an event's aftermath is watched: the coordinator's link and every device back.
@@ -66,6 +70,8 @@ class ChaosRunner:
     rounds_ended: Callable[[], int]
     # (devices connected, devices) now; None before the fleet exists.
     devices_connected: Callable[[], tuple[int, int] | None] = lambda: None
+    # Rounds committed so far (kill-coordinator: the failover ends with the next one).
+    rounds_committed: Callable[[], int] = lambda: 0
     results: list[dict[str, Any]] = field(default_factory=list)
     # No more events (the run is ending); then stop watching aftermaths too.
     _ending: threading.Event = field(default_factory=threading.Event)
@@ -75,6 +81,8 @@ class ChaosRunner:
 
     def check(self, broker_kind: str) -> None:
         for e in self.events:
+            if e.event == "kill-coordinator" and self.stack.coordinators < 2:
+                raise UsageError(f"--chaos {e}: needs --coordinators 2 or more")
             if e.event == "kill-broker-node" and broker_kind != NATS_CLUSTER:
                 raise UsageError(f"--chaos {e}: needs --broker {NATS_CLUSTER}")
             if e.event == "restart-broker" and broker_kind not in ("mosquitto", NATS_CLUSTER):
@@ -115,6 +123,7 @@ class ChaosRunner:
                 "at_s": round(time.monotonic() - t0, 2),
             }
             started = time.monotonic()
+            committed = self.rounds_committed()
             try:
                 result.update(ok=True, what=self._fire(event))
             except Exception as exc:  # reported, not raised: the run goes on and says so
@@ -124,15 +133,26 @@ class ChaosRunner:
             log.warning("chaos %s: %s", event, result["what"])
             watch = threading.Thread(
                 target=self._watch,
-                args=(result, started, connects),
+                args=(result, started, connects, committed),
                 name="fedrt-chaos-watch",
                 daemon=True,
             )
             watch.start()
             self._watchers.append(watch)
 
-    def _watch(self, result: dict[str, Any], since: float, connects: int) -> None:
-        result.update(self._recovery(since, connects))
+    def _watch(self, result: dict[str, Any], since: float, connects: int, committed: int) -> None:
+        if result["event"] == "kill-coordinator":
+            result.update(self._failover(since, committed))
+        else:
+            result.update(self._recovery(since, connects))
+
+    def _failover(self, since: float, committed: int) -> dict[str, Any]:
+        """Seconds from the kill until a round committed (None: not within _RECOVERY_S)."""
+        while time.monotonic() - since < _RECOVERY_S and not self._stop.is_set():
+            if self.rounds_committed() > committed:
+                return {"failover_s": round(time.monotonic() - since, 2)}
+            self._stop.wait(0.2)
+        return {"failover_s": None}
 
     def _recovery(self, since: float, connects: int) -> dict[str, Any]:
         """Seconds from the fault until the coordinator's link connected again, and until
@@ -157,6 +177,8 @@ class ChaosRunner:
         }
 
     def _fire(self, event: ChaosEvent) -> str:
+        if event.event == "kill-coordinator":
+            return self._kill_owner()
         nats, mosquitto = self.stack.nats, self.stack.mosquitto
         if event.event == "kill-broker-node":
             assert nats is not None
@@ -174,3 +196,31 @@ class ChaosRunner:
         mosquitto.stop()
         mosquitto.start()
         return f"restarted Mosquitto on port {mosquitto.port}"
+
+    def _kill_owner(self) -> str:
+        instances = self.stack.instances
+        if instances is None:
+            raise RuntimeError("no coordinator instances of their own")
+        found = None
+        for _ in range(600):  # the round's row appears once its owner opened it (bounded)
+            found = _running_round_owner(self.stack)
+            if found is not None or self._ending.wait(0.1):
+                break
+        if found is None:
+            raise RuntimeError("no running round to take from its coordinator")
+        round_no, owner = found
+        instances.kill(owner)
+        return f"killed coordinator instance {owner} (SIGKILL), the owner of round {round_no}"
+
+
+def _running_round_owner(stack: LocalStack) -> tuple[int, str] | None:
+    """(round, instance) of the task's running round, if one runs."""
+    svc = stack.service
+    if svc is None:
+        return None
+    for task in svc.store.list_tasks():
+        for rnd in reversed(svc.store.list_rounds(task.task_id)):
+            owner = rnd.detail.get("instance")
+            if rnd.status.value == "running" and isinstance(owner, str):
+                return rnd.round_no, owner
+    return None

@@ -68,11 +68,25 @@ def _add_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> N
         help="auto (Mosquitto if installed), embedded, nats-cluster (3 NATS nodes) or mqtt://…",
     )
     parser.add_argument(
+        "--coordinators",
+        type=int,
+        default=d["coordinators"],
+        metavar="N",
+        help="coordinator instances, as processes of their own when N > 1 (needs --store)",
+    )
+    parser.add_argument(
+        "--store",
+        default=d["store"],
+        metavar="URL",
+        help="postgresql://... for the coordinators' state (default: SQLite in the run dir)",
+    )
+    parser.add_argument(
         "--chaos",
         action="append",
         default=[],
         metavar="EVENT@ROUND",
-        help="inject a fault during ROUND: kill-broker-node (nats-cluster) or restart-broker",
+        help="inject a fault during ROUND: kill-coordinator (the round's owner; --coordinators"
+        " > 1), kill-broker-node (nats-cluster) or restart-broker",
     )
     parser.add_argument(
         "--baseline",
@@ -145,24 +159,26 @@ def _config(args: argparse.Namespace) -> Any:
         strategy=args.strategy,
         server_lr=args.server_lr,
         bits=args.bits,
+        download_bits=args.download_bits,
         secagg=args.secagg,
         dropout=args.dropout,
         availability=args.availability,
         speed=args.speed,
         seed=args.seed,
         local_epochs=args.local_epochs,
-        download_bits=args.download_bits,
         learning_rate=args.lr,
         batch_size=args.batch,
         clip_norm=args.clip,
         broker=args.broker,
+        chaos=tuple(args.chaos),
+        coordinators=args.coordinators,
+        store=args.store,
         baseline=args.baseline,
         data_dir=args.data_dir,
         http_host=host,
         http_port=int(port),
         time_limit_s=args.time_limit,
         dp=args.dp,
-        chaos=tuple(args.chaos),
         noise_multiplier=args.noise_multiplier,
         target_epsilon=args.target_epsilon,
         delta=args.delta,

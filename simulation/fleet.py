@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 # How often the fleet looks at its devices' traces for connectivity (real seconds).
 _CONNECTIVITY_STEP_S = 0.2
+# Devices stopped at once when a run ends (each waits on its own threads and sockets).
+_STOPPERS = 32
 
 
 class TracedState(DeviceState):
@@ -199,11 +201,16 @@ class Fleet:
             timers, self._timers = self._timers, []
         for timer in timers:
             timer.cancel()
-        for sim in self.devices:
+
+        def stop(sim: SimDevice) -> None:
             if sim.device is not None:
                 sim.device.stop(timeout=5.0)
                 sim.device.store.close()
                 sim.device = None
+
+        # Side by side: one after another, 1,300 devices took ten minutes to stop.
+        with ThreadPoolExecutor(max_workers=_STOPPERS, thread_name_prefix="fedrt-stop") as pool:
+            list(pool.map(stop, self.devices))
         for hub in self._hubs:
             hub.stop()
         for loop in self._loops:

@@ -35,6 +35,8 @@ class RoundRow:
     # The coordinator's count of the round's bytes by direction and kind, in total and per
     # device (rounds.versions.round_traffic; downlink-traffic).
     traffic: dict[str, Any] | None = None
+    # The coordinator instance that ran the round (``--coordinators``: sim-1, sim-2, ...).
+    instance: str | None = None
 
 
 @dataclass(slots=True)

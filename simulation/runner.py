@@ -15,8 +15,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import asdict
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -24,8 +24,9 @@ import numpy as np
 
 from fedrt.coordinator.driver import DriverContext, RoundDriver
 from fedrt.coordinator.privacy.accounting import ACCOUNTING_ASSUMPTION
+from fedrt.coordinator.records import RoundStatus
 from fedrt.coordinator.rounds.driver import FederatedDriver
-from fedrt.coordinator.rounds.journal import RoundSummary
+from fedrt.coordinator.rounds.journal import RoundSummary, summary_of
 from fedrt.coordinator.selection.pace import PaceConfig
 from fedrt.coordinator.store import Store
 from fedrt.errors import UsageError
@@ -110,6 +111,8 @@ class Simulation:
         self.fleet: Fleet | None = None
         self.stack: LocalStack | None = None
         self.task_id = ""
+        self._reported: set[int] = set()
+        self._evaluator: Callable[[bytes, Manifest], Mapping[str, float]] = lambda m, f: {}
 
     # ------------------------------------------------------------------ progress
     def _line(self, text: str) -> None:
@@ -120,6 +123,27 @@ class Simulation:
         svc = self.stack.service if self.stack is not None else None
         traffic = svc.store.get_round(s.task_id, s.round_no).detail.get("traffic") if svc else None
         return traffic if isinstance(traffic, dict) else None
+
+    def _instance(self, s: RoundSummary) -> str | None:
+        svc = self.stack.service if self.stack is not None else None
+        owner = svc.store.get_round(s.task_id, s.round_no).detail.get("instance") if svc else None
+        return owner if isinstance(owner, str) else None
+
+    def _poll_rounds(self, stack: LocalStack) -> None:
+        """Instances of their own (``--coordinators``) tell this process nothing: report the
+        rounds they ended from the store, each committed version evaluated here."""
+        svc = stack.service
+        assert svc is not None
+        for record in svc.store.list_rounds(self.task_id):
+            if record.status is RoundStatus.RUNNING or record.round_no in self._reported:
+                continue
+            self._reported.add(record.round_no)
+            summary = summary_of(record)
+            if record.result_sha256 is not None:
+                manifest = Manifest.from_dict(svc.store.get_model(record.result_sha256).manifest)
+                model = svc.blobs.read(record.result_sha256)  # from the store, cached here
+                summary = replace(summary, evaluation=self._evaluator(model, manifest))
+            self._on_round(summary)
 
     def _on_round(self, s: RoundSummary) -> None:
         now = time.time()
@@ -143,6 +167,7 @@ class Simulation:
             noise_stddev=s.noise_stddev,
             cohorts=s.metrics.cohorts,
             cohorts_committed=s.metrics.cohorts_committed,
+            instance=self._instance(s),
             traffic=self._traffic(s),  # downlink-traffic
         )
         self._last_end = now
@@ -220,7 +245,11 @@ class Simulation:
             driver_factory=make_driver,
             http_host=cfg.http_host,
             http_port=cfg.http_port,
+            coordinators=cfg.coordinators,
+            store_url=cfg.store,
+            pace=pace,
         )
+        self._evaluator = evaluator
         chaos: ChaosRunner | None = None
         try:
             stack.start()
@@ -230,6 +259,7 @@ class Simulation:
                 [parse_chaos(c) for c in cfg.chaos],
                 lambda: len(self.report.rounds),
                 self._devices_connected,
+                rounds_committed=lambda: sum(r.status == "committed" for r in self.report.rounds),
             )
             chaos.check(stack.broker_kind)
             self._line(f"broker: {stack.broker_kind}; coordinator: {stack.http_url}/")
@@ -284,6 +314,8 @@ class Simulation:
         svc = stack.service
         assert svc is not None
         while not self._finished.wait(min(1.0, max(0.0, until - time.time()))):
+            if stack.instances is not None:
+                self._poll_rounds(stack)
             if time.time() >= until:
                 return False
             if stack.call(lambda: svc.store.get_task(self.task_id).status.value) == "completed":

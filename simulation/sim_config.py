@@ -94,6 +94,10 @@ class SimConfig:
     chaos: tuple[str, ...] = ()
     # Most devices in one SecAgg+ instance (the task's cohort_size); None: the task default.
     cohort_size: int | None = None
+    # Coordinator instances running the rounds (simulation/instances.py): 1 runs in this
+    # process; N > 1 are processes of their own on the PostgreSQL store at ``store``.
+    coordinators: int = 1
+    store: str | None = None
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -118,6 +122,19 @@ class SimConfig:
         need(
             self.cohort_size is None or self.cohort_size >= MIN_COHORT_SIZE,
             f"--cohort-size must be >= {MIN_COHORT_SIZE}",
+        )
+        need(1 <= self.coordinators <= 16, "--coordinators must be in 1..16")
+        need(
+            self.store is None or self.store.startswith(("postgresql://", "postgres://")),
+            "--store must be a postgresql:// URL",
+        )
+        need(
+            self.coordinators == 1 or self.store is not None,
+            "--coordinators > 1 needs --store postgresql://... (the instances share it)",
+        )
+        need(
+            self.coordinators == 1 or self.broker != "embedded",
+            "--coordinators > 1 needs a broker of its own (mosquitto, nats-cluster or a URL)",
         )
         datasets.Partition.parse(self.partition)
         for spec in self.chaos:

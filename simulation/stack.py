@@ -26,16 +26,21 @@ from fedrt.coordinator.broker.nats import NatsCluster
 from fedrt.coordinator.broker.nats_auth import NatsAuth
 from fedrt.coordinator.config import (
     BrokerConfig,
+    ClusterConfig,
     CoordinatorConfig,
     HttpConfig,
     LimitsConfig,
     Secret,
+    StoreConfig,
 )
 from fedrt.coordinator.driver import DriverFactory
 from fedrt.coordinator.driver_registry import default_driver_factory
 from fedrt.coordinator.security.credentials import bcrypt_hash, hash_password
-from fedrt.coordinator.service import COORDINATOR_USERNAME, CoordinatorService
+from fedrt.coordinator.security.signing import KEY_FILE
+from fedrt.coordinator.selection.pace import PaceConfig
+from fedrt.coordinator.service import ADMIN_TOKEN_FILE, COORDINATOR_USERNAME, CoordinatorService
 from fedrt.errors import UsageError
+from fedrt.simulation.instances import Instances, instance_id, mosquitto_accounts
 
 T = TypeVar("T")
 NATS_CLUSTER = "nats-cluster"
@@ -58,8 +63,17 @@ class LocalStack:
         http_host: str = "127.0.0.1",
         http_port: int = 0,
         tick_interval_s: float = 0.1,
+        coordinators: int = 1,
+        store_url: str | None = None,
+        pace: PaceConfig | None = None,
     ) -> None:
         self.directory = directory
+        self.coordinators = coordinators
+        self.store_url = store_url
+        # Pace steering of instances of their own (the in-process driver gets its own).
+        self.pace = pace
+        # coordinators > 1: the instances running rounds, processes of their own.
+        self.instances: Instances | None = None
         self.broker_choice = broker
         self.driver_factory = driver_factory
         self.http_host, self.http_port = http_host, http_port
@@ -79,7 +93,10 @@ class LocalStack:
         choice = self.broker_choice
         if choice == "auto":
             choice = "mosquitto" if mosquitto_available() else "embedded"
+        many = self.coordinators > 1
         broker = self._broker_config(choice)
+        if many:
+            broker = mosquitto_accounts(broker, self.coordinators)
         config = CoordinatorConfig(
             data_dir=self.directory / "coordinator",
             tick_interval_s=self.tick_interval_s,
@@ -87,14 +104,31 @@ class LocalStack:
             broker=broker,
             # Every simulated device enrolls and talks from 127.0.0.1.
             limits=LimitsConfig(enroll_rate_per_s=10_000.0, enroll_burst=10_000),
+            store=StoreConfig(url=Secret(self.store_url) if self.store_url else None),
+            cluster=ClusterConfig(instance_id="sim-api" if many else instance_id(0)),
         )
-        factory = self.driver_factory or default_driver_factory()
+        # With several instances this one serves the API only; they run the rounds.
+        factory = None if many else self.driver_factory or default_driver_factory()
         self.service = CoordinatorService(config, driver_factory=factory)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="fedrt-coordinator")
         self._thread.daemon = True
         self._thread.start()
         self._await(self.service.start(), _START_TIMEOUT_S)
+        if many:
+            assert self.store_url is not None
+            data = config.data_dir
+            self.instances = Instances(
+                self.directory / "instances",
+                self.coordinators,
+                store_url=self.store_url,
+                broker=broker,
+                admin_token=(data / ADMIN_TOKEN_FILE).read_text().strip(),
+                key_from=data / KEY_FILE,
+                tick_interval_s=self.tick_interval_s,
+                pace=self.pace,
+            )
+            self.instances.start()
 
     def _broker_config(self, choice: str) -> BrokerConfig:
         if choice == "embedded":
@@ -166,6 +200,9 @@ class LocalStack:
         )
 
     def stop(self) -> None:
+        if self.instances is not None:
+            self.instances.stop()
+            self.instances = None
         if self.service is not None and self._loop is not None and self._loop.is_running():
             try:
                 self._await(self.service.stop(), 20.0)

@@ -7,6 +7,7 @@ here opens one.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -204,6 +205,36 @@ def summary(store: Store, run: Run, end: RoundEnd) -> RoundSummary:
         bytes_out=end.bytes_out,
         epsilon=end.epsilon,
         noise_stddev=end.noise_stddev,
+    )
+
+
+def metrics_of(data: Mapping[str, Any]) -> RoundMetrics:
+    """``metrics_json``'s inverse (keys it does not know are left out)."""
+    known = {f.name for f in dataclasses.fields(RoundMetrics)}
+    values = {k: v for k, v in data.items() if k in known}
+    dropped = dict(values.get("dropped", {}))
+    values["dropped"] = tuple(sorted((str(k), int(n)) for k, n in dropped.items()))
+    values["bad_holders"] = tuple(values.get("bad_holders", ()))
+    return RoundMetrics(**values)
+
+
+def summary_of(record: RoundRecord) -> RoundSummary:
+    """The summary of an ended round as stored (one run by another instance, too)."""
+    detail = record.detail
+    return RoundSummary(
+        task_id=record.task_id,
+        round_no=record.round_no,
+        kind=str(detail.get("kind")),
+        status=record.status.value,
+        metrics=metrics_of(detail.get("metrics", {})),
+        model_sha256=record.model_sha256,
+        result_sha256=record.result_sha256,
+        evaluation=dict(detail.get("evaluation", {})),
+        promoted=bool(detail.get("promoted", False)),
+        reason=str(detail.get("reason", "")),
+        bytes_out=int(detail.get("bytes_out", 0)),
+        epsilon=record.epsilon,
+        noise_stddev=record.noise_stddev,
     )
 
 
