@@ -9,6 +9,7 @@ pair and direction), which is why the nonce may be fixed; callers never reuse a 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable
 
@@ -152,6 +153,7 @@ def verify_digest(public: Ed25519PublicKey, signature: bytes, digest: bytes) -> 
         raise BadSignature("signature does not verify under the sender's key") from exc
 
 
+@functools.cache  # imported on first use: a device never loads it
 def _load_sodium() -> tuple[Callable[[bytes, bytes], bytes], type[Exception]] | None:
     """libsodium's Ed25519 check and its failure, when PyNaCl (coordinator extra) is here."""
     try:
@@ -160,9 +162,6 @@ def _load_sodium() -> tuple[Callable[[bytes, bytes], bytes], type[Exception]] | 
     except ImportError:  # devices and installs without the coordinator extra
         return None
     return crypto_sign_open, CryptoError
-
-
-_SODIUM = _load_sodium()
 
 
 class IdentityVerifier:
@@ -175,11 +174,12 @@ class IdentityVerifier:
     never fails for being checked on the fast path. Devices keep plain ``verify_digest``.
     """
 
-    __slots__ = ("_key", "_raw")
+    __slots__ = ("_key", "_raw", "_sodium")
 
     def __init__(self, public: bytes, *, fast: bool = True) -> None:
         self._key = load_identity_key(public)
-        self._raw = public if fast and _SODIUM is not None else None
+        self._sodium = _load_sodium() if fast else None
+        self._raw = public if self._sodium is not None else None
 
     @property
     def accelerated(self) -> bool:
@@ -188,8 +188,8 @@ class IdentityVerifier:
 
     def verify(self, signature: bytes, digest: bytes) -> None:
         """Like ``verify_digest``: raise ``BadSignature`` unless the signature verifies."""
-        if self._raw is not None and _SODIUM is not None and len(signature) == SIGNATURE_BYTES:
-            sodium_open, rejected = _SODIUM
+        if self._sodium is not None and self._raw is not None and len(signature) == SIGNATURE_BYTES:
+            sodium_open, rejected = self._sodium
             try:
                 sodium_open(signature + SIGNATURE_CONTEXT + digest, self._raw)
                 return
