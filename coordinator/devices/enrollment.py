@@ -222,9 +222,24 @@ def _public_key(raw: bytes) -> Ed25519PublicKey:
     if not isinstance(raw, bytes) or len(raw) != 32:
         raise BadRequestError("public_key must be 32 bytes (raw Ed25519)")
     try:
-        return Ed25519PublicKey.from_public_bytes(raw)
+        key = Ed25519PublicKey.from_public_bytes(raw)
     except ValueError:
         raise BadRequestError("public_key is not a valid Ed25519 key") from None
+    if _small_order(raw):
+        # Under such a key OpenSSL accepts a trivial signature on any message: anyone could
+        # sign as this device (its enrollment proof included).
+        raise BadRequestError("public_key is a small-order point, not an identity key")
+    return key
+
+
+def _small_order(raw: bytes) -> bool:
+    """Whether ``raw`` is not a point of the prime-order group libsodium accepts (the
+    coordinator extra installs PyNaCl; without it, no check)."""
+    try:
+        from nacl.bindings import crypto_core_ed25519_is_valid_point
+    except ImportError:  # pragma: no cover - the coordinator extra has it
+        return False
+    return not crypto_core_ed25519_is_valid_point(raw)
 
 
 def _labels(labels: Mapping[str, Any]) -> dict[str, str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pytest
+
 from fedrt.coordinator.devices.enrollment import BrokerAuth, Enrollment
 from fedrt.coordinator.records import DeviceRecord
 from fedrt.coordinator.store import MemoryStore
@@ -36,3 +38,18 @@ def test_an_instance_follows_enrollments_and_revocations_made_elsewhere() -> Non
     assert not here.is_active("dev-1")  # ... until the refresh
     assert auth.written[-1] == ["dev-2"]
     assert here.refresh() is False
+
+
+def test_a_small_order_identity_key_is_refused() -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from fedrt.coordinator.devices.enrollment import _public_key
+    from fedrt.coordinator.errors import BadRequestError
+
+    identity_point = bytes([1]) + bytes(31)  # order 1: any signature of the form (R=1, s=0)
+    for raw in (identity_point, bytes(32)):
+        with pytest.raises(BadRequestError, match="small-order"):
+            _public_key(raw)
+    honest = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    assert _public_key(honest) is not None
