@@ -6,12 +6,10 @@ import asyncio
 import contextlib
 import hmac
 import logging
-import os
 import secrets
 import ssl
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from fedrt.coordinator.api.context import ApiContext
 from fedrt.coordinator.api.ratelimit import RateLimiter
@@ -20,7 +18,7 @@ from fedrt.coordinator.broker.embedded import EmbeddedAuth, EmbeddedBroker
 from fedrt.coordinator.broker.link import LinkSettings, MqttLink
 from fedrt.coordinator.broker.mosquitto_auth import MosquittoFileAuth
 from fedrt.coordinator.broker.nats_auth import nats_broker_auth
-from fedrt.coordinator.config import CoordinatorConfig, Secret, describe
+from fedrt.coordinator.config import CoordinatorConfig, describe
 from fedrt.coordinator.devices.enrollment import (
     BrokerAuth,
     CoordinatorEndpoint,
@@ -35,9 +33,13 @@ from fedrt.coordinator.records import TaskRecord
 from fedrt.coordinator.security.admin_token import AdminToken
 from fedrt.coordinator.security.credentials import hash_password, verify_password
 from fedrt.coordinator.security.signing import ModelSigner
+from fedrt.coordinator.startup import (
+    ADMIN_TOKEN_FILE,
+    load_admin_token,
+    open_store,
+    running_loop,
+)
 from fedrt.coordinator.state_thread import StateThread
-from fedrt.coordinator.store.base import Store
-from fedrt.coordinator.store.sqlite import SqliteStore
 from fedrt.coordinator.tasks.manager import TaskManager
 from fedrt.coordinator.tasks.ownership import TaskOwnership, instance_id
 from fedrt.coordinator.telemetry.registry import Telemetry
@@ -47,7 +49,6 @@ from fedrt.protocol.topics import coordinator_status, device_up_filter, parse_de
 
 log = logging.getLogger(__name__)
 
-ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 - a file name, not a secret
 COORDINATOR_USERNAME = "fedrt-coordinator"
 # last_seen is for dashboards: writing it once per 10 s per device spares the disk.
 _SEEN_FLUSH_S = 10.0
@@ -313,7 +314,7 @@ class CoordinatorService:
         if self.link is None:
             raise ConfigError("the MQTT link is not started")
         loop = self._net_loop
-        if loop is None or _running_loop() is loop:
+        if loop is None or running_loop() is loop:
             self.link.enqueue(topic, payload, qos, retain)
         else:  # from the state thread: the link belongs to the network loop (in order)
             loop.call_soon_threadsafe(self._enqueue, topic, payload, qos, retain)
@@ -402,44 +403,6 @@ class CoordinatorService:
     def _task_changed(self, task: TaskRecord) -> None:
         if self.driver is not None:
             self.driver.on_task_change(task)
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
-def open_store(config: CoordinatorConfig) -> Store:
-    """The configured store: PostgreSQL when ``store.url`` is set, else the SQLite file."""
-    if config.store.url is None:
-        return SqliteStore(config.db_path)
-    # Imported here: psycopg is an optional extra that a SQLite coordinator never needs.
-    from fedrt.coordinator.store.postgres import PostgresStore
-
-    store = PostgresStore(config.store.url.reveal())
-    log.info("store: %s", store.where)  # the URL without user or password
-    return store
-
-
-def load_admin_token(config: CoordinatorConfig) -> Secret:
-    """The configured admin token, else the one in ``data_dir/admin-token`` (made once, 0600)."""
-    if config.admin_token is not None:
-        return config.admin_token
-    path = Path(config.data_dir) / ADMIN_TOKEN_FILE
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        token = path.read_text().strip()
-        if len(token) < 16:
-            raise ConfigError(f"{path} holds no usable admin token") from None
-        return Secret(token)
-    token = secrets.token_urlsafe(32)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(token + "\n")
-    log.info("generated an admin token in %s (readable by this user only)", path)
-    return Secret(token)
 
 
 __all__ = [

@@ -27,7 +27,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 )
 # The composition root: imports anything, imported by nothing below it ("__init__" is
 # coordinator/__init__.py).
-ROOF = ("__init__", "cli", "config", "driver_registry", "service")
+ROOF = ("__init__", "cli", "config", "driver_registry", "service", "startup")
 # The round state machine and its parts: sans I/O, so none of the persistence or driver side.
 SANS_IO = frozenset(
     f"{PREFIX}.rounds.{m}"
