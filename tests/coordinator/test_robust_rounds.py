@@ -19,7 +19,9 @@ from tests.coordinator.test_telemetry import samples, value
 HOSTILE = "dev-06"
 
 
-def one_hostile(device_id: str, round_id: int, w: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+def one_hostile(
+    device_id: str, round_id: int, w: npt.NDArray[np.float32]
+) -> npt.NDArray[np.float64]:
     honest = pull_to_targets(device_id, round_id, w)
     # Far larger than the others (the SDK clips it to clip_norm, still 10x theirs).
     return -1000.0 * honest if device_id == HOSTILE else 0.1 * honest
