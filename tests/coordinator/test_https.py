@@ -103,9 +103,9 @@ def test_plans_and_enrollment_carry_the_public_url(
         body = enroll_body(new_token(svc))
         grant = svc.request("POST", "/v1/enroll", token=None, body=body).json()
         assert grant["coordinator_url"] == "https://fl.example:8443/fedrt"
-        task_id = start_task(
-            svc, ["dev-public-url"], goal_count=1, min_reports=1, over_selection=1.0
-        )
+        # The device enrolled above never checks in: the pool closes at the deadline.
+        task_id = start_task(svc, ["dev-public-url"], goal_count=1, min_reports=1,
+                             over_selection=1.0, checkin_deadline_s=2.0)  # fmt: skip
         device = RawDevice(mosquitto.host, mosquitto.port, "dev-public-url", task_id).connect()
         try:
             device.check_in()
