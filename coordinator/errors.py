@@ -8,7 +8,8 @@
           ├── NotFoundError           a task, round, device or model that does not exist
           ├── ConflictError           a request that contradicts current state
           │    ├── IllegalTransition  a task/stage/model status move that is not allowed
-          │    └── LeaseLost          another instance took over this one's work
+          │    ├── LeaseLost          another instance took over this one's work
+          │    └── RaceLost           a transaction lost a serialization race (retry)
           ├── BadRequestError         malformed input on an endpoint or topic
           │    └── BadArtifactError   a model upload that is not a valid exported model
           ├── RateLimitedError        one device sent more than its allowance
@@ -24,7 +25,12 @@ choose codes themselves and a new subclass inherits its parent's mapping.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from fedrt.errors import FedrtError, UsageError
+
+T = TypeVar("T")
 
 
 class CoordinatorError(FedrtError):
@@ -58,6 +64,11 @@ class IllegalTransition(ConflictError):
 class LeaseLost(ConflictError):
     """This instance no longer owns the work it was doing (its lease expired and another
     instance took it over); whatever it was about to write was not written."""
+
+
+class RaceLost(ConflictError):
+    """A transaction lost a serialization race with another one (another instance, another
+    request): nothing was written, and running it again may succeed (``retry_races``)."""
 
 
 class BadRequestError(CoordinatorError):
@@ -113,6 +124,20 @@ HTTP_STATUS: dict[type[CoordinatorError], int] = {
 }
 
 
+RACE_ATTEMPTS = 5
+
+
+def retry_races(fn: Callable[[], T], attempts: int = RACE_ATTEMPTS) -> T:
+    """``fn()``, run again while its transaction loses a serialization race (``RaceLost``:
+    nothing of it was written), at most ``attempts`` times in all."""
+    for _ in range(attempts - 1):
+        try:
+            return fn()
+        except RaceLost:
+            continue
+    return fn()
+
+
 def status_for(exc: CoordinatorError) -> int:
     """The HTTP status code that reports ``exc``."""
     for cls in type(exc).__mro__:
@@ -136,8 +161,10 @@ __all__ = [
     "IllegalTransition",
     "LeaseLost",
     "NotFoundError",
+    "RaceLost",
     "RateLimitedError",
     "SigningKeyError",
     "StoreError",
+    "retry_races",
     "status_for",
 ]

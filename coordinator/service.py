@@ -26,7 +26,7 @@ from fedrt.coordinator.devices.enrollment import (
     OpenBrokerAuth,
 )
 from fedrt.coordinator.driver.base import DriverContext, DriverFactory, RoundDriver
-from fedrt.coordinator.errors import ConfigError, NotFoundError
+from fedrt.coordinator.errors import ConfigError, NotFoundError, retry_races
 from fedrt.coordinator.models.blobs import BlobStore
 from fedrt.coordinator.models.catalog import ModelCatalog
 from fedrt.coordinator.records import TaskRecord
@@ -386,7 +386,10 @@ class CoordinatorService:
     async def _tick_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.tick_interval_s)
-            await self.state.call(self.tick)
+            try:
+                await self.state.call(self.tick)
+            except Exception:  # the loop must outlive any one tick: rounds depend on it
+                log.exception("coordinator tick failed")
             if self.link is not None:
                 self.link.set_incarnation(self.ownership.incarnation)
 
@@ -395,10 +398,17 @@ class CoordinatorService:
         if not self._seen or (not force and now - self._seen_flushed < _SEEN_FLUSH_S):
             return
         seen, self._seen, self._seen_flushed = self._seen, {}, now
-        with self.store.transaction():
-            for device_id, at in seen.items():
-                with contextlib.suppress(FedrtError):
-                    self.store.touch_device(device_id, at=at)
+
+        def touch() -> None:
+            with self.store.transaction():
+                for device_id, at in seen.items():
+                    with contextlib.suppress(FedrtError):
+                        self.store.touch_device(device_id, at=at)
+
+        try:
+            retry_races(touch)
+        except FedrtError as exc:  # last-seen times are advisory: the next flush has them
+            log.warning("cannot record when devices were last seen: %r", exc)
 
     def _task_changed(self, task: TaskRecord) -> None:
         if self.driver is not None:

@@ -22,7 +22,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from fedrt.coordinator.errors import AuthError, BadRequestError, NotFoundError
+from fedrt.coordinator.errors import AuthError, BadRequestError, NotFoundError, retry_races
 from fedrt.coordinator.records import AuditEntry, DeviceRecord, EnrollmentTokenRecord
 from fedrt.coordinator.security.credentials import hash_password
 from fedrt.coordinator.store.base import Store
@@ -146,20 +146,27 @@ class Enrollment:
         device_id = "dev-" + secrets.token_hex(8)
         password = self._token(24)
         now = self._clock()
-        with self.store.transaction():
-            self.store.consume_enrollment_token(token_hash(token), device_id=device_id, at=now)
-            self.store.add_device(
-                DeviceRecord(
-                    device_id=device_id,
-                    credential_hash=self.broker_auth.hash_password(password),
-                    public_key=bytes(public_key),
-                    enrolled_at=now,
-                    labels=labels,
+        credential_hash = self.broker_auth.hash_password(password)
+
+        def record() -> None:
+            with self.store.transaction():
+                self.store.consume_enrollment_token(token_hash(token), device_id=device_id, at=now)
+                self.store.add_device(
+                    DeviceRecord(
+                        device_id=device_id,
+                        credential_hash=credential_hash,
+                        public_key=bytes(public_key),
+                        enrolled_at=now,
+                        labels=labels,
+                    )
                 )
-            )
-            self._audit("device:" + device_id, "device.enroll", device_id, {"labels": labels})
-            # Inside the transaction: if the broker cannot be updated, the token stays unused.
-            self.broker_auth.sync(self.store.list_devices())
+                self._audit("device:" + device_id, "device.enroll", device_id, {"labels": labels})
+                # Inside the transaction: if the broker cannot be updated, the token stays unused.
+                self.broker_auth.sync(self.store.list_devices())
+
+        # Enrollments read every device (the broker's files), so on PostgreSQL they race
+        # other instances' writes; a lost race wrote nothing and is run again.
+        retry_races(record)
         log.info("enrolled device %s", device_id)
         endpoint = self.endpoint
         return EnrollmentGrant(

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
-from fedrt.coordinator.errors import ConflictError, StoreError
+from fedrt.coordinator.errors import ConflictError, RaceLost, StoreError
 from fedrt.coordinator.records import AuditEntry
 from fedrt.coordinator.store.postgres_rows import (
     MIGRATION_LOCK,
@@ -147,7 +147,7 @@ class PostgresStore(SqliteStore):
                 conn.commit()
             except psycopg.errors.SerializationFailure:
                 self._rollback(conn)
-                raise ConflictError(RACED) from None
+                raise RaceLost(RACED) from None
             except Exception as exc:
                 self._rollback(conn)
                 raise StoreError(f"commit failed at {self.where}: {self._clean(exc)}") from None
@@ -179,7 +179,7 @@ class PostgresStore(SqliteStore):
         except psycopg.errors.IntegrityError as exc:
             raise ConflictError(self._clean(exc)) from None
         except psycopg.errors.SerializationFailure:
-            raise ConflictError(RACED) from None
+            raise RaceLost(RACED) from None
         except psycopg.Error as exc:
             raise StoreError(f"{self.where}: {self._clean(exc)}") from None
 
