@@ -302,8 +302,17 @@ class NatsCluster:
         self.directory = Path(directory)
         self.host = host
 
+        taken: set[int] = set()
+
         def port() -> int:
-            return restartable_port(host)
+            # Each port once: a free port is free until its node binds it, so two draws
+            # could name the same one (seen: a node's monitor and route ports collided).
+            for _ in range(_PORT_TRIES):
+                chosen = restartable_port(host)
+                if chosen not in taken:
+                    break
+            taken.add(chosen)
+            return chosen
 
         if machines:
             self.nodes = [
