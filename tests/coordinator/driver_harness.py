@@ -165,14 +165,12 @@ class Fleet:
             if done():
                 return
             if self.to_coordinator:
-                topic, payload = self.to_coordinator.popleft()
-                outcome = self.svc.on_device_message(topic, payload)
-                assert outcome == "accepted", (topic, outcome)
+                self._deliver(*self.to_coordinator.popleft())
             elif self.to_devices:
                 device_id, payload = self.to_devices.popleft()
                 self._device(device_id, self.devices[device_id].receive_data(payload, self.now))
             else:
-                self.svc.tick()
+                self._tick()
                 if self.to_devices:
                     continue
                 ready = [d for d in self.ids if self.devices[d].may_check_in(self.now)]
@@ -181,6 +179,13 @@ class Fleet:
                 if not ready:
                     self._advance()
         raise AssertionError("the rounds did not get there")
+
+    def _deliver(self, topic: str, payload: bytes) -> None:
+        outcome = self.svc.on_device_message(topic, payload)
+        assert outcome == "accepted", (topic, outcome)
+
+    def _tick(self) -> None:
+        self.svc.tick()
 
     def _advance(self) -> None:
         # Devices sent away all come back together (the latest window), so every round
