@@ -12,7 +12,6 @@ Target (issue 17, benchmark 4): at most 60 s each.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +22,9 @@ from fedrt.benchmarks.lan import Lan
 from fedrt.benchmarks.processes import until
 from fedrt.benchmarks.recovery import (
     SPEC,
-    TARGET_S,
-    print_seconds,
+    add_lan_options,
     recovered_after,
+    report_seconds,
     round_in_progress,
     run_on_lan,
     start_task,
@@ -94,18 +93,15 @@ def run(args: argparse.Namespace) -> int:
     if done is None:
         return 2
     figures, root = done
-    print_seconds([
-        (f"instance {figures.killed_instance} kill -9 -> next commit",
-         figures.instance_kill_to_commit_s),
-        ("NATS node kill -9 -> next commit", figures.nats_kill_to_commit_s),
-    ])  # fmt: skip
-    print(f"(rounds after the kill run by instance {figures.taken_over_by}; rounds committed: "
-          f"{figures.rounds_committed}; logs under {root})")  # fmt: skip
-    if args.json:
-        print(json.dumps({"instance_kill_to_commit_s": figures.instance_kill_to_commit_s,
-                          "nats_kill_to_commit_s": figures.nats_kill_to_commit_s,
-                          "target_s": TARGET_S}))  # fmt: skip
-    return 0
+    return report_seconds(
+        [(f"instance {figures.killed_instance} kill -9 -> next commit",
+          "instance_kill_to_commit_s", figures.instance_kill_to_commit_s),
+         ("NATS node kill -9 -> next commit", "nats_kill_to_commit_s",
+          figures.nats_kill_to_commit_s)],
+        f"(rounds after the kill run by instance {figures.taken_over_by}; rounds committed: "
+        f"{figures.rounds_committed}; logs under {root})",
+        as_json=args.json,
+    )  # fmt: skip
 
 
 def register(subparsers: Any) -> None:
@@ -113,11 +109,6 @@ def register(subparsers: Any) -> None:
         "failover",
         help="multi-host (netns, root): 2 instances on PostgreSQL, NATS cluster; kill -9 each",
     )
-    parser.add_argument("--device-hosts", type=int, default=2, help="device hosts (default 2)")
-    parser.add_argument("--devices-per-host", type=int, default=2, help="devices on each (2)")
-    parser.add_argument(
-        "--pace-min-delay", type=float, default=1.0, help="pace steering min delay (1 s)"
-    )
+    add_lan_options(parser, pace_min_delay=1.0, pace_help="pace steering min delay (1 s)")
     parser.add_argument("--pace-spread", type=float, default=2.0, help="pace spread (2 s)")
-    parser.add_argument("--json", action="store_true", help="end with one JSON line")
     parser.set_defaults(run=run)

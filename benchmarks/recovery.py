@@ -26,9 +26,9 @@ from fedrt.benchmarks.lan import Lan, netns_unavailable_reason
 __all__ = [
     "SPEC",
     "RecoveryFigures",
-    "print_seconds",
     "recovered_after",
     "register",
+    "report_seconds",
     "round_in_progress",
     "run_on_lan",
     "run_scenario",
@@ -163,12 +163,28 @@ def run_on_lan(
             dep.stop_all()
 
 
-def print_seconds(rows: Sequence[tuple[str, float]]) -> None:
-    """A table of seconds per event against the target."""
+def report_seconds(rows: Sequence[tuple[str, str, float]], note: str, *, as_json: bool) -> int:
+    """A table of seconds per event against the target, a note, and (``--json``) one line.
+
+    Each row is (event, JSON key, seconds).
+    """
     print(f"{'event':<36} {'seconds':>8} {'target':>7}  met")
-    for name, seconds in rows:
+    for name, _key, seconds in rows:
         met = "yes" if seconds <= TARGET_S else "NO"
         print(f"{name:<36} {seconds:8.1f} {TARGET_S:7.0f}  {met}")
+    print(note)
+    if as_json:
+        print(json.dumps({**{key: seconds for _name, key, seconds in rows}, "target_s": TARGET_S}))
+    return 0
+
+
+def add_lan_options(parser: argparse.ArgumentParser, *, pace_min_delay: float | None,
+                    pace_help: str) -> None:  # fmt: skip
+    """The options every multi-host recovery scenario takes."""
+    parser.add_argument("--device-hosts", type=int, default=2, help="device hosts (default 2)")
+    parser.add_argument("--devices-per-host", type=int, default=2, help="devices on each (2)")
+    parser.add_argument("--pace-min-delay", type=float, default=pace_min_delay, help=pace_help)
+    parser.add_argument("--json", action="store_true", help="end with one JSON line")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -188,29 +204,21 @@ def run(args: argparse.Namespace) -> int:
     if done is None:
         return 2
     figures, root = done
-    print_seconds([
-        ("coordinator kill -9 -> next commit", figures.coordinator_kill_to_commit_s),
-        ("broker restart -> next commit", figures.broker_restart_to_commit_s),
-    ])  # fmt: skip
-    print(f"(rounds committed in the run: {figures.rounds_committed}; logs under {root})")
-    if args.json:
-        print(json.dumps({"coordinator_kill_to_commit_s": figures.coordinator_kill_to_commit_s,
-                          "broker_restart_to_commit_s": figures.broker_restart_to_commit_s,
-                          "target_s": TARGET_S}))  # fmt: skip
-    return 0
+    return report_seconds(
+        [("coordinator kill -9 -> next commit", "coordinator_kill_to_commit_s",
+          figures.coordinator_kill_to_commit_s),
+         ("broker restart -> next commit", "broker_restart_to_commit_s",
+          figures.broker_restart_to_commit_s)],
+        f"(rounds committed in the run: {figures.rounds_committed}; logs under {root})",
+        as_json=args.json,
+    )  # fmt: skip
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "recovery", help="multi-host (netns, root): recovery from coordinator kill, broker restart"
     )
-    parser.add_argument("--device-hosts", type=int, default=2, help="device hosts (default 2)")
-    parser.add_argument("--devices-per-host", type=int, default=2, help="devices on each (2)")
-    parser.add_argument(
-        "--pace-min-delay",
-        type=float,
-        default=None,
-        help="coordinator pace steering min delay (default: the coordinator's own default)",
+    add_lan_options(
+        parser, pace_min_delay=None, pace_help="pace steering min delay (the coordinator's default)"
     )
-    parser.add_argument("--json", action="store_true", help="end with one JSON line")
     parser.set_defaults(run=run)
