@@ -59,6 +59,11 @@ _SCHEMA_RULES: list[JsonValue] = [
         {"allOf": [_DP_ON, {"anyOf": [_dp(_mode([DpMode.DISTRIBUTED.value])), _dp(_ADAPTIVE)]}]},
         {"properties": {"secagg": {"const": True}}},
     ),
+    # Async mode weighs each update by its staleness inside a mean, and refuses DP.
+    _when(
+        {"required": ["mode"], "properties": {"mode": {"const": "async"}}},
+        {"properties": {"strategy": {"enum": list(SECAGG_STRATEGIES)}}, "not": _DP_ON},
+    ),
 ]
 
 
@@ -67,7 +72,7 @@ class TaskSpec(WireModel):
 
     Rules no schema keyword states, each answered 400: min_reports <= goal_count; with DP
     on, dp.delta < 1 / max(goal_count, ceil(goal_count * over_selection));
-    dp.target_epsilon <= dp.budget_epsilon.
+    dp.target_epsilon <= dp.budget_epsilon; in mode async, max_concurrent >= buffer_size.
     """
 
     model_config = ConfigDict(json_schema_extra={"allOf": _SCHEMA_RULES})
@@ -133,6 +138,16 @@ class TaskSpec(WireModel):
     # Differential privacy (``privacy.config``): with a mode other than "none", ``dp.clip``
     # replaces ``clip_norm`` as the bound of every update and each device weighs 1.
     dp: DpConfig = DpConfig()
+    # Asynchronous rounds (FedBuff, Nguyen et al. 2022; docs/async-internals.md): "async"
+    # keeps the task open, lets up to max_concurrent devices train from the latest version
+    # and commits once buffer_size of them are ready (their SecAgg+ cohort when secagg is
+    # on). An update more than max_staleness versions behind is refused.
+    mode: Literal["sync", "async"] = "sync"
+    # FedBuff's K: 10 in the paper; a SecAgg+ cohort needs at least 2 (one would be revealed).
+    buffer_size: JsonInt = Field(10, ge=2, le=100_000)
+    max_staleness: JsonInt = Field(10, ge=0, le=10_000)
+    # Papaya trains with a concurrency of a few times K.
+    max_concurrent: JsonInt = Field(30, ge=1, le=100_000)
 
     @model_validator(mode="after")
     def _check(self) -> TaskSpec:
@@ -159,6 +174,20 @@ class TaskSpec(WireModel):
         need(
             self.secagg or not (self.dp.enabled and isinstance(self.dp.clip, AdaptiveClip)),
             "dp: adaptive clipping needs secagg = true (the clip bit is a secure coordinate)",
+        )
+        need(
+            self.mode == "sync" or self.max_concurrent >= self.buffer_size,
+            "max_concurrent must be at least buffer_size (a buffer could never fill)",
+        )
+        need(
+            self.mode == "sync" or self.strategy in SECAGG_STRATEGIES,
+            f"mode async weighs updates by staleness: strategy {self.strategy} is not a mean",
+        )
+        # Async commits sample devices by speed, not uniformly: the DP accountant's
+        # Poisson-sampling assumption does not hold, so DP is refused (docs/async-internals.md).
+        need(
+            self.mode == "sync" or not self.dp.enabled,
+            "dp is not supported with mode async (its sampling is not uniform): use mode sync",
         )
         # The population is only known per round (the driver warns when delta is not below
         # 1 / enrolled devices); at creation a cohort's worth is the least there can be.

@@ -1,0 +1,44 @@
+"""Async (FedBuff) task settings: defaults, bounds and the rules between them."""
+
+from __future__ import annotations
+
+import pytest
+
+from fedrt.coordinator.errors import BadRequestError
+from fedrt.coordinator.tasks import TaskSpec
+
+
+def test_async_settings_round_trip_and_sync_is_the_default() -> None:
+    assert TaskSpec().mode == "sync"
+    raw = {"mode": "async", "buffer_size": 4, "max_staleness": 3, "max_concurrent": 12}
+    spec = TaskSpec.from_json(raw)
+    assert (spec.mode, spec.buffer_size, spec.max_staleness, spec.max_concurrent) == (
+        "async", 4, 3, 12,
+    )  # fmt: skip
+    assert TaskSpec.from_json(spec.to_json()) == spec
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        ({"mode": "fedbuff"}, "mode"),
+        ({"mode": "async", "buffer_size": 1}, "buffer_size"),
+        ({"mode": "async", "max_staleness": -1}, "max_staleness"),
+        ({"mode": "async", "max_concurrent": 0}, "max_concurrent"),
+        ({"mode": "async", "buffer_size": 8, "max_concurrent": 4}, "at least buffer_size"),
+        ({"mode": "async", "strategy": "median", "secagg": False}, "not a mean"),
+        (
+            {"mode": "async", "dp": {"mode": "central", "noise_multiplier": 1.0}},
+            "not supported with mode async",
+        ),
+    ],
+)
+def test_bad_async_specs_say_why(data: dict[str, object], says: str) -> None:
+    with pytest.raises(BadRequestError, match=says):
+        TaskSpec.from_json(data)
+
+
+def test_sync_tasks_ignore_the_async_settings() -> None:
+    # A sync task may carry them (an operator switching modes back); they are not checked.
+    spec = TaskSpec.from_json({"buffer_size": 8, "max_concurrent": 4})
+    assert spec.mode == "sync"
