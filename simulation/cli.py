@@ -58,6 +58,13 @@ def _add_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> N
         help="simulated seconds per real second for --availability",
     )
     parser.add_argument("--seed", type=int, default=d["seed"])
+    parser.add_argument(
+        "--speed-spread",
+        type=float,
+        default=d["speed_spread"],
+        metavar="X",
+        help="each device trains a fixed multiple slower, log-uniform over [1, X] (seeded)",
+    )
     parser.add_argument("--local-epochs", type=int, default=d["local_epochs"])
     parser.add_argument("--lr", type=float, default=d["learning_rate"])
     parser.add_argument("--batch", type=int, default=d["batch_size"])
@@ -165,6 +172,7 @@ def _config(args: argparse.Namespace) -> Any:
         availability=args.availability,
         speed=args.speed,
         seed=args.seed,
+        speed_spread=args.speed_spread,
         local_epochs=args.local_epochs,
         learning_rate=args.lr,
         batch_size=args.batch,

@@ -12,7 +12,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,6 +29,7 @@ from fedrt.sdk.network_loop import NetworkLoop
 from fedrt.sdk.scheduler import SchedulerConfig
 from fedrt.sdk.transport import MqttConfig, PahoTransport, Transport
 from fedrt.simulation.datasets import Dataset
+from fedrt.simulation.speed import slow_trainer_factory
 from fedrt.simulation.timings import PARTICIPANT_TIMINGS
 from fedrt.simulation.traces import DeviceTrace
 
@@ -99,6 +100,7 @@ class Fleet:
         rng: np.random.Generator,
         poll_s: float = 0.2,
         devices_per_thread: int = 0,
+        slowdowns: Sequence[float] = (),
     ) -> None:
         self.directory = directory
         self.coordinator_url = coordinator_url
@@ -111,6 +113,8 @@ class Fleet:
         # 0: every device has its own event and network threads, as on a phone. Else one
         # DeviceHub and one NetworkLoop serve this many devices each (scale runs).
         self.devices_per_thread = devices_per_thread
+        # Device i trains slowdowns[i] times slower (--speed-spread; empty: all at full speed).
+        self.slowdowns = tuple(slowdowns)
         self._hubs: list[DeviceHub] = []
         self._loops: list[NetworkLoop] = []
         self.devices: list[SimDevice] = []
@@ -161,6 +165,11 @@ class Fleet:
             on_event=functools.partial(self._on_event, sim),
             hub=hub,
             transport_factory=functools.partial(_transport, loop=loop),
+            trainer_factory=(
+                slow_trainer_factory(self.slowdowns[sim.index], num_threads=config.num_threads)
+                if sim.index < len(self.slowdowns)
+                else None
+            ),
         )
 
     def start_all(self, *, enroll_workers: int = 8) -> None:

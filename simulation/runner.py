@@ -37,6 +37,7 @@ from fedrt.simulation.evaluate import HeldOutEvaluator, accuracy_and_loss, centr
 from fedrt.simulation.fleet import Fleet, TracedState
 from fedrt.simulation.report import REPORT_VERSION, Report, RoundRow, progress_line, write_report
 from fedrt.simulation.sim_config import SCALE_DEVICES_PER_THREAD, SCALE_MODE_FROM, SimConfig
+from fedrt.simulation.speed import slowdowns
 from fedrt.simulation.stack import LocalStack
 from fedrt.simulation.traffic import downlink_summary, traffic_line  # downlink-traffic
 
@@ -105,6 +106,9 @@ class Simulation:
         self.report.config["devices_per_thread"] = config.shared_threads
         self.report.config["stage_s"] = config.stage_deadline_s
         self.report.config["training_s"] = config.training_deadline_s
+        # Device i's training-time multiple (--speed-spread), drawn from --seed.
+        self.slowdowns = slowdowns(config.devices, config.speed_spread, config.seed)
+        self.report.config["slowdowns"] = [round(m, 3) for m in self.slowdowns]
         self._finished = threading.Event()
         self._last_end = 0.0
         self._last_bytes = (0, 0)
@@ -372,6 +376,7 @@ class Simulation:
             rng=rng,
             poll_s=poll_s,
             devices_per_thread=cfg.shared_threads,
+            slowdowns=self.slowdowns,
         )
         days = max(1, math.ceil(cfg.time_limit_s * cfg.speed / traces.DAY) + 1)
         device_traces = traces.generate(cfg.availability, cfg.devices, days=days, rng=rng)

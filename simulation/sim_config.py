@@ -98,6 +98,9 @@ class SimConfig:
     # process; N > 1 are processes of their own on the PostgreSQL store at ``store``.
     coordinators: int = 1
     store: str | None = None
+    # Device speeds (simulation/speed.py): each device's training takes a fixed multiple of
+    # the measured time, multiples log-uniform over [1, speed_spread] (1: all equally fast).
+    speed_spread: float = 1.0
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -135,6 +138,10 @@ class SimConfig:
         need(
             self.coordinators == 1 or self.broker != "embedded",
             "--coordinators > 1 needs a broker of its own (mosquitto, nats-cluster or a URL)",
+        )
+        need(
+            math.isfinite(self.speed_spread) and self.speed_spread >= 1.0,
+            "--speed-spread must be >= 1",
         )
         datasets.Partition.parse(self.partition)
         for spec in self.chaos:

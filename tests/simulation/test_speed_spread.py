@@ -1,0 +1,137 @@
+"""--speed-spread: seeded log-uniform slowdowns, the slowed trainer, and a run that uses them."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+
+from fedrt.errors import UsageError
+from fedrt.model_export.manifest import TensorSpec
+from fedrt.sdk.trainer import TrainerBackend
+from fedrt.simulation.runner import Report, SimConfig, Simulation
+from fedrt.simulation.speed import SlowTrainer, slow_trainer_factory, slowdowns
+from fedrt.simulation.stack import mosquitto_available
+
+
+def test_slowdowns_are_seeded_and_spread_over_the_range() -> None:
+    a = slowdowns(400, 10.0, seed=7)
+    assert a == slowdowns(400, 10.0, seed=7)
+    assert a != slowdowns(400, 10.0, seed=8)
+    assert all(1.0 <= m <= 10.0 for m in a)
+    # Log-uniform: about half of the devices are below sqrt(10), not 1/9 of them as with a
+    # uniform spread; and both ends of the range are reached.
+    below = sum(m < math.sqrt(10.0) for m in a) / len(a)
+    assert 0.4 < below < 0.6
+    assert min(a) < 1.1
+    assert max(a) > 9.0
+
+
+def test_a_spread_of_one_is_todays_fleet() -> None:
+    assert slowdowns(5, 1.0, seed=0) == (1.0,) * 5
+    assert slow_trainer_factory(1.0) is None
+    assert slow_trainer_factory(2.5) is not None
+
+
+@pytest.mark.parametrize("bad", [0.5, 0.0, -3.0, math.inf, math.nan])
+def test_a_spread_below_one_is_refused(bad: float) -> None:
+    with pytest.raises(UsageError):
+        slowdowns(3, bad, seed=0)
+    with pytest.raises(UsageError):
+        SimConfig(speed_spread=bad)
+
+
+class _Steps(TrainerBackend):
+    """A backend whose every step takes exactly one tick of the test's clock."""
+
+    def __init__(self, clock: list[float]) -> None:
+        self.clock = clock
+        self.weights = [np.zeros(2, np.float32)]
+        self.closed = False
+
+    batch_size = 2
+    x_spec = TensorSpec(name="x", shape=(2, 1), dtype="float32")
+    y_spec = TensorSpec(name="y", shape=(2,), dtype="int32")
+    weight_specs = (TensorSpec(name="w", shape=(2,), dtype="float32"),)
+    supports_mu = False
+
+    def train_step(self, x: Any, y: Any, lr: float, mu: float | None = None) -> float:
+        self.clock[0] += 1.0
+        self.weights[0] = self.weights[0] + lr
+        return 0.5
+
+    def evaluate(self, x: Any, y: Any) -> tuple[float, int]:
+        return 0.25, 1
+
+    def infer(self, x: Any) -> Any:
+        return np.ones((2, 2), np.float32)
+
+    def get_weights(self) -> list[Any]:
+        return [w.copy() for w in self.weights]
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        self.weights = [np.asarray(w) for w in weights]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_every_step_is_followed_by_the_extra_time_of_a_slower_device() -> None:
+    now = [0.0]
+    slept: list[float] = []
+    inner = _Steps(now)
+    slow = SlowTrainer(inner, 3.5, clock=lambda: now[0], sleep=slept.append)
+    x, y = np.zeros((2, 1), np.float32), np.zeros(2, np.int32)
+    assert slow.train_step(x, y, 0.1) == 0.5
+    assert slow.train_step(x, y, 0.1) == 0.5
+    assert slept == [2.5, 2.5]  # (3.5 - 1) x the one-tick step
+    np.testing.assert_allclose(slow.get_weights()[0], [0.2, 0.2])
+    assert slow.evaluate(x, y) == (0.25, 1)  # evaluation is not slowed
+    assert slept == [2.5, 2.5]
+    assert slow.batch_size == 2
+    assert slow.weight_specs == inner.weight_specs
+    slow.close()
+    assert inner.closed
+
+
+def test_a_multiple_below_one_is_refused() -> None:
+    with pytest.raises(UsageError):
+        SlowTrainer(_Steps([0.0]), 0.9)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Report:
+    if not mosquitto_available():
+        pytest.fail("mosquitto is not installed (apt-get install -y mosquitto)")
+    config = SimConfig(
+        devices=4,
+        per_round=3,
+        rounds=2,
+        model="zoo:mlp",
+        partition="iid",
+        secagg=True,
+        seed=5,
+        speed_spread=4.0,
+        local_epochs=2,
+        broker="mosquitto",
+        data_dir=tmp_path_factory.mktemp("sim"),
+        time_limit_s=180,
+    )
+    return Simulation(config, out=io.StringIO()).run()
+
+
+def test_a_spread_fleet_trains_and_reports_its_speeds(report: Report) -> None:
+    assert report.completed
+    assert report.config["speed_spread"] == 4.0
+    multiples = report.config["slowdowns"]
+    assert len(multiples) == 4
+    assert all(1.0 <= m <= 4.0 for m in multiples)
+    assert max(multiples) > 1.0
+    assert [round(m, 3) for m in slowdowns(4, 4.0, seed=5)] == multiples
+    committed = [r for r in report.rounds if r.status == "committed"]
+    assert committed
+    assert report.final_accuracy is not None
