@@ -49,7 +49,7 @@ class ModelCatalog:
         self._clock = clock
         # Graph, weights and delta of each version built from a graph (``delivery``), and
         # the bytes of every form served to devices, for the rounds' reports.
-        self.delivery = DeliveryIndex(blobs)
+        self.delivery = DeliveryIndex(blobs, store)
         self.transfers = TransferMeter()
 
     # -- importing exported models (the start of a task's lineage)

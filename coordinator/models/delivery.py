@@ -3,9 +3,11 @@
 A version built from its architecture's graph (``replace_weights(graph, weights)``) is
 described by a small JSON record next to the blobs (``root/delivery/<sha256>.json``,
 written atomically, carried by backups with the artifacts): the graph's blob, the flat
-float32 weights' blob and the blob of the quantized delta from its parent. Every form is a
-content-addressed blob served with Range and ETag; none needs a signature of its own:
-a device rebuilds the version's file and checks it against the version's signed sha256.
+float32 weights' blob and the blob of the quantized delta from its parent. The record is
+also kept in the store, as state of the version's task, so that every coordinator instance
+on a shared store serves every version's forms (the file is then that instance's cache).
+Every form is a content-addressed blob served with Range and ETag; none needs a signature
+of its own: a device rebuilds the version's file and checks it against the version's signed sha256.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 from fedrt.coordinator.errors import NotFoundError, StoreError
 from fedrt.coordinator.models.blobs import BlobStore, check_sha256
+from fedrt.coordinator.store.base import Store
 
 # Deltas listed for one version: a device further behind fetches the weights instead
 # (a chain this long is already about as large as the weights at 8 bits).
@@ -60,21 +63,32 @@ class Delivery:
         return d
 
 
-class DeliveryIndex:
-    """The delivery records of versions, beside the blobs they name."""
+def _state_key(version: str) -> str:
+    return f"delivery/{version}"
 
-    def __init__(self, blobs: BlobStore) -> None:
+
+class DeliveryIndex:
+    """The delivery records of versions, beside the blobs they name and in the store."""
+
+    def __init__(self, blobs: BlobStore, store: Store | None = None) -> None:
         self.blobs = blobs
+        self.store = store
         self.root = blobs.root / "delivery"
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot use {self.root}: {exc}") from None
 
-    def put(self, delivery: Delivery) -> None:
+    def put(self, delivery: Delivery, *, task_id: str | None = None) -> None:
+        """File the record (and, with a store and the version's task, share it there)."""
         for kind in (GRAPH, WEIGHTS, DELTA):
             if kind != DELTA or delivery.delta is not None:
                 self.blobs.size(delivery.blob(kind))  # NotFoundError unless stored
+        if self.store is not None and task_id is not None:
+            self.store.save_task_state(task_id, _state_key(delivery.version), asdict(delivery))
+        self._cache(delivery)
+
+    def _cache(self, delivery: Delivery) -> None:
         target = self.root / f"{check_sha256(delivery.version)}.json"
         tmp = self.root / f".{secrets.token_hex(8)}.tmp"
         tmp.write_text(json.dumps(asdict(delivery), sort_keys=True))
@@ -85,13 +99,30 @@ class DeliveryIndex:
         try:
             text = (self.root / f"{check_sha256(version)}.json").read_text()
         except FileNotFoundError:
-            return None
+            return self._shared(version)
         except OSError as exc:
             raise StoreError(f"cannot read the delivery record of {version}: {exc}") from None
         try:
             return Delivery.from_json(json.loads(text))
         except json.JSONDecodeError:
             raise StoreError(f"delivery record of {version} is not JSON") from None
+
+    def _shared(self, version: str) -> Delivery | None:
+        """The record another instance filed in the store, cached here once found."""
+        if self.store is None:
+            return None
+        try:
+            task_id = self.store.get_model(version).task_id
+        except NotFoundError:
+            return None
+        if task_id is None:
+            return None
+        obj = self.store.load_task_state(task_id, _state_key(version))
+        if obj is None:
+            return None
+        delivery = Delivery.from_json(obj)
+        self._cache(delivery)
+        return delivery
 
     def chain(self, version: str, limit: int = MAX_CHAIN) -> list[Delivery]:
         """The records of ``version`` and its ancestors joined by deltas, newest first."""

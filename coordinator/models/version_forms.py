@@ -37,7 +37,9 @@ class BuiltVersion:
     delta_sha256: str | None
     bits: int
 
-    def record(self, index: DeliveryIndex, *, version: str, parent: str) -> Delivery:
+    def record(
+        self, index: DeliveryIndex, *, version: str, parent: str, task_id: str
+    ) -> Delivery:
         """File the delivery of the registered ``version`` (made from ``parent``)."""
         delivery = Delivery(
             version=version,
@@ -48,7 +50,7 @@ class BuiltVersion:
             delta=self.delta_sha256,
             delta_bits=self.bits,
         )
-        index.put(delivery)
+        index.put(delivery, task_id=task_id)
         return delivery
 
 

@@ -117,7 +117,9 @@ def add_version(
         metrics=metrics,
         optimizer_state_sha256=state,
     )
-    built.record(catalog.delivery, version=record.sha256, parent=model.record.sha256)
+    built.record(
+        catalog.delivery, version=record.sha256, parent=model.record.sha256, task_id=run.task_id
+    )
     return NewVersion(record, built.manifest, built.data, evaluation, built.weights)
 
 

@@ -77,7 +77,7 @@ def lineage(tmp_path: Path, mosquitto: MosquittoBroker) -> Iterator[Lineage]:
                                   round_no=round_no)  # fmt: skip
             record = catalog.add_version(built.data, built.manifest.to_dict(), task_id=task_id,
                                          parent_sha256=parent, round_no=round_no)  # fmt: skip
-            built.record(catalog.delivery, version=record.sha256, parent=parent)
+            built.record(catalog.delivery, version=record.sha256, parent=parent, task_id=task_id)
             parent, weights = record.sha256, built.weights
             versions.append(parent)
             files[parent] = built.data
