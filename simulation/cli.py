@@ -65,6 +65,19 @@ def _add_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> N
         metavar="X",
         help="each device trains a fixed multiple slower, log-uniform over [1, X] (seeded)",
     )
+    parser.add_argument(
+        "--target-accuracy",
+        type=float,
+        default=d["target_accuracy"],
+        metavar="A",
+        help="report seconds_to_target and rounds_to_target: the first version at A or better",
+    )
+    parser.add_argument(
+        "--stop-at-target",
+        action="store_true",
+        default=d["stop_at_target"],
+        help="end the run once --target-accuracy is reached",
+    )
     parser.add_argument("--local-epochs", type=int, default=d["local_epochs"])
     parser.add_argument("--lr", type=float, default=d["learning_rate"])
     parser.add_argument("--batch", type=int, default=d["batch_size"])
@@ -173,6 +186,8 @@ def _config(args: argparse.Namespace) -> Any:
         speed=args.speed,
         seed=args.seed,
         speed_spread=args.speed_spread,
+        target_accuracy=args.target_accuracy,
+        stop_at_target=args.stop_at_target,
         local_epochs=args.local_epochs,
         learning_rate=args.lr,
         batch_size=args.batch,

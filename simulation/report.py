@@ -37,6 +37,8 @@ class RoundRow:
     traffic: dict[str, Any] | None = None
     # The coordinator instance that ran the round (``--coordinators``: sim-1, sim-2, ...).
     instance: str | None = None
+    # Seconds from the task's start to this round's end (time-to-accuracy curves).
+    elapsed_s: float | None = None
 
 
 @dataclass(slots=True)
@@ -61,6 +63,20 @@ class Report:
     # Bytes per device per round: down in rounds after the first against up, by kind
     # (simulation/traffic.py; downlink-traffic).
     downlink: dict[str, Any] = field(default_factory=dict)
+    # --target-accuracy: seconds from the task's start and rounds (commits, in async mode)
+    # until the first version whose held-out accuracy reached it; None while never reached.
+    seconds_to_target: float | None = None
+    rounds_to_target: int | None = None
+
+    def reached_target(self, row: RoundRow, target: float | None) -> bool:
+        """Note ``row`` as the first to reach ``target``; whether it was (only once)."""
+        if target is None or self.rounds_to_target is not None:
+            return False
+        if row.accuracy is None or row.accuracy < target:
+            return False
+        self.rounds_to_target = row.round
+        self.seconds_to_target = row.elapsed_s
+        return True
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)

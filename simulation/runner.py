@@ -111,6 +111,7 @@ class Simulation:
         self.report.config["slowdowns"] = [round(m, 3) for m in self.slowdowns]
         self._finished = threading.Event()
         self._last_end = 0.0
+        self._task_started = 0.0
         self._last_bytes = (0, 0)
         self.fleet: Fleet | None = None
         self.stack: LocalStack | None = None
@@ -173,6 +174,7 @@ class Simulation:
             cohorts_committed=s.metrics.cohorts_committed,
             instance=self._instance(s),
             traffic=self._traffic(s),  # downlink-traffic
+            elapsed_s=round(now - self._task_started, 3),
         )
         self._last_end = now
         self.report.rounds.append(row)
@@ -190,6 +192,10 @@ class Simulation:
         committed = sum(r.status == "committed" for r in self.report.rounds)
         if s.round_no >= self.config.rounds or committed >= self.config.rounds:
             self._finished.set()
+        if self.report.reached_target(row, self.config.target_accuracy):
+            self._line(f"target accuracy reached in {row.elapsed_s:.0f} s (round {row.round})")
+            if self.config.stop_at_target:
+                self._finished.set()
 
     # ------------------------------------------------------------------ the run
     def run(self, *, keep_serving: Callable[[str], None] | None = None) -> Report:
@@ -278,7 +284,7 @@ class Simulation:
             # A device refused by the broker backs off; round 1 should not start without it.
             up = fleet.wait_connected(30.0 + cfg.devices / 50)
             self._line(f"{up}/{cfg.devices} devices connected in {time.time() - t_fleet:.0f} s")
-            self._last_end = time.time()
+            self._last_end = self._task_started = time.time()
             stack.call(lambda: self._start_task(stack))
             chaos.start()
             if not self._wait(stack, time.time() + cfg.time_limit_s):

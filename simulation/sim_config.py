@@ -101,6 +101,10 @@ class SimConfig:
     # Device speeds (simulation/speed.py): each device's training takes a fixed multiple of
     # the measured time, multiples log-uniform over [1, speed_spread] (1: all equally fast).
     speed_spread: float = 1.0
+    # Report when held-out accuracy first reaches this (seconds_to_target, rounds_to_target);
+    # with stop_at_target the run ends there instead of after --rounds.
+    target_accuracy: float | None = None
+    stop_at_target: bool = False
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -142,6 +146,14 @@ class SimConfig:
         need(
             math.isfinite(self.speed_spread) and self.speed_spread >= 1.0,
             "--speed-spread must be >= 1",
+        )
+        need(
+            self.target_accuracy is None or 0.0 < self.target_accuracy <= 1.0,
+            "--target-accuracy must be in (0, 1]",
+        )
+        need(
+            not self.stop_at_target or self.target_accuracy is not None,
+            "--stop-at-target needs --target-accuracy",
         )
         datasets.Partition.parse(self.partition)
         for spec in self.chaos:

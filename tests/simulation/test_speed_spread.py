@@ -13,7 +13,7 @@ import pytest
 from fedrt.errors import UsageError
 from fedrt.model_export.manifest import TensorSpec
 from fedrt.sdk.trainer import TrainerBackend
-from fedrt.simulation.runner import Report, SimConfig, Simulation
+from fedrt.simulation.runner import Report, RoundRow, SimConfig, Simulation
 from fedrt.simulation.speed import SlowTrainer, slow_trainer_factory, slowdowns
 from fedrt.simulation.stack import mosquitto_available
 
@@ -43,6 +43,14 @@ def test_a_spread_below_one_is_refused(bad: float) -> None:
         slowdowns(3, bad, seed=0)
     with pytest.raises(UsageError):
         SimConfig(speed_spread=bad)
+
+
+@pytest.mark.parametrize("target", [0.0, 1.5, -0.1])
+def test_a_target_accuracy_outside_zero_to_one_is_refused(target: float) -> None:
+    with pytest.raises(UsageError):
+        SimConfig(target_accuracy=target)
+    with pytest.raises(UsageError):
+        SimConfig(stop_at_target=True)
 
 
 class _Steps(TrainerBackend):
@@ -116,6 +124,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Report:
         secagg=True,
         seed=5,
         speed_spread=4.0,
+        target_accuracy=0.3,
         local_epochs=2,
         broker="mosquitto",
         data_dir=tmp_path_factory.mktemp("sim"),
@@ -135,3 +144,36 @@ def test_a_spread_fleet_trains_and_reports_its_speeds(report: Report) -> None:
     committed = [r for r in report.rounds if r.status == "committed"]
     assert committed
     assert report.final_accuracy is not None
+
+
+def test_the_report_says_when_the_target_accuracy_was_first_reached(report: Report) -> None:
+    first = next(r for r in report.rounds if r.accuracy is not None and r.accuracy >= 0.3)
+    assert report.rounds_to_target == first.round
+    assert report.seconds_to_target == first.elapsed_s
+    assert report.seconds_to_target is not None
+    assert report.seconds_to_target > 0
+    elapsed = [r.elapsed_s or 0.0 for r in report.rounds]
+    assert elapsed == sorted(elapsed)
+    assert None not in [r.elapsed_s for r in report.rounds]
+    assert report.to_json()["seconds_to_target"] == report.seconds_to_target
+
+
+def _row(n: int, accuracy: float | None, elapsed: float) -> RoundRow:
+    return RoundRow(
+        round=n, status="committed" if accuracy is not None else "failed", accuracy=accuracy,
+        loss=None, selected=3, reported=3, dropped=0, bytes_up=1, bytes_down=1, seconds=1.0,
+        elapsed_s=elapsed,
+    )  # fmt: skip
+
+
+def test_only_the_first_version_at_the_target_counts_and_none_stays_null() -> None:
+    rep = Report(config={})
+    rows = [_row(1, 0.5, 3.0), _row(2, None, 6.0), _row(3, 0.91, 9.5), _row(4, 0.95, 12.0)]
+    hits = [rep.reached_target(r, 0.9) for r in rows]
+    assert hits == [False, False, True, False]
+    assert (rep.rounds_to_target, rep.seconds_to_target) == (3, 9.5)
+    never = Report(config={})
+    assert not any(never.reached_target(r, 0.99) for r in rows)
+    assert never.to_json()["rounds_to_target"] is None
+    assert never.to_json()["seconds_to_target"] is None
+    assert not Report(config={}).reached_target(rows[3], None)
