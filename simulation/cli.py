@@ -142,6 +142,28 @@ def _add_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> N
         help="seconds for each SecAgg+ stage (default: 5 + 0.025 x --per-round, as the "
         "simulated devices share this machine's cores); a missed one is named in the reason",
     )
+    rounds = parser.add_argument_group("asynchronous rounds (FedBuff; docs/async.md)")
+    rounds.add_argument(
+        "--mode",
+        default=d["mode"],
+        choices=["sync", "async"],
+        help="async: commit every --buffer-size updates; --rounds then counts commits",
+    )
+    rounds.add_argument("--buffer-size", type=int, default=d["buffer_size"], metavar="K")
+    rounds.add_argument(
+        "--max-staleness",
+        type=int,
+        default=d["max_staleness"],
+        metavar="S",
+        help="refuse an update trained from a version more than S commits old",
+    )
+    rounds.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=d["max_concurrent"],
+        metavar="N",
+        help="devices training at once (default: 3 x --buffer-size, at most --devices)",
+    )
     dp = parser.add_argument_group("differential privacy")
     dp.add_argument("--dp", default=d["dp"], choices=["none", "central", "distributed"])
     noise = dp.add_mutually_exclusive_group()
@@ -188,6 +210,10 @@ def _config(args: argparse.Namespace) -> Any:
         speed_spread=args.speed_spread,
         target_accuracy=args.target_accuracy,
         stop_at_target=args.stop_at_target,
+        mode=args.mode,
+        buffer_size=args.buffer_size,
+        max_staleness=args.max_staleness,
+        max_concurrent=args.max_concurrent,
         local_epochs=args.local_epochs,
         learning_rate=args.lr,
         batch_size=args.batch,
@@ -222,6 +248,14 @@ def _summary(report: Any) -> str:
     )
     if report.baseline_accuracy is not None:
         text += f" (centralized baseline {report.baseline_accuracy:.3f})"
+    target = report.config.get("target_accuracy")
+    if target is not None:
+        text += (
+            f"; accuracy {target} after {report.seconds_to_target:.0f} s (round "
+            f"{report.rounds_to_target})"
+            if report.rounds_to_target is not None
+            else f"; accuracy {target} never reached"
+        )
     return text
 
 

@@ -39,6 +39,10 @@ class RoundRow:
     instance: str | None = None
     # Seconds from the task's start to this round's end (time-to-accuracy curves).
     elapsed_s: float | None = None
+    # Async commits (--mode async): updates by staleness (versions behind, as a string ->
+    # count) and the buffer size the commit was made with (simulation/async_rows.py).
+    staleness: dict[str, int] | None = None
+    buffer_size: int | None = None
 
 
 @dataclass(slots=True)
@@ -68,13 +72,18 @@ class Report:
     seconds_to_target: float | None = None
     rounds_to_target: int | None = None
 
-    def reached_target(self, row: RoundRow, target: float | None) -> bool:
-        """Note ``row`` as the first to reach ``target``; whether it was (only once)."""
+    def reached_target(self, row: RoundRow, target: float | None, *, commits: bool) -> bool:
+        """Note ``row`` as the first to reach ``target``; whether it was (only once).
+
+        ``rounds_to_target`` is the round's number, or with ``commits`` (async mode) how
+        many versions were committed up to and including it."""
         if target is None or self.rounds_to_target is not None:
             return False
         if row.accuracy is None or row.accuracy < target:
             return False
-        self.rounds_to_target = row.round
+        done = self.rounds[: self.rounds.index(row) + 1] if row in self.rounds else [row]
+        number = sum(r.status == "committed" for r in done) if commits else row.round
+        self.rounds_to_target = number
         self.seconds_to_target = row.elapsed_s
         return True
 
@@ -98,6 +107,8 @@ def progress_line(row: RoundRow, total: int) -> str:
     )
     if row.cohorts > 1:
         text += f" cohorts {row.cohorts_committed}/{row.cohorts}"
+    if row.staleness:
+        text += " staleness " + ",".join(f"{k}:{v}" for k, v in row.staleness.items())
     return text + (f"  ({row.reason})" if row.reason else "")
 
 

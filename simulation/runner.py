@@ -32,6 +32,7 @@ from fedrt.coordinator.store import Store
 from fedrt.errors import UsageError
 from fedrt.model_export.manifest import MANIFEST_NAME, Manifest
 from fedrt.simulation import datasets, traces
+from fedrt.simulation.async_rows import async_fields
 from fedrt.simulation.chaos import ChaosRunner, parse_chaos
 from fedrt.simulation.evaluate import HeldOutEvaluator, accuracy_and_loss, centralized_baseline
 from fedrt.simulation.fleet import Fleet, TracedState
@@ -134,6 +135,10 @@ class Simulation:
         owner = svc.store.get_round(s.task_id, s.round_no).detail.get("instance") if svc else None
         return owner if isinstance(owner, str) else None
 
+    def _detail(self, s: RoundSummary) -> dict[str, Any] | None:
+        svc = self.stack.service if self.stack is not None else None
+        return dict(svc.store.get_round(s.task_id, s.round_no).detail) if svc else None
+
     def _poll_rounds(self, stack: LocalStack) -> None:
         """Instances of their own (``--coordinators``) tell this process nothing: report the
         rounds they ended from the store, each committed version evaluated here."""
@@ -175,6 +180,7 @@ class Simulation:
             instance=self._instance(s),
             traffic=self._traffic(s),  # downlink-traffic
             elapsed_s=round(now - self._task_started, 3),
+            **async_fields(self._detail(s)),
         )
         self._last_end = now
         self.report.rounds.append(row)
@@ -192,7 +198,8 @@ class Simulation:
         committed = sum(r.status == "committed" for r in self.report.rounds)
         if s.round_no >= self.config.rounds or committed >= self.config.rounds:
             self._finished.set()
-        if self.report.reached_target(row, self.config.target_accuracy):
+        async_mode = self.config.mode == "async"
+        if self.report.reached_target(row, self.config.target_accuracy, commits=async_mode):
             self._line(f"target accuracy reached in {row.elapsed_s:.0f} s (round {row.round})")
             if self.config.stop_at_target:
                 self._finished.set()

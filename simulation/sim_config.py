@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fedrt.coordinator.errors import BadRequestError
 from fedrt.coordinator.privacy.config import (
@@ -105,6 +106,15 @@ class SimConfig:
     # with stop_at_target the run ends there instead of after --rounds.
     target_accuracy: float | None = None
     stop_at_target: bool = False
+    # Rounds (issue 19): "sync" rounds of per_round devices, or "async" (FedBuff): up to
+    # max_concurrent devices train from the latest version and every buffer_size updates
+    # (a SecAgg+ cohort) commit one; an update over max_staleness versions old is refused.
+    # In async mode ``rounds`` counts commits. max_concurrent None: 3 x buffer_size (Papaya
+    # trains with a concurrency of a few times K), at most the fleet.
+    mode: str = "sync"
+    buffer_size: int = 10
+    max_staleness: int = 10
+    max_concurrent: int | None = None
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -155,6 +165,15 @@ class SimConfig:
             not self.stop_at_target or self.target_accuracy is not None,
             "--stop-at-target needs --target-accuracy",
         )
+        need(self.mode in ("sync", "async"), "--mode must be sync or async")
+        need(
+            self.mode == "sync" or 2 <= self.buffer_size <= self.devices,
+            "--buffer-size must be in 2..devices",
+        )
+        need(
+            self.max_concurrent is None or self.max_concurrent >= 1,
+            "--max-concurrent must be >= 1",
+        )
         datasets.Partition.parse(self.partition)
         for spec in self.chaos:
             parse_chaos(spec)
@@ -164,6 +183,15 @@ class SimConfig:
             )
         except BadRequestError as exc:
             raise UsageError(f"--dp: {exc}") from None
+        if self.mode == "async":
+            self._check_async()
+
+    def _check_async(self) -> None:
+        """The task's own checks of async rounds, as a usage error before anything starts."""
+        try:
+            self.task_spec()
+        except (BadRequestError, ValueError) as exc:
+            raise UsageError(f"--mode async: {exc}") from None
 
     def dp_config(self) -> DpConfig:
         modes = [m.value for m in DpMode]
@@ -190,18 +218,30 @@ class SimConfig:
         return SCALE_DEVICES_PER_THREAD if self.devices >= SCALE_MODE_FROM else 0
 
     @property
+    def cohort_devices(self) -> int:
+        """Devices reporting together: a round's ``per_round``, an async buffer's size."""
+        return self.buffer_size if self.mode == "async" else self.per_round
+
+    @property
+    def concurrency(self) -> int:
+        """Async mode's devices training at once: ``max_concurrent`` or 3 x buffer_size."""
+        if self.max_concurrent is not None:
+            return self.max_concurrent
+        return max(self.buffer_size, min(self.devices, 3 * self.buffer_size))
+
+    @property
     def stage_deadline_s(self) -> float:
-        """The SecAgg+ stage deadline: ``stage_s``, or sized from ``per_round``."""
+        """The SecAgg+ stage deadline: ``stage_s``, or sized from the cohort."""
         if self.stage_s is not None:
             return self.stage_s
-        return STAGE_S_BASE + STAGE_S_PER_DEVICE * self.per_round
+        return STAGE_S_BASE + STAGE_S_PER_DEVICE * self.cohort_devices
 
     @property
     def training_deadline_s(self) -> float:
-        """The training deadline: ``training_s``, or sized from ``per_round``."""
+        """The training deadline: ``training_s``, or sized from the cohort."""
         if self.training_s is not None:
             return self.training_s
-        return TRAINING_S_BASE + TRAINING_S_PER_DEVICE * self.per_round
+        return TRAINING_S_BASE + TRAINING_S_PER_DEVICE * self.cohort_devices
 
     def task_spec(self) -> TaskSpec:
         # Over-select for the dropouts we inject (Bonawitz et al.: select 130 % of the goal).
@@ -228,4 +268,16 @@ class SimConfig:
             max_rounds=self.rounds,
             dp=self.dp_config(),
             cohort_size=self.cohort_size or DEFAULT_COHORT_SIZE,
+            **self._round_mode(),
         )
+
+    def _round_mode(self) -> dict[str, Any]:
+        """The TaskSpec fields of async rounds; none in sync mode (the TaskSpec defaults)."""
+        if self.mode == "sync":
+            return {}
+        return {
+            "mode": self.mode,
+            "buffer_size": self.buffer_size,
+            "max_staleness": self.max_staleness,
+            "max_concurrent": self.concurrency,
+        }

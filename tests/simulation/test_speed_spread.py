@@ -169,11 +169,21 @@ def _row(n: int, accuracy: float | None, elapsed: float) -> RoundRow:
 def test_only_the_first_version_at_the_target_counts_and_none_stays_null() -> None:
     rep = Report(config={})
     rows = [_row(1, 0.5, 3.0), _row(2, None, 6.0), _row(3, 0.91, 9.5), _row(4, 0.95, 12.0)]
-    hits = [rep.reached_target(r, 0.9) for r in rows]
+    hits = []
+    for r in rows:
+        rep.rounds.append(r)
+        hits.append(rep.reached_target(r, 0.9, commits=False))
     assert hits == [False, False, True, False]
     assert (rep.rounds_to_target, rep.seconds_to_target) == (3, 9.5)
     never = Report(config={})
-    assert not any(never.reached_target(r, 0.99) for r in rows)
+    assert not any(never.reached_target(r, 0.99, commits=False) for r in rows)
     assert never.to_json()["rounds_to_target"] is None
     assert never.to_json()["seconds_to_target"] is None
-    assert not Report(config={}).reached_target(rows[3], None)
+    assert not Report(config={}).reached_target(rows[3], None, commits=False)
+
+
+def test_in_async_mode_the_rounds_to_target_are_commits() -> None:
+    rep = Report(config={})
+    rep.rounds += [_row(1, 0.5, 3.0), _row(2, None, 6.0), _row(3, 0.91, 9.5)]
+    assert rep.reached_target(rep.rounds[2], 0.9, commits=True)
+    assert rep.rounds_to_target == 2  # the failed round 2 committed nothing

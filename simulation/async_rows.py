@@ -1,0 +1,32 @@
+"""What an async commit's round record adds to a simulation's report row (issue 19)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["async_fields", "staleness_total"]
+
+
+def async_fields(detail: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``staleness`` (versions behind -> updates) and ``buffer_size`` of an async commit's
+    record detail, as RoundRow fields; nothing for a sync round."""
+    if not detail or detail.get("mode") != "async":
+        return {}
+    raw = detail.get("staleness")
+    staleness = (
+        {str(k): int(v) for k, v in sorted(raw.items(), key=lambda kv: int(kv[0]))}
+        if isinstance(raw, Mapping)
+        else None
+    )
+    size = detail.get("buffer_size")
+    return {"staleness": staleness, "buffer_size": size if isinstance(size, int) else None}
+
+
+def staleness_total(rows: list[Mapping[str, Any] | None]) -> dict[str, int]:
+    """The staleness histograms of many commits added up (versions behind -> updates)."""
+    total: dict[int, int] = {}
+    for histogram in rows:
+        for k, v in (histogram or {}).items():
+            total[int(k)] = total.get(int(k), 0) + int(v)
+    return {str(k): total[k] for k in sorted(total)}
