@@ -29,7 +29,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from fedrt.coordinator.driver.base import DriverContext, RoundDriver
-from fedrt.coordinator.errors import LeaseLost
+from fedrt.coordinator.errors import LeaseLost, retry_races
 from fedrt.coordinator.privacy.accounting import PrivacyBudgetExceeded
 from fedrt.coordinator.records import RoundStatus, TaskRecord, TaskStatus
 from fedrt.coordinator.rounds.adoption import TaskAdoption
@@ -63,6 +63,7 @@ from fedrt.coordinator.rounds.journal import (
 from fedrt.coordinator.rounds.machine import RoundMachine
 from fedrt.coordinator.rounds.plan import round_config, round_kind, with_pool
 from fedrt.coordinator.rounds.runs import (
+    CommitPoint,
     Run,
     learn_key,
     new_run,
@@ -304,10 +305,18 @@ class FederatedDriver(TaskAdoption, RoundDriver):
         )
 
     def _commit(self, run: Run, commit: Commit, now: float) -> None:
-        # One transaction from the new version to the round's end: all of it or nothing.
-        with self.ctx.store.transaction():
-            self._fence(run.task_id, now)
-            self._commit_owned(run, commit, now)
+        # One transaction from the new version to the round's end: all of it or nothing. One
+        # that lost a serialization race (PostgreSQL) wrote nothing: the run's memory goes
+        # back to where it was (the DP charge included) and the commit runs again.
+        before = CommitPoint.of(run)
+
+        def attempt() -> None:
+            before.restore(run)
+            with self.ctx.store.transaction():
+                self._fence(run.task_id, now)
+                self._commit_owned(run, commit, now)
+
+        retry_races(attempt)
 
     def _commit_owned(self, run: Run, commit: Commit, now: float) -> None:
         version = add_version(self.ctx.catalog, run, commit, self.evaluator)

@@ -7,6 +7,7 @@ under ``STATE_KEY`` (round number, next message id, optimizer rounds, a DP task'
 
 from __future__ import annotations
 
+import copy
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -73,6 +74,27 @@ class Run:
     # Rounds a previous process left open, lost in its restart; devices told so (once each).
     lost_rounds: frozenset[int] = frozenset()
     told_lost: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class CommitPoint:
+    """What committing a round changes in a run's memory, as it was before: a commit whose
+    transaction lost a race (nothing written) puts it back and runs again."""
+
+    model: LoadedModel | None
+    opt_state: OptimizerState
+    evaluation: dict[str, float]
+    privacy: TaskPrivacy | None
+    dp_round: RoundDp | None
+
+    @classmethod
+    def of(cls, run: Run) -> CommitPoint:
+        return cls(run.model, run.opt_state, dict(run.evaluation),
+                   copy.deepcopy(run.privacy), run.dp_round)  # fmt: skip
+
+    def restore(self, run: Run) -> None:
+        run.model, run.opt_state, run.evaluation = self.model, self.opt_state, dict(self.evaluation)
+        run.privacy, run.dp_round = copy.deepcopy(self.privacy), self.dp_round
 
 
 def new_run(store: Store, task: TaskRecord, pace: PaceConfig) -> Run:
@@ -168,6 +190,6 @@ def no_round(
 
 
 __all__ = [
-    "RESTART_ID_GAP", "STATE_KEY", "LoadedModel", "Run", "learn_key", "new_run", "no_round",
-    "save", "welcome",
+    "RESTART_ID_GAP", "STATE_KEY", "CommitPoint", "LoadedModel", "Run", "learn_key", "new_run",
+    "no_round", "save", "welcome",
 ]  # fmt: skip

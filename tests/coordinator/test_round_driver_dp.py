@@ -9,9 +9,16 @@ import numpy as np
 import pytest
 
 from fedrt.coordinator.driver import DriverContext
+from fedrt.coordinator.errors import RaceLost
 from fedrt.coordinator.privacy.config import AdaptiveClip, AdaptiveClipSettings, DpConfig, DpMode
 from fedrt.coordinator.privacy.rounds import TaskPrivacy
-from fedrt.coordinator.records import RoundRecord, RoundStatus, TaskRecord, TaskStatus
+from fedrt.coordinator.records import (
+    ModelRecord,
+    RoundRecord,
+    RoundStatus,
+    TaskRecord,
+    TaskStatus,
+)
 from fedrt.coordinator.rounds.driver import FederatedDriver
 from fedrt.coordinator.store import MemoryStore
 from fedrt.coordinator.tasks import TaskSpec
@@ -116,3 +123,39 @@ def test_rounds_run_then_restart_keep_their_dp_plans_and_the_epsilon_spent(tmp_p
         assert privacy.epsilon == pytest.approx(spent)
     finally:
         again.close()
+
+
+def _two_dp_rounds(data_dir: Path, *, raced: bool) -> float | None:
+    """Two central-DP rounds; with ``raced``, the first commit's transaction loses a race."""
+    fleet = Fleet(4, pull_to_targets)
+    coordinator = fleet.open(data_dir)
+    dp = DpConfig(mode=DpMode.CENTRAL, noise_multiplier=1.0, budget_epsilon=100.0)
+    fleet.create_task(max_rounds=2, dp=dp)
+    store = fleet.svc.store
+    add_model, races = store.add_model, [raced]
+
+    def add_model_once_raced(record: ModelRecord) -> None:
+        if races and races.pop():
+            raise RaceLost("could not serialize access due to concurrent update")
+        add_model(record)
+
+    store.add_model = add_model_once_raced  # type: ignore[method-assign]
+    try:
+        fleet.run_until(fleet.done)
+        rounds = store.list_rounds(TASK)
+        assert [r.status for r in rounds] == [RoundStatus.COMMITTED] * 2
+        assert len({r.result_sha256 for r in rounds}) == 2
+        assert len(store.list_models()) == 3  # the base and one version per round
+        assert not races  # the race was run into
+        return rounds[-1].epsilon
+    finally:
+        coordinator.close()
+
+
+def test_a_commit_that_lost_a_race_runs_again_and_charges_once(tmp_path: Path) -> None:
+    """A commit whose transaction lost a serialization race (RaceLost: nothing written) is
+    run again from the run's memory as it was: one version per round, DP charged once."""
+    plain = _two_dp_rounds(tmp_path / "plain", raced=False)
+    raced = _two_dp_rounds(tmp_path / "raced", raced=True)
+    assert plain is not None
+    assert raced == pytest.approx(plain)
