@@ -76,6 +76,9 @@ class ReconnectReason(enum.IntEnum):
     ROUND_ABANDONED = 4  # the round failed; the device's work is discarded
     DROPPED = 5  # the device missed a deadline and was cut from the round
     TASK_PAUSED = 6
+    # Appended (async rounds): the device's kept update is more than the task's
+    # max_staleness versions behind; it is discarded and the device trains again.
+    TOO_STALE = 7
 
 
 class AbandonReason(enum.IntEnum):
@@ -129,15 +132,50 @@ class Plan:
     # Heavy-ball momentum of the device's local SGD (models exported with --momentum; the
     # coordinator refuses it for others). Appended: left off the wire at 0.
     momentum: float = field(default=0.0, metadata=APPENDED)
+    # Personalization (FedPer, Arivazhagan et al. 2019): weight tensors (manifest names) the
+    # device keeps to itself across rounds; ``update.params`` counts only the others. And
+    # local SGD steps on the device's own examples before it evaluates (0: none).
+    personal_layers: tuple[str, ...] = field(default=(), metadata=APPENDED)
+    finetune_steps: int = field(default=0, metadata=APPENDED)
+    # Async rounds (``round_async``): the plan's role (0: a synchronous round's plan) and,
+    # for a REPORT plan, how many versions were committed since the device's training plan.
+    async_role: int = field(default=0, metadata=APPENDED)
+    staleness: int = field(default=0, metadata=APPENDED)
+    # Honest evaluation (sdk.holdout): the share of its examples a device holds out, never
+    # trains on, and evaluates on in evaluation rounds (0: it trains and evaluates on all).
+    holdout: float = field(default=0.0, metadata=APPENDED)
+    # q-FedAvg (Li et al. 2020; sdk.qfedavg): the fairness exponent q, None for other
+    # strategies. The device weighs its update by its loss at the start weights.
+    qfedavg_q: float | None = field(default=None, metadata=APPENDED)
+    # SCAFFOLD (Karimireddy et al. 2020): train with the correction c - c_i and send the
+    # variate update after the model delta (``update.params`` counts both). The server
+    # variate c is the blob ``control_variate`` names (None: c = 0).
+    scaffold: bool = field(default=False, metadata=APPENDED)
+    control_variate: ModelRef | None = field(default=None, metadata=APPENDED)
 
     def __post_init__(self) -> None:
-        u64(self, "msg_id", "round_id")
+        u64(self, "msg_id", "round_id", "finetune_steps", "staleness")
+        if self.async_role not in (0, 1, 2):  # round_async.ASYNC_ROLES
+            raise fail(Plan, f"async_role must be 0, 1 or 2, got {self.async_role!r}")
         ident(self, "task_id")
         enum_member(self, "kind", RoundKind)
         seconds(self, "report_within")
+        layers = self.personal_layers
+        if not isinstance(layers, tuple) or len(layers) > 1024:
+            raise fail(Plan, "personal_layers must be a tuple of at most 1024 names")
+        if not all(isinstance(n, str) and 0 < len(n) <= 256 for n in layers):
+            raise fail(Plan, "personal_layers must be names of 1 to 256 characters")
+        if len(set(layers)) != len(layers):
+            raise fail(Plan, "personal_layers names a tensor twice")
         m = self.momentum
         if not (isinstance(m, float) and math.isfinite(m) and 0.0 <= m < 1.0):
             raise fail(Plan, "momentum must be a float in [0, 1)")
+        h = self.holdout
+        if not (isinstance(h, float) and math.isfinite(h) and 0.0 <= h < 1.0):
+            raise fail(Plan, "holdout must be a float in [0, 1)")
+        q = self.qfedavg_q
+        if q is not None and not (isinstance(q, float) and math.isfinite(q) and 0.0 <= q <= 100):
+            raise fail(Plan, "qfedavg_q must be None or a float in [0, 100]")
         for name, kind in (
             ("model", ModelRef),
             ("training", TrainingConfig),
@@ -147,6 +185,12 @@ class Plan:
                 raise fail(Plan, f"{name} must be a {kind.__name__}")
         if self.secagg is not None and not isinstance(self.secagg, SecAggSpec):
             raise fail(Plan, "secagg must be a SecAggSpec or None")
+        if not isinstance(self.scaffold, bool):
+            raise fail(Plan, "scaffold must be a bool")
+        if self.control_variate is not None and not (
+            self.scaffold and isinstance(self.control_variate, ModelRef)
+        ):
+            raise fail(Plan, "control_variate must be a ModelRef, in a scaffold plan only")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -219,9 +263,14 @@ class CheckIn:
     # Examples the device holds, for a task's ``min_examples`` (self-reported; 0: not
     # reported). Appended to the wire format: absent from older devices' check-ins.
     n_examples: int = field(default=0, metadata=APPENDED)
+    # What the SDK can do (``round_async.FEATURE_ASYNC``; 0 from older SDKs, which async
+    # tasks refuse), and the async training plan whose kept update the device offers (the
+    # plan's round id; 0: none). Appended.
+    features: int = field(default=0, metadata=APPENDED)
+    async_ticket: int = field(default=0, metadata=APPENDED)
 
     def __post_init__(self) -> None:
-        u64(self, "msg_id", "model_version", "n_examples")
+        u64(self, "msg_id", "model_version", "n_examples", "features", "async_ticket")
         ident(self, "task_id")
         text(self, "sdk_version", 64)
 

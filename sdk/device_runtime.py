@@ -22,6 +22,7 @@ from fedrt.protocol.topics import (
     parse_coordinator_presence,
     parse_task_announcement,
 )
+from fedrt.sdk.control_variate import VariateStore, variate_dir
 from fedrt.sdk.credentials import Credentials, basic_auth, load_or_create_identity
 from fedrt.sdk.device_config import DeviceConfig
 from fedrt.sdk.device_hub import DeviceHub
@@ -304,12 +305,12 @@ class DeviceRuntime:
             deadline=deadline,
             store=self.store,
             scheduler_factory=default_scheduler_factory(
-                store=self.store,
                 device_state=self.device_state,
                 policy=self.config.policy,
                 config=self.config.scheduler,
             ),
             model_dir=self.config.data_dir / "models",
+            personal_dir=self.config.data_dir / "personal",
             public_key=creds.coordinator_public_key,
             auth_headers=basic_auth(creds),
             # Beside the model the plan names: the coordinator instance running this round
@@ -319,12 +320,18 @@ class DeviceRuntime:
             num_threads=self.config.num_threads,
             trainer_factory=self._trainer_factory,
             ssl_context=self._ssl_context,
+            variate_dir=variate_dir(self.config.data_dir),
         )
         self._work = work
         work.start()
         self._emit(DeviceEvent.TRAINING_STARTED, {"round_id": plan.round_id})
 
     def _round_ended(self, ended: RoundEnded) -> None:
+        if self._task_id is not None and ended.round_id is not None:
+            # SCAFFOLD: the round's c_i+ replaces c_i only if the round committed.
+            VariateStore(variate_dir(self.config.data_dir), self._task_id).settle(
+                ended.round_id, committed=ended.reason is rm.ReconnectReason.ROUND_COMPLETE
+            )
         if ended.reason is rm.ReconnectReason.ROUND_COMPLETE:
             self._rounds_completed += 1
         self._last_detail = ended.detail or (ended.reason.name if ended.reason else "")

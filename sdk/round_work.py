@@ -24,12 +24,22 @@ import numpy.typing as npt
 from fedrt.model_export.errors import ExportError
 from fedrt.model_export.litert_model import LiteRTModel
 from fedrt.model_export.manifest import Manifest
+from fedrt.protocol import eval_metrics, qfedavg
 from fedrt.protocol import round_messages as rm
+from fedrt.sdk.control_variate import KIND as VARIATE_KIND
+from fedrt.sdk.control_variate import ScaffoldRound, start_round
+from fedrt.sdk.control_variate import variate_dir as variate_dir_of
 from fedrt.sdk.eligibility import EligibilityPolicy
 from fedrt.sdk.errors import DownloadError, ModelError, SdkError
 from fedrt.sdk.example_store import ExampleStore
 from fedrt.sdk.https_trust import check_url, open_url
 from fedrt.sdk.model_cache import fetch_version
+from fedrt.sdk.personal_layers import (
+    PersonalLayers,
+    personalize,
+    personalized_sums,
+    shared_delta,
+)
 from fedrt.sdk.scheduler import (
     Outcome,
     SchedulerConfig,
@@ -44,6 +54,8 @@ __all__ = ["RoundWork", "TrainerFactory", "TrainingOutput", "WorkResult"]
 log = logging.getLogger(__name__)
 _META_TIMEOUT_S = 30.0
 
+# A scheduler training ``trainer`` on the given examples (the round's training part).
+SchedulerFactory = Callable[[TrainerBackend, ExampleStore], TrainingScheduler]
 # Opens a round's verified model file with its manifest (the Android app plugs its Java
 # LiteRT trainer in here; see fedrt.sdk.android_trainer).
 TrainerFactory = Callable[[Path, Manifest], TrainerBackend]
@@ -96,7 +108,7 @@ class RoundWork:
         plan: rm.Plan,
         deadline: float,
         store: ExampleStore,
-        scheduler_factory: Callable[[TrainerBackend], TrainingScheduler],
+        scheduler_factory: SchedulerFactory,
         model_dir: Path,
         public_key: bytes,
         auth_headers: Mapping[str, str],
@@ -105,8 +117,16 @@ class RoundWork:
         num_threads: int | None = 1,
         trainer_factory: TrainerFactory | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        personal_dir: Path | None = None,
+        variate_dir: Path | None = None,
     ) -> None:
         self.plan = plan
+        # Where the device keeps its SCAFFOLD control variates (``control_variate``).
+        self.variate_dir = variate_dir or variate_dir_of(model_dir.parent)
+        # Where the device keeps each task's personal layers (None: the model directory).
+        self.personal = PersonalLayers(
+            personal_dir or model_dir / "personal", plan.task_id, plan.personal_layers
+        )
         # The CA(s) the coordinator must prove itself to on every HTTPS call of this round.
         self.ssl_context = ssl_context
         self.deadline = deadline
@@ -169,14 +189,29 @@ class RoundWork:
         # workspace are freed before the update's clip/quantize/SecAgg+ buffers are made,
         # which reuse that memory instead of adding to the device's peak RSS.
         try:
-            if len(self.store) < 1:
+            evaluating = self.plan.kind is rm.RoundKind.EVALUATE
+            if len(self._part(held_out=evaluating)) < 1:
                 return WorkResult(
                     plan=self.plan, abandon=rm.AbandonReason.NO_DATA, detail="no local examples"
                 )
             if self.plan.kind is rm.RoundKind.EVALUATE:
                 n, sums = self._evaluate(trainer)
+                if self.plan.personal_layers or self.plan.finetune_steps:
+                    # The same examples again, through this device's personalized model.
+                    personalize(
+                        trainer,
+                        self.plan,
+                        self.personal,
+                        self._part(held_out=False).batch,  # never the held-out examples
+                        cancelled=self._cancel.is_set,
+                    )
+                    sums = {**sums, **personalized_sums(self._evaluate(trainer)[1])}
                 return WorkResult(
                     plan=self.plan, eval_examples=n, eval_sums=sums, bytes_down=fetched
+                )
+            if self.plan.personal_layers:  # FedPer: this device's own tensors over the global
+                trainer.set_weights(
+                    self.personal.merge(trainer.get_weights(), trainer.weight_specs)
                 )
             return self._train(trainer, fetched)
         finally:
@@ -226,8 +261,12 @@ class RoundWork:
         if cfg.fedprox_mu > 0 and not trainer.supports_mu:
             raise ModelError("the plan asks for FedProx (mu) and the model has no mu input")
         trainer.use_momentum(self.plan.momentum)
+        scaffold = self._start_scaffold(trainer) if self.plan.scaffold else None
+        examples = self._part(held_out=False)
+        # q-FedAvg weighs the update by the loss at the start weights: measured before training.
+        start_loss = self._mean_loss(trainer, examples) if self.plan.qfedavg_q is not None else 0.0
         steps = steps_for(
-            examples=len(self.store),
+            examples=len(examples),
             batch_size=trainer.batch_size,
             epochs=cfg.epochs,
             max_steps=cfg.max_steps,
@@ -239,7 +278,7 @@ class RoundWork:
             deadline=self.deadline,
             mu=cfg.fedprox_mu if cfg.fedprox_mu > 0 else None,
         )
-        scheduler = self.scheduler_factory(trainer)
+        scheduler = self.scheduler_factory(trainer, examples)
         with self._job_lock:
             job = scheduler.start(plan)
             self._job = job
@@ -254,24 +293,70 @@ class RoundWork:
             return WorkResult(
                 plan=self.plan, abandon=reason, detail=result.reason[:200], bytes_down=fetched
             )
-        delta = _delta(result.checkpoint.weights, result.checkpoint.start_weights)
+        trained, start = result.checkpoint.weights, result.checkpoint.start_weights
+        if self.plan.personal_layers:  # kept here, never uploaded
+            self.personal.keep(trained, trainer.weight_specs)
+            delta = shared_delta(trained, start, trainer.weight_specs, self.plan.personal_layers)
+        else:
+            delta = _delta(trained, start)
+        if scaffold is not None:  # the variate update travels after the model delta
+            delta = scaffold.finish(delta, steps=result.steps_done, lr=cfg.learning_rate)
+            fetched += scaffold.fetched_bytes
+        n_examples = result.examples
+        if self.plan.qfedavg_q is not None:  # F^q d / b, weighted by b (protocol.qfedavg)
+            delta, n_examples = qfedavg.device_update(
+                delta,
+                start_loss,
+                self.plan.qfedavg_q,
+                cfg.learning_rate,
+                self.plan.update.weight_cap,
+            )
         return WorkResult(
             plan=self.plan,
             training=TrainingOutput(
                 delta=delta,
-                n_examples=result.examples,
+                n_examples=n_examples,
                 mean_loss=result.checkpoint.mean_loss,
                 steps=result.steps_done,
             ),
             bytes_down=fetched,
         )
 
-    def _evaluate(self, trainer: TrainerBackend) -> tuple[int, dict[str, float]]:
-        n = len(self.store)
+    def _start_scaffold(self, trainer: TrainerBackend) -> ScaffoldRound:
+        """c and c_i for this round; the trainer adds c - c_i to every gradient."""
+        scaffold = start_round(
+            self.plan,
+            trainer.weight_specs,
+            self.variate_dir,
+            headers=self.auth_headers,
+            ssl_context=self.ssl_context,
+        )
+        if scaffold.fetched_bytes:
+            self.bytes_by_kind[VARIATE_KIND] = scaffold.fetched_bytes
+        trainer.use_correction(scaffold.correction)
+        return scaffold
+
+    def _part(self, *, held_out: bool) -> ExampleStore:
+        """The examples this round may train on, or evaluate on (``sdk.holdout``): at a
+        plan's holdout of 0, every example for both (the behaviour before honest evaluation)."""
+        if self.plan.holdout <= 0:
+            return self.store
+        return self.store.part(self.plan.holdout, held_out=held_out)
+
+    def _mean_loss(self, trainer: TrainerBackend, examples: ExampleStore) -> float:
+        n, sums = self._evaluate(trainer, examples)
+        return sums[eval_metrics.LOSS] / n if n else 0.0
+
+    def _evaluate(
+        self, trainer: TrainerBackend, examples: ExampleStore | None = None
+    ) -> tuple[int, dict[str, float]]:
+        """(examples seen, metric sums) over ``examples``, by default the held-out ones."""
+        store = examples if examples is not None else self._part(held_out=True)
+        n = len(store)
         b = trainer.batch_size
         loss_sum, correct, seen, cursor = 0.0, 0, 0, 0
         while seen < n and not self._cancel.is_set():
-            batch = self.store.batch(b, cursor)
+            batch = store.batch(b, cursor)
             loss, right = trainer.evaluate(batch.x, batch.y)
             take = min(b, n - seen)
             # A wrapped last batch repeats examples: count only the new ones, pro rata.
@@ -279,20 +364,19 @@ class RoundWork:
             correct += round(right * take / b)
             seen += take
             cursor = batch.next_cursor
-        return seen, {"loss": loss_sum, "accuracy": float(correct)}
+        return seen, {eval_metrics.LOSS: loss_sum, eval_metrics.ACCURACY: float(correct)}
 
 
 def default_scheduler_factory(
     *,
-    store: ExampleStore,
     device_state: object,
     policy: EligibilityPolicy,
     config: SchedulerConfig,
-) -> Callable[[TrainerBackend], TrainingScheduler]:
-    def make(trainer: TrainerBackend) -> TrainingScheduler:
+) -> SchedulerFactory:
+    def make(trainer: TrainerBackend, examples: ExampleStore) -> TrainingScheduler:
         return TrainingScheduler(
             trainer=trainer,
-            store=store,
+            store=examples,
             device_state=device_state,  # type: ignore[arg-type]
             policy=policy,
             config=config,

@@ -16,12 +16,15 @@ import numpy.typing as npt
 from fedrt.coordinator.privacy.central import CentralNoise
 from fedrt.coordinator.rounds.cohorts import Cohorts
 from fedrt.coordinator.rounds.commands import Commit, EvaluationDone, RoundConfig, RoundMetrics
+from fedrt.coordinator.rounds.eval_figures import device_evals
+from fedrt.coordinator.rounds.personal import embed
 from fedrt.coordinator.strategies.aggregators import WeightedMean, norm_outliers
 from fedrt.coordinator.strategies.optimizers import (
     AggregationError,
     OptimizerState,
     ServerOptimizer,
 )
+from fedrt.coordinator.strategies.scaffold import for_round
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol import round_update
 from fedrt.protocol.round_errors import RoundFailed
@@ -148,8 +151,11 @@ class RoundAggregation:
         if self._central_noise is not None:
             delta = self._central_noise.apply(delta, weight=weight, clip_norm=self.spec.clip_norm)
         # --- end central DP ---
+        # Personal tensors (FedPer) were not in the update: a zero delta leaves them as is.
+        delta = embed(delta, int(self._weights.size), cfg.personal_spans)
+        optimizer = for_round(self._optimizer, included=count, population=cfg.population)
         try:
-            new, state = self._optimizer.apply(self._weights, delta, self._state)
+            new, state = optimizer.apply(self._weights, delta, self._state)
         except AggregationError as exc:
             raise RoundFailed(str(exc)) from None
         final = replace(
@@ -181,6 +187,7 @@ class RoundAggregation:
             n_examples=n,
             metrics=means,
             round_metrics=replace(metrics, included=len(reports), total_weight=float(n)),
+            devices=device_evals({d: self._evals[d] for d in answered}),
         )
 
 

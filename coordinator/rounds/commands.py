@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from fedrt.coordinator.errors import ConfigError
 from fedrt.coordinator.privacy.device import DeviceDp
+from fedrt.coordinator.rounds.eval_figures import DeviceEval
 from fedrt.coordinator.selection.cohort_split import DEFAULT_COHORT_SIZE, MIN_COHORT_SIZE
 from fedrt.coordinator.selection.eligibility import admits
 from fedrt.coordinator.selection.sampling import DEFAULT_POOL_FACTOR, pool_target
@@ -95,12 +96,27 @@ class RoundConfig:
     aggregator: Aggregator = field(default_factory=WeightedMean)
     # Differential privacy on the devices (needs SecAgg+): noise, the clip bit.
     device_dp: DeviceDp | None = None
+    # The share of its examples each device holds out for evaluation (``Plan.holdout``).
+    holdout: float = 0.0
+    # q-FedAvg's q (``Plan.qfedavg_q``; strategies.qfedavg); None: another strategy.
+    qfedavg_q: float | None = None
+    # Personalization (``rounds.personal``): the weight tensors the devices keep (manifest
+    # names, for the plan) and their [start, stop) in the flat model, which the update
+    # vector leaves out; local SGD steps a device takes before it evaluates.
+    personal_layers: tuple[str, ...] = ()
+    personal_spans: tuple[tuple[int, int], ...] = ()
+    finetune_steps: int = 0
+    # SCAFFOLD (``rounds.scaffold``): updates carry the variate update too (2x the model's
+    # coordinates), and the plan names the server variate c (None: c = 0).
+    scaffold: bool = False
+    control_variate: ModelRef | None = None
 
     def __post_init__(self) -> None:
         check_id(self.task_id, "task id")
         ints = {"goal_count": 1, "min_reports": 1, "weight_cap": 1, "round_id": 0}
         ints["min_examples"] = 0
         ints["cohort_size"] = MIN_COHORT_SIZE
+        ints["finetune_steps"] = 0
         for name, low in ints.items():
             value = getattr(self, name)
             if not isinstance(value, int) or value < low:
@@ -116,6 +132,8 @@ class RoundConfig:
             raise ConfigError("round.over_selection must lie in [1, 10]")
         if not (math.isfinite(self.momentum) and 0.0 <= self.momentum < 1.0):
             raise ConfigError("round.momentum must lie in [0, 1)")
+        if not (math.isfinite(self.holdout) and 0.0 <= self.holdout < 1.0):
+            raise ConfigError("round.holdout must lie in [0, 1)")
         if not (math.isfinite(self.pool_factor) and 1.0 <= self.pool_factor <= 100.0):
             raise ConfigError("round.pool_factor must lie in [1, 100]")
         if self.population is not None and not (
@@ -278,6 +296,9 @@ class EvaluationDone:
     # Each reported metric sum divided by the total example count (e.g. mean loss, accuracy).
     metrics: tuple[tuple[str, float], ...]
     round_metrics: RoundMetrics
+    # Each reporting device's count and sums, for the spread and per-label figures
+    # (``eval_figures``): evaluation reports are plain, so the coordinator sees them.
+    devices: tuple[DeviceEval, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -6,8 +6,7 @@ It decides nothing about the protocol itself. What it owns is the life *between*
 which model a round starts from (the task's promoted version, re-read every round so an
 operator's rollback takes effect), the server optimizer state, round numbering and
 message ids, turning a committed aggregate into a new signed model version, and whether
-that version is promoted (server-side evaluation, when an evaluator is given, must not
-regress by more than the task's ``promote_margin``).
+that version is promoted or a task rolled back (``rollout``: the task's ``rollout_gate``).
 
 A coordinator that restarts marks the round it was running as abandoned (its state died
 with the old process) and waits: that round's devices learn of the restart from its new
@@ -17,14 +16,16 @@ a short window while no round is open. A round that nobody checked in to leaves 
 waiting the same way, so an idle task does not open and abandon rounds while its devices
 are away.
 
-Helpers: ``plan``, ``runs``, ``versions``, ``journal``, ``dp``; every store transaction of
-the driver is opened here, in this module.
+Helpers: ``plan``, ``runs``, ``versions``, ``rollout``, ``journal``, ``dp``; every store
+transaction of the driver is opened here, in this module (but a rollback's, in ``rollout``,
+fenced by this module's lease check).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from functools import partial
 
 import numpy as np
 
@@ -33,6 +34,7 @@ from fedrt.coordinator.errors import LeaseLost, retry_races
 from fedrt.coordinator.privacy.accounting import PrivacyBudgetExceeded
 from fedrt.coordinator.records import RoundStatus, TaskRecord, TaskStatus
 from fedrt.coordinator.rounds.adoption import TaskAdoption
+from fedrt.coordinator.rounds.async_driver import AsyncRounds
 from fedrt.coordinator.rounds.commands import (
     AbandonRound,
     Announce,
@@ -50,6 +52,7 @@ from fedrt.coordinator.rounds.dp import (
     charge,
     with_dp,
 )
+from fedrt.coordinator.rounds.eval_figures import device_labels, round_figures
 from fedrt.coordinator.rounds.journal import (
     RoundEnd,
     RoundListener,
@@ -61,7 +64,9 @@ from fedrt.coordinator.rounds.journal import (
     summary,
 )
 from fedrt.coordinator.rounds.machine import RoundMachine
+from fedrt.coordinator.rounds.personal import with_personal
 from fedrt.coordinator.rounds.plan import round_config, round_kind, with_pool
+from fedrt.coordinator.rounds.rollout import Rollout
 from fedrt.coordinator.rounds.runs import (
     CommitPoint,
     Run,
@@ -71,13 +76,11 @@ from fedrt.coordinator.rounds.runs import (
     save,
     welcome,
 )
+from fedrt.coordinator.rounds.scaffold import with_scaffold
 from fedrt.coordinator.rounds.versions import (
     Evaluator,
-    add_version,
     load_model,
-    promote,
     round_traffic,  # model-forms
-    should_promote,
 )
 from fedrt.coordinator.selection.pace import PaceConfig
 from fedrt.protocol import round_messages as rm
@@ -93,7 +96,7 @@ log = logging.getLogger(__name__)
 DEFAULT_RETRY_DELAY_S = 2.0
 
 
-class FederatedDriver(TaskAdoption, RoundDriver):
+class FederatedDriver(AsyncRounds, TaskAdoption, RoundDriver):
     """Drives rounds for every running task of one coordinator."""
 
     def __init__(
@@ -108,6 +111,7 @@ class FederatedDriver(TaskAdoption, RoundDriver):
     ) -> None:
         self.ctx = ctx
         self.evaluator = evaluator
+        self.rollout = Rollout(ctx, evaluator)  # which versions reach devices
         self.listener = listener
         self.pace_config = pace or ctx.pace
         self.rng = rng or np.random.default_rng()
@@ -126,6 +130,9 @@ class FederatedDriver(TaskAdoption, RoundDriver):
     ) -> None:
         msg = decode_from_device(payload)
         run = self.runs.get(msg.task_id)
+        if run is not None and run.spec.mode == "async":  # FedBuff (issue 19): async_driver
+            self._async_message(run, device_id, msg, now)
+            return
         if run is None:
             # A task not (yet, or no longer) running: pace the device instead of leaving it
             # waiting for an answer. Unknown tasks raise NotFoundError here.
@@ -215,6 +222,9 @@ class FederatedDriver(TaskAdoption, RoundDriver):
         task = self.ctx.store.get_task(run.task_id)
         if task.status is not TaskStatus.RUNNING:
             return
+        if run.spec.mode == "async":  # no rounds on a timer: one per buffer (async_driver)
+            self._async_start(run, now)
+            return
         if run.round_no >= run.spec.max_rounds:
             self._finish_task(run, now)
             return
@@ -233,6 +243,8 @@ class FederatedDriver(TaskAdoption, RoundDriver):
             model_url_prefix=self.ctx.model_url_prefix,
             batch_size=model.manifest.batch_size,
         )
+        config = with_personal(config, spec, model.manifest)  # FedPer, fine-tuning
+        config = with_scaffold(config, spec, model.record, self.ctx.model_url_prefix)
         devices = [d for d in self.ctx.store.list_devices() if not d.revoked]
         keys = {d.device_id: d.public_key for d in devices}
         run.keys = keys
@@ -271,6 +283,8 @@ class FederatedDriver(TaskAdoption, RoundDriver):
         self._act(run, machine.start(now), now)
 
     def _act(self, run: Run, commands: list[Command], now: float) -> None:
+        if run.spec.mode == "async":
+            commands = self._async_commands(run, commands)
         try:
             self._carry_out(run, commands, now)
         except LeaseLost:
@@ -319,10 +333,7 @@ class FederatedDriver(TaskAdoption, RoundDriver):
         retry_races(attempt)
 
     def _commit_owned(self, run: Run, commit: Commit, now: float) -> None:
-        version = add_version(self.ctx.catalog, run, commit, self.evaluator)
-        promoted = should_promote(run, version.evaluation)
-        if promoted:
-            promote(self.ctx.catalog, run, version, commit)
+        version, promoted = self.rollout.commit(run, commit)
         noise_stddev = charge(run, commit, self.rng)
         self._close_round(
             run,
@@ -337,14 +348,20 @@ class FederatedDriver(TaskAdoption, RoundDriver):
         )
 
     def _evaluated(self, run: Run, done: EvaluationDone, now: float) -> None:
+        evaluation, by_label = round_figures(  # eval-figures
+            done.metrics, done.devices, device_labels(self.ctx.store, done.devices)
+        )
         self._close_round(
             run,
             done.round_id,
             RoundStatus.COMMITTED,
             done.round_metrics,
             now,
-            evaluation={f"federated_{k}": v for k, v in done.metrics},
+            evaluation=evaluation,
+            extra_detail={"evaluation_by_label": by_label},  # eval-figures
         )
+        fence = partial(self._fence, run.task_id, now)
+        self.rollout.evaluated(run, done.round_id, evaluation, fence)  # federated gate
 
     def _abandoned(self, run: Run, abandon: AbandonRound, now: float) -> None:
         log.warning("task %s: round %d abandoned: %s", run.task_id, abandon.round_id,
@@ -377,6 +394,7 @@ class FederatedDriver(TaskAdoption, RoundDriver):
         promoted: bool = False,
         reason: str = "",
         noise_stddev: float | None = None,
+        extra_detail: Mapping[str, object] | None = None,
     ) -> None:
         if metrics.bad_holders:  # decoded around, but a device that lies deserves a look
             log.warning("task %s: round %d: wrong SecAgg+ shares from %s", run.task_id,
@@ -397,6 +415,8 @@ class FederatedDriver(TaskAdoption, RoundDriver):
         detail = end_detail(self.ctx.store, run.task_id, end, dp_charged=run.dp_round)
         start = self.ctx.store.get_round(run.task_id, round_no).model_sha256  # model-forms
         detail["traffic"] = round_traffic(self.ctx.catalog, start, run, metrics)  # model-forms
+        detail.update(extra_detail or {})
+        detail.update(self._async_detail(run, round_no, status))  # async rounds (issue 19)
         with self.ctx.store.transaction():
             self._fence(run.task_id, now)
             record_end(self.ctx.store, run.task_id, end, detail, now)

@@ -97,6 +97,12 @@ class RoundOutbox:
                 secagg=secagg,
                 report_within=c.training_timeout,
                 momentum=c.momentum,
+                holdout=c.holdout,
+                qfedavg_q=c.qfedavg_q,
+                personal_layers=c.personal_layers,
+                finetune_steps=c.finetune_steps,
+                scaffold=c.scaffold,
+                control_variate=c.control_variate,
             ),
         )
 

@@ -13,7 +13,11 @@ from fedrt.coordinator.privacy.config import AdaptiveClip, DpConfig, DpMode
 from fedrt.coordinator.selection.cohort_split import DEFAULT_COHORT_SIZE, MIN_COHORT_SIZE
 from fedrt.coordinator.validation import JsonBool, JsonFloat, JsonInt, JsonStr, WireModel
 
-SecAggStrategy = Literal["fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad"]
+# scaffold: SCAFFOLD control variates (strategies.scaffold); needs fedrt export --scaffold.
+# qfedavg: q-FedAvg (strategies.qfedavg), fairness-seeking; qfedavg_q sets q.
+SecAggStrategy = Literal[
+    "fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "scaffold", "qfedavg"
+]
 # Robust aggregators need every individual update, which SecAgg+ exists to hide.
 PlainOnlyStrategy = Literal["median", "trimmed_mean", "krum", "bulyan"]
 SECAGG_STRATEGIES: tuple[str, ...] = get_args(SecAggStrategy)
@@ -26,6 +30,8 @@ Deadline = Annotated[JsonFloat, Field(ge=1, le=86_400)]
 LabelKey = Annotated[JsonStr, Field(min_length=1, max_length=64)]
 LabelValue = Annotated[JsonStr, Field(max_length=256)]
 Rate = Annotated[JsonFloat, Field(gt=0, le=10)]
+# A weight tensor of the model, as its manifest names it.
+TensorName = Annotated[JsonStr, Field(min_length=1, max_length=256)]
 
 
 def _when(condition: JsonDict, then: JsonDict) -> JsonDict:
@@ -47,6 +53,11 @@ _DP_ON: JsonDict = {
 _ADAPTIVE: JsonDict = {"required": ["clip"], "properties": {"clip": {"required": ["adaptive"]}}}
 # The rules of TaskSpec._check that a schema can state.
 _SCHEMA_RULES: list[JsonValue] = [
+    # Federated gating decides on evaluation rounds (eval_every defaults to 5).
+    _when(
+        {"required": ["rollout_gate"], "properties": {"rollout_gate": {"const": "federated"}}},
+        {"properties": {"eval_every": {"minimum": 1}}},
+    ),
     # Robust aggregators need each update, which SecAgg+ hides (secagg defaults on).
     _when(
         {"required": ["strategy"], "properties": {"strategy": {"enum": [*PLAIN_ONLY_STRATEGIES]}}},
@@ -127,8 +138,22 @@ class TaskSpec(WireModel):
     cohort_size: JsonInt = Field(DEFAULT_COHORT_SIZE, ge=MIN_COHORT_SIZE, le=100_000)
     # Evaluate every N training rounds (0: never); federated evaluation rounds.
     eval_every: JsonInt = Field(5, ge=0, le=10_000)
+    # Honest evaluation (sdk.holdout): the share of its examples each device holds out (a
+    # seeded hash of the example id, stable across rounds), never trains on, and evaluates
+    # on. 0 keeps the old behaviour (evaluation on the training examples); 0.2 is usual.
+    holdout: JsonFloat = Field(0.0, ge=0, lt=0.9)
+    # q-FedAvg's q (strategy qfedavg; Li et al. 2020): 0 weighs devices uniformly, larger q
+    # pulls the model towards the devices with the highest loss. 1.0: the paper's middle
+    # ground (it tunes q in {0.001 ... 15} per data set; Flower defaults to 0.2).
+    qfedavg_q: JsonFloat = Field(1.0, ge=0, le=100)
     # A candidate whose accuracy drops by more than this is not promoted.
     promote_margin: JsonFloat = Field(0.01, ge=0, le=1)
+    # What decides that a new version reaches devices (``rounds.rollout``): "auto" gates on
+    # the coordinator's held-out set when it has one that fits the model (serve --eval-data),
+    # "held_out" requires one (refused at creation otherwise), "federated" promotes every
+    # version and rolls back to the last good one when an evaluation round's
+    # federated_accuracy falls by more than promote_margin, "off" promotes every version.
+    rollout_gate: Literal["auto", "held_out", "federated", "off"] = "auto"
     trimmed_fraction: JsonFloat = Field(0.1, ge=0, lt=0.5)
     # Krum and Bulyan: how many updates of a round may be hostile (f; Krum needs at least
     # 2f + 3 reports, Bulyan 4f + 3), and how many updates multi-Krum averages (m <= n - f).
@@ -149,6 +174,14 @@ class TaskSpec(WireModel):
     # Papaya trains with a concurrency of a few times K.
     max_concurrent: JsonInt = Field(30, ge=1, le=100_000)
 
+    # Personalization (rounds.personal): weight tensors of the model (manifest names) that
+    # never leave the devices (FedPer: each device keeps and trains its own copy, the rest
+    # is aggregated), or instead the last N layers; and local SGD steps a device takes on
+    # its own examples before it evaluates (evaluation rounds then report that model).
+    personal_layers: list[TensorName] = Field(default_factory=list, max_length=1024)
+    personal_last_layers: JsonInt = Field(0, ge=0, le=1024)
+    finetune_steps: JsonInt = Field(0, ge=0, le=100_000)
+
     @model_validator(mode="after")
     def _check(self) -> TaskSpec:
         def need(ok: bool, message: str) -> None:
@@ -160,6 +193,14 @@ class TaskSpec(WireModel):
             f"strategy {self.strategy} needs individual updates: set secagg = false",
         )
         need(self.min_reports <= self.goal_count, "min_reports must be at most goal_count")
+        need(
+            self.rollout_gate != "federated" or self.eval_every > 0,
+            "rollout_gate federated needs evaluation rounds: set eval_every >= 1",
+        )
+        need(
+            not (self.personal_layers and self.personal_last_layers),
+            "give personal_layers or personal_last_layers, not both",
+        )
         # A robust rule must be able to run on the fewest reports a round commits with.
         least = {"krum": 2 * self.byzantine_f + 3, "bulyan": 4 * self.byzantine_f + 3}
         need(
@@ -178,6 +219,24 @@ class TaskSpec(WireModel):
         need(
             self.mode == "sync" or self.max_concurrent >= self.buffer_size,
             "max_concurrent must be at least buffer_size (a buffer could never fill)",
+        )
+        # q-FedAvg sends each device's h as its weight: DP's fixed weight 1 would drop it.
+        need(
+            self.strategy != "qfedavg" or not self.dp.enabled,
+            "strategy qfedavg weighs devices by their loss: it does not go with dp",
+        )
+        need(
+            self.strategy != "qfedavg" or self.mode == "sync",
+            "strategy qfedavg needs mode sync (its step assumes one start version per round)",
+        )
+        # SCAFFOLD's variate update assumes every update started from the round's c.
+        need(
+            self.mode == "sync" or self.strategy != "scaffold",
+            "strategy scaffold needs mode sync (its variates assume one version per round)",
+        )
+        need(
+            self.strategy != "scaffold" or not (self.personal_layers or self.personal_last_layers),
+            "strategy scaffold covers the whole model: it does not go with personal layers",
         )
         need(
             self.mode == "sync" or self.strategy in SECAGG_STRATEGIES,
