@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import secrets
 import ssl
@@ -19,6 +18,7 @@ from fedrt.coordinator.broker.link import LinkSettings, MqttLink
 from fedrt.coordinator.broker.mosquitto_auth import MosquittoFileAuth
 from fedrt.coordinator.broker.nats_auth import nats_broker_auth
 from fedrt.coordinator.config import CoordinatorConfig, describe
+from fedrt.coordinator.devices.broker_login import embedded_verifier
 from fedrt.coordinator.devices.enrollment import (
     BrokerAuth,
     CoordinatorEndpoint,
@@ -26,12 +26,12 @@ from fedrt.coordinator.devices.enrollment import (
     OpenBrokerAuth,
 )
 from fedrt.coordinator.driver.base import DriverContext, DriverFactory, RoundDriver
-from fedrt.coordinator.errors import ConfigError, NotFoundError, retry_races
+from fedrt.coordinator.errors import ConfigError, retry_races
 from fedrt.coordinator.models.blobs import BlobStore
 from fedrt.coordinator.models.catalog import ModelCatalog
 from fedrt.coordinator.records import TaskRecord
 from fedrt.coordinator.security.admin_token import AdminToken
-from fedrt.coordinator.security.credentials import hash_password, verify_password
+from fedrt.coordinator.security.credentials import hash_password
 from fedrt.coordinator.security.signing import ModelSigner
 from fedrt.coordinator.startup import (
     ADMIN_TOKEN_FILE,
@@ -219,7 +219,9 @@ class CoordinatorService:
             if not b.embedded_anonymous:
                 username, password = COORDINATOR_USERNAME, secrets.token_urlsafe(24)
                 auth = EmbeddedAuth(
-                    verify=self._embedded_verifier(password),
+                    verify=embedded_verifier(
+                        self.state, self.store, coordinator=(COORDINATOR_USERNAME, password)
+                    ),
                     coordinator_username=COORDINATOR_USERNAME,
                 )
             self.embedded = EmbeddedBroker(b.embedded_host, b.embedded_port, auth=auth)
@@ -262,20 +264,6 @@ class CoordinatorService:
         self._tick_task = asyncio.create_task(self._tick_loop(), name="fedrt-tick")
         log.info("coordinator up: %s (listening on %s:%d), mqtt %s:%d", self.public_url,
                  self.config.http.host, self.http_port, host, port)  # fmt: skip
-
-    def _embedded_verifier(self, coordinator_password: str) -> Callable[[str, str], bool]:
-        """Password check for the embedded broker: the coordinator, or an active device."""
-
-        def verify(username: str, password: str) -> bool:
-            if username == COORDINATOR_USERNAME:
-                return hmac.compare_digest(password.encode(), coordinator_password.encode())
-            try:
-                device = self.store.get_device(username)
-            except NotFoundError:
-                return False
-            return not device.revoked and verify_password(password, device.credential_hash)
-
-        return verify
 
     async def stop(self) -> None:
         """Graceful: stop ticking, let the driver persist, flush the outbox, close all."""

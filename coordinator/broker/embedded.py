@@ -9,9 +9,10 @@ each client's id is its user name, so no client can reach another's connection o
 
 from __future__ import annotations
 
+import inspect
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +34,15 @@ log = logging.getLogger(__name__)
 # Accepting anonymous clients is only ever allowed on loopback.
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
-Verify = Callable[[str, str], bool]
+# The password check: a device's hash is in the store, so a coroutine (a plain function
+# answering at once serves tests and fixed passwords).
+Verify = Callable[[str, str], bool | Awaitable[bool]]
+
+
+async def _verdict(verify: Verify, username: str, password: str) -> bool:
+    answer = verify(username, password)
+    return bool(await answer) if inspect.isawaitable(answer) else bool(answer)
+
 
 # A CONNECT holds an id, a will, a user name and a password: a few KiB. Anything bigger is
 # refused before it is buffered.
@@ -127,7 +136,7 @@ class FedrtAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt ships no t
         auth = self.config.auth
         if not isinstance(auth, EmbeddedAuth) or session.username is None:
             return False
-        return bool(auth.verify(str(session.username), str(session.password or "")))
+        return await _verdict(auth.verify, str(session.username), str(session.password or ""))
 
 
 class FedrtTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]  # amqtt ships no types
@@ -210,7 +219,9 @@ class _IdentityBroker(Broker):  # type: ignore[misc]  # amqtt ships no types
             raise MQTTError(f"unreadable CONNECT from {remote_address}: {exc}") from exc
         if proto_level == _MQTT_311:
             username = connect.username
-            if username is None or not self._fedrt_auth.verify(username, connect.password or ""):
+            if username is None or not await _verdict(
+                self._fedrt_auth.verify, username, connect.password or ""
+            ):
                 await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
                 await writer.close()
                 raise MQTTError(f"CONNECT from {remote_address} refused: bad credentials")
