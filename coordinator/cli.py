@@ -69,6 +69,12 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help="check-ins per second at most from devices sent away (10)",
     )
+    serve.add_argument(
+        "--eval-data",
+        metavar="FILE",
+        help="held-out .npz (x, y): each task's new versions are evaluated on it and one that "
+        "loses more than the task's promote_margin of accuracy is not promoted",
+    )
     serve.set_defaults(run=run_serve)
     _register_maintenance(sub)
 
@@ -187,6 +193,7 @@ def run_serve(args: argparse.Namespace) -> int:
             pace_min_delay=args.pace_min_delay,
             pace_spread=args.pace_spread,
             pace_rate=args.pace_rate,
+            eval_data=args.eval_data,
         ),
     )
     asyncio.run(serve(config))

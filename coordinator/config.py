@@ -117,6 +117,16 @@ class ClusterConfig(SettingsModel):
     lease_s: SettingFloat = Field(15.0, ge=3, le=600)
 
 
+class EvaluationConfig(SettingsModel):
+    """The operator's held-out set that gates rollout (``rounds.rollout``)."""
+
+    where = "evaluation"
+
+    # None: no held-out set; candidates of tasks with rollout_gate auto are promoted ungated.
+    # An .npz with x (one example per row) and y; read once at start, which needs LiteRT.
+    data: SettingPath | None = None
+
+
 class CoordinatorConfig(SettingsModel):
     """Everything ``fedrt coordinator serve`` needs; validated on construction."""
 
@@ -138,6 +148,7 @@ class CoordinatorConfig(SettingsModel):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
 
     @field_validator("admin_token")
     @classmethod
@@ -270,6 +281,7 @@ def cli_layer(
     pace_min_delay: float | None = None,
     pace_spread: float | None = None,
     pace_rate: float | None = None,
+    eval_data: str | None = None,
 ) -> dict[str, Any]:
     """The layer the ``serve`` flags contribute (None = flag not given)."""
     out: dict[str, Any] = {}
@@ -309,6 +321,8 @@ def cli_layer(
         out["data_dir"] = data_dir
     if instance_id is not None:
         out["cluster"] = {"instance_id": instance_id}
+    if eval_data is not None:
+        out["evaluation"] = {"data": eval_data}
     return out
 
 
@@ -354,6 +368,7 @@ __all__ = [
     "WILDCARD_HOSTS",
     "BrokerConfig",
     "CoordinatorConfig",
+    "EvaluationConfig",
     "HttpConfig",
     "LimitsConfig",
     "MetricsConfig",

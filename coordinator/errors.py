@@ -16,6 +16,7 @@
           ├── StoreError              the store could not be read or written
           │    └── CorruptArtifactError  a stored file no longer hashes to its name
           ├── SigningKeyError         the coordinator's Ed25519 key is missing or unusable
+          ├── EvaluationError         a model the held-out set (--eval-data) cannot evaluate
           └── BrokerError             the MQTT broker could not be started or reached
                └── BrokerRefused      a broker (node) refused our client: credentials, permissions
 
@@ -100,6 +101,11 @@ class SigningKeyError(CoordinatorError):
     """The coordinator's signing key cannot be created, read or used."""
 
 
+class EvaluationError(CoordinatorError):
+    """A model version the coordinator's held-out set (``--eval-data``) cannot evaluate: its
+    shapes do not fit the set, or LiteRT cannot run it. The version is held back."""
+
+
 class BrokerError(CoordinatorError):
     """The MQTT broker could not be started, reached or reconfigured."""
 
@@ -158,6 +164,7 @@ __all__ = [
     "ConflictError",
     "CoordinatorError",
     "CorruptArtifactError",
+    "EvaluationError",
     "IllegalTransition",
     "LeaseLost",
     "NotFoundError",

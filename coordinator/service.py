@@ -30,12 +30,14 @@ from fedrt.coordinator.errors import ConfigError, retry_races
 from fedrt.coordinator.models.blobs import BlobStore
 from fedrt.coordinator.models.catalog import ModelCatalog
 from fedrt.coordinator.records import TaskRecord
+from fedrt.coordinator.rounds.rollout import creation_check
 from fedrt.coordinator.security.admin_token import AdminToken
 from fedrt.coordinator.security.credentials import hash_password
 from fedrt.coordinator.security.signing import ModelSigner
 from fedrt.coordinator.startup import (
     ADMIN_TOKEN_FILE,
     load_admin_token,
+    open_held_out,
     open_store,
     running_loop,
 )
@@ -91,7 +93,9 @@ class CoordinatorService:
         shared = self.store if config.store.url is not None else None
         self.blobs = BlobStore(data / "artifacts", mirror=shared)
         self.catalog = ModelCatalog(self.store, self.blobs, self.signer, clock=clock)
-        self.tasks = TaskManager(self.store, clock=clock, on_change=self._task_changed)
+        self.held_out = open_held_out(config)
+        self.tasks = TaskManager(self.store, clock=clock, on_change=self._task_changed,
+                                 model_checks=(creation_check(self.held_out),))  # fmt: skip
         cluster = config.cluster
         self.ownership = TaskOwnership(
             self.store, instance_id(data, cluster.instance_id), lease_s=cluster.lease_s
@@ -161,6 +165,7 @@ class CoordinatorService:
             pace=self.config.pace,
             observer=self.metrics.rounds,
             ownership=self.ownership,
+            held_out=self.held_out,
         )
 
     def api_context(self) -> ApiContext:

@@ -1,5 +1,6 @@
 """What ``fedrt coordinator serve`` opens before the service runs: the store the
-configuration names and the admin token; and which event loop the caller runs on."""
+configuration names, the admin token and the held-out set; and which event loop the caller
+runs on."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from fedrt.coordinator.config import CoordinatorConfig, Secret
 from fedrt.coordinator.errors import ConfigError
+from fedrt.coordinator.models.evaluator import HeldOutEvaluator, load_held_out, require_litert
 from fedrt.coordinator.store.base import Store
 from fedrt.coordinator.store.sqlite import SqliteStore
 
@@ -24,6 +26,18 @@ def running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+def open_held_out(config: CoordinatorConfig) -> HeldOutEvaluator | None:
+    """The held-out set (``evaluation.data``), read and checked before anything listens:
+    a bad file stops the start with a ``ConfigError``."""
+    path = config.evaluation.data
+    if path is None:
+        return None
+    require_litert()
+    data = load_held_out(path)
+    log.info("held-out set %s: %d examples of shape %s", path, len(data), data.x.shape[1:])
+    return HeldOutEvaluator(data)
 
 
 def open_store(config: CoordinatorConfig) -> Store:
@@ -57,4 +71,4 @@ def load_admin_token(config: CoordinatorConfig) -> Secret:
     return Secret(token)
 
 
-__all__ = ["ADMIN_TOKEN_FILE", "load_admin_token", "open_store", "running_loop"]
+__all__ = ["ADMIN_TOKEN_FILE", "load_admin_token", "open_held_out", "open_store", "running_loop"]

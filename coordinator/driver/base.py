@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from fedrt.coordinator.devices.enrollment import Enrollment
 from fedrt.coordinator.models.catalog import ModelCatalog
+from fedrt.coordinator.models.evaluator import HeldOutEvaluator
 from fedrt.coordinator.records import RoundRecord, TaskRecord
 from fedrt.coordinator.selection.pace import PaceConfig
 from fedrt.coordinator.store.base import Store
@@ -57,6 +58,9 @@ class DriverContext:
     # The task leases of this instance (several instances on one store); None: this
     # process is the only coordinator of its store and runs every task (in-memory tests).
     ownership: TaskOwnership | None = None
+    # The operator's held-out set (``serve --eval-data``): candidates of the tasks whose
+    # model fits it are evaluated on it before promotion (``rounds.rollout``); None: none.
+    held_out: HeldOutEvaluator | None = None
 
 
 class RoundDriver(ABC):

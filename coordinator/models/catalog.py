@@ -180,11 +180,18 @@ class ModelCatalog:
             self._audit(actor, "model.promote", sha256, {"task_id": task_id})
             return task
 
-    def rollback(self, task_id: str, *, to: str | None, actor: str) -> TaskRecord:
+    def rollback(
+        self,
+        task_id: str,
+        *,
+        to: str | None,
+        actor: str,
+        detail: Mapping[str, Any] | None = None,
+    ) -> TaskRecord:
         """Mark the task's current version rolled back and return to ``to`` (default: parent).
 
         ``to`` must be an ancestor of the current version, so a rollback never jumps to
-        another task's lineage.
+        another task's lineage. ``detail`` (why, e.g. the gate's figures) joins the audit entry.
         """
         with self.store.transaction():
             task = self.store.get_task(task_id)
@@ -199,7 +206,8 @@ class ModelCatalog:
             if self.store.get_model(target).status is ModelStatus.ROLLED_BACK:
                 self.store.set_model_status(target, ModelStatus.PROMOTED)
             task = self.store.set_task_model(task_id, target, at=self._clock())
-            self._audit(actor, "model.rollback", task_id, {"from": current.sha256, "to": target})
+            moved = {"from": current.sha256, "to": target}
+            self._audit(actor, "model.rollback", task_id, {**(detail or {}), **moved})
             return task
 
     def fall_back(self, task_id: str, *, broken: str, reason: str, actor: str) -> TaskRecord:

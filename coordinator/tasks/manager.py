@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from fedrt.coordinator.errors import BadRequestError, IllegalTransition
@@ -15,6 +15,9 @@ from fedrt.protocol.round_errors import InvalidTopic
 from fedrt.protocol.topics import check_id
 
 Clock = Callable[[], float]
+# More checks of a new task against its model (spec, the model's manifest, its sha256) that
+# raise ``BadRequestError``: the service's held-out gate (``rounds.rollout.creation_check``).
+ModelCheck = Callable[[TaskSpec, Mapping[str, Any], str], None]
 
 
 # action -> (states it may start from, state it leads to)
@@ -38,8 +41,10 @@ class TaskManager:
         *,
         clock: Clock,
         on_change: Callable[[TaskRecord], None] | None = None,
+        model_checks: Sequence[ModelCheck] = (),
     ) -> None:
         self.store = store
+        self.model_checks = tuple(model_checks)
         self._clock = clock
         # Called after a committed change (the service announces tasks, the driver reacts).
         self.on_change = on_change
@@ -73,7 +78,10 @@ class TaskManager:
         )
         with self.store.transaction():
             # Settings the model cannot train with are refused, not ignored (model_fit).
-            check_model_fit(spec, self.store.get_model(model_sha256).manifest, model_sha256)
+            manifest = self.store.get_model(model_sha256).manifest
+            check_model_fit(spec, manifest, model_sha256)
+            for check in self.model_checks:
+                check(spec, manifest, model_sha256)
             self.store.create_task(record)
             self._audit(actor, "task.create", task_id, {"model": model_sha256})
         self._changed(record)
@@ -106,4 +114,4 @@ class TaskManager:
         )
 
 
-__all__ = ["ACTIONS", "TaskManager"]
+__all__ = ["ACTIONS", "ModelCheck", "TaskManager"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from fedrt.coordinator.config import ClusterConfig, LimitsConfig, StoreConfig
+from fedrt.coordinator.config import ClusterConfig, EvaluationConfig, LimitsConfig, StoreConfig
 from fedrt.coordinator.driver.base import PublishFn
 from fedrt.coordinator.errors import CoordinatorError
 from fedrt.coordinator.records import RoundStatus, TaskStatus
@@ -66,11 +66,13 @@ class Coordinator:
         store: StoreConfig | None = None,
         cluster: ClusterConfig | None = None,
         publish: PublishFn | None = None,
+        evaluation: EvaluationConfig | None = None,
     ) -> None:
         # Many messages per device within a real-time second: the rate limit is not tested.
         limits = LimitsConfig(device_rate_per_s=1e6, device_burst=1_000_000)
         config = make_config(data_dir, limits=limits, pace=PACE, store=store or StoreConfig(),
-                             cluster=cluster or ClusterConfig())  # fmt: skip
+                             cluster=cluster or ClusterConfig(),
+                             evaluation=evaluation or EvaluationConfig())  # fmt: skip
         self.service = CoordinatorService(config, clock=lambda: fleet.now)
         ctx = dataclasses.replace(self.service.driver_context(), publish=publish or fleet.publish)
         self.driver = FederatedDriver(ctx, rng=fleet.rng, retry_delay_s=1.0)
@@ -101,9 +103,15 @@ class Fleet:
         self.coordinator: Coordinator | None = None
 
     # --- setting up -----------------------------------------------------------------------
-    def open(self, data_dir: Path, store: StoreConfig | None = None) -> Coordinator:
-        """A coordinator on ``data_dir``, its rows in ``store`` (None: SQLite there)."""
-        self.coordinator = Coordinator(data_dir, self, store)
+    def open(
+        self,
+        data_dir: Path,
+        store: StoreConfig | None = None,
+        evaluation: EvaluationConfig | None = None,
+    ) -> Coordinator:
+        """A coordinator on ``data_dir``, its rows in ``store`` (None: SQLite there), with the
+        held-out set ``evaluation`` names (``serve --eval-data``)."""
+        self.coordinator = Coordinator(data_dir, self, store, evaluation=evaluation)
         return self.coordinator
 
     def create_task(self, **spec: object) -> str:
