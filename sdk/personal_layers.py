@@ -21,7 +21,6 @@ import numpy as np
 import numpy.typing as npt
 
 from fedrt.model_export.manifest import TensorSpec
-from fedrt.protocol import round_messages as rm
 from fedrt.protocol.eval_metrics import ACCURACY, LOSS, PERSONALIZED_ACCURACY, PERSONALIZED_LOSS
 from fedrt.sdk.errors import ModelError
 from fedrt.sdk.example_store import Batch
@@ -135,24 +134,20 @@ def finetune(
 
 def personalize(
     trainer: TrainerBackend,
-    plan: rm.Plan,
     personal: PersonalLayers,
     batch: Callable[[int, int], Batch],
     *,
+    finetune_steps: int,
+    lr: float,
     cancelled: Callable[[], bool] = lambda: False,
 ) -> None:
-    """Turn ``trainer`` (holding the plan's global model) into this device's personalized
-    model: its personal layers over the global ones, then the plan's fine-tuning steps."""
-    if plan.personal_layers:
+    """Turn ``trainer`` (holding a global model) into this device's personalized model: its
+    personal layers (``personal.names``, if any) over the global ones, then
+    ``finetune_steps`` SGD steps on its training examples (``batch``)."""
+    if personal.names:
         trainer.set_weights(personal.merge(trainer.get_weights(), trainer.weight_specs))
-    if plan.finetune_steps:
-        finetune(
-            trainer,
-            batch,
-            steps=plan.finetune_steps,
-            lr=plan.training.learning_rate,
-            cancelled=cancelled,
-        )
+    if finetune_steps:
+        finetune(trainer, batch, steps=finetune_steps, lr=lr, cancelled=cancelled)
 
 
 def personalized_sums(sums: Mapping[str, float]) -> dict[str, float]:

@@ -200,9 +200,10 @@ class RoundWork:
                     # The same examples again, through this device's personalized model.
                     personalize(
                         trainer,
-                        self.plan,
                         self.personal,
                         self._part(held_out=False).batch,  # never the held-out examples
+                        finetune_steps=self.plan.finetune_steps,
+                        lr=self.plan.training.learning_rate,
                         cancelled=self._cancel.is_set,
                     )
                     sums = {**sums, **personalized_sums(self._evaluate(trainer)[1])}

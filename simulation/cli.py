@@ -164,6 +164,45 @@ def _add_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> N
         metavar="N",
         help="devices training at once (default: 3 x --buffer-size, at most --devices)",
     )
+    fair = parser.add_argument_group("federated evaluation and fairness (docs/evaluation.md)")
+    fair.add_argument(
+        "--eval-every",
+        type=int,
+        default=d["eval_every"],
+        metavar="N",
+        help="a federated evaluation round after every N training rounds (0: none)",
+    )
+    fair.add_argument(
+        "--holdout",
+        type=float,
+        default=d["holdout"],
+        metavar="SHARE",
+        help="share of each device's examples held out (never trained on) for evaluation",
+    )
+    fair.add_argument(
+        "--q", type=float, dest="qfedavg_q", default=d["qfedavg_q"], help="q of --strategy qfedavg"
+    )
+    parser.add_argument(
+        "--fedprox-mu",
+        type=float,
+        default=d["fedprox_mu"],
+        help="FedProx's proximal mu (a zoo model is exported with --fedprox)",
+    )
+    mine = parser.add_argument_group("personalization (issue 18)")
+    mine.add_argument(
+        "--personal-layers",
+        type=int,
+        default=d["personal_layers"],
+        metavar="N",
+        help="the model's last N layers stay on the devices (FedPer; needs --holdout)",
+    )
+    mine.add_argument(
+        "--finetune-steps",
+        type=int,
+        default=d["finetune_steps"],
+        metavar="K",
+        help="K local SGD steps before a device evaluates (needs --holdout)",
+    )
     dp = parser.add_argument_group("differential privacy")
     dp.add_argument("--dp", default=d["dp"], choices=["none", "central", "distributed"])
     noise = dp.add_mutually_exclusive_group()
@@ -236,6 +275,12 @@ def _config(args: argparse.Namespace) -> Any:
         devices_per_thread=args.devices_per_thread,
         cohort_size=args.cohort_size,
         stage_s=args.stage_deadline,
+        eval_every=args.eval_every,
+        holdout=args.holdout,
+        qfedavg_q=args.qfedavg_q,
+        fedprox_mu=args.fedprox_mu,
+        personal_layers=args.personal_layers,
+        finetune_steps=args.finetune_steps,
     )
 
 

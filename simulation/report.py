@@ -43,6 +43,16 @@ class RoundRow:
     # count) and the buffer size the commit was made with (simulation/async_rows.py).
     staleness: dict[str, int] | None = None
     buffer_size: int | None = None
+    # Federated evaluation rounds (simulation/eval_rows.py; coordinator/rounds/eval_figures):
+    # example-weighted accuracy on the devices' held-out examples, the personalized models'
+    # (when devices personalize), the mean of the worst 10 % of devices, the spread over
+    # devices, how many devices, and the same per device label ("key=value" -> figures).
+    federated_accuracy: float | None = None
+    personalized_accuracy: float | None = None
+    worst_decile_accuracy: float | None = None
+    accuracy_std: float | None = None
+    eval_devices: int | None = None
+    by_label: dict[str, dict[str, float]] | None = None
 
 
 @dataclass(slots=True)
@@ -71,6 +81,9 @@ class Report:
     # until the first version whose held-out accuracy reached it; None while never reached.
     seconds_to_target: float | None = None
     rounds_to_target: int | None = None
+    # --personal-layers / --finetune-steps: every device's global and personalized model on
+    # its own held-out share after the last round (simulation/personal_eval.py).
+    personalization: dict[str, Any] | None = None
 
     def reached_target(self, row: RoundRow, target: float | None, *, commits: bool) -> bool:
         """Note ``row`` as the first to reach ``target``; whether it was (only once).

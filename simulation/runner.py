@@ -34,8 +34,10 @@ from fedrt.model_export.manifest import MANIFEST_NAME, Manifest
 from fedrt.simulation import datasets, traces
 from fedrt.simulation.async_rows import async_fields
 from fedrt.simulation.chaos import ChaosRunner, parse_chaos
+from fedrt.simulation.eval_rows import eval_fields
 from fedrt.simulation.evaluate import HeldOutEvaluator, accuracy_and_loss, centralized_baseline
 from fedrt.simulation.fleet import Fleet, TracedState
+from fedrt.simulation.personal_eval import evaluate_run
 from fedrt.simulation.report import REPORT_VERSION, Report, RoundRow, progress_line, write_report
 from fedrt.simulation.sim_config import SCALE_DEVICES_PER_THREAD, SCALE_MODE_FROM, SimConfig
 from fedrt.simulation.speed import slowdowns
@@ -66,7 +68,11 @@ def export_model(config: SimConfig, data: datasets.Dataset, out_root: Path) -> P
             raise UsageError(f"--model {config.model}: no {MANIFEST_NAME} there")
         return path
     shape = ",".join(str(d) for d in data.input_shape)
+    # SCAFFOLD trains through the model's correction input (fedrt export --scaffold).
+    flags = ["--scaffold"] if config.strategy == "scaffold" else []
+    flags += ["--fedprox"] if config.fedprox_mu > 0 else []  # the input mu goes in
     key = f"{config.model}|{shape}|{data.classes}|{config.batch_size}"
+    key += "".join(f"|{flag}" for flag in flags)
     out = out_root / "models" / hashlib.sha256(key.encode()).hexdigest()[:16]
     if (out / MANIFEST_NAME).is_file():
         return out
@@ -86,6 +92,7 @@ def export_model(config: SimConfig, data: datasets.Dataset, out_root: Path) -> P
         str(config.batch_size),
         "--out",
         str(out),
+        *flags,
     ]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
@@ -181,6 +188,7 @@ class Simulation:
             traffic=self._traffic(s),  # downlink-traffic
             elapsed_s=round(now - self._task_started, 3),
             **async_fields(self._detail(s)),
+            **eval_fields(s.evaluation, self._detail(s)),
         )
         self._last_end = now
         self.report.rounds.append(row)
@@ -194,9 +202,10 @@ class Simulation:
                     **dict(s.evaluation),
                 }
             )
-        self._line(progress_line(row, self.config.rounds))
+        self._line(progress_line(row, self.config.total_rounds))
         committed = sum(r.status == "committed" for r in self.report.rounds)
-        if s.round_no >= self.config.rounds or committed >= self.config.rounds:
+        total = self.config.total_rounds  # training and evaluation rounds
+        if s.round_no >= total or committed >= total:
             self._finished.set()
         async_mode = self.config.mode == "async"
         if self.report.reached_target(row, self.config.target_accuracy, commits=async_mode):
@@ -297,6 +306,10 @@ class Simulation:
             if not self._wait(stack, time.time() + cfg.time_limit_s):
                 self._line(f"time limit of {cfg.time_limit_s:.0f} s reached")
             self.report.completed = self._finished.is_set() or bool(self.report.stopped)
+            dirs = [d.directory for d in self.fleet.devices]  # personalization, per device
+            self.report.personalization = evaluate_run(
+                cfg, stack, dirs, self.task_id, self.report.versions, self._line
+            )
             if keep_serving is not None:
                 keep_serving(stack.http_url)
         finally:

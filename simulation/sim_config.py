@@ -115,6 +115,21 @@ class SimConfig:
     buffer_size: int = 10
     max_staleness: int = 10
     max_concurrent: int | None = None
+    # Federated evaluation (issue 18): an evaluation round after every eval_every training
+    # rounds (0: none; --rounds still counts the training rounds), each device evaluating
+    # on the share ``holdout`` of its examples it never trains on (sdk.holdout).
+    eval_every: int = 0
+    holdout: float = 0.0
+    # q-FedAvg's q (--strategy qfedavg; TaskSpec.qfedavg_q).
+    qfedavg_q: float = 1.0
+    # FedProx's proximal term mu (TaskSpec.fedprox_mu; 0: plain local SGD). A zoo model is
+    # then exported with --fedprox, the input that takes it.
+    fedprox_mu: float = 0.0
+    # Personalization (issue 18): the last N layers stay on the devices (FedPer), and K local
+    # SGD steps before a device evaluates. Either one evaluates every device's personalized
+    # model on its own held-out share after the last round (simulation/personal_eval.py).
+    personal_layers: int = 0
+    finetune_steps: int = 0
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -174,6 +189,18 @@ class SimConfig:
             self.max_concurrent is None or self.max_concurrent >= 1,
             "--max-concurrent must be >= 1",
         )
+        need(self.eval_every >= 0, "--eval-every must be >= 0")
+        need(self.eval_every == 0 or self.mode == "sync", "--eval-every needs --mode sync")
+        need(0.0 <= self.holdout < 0.9, "--holdout must be in [0, 0.9)")
+        need(self.personal_layers >= 0, "--personal-layers must be >= 0")
+        need(self.finetune_steps >= 0, "--finetune-steps must be >= 0")
+        need(
+            self.holdout > 0 or not (self.personal_layers or self.finetune_steps),
+            "--personal-layers and --finetune-steps are evaluated on each device's held-out "
+            "share: give --holdout (e.g. 0.2)",
+        )
+        need(math.isfinite(self.qfedavg_q) and 0.0 <= self.qfedavg_q <= 100, "--q: 0..100")
+        need(0.0 <= self.fedprox_mu <= 100, "--fedprox-mu must be in [0, 100]")
         datasets.Partition.parse(self.partition)
         for spec in self.chaos:
             parse_chaos(spec)
@@ -216,6 +243,11 @@ class SimConfig:
         if self.devices_per_thread is not None:
             return self.devices_per_thread
         return SCALE_DEVICES_PER_THREAD if self.devices >= SCALE_MODE_FROM else 0
+
+    @property
+    def total_rounds(self) -> int:
+        """Rounds the task runs: ``rounds`` training rounds and the evaluation rounds."""
+        return self.rounds + (self.rounds // self.eval_every if self.eval_every else 0)
 
     @property
     def cohort_devices(self) -> int:
@@ -263,9 +295,14 @@ class SimConfig:
             quantization_bits=self.bits,
             download_bits=self.download_bits,
             secagg=self.secagg,
-            eval_every=0,
+            eval_every=self.eval_every,
+            holdout=self.holdout,
+            qfedavg_q=self.qfedavg_q,
+            fedprox_mu=self.fedprox_mu,
+            personal_last_layers=self.personal_layers,
+            finetune_steps=self.finetune_steps,
             promote_margin=1.0,
-            max_rounds=self.rounds,
+            max_rounds=self.total_rounds,
             dp=self.dp_config(),
             cohort_size=self.cohort_size or DEFAULT_COHORT_SIZE,
             **self._round_mode(),

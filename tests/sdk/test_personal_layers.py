@@ -128,11 +128,11 @@ def test_personalize_puts_the_devices_layers_over_the_global_model_then_finetune
     trainer = FakeTrainer(batch=4)
     mine = PersonalLayers(tmp_path, "t", ("b",))
     mine.save({"b": np.array([0.3], np.float32)})
-    personalize(trainer, _plan(("b",), 0), mine, store.batch)
+    personalize(trainer, mine, store.batch, finetune_steps=0, lr=0.05)
     assert trainer.steps == 0
     assert np.array_equal(trainer.get_weights()[1], np.array([0.3], np.float32))
     loss_before = trainer.evaluate(*_xy(store))[0]
-    personalize(trainer, _plan((), 20), mine, store.batch)
+    personalize(trainer, PersonalLayers(tmp_path, "t", ()), store.batch, finetune_steps=20, lr=0.05)
     assert trainer.steps == 20
     assert trainer.evaluate(*_xy(store))[0] < loss_before
     sums = personalized_sums({"loss": 3.0, "accuracy": 7.0})
