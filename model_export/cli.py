@@ -62,6 +62,7 @@ def run_export(args: argparse.Namespace) -> int:
         loss=args.loss,
         fedprox=args.fedprox,
         momentum=args.momentum,
+        scaffold=args.scaffold,
         int8_infer=args.int8_infer,
         source=args.spec,
     )
@@ -86,6 +87,11 @@ def register_export(subparsers: Any) -> None:
     parser.add_argument("--fedprox", action="store_true", help="add the FedProx `mu` input")
     parser.add_argument(
         "--momentum", action="store_true", help="add a `momentum` input and velocity state"
+    )
+    parser.add_argument(
+        "--scaffold",
+        action="store_true",
+        help="add SCAFFOLD's `correction` input (c - c_i, added to each gradient)",
     )
     parser.add_argument(
         "--int8-infer", action="store_true", help="also write infer_int8.tflite (int8 weights)"

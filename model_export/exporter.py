@@ -2,7 +2,8 @@
 
 Imports tensorflow; ``fedrt.model_export`` loads this module only when an export is asked for.
 Stable API: ``export_model(keras_model, out_dir, ExportOptions(batch_size=32,
-loss="sparse_ce", fedprox=False, momentum=False, int8_infer=False, source="")) -> Manifest``.
+loss="sparse_ce", fedprox=False, momentum=False, scaffold=False, int8_infer=False,
+source="")) -> Manifest``.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class ExportOptions:
     fedprox: bool = False
     # Momentum adds a `momentum` input to train and a velocity variable per weight.
     momentum: bool = False
+    # SCAFFOLD adds a flat `correction` input (c - c_i) to train, added to the gradient.
+    scaffold: bool = False
     # Also write a separate inference-only model with int8 weights.
     int8_infer: bool = False
     source: str = ""
@@ -175,6 +178,7 @@ def build_module(plan: Plan, options: ExportOptions, *, native: bool = False) ->
         output_shape=out_shape,
         fedprox=options.fedprox,
         momentum=options.momentum,
+        scaffold=options.scaffold,
         native=native,
     )
 
@@ -210,7 +214,12 @@ def export_model(model: Any, out_dir: str | Path, options: ExportOptions | None 
             for w in plan.weights
         ),
         signatures=_signature_specs(report),
-        options={"fedprox": opts.fedprox, "momentum": opts.momentum, "dropout": plan.has_dropout},
+        options={
+            "fedprox": opts.fedprox,
+            "momentum": opts.momentum,
+            "scaffold": opts.scaffold,
+            "dropout": plan.has_dropout,
+        },
         int8_infer=int8,
         source=opts.source,
     )

@@ -7,7 +7,7 @@ interpreter may have updated some weights already; ``rollback_on_error`` restore
 
 Stable API: ``LiteRTModel(model_bytes_or_path, manifest=None, *, num_threads=None,
 latest_delegate_features=True, interpreter_cls=None)``, ``LiteRTModel.open(directory)``,
-``train(x, y, lr, *, mu=None, momentum=None) -> float``, ``evaluate(x, y) -> (loss,
+``train(x, y, lr, *, mu=None, momentum=None, correction=None) -> float``, ``evaluate(x, y) -> (loss,
 correct)``, ``infer(x) -> logits``, ``get_weights() -> {name: array}`` (manifest order),
 ``set_weights({name: array})``, ``rollback_on_error()``, ``batch_size``, ``signatures``,
 ``weight_names``, ``input_shape(signature, name)``.
@@ -28,7 +28,7 @@ import numpy.typing as npt
 
 from fedrt.model_export.errors import MissingSignature, ModelFileError, RuntimeInputError
 from fedrt.model_export.inspect import inspect_model
-from fedrt.model_export.manifest import REQUIRED_SIGNATURES, Manifest
+from fedrt.model_export.manifest import CORRECTION_INPUT, REQUIRED_SIGNATURES, Manifest
 
 Array = npt.NDArray[Any]
 # LiteRT 2.3 prints this "ERROR" whenever the latest XNNPACK features are asked for.
@@ -190,13 +190,17 @@ class LiteRTModel:
         *,
         mu: float | None = None,
         momentum: float | None = None,
+        correction: Array | None = None,
     ) -> float:
-        """One SGD step on one batch of exactly ``batch_size`` examples; returns the loss."""
+        """One SGD step on one batch of exactly ``batch_size`` examples; returns the loss.
+        ``correction``: SCAFFOLD's flat c - c_i (models exported with ``--scaffold``)."""
         inputs: dict[str, Any] = {"x": x, "y": y, "lr": self._hyper(lr)}
         if mu is not None:
             inputs["mu"] = self._hyper(mu)
         if momentum is not None:
             inputs["momentum"] = self._hyper(momentum)
+        if correction is not None:
+            inputs[CORRECTION_INPUT] = correction
         return float(self._call("train", **inputs)["loss"])
 
     def evaluate(self, x: Array, y: Array) -> tuple[float, int]:

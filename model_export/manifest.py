@@ -16,7 +16,9 @@ manifest.json (``format_version`` 1) holds::
     output              {shape, dtype} of one example's logits
     num_params          total number of trainable scalars
     weights             ordered [{name, shape, dtype}]: get_weights outputs / set_weights inputs
-    options             {"fedprox": bool, "momentum": bool, "dropout": bool}
+    options             {"fedprox": bool, "momentum": bool, "dropout": bool, "scaffold": bool}
+                        (scaffold: train takes ``correction`` float32[num_params]; absent
+                        in older manifests, which means false)
     signatures          {name: {inputs: [{name, shape, dtype}], outputs: [...]}}; shape -1 = any;
                         REQUIRED_SIGNATURES always; ``read_weights`` (get_weights' outputs,
                         input ``unused`` float32[1]) in every export but older ones
@@ -58,6 +60,8 @@ REQUIRED_SIGNATURES = ("train", "evaluate", "infer", "get_weights", "set_weights
 # refuses an empty input map. Every export has it; manifests of older exports load without it.
 READ_WEIGHTS = "read_weights"
 EXPORTED_SIGNATURES = (*REQUIRED_SIGNATURES, READ_WEIGHTS)
+# SCAFFOLD's train input (``fedrt export --scaffold``): the flat c - c_i, manifest order.
+CORRECTION_INPUT = "correction"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

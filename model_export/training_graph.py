@@ -6,6 +6,8 @@ The forward pass is stateless: ``forward(params, x)`` reads tensors, never layer
 Variable names are part of the contract (``weights_file`` finds initial values by them):
 each weight is named as in the manifest, its FedProx anchor ``{name}_anchor``, its momentum
 velocity ``{name}_velocity``; the dropout step counter is ``step_count`` (int32 [1]).
+SCAFFOLD (``scaffold=True``) adds one train input ``correction``: float32 [num_params], the
+flat c - c_i in manifest order, added to each gradient before the step (no state).
 ``read_weights(unused)`` is ``get_weights`` with one ignored input: LiteRT's Java
 ``Interpreter.runSignature`` refuses an empty input map, so Java cannot run ``get_weights``.
 """
@@ -20,7 +22,7 @@ import tensorflow as tf
 
 from fedrt.model_export import tf_conv, tf_ops, tf_recurrent
 from fedrt.model_export.keras_plan import Plan, Step
-from fedrt.model_export.manifest import READ_WEIGHTS, READ_WEIGHTS_INPUT
+from fedrt.model_export.manifest import CORRECTION_INPUT, READ_WEIGHTS, READ_WEIGHTS_INPUT
 
 Tensor = Any
 LossFn = Callable[[Tensor, Tensor, bool], tuple[Tensor, Tensor]]
@@ -178,6 +180,7 @@ class TrainingModule(tf.Module):  # type: ignore[misc]  # tensorflow is untyped
         output_shape: tuple[int, ...],
         fedprox: bool = False,
         momentum: bool = False,
+        scaffold: bool = False,
         native: bool = False,
     ) -> None:
         super().__init__(name="fedrt_model")
@@ -188,6 +191,7 @@ class TrainingModule(tf.Module):  # type: ignore[misc]  # tensorflow is untyped
         self.loss_fn = LOSS_FNS[loss]
         self.fedprox = fedprox
         self.momentum = momentum
+        self.scaffold = scaffold
         self.native = native
         self.names = [w.name for w in plan.weights]
         self.weights = [tf.Variable(w.value, name=w.name) for w in plan.weights]
@@ -213,6 +217,10 @@ class TrainingModule(tf.Module):  # type: ignore[misc]  # tensorflow is untyped
             train_specs.append(_hyper("mu"))
         if momentum:
             train_specs.append(_hyper("momentum"))
+        if scaffold:
+            # One flat vector, not one input per weight: the device keeps c - c_i flat.
+            size = sum(int(np.size(w.value)) for w in plan.weights)
+            train_specs.append(tf.TensorSpec([size], tf.float32, name=CORRECTION_INPUT))
         self.train_inputs = [s.name for s in train_specs]
         self.train = tf.function(self._train, input_signature=train_specs)
         self.evaluate = tf.function(self._evaluate, input_signature=[x_spec, self.y_spec])
@@ -247,7 +255,14 @@ class TrainingModule(tf.Module):  # type: ignore[misc]  # tensorflow is untyped
             )
             loss, _ = self.loss_fn(logits, inputs["y"], self.native)
         grads = tape.gradient(loss, self.weights)
+        at = 0
         for i, (w, g) in enumerate(zip(self.weights, grads, strict=True)):
+            if self.scaffold:
+                # SCAFFOLD's drift correction (Karimireddy et al. 2020): g + c - c_i.
+                size = int(np.prod(w.shape))
+                part = inputs[CORRECTION_INPUT][at : at + size]
+                g = g + tf.reshape(part, w.shape)
+                at += size
             if self.fedprox:
                 # Proximal term mu/2 * ||w - w_round_start||^2, differentiated by hand.
                 g = g + inputs["mu"][0] * (w - self.anchor[i])

@@ -8,11 +8,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import numpy.typing as npt
 
 from fedrt.model_export.errors import ExportError, RuntimeInputError
 from fedrt.model_export.litert_model import LiteRTModel
-from fedrt.model_export.manifest import Manifest, TensorSpec
+from fedrt.model_export.manifest import CORRECTION_INPUT, Manifest, TensorSpec
 from fedrt.sdk.errors import ModelError, TrainStepFailed
 from fedrt.sdk.interpreter import InterpreterChoice, resolve_interpreter
 
@@ -80,6 +81,12 @@ class TrainerBackend(ABC):
         if momentum:
             raise ModelError("this backend trains without momentum")
 
+    def use_correction(self, correction: Array | None) -> None:
+        """Add SCAFFOLD's flat c - c_i to every gradient from now on (None: stop);
+        ``ModelError`` when the model takes none (``fedrt export --scaffold``)."""
+        if correction is not None:
+            raise ModelError("this backend trains without a SCAFFOLD correction")
+
     def close(self) -> None:  # noqa: B027 - optional: a backend with nothing to free keeps it
         """Free the model's memory now (interpreter, tensors); the backend is unusable after.
 
@@ -123,6 +130,8 @@ class ManifestTrainer(TrainerBackend):
         self._momentum = (
             _finite("momentum", momentum) if train.input("momentum") is not None else None
         )
+        self._correction_spec = train.input(CORRECTION_INPUT)
+        self._correction: Array | None = None
 
     @property
     def manifest(self) -> Manifest:
@@ -154,6 +163,19 @@ class ManifestTrainer(TrainerBackend):
                 raise ModelError("this model has no momentum input; export it with --momentum")
             return
         self._momentum = _finite("momentum", momentum)
+
+    def use_correction(self, correction: Array | None) -> None:
+        if correction is None:
+            self._correction = None
+            return
+        spec = self._correction_spec
+        if spec is None:
+            raise ModelError(
+                "this model has no SCAFFOLD correction input; export it with --scaffold"
+            )
+        if correction.shape != spec.shape or not np.all(np.isfinite(correction)):
+            raise ModelError(f"the correction must be {spec.shape} finite values")
+        self._correction = np.ascontiguousarray(correction, np.float32)
 
     def _hyperparameters(self, lr: float, mu: float | None) -> tuple[float, float | None]:
         """The step's (lr, mu) as the model takes them; `ModelError` for a value it cannot."""
@@ -202,7 +224,9 @@ class LiteRtTrainer(ManifestTrainer):
     def train_step(self, x: Array, y: Array, lr: float, mu: float | None = None) -> float:
         lr, mu = self._hyperparameters(lr, mu)
         try:
-            loss = self._model.train(x, y, lr, mu=mu, momentum=self._momentum)
+            loss = self._model.train(
+                x, y, lr, mu=mu, momentum=self._momentum, correction=self._correction
+            )
         except RuntimeInputError as exc:
             raise ModelError(str(exc)) from exc
         except (RuntimeError, ValueError) as exc:

@@ -109,6 +109,9 @@ class SlowTrainer(TrainerBackend):
     def use_momentum(self, momentum: float) -> None:
         self.inner.use_momentum(momentum)
 
+    def use_correction(self, correction: Array | None) -> None:
+        self.inner.use_correction(correction)
+
     def close(self) -> None:
         self.inner.close()
 

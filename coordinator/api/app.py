@@ -9,6 +9,7 @@ import time
 
 from aiohttp import web
 
+from fedrt.coordinator.api.async_view import task_async
 from fedrt.coordinator.api.common import (
     BODY_KEY,
     CONTEXT,
@@ -29,6 +30,7 @@ from fedrt.coordinator.api.routes_devices import (
     revoke_device,
 )
 from fedrt.coordinator.api.routes_models import (
+    get_control_variate,
     get_model,
     get_model_form,
     get_model_meta,
@@ -54,6 +56,7 @@ from fedrt.coordinator.errors import (
     status_for,
 )
 from fedrt.coordinator.models.delivery import DELTA, GRAPH, WEIGHTS
+from fedrt.coordinator.strategies.scaffold import CONTROL_VARIATE
 from fedrt.coordinator.tasks.manager import ACTIONS
 
 log = logging.getLogger(__name__)
@@ -131,6 +134,7 @@ def build_app(ctx: ApiContext) -> web.Application:
     r.add_post("/v1/models", upload_model)
     r.add_get("/v1/models/{sha256}", get_model)
     r.add_get("/v1/models/{sha256}/meta", get_model_meta)
+    r.add_get(f"/v1/models/{{sha256}}/{CONTROL_VARIATE}", get_control_variate)  # SCAFFOLD's c
     for form in (GRAPH, WEIGHTS, DELTA):
         r.add_get(f"/v1/models/{{sha256}}/{form}", get_model_form(form))
     r.add_get("/v1/tasks", list_tasks)
@@ -143,6 +147,7 @@ def build_app(ctx: ApiContext) -> web.Application:
     r.add_get("/v1/tasks/{task_id}/rounds", list_rounds)
     r.add_get("/v1/tasks/{task_id}/rounds/{round_no}", get_round)
     r.add_get("/v1/tasks/{task_id}/metrics", task_metrics)
+    r.add_get("/v1/tasks/{task_id}/async", task_async)  # FedBuff figures (async_view)
     r.add_get("/v1/audit", audit)
     add_dashboard_routes(app)
     return app

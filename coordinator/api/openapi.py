@@ -210,6 +210,13 @@ def _paths() -> dict[str, Schema]:
                 ("delta", "the quantized change from its parent, protocol.weights_delta"),
             )
         },
+        "/v1/models/{sha256}/control_variate": {
+            "get": _blob_download(
+                "download the optimizer state saved with a version, which holds SCAFFOLD's "
+                "server control variate c (strategies.scaffold; the plan names its sha256); "
+                "ETag = the blob's sha256; Range, If-Range, If-None-Match; 404 without one"
+            )
+        },
         "/v1/models/{sha256}/meta": {
             "get": _op(
                 "a version's manifest, lineage, status and signature; with ``delivery``, "
@@ -259,6 +266,15 @@ def _paths() -> dict[str, Schema]:
         },
         "/v1/tasks/{task_id}/metrics": {
             "get": _op("metric series per round", ok("Metrics"), errors=(404,), params=("task_id",))
+        },
+        "/v1/tasks/{task_id}/async": {
+            "get": _op(
+                "an async (FedBuff) task's commits over time, staleness and buffer fill "
+                "(409: a sync task)",
+                ok("AsyncTask"),
+                errors=(404, 409),
+                params=("task_id",),
+            )
         },
         "/v1/audit": {
             "get": _op(

@@ -15,6 +15,7 @@ from fedrt.coordinator.api.views import model_view
 from fedrt.coordinator.errors import NotFoundError
 from fedrt.coordinator.models.blobs import check_sha256
 from fedrt.coordinator.models.delivery import FILE, META, delivery_view
+from fedrt.coordinator.strategies.scaffold import CONTROL_VARIATE
 
 T = TypeVar("T")
 
@@ -75,6 +76,23 @@ def get_model_form(kind: str) -> Callable[[web.Request], Awaitable[web.StreamRes
     return handler
 
 
+@on_network_loop  # streams; its lookups hop to the state thread
+async def get_control_variate(request: web.Request) -> web.StreamResponse:
+    """A version's optimizer state, which holds SCAFFOLD's server variate c (404 without)."""
+
+    def state_of(ctx: ApiContext, sha: str) -> str:
+        state = ctx.store.get_model(sha).optimizer_state_sha256
+        if state is None:
+            raise NotFoundError(f"version {sha} has no optimizer state")
+        return state
+
+    ctx = ctx_of(request)
+    blob = await _on_state(ctx, lambda: _servable(request, ctx, lambda v: state_of(ctx, v)))
+    return await serve_blob(
+        request, ctx.blobs, blob, sent=_counter(ctx, request.match_info["sha256"], CONTROL_VARIATE)
+    )
+
+
 async def get_model_meta(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     _meter_device(ctx, require_device_or_admin(request, ctx.admin_token, ctx.store))
@@ -108,4 +126,11 @@ async def upload_model(request: web.Request) -> web.Response:
     return json_reply(model_view(record), status=201 if created else 200)
 
 
-__all__ = ["get_model", "get_model_form", "get_model_meta", "list_models", "upload_model"]
+__all__ = [
+    "get_control_variate",
+    "get_model",
+    "get_model_form",
+    "get_model_meta",
+    "list_models",
+    "upload_model",
+]

@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 MAGIC = b"fedrt-optimizer-state\n"
 FORMAT_VERSION = 1
-_ARRAYS = ("momentum", "second_moment")
+# control_variate: SCAFFOLD's c (``strategies.scaffold``); devices read it too (sdk).
+_ARRAYS = ("momentum", "second_moment", "control_variate")
 _F64 = np.dtype("<f8")
 
 
@@ -73,7 +74,7 @@ def decode_state(data: bytes) -> tuple[str, OptimizerState]:
 def save_state(blobs: BlobStore, optimizer: ServerOptimizer, state: OptimizerState) -> str | None:
     """Store the state as a blob and return its sha256; None when there is nothing to carry
     (FedAvg, or no round applied yet)."""
-    if not optimizer.stateful or (state.momentum is None and state.second_moment is None):
+    if not optimizer.stateful or all(getattr(state, n) is None for n in _ARRAYS):
         return None
     return blobs.put_bytes(encode_state(optimizer.name, state))
 
@@ -102,7 +103,7 @@ def load_state(
         log.error("task %s: optimizer state %s of version %s is unusable (%s): %s starts fresh",
                   task_id, sha[:12], version.sha256[:12], exc, optimizer.name)  # fmt: skip
         return fresh
-    sizes = {a.size for a in (state.momentum, state.second_moment) if a is not None}
+    sizes = {getattr(state, n).size for n in _ARRAYS if getattr(state, n) is not None}
     if name != optimizer.name or sizes - {size}:
         log.warning("task %s: version %s's optimizer state is for %s over %s values, the task "
                     "runs %s over %d: it starts fresh", task_id, version.sha256[:12], name,

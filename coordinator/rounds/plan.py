@@ -12,6 +12,7 @@ from dataclasses import replace
 from fedrt.coordinator.records import DeviceRecord, ModelRecord
 from fedrt.coordinator.rounds.commands import RoundConfig
 from fedrt.coordinator.selection.eligibility import labelled
+from fedrt.coordinator.strategies import qfedavg
 from fedrt.coordinator.strategies.aggregators import (
     AGGREGATORS,
     Aggregator,
@@ -20,11 +21,14 @@ from fedrt.coordinator.strategies.aggregators import (
     TrimmedMean,
 )
 from fedrt.coordinator.strategies.optimizers import OPTIMIZERS, FedAvgM, ServerOptimizer
+from fedrt.coordinator.strategies.scaffold import Scaffold
 from fedrt.coordinator.tasks.spec import TaskSpec
 from fedrt.protocol import round_messages as rm
 
 
 def optimizer_for(spec: TaskSpec) -> ServerOptimizer:
+    if spec.strategy == "scaffold":
+        return Scaffold(server_lr=spec.server_lr, client_lr=spec.learning_rate)
     cls = OPTIMIZERS.get(spec.strategy, OPTIMIZERS["fedavg"])
     if cls is FedAvgM:
         return FedAvgM(server_lr=spec.server_lr, momentum=spec.server_momentum)
@@ -95,7 +99,9 @@ def round_config(
         min_reports=spec.min_reports,
         clip_norm=spec.clip_norm,
         bits=spec.quantization_bits,
-        weight_cap=spec.weight_cap,
+        weight_cap=qfedavg.weight_cap(spec),
+        qfedavg_q=qfedavg.qfedavg_q(spec),
+        holdout=float(spec.holdout),
         momentum=spec.client_momentum,
         secagg=spec.secagg,
         secagg_neighbors=neighbors,

@@ -30,6 +30,7 @@ from fedrt.coordinator.strategies.optimizers import (
     OptimizerState,
     ServerOptimizer,
 )
+from fedrt.coordinator.strategies.scaffold import Scaffold
 
 __all__ = [
     "AGGREGATORS",
@@ -45,6 +46,7 @@ __all__ = [
     "FedYogi",
     "Krum",
     "OptimizerState",
+    "Scaffold",
     "ServerOptimizer",
     "TrimmedMean",
     "WeightedMean",

@@ -40,6 +40,8 @@ class OptimizerState:
     # First moment (momentum) and second moment; None until the optimizer needs them.
     momentum: Vector | None = field(default=None, repr=False)
     second_moment: Vector | None = field(default=None, repr=False)
+    # SCAFFOLD's server control variate c (``strategies.scaffold``); None until a round.
+    control_variate: Vector | None = field(default=None, repr=False)
 
 
 def _as_vector(x: FloatArray, what: str) -> Vector:

@@ -33,7 +33,12 @@ def test_manifest_records_versions_and_options(zoo_cnn: Exported) -> None:
     assert manifest.tensorflow_version == tf.__version__
     assert manifest.input.shape == (8, 8, 1)
     assert manifest.output.shape == (10,)
-    assert manifest.options == {"dropout": False, "fedprox": False, "momentum": False}
+    assert manifest.options == {
+        "dropout": False,
+        "fedprox": False,
+        "momentum": False,
+        "scaffold": False,
+    }
     assert manifest.num_params == zoo_cnn.keras_model.count_params()
     assert manifest.model_bytes == (zoo_cnn.directory / "model.tflite").stat().st_size
 

@@ -79,7 +79,12 @@ def test_prox_momentum_model_has_builtin_ops_and_extra_inputs(prox: Exported) ->
     assert report.ok, report.problems
     train_inputs = [t.name for t in report.signatures["train"].inputs]
     assert train_inputs == ["lr", "momentum", "mu", "x", "y"]
-    assert prox.manifest.options == {"dropout": True, "fedprox": True, "momentum": True}
+    assert prox.manifest.options == {
+        "dropout": True,
+        "fedprox": True,
+        "momentum": True,
+        "scaffold": False,
+    }
 
 
 def test_set_weights_resets_momentum_without_zeros_stored_in_the_file(prox: Exported) -> None:

@@ -1,0 +1,114 @@
+"""SCAFFOLD's server step (Karimireddy et al. 2020, option II): the model and the variate c.
+
+Each device of a SCAFFOLD round sends one vector of 2P values (P = the model's parameters):
+its model delta ``y_i - x`` followed by its variate update ``delta_c_i = c_i+ - c_i``
+multiplied by the client learning rate (``VARIATE_SCALE``: at that scale it is about one
+local step's size, so the round's clip and quantization range, sized for model deltas,
+fit it too). SecAgg+ hands the server the weighted mean of those vectors, never one of
+them, and this step splits it::
+
+    x <- x + server_lr * mean(delta_y)
+    c <- c + (|S| / N) * mean(delta_c)
+
+|S| is the number of updates in the round, N the task's population (enrolled devices its
+labels admit): c stays the mean of every device's c_i, those that sat the round out
+counting with their unchanged variate. The mean is the round's FedAvg weighting (min(n,
+cap) / cap), the same one the model delta gets; the paper's plain mean is the case of
+equal weights. c lives in ``OptimizerState.control_variate`` and is saved with the
+version the round produced (``models.optimizer_state``), so it survives restarts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import numpy.typing as npt
+
+from fedrt.coordinator.errors import ConfigError
+from fedrt.coordinator.strategies.optimizers import (
+    AggregationError,
+    FloatArray,
+    OptimizerState,
+    ServerOptimizer,
+    Vector,
+)
+
+NAME = "scaffold"
+# Under a version's URL: its optimizer state, which holds c (``rounds.scaffold``).
+CONTROL_VARIATE = "control_variate"
+
+
+def variate_scale(client_lr: float) -> float:
+    """What a device multiplies its variate update by before it joins the model delta."""
+    return client_lr
+
+
+def participation(included: int, population: int | None) -> float:
+    """|S| / N, at most 1; 1 when the population is unknown (then c moves by the mean)."""
+    if not population or population <= 0:
+        return 1.0
+    return min(1.0, included / population)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Scaffold(ServerOptimizer):
+    """SCAFFOLD: x += server_lr * mean(delta_y); c += participation * mean(delta_c)."""
+
+    server_lr: float = 1.0
+    # The devices' local learning rate: their variate updates arrive multiplied by it.
+    client_lr: float = 0.01
+    # |S| / N of the round being applied (``for_round``).
+    participation: float = 1.0
+    name: str = field(default=NAME, init=False)
+
+    def __post_init__(self) -> None:
+        for what in ("server_lr", "client_lr"):
+            value = getattr(self, what)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{what} must be a positive finite number, got {value!r}")
+        if not (math.isfinite(self.participation) and 0.0 < self.participation <= 1.0):
+            raise ConfigError(f"participation must lie in (0, 1], got {self.participation!r}")
+
+    def for_round(self, *, included: int, population: int | None) -> Scaffold:
+        """This optimizer for a round that aggregated ``included`` of ``population``."""
+        return replace(self, participation=participation(included, population))
+
+    def apply(
+        self, weights: FloatArray, delta: FloatArray, state: OptimizerState
+    ) -> tuple[npt.NDArray[np.float32], OptimizerState]:
+        w = np.asarray(weights, np.float64)
+        d = np.asarray(delta, np.float64)
+        p = w.size
+        if w.ndim != 1 or d.shape != (2 * p,):
+            raise AggregationError(
+                f"a SCAFFOLD update holds {2 * p} values (model delta, variate update), "
+                f"got shape {d.shape}"
+            )
+        if not (np.all(np.isfinite(w)) and np.all(np.isfinite(d))):
+            raise AggregationError("weights or delta contain NaN or infinity")
+        c: Vector = np.zeros(p) if state.control_variate is None else state.control_variate
+        if c.shape != (p,):
+            raise AggregationError(
+                f"control variate has {c.size} values, weights have {p}: the model changed shape"
+            )
+        new = w + self.server_lr * d[:p]
+        delta_c = d[p:] / variate_scale(self.client_lr)
+        return new.astype(np.float32), OptimizerState(
+            rounds=state.rounds + 1, control_variate=c + self.participation * delta_c
+        )
+
+
+def for_round(
+    optimizer: ServerOptimizer, *, included: int, population: int | None
+) -> ServerOptimizer:
+    """The optimizer that applies a round of ``included`` updates (SCAFFOLD's |S| / N)."""
+    if isinstance(optimizer, Scaffold):
+        return optimizer.for_round(included=included, population=population)
+    return optimizer
+
+
+__all__ = [
+    "CONTROL_VARIATE", "NAME", "Scaffold", "for_round", "participation", "variate_scale",
+]  # fmt: skip

@@ -1,0 +1,219 @@
+"""SCAFFOLD on the device (Karimireddy et al. 2020, option II): c_i on disk, c from the plan.
+
+A device keeps one control variate c_i per task in its state directory, float32 in the
+model's flat (manifest) order, starting at zero and started again at zero when the model's
+tensors (names, shapes) change. A SCAFFOLD round trains with the correction c - c_i added
+to every gradient (the ``correction`` input of a model exported with ``--scaffold``), then
+
+    c_i+ = c_i - c + (x - y_i) / (K lr)        (K: local steps taken, lr: the plan's rate)
+
+and sends ``[y_i - x, lr * (c_i+ - c_i)]`` as its update vector (``coordinator.strategies.
+scaffold``: at that scale the variate update is about one step's size and fits the round's
+clip and quantization range), so SecAgg+ hides it like the model delta.
+
+c_i+ is kept as *pending* until the round ends, and becomes c_i only when the coordinator
+says the round committed (``ROUND_COMPLETE``): an update left out of the aggregate (the
+round abandoned, the device dropped or restarted) would otherwise move c_i while c never
+saw its share, and the invariant c = mean(c_i) that SCAFFOLD's correction relies on would
+drift. A device whose masked input was summed but which missed the end of the round keeps
+its old c_i: an error of one round's share, undone by its next round.
+
+The server's c is the optimizer state the coordinator saved with the round's version
+(``coordinator.models.optimizer_state``'s format: a magic line, a 4-byte big-endian header
+length, a JSON header naming the arrays and their sizes, then little-endian float64
+arrays); it is fetched once per version, verified against the sha256 the plan carries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import ssl
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from fedrt.model_export.manifest import TensorSpec
+from fedrt.protocol import round_messages as rm
+from fedrt.sdk.download import download_blob
+from fedrt.sdk.errors import DownloadError, ModelError
+
+__all__ = [
+    "ScaffoldRound",
+    "VariateStore",
+    "parse_server_variate",
+    "start_round",
+    "variate_dir",
+]
+
+Floats = npt.NDArray[np.float32]
+_STATE_MAGIC = b"fedrt-optimizer-state\n"
+_ARRAY = "control_variate"
+# Bytes-down kind of the server variate (``WorkResult.down_by_kind``).
+KIND = "control_variate"
+
+
+def variate_dir(data_dir: Path) -> Path:
+    """Where a device keeps its control variates, in its state directory."""
+    return data_dir / "scaffold"
+
+
+def _shape_key(specs: Sequence[TensorSpec]) -> str:
+    names = [[s.name, list(s.shape)] for s in specs]
+    return hashlib.sha256(json.dumps(names).encode()).hexdigest()
+
+
+def _size(specs: Sequence[TensorSpec]) -> int:
+    return sum(s.size for s in specs)
+
+
+def parse_server_variate(data: bytes, size: int) -> Floats:
+    """c from an optimizer-state blob; zeros when it holds none (another optimizer's)."""
+    head_at = len(_STATE_MAGIC) + 4
+    if not data.startswith(_STATE_MAGIC) or len(data) < head_at:
+        raise DownloadError("the control variate is not an optimizer state")
+    end = head_at + int.from_bytes(data[len(_STATE_MAGIC) : head_at], "big")
+    try:
+        header: Any = json.loads(data[head_at:end])
+        arrays = [(str(n), int(k)) for n, k in header["arrays"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DownloadError(f"the control variate's header is malformed: {exc!r}") from None
+    at = end
+    for name, count in arrays:
+        if count < 0 or at + 8 * count > len(data):
+            raise DownloadError("the control variate's arrays do not match their header")
+        if name == _ARRAY:
+            if count != size:
+                raise ModelError(f"the server's control variate has {count} values, not {size}")
+            c = np.frombuffer(data, "<f8", count, at)
+            if not np.all(np.isfinite(c)):
+                raise DownloadError("the server's control variate holds NaN or infinity")
+            return c.astype(np.float32)
+        at += 8 * count
+    return np.zeros(size, np.float32)
+
+
+class VariateStore:
+    """One task's c_i (and the pending c_i+ of the round in flight) under ``directory``."""
+
+    def __init__(self, directory: Path, task_id: str) -> None:
+        self.directory = directory
+        self.current = directory / f"{task_id}.npz"
+        self.pending = directory / f"{task_id}.pending.npz"
+
+    def load(self, specs: Sequence[TensorSpec]) -> Floats:
+        """c_i for a model of these tensors: zero when none is kept or the model changed."""
+        saved = self._read(self.current)
+        if saved is None or saved[0] != _shape_key(specs) or saved[1].size != _size(specs):
+            return np.zeros(_size(specs), np.float32)
+        return saved[1]
+
+    def stage(self, round_id: int, specs: Sequence[TensorSpec], value: Floats) -> None:
+        """Keep c_i+ of ``round_id`` until ``settle`` says whether the round committed."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._write(self.pending, _shape_key(specs), value, round_id)
+
+    def settle(self, round_id: int, *, committed: bool) -> bool:
+        """The round ended: c_i+ becomes c_i if it committed, else it is dropped. Whether
+        c_i changed."""
+        saved = self._read(self.pending)
+        if saved is None or saved[2] != round_id:
+            return False
+        if committed:
+            os.replace(self.pending, self.current)
+            return True
+        self.pending.unlink(missing_ok=True)
+        return False
+
+    @staticmethod
+    def _read(path: Path) -> tuple[str, Floats, int] | None:
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                return str(f["key"]), np.asarray(f["c"], np.float32), int(f["round"])
+        except (OSError, KeyError, ValueError):
+            return None
+
+    @staticmethod
+    def _write(path: Path, key: str, value: Floats, round_id: int) -> None:
+        tmp = path.with_name(f".{path.name}.tmp")
+        with tmp.open("wb") as fh:
+            np.savez(fh, key=np.array(key), c=value.astype(np.float32), round=round_id)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+
+@dataclass(slots=True)
+class ScaffoldRound:
+    """One SCAFFOLD round on the device: c and c_i as it started, where c_i+ goes."""
+
+    round_id: int
+    specs: tuple[TensorSpec, ...]
+    server: Floats
+    local: Floats
+    store: VariateStore
+    fetched_bytes: int = 0
+
+    @property
+    def correction(self) -> Floats:
+        """c - c_i, the train signature's ``correction`` input."""
+        return np.subtract(self.server, self.local, dtype=np.float32)
+
+    def finish(self, delta: Floats, *, steps: int, lr: float) -> Floats:
+        """The update vector ``[delta, lr * (c_i+ - c_i)]``; c_i+ is staged (``settle``).
+
+        ``delta`` is y_i - x, so (x - y_i) / (K lr) = -delta / (K lr)."""
+        if steps < 1 or delta.shape != self.local.shape:
+            raise ModelError(f"a SCAFFOLD update needs steps >= 1 and {self.local.size} values")
+        change = -self.server - delta / np.float32(steps * lr)
+        self.store.stage(self.round_id, self.specs, self.local + change)
+        out = np.empty(2 * delta.size, np.float32)
+        out[: delta.size] = delta
+        np.multiply(change, np.float32(lr), out=out[delta.size :])
+        return out
+
+
+def start_round(
+    plan: rm.Plan,
+    specs: Sequence[TensorSpec],
+    directory: Path,
+    *,
+    headers: Mapping[str, str],
+    ssl_context: ssl.SSLContext | None,
+) -> ScaffoldRound:
+    """c (fetched once per version into ``directory``) and this device's c_i for ``plan``."""
+    size = _size(specs)
+    store = VariateStore(directory, plan.task_id)
+    ref, fetched = plan.control_variate, 0
+    if ref is None:
+        server = np.zeros(size, np.float32)
+    else:
+        directory.mkdir(parents=True, exist_ok=True)
+        target = directory / f"server-{ref.sha256}.bin"
+        # c is about twice the model's size (float64): one per version, the last one kept.
+        got = download_blob(
+            ref.url,
+            target,
+            sha256=ref.sha256,
+            headers=headers,
+            ssl_context=ssl_context,
+            what="control variate",
+        )
+        fetched = got.fetched_bytes
+        server = parse_server_variate(target.read_bytes(), size)
+        for old in directory.glob("server-*.bin"):
+            if old != target:
+                old.unlink(missing_ok=True)
+    return ScaffoldRound(
+        round_id=plan.round_id,
+        specs=tuple(specs),
+        server=server,
+        local=store.load(specs),
+        store=store,
+        fetched_bytes=fetched,
+    )
