@@ -3,6 +3,7 @@ the request bodies generated from their pydantic models (``openapi_requests``)."
 
 from __future__ import annotations
 
+from fedrt.coordinator.api.async_view import async_schema
 from fedrt.coordinator.api.openapi_requests import (
     B64,
     BOOL,
@@ -98,6 +99,7 @@ def response_schemas() -> dict[str, Schema]:
         "TaskList": obj({"tasks": {"type": "array", "items": ref("Task")}}),
         "RoundList": obj({"rounds": {"type": "array", "items": ref("Round")}}),
         "Metrics": obj({"task_id": STR, "series": series}),
+        "AsyncTask": async_schema(),  # an async (FedBuff) task's commits and buffer
         "Device": obj(
             {
                 "device_id": STR,

@@ -16,7 +16,8 @@ function svg(tag, attrs = {}) {
 }
 
 // series: [{name, points: [[x, y], ...]}]; `range`: fixed [y0, y1] (e.g. 0..1 for rates).
-export function lineChart(target, series, { yFormat = (v) => v.toFixed(3), range = null } = {}) {
+export function lineChart(target, series, { yFormat = (v) => v.toFixed(3), range = null,
+  xFormat = (v) => "round " + Math.round(v) } = {}) {
   target.replaceChildren();
   const all = series.flatMap((s) => s.points);
   if (!all.length) { target.append(el("div", { class: "empty" }, "no data yet")); return; }
@@ -38,7 +39,7 @@ export function lineChart(target, series, { yFormat = (v) => v.toFixed(3), range
   }
   for (const [x, anchor] of [[x0, "start"], [x1, "end"]]) {
     const t = svg("text", { x: sx(x), y: H - 6, "text-anchor": anchor });
-    t.textContent = "round " + Math.round(x);
+    t.textContent = xFormat(x);
     root.append(t);
   }
   series.forEach((s, i) => {

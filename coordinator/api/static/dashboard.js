@@ -4,6 +4,7 @@ import { ApiError, api, signIn, signOut, token } from "./api.js";
 import { el, lineChart } from "./charts.js";
 import { allRoundFigures, flagged, fmtBytes, fmtDuration, kindsText, pct, secaggShare } from "./figures.js";
 import { initVersions, renderVersions } from "./versions.js";
+import { loadAsync, renderAsync } from "./fedbuff.js";
 
 const REFRESH_MS = 2000;
 const MAX_ROUNDS = 12; // rows in the rounds table, newest first
@@ -196,6 +197,7 @@ async function refresh(force = false) {
     const data = await api("/v1/overview");
     await loadModels(data.tasks, force);
     render(data);
+    renderAsync(await loadAsync(data.tasks), data.now);
     showSignedIn(true);
     setStatus("live", "ok");
     document.body.dataset.ready = "1";
