@@ -55,16 +55,18 @@ def require_litert() -> None:
 def load_held_out(path: Path) -> HeldOutSet:
     """Read and check an ``.npz`` holding ``x`` and ``y``; ``ConfigError`` naming the problem."""
     where = f"evaluation.data {path}"
+    not_npz = ConfigError(f"{where}: not an .npz archive (np.savez(path, x=..., y=...))")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if not isinstance(npz, np.lib.npyio.NpzFile):
-                raise ConfigError(f"{where}: not an .npz archive (np.savez(path, x=..., y=...))")
-            missing = sorted({"x", "y"} - set(npz.files))
-            if missing:
-                raise ConfigError(f"{where}: no array named {', '.join(missing)}")
-            x, y = npz["x"], npz["y"]
-    except AttributeError:  # np.load gave a plain array (an .npy file): no context manager
-        raise ConfigError(f"{where}: not an .npz archive (np.savez(path, x=..., y=...))") from None
+        # Opened here: numpy leaves a file it opened itself open when it is no archive.
+        with Path(path).open("rb") as fh:
+            loaded = np.load(fh, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):  # an .npy file: one array
+                raise not_npz
+            with loaded as npz:
+                missing = sorted({"x", "y"} - set(npz.files))
+                if missing:
+                    raise ConfigError(f"{where}: no array named {', '.join(missing)}")
+                x, y = npz["x"], npz["y"]
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read it: {exc.strerror or exc}") from None
     except (ValueError, zipfile.BadZipFile, EOFError) as exc:

@@ -27,7 +27,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from fedrt.coordinator.driver.base import DriverContext
-from fedrt.coordinator.errors import BadRequestError, ConflictError, EvaluationError
+from fedrt.coordinator.errors import (
+    BadRequestError,
+    ConflictError,
+    EvaluationError,
+    retry_races,
+)
 from fedrt.coordinator.models.evaluator import HeldOutEvaluator
 from fedrt.coordinator.records import AuditEntry
 from fedrt.coordinator.rounds.commands import Commit
@@ -152,8 +157,26 @@ class Rollout:
             self._once(run, "no-accuracy", f"evaluation rounds report no {FEDERATED_ACCURACY}: "
                        "the federated gate cannot decide")  # fmt: skip
             return
+        evaluated = self.ctx.store.get_round(run.task_id, round_no).model_sha256
+        # Nothing is written when a transaction loses a race (PostgreSQL): decide again.
+        moved = retry_races(lambda: self._decide(run, round_no, evaluated, accuracy, fence))
+        if moved is not None:
+            run.evaluation = {}  # figures of the version rolled back from
+            log.warning("task %s: version %s rolled back to %s: %s %.4f below %.4f - %g",
+                        run.task_id, evaluated[:12], moved["to"][:12], FEDERATED_ACCURACY,
+                        accuracy, moved["good_accuracy"], moved["promote_margin"])  # fmt: skip
+
+    def _decide(
+        self,
+        run: Run,
+        round_no: int,
+        evaluated: str,
+        accuracy: float,
+        fence: Callable[[], None],
+    ) -> dict[str, Any] | None:
+        """Keep ``evaluated`` as the good version or roll back to it: the rollback's audit
+        detail, or None when the task stays."""
         store = self.ctx.store
-        evaluated = store.get_round(run.task_id, round_no).model_sha256
         with store.transaction():
             fence()
             state = store.load_task_state(run.task_id, STATE_KEY) or {}
@@ -162,10 +185,10 @@ class Rollout:
             if good is None or good == evaluated or accuracy >= good_accuracy - margin:
                 # The good version's latest figure: the fleet's data move, and so does it.
                 self._keep(run, evaluated, accuracy)
-                return
+                return None
             if store.get_task(run.task_id).model_sha256 != evaluated:
-                return  # an operator moved the task meanwhile: theirs is the decision
-            detail = {
+                return None  # an operator moved the task meanwhile: theirs is the decision
+            detail: dict[str, Any] = {
                 "reason": "federated_accuracy",
                 FEDERATED_ACCURACY: accuracy,
                 "good_accuracy": good_accuracy,
@@ -174,14 +197,11 @@ class Rollout:
             }
             try:
                 self.ctx.catalog.rollback(run.task_id, to=good, actor=ACTOR, detail=detail)
-            except ConflictError as exc:  # the good one is no ancestor any more (operator)
+            except ConflictError as exc:  # no ancestor any more (an operator's promotion)
                 log.warning("task %s: cannot roll back to %s: %s", run.task_id, good[:12], exc)
                 self._keep(run, evaluated, accuracy)
-                return
-        run.evaluation = {}  # figures of the version rolled back from
-        log.warning("task %s: version %s rolled back to %s: %s %.4f below %.4f - %g",
-                    run.task_id, evaluated[:12], good[:12], FEDERATED_ACCURACY, accuracy,
-                    good_accuracy, margin)  # fmt: skip
+                return None
+        return {**detail, "to": good}
 
     def _keep(self, run: Run, sha256: str, accuracy: float) -> None:
         state = {"good": sha256, "good_accuracy": accuracy}
