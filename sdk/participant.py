@@ -37,6 +37,7 @@ from collections.abc import Mapping
 import numpy as np
 import numpy.typing as npt
 
+from fedrt.protocol import round_async as ra
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol.errors import ConsistencyCheckFailed, ProtocolError
 from fedrt.protocol.round_codec import decode_from_coordinator
@@ -48,6 +49,7 @@ from fedrt.protocol.round_errors import (
     UnexpectedMessage,
 )
 from fedrt.protocol.round_secagg import secagg_config
+from fedrt.sdk.async_hold import HeldUpdate, report_examples
 from fedrt.sdk.jitter import Jitter, SystemJitter
 from fedrt.sdk.participant_commands import (
     CancelTraining,
@@ -81,6 +83,9 @@ _SEEN_LIMIT = 4096
 class Participant(ParticipantBookkeeping):
     """One device's side of one task's rounds; see the module docstring."""
 
+    # Async tasks (``round_async``): the update trained for a TRAIN plan, until its cohort.
+    _held: HeldUpdate | None = None
+
     # --- events ----------------------------------------------------------------------------
 
     def may_check_in(self, now: float) -> bool:
@@ -99,6 +104,8 @@ class Participant(ParticipantBookkeeping):
             sdk_version=self.config.sdk_version,
             model_version=self.plan.model.version if self.plan else 0,
             n_examples=n_examples,
+            features=ra.FEATURE_ASYNC,
+            async_ticket=self._held.ticket if self._held is not None else 0,
         )
         self._since = msg.msg_id
         self._move(P.CHECKED_IN, now + self.config.checkin_timeout)
@@ -141,6 +148,12 @@ class Participant(ParticipantBookkeeping):
         plan = self._training(rm.RoundKind.TRAIN)
         if self.deadline is not None and now > self.deadline:
             return self._give_up(rm.AbandonReason.DEADLINE, "training finished late", now)
+        if plan.async_role == ra.ASYNC_TRAIN:
+            # Kept until a cohort round asks for it: check in at once to say it is ready.
+            delta = np.array(delta, dtype=np.float32)
+            self._held = HeldUpdate(ticket=plan.round_id, delta=delta, n_examples=n_examples)
+            self._to_idle(now, silence=False)
+            return [ScheduleCheckIn(at=now)]
         stage, payload, self._client = encode_update(
             delta,
             n_examples,
@@ -289,12 +302,53 @@ class Participant(ParticipantBookkeeping):
         return out
 
     def _on_plan(self, plan: rm.Plan, now: float) -> list[Command]:
-        if self.round_id is not None and plan.round_id <= self.round_id:
+        if plan.async_role == ra.ASYNC_REPORT:
+            return self._on_cohort_plan(plan, now)
+        # An async task's TRAIN plans carry the round they will feed: two may share it.
+        again = plan.async_role == ra.ASYNC_TRAIN and plan.round_id == self.round_id
+        if self.round_id is not None and plan.round_id <= self.round_id and not again:
             raise StaleMessage(
                 f"plan of round {plan.round_id}, already took part in {self.round_id}"
             )
         if self.state not in (P.IDLE, P.CHECKED_IN):
             raise UnexpectedMessage(f"a plan arrived while {self.state.value}")
+        self._check_secagg(plan)
+        deadline = now + max(0.0, plan.report_within - self.config.deadline_margin)
+        self._take(plan)
+        self._held = None  # a fresh TRAIN plan (or a sync round) replaces any kept update
+        self._move(P.TRAINING, deadline)
+        if plan.kind is rm.RoundKind.EVALUATE:
+            return [Evaluate(plan=plan, deadline=deadline)]
+        return [Train(plan=plan, deadline=deadline)]
+
+    def _on_cohort_plan(self, plan: rm.Plan, now: float) -> list[Command]:
+        """An async cohort round asks for the kept update: encode it at once, discounted
+        for the staleness the plan states (``async_hold.report_examples``)."""
+        held = self._held
+        if held is None or plan.round_id < held.ticket:
+            raise UnexpectedMessage("an async cohort plan arrived, and no update is kept for it")
+        if self.state not in (P.IDLE, P.CHECKED_IN):
+            raise UnexpectedMessage(f"a plan arrived while {self.state.value}")
+        self._check_secagg(plan)
+        self._take(plan)
+        self._held = None
+        self._move(P.TRAINING, now + plan.report_within)
+        stage, payload, self._client = encode_update(
+            held.delta,
+            report_examples(held, plan),
+            plan,
+            update_key=self._update_key,
+            identity=self._identity,
+            random=self._random,
+        )
+        return self._answer(plan, stage, payload, now, plan.report_within)
+
+    def _take(self, plan: rm.Plan) -> None:
+        self.plan, self.round_id, self._answered, self._client = plan, plan.round_id, None, None
+        self._since = self._next_msg_id
+        self._seen = {k for k in self._seen if k[0] == plan.round_id}
+
+    def _check_secagg(self, plan: rm.Plan) -> None:
         if plan.secagg is not None:
             me = plan.secagg.members[plan.secagg.client_id]
             if me.device_id != self.config.device_id or me.identity_key != self._public:
@@ -308,14 +362,6 @@ class Participant(ParticipantBookkeeping):
                 )
             except ProtocolError as exc:
                 raise MalformedMessage(f"unusable SecAgg+ parameters: {exc}") from None
-        deadline = now + max(0.0, plan.report_within - self.config.deadline_margin)
-        self.plan, self.round_id, self._answered, self._client = plan, plan.round_id, None, None
-        self._since = self._next_msg_id
-        self._seen = {k for k in self._seen if k[0] == plan.round_id}
-        self._move(P.TRAINING, deadline)
-        if plan.kind is rm.RoundKind.EVALUATE:
-            return [Evaluate(plan=plan, deadline=deadline)]
-        return [Train(plan=plan, deadline=deadline)]
 
     def _on_request(self, req: rm.StageRequest, now: float) -> list[Command]:
         if req.round_id != self.round_id:
@@ -346,6 +392,8 @@ class Participant(ParticipantBookkeeping):
         # While idle in its own back-off (it gave up on silence or a refusal, and the window
         # came after), the device takes the coordinator's time instead.
         at = now + float(self._rng.uniform(window.earliest, window.latest))
+        if window.reason is rm.ReconnectReason.TOO_STALE:
+            self._held = None  # the coordinator will not take it: train again when back
         out: list[Command] = []
         if self.state is P.TRAINING:
             out.append(CancelTraining(reason=window.reason.name.lower()))

@@ -172,10 +172,11 @@ def test_an_appended_field_is_left_off_at_its_default_and_read_when_present() ->
     new = encode_message(
         rm.CheckIn(msg_id=8, task_id="tasid", sdk_version="0.1.0", model_version=6, n_examples=5)
     )
-    assert new == old + b"\x05"
+    # Every appended field goes out once one differs (features and async_ticket: 0 here).
+    assert new == old + b"\x05\x00\x00"
     # Written out at its default it is not canonical: refused.
     with pytest.raises(MalformedMessage, match="appended"):
-        decode_message(old + b"\x00")
+        decode_message(old + b"\x00\x00\x00")
 
 
 def test_lengths_are_checked_before_allocation() -> None:
