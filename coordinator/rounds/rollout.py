@@ -96,8 +96,9 @@ class Rollout:
         model = run.model
         assert model is not None
         if self.evaluator is None:
-            self._once(run, "no-set", "no held-out set (serve --eval-data): versions are not "
-                       "evaluated before promotion")  # fmt: skip
+            if run.spec.rollout_gate == "held_out":  # auto without a set is the quiet default
+                self._once(run, "no-set", "rollout_gate held_out, but no held-out set (serve "
+                           "--eval-data): every candidate is held back")  # fmt: skip
             return None
         if isinstance(self.evaluator, HeldOutEvaluator):
             why = self.evaluator.misfit(model.manifest)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fedrt.coordinator.config import EvaluationConfig
@@ -121,3 +122,39 @@ def test_a_held_out_gate_the_coordinator_cannot_give_is_refused_at_creation(
             fleet.create_task(rollout_gate="held_out")
     finally:
         coordinator.close()
+
+
+def test_a_held_out_task_on_a_coordinator_without_the_set_holds_every_candidate_back(
+    tmp_path: Path,
+) -> None:
+    """Restarted without --eval-data, nothing vouches for a candidate: none is promoted."""
+    data = base_labelled(tmp_path / "held-out.npz")
+    fleet = EvaluatingFleet(7, poison_in(set()), data)
+    first = fleet.open(tmp_path / "data", evaluation=EvaluationConfig(data=data))
+    base = fleet.create_task(max_rounds=1, clip_norm=100.0, rollout_gate="held_out")
+    first.close()
+    second = fleet.open(tmp_path / "data")
+    try:
+        fleet.run_until(fleet.done)
+        (r,) = fleet.svc.store.list_rounds(TASK)
+        current = fleet.svc.store.get_task(TASK).model_sha256
+    finally:
+        second.close()
+    assert r.status is RoundStatus.COMMITTED
+    assert r.detail["promoted"] is False
+    assert current == base
+
+
+def test_auto_leaves_a_model_the_set_does_not_fit_ungated(tmp_path: Path) -> None:
+    narrow = tmp_path / "narrow.npz"
+    np.savez(narrow, x=np.zeros((4, 10), np.float32), y=np.zeros(4, np.int32))
+    fleet = EvaluatingFleet(7, poison_in({1}), base_labelled(tmp_path / "held-out.npz"))
+    coordinator = fleet.open(tmp_path / "data", evaluation=EvaluationConfig(data=narrow))
+    try:
+        fleet.create_task(max_rounds=1, clip_norm=100.0)  # rollout_gate auto
+        fleet.run_until(fleet.done)
+        (r,) = fleet.svc.store.list_rounds(TASK)
+    finally:
+        coordinator.close()
+    assert r.detail["promoted"] is True  # not gated: the poisoned version went out
+    assert r.detail["evaluation"] == {}
