@@ -54,7 +54,15 @@ ROUND_NO = {"type": "integer", "minimum": 0, "maximum": ROUND_NO_MAX}
 # What dashboard serves under /static/ (any other name: 404).
 DASHBOARD_ASSETS = {
     "type": "string",
-    "enum": ["api.js", "charts.js", "dashboard.css", "dashboard.js", "figures.js", "versions.js"],
+    "enum": [
+        "api.js",
+        "charts.js",
+        "dashboard.css",
+        "dashboard.js",
+        "fedbuff.js",
+        "figures.js",
+        "versions.js",
+    ],
 }
 B64 = {"type": "string", "contentEncoding": "base64"}
 FREE = {"type": "object"}
