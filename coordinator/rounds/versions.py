@@ -145,13 +145,6 @@ def round_traffic(
     }
 
 
-def should_promote(run: Run, evaluation: Mapping[str, float]) -> bool:
-    before, after = run.evaluation.get("accuracy"), evaluation.get("accuracy")
-    if before is None or after is None:
-        return True
-    return after >= before - run.spec.promote_margin
-
-
 def promote(catalog: ModelCatalog, run: Run, version: NewVersion, commit: Commit) -> None:
     """The task's rounds continue from ``version`` and the state that produced it."""
     catalog.promote(version.record.sha256, task_id=run.task_id, actor="coordinator")
@@ -162,5 +155,5 @@ def promote(catalog: ModelCatalog, run: Run, version: NewVersion, commit: Commit
 
 __all__ = [
     "Evaluator", "NewVersion", "add_version", "flatten", "load_model", "promote",
-    "round_traffic", "should_promote", "unflatten",
+    "round_traffic", "unflatten",
 ]  # fmt: skip

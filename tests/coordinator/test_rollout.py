@@ -158,3 +158,28 @@ def test_auto_leaves_a_model_the_set_does_not_fit_ungated(tmp_path: Path) -> Non
         coordinator.close()
     assert r.detail["promoted"] is True  # not gated: the poisoned version went out
     assert r.detail["evaluation"] == {}
+
+
+def test_the_good_version_outlives_a_restart(tmp_path: Path) -> None:
+    data = base_labelled(tmp_path / "held-out.npz")
+    fleet = EvaluatingFleet(7, poison_in({3}), data)
+    first = fleet.open(tmp_path / "data")
+    fleet.create_task(max_rounds=5, clip_norm=100.0, eval_every=1, promote_margin=0.05,
+                      rollout_gate="federated")  # fmt: skip
+
+    def evaluated() -> bool:  # round 2 (an evaluation of V1) has ended
+        return any(r.round_no == 2 and r.ended_at for r in fleet.svc.store.list_rounds(TASK))
+
+    fleet.run_until(evaluated)
+    first.close()
+    second = fleet.open(tmp_path / "data")  # a new process: the rollout's memory is the store
+    try:
+        fleet.run_until(fleet.done)
+        rounds = {r.round_no: r for r in fleet.svc.store.list_rounds(TASK)}
+        rollbacks = _audit(fleet, "model.rollback")
+    finally:
+        second.close()
+    v1 = rounds[1].result_sha256
+    (entry,) = rollbacks
+    assert entry["to"] == v1
+    assert rounds[max(rounds)].model_sha256 == v1
