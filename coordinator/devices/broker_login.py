@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from collections.abc import Awaitable, Callable
 
-from fedrt.coordinator.broker.embedded import Verify
 from fedrt.coordinator.errors import NotFoundError
 from fedrt.coordinator.security.credentials import verify_password
 from fedrt.coordinator.state_thread import StateThread
 from fedrt.coordinator.store.base import Store
 
 
-def embedded_verifier(state: StateThread, store: Store, *, coordinator: tuple[str, str]) -> Verify:
+def embedded_verifier(state: StateThread, store: Store, *, coordinator: tuple[str, str]) -> Callable[[str, str], Awaitable[bool]]:
     """The embedded broker's password check; ``coordinator`` is its (user name, password)."""
     username_c, password_c = coordinator
 
