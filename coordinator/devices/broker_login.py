@@ -16,7 +16,9 @@ from fedrt.coordinator.state_thread import StateThread
 from fedrt.coordinator.store.base import Store
 
 
-def embedded_verifier(state: StateThread, store: Store, *, coordinator: tuple[str, str]) -> Callable[[str, str], Awaitable[bool]]:
+def embedded_verifier(
+    state: StateThread, store: Store, *, coordinator: tuple[str, str]
+) -> Callable[[str, str], Awaitable[bool]]:
     """The embedded broker's password check; ``coordinator`` is its (user name, password)."""
     username_c, password_c = coordinator
 
