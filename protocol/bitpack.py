@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from fedrt.protocol.errors import LengthError, ParameterError
 
-__all__ = ["pack", "packed_size", "unpack", "word_dtype"]
+__all__ = ["pack", "packed_size", "unpack", "unpack_add", "word_dtype"]
 
 Words = npt.NDArray[np.unsignedinteger]
 Index = npt.NDArray[np.intp]
@@ -112,17 +112,13 @@ def unpack(data: bytes | memoryview, bits: int, count: int, *, out: Words | None
     spares a caller that unpacks many vectors the page faults of fresh memory.
     """
     width, group, dtype = _geometry(bits)
-    if len(data) != packed_size(count, bits):
-        raise LengthError(
-            f"packed vector of {count} x {bits} bits needs {packed_size(count, bits)} bytes, "
-            f"got {len(data)}"
-        )
+    _check_size(data, bits, count)
     lane = count // group
     rows = group * bits // width
     if out is None:
         out = np.empty(count, dtype=dtype)
-    elif out.shape != (count,) or out.dtype != dtype or not out.flags.c_contiguous:
-        raise ParameterError(f"out must be a contiguous array of {count} {np.dtype(dtype)}")
+    else:
+        _check_words(out, count, dtype)
     if lane:
         words = np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<"), count=rows * lane)
         _unpack_lanes(words.reshape(rows, lane), out[: lane * group].reshape(group, lane), bits)
@@ -130,6 +126,91 @@ def unpack(data: bytes | memoryview, bits: int, count: int, *, out: Words | None
         memoryview(data)[rows * lane * (width // 8) :], bits, count - lane * group
     )
     return out
+
+
+def unpack_add(data: bytes | memoryview, bits: int, count: int, total: Words) -> None:
+    """Add the values ``unpack`` returns to ``total``, modulo 2**W only (W the word width).
+
+    The bits of each word above ``bits`` are left unreduced (they hold neighbouring values'
+    bits), so the low ``bits`` bits of every word are the sum modulo 2**bits: whoever sums
+    many vectors reduces once, after the last one (``np.bitwise_and``), and each vector costs
+    two shifts and two additions of whole groups instead of unpacking it then adding it.
+    The same ``LengthError`` as ``unpack`` for a wrong size or a set padding bit, before
+    ``total`` is touched.
+    """
+    width, group, dtype = _geometry(bits)
+    _check_size(data, bits, count)
+    _check_words(total, count, dtype)
+    lane = count // group
+    rows = group * bits // width
+    tail = _unpack_tail(memoryview(data)[rows * lane * (width // 8) :], bits, count - lane * group)
+    if lane:
+        words = np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<"), count=rows * lane)
+        words = words.reshape(rows, lane)
+        body = total[: lane * group].reshape(group, lane)
+        # Without the mask, a value's parts may carry a neighbour's bits at bit ``bits`` and
+        # above: addition only carries upwards, so the low ``bits`` bits stay exact.
+        moves = _add_moves(bits, width)
+        if len(moves) > _MAX_MOVES:  # values share words: gather whole groups instead
+            low, shift, high, spill = _unpack_plan(bits, width)
+            np.add(body, np.right_shift(words[low], shift.astype(dtype)), out=body)
+            np.add(body, np.left_shift(words[high], spill.astype(dtype)), out=body)
+        for left, values, source, shifts in moves if len(moves) <= _MAX_MOVES else ():
+            target = body[values]
+            if shifts is not None:
+                shifted = np.left_shift if left else np.right_shift
+                np.add(target, shifted(words[source], shifts), out=target)
+            else:
+                np.add(target, words[source], out=target)
+    np.add(total[lane * group :], tail.astype(dtype), out=total[lane * group :])
+
+
+_MAX_MOVES = 4  # beyond, per-run calls cost more than gathering two copies of the words
+Move = tuple[bool, slice, slice, Words | None]
+"""Part of ``unpack_add``: (left shift?, values of a group, word rows, shifts or None for 0)."""
+
+
+@functools.cache
+def _add_moves(bits: int, width: int) -> tuple[Move, ...]:
+    """How ``unpack_add`` adds a group: runs of values whose parts lie in consecutive words.
+
+    Value j's low part is word j * bits // width shifted right, its high part (when it
+    spills over) the next word shifted left. Consecutive values mostly take consecutive
+    words, so a run is one shift and one addition of slices, without gathering rows (for 15
+    bits in 16: one run of each kind, plus value 0 added as it is).
+    """
+    group = width // gcd(bits, width)
+    parts: list[tuple[bool, int, int, int]] = []  # (left, value, word, shift)
+    for j in range(group):
+        word, shift = divmod(j * bits, width)
+        parts.append((False, j, word, shift))
+        if shift + bits > width:
+            parts.append((True, j, word + 1, width - shift))
+    moves: list[Move] = []
+    for left in (False, True):
+        run: list[tuple[bool, int, int, int]] = []
+        for part in [p for p in parts if p[0] is left] + [(left, -2, -2, 0)]:
+            if run and (part[1] != run[-1][1] + 1 or part[2] != run[-1][2] + 1):
+                shifts: Words = np.array([[p[3]] for p in run], dtype=word_dtype(bits))
+                values = slice(run[0][1], run[-1][1] + 1)
+                source = slice(run[0][2], run[-1][2] + 1)
+                moves.append((left, values, source, shifts if shifts.any() else None))
+                run = []
+            run.append(part)
+    return tuple(moves)
+
+
+def _check_size(data: bytes | memoryview, bits: int, count: int) -> None:
+    if len(data) != packed_size(count, bits):
+        raise LengthError(
+            f"packed vector of {count} x {bits} bits needs {packed_size(count, bits)} bytes, "
+            f"got {len(data)}"
+        )
+
+
+def _check_words(out: Words, count: int, dtype: WordType) -> None:
+    if out.shape != (count,) or out.dtype != dtype or not out.flags.c_contiguous:
+        raise ParameterError(f"out must be a contiguous array of {count} {np.dtype(dtype)}")
 
 
 @functools.cache
@@ -168,12 +249,9 @@ def _unpack_lanes(
 
 
 def _unpack_tail(data: memoryview, bits: int, count: int) -> Words:
-    if count == 0:
-        return np.zeros(0, dtype=np.uint64)
-    bitmap = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")
-    if bitmap[count * bits :].any():
+    # At most a group less one value: one Python integer beats numpy's per-call overhead.
+    whole = int.from_bytes(data, "little")
+    if whole >> (count * bits):
         raise LengthError("non-zero padding bits after the last packed value")
-    weights = np.uint64(1) << np.arange(bits, dtype=np.uint64)
-    planes = bitmap[: count * bits].reshape(count, bits).astype(np.uint64)
-    values: Words = (planes * weights).sum(axis=1, dtype=np.uint64)
-    return values
+    mask = (1 << bits) - 1
+    return np.array([whole >> (i * bits) & mask for i in range(count)], dtype=np.uint64)

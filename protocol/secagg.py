@@ -82,14 +82,24 @@ def drive(
             return True
         return False
 
+    def deliver(stage: Stage, replies: list[bytes]) -> dict[int, bytes]:
+        # The server hears a stage's replies once the devices have sent them, as a coordinator
+        # drains its inbox: interleaving each device's own work between two server calls
+        # would only stand for both sides sharing one machine's caches.
+        for reply in replies:
+            obs.server(stage, partial(server.receive, reply))
+        return obs.server(stage, server.close_stage)
+
     first = Stage.ADVERTISE_KEYS
+    adverts = []
     for index, client in sorted(clients.items()):
         if not vanishes(index, first):
             advert = obs.client(index, first, client.start, None)
             assert advert is not None
-            obs.server(first, partial(server.receive, advert))
-    outgoing = obs.server(first, server.close_stage)
+            adverts.append(advert)
+    outgoing = deliver(first, adverts)
     for stage in _CLIENT_STAGES[1:]:
+        replies = []
         for index, data in outgoing.items():
             if vanishes(index, stage):
                 continue
@@ -99,8 +109,8 @@ def drive(
                 gone.add(index)
                 continue
             if reply is not None:
-                obs.server(stage, partial(server.receive, reply))
-        outgoing = obs.server(stage, server.close_stage)
+                replies.append(reply)
+        outgoing = deliver(stage, replies)
     return server.result
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fedrt.protocol import codec, shamir
-from fedrt.protocol.bitpack import unpack
+from fedrt.protocol.bitpack import unpack_add, word_dtype
 from fedrt.protocol.crypto import IdentityVerifier, agree, x25519_public
 from fedrt.protocol.errors import (
     ConsistencyError,
@@ -97,7 +97,6 @@ class SecAggServer:
         self._sealed_to: dict[int, list[int]] = {}
         self._masked: set[int] = set()
         self._sum: Vector | None = None
-        self._scratch: Vector | None = None  # one unpacked masked input at a time
         self._view: tuple[int, ...] = ()  # U3 as shown to every device in it
         self._signatures: dict[int, bytes] = {}
         self._revealed: dict[int, dict[int, bytes]] = {}
@@ -216,15 +215,10 @@ class SecAggServer:
                 f"masked input is {message.length} x {message.bits} bits, "
                 f"the round needs {self.config.length} x {self.config.bits}"
             )
-        if self._sum is None or self._scratch is None:
-            self._sum = unpack(message.payload, message.bits, message.length)
-            self._scratch = np.empty_like(self._sum)
-        else:
-            np.add(
-                self._sum,
-                unpack(message.payload, message.bits, message.length, out=self._scratch),
-                out=self._sum,
-            )
+        if self._sum is None:
+            self._sum = np.zeros(message.length, dtype=word_dtype(message.bits))
+        # Words are summed modulo 2**W only; _unmask reduces to the ring once at the end.
+        unpack_add(message.payload, message.bits, message.length, self._sum)
         self._masked.add(message.sender)
 
     def _on_consistency(self, message: ConsistencyCheck) -> None:

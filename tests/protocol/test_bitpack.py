@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedrt.protocol.bitpack import pack, packed_size, unpack, word_dtype
+from fedrt.protocol.bitpack import pack, packed_size, unpack, unpack_add, word_dtype
 from fedrt.protocol.errors import LengthError, ParameterError
 
 
@@ -87,3 +87,40 @@ def test_unpack_rejects_an_out_array_of_the_wrong_shape_type_or_layout() -> None
     ):
         with pytest.raises(ParameterError, match="out must be"):
             unpack(data, 12, 10, out=out)
+
+
+@settings(deadline=None, max_examples=150)
+@given(
+    bits=st.integers(1, 64),
+    count=st.integers(0, 200),
+    vectors_=st.integers(1, 4),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_unpack_add_sums_packed_vectors_modulo_the_ring_once_reduced(
+    bits: int, count: int, vectors_: int, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    top = 2**bits if bits < 64 else 2**64
+    vectors_list = [
+        [int(v) for v in rng.integers(0, top, count, dtype=np.uint64, endpoint=False)]
+        for _ in range(vectors_)
+    ]
+    total = np.full(count, 5, dtype=word_dtype(bits))  # a sum already under way
+    for values in vectors_list:
+        unpack_add(pack(np.array(values, dtype=np.uint64), bits), bits, count, total)
+    expected = [(5 + sum(column)) % 2**bits for column in zip(*vectors_list, strict=True)]
+    assert [int(v) % 2**bits for v in total.tolist()] == (expected if count else [])
+
+
+def test_unpack_add_rejects_a_bad_vector_and_leaves_the_sum_alone() -> None:
+    values = np.arange(21, dtype=np.uint64)  # 15 bits: a group of 16 and a tail of 5
+    data = pack(values, 15)
+    total = np.ones(21, dtype=np.uint16)
+    for bad in (data[:-1], data + b"\x00", data[:-1] + bytes([data[-1] | 0x80])):
+        with pytest.raises(LengthError):
+            unpack_add(bad, 15, 21, total)
+    with pytest.raises(ParameterError, match="out must be"):
+        unpack_add(data, 15, 21, np.ones(21, dtype=np.uint32))
+    assert total.tolist() == [1] * 21
+    unpack_add(data, 15, 21, total)
+    assert (total & 0x7FFF).tolist() == (values + 1).tolist()  # reduced by the caller
