@@ -13,8 +13,10 @@ retention policy drops old examples underneath it.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
+import secrets
 import sqlite3
 import threading
 import time
@@ -27,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fedrt.sdk.errors import ExampleStoreError, NotEnoughExamples, SchemaMismatch, SdkConfigError
+from fedrt.sdk.holdout import SEED_BYTES, check_share, held_out
 
 __all__ = ["Batch", "ExampleStore", "Retention"]
 
@@ -71,8 +74,12 @@ class ExampleStore:
     """Examples ``(x, y)`` of fixed per-example shapes and dtypes, in an SQLite file.
 
     ``path=":memory:"`` keeps them in memory (tests, ephemeral apps). Thread-safe: the app
-    appends from its thread while the training worker reads batches.
+    appends from its thread while the training worker reads batches. ``part`` gives a view
+    of the training or the held-out examples (``sdk.holdout``) sharing this connection.
     """
+
+    # (seed, share, held out?) of the view's examples (``part``); None: every example.
+    _part: tuple[bytes, float, bool] | None = None
 
     def __init__(
         self,
@@ -84,6 +91,7 @@ class ExampleStore:
         y_dtype: Any = np.int32,
         retention: Retention | None = None,
         clock: Callable[[], float] = time.time,
+        holdout_seed: bytes | None = None,
     ) -> None:
         self.x_shape, self.x_dtype = _schema(x_shape, x_dtype, "x")
         self.y_shape, self.y_dtype = _schema(y_shape, y_dtype, "y")
@@ -100,6 +108,8 @@ class ExampleStore:
                 " added_at REAL NOT NULL, x BLOB NOT NULL, y BLOB NOT NULL)"
             )
             self._check_meta()
+            self._db.create_function("fedrt_held_out", 3, _held_out_sql, deterministic=True)
+            self._holdout_seed = self._seed(holdout_seed)
         except sqlite3.Error as exc:
             raise ExampleStoreError(f"cannot open example store {path}: {exc}") from exc
 
@@ -121,6 +131,36 @@ class ExampleStore:
                 f"the store holds examples of another schema ({have}); expected {want}"
             )
 
+    def _seed(self, given: bytes | None) -> bytes:
+        # Drawn once per store (per device) and kept, so the split never moves; a seed given
+        # by the caller (simulations, tests) is kept the same way when the store has none.
+        if given is not None and len(given) != SEED_BYTES:
+            raise SdkConfigError(f"holdout_seed must be {SEED_BYTES} bytes")
+        fresh = (given if given is not None else secrets.token_bytes(SEED_BYTES)).hex()
+        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('holdout_seed', ?)", (fresh,))
+        (have,) = self._db.execute("SELECT value FROM meta WHERE key='holdout_seed'").fetchone()
+        return bytes.fromhex(have)
+
+    @property
+    def holdout_seed(self) -> bytes:
+        return self._holdout_seed
+
+    def part(self, share: float, *, held_out: bool) -> ExampleStore:
+        """A view of the examples held out at ``share`` (``held_out``) or of the others.
+
+        The view reads (``len``, ``batch``) only its side; it shares the connection, so it is
+        never closed on its own. At share 0 the training side is every example."""
+        view = copy.copy(self)
+        view._part = (self._holdout_seed, check_share(share), held_out)
+        return view
+
+    def _where(self) -> tuple[str, tuple[Any, ...]]:
+        """The SQL condition (and its parameters) selecting this view's examples."""
+        if self._part is None:
+            return "1", ()
+        seed, share, side = self._part
+        return "fedrt_held_out(id, ?, ?) = ?", (seed, share, int(side))
+
     @classmethod
     def for_model(
         cls,
@@ -132,6 +172,7 @@ class ExampleStore:
         y_dtype: Any,
         retention: Retention | None = None,
         clock: Callable[[], float] = time.time,
+        holdout_seed: bytes | None = None,
     ) -> ExampleStore:
         """A store for a model whose train inputs have these (batched) shapes."""
         return cls(
@@ -142,6 +183,7 @@ class ExampleStore:
             y_dtype=y_dtype,
             retention=retention,
             clock=clock,
+            holdout_seed=holdout_seed,
         )
 
     # -- writing ---------------------------------------------------------------------------
@@ -212,7 +254,11 @@ class ExampleStore:
             if self.retention.max_age_s is not None:
                 with self._tx():
                     self._prune(self._clock())
-            (count,) = self._db.execute("SELECT COUNT(*) FROM examples").fetchone()
+            where, params = self._where()
+            (count,) = self._db.execute(
+                f"SELECT COUNT(*) FROM examples WHERE {where}",  # noqa: S608 (our own text)
+                params,
+            ).fetchone()
         return int(count)
 
     def batch(self, batch_size: int, cursor: int = 0) -> Batch:
@@ -223,15 +269,17 @@ class ExampleStore:
             if self.retention.max_age_s is not None:
                 with self._tx():
                     self._prune(self._clock())
+            where, params = self._where()
             rows = self._db.execute(
-                "SELECT id, x, y FROM examples WHERE id > ? ORDER BY id LIMIT ?",
-                (cursor, batch_size),
+                f"SELECT id, x, y FROM examples WHERE id > ? AND {where} ORDER BY id LIMIT ?",  # noqa: S608
+                (cursor, *params, batch_size),
             ).fetchall()
             wrapped = False
             if len(rows) < batch_size:
                 wrapped = True
                 head = self._db.execute(
-                    "SELECT id, x, y FROM examples ORDER BY id LIMIT ?", (batch_size,)
+                    f"SELECT id, x, y FROM examples WHERE {where} ORDER BY id LIMIT ?",  # noqa: S608
+                    (*params, batch_size),
                 ).fetchall()
                 if not head:
                     raise NotEnoughExamples("the example store is empty")
@@ -258,6 +306,10 @@ class ExampleStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _held_out_sql(example_id: int, seed: bytes, share: float) -> int:
+    return int(held_out(seed, example_id, share))
 
 
 class _Transaction:

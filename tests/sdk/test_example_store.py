@@ -175,4 +175,6 @@ def test_the_store_has_no_way_to_send_data() -> None:
         assert f"import {module}" not in source
         assert f"from {module}" not in source
     public = {n for n in dir(ExampleStore) if not n.startswith("_")}
-    assert public == {"append", "batch", "clear", "close", "extend", "for_model"}
+    assert public == {
+        "append", "batch", "clear", "close", "extend", "for_model", "holdout_seed", "part"
+    }  # fmt: skip
