@@ -134,12 +134,17 @@ class AsyncRounds:
         if run.spec.mode != "async":
             return {}
         lobby = self._lobby(run)
-        if status is RoundStatus.COMMITTED:
+        members = lobby.cohort_staleness.pop(round_no, {})
+        machine = run.machine
+        if status is RoundStatus.COMMITTED and machine is not None:
             lobby.committed()
+            # The updates in the sum: those whose masked input (or plain update) came in.
+            stage = rm.Stage.MASKED_INPUT if run.spec.secagg else rm.Stage.PLAIN_UPDATE
+            members = {d: members[d] for d in machine.answered(stage) if d in members}
         return {
             "mode": "async",
             "buffer_size": run.spec.buffer_size,
-            "staleness": lobby.cohort_staleness.pop(round_no, {}),
+            "staleness": staleness_counts(members.values()),
             "lobby": lobby.figures(),
         }
 
@@ -220,12 +225,12 @@ class AsyncRounds:
             return
         lobby = self._lobby(run)
         lobby.cohort = frozenset(r.device_id for r in cohort)
-        lobby.cohort_staleness[run.round_no] = staleness_counts(cohort)
+        staleness = {r.device_id: r.staleness for r in cohort}
+        lobby.cohort_staleness[run.round_no] = staleness
         run.machine, run.bytes_out = machine, 0
         log.info("task %s: async round %d: a buffer of %d (staleness %s)", run.task_id,
-                 run.round_no, k, lobby.cohort_staleness[run.round_no])  # fmt: skip
+                 run.round_no, k, staleness_counts(staleness.values()))  # fmt: skip
         commands = machine.start(now)
-        staleness = {r.device_id: r.staleness for r in cohort}
         for r in cohort:
             try:
                 commands += machine.receive(r.device_id, r.checkin, now)

@@ -24,6 +24,7 @@ round's is; no committed version is).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from fedrt.coordinator.rounds.commands import Command, RoundConfig, Send
@@ -67,8 +68,8 @@ class AsyncLobby:
         self.config: RoundConfig | None = None
         self.update: rm.UpdateSpec | None = None
         self.model_sha256 = ""
-        # The running cohort round's members, and each cohort round's staleness counts
-        # (round number -> staleness as text -> updates), for its record.
+        # The running cohort round's members, and each cohort round's members' staleness
+        # (round number -> device -> staleness), for its record.
         self.cohort: frozenset[str] = frozenset()
         self.cohort_staleness: dict[int, dict[str, int]] = {}
 
@@ -175,9 +176,9 @@ class AsyncLobby:
         )  # fmt: skip
 
 
-def staleness_counts(cohort: list[Ready]) -> dict[str, int]:
-    """How many updates of a cohort were how stale (JSON keys: staleness as text)."""
-    counts = Counter(r.staleness for r in cohort)
+def staleness_counts(staleness: Iterable[int]) -> dict[str, int]:
+    """How many updates were how stale (JSON keys: the staleness as text)."""
+    counts = Counter(staleness)
     return {str(s): counts[s] for s in sorted(counts)}
 
 

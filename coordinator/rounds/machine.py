@@ -178,6 +178,11 @@ class RoundMachine:
         """The id the next outgoing message gets (persist it to continue after a restart)."""
         return self._out.next_msg_id
 
+    def answered(self, stage: rm.Stage) -> list[str]:
+        """The devices that answered ``stage`` (async rounds: whose update is in the sum)."""
+        devices = (self._roster.get(d) for d in self._roster.ids())
+        return [d.device_id for d in devices if d is not None and stage in d.answered]
+
     def status(self) -> RoundStatus:
         return self._roster.status(
             round_id=self.config.round_id,
