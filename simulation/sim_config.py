@@ -137,7 +137,11 @@ class SimConfig:
                 raise UsageError(message)
 
         need(self.devices >= 2, "--devices must be at least 2")
-        need(1 <= self.per_round <= self.devices, "--per-round must be in 1..devices")
+        # Async mode has no rounds of per_round devices: its cohorts are buffers.
+        need(
+            self.mode == "async" or 1 <= self.per_round <= self.devices,
+            "--per-round must be in 1..devices",
+        )
         need(self.rounds >= 1, "--rounds must be >= 1")
         need(self.strategy in STRATEGIES, f"--strategy must be one of {', '.join(STRATEGIES)}")
         need(1 <= self.bits <= 16, "--bits must be in 1..16")
@@ -146,7 +150,7 @@ class SimConfig:
         need(self.availability in traces.TRACES, f"--availability: one of {traces.TRACES}")
         need(self.speed > 0, "--speed must be > 0")
         need(self.stage_s is None or self.stage_s > 0, "--stage-deadline must be > 0")
-        need(not (self.secagg and self.per_round < 2), "SecAgg+ needs --per-round >= 2")
+        need(not (self.secagg and self.cohort_devices < 2), "SecAgg+ needs --per-round >= 2")
         need(
             self.devices_per_thread is None or self.devices_per_thread >= 0,
             "--devices-per-thread must be >= 0",
@@ -278,13 +282,13 @@ class SimConfig:
     def task_spec(self) -> TaskSpec:
         # Over-select for the dropouts we inject (Bonawitz et al.: select 130 % of the goal).
         over = min(3.0, max(1.0, 1.0 + 1.5 * self.dropout))
-        over = min(over, self.devices / self.per_round)
+        over = min(over, self.devices / self.cohort_devices)
         return TaskSpec(
             strategy=self.strategy,
             server_lr=self.server_lr,
-            goal_count=self.per_round,
+            goal_count=self.cohort_devices,
             over_selection=over,
-            min_reports=max(2 if self.secagg else 1, math.ceil(0.5 * self.per_round)),
+            min_reports=max(2 if self.secagg else 1, math.ceil(0.5 * self.cohort_devices)),
             checkin_deadline_s=self.checkin_s,
             training_deadline_s=self.training_deadline_s,
             secagg_stage_deadline_s=self.stage_deadline_s,
