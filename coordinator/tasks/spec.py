@@ -201,6 +201,11 @@ class TaskSpec(WireModel):
             not (self.personal_layers and self.personal_last_layers),
             "give personal_layers or personal_last_layers, not both",
         )
+        need(
+            self.mode == "sync"
+            or not (self.personal_layers or self.personal_last_layers or self.finetune_steps),
+            "personal layers and fine-tuning need mode sync",
+        )
         # A robust rule must be able to run on the fewest reports a round commits with.
         least = {"krum": 2 * self.byzantine_f + 3, "bulyan": 4 * self.byzantine_f + 3}
         need(

@@ -52,6 +52,8 @@ def test_task_creation_checks_personal_layers_against_the_model() -> None:
         check_model_fit(TaskSpec(personal_layers=["nope"]), manifest, "a" * 64)
     with pytest.raises(BadRequestError, match="not both"):
         TaskSpec(personal_layers=["fc_bias"], personal_last_layers=1)
+    with pytest.raises(BadRequestError, match="need mode sync"):
+        TaskSpec(personal_last_layers=1, mode="async")
 
 
 def test_embed_puts_zeros_where_the_personal_tensors_are() -> None:
