@@ -14,7 +14,9 @@ cells differ only in the algorithm (issue 18's benchmark):
 
 A cell whose ``fedrt simulate`` option is missing from this build (a strategy it does not
 know, a flag it lacks) is listed as "n/a (not available)" and not run. The reports are kept
-in ``--out``; the table and ``learning.json`` are written there too.
+in ``--out``; the table and ``learning.json`` are written there too. Beside the dirichlet
+cells, the same algorithms in plain numpy on the same partition (``learning_reference``)
+show whether a missed target is the algorithm's or fedrt's (``--no-reference``: skip it).
 """
 
 from __future__ import annotations
@@ -291,9 +293,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"{cell.name}: {rows[-1]['status']} in {rows[-1]['seconds']} s", file=sys.stderr)
     config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
               if k not in ("run", "json")}  # fmt: skip
-    document = {"config": config, "cells": rows}
+    document: dict[str, Any] = {"config": config, "cells": rows}
+    if args.reference:
+        document["reference"] = _reference(
+            args, [c.name for c in cells if c.partition == DIRICHLET]
+        )
     (args.out / "learning.json").write_text(json.dumps(document, indent=2))
     text = tables(rows, rounds=args.rounds, target=args.target)
+    if document.get("reference"):
+        text += "\n\n" + reference_table(
+            document["reference"], rounds=args.rounds, target=args.target
+        )
     (args.out / "table.md").write_text(text + "\n")
     if args.json:
         print(json.dumps(document, indent=2))
@@ -302,6 +312,37 @@ def run(args: argparse.Namespace) -> int:
               f"{args.rounds} rounds, SecAgg+ on, seed {args.seed}\n")  # fmt: skip
         print(text)
     return 0
+
+
+def _reference(args: argparse.Namespace, algorithms: list[str]) -> list[dict[str, Any]]:
+    """The dirichlet cells' algorithms in plain numpy on the same partition (none: [])."""
+    if not algorithms:
+        return []
+    from fedrt.benchmarks.learning_reference import reference_rows
+    from fedrt.simulation.sim_config import SimConfig
+
+    options = {"local_epochs": args.local_epochs, "learning_rate": args.lr}
+    cfg = SimConfig(devices=args.devices, per_round=args.per_round, rounds=args.rounds,
+                    partition=DIRICHLET, seed=args.seed,
+                    **{k: v for k, v in options.items() if v is not None})  # fmt: skip
+    return reference_rows(
+        algorithms, cfg, target=args.target, mu=args.fedprox_mu, adam_lr=args.fedadam_lr
+    )
+
+
+def reference_table(rows: Sequence[Mapping[str, Any]], *, rounds: int, target: float) -> str:
+    lines = [
+        f"{DIRICHLET}, plain numpy reference (softmax regression, same partition, no SecAgg+)",
+        "",
+        f"| algorithm | rounds to {target:.2f} | acc @{rounds // 2} | acc @{rounds} |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['algorithm']} | {r['rounds_to_target'] or f'> {rounds}'} | "
+            f"{_f(r['accuracy_mid'])} | {_f(r['accuracy_final'])} |"
+        )
+    return "\n".join(lines)
 
 
 def register(subparsers: Any) -> None:
@@ -327,4 +368,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--time-limit", type=float, default=3600.0, help="seconds per cell")
     parser.add_argument("--out", type=Path, default=Path("fedrt-learning"))
     parser.add_argument("--json", action="store_true", help="print the JSON, not the tables")
+    parser.add_argument(
+        "--reference",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also the dirichlet algorithms in plain numpy (benchmarks/learning_reference.py)",
+    )
     parser.set_defaults(run=run, default_log_level="WARNING")

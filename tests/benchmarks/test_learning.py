@@ -45,6 +45,11 @@ def test_a_tiny_run_prints_the_json_of_its_one_cell(tmp_path: Path) -> None:
     table = (tmp_path / "table.md").read_text()
     assert "| FedAvg | " in table
     assert "| method | rounds to 0.90 | acc @1 | acc @2 |" in table
+    # The same algorithm in plain numpy on the same partition, beside it.
+    [reference] = document["reference"]
+    assert reference["algorithm"] == "fedavg"
+    assert 0.0 <= reference["accuracy_final"] <= 1.0
+    assert "plain numpy reference" in table
 
 
 def test_cells_without_their_simulate_option_are_not_available(
@@ -52,7 +57,7 @@ def test_cells_without_their_simulate_option_are_not_available(
 ) -> None:
     # A build whose simulate knows neither --fedprox-mu nor SCAFFOLD nor personalization.
     monkeypatch.setattr(learning, "simulate_options", lambda: (frozenset(), frozenset({"fedavg"})))
-    args = _args(tmp_path, "--cells", "fedprox,scaffold,fedper", "--json")
+    args = _args(tmp_path, "--cells", "fedprox,scaffold,fedper", "--json", "--no-reference")
     assert learning.run(args) == 0
     cells = json.loads(capsys.readouterr().out)["cells"]
     assert [(c["cell"], c["status"]) for c in cells] == [
