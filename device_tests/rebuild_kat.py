@@ -25,6 +25,7 @@ from fedrt.model_export.weights_file import (
     strip_weights,
     unflatten,
 )
+from fedrt.model_export.weights_layout import weight_layout
 from fedrt.protocol.weights_delta import apply_delta, encode_delta, weights_sha256
 
 KAT = FIXTURES / "rebuild_kat.json"
@@ -66,6 +67,10 @@ def chain(name: str) -> dict[str, Any]:
         file = replace_weights(graph, manifest, unflatten(weights, manifest))
         if strip_weights(file, manifest) != graph:
             raise CheckFailed(f"{name}: a rebuilt version does not strip back to its graph")
+        # Devices splice weights into the graph's layout instead of repacking the file.
+        layout = weight_layout(graph, manifest)
+        if layout is None or layout.build(weights) != file:
+            raise CheckFailed(f"{name}: a spliced version differs from the repacked one")
         step = {"bits": bits, "delta_sha256": _sha(encoded.blob)}
         step.update(weights_sha256=weights_sha256(weights), file_sha256=_sha(file))
         steps.append(step)

@@ -29,12 +29,8 @@ from typing import Any
 
 from fedrt.model_export.errors import ExportError
 from fedrt.model_export.manifest import Manifest
-from fedrt.model_export.weights_file import (
-    flat_weights,
-    replace_weights,
-    strip_weights,
-    unflatten,
-)
+from fedrt.model_export.weights_file import flat_weights, replace_weights, unflatten
+from fedrt.model_export.weights_layout import stripped, weight_layout
 from fedrt.protocol.errors import ProtocolError
 from fedrt.protocol.weights_delta import apply_delta, weights_from_bytes
 from fedrt.sdk.download import download_blob, download_model, verify_model_signature
@@ -145,11 +141,17 @@ def _rebuild(
 ) -> None:
     held = _held_versions(model_dir)
     graph = _graph(url, manifest, delivery["graph"], held, model_dir, http, fetched)
+    # Files made from this graph differ only in their weights' bytes: spliced in place,
+    # not repacked (``weights_layout``); None for a graph that does not allow it.
+    layout = weight_layout(graph, manifest)
     chain = _chain_from(delivery.get("deltas") or [], held)
     weights_form = delivery["weights"]
     if chain and sum(int(d["bytes"]) for d in chain[1]) < int(weights_form["bytes"]):
         start, links = chain
-        flat = flat_weights(start.read_bytes(), manifest)
+        start_data = start.read_bytes()
+        flat = layout.read(start_data) if layout is not None else None
+        if flat is None:  # a base export (laid out by the converter), or no layout
+            flat = flat_weights(start_data, manifest)
         for link in links:
             blob = _blob(url, link, model_dir, http, fetched, DELTA)
             flat = apply_delta(flat, blob)
@@ -160,7 +162,10 @@ def _rebuild(
         fetched.form = WEIGHTS
     if flat.size != manifest.num_params:
         raise RebuildMismatch(f"{flat.size} weights for a model of {manifest.num_params}")
-    data = replace_weights(graph, manifest, unflatten(flat, manifest))
+    if layout is not None:
+        data = layout.build(flat)
+    else:
+        data = replace_weights(graph, manifest, unflatten(flat, manifest))
     if _sha256(data) != sha256:
         raise RebuildMismatch(
             f"version rebuilt from its {fetched.form} hashes to {_sha256(data)[:16]}…, "
@@ -203,7 +208,7 @@ def _graph(
     cached.parent.mkdir(parents=True, exist_ok=True)
     for path in held.values():  # a held file of the same architecture strips to it
         try:
-            graph = strip_weights(path.read_bytes(), manifest)
+            graph = stripped(path.read_bytes(), manifest)
         except ExportError:
             continue
         if _sha256(graph) == sha:

@@ -19,6 +19,7 @@ from fedrt.coordinator.models.blobs import BlobStore
 from fedrt.coordinator.models.delivery import Delivery, DeliveryIndex
 from fedrt.model_export.manifest import Manifest
 from fedrt.model_export.weights_file import replace_weights, strip_weights, unflatten
+from fedrt.model_export.weights_layout import weight_layout
 from fedrt.protocol.weights_delta import encode_delta, weights_bytes
 
 _SEED_DOMAIN = b"fedrt/downlink-delta/v1\n"
@@ -80,7 +81,11 @@ def build_version(
         delta_sha = blobs.put_bytes(encoded.blob)
     else:
         weights = np.asarray(target, np.float32).reshape(-1)
-    data = replace_weights(graph, manifest, unflatten(weights, manifest))
+    layout = weight_layout(graph, manifest)  # the graph's files, spliced (as devices do)
+    if layout is not None:
+        data = layout.build(weights)
+    else:
+        data = replace_weights(graph, manifest, unflatten(weights, manifest))
     sha = hashlib.sha256(data).hexdigest()
     return BuiltVersion(
         data=data,
