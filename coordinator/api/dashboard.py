@@ -13,6 +13,7 @@ _FILES = {
     "charts.js": "application/javascript",
     "dashboard.css": "text/css",
     "dashboard.js": "application/javascript",
+    "evaluation.js": "application/javascript",
     "fedbuff.js": "application/javascript",
     "figures.js": "application/javascript",
     "versions.js": "application/javascript",

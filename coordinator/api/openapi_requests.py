@@ -59,6 +59,7 @@ DASHBOARD_ASSETS = {
         "charts.js",
         "dashboard.css",
         "dashboard.js",
+        "evaluation.js",
         "fedbuff.js",
         "figures.js",
         "versions.js",

@@ -96,14 +96,14 @@ def seeded(tmp_path: Path) -> Iterator[Seeded]:
                                              round_no=no, metrics={"accuracy": 0.5 + 0.08 * no},
                                              ).sha256  # fmt: skip
                 epsilon += 0.5
-            s.store.create_round(_round(
+            s.store.create_round(_with_evaluation(no, _round(
                 secure.task_id, no, current, now - 600 + 100 * no,
                 kind="train" if train else "evaluate", epsilon=epsilon, result=result,
                 reported=12, included=10,
                 dropped=(("training", 1), ("masked_input", 2)), bytes_received=60_000,
                 secagg=train, bad_holders=out.liars if no == 5 else (),
                 discarded=2 if no == 5 else 0,
-            ))  # fmt: skip
+            )))  # fmt: skip
             for name, value in (("accuracy", 0.5 + 0.08 * no), ("loss", 2.0 / no)):
                 s.store.add_metric(MetricRecord(task_id=secure.task_id, round_no=no, name=name,
                                                 value=value, at=now))  # fmt: skip
@@ -126,6 +126,20 @@ def seeded(tmp_path: Path) -> Iterator[Seeded]:
                 record = dataclasses.replace(record, detail={**record.detail, "traffic": traffic})
             s.store.create_round(record)
         yield out
+
+
+# Round 4's evaluation figures (rounds.eval_figures), overall and per device label.
+EVALUATION = {"federated_accuracy": 0.8125, "worst_decile_accuracy": 0.5, "accuracy_std": 0.123,
+              "eval_devices": 10.0}  # fmt: skip
+BY_LABEL = {"region=eu": {"federated_accuracy": 0.9, "worst_decile_accuracy": 0.75,
+                          "accuracy_std": 0.05, "eval_devices": 4.0}}  # fmt: skip
+
+
+def _with_evaluation(no: int, record: RoundRecord) -> RoundRecord:
+    if no != 4:
+        return record
+    detail = {**record.detail, "evaluation": EVALUATION, "evaluation_by_label": BY_LABEL}
+    return dataclasses.replace(record, detail=detail)
 
 
 def _enroll(svc: ServiceThread, i: int) -> str:
@@ -205,6 +219,17 @@ async def _figures(page: Page, seeded: Seeded, shot: Path) -> None:
         "[...document.querySelectorAll('#devices tr')].map(r => r.dataset.device)"
     )
     assert set(devices) >= {d.device_id for d in seeded.svc.service.store.list_devices()}
+    # The latest evaluation round's figures, over all devices and per label (eval_figures).
+    evaluation = await page.eval(
+        "Object.fromEntries([...document.querySelectorAll('#evaluation tr[data-eval]')].map("
+        "(tr) => [tr.dataset.eval, [...tr.querySelectorAll('td')].slice(3).map("
+        "(td) => td.textContent)]))"
+    )
+    assert evaluation == {
+        f"{a}:all devices": ["10", "81%", "50%", "±12.3", "–"],
+        f"{a}:region=eu": ["4", "90%", "75%", "±5.0", "–"],
+    }
+    assert await page.eval("document.getElementById('evaluation').hidden") is False
     # Seven charts drawn (accuracy, loss, rates, duration, bytes per device, bytes, privacy).
     assert await page.eval("document.querySelectorAll('.chart path.series').length") >= 7
     assert await page.eval("document.querySelectorAll('.chart .empty').length") == 0

@@ -5,6 +5,7 @@ import { el, lineChart } from "./charts.js";
 import { allRoundFigures, flagged, fmtBytes, fmtDuration, kindsText, pct, secaggShare } from "./figures.js";
 import { initVersions, renderVersions } from "./versions.js";
 import { loadAsync, renderAsync } from "./fedbuff.js";
+import { renderEvaluation } from "./evaluation.js";
 
 const REFRESH_MS = 2000;
 const MAX_ROUNDS = 12; // rows in the rounds table, newest first
@@ -167,6 +168,7 @@ function render(data) {
   renderLive(data.tasks, data.now);
   renderFlags(figures);
   renderRounds(figures);
+  renderEvaluation(data.tasks);
   renderCharts(data.tasks, figures);
   renderVersions(data.tasks, models.list);
   renderDevices(data.devices, data.now);
