@@ -5,8 +5,9 @@ N devices quantize a random float update (``encode_update``), then run all five 
 going through the codec. A fraction D of the devices vanish, spread round-robin over the
 five stages (``--drop-stage`` puts them all in one). Client figures are the mean per
 device that took part in the stage; server figures are the sum of its ``receive`` and
-``close_stage`` calls. The result is checked against the plain sum of the included
-devices' quantized vectors. With ``--repeat R`` it runs R rounds (seeds S..S+R-1) and
+``close_stage`` calls, plus decoding the sum into the mean update (in the unmask stage, as
+Flower's dequantizing is in its own). The result is checked against the plain sum of the
+included devices' quantized vectors. With ``--repeat R`` it runs R rounds (seeds S..S+R-1) and
 reports the median of each timing, which tames a busy machine; ``--clock cpu`` times the
 process's CPU time (all threads) instead of wall time, which other jobs disturb less. With
 ``--flower-python PATH`` Flower's SecAgg+ runs too, at the same size (``secagg_compare``).
@@ -28,7 +29,7 @@ from fedrt.benchmarks import secagg_compare
 from fedrt.errors import UsageError
 from fedrt.protocol.graph import choose_parameters, validate_parameters
 from fedrt.protocol.messages import Stage
-from fedrt.protocol.quantize import QuantSpec, encode_update, ring_bits
+from fedrt.protocol.quantize import QuantSpec, decode_update_sum, encode_update, ring_bits
 from fedrt.protocol.secagg import STAGE_NAMES, Observer, SecAggServer, drive, make_cohort
 
 T = TypeVar("T")
@@ -119,6 +120,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     server = SecAggServer(config)
     result = drive(server, dict(enumerate(clients)), drop=drop, observer=meter)
     included = sorted(server.included)
+    # The sum turned into the mean update is server work too (Flower's unmask stage
+    # dequantizes its aggregate), so it counts in the unmask stage.
+    start = meter.clock()
+    decode_update_sum(result, spec=spec, contributors=len(included))
+    meter.server_time[Stage.UNMASK.value] += meter.clock() - start
     plain = np.zeros(spec.length, dtype=np.uint64)
     for i in included:
         plain += inputs[i]

@@ -60,7 +60,7 @@ class Observer:
         return call()
 
     def server(self, stage: Stage, call: Callable[[], T]) -> T:
-        """Run one server call (a ``receive`` or the ``close_stage``) of ``stage``."""
+        """Run the server's ``receive`` of each reply of ``stage``, or its ``close_stage``."""
         return call()
 
 
@@ -82,12 +82,15 @@ def drive(
             return True
         return False
 
+    def hear(replies: list[bytes]) -> None:
+        for reply in replies:
+            server.receive(reply)
+
     def deliver(stage: Stage, replies: list[bytes]) -> dict[int, bytes]:
         # The server hears a stage's replies once the devices have sent them, as a coordinator
         # drains its inbox: interleaving each device's own work between two server calls
         # would only stand for both sides sharing one machine's caches.
-        for reply in replies:
-            obs.server(stage, partial(server.receive, reply))
+        obs.server(stage, partial(hear, replies))
         return obs.server(stage, server.close_stage)
 
     first = Stage.ADVERTISE_KEYS

@@ -344,12 +344,12 @@ class SecAggServer:
             for h in row
         )
         shares = shamir.shares_from_bytes(data, holders.size).reshape(*holders.shape, -1)
-        values = shamir.reconstruct(holders + 1, shares)
+        secrets = shamir.secrets_or_none(shamir.reconstruct(holders + 1, shares))
         assert self._sum is not None
         total = MaskAccumulator(self._sum)
         rid = self.config.round_id
-        for row, owner in enumerate(owners):
-            secret = self._checked(owner, values[row])
+        for owner, candidate in zip(owners, secrets, strict=True):
+            secret = self._checked(owner, candidate)
             if secret is None:  # a wrong share among the first t: decode around it
                 secret = self._recover(owner, sorted(needed[owner]))
             if owner in self._masked:
@@ -361,15 +361,13 @@ class SecAggServer:
             np.bitwise_and(values, values.dtype.type((1 << self.config.bits) - 1), out=values)
         return values
 
-    def _checked(self, owner: int, value: shamir.Field) -> bytes | None:
-        """The secret ``value`` encodes when it matches ``owner``'s commitment, else None.
+    def _checked(self, owner: int, secret: bytes | None) -> bytes | None:
+        """``secret`` when it matches ``owner``'s commitment, else None (also for None).
 
         A seed must hash to the digest its owner signed in ShareKeys, a masking seed must
         give the public key its owner advertised.
         """
-        try:
-            (secret,) = shamir.secrets_from_field(value[None])
-        except ConsistencyError:
+        if secret is None:  # out of range: no secret at all
             return None
         rid = self.config.round_id
         if owner in self._masked:
@@ -400,7 +398,8 @@ class SecAggServer:
         if len(good) < t:
             self._abort(f"fewer than t right shares of device {owner}'s secrets")
         base = [xs[i] for i in good]
-        secret = self._checked(owner, shamir.reconstruct(np.array([base]), ys[good][None])[0])
+        (rebuilt,) = shamir.secrets_or_none(shamir.reconstruct(np.array([base]), ys[good][None]))
+        secret = self._checked(owner, rebuilt)
         if secret is None:
             self._abort(f"shares of device {owner}'s secrets are inconsistent")
         others = sorted(suspects)

@@ -34,6 +34,7 @@ __all__ = [
     "new_secret",
     "reconstruct",
     "secrets_from_field",
+    "secrets_or_none",
     "secrets_to_field",
     "share_from_bytes",
     "share_to_bytes",
@@ -76,14 +77,20 @@ def secrets_to_field(secrets: Sequence[bytes]) -> Field:
 
 def secrets_from_field(values: Field) -> list[bytes]:
     """Inverse of ``secrets_to_field``; a value of 2**127 or more is a bad reconstruction."""
-    out = []
+    out = secrets_or_none(values)
+    if any(secret is None for secret in out):
+        raise ConsistencyError("reconstructed secret is out of range: inconsistent shares")
+    return [secret for secret in out if secret is not None]
+
+
+def secrets_or_none(values: Field) -> list[bytes | None]:
+    """``secrets_from_field`` row by row, with None where a row is out of range."""
+    out: list[bytes | None] = []
     for row in np.asarray(values, dtype=np.uint64).tolist():
         number = 0
         for digit in reversed(row):
             number = number * PRIME + digit
-        if number >> SECRET_BITS:
-            raise ConsistencyError("reconstructed secret is out of range: inconsistent shares")
-        out.append(number.to_bytes(SECRET_BYTES, "little"))
+        out.append(None if number >> SECRET_BITS else number.to_bytes(SECRET_BYTES, "little"))
     return out
 
 
