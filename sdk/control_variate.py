@@ -164,17 +164,24 @@ class ScaffoldRound:
         """c - c_i, the train signature's ``correction`` input."""
         return np.subtract(self.server, self.local, dtype=np.float32)
 
-    def finish(self, delta: Floats, *, steps: int, lr: float) -> Floats:
-        """The update vector ``[delta, lr * (c_i+ - c_i)]``; c_i+ is staged (``settle``).
+    def finish(self, delta: Floats, *, steps: int, lr: float, clip_norm: float) -> Floats:
+        """The update vector ``[delta, lr * (c_i+ - c_i)]`` clipped to ``clip_norm`` as the
+        round's encoding will clip it; c_i+ is staged (``settle``).
 
-        ``delta`` is y_i - x, so (x - y_i) / (K lr) = -delta / (K lr)."""
-        if steps < 1 or delta.shape != self.local.shape:
+        ``delta`` is y_i - x, so (x - y_i) / (K lr) = -delta / (K lr). c_i moves by the
+        clipped variate update, which is what reaches c: the devices' c_i and the server's
+        c stay consistent (c = mean c_i) however often the clip bites."""
+        if steps < 1 or delta.shape != self.local.shape or not clip_norm > 0:
             raise ModelError(f"a SCAFFOLD update needs steps >= 1 and {self.local.size} values")
-        change = -self.server - delta / np.float32(steps * lr)
-        self.store.stage(self.round_id, self.specs, self.local + change)
-        out = np.empty(2 * delta.size, np.float32)
-        out[: delta.size] = delta
-        np.multiply(change, np.float32(lr), out=out[delta.size :])
+        p = delta.size
+        out = np.empty(2 * p, np.float32)
+        out[:p] = delta
+        change = np.subtract(-self.server, delta / np.float32(steps * lr), dtype=np.float32)
+        np.multiply(change, np.float32(lr), out=out[p:])
+        norm = float(np.linalg.norm(out.astype(np.float64)))
+        if norm > clip_norm:
+            out *= np.float32(clip_norm / norm)
+        self.store.stage(self.round_id, self.specs, self.local + out[p:] / np.float32(lr))
         return out
 
 

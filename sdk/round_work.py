@@ -301,7 +301,12 @@ class RoundWork:
         else:
             delta = _delta(trained, start)
         if scaffold is not None:  # the variate update travels after the model delta
-            delta = scaffold.finish(delta, steps=result.steps_done, lr=cfg.learning_rate)
+            delta = scaffold.finish(
+                delta,
+                steps=result.steps_done,
+                lr=cfg.learning_rate,
+                clip_norm=self.plan.update.clip_norm,
+            )
             fetched += scaffold.fetched_bytes
         n_examples = result.examples
         if self.plan.qfedavg_q is not None:  # F^q d / b, weighted by b (protocol.qfedavg)
