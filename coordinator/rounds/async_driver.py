@@ -74,15 +74,7 @@ class AsyncRounds:
         machine = run.machine
         live = machine is not None and not machine.finished
         if machine is not None and live and device_id in lobby.cohort:
-            try:
-                commands = machine.receive(device_id, msg, now)
-            except ProtocolError as exc:
-                self._act(run, [machine.rejection(device_id, msg, exc)], now)
-                if isinstance(exc, LateMessage | StaleMessage | DuplicateMessageId):
-                    log.info("device %s: %r", device_id, exc)
-                    return
-                raise
-            self._act(run, commands, now)
+            self._feed(run, machine, device_id, msg, now)
             return
         if isinstance(msg, rm.CheckIn):
             self._async_offer(run, now)
@@ -105,6 +97,22 @@ class AsyncRounds:
                 self._act(run, replies_or_none, now)
                 return
         self._act(run, no_round(run, device_id, msg, now, rm.ReconnectReason.NO_ROUND), now)
+
+    def _feed(
+        self, run: Run, machine: RoundMachine, device_id: str, msg: rm.DeviceMessage, now: float
+    ) -> None:
+        """Hand a device message to the running round and carry out what it says (sync and
+        async rounds alike); a refused one is acknowledged as such."""
+        try:
+            commands = machine.receive(device_id, msg, now)
+        except ProtocolError as exc:
+            self._act(run, [machine.rejection(device_id, msg, exc)], now)
+            if isinstance(exc, LateMessage | StaleMessage | DuplicateMessageId):
+                # Normal on a lossy network (a resend, an answer after the cut): answered.
+                log.info("device %s: %r", device_id, exc)
+                return
+            raise
+        self._act(run, commands, now)
 
     def _async_start(self, run: Run, now: float) -> None:
         """Open the next cohort round once a buffer of ready devices is there."""

@@ -84,9 +84,7 @@ from fedrt.coordinator.rounds.versions import (
 )
 from fedrt.coordinator.selection.pace import PaceConfig
 from fedrt.protocol import round_messages as rm
-from fedrt.protocol.errors import ProtocolError
 from fedrt.protocol.round_codec import decode_from_device, encode_message
-from fedrt.protocol.round_errors import DuplicateMessageId, LateMessage, StaleMessage
 from fedrt.protocol.topics import UpChannel, device_inbox, task_announcement
 
 log = logging.getLogger(__name__)
@@ -160,16 +158,7 @@ class FederatedDriver(AsyncRounds, TaskAdoption, RoundDriver):
             return
         if isinstance(msg, rm.CheckIn) and device_id not in run.keys:
             learn_key(self.ctx.store, run, device_id)
-        try:
-            commands = machine.receive(device_id, msg, now)
-        except ProtocolError as exc:
-            self._act(run, [machine.rejection(device_id, msg, exc)], now)
-            if isinstance(exc, LateMessage | StaleMessage | DuplicateMessageId):
-                # Normal on a lossy network (a resend, an answer after the cut): answered.
-                log.info("device %s: %r", device_id, exc)
-                return
-            raise
-        self._act(run, commands, now)
+        self._feed(run, machine, device_id, msg, now)
 
     def on_tick(self, now: float) -> None:
         if self.owner is not None and self.owner.sync_due(now):
