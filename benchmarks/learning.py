@@ -217,20 +217,30 @@ def tables(rows: Sequence[Mapping[str, Any]], *, rounds: int, target: float) -> 
         "",
         f"{SHARDS}: devices' accuracy on their own held-out examples (last evaluation round)",
         "",
-        "| method | mean device acc | worst-decile acc | committed | s |",
-        "|---|---|---|---|---|",
+        "| method | mean device acc | worst-decile acc | its run's global model | committed | s |",
+        "|---|---|---|---|---|---|",
     ]
     for r in (r for r in rows if r["partition"] == SHARDS):
         if r.get("status") != "ok":
-            out.append(f"| {r['method']} | {r.get('status', NOT_AVAILABLE)} | | | |")
+            out.append(f"| {r['method']} | {r.get('status', NOT_AVAILABLE)} | | | | |")
             continue
         out.append(
             f"| {r['method']} | {_f(r['mean_device_accuracy'])}{' (w)' * r['mean_weighted']} | "
-            f"{_f(r['worst_decile_accuracy'])} | {r['committed']}/{r['rounds']} | "
+            f"{_f(r['worst_decile_accuracy'])} | {_global(r)} | {r['committed']}/{r['rounds']} | "
             f"{_f(r['seconds'], 0)} |"
         )
-    out += ["", "(w): weighted by each device's held-out examples (federated_accuracy)"]
+    out += [
+        "",
+        "(w): weighted by each device's held-out examples (federated_accuracy). Its run's global",
+        "model: mean / worst decile of the same devices with the run's global model (for local",
+        "fine-tuning that is the global model of plain FedAvg, averaged over devices).",
+    ]
     return "\n".join([*out, "", *targets(rows)])
+
+
+def _global(row: Mapping[str, Any]) -> str:
+    mean, worst = row.get("global_mean_device_accuracy"), row.get("global_worst_decile_accuracy")
+    return "-" if mean is None else f"{_f(mean)} / {_f(worst)}"
 
 
 def targets(rows: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -245,6 +255,11 @@ def targets(rows: Sequence[Mapping[str, Any]]) -> list[str]:
                      f"({sc or never} vs {avg or never})")  # fmt: skip
     if "global" in by and "fedper" in by:
         glob, per = by["global"]["mean_device_accuracy"], by["fedper"]["mean_device_accuracy"]
+        # Devices counted alike on both sides: the fine-tuning run's global model is plain
+        # FedAvg's, evaluated per device (the global cell's own mean weighs by examples).
+        tuned = by.get("finetune", {}).get("global_mean_device_accuracy")
+        if by["global"].get("mean_weighted") and tuned is not None:
+            glob = tuned
         verdict = (
             "unknown"
             if glob is None or per is None

@@ -110,6 +110,10 @@ def test_shards_cells_read_device_figures() -> None:
     assert per["global_mean_device_accuracy"] == 0.5
     lines = learning.targets([glob | {"status": "ok"}, per | {"status": "ok"}])
     assert lines == ["target FedPer mean >= global + 0.05: met (0.800 vs 0.550)"]
+    # The fine-tuning run's global model (plain FedAvg's, each device counted once) wins.
+    tuned = {"cell": "finetune", "status": "ok", "global_mean_device_accuracy": 0.78}
+    lines = learning.targets([glob | {"status": "ok"}, per | {"status": "ok"}, tuned])
+    assert lines == ["target FedPer mean >= global + 0.05: not met (0.800 vs 0.780)"]
 
 
 def test_the_evaluation_round_follows_the_last_training_round() -> None:
