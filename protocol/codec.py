@@ -68,6 +68,9 @@ __all__ = [
     "VERSION",
     "decode",
     "encode",
+    "encode_entries",
+    "keys_entry",
+    "relay_entry",
     "signing_digest",
     "wire_digest",
 ]
@@ -130,22 +133,35 @@ def _parts(message: Message) -> Iterator[bytes]:
             yield _u32(message.sender) + _set(message.survivors)
         case KeysBroadcast():
             yield _u32(message.recipient) + _u32(len(message.keys))
-            yield b"".join(
-                _u32(k.sender) + k.encryption_key + k.masking_key + k.signature
-                for k in message.keys
-            )
+            yield b"".join(keys_entry(k) for k in message.keys)
         case SharesRelay():
             yield _u32(message.recipient) + _u32(len(message.shares))
-            yield b"".join(
-                _u32(s.peer) + (b"\x01" + s.ciphertext if s.ciphertext else b"\x00")
-                for s in message.shares
-            )
+            yield b"".join(relay_entry(s.peer, s.ciphertext) for s in message.shares)
         case UnmaskRequest():
             yield _u32(message.recipient) + _set(message.survivors)
             yield _u32(len(message.signatures))
             yield b"".join(_u32(s.signer) + s.signature for s in message.signatures)
         case ConsistencyRequest():
             yield _u32(message.recipient) + _set(message.survivors)
+
+
+def keys_entry(keys: AdvertiseKeys) -> bytes:
+    """One device's entry in a KeysBroadcast: sender, both keys and its signature."""
+    return _u32(keys.sender) + keys.encryption_key + keys.masking_key + keys.signature
+
+
+def relay_entry(peer: int, ciphertext: bytes) -> bytes:
+    """One dealer's entry in a SharesRelay: its sealed share, or none (derive it)."""
+    return _u32(peer) + (b"\x01" + ciphertext if ciphertext else b"\x00")
+
+
+def encode_entries(
+    kind: type[KeysBroadcast | SharesRelay], round_id: bytes, recipient: int, entries: list[bytes]
+) -> bytes:
+    """``encode`` of a KeysBroadcast or SharesRelay from its entries (``keys_entry``,
+    ``relay_entry``), for a server that encodes each entry once and sends it to many."""
+    head = _HEADER.pack(VERSION, _TYPES[kind], round_id)
+    return b"".join([head, _u32(recipient), _u32(len(entries)), *entries])
 
 
 def _flags(flags: list[bool]) -> bytes:

@@ -47,7 +47,6 @@ from fedrt.protocol.messages import (
     ClientMessage,
     ConsistencyCheck,
     ConsistencyRequest,
-    EncryptedShare,
     KeysBroadcast,
     MaskedInput,
     PeerSignature,
@@ -92,6 +91,7 @@ class SecAggServer:
         self._identities = [IdentityVerifier(m.identity_key) for m in config.members]
         self._expected: frozenset[int] = frozenset(range(config.clients))
         self._keys: dict[int, AdvertiseKeys] = {}
+        self._entries: dict[int, bytes] = {}  # each device's keys as KeysBroadcast carries them
         self._public_keys: set[bytes] = set()
         self._shares: dict[int, ShareKeys] = {}
         self._sealed_to: dict[int, list[int]] = {}
@@ -198,6 +198,7 @@ class SecAggServer:
         if len(keys) != 2 or keys & self._public_keys:
             raise DuplicateDevice("a public key was already advertised in this round")
         self._keys[message.sender] = message
+        self._entries[message.sender] = codec.keys_entry(message)  # sent to every neighbour
         self._public_keys |= keys
 
     def _on_share_keys(self, message: ShareKeys) -> None:
@@ -264,28 +265,26 @@ class SecAggServer:
             # Each dealer seals shares to its advertised neighbours after the first t - 1
             # (which derive theirs), in index order.
             self._sealed_to[i] = neighbours[t - 1 :]
-            keys = tuple(self._keys[j] for j in neighbours)
-            outgoing[i] = codec.encode(KeysBroadcast(round_id=rid, recipient=i, keys=keys))
+            entries = [self._entries[j] for j in neighbours]
+            outgoing[i] = codec.encode_entries(KeysBroadcast, rid, i, entries)
         return outgoing
 
     def _relay_shares(self, live: frozenset[int]) -> dict[int, bytes]:
-        inbox: dict[int, list[EncryptedShare]] = {i: [] for i in live}
+        inbox: dict[int, list[bytes]] = {i: [] for i in live}
         for sender in sorted(live):
             sealed = dict(
                 zip(self._sealed_to[sender], self._shares[sender].ciphertexts, strict=True)
             )
-            derive = EncryptedShare(peer=sender, ciphertext=b"")  # tells a holder to derive
+            derive = codec.relay_entry(sender, b"")  # tells a holder to derive its share
             for holder in sorted(self._graph[sender] & live):
                 ciphertext = sealed.get(holder)
                 inbox[holder].append(
-                    derive
-                    if ciphertext is None
-                    else EncryptedShare(peer=sender, ciphertext=ciphertext)
+                    derive if ciphertext is None else codec.relay_entry(sender, ciphertext)
                 )
         rid = self.config.round_id
         return {
-            i: codec.encode(SharesRelay(round_id=rid, recipient=i, shares=tuple(items)))
-            for i, items in sorted(inbox.items())
+            i: codec.encode_entries(SharesRelay, rid, i, entries)
+            for i, entries in sorted(inbox.items())
         }
 
     def _needed(self, holders: frozenset[int]) -> dict[int, frozenset[int]]:

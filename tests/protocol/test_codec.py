@@ -131,6 +131,22 @@ def test_every_message_round_trips_canonically(message: Message) -> None:
         assert codec.wire_digest(bytearray(data)) == codec.signing_digest(message)
 
 
+@settings(deadline=None, max_examples=100)
+@given(broadcast(), st.lists(cipher, max_size=4).map(tuple))
+def test_a_server_encoding_from_entries_gets_the_same_bytes(
+    keys: KeysBroadcast, shares: tuple[EncryptedShare, ...]
+) -> None:
+    entries = [codec.keys_entry(k) for k in keys.keys]
+    assert codec.encode_entries(KeysBroadcast, keys.round_id, keys.recipient, entries) == (
+        codec.encode(keys)
+    )
+    relay = SharesRelay(round_id=keys.round_id, recipient=keys.recipient, shares=shares)
+    sealed = [codec.relay_entry(s.peer, s.ciphertext) for s in shares]
+    assert codec.encode_entries(SharesRelay, relay.round_id, relay.recipient, sealed) == (
+        codec.encode(relay)
+    )
+
+
 @settings(deadline=None, max_examples=300)
 @given(st.binary(max_size=400))
 def test_garbage_raises_only_decode_errors(data: bytes) -> None:
