@@ -306,9 +306,10 @@ def run(args: argparse.Namespace) -> int:
             continue
         rows.append(_run_cell(args, cell))
         print(f"{cell.name}: {rows[-1]['status']} in {rows[-1]['seconds']} s", file=sys.stderr)
-    config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
-              if k not in ("run", "json")}  # fmt: skip
-    document: dict[str, Any] = {"config": config, "cells": rows}
+        # What has run so far survives a run cut short (each cell takes minutes).
+        partial = {"config": _config(args), "cells": rows, "partial": True}
+        (args.out / "learning.json").write_text(json.dumps(partial, indent=2))
+    document: dict[str, Any] = {"config": _config(args), "cells": rows}
     if args.reference:
         document["reference"] = _reference(
             args, [c.name for c in cells if c.partition == DIRICHLET]
@@ -327,6 +328,11 @@ def run(args: argparse.Namespace) -> int:
               f"{args.rounds} rounds, SecAgg+ on, seed {args.seed}\n")  # fmt: skip
         print(text)
     return 0
+
+
+def _config(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
+            if k not in ("run", "json")}  # fmt: skip
 
 
 def _reference(args: argparse.Namespace, algorithms: list[str]) -> list[dict[str, Any]]:
