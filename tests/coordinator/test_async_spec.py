@@ -27,6 +27,7 @@ def test_async_settings_round_trip_and_sync_is_the_default() -> None:
         ({"mode": "async", "max_concurrent": 0}, "max_concurrent"),
         ({"mode": "async", "buffer_size": 8, "max_concurrent": 4}, "at least buffer_size"),
         ({"mode": "async", "strategy": "median", "secagg": False}, "not a mean"),
+        ({"mode": "async", "weight_cap": 5}, "weight_cap >= 10"),
         (
             {"mode": "async", "dp": {"mode": "central", "noise_multiplier": 1.0}},
             "not supported with mode async",
