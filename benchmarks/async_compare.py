@@ -161,10 +161,13 @@ def run(args: argparse.Namespace) -> int:
         cmd = command(args, mode, report_path)
         print("$ " + " ".join(cmd), flush=True)
         start = time.time()
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        # The run's progress lines go to MODE.log as they come (a run takes minutes).
+        log_path = args.out / f"{mode}.log"
+        with log_path.open("w") as log:
+            done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False)
         if not report_path.is_file():
-            print(done.stdout[-2000:] + done.stderr[-2000:], file=sys.stderr)
-            raise UsageError(f"simulate --mode {mode} failed ({done.returncode})")
+            print(log_path.read_text()[-4000:], file=sys.stderr)
+            raise UsageError(f"simulate --mode {mode} failed ({done.returncode}): {log_path}")
         rows.append(row(mode, json.loads(report_path.read_text()), time.time() - start))
         print(table(rows[-1:]).splitlines()[-1], flush=True)
     load = os.getloadavg()
