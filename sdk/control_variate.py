@@ -7,9 +7,9 @@ to every gradient (the ``correction`` input of a model exported with ``--scaffol
 
     c_i+ = c_i - c + (x - y_i) / (K lr)        (K: local steps taken, lr: the plan's rate)
 
-and sends ``[y_i - x, lr * (c_i+ - c_i)]`` as its update vector (``coordinator.strategies.
-scaffold``: at that scale the variate update is about one step's size and fits the round's
-clip and quantization range), so SecAgg+ hides it like the model delta.
+and sends ``[y_i - x, s * (c_i+ - c_i)]`` as its update vector (s: ``protocol.scaffold.
+variate_scale``, lr times the local epochs: at that scale the variate update fits the
+round's clip and quantization range), so SecAgg+ hides it like the model delta.
 
 c_i+ is kept as *pending* until the round ends, and becomes c_i only when the coordinator
 says the round committed (``ROUND_COMPLETE``): an update left out of the aggregate (the
@@ -164,24 +164,26 @@ class ScaffoldRound:
         """c - c_i, the train signature's ``correction`` input."""
         return np.subtract(self.server, self.local, dtype=np.float32)
 
-    def finish(self, delta: Floats, *, steps: int, lr: float, clip_norm: float) -> Floats:
-        """The update vector ``[delta, lr * (c_i+ - c_i)]`` clipped to ``clip_norm`` as the
-        round's encoding will clip it; c_i+ is staged (``settle``).
+    def finish(
+        self, delta: Floats, *, steps: int, lr: float, scale: float, clip_norm: float
+    ) -> Floats:
+        """The update vector ``[delta, scale * (c_i+ - c_i)]`` clipped to ``clip_norm`` as
+        the round's encoding will clip it; c_i+ is staged (``settle``).
 
         ``delta`` is y_i - x, so (x - y_i) / (K lr) = -delta / (K lr). c_i moves by the
         clipped variate update, which is what reaches c: the devices' c_i and the server's
         c stay consistent (c = mean c_i) however often the clip bites."""
-        if steps < 1 or delta.shape != self.local.shape or not clip_norm > 0:
+        if steps < 1 or delta.shape != self.local.shape or not (clip_norm > 0 and scale > 0):
             raise ModelError(f"a SCAFFOLD update needs steps >= 1 and {self.local.size} values")
         p = delta.size
         out = np.empty(2 * p, np.float32)
         out[:p] = delta
         change = np.subtract(-self.server, delta / np.float32(steps * lr), dtype=np.float32)
-        np.multiply(change, np.float32(lr), out=out[p:])
+        np.multiply(change, np.float32(scale), out=out[p:])
         norm = float(np.linalg.norm(out.astype(np.float64)))
         if norm > clip_norm:
             out *= np.float32(clip_norm / norm)
-        self.store.stage(self.round_id, self.specs, self.local + out[p:] / np.float32(lr))
+        self.store.stage(self.round_id, self.specs, self.local + out[p:] / np.float32(scale))
         return out
 
 

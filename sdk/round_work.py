@@ -26,6 +26,7 @@ from fedrt.model_export.litert_model import LiteRTModel
 from fedrt.model_export.manifest import Manifest
 from fedrt.protocol import eval_metrics, qfedavg
 from fedrt.protocol import round_messages as rm
+from fedrt.protocol.scaffold import variate_scale
 from fedrt.sdk.control_variate import KIND as VARIATE_KIND
 from fedrt.sdk.control_variate import ScaffoldRound, start_round
 from fedrt.sdk.control_variate import variate_dir as variate_dir_of
@@ -305,6 +306,7 @@ class RoundWork:
                 delta,
                 steps=result.steps_done,
                 lr=cfg.learning_rate,
+                scale=variate_scale(cfg),
                 clip_norm=self.plan.update.clip_norm,
             )
             fetched += scaffold.fetched_bytes

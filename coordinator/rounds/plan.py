@@ -24,11 +24,13 @@ from fedrt.coordinator.strategies.optimizers import OPTIMIZERS, FedAvgM, ServerO
 from fedrt.coordinator.strategies.scaffold import Scaffold
 from fedrt.coordinator.tasks.spec import TaskSpec
 from fedrt.protocol import round_messages as rm
+from fedrt.protocol.scaffold import variate_scale
 
 
 def optimizer_for(spec: TaskSpec) -> ServerOptimizer:
     if spec.strategy == "scaffold":
-        return Scaffold(server_lr=spec.server_lr, client_lr=spec.learning_rate)
+        training = rm.TrainingConfig(learning_rate=spec.learning_rate, epochs=spec.local_epochs)
+        return Scaffold(server_lr=spec.server_lr, variate_scale=variate_scale(training))
     cls = OPTIMIZERS.get(spec.strategy, OPTIMIZERS["fedavg"])
     if cls is FedAvgM:
         return FedAvgM(server_lr=spec.server_lr, momentum=spec.server_momentum)

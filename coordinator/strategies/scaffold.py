@@ -2,10 +2,10 @@
 
 Each device of a SCAFFOLD round sends one vector of 2P values (P = the model's parameters):
 its model delta ``y_i - x`` followed by its variate update ``delta_c_i = c_i+ - c_i``
-multiplied by the client learning rate (``VARIATE_SCALE``: at that scale it is about one
-local step's size, so the round's clip and quantization range, sized for model deltas,
-fit it too). SecAgg+ hands the server the weighted mean of those vectors, never one of
-them, and this step splits it::
+multiplied by ``protocol.scaffold.variate_scale`` (the client learning rate times the
+local epochs: the round's clip and quantization range, sized for model deltas, fit it).
+SecAgg+ hands the server the weighted mean of those vectors, never one of them, and this
+step splits it::
 
     x <- x + server_lr * mean(delta_y)
     c <- c + (|S| / N) * mean(delta_c)
@@ -40,11 +40,6 @@ NAME = "scaffold"
 CONTROL_VARIATE = "control_variate"
 
 
-def variate_scale(client_lr: float) -> float:
-    """What a device multiplies its variate update by before it joins the model delta."""
-    return client_lr
-
-
 def participation(included: int, population: int | None) -> float:
     """|S| / N, at most 1; 1 when the population is unknown (then c moves by the mean)."""
     if not population or population <= 0:
@@ -57,14 +52,14 @@ class Scaffold(ServerOptimizer):
     """SCAFFOLD: x += server_lr * mean(delta_y); c += participation * mean(delta_c)."""
 
     server_lr: float = 1.0
-    # The devices' local learning rate: their variate updates arrive multiplied by it.
-    client_lr: float = 0.01
+    # What the devices' variate updates arrive multiplied by (protocol.scaffold).
+    variate_scale: float = 0.01
     # |S| / N of the round being applied (``for_round``).
     participation: float = 1.0
     name: str = field(default=NAME, init=False)
 
     def __post_init__(self) -> None:
-        for what in ("server_lr", "client_lr"):
+        for what in ("server_lr", "variate_scale"):
             value = getattr(self, what)
             if not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"{what} must be a positive finite number, got {value!r}")
@@ -94,7 +89,7 @@ class Scaffold(ServerOptimizer):
                 f"control variate has {c.size} values, weights have {p}: the model changed shape"
             )
         new = w + self.server_lr * d[:p]
-        delta_c = d[p:] / variate_scale(self.client_lr)
+        delta_c = d[p:] / self.variate_scale
         return new.astype(np.float32), OptimizerState(
             rounds=state.rounds + 1, control_variate=c + self.participation * delta_c
         )
@@ -110,5 +105,5 @@ def for_round(
 
 
 __all__ = [
-    "CONTROL_VARIATE", "NAME", "Scaffold", "for_round", "participation", "variate_scale",
+    "CONTROL_VARIATE", "NAME", "Scaffold", "for_round", "participation",
 ]  # fmt: skip

@@ -49,9 +49,9 @@ def test_the_server_step_matches_numpy() -> None:
     x, c = rng.normal(size=P), rng.normal(size=P)
     dys = [rng.normal(scale=0.1, size=P) for _ in range(4)]
     dcs = [rng.normal(size=P) for _ in range(4)]
-    # What SecAgg+ hands over: the mean of [delta_y, lr * delta_c].
+    # What SecAgg+ hands over: the mean of [delta_y, s * delta_c].
     mean = np.mean([np.concatenate([dy, LR * dc]) for dy, dc in zip(dys, dcs, strict=True)], 0)
-    opt = for_round(Scaffold(server_lr=0.7, client_lr=LR), included=4, population=10)
+    opt = for_round(Scaffold(server_lr=0.7, variate_scale=LR), included=4, population=10)
     new, state = opt.apply(x, mean, OptimizerState(rounds=3, control_variate=c))
     want_x, want_c = reference(x, c, dys, dcs, server_lr=0.7, population=10)
     np.testing.assert_allclose(new, want_x.astype(np.float32), rtol=1e-6)
@@ -77,7 +77,7 @@ def test_a_secagg_round_updates_x_and_c_like_numpy() -> None:
     c = rng.normal(scale=0.1, size=P)
     ref = rm.ModelRef(version=3, sha256="b" * 64, url="http://h/v1/models/x/control_variate")
     cfg = config(scaffold=True, control_variate=ref, population=12)
-    opt = Scaffold(server_lr=1.0, client_lr=LR)
+    opt = Scaffold(server_lr=1.0, variate_scale=LR)
     net = Network(cfg, 6, x, optimizer=opt)
     net.machine._agg._state = OptimizerState(control_variate=c)  # the version's saved c
     dys = {d: rng.normal(scale=0.05, size=P) for d in net.ids}
@@ -120,7 +120,7 @@ def test_a_plan_with_a_control_variate_crosses_the_wire() -> None:
 
 def test_c_is_saved_with_the_version_and_loaded_back(tmp_path: Path) -> None:
     blobs = BlobStore(tmp_path)
-    opt = Scaffold(client_lr=LR)
+    opt = Scaffold(variate_scale=LR)
     c = np.linspace(-1.0, 1.0, P)
     sha = save_state(blobs, opt, OptimizerState(rounds=5, control_variate=c))
     assert sha is not None
@@ -135,10 +135,10 @@ def test_c_is_saved_with_the_version_and_loaded_back(tmp_path: Path) -> None:
 
 
 def test_round_config_names_the_versions_variate() -> None:
-    spec = TaskSpec(strategy="scaffold", learning_rate=LR)
+    spec = TaskSpec(strategy="scaffold", learning_rate=LR, local_epochs=3)
     opt = optimizer_for(spec)
     assert isinstance(opt, Scaffold)
-    assert opt.client_lr == LR
+    assert opt.variate_scale == pytest.approx(3 * LR)  # the devices' (protocol.scaffold)
     cfg = config()
     with_state = dataclasses.replace(model("v"), optimizer_state_sha256="e" * 64, round_no=4)
     got = with_scaffold(cfg, spec, with_state, "https://c/v1/models/")

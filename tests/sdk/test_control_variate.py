@@ -86,16 +86,17 @@ def test_option_two_variate_update(tmp_path: Path) -> None:
     work = ScaffoldRound(round_id=9, specs=SPECS, server=c, local=c_i, store=store)
     np.testing.assert_allclose(work.correction, c - c_i)
     lr, steps = 0.05, 7
-    vector = work.finish(delta, steps=steps, lr=lr, clip_norm=1e6)
+    scale = 3 * lr
+    vector = work.finish(delta, steps=steps, lr=lr, scale=scale, clip_norm=1e6)
     # c_i+ = c_i - c + (x - y_i) / (K lr)
     c_new = c_i - c + (-delta) / (steps * lr)
     assert vector.shape == (2 * P,)
     np.testing.assert_array_equal(vector[:P], delta)
-    np.testing.assert_allclose(vector[P:], lr * (c_new - c_i), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(vector[P:], scale * (c_new - c_i), rtol=1e-5, atol=1e-6)
     assert store.settle(9, committed=True)
     np.testing.assert_allclose(store.load(SPECS), c_new, rtol=1e-5, atol=1e-6)
     with pytest.raises(ModelError):
-        work.finish(delta, steps=0, lr=lr, clip_norm=1.0)
+        work.finish(delta, steps=0, lr=lr, scale=lr, clip_norm=1.0)
 
 
 def test_a_clipped_update_moves_c_i_by_what_reaches_the_server(tmp_path: Path) -> None:
@@ -106,7 +107,7 @@ def test_a_clipped_update_moves_c_i_by_what_reaches_the_server(tmp_path: Path) -
     store = VariateStore(tmp_path, "t")
     work = ScaffoldRound(round_id=2, specs=SPECS, server=c, local=c_i, store=store)
     lr = 0.1
-    vector = work.finish(delta, steps=2, lr=lr, clip_norm=1.0)
+    vector = work.finish(delta, steps=2, lr=lr, scale=lr, clip_norm=1.0)
     assert float(np.linalg.norm(vector)) == pytest.approx(1.0, rel=1e-5)
     full = np.concatenate([delta, lr * (-c - delta / (2 * lr))])
     np.testing.assert_allclose(vector, full / np.linalg.norm(full), rtol=1e-5, atol=1e-7)
