@@ -153,8 +153,10 @@ def dequantize_sum(
 ) -> Floats:
     """The sum of the original values from the sum of ``contributors`` quantized ones."""
     levels = (1 << bits) - 1
-    sums: Floats = np.asarray(total, dtype=np.float64) * (2.0 * bound / levels)
-    return sums - contributors * bound
+    sums: Floats = np.array(total, dtype=np.float64)  # the one fresh array: the rest in place
+    sums *= 2.0 * bound / levels
+    sums -= contributors * bound
+    return sums
 
 
 def encode_update(
@@ -225,8 +227,9 @@ def decode_update_sum(
         / contributors
         for i, b in enumerate(spec.scalar_bounds)
     )
+    weighted /= weight  # in place: a fresh array of M floats costs its page faults
     return AggregatedUpdate(
-        mean=weighted / weight,
+        mean=weighted,
         weight=weight,
         examples=examples,
         scalars=scalars,
