@@ -38,9 +38,7 @@ class BuiltVersion:
     delta_sha256: str | None
     bits: int
 
-    def record(
-        self, index: DeliveryIndex, *, version: str, parent: str, task_id: str
-    ) -> Delivery:
+    def record(self, index: DeliveryIndex, *, version: str, parent: str, task_id: str) -> Delivery:
         """File the delivery of the registered ``version`` (made from ``parent``)."""
         delivery = Delivery(
             version=version,
