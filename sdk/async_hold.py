@@ -9,8 +9,9 @@ import numpy.typing as npt
 
 from fedrt.protocol import round_async as ra
 from fedrt.protocol import round_messages as rm
+from fedrt.protocol import round_update
 
-__all__ = ["HeldUpdate", "report_examples"]
+__all__ = ["HeldUpdate", "report"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
@@ -24,7 +25,18 @@ class HeldUpdate:
     n_examples: int
 
 
-def report_examples(held: HeldUpdate, plan: rm.Plan) -> int:
-    """The example count that reports ``held`` in the cohort round of ``plan``: discounted
-    for the staleness the plan states, so the weight is inside what the device encodes."""
-    return ra.weighted_examples(held.n_examples, plan.update.weight_cap, plan.staleness)
+def report(held: HeldUpdate, plan: rm.Plan) -> tuple[npt.NDArray[np.floating], int]:
+    """The delta and example count that report ``held`` in the cohort round of ``plan``,
+    discounted for the staleness the plan states, so the weight is inside what the device
+    encodes: in the example count (the update weighs min(n, cap) / cap), or, under DP,
+    where every device weighs 1 (cap 1), on the clipped delta itself (the sum then moves
+    by at most the clip per device, as the noise assumes)."""
+    cap = plan.update.weight_cap
+    if cap == 1:
+        delta = np.asarray(held.delta, np.float64)
+        if plan.update.dp is None or not plan.update.dp.unclipped_bit:
+            delta = round_update.clip(delta, plan.update.clip_norm)
+        # (With adaptive clipping the device must say whether ITS update fit the clip, so
+        # it is not clipped here: the encoding clips the discounted delta.)
+        return delta * ra.staleness_weight(plan.staleness), held.n_examples
+    return held.delta, ra.weighted_examples(held.n_examples, cap, plan.staleness)

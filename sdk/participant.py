@@ -49,7 +49,7 @@ from fedrt.protocol.round_errors import (
     UnexpectedMessage,
 )
 from fedrt.protocol.round_secagg import secagg_config
-from fedrt.sdk.async_hold import HeldUpdate, report_examples
+from fedrt.sdk.async_hold import HeldUpdate, report
 from fedrt.sdk.jitter import Jitter, SystemJitter
 from fedrt.sdk.participant_commands import (
     CancelTraining,
@@ -333,9 +333,10 @@ class Participant(ParticipantBookkeeping):
         self._take(plan)
         self._held = None
         self._move(P.TRAINING, now + plan.report_within)
+        delta, n_examples = report(held, plan)
         stage, payload, self._client = encode_update(
-            held.delta,
-            report_examples(held, plan),
+            delta,
+            n_examples,
             plan,
             update_key=self._update_key,
             identity=self._identity,

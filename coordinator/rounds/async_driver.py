@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING
 
 from fedrt.coordinator.driver.base import DriverContext
 from fedrt.coordinator.errors import LeaseLost
+from fedrt.coordinator.privacy.accounting import PrivacyBudgetExceeded
 from fedrt.coordinator.records import RoundStatus, TaskRecord, TaskStatus
 from fedrt.coordinator.rounds.async_lobby import AsyncLobby, Ready, staleness_counts
 from fedrt.coordinator.rounds.commands import Announce, Command, Send
+from fedrt.coordinator.rounds.dp import NoiseCalibration, central_noise, with_dp
 from fedrt.coordinator.rounds.journal import record_start
 from fedrt.coordinator.rounds.machine import RoundMachine
 from fedrt.coordinator.rounds.outbox import ack_status
@@ -57,6 +59,9 @@ class AsyncRounds:
         def _fence(self, task_id: str, now: float) -> None: ...
         def _forget(self, task_id: str) -> None: ...
         def _finish_task(self, run: Run, now: float) -> None: ...
+        def _stop_for_budget(self, run: Run, exc: PrivacyBudgetExceeded, now: float) -> None: ...
+
+    _calibration: NoiseCalibration
 
     def _lobby(self, run: Run) -> AsyncLobby:
         lobbies: dict[str, AsyncLobby] = self.__dict__.setdefault("_async_lobbies", {})
@@ -125,6 +130,8 @@ class AsyncRounds:
         task = self._async_offer(run, now)
         if task is None:
             return
+        if run.privacy is not None and not self._calibration.ready(run, self.ctx.store, now):
+            return  # a target epsilon's noise multiplier, calibrated off the event loop
         lobby = self._lobby(run)
         lobby.tick(now)
         cohort, refusals = lobby.take(now, run.next_msg_id)
@@ -216,11 +223,22 @@ class AsyncRounds:
                          population=k, eligible=None, min_examples=0,
                          checkin_timeout=config.stage_timeout,
                          training_timeout=config.stage_timeout)  # fmt: skip
+        run.dp_round = None
+        if run.privacy is not None:
+            # Charged as a full-participation release of its k members: no amplification
+            # by sampling is claimed, since whoever finished first is in (docs/privacy.md).
+            try:
+                config = with_dp(run, config, population=k)
+            except PrivacyBudgetExceeded as exc:
+                run.round_no -= 1
+                self._stop_for_budget(run, exc, now)
+                return
         keys = {d.device_id: d.public_key for d in self.ctx.store.list_devices() if not d.revoked}
         run.keys = keys
         machine = RoundMachine(config, weights=model.flat, optimizer=run.optimizer,
                                optimizer_state=run.opt_state, pace=run.pace, rng=self.rng,
-                               identity_keys=keys, first_msg_id=run.next_msg_id)  # fmt: skip
+                               identity_keys=keys, first_msg_id=run.next_msg_id,
+                               central_noise=central_noise(run, self.rng))  # fmt: skip
         try:
             with self.ctx.store.transaction():
                 self._fence(run.task_id, now)

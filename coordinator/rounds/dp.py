@@ -45,6 +45,8 @@ class NoiseCalibration:
         if future is None:
             population = sum(1 for d in store.list_devices() if not d.revoked)
             cohort = max(1, select_count(run.spec.goal_count, run.spec.over_selection))
+            if run.spec.mode == "async":  # no amplification by sampling (async_driver)
+                population = cohort = run.spec.buffer_size
             if self._workers is None:
                 self._workers = ThreadPoolExecutor(1, thread_name_prefix="fedrt-dp-calibrate")
             run.calibrating = self._workers.submit(

@@ -109,7 +109,10 @@ def new_run(store: Store, task: TaskRecord, pace: PaceConfig) -> Run:
         privacy = TaskPrivacy.from_rounds(
             spec.dp,
             rounds,
-            train_rounds=training_rounds(spec.max_rounds, spec.eval_every),
+            # Every round of an async task trains (its cohort rounds: rounds.async_driver).
+            train_rounds=training_rounds(
+                spec.max_rounds, spec.eval_every if spec.mode == "sync" else 0
+            ),
             clip=float(clip) if clip is not None else None,
         )
     return Run(

@@ -70,10 +70,10 @@ _SCHEMA_RULES: list[JsonValue] = [
         {"allOf": [_DP_ON, {"anyOf": [_dp(_mode([DpMode.DISTRIBUTED.value])), _dp(_ADAPTIVE)]}]},
         {"properties": {"secagg": {"const": True}}},
     ),
-    # Async mode weighs each update by its staleness inside a mean, and refuses DP.
+    # Async mode weighs each update by its staleness inside a mean.
     _when(
         {"required": ["mode"], "properties": {"mode": {"const": "async"}}},
-        {"properties": {"strategy": {"enum": list(SECAGG_STRATEGIES)}}, "not": _DP_ON},
+        {"properties": {"strategy": {"enum": list(SECAGG_STRATEGIES)}}},
     ),
 ]
 
@@ -223,8 +223,9 @@ class TaskSpec(WireModel):
         )
         # The staleness discount travels in the example count (round_async), in steps of
         # one example of at most weight_cap: with a cap of a few it would round away.
+        # (Under DP every device weighs 1 and the discount scales the delta instead.)
         need(
-            self.mode == "sync" or self.weight_cap >= 10,
+            self.mode == "sync" or self.dp.enabled or self.weight_cap >= 10,
             "mode async needs weight_cap >= 10 (the staleness weight is carried by the count)",
         )
         need(
@@ -252,12 +253,6 @@ class TaskSpec(WireModel):
         need(
             self.mode == "sync" or self.strategy in SECAGG_STRATEGIES,
             f"mode async weighs updates by staleness: strategy {self.strategy} is not a mean",
-        )
-        # Async commits sample devices by speed, not uniformly: the DP accountant's
-        # Poisson-sampling assumption does not hold, so DP is refused (docs/async-internals.md).
-        need(
-            self.mode == "sync" or not self.dp.enabled,
-            "dp is not supported with mode async (its sampling is not uniform): use mode sync",
         )
         # The population is only known per round (the driver warns when delta is not below
         # 1 / enrolled devices); at creation a cohort's worth is the least there can be.

@@ -130,6 +130,17 @@ def _async_spec(**more: object) -> dict[str, object]:
                 download_bits=0) | more  # fmt: skip
 
 
+def slow_fleet(tmp_path: Path, secagg: bool, **spec: object) -> tuple[AsyncFleet, int]:
+    """Fast devices and one that takes 6 s to train; buffers of 3 with SecAgg+ (of 5
+    devices), of 2 without (of 3). The fleet, opened on a task, and its buffer size."""
+    n, buffer = (5, 3) if secagg else (3, 2)
+    fleet = AsyncFleet(n, slow={f"dev-{n - 1:02d}": 6.0})
+    fleet.open(tmp_path)
+    fleet.create_task(**_async_spec(secagg=secagg, buffer_size=buffer, goal_count=buffer,
+                                    max_concurrent=n, **spec))  # fmt: skip
+    return fleet, buffer
+
+
 def _rounds(fleet: Fleet) -> list[Any]:
     return fleet.svc.store.list_rounds(TASK)
 
@@ -161,13 +172,8 @@ def _check_weighted_means(fleet: AsyncFleet) -> int:
 def test_versions_advance_while_a_slow_device_trains_and_its_update_is_discounted(
     tmp_path: Path, secagg: bool
 ) -> None:
-    n = 5 if secagg else 3
-    fleet = AsyncFleet(n, slow={f"dev-{n - 1:02d}": 6.0})
-    fleet.open(tmp_path)
-    buffer = 3 if secagg else 2
-    fleet.create_task(**_async_spec(secagg=secagg, buffer_size=buffer, goal_count=buffer,
-                                    max_concurrent=n, max_rounds=6))  # fmt: skip
-    slow = f"dev-{n - 1:02d}"
+    fleet, _ = slow_fleet(tmp_path, secagg, max_rounds=6)
+    slow = max(fleet.ids)
     fleet.run_until(fleet.done)
     committed = [r for r in _rounds(fleet) if r.status is RoundStatus.COMMITTED]
     assert len(committed) >= 4
@@ -243,7 +249,7 @@ def test_a_coordinator_that_dies_mid_cohort_keeps_every_committed_version(
     assert fleet.svc.store.get_round(TASK, victim).status is RoundStatus.ABANDONED
     for p in fleet.devices.values():  # the new incarnation's presence reaches them
         fleet._device(p.config.device_id, p.coordinator_restarted(fleet.now))
-        p.receive_data = _dropping_refusals(p.receive_data)  # type: ignore[method-assign]
+        p.receive_data = _dropping_refusals(p.receive_data)  # type: ignore[method-assign,assignment]
     fleet.run_until(lambda: len(fleet.committed()) >= len(before) + 2)
     assert fleet.committed()[: len(before)] == before
     assert _check_weighted_means(fleet) == len(fleet.committed())

@@ -28,10 +28,6 @@ def test_async_settings_round_trip_and_sync_is_the_default() -> None:
         ({"mode": "async", "buffer_size": 8, "max_concurrent": 4}, "at least buffer_size"),
         ({"mode": "async", "strategy": "median", "secagg": False}, "not a mean"),
         ({"mode": "async", "weight_cap": 5}, "weight_cap >= 10"),
-        (
-            {"mode": "async", "dp": {"mode": "central", "noise_multiplier": 1.0}},
-            "not supported with mode async",
-        ),
     ],
 )
 def test_bad_async_specs_say_why(data: dict[str, object], says: str) -> None:
@@ -43,3 +39,10 @@ def test_sync_tasks_ignore_the_async_settings() -> None:
     # A sync task may carry them (an operator switching modes back); they are not checked.
     spec = TaskSpec.from_json({"buffer_size": 8, "max_concurrent": 4})
     assert spec.mode == "sync"
+
+
+def test_dp_goes_with_async() -> None:
+    # Accounted without amplification by sampling (docs/async-internals.md).
+    dp = {"mode": "central", "noise_multiplier": 1.0}
+    spec = TaskSpec.from_json({"mode": "async", "weight_cap": 1, "dp": dp})
+    assert spec.dp.enabled
