@@ -99,6 +99,13 @@ def row(mode: str, report: dict[str, Any], seconds: float) -> dict[str, Any]:
         "wall_seconds": round(seconds, 1),
         "tuning": _tuning(mode, config),
         "staleness": staleness_total([r.get("staleness") for r in committed]) or None,
+        # Async: the most updates that were ever waiting for a cohort (a backlog means the
+        # cohorts, not training, set the pace, and staleness grows with it).
+        "peak_ready": max(
+            (int((r.get("lobby") or {}).get("ready", 0)) for r in rounds), default=None
+        )
+        if mode == "async"
+        else None,
     }
 
 
@@ -137,16 +144,22 @@ def table(rows: list[dict[str, Any]]) -> str:
 
     lines = [
         "| mode | s to target | rounds/commits to target | final acc | committed | updates |"
-        " run s | tuning |",
-        "|---|---|---|---|---|---|---|---|",
+        " run s | mean staleness | peak ready | tuning |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['mode']} | {f(r['seconds_to_target'], 1)} | {f(r['rounds_to_target'])} | "
             f"{f(r['final_accuracy'])} | {r['committed']}/{r['rounds']} | {r['updates']} | "
-            f"{f(r['training_seconds'], 1)} | {r['tuning']} |"
+            f"{f(r['training_seconds'], 1)} | {f(_mean(r['staleness']), 1)} | "
+            f"{f(r['peak_ready'])} | {r['tuning']} |"
         )
     return "\n".join(lines)
+
+
+def _mean(histogram: dict[str, int] | None) -> float | None:
+    n = sum((histogram or {}).values())
+    return sum(int(k) * v for k, v in (histogram or {}).items()) / n if n else None
 
 
 def run(args: argparse.Namespace) -> int:

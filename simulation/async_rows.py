@@ -9,8 +9,9 @@ __all__ = ["async_fields", "staleness_total"]
 
 
 def async_fields(detail: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``staleness`` (versions behind -> updates) and ``buffer_size`` of an async commit's
-    record detail, as RoundRow fields; nothing for a sync round."""
+    """``staleness`` (versions behind -> updates), ``buffer_size`` and ``lobby`` (devices
+    training and ready, commits, refused as stale, as the cohort ended) of an async
+    commit's record detail, as RoundRow fields; nothing for a sync round."""
     if not detail or detail.get("mode") != "async":
         return {}
     raw = detail.get("staleness")
@@ -20,7 +21,17 @@ def async_fields(detail: Mapping[str, Any] | None) -> dict[str, Any]:
         else None
     )
     size = detail.get("buffer_size")
-    return {"staleness": staleness, "buffer_size": size if isinstance(size, int) else None}
+    raw_lobby = detail.get("lobby")
+    lobby = (
+        {str(k): v for k, v in raw_lobby.items() if isinstance(v, int)}
+        if isinstance(raw_lobby, Mapping)
+        else None
+    )
+    return {
+        "staleness": staleness,
+        "buffer_size": size if isinstance(size, int) else None,
+        "lobby": lobby,
+    }
 
 
 def staleness_total(rows: list[Mapping[str, Any] | None]) -> dict[str, int]:

@@ -43,6 +43,7 @@ class RoundRow:
     # count) and the buffer size the commit was made with (simulation/async_rows.py).
     staleness: dict[str, int] | None = None
     buffer_size: int | None = None
+    lobby: dict[str, int] | None = None
     # Federated evaluation rounds (simulation/eval_rows.py; coordinator/rounds/eval_figures):
     # example-weighted accuracy on the devices' held-out examples, the personalized models'
     # (when devices personalize), the mean of the worst 10 % of devices, the spread over

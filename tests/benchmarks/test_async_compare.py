@@ -56,7 +56,8 @@ def _report(mode: str, seconds: float | None, final: float) -> dict[str, Any]:
     rows = [
         {"status": "committed", "reported": 10, "elapsed_s": 5.0, "accuracy": 0.5,
          "staleness": {"0": 8, "1": 2} if mode == "async" else None},
-        {"status": "failed", "reported": 0, "elapsed_s": 9.0},
+        {"status": "failed", "reported": 0, "elapsed_s": 9.0,
+         "lobby": {"ready": 14} if mode == "async" else None},
         {"status": "committed", "reported": 9, "elapsed_s": 14.5, "accuracy": final,
          "staleness": {"1": 5, "3": 4} if mode == "async" else None},
     ]  # fmt: skip
@@ -79,11 +80,13 @@ def test_rows_table_and_verdict() -> None:
     assert sync["training_seconds"] == 14.5
     assert sync["staleness"] is None
     assert fedbuff["staleness"] == {"0": 8, "1": 7, "3": 4}
+    assert fedbuff["peak_ready"] == 14
+    assert sync["peak_ready"] is None
     assert "20 a round" in sync["tuning"]
     assert "K=10, 23 at once" in fedbuff["tuning"]
     text = async_compare.table([sync, fedbuff])
     assert len(text.splitlines()) == 4
-    assert "| async | 40.0 | 2 | 0.925 | 2/3 | 19 |" in text
+    assert "| async | 40.0 | 2 | 0.925 | 2/3 | 19 | 14.5 | 1.0 | 14 |" in text
     verdict = async_compare.verdict([sync, fedbuff])
     assert "0.40 (target <= 0.5)" in verdict
     assert "0.925 vs 0.930" in verdict
