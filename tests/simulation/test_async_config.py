@@ -41,12 +41,17 @@ def test_sync_mode_keeps_the_task_defaults() -> None:
         {"mode": "async", "buffer_size": 30, "devices": 20},
         {"mode": "async", "buffer_size": 10, "max_concurrent": 5},
         {"mode": "async", "max_staleness": -1},
-        {"mode": "async", "dp": "central", "noise_multiplier": 1.0},
     ],
 )
 def test_bad_async_options_are_usage_errors(options: dict[str, object]) -> None:
     with pytest.raises(UsageError):
         SimConfig(**options)  # type: ignore[arg-type]
+
+
+def test_async_takes_dp() -> None:
+    # Accounted with no amplification by sampling (docs/privacy.md, "Async tasks").
+    config = SimConfig(mode="async", dp="central", noise_multiplier=1.0)
+    assert config.task_spec().dp.enabled
 
 
 def test_the_command_line_carries_the_async_options() -> None:
