@@ -80,6 +80,8 @@ class AsyncRounds:
         live = machine is not None and not machine.finished
         if machine is not None and live and device_id in lobby.cohort:
             self._feed(run, machine, device_id, msg, now)
+            if machine.finished:  # the next buffer may be waiting: no need to wait a tick
+                self._async_start(run, now)
             return
         if isinstance(msg, rm.CheckIn):
             self._async_offer(run, now)
