@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from fedrt.protocol import prg
 from fedrt.protocol.errors import ParameterError
 from fedrt.protocol.prg import KeyedUniforms, MaskAccumulator, SeededRandom, expand, keystream
 
@@ -76,3 +78,34 @@ def test_keyed_uniforms_are_a_deterministic_stream_in_the_unit_interval() -> Non
         KeyedUniforms(b"short")
     with pytest.raises(ParameterError):
         KeyedUniforms(key).random(-1)
+
+
+def _plain_ctr(key: bytes, size: int) -> bytes:
+    return Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor().update(bytes(size))
+
+
+@pytest.mark.parametrize("gcm", [True, False])
+@pytest.mark.parametrize("size", [0, 1, 16, 31, 32, 33, 48, 49, 1000, 4097, 200_100])
+def test_the_zero_counter_keystream_is_plain_ctr_by_either_path(
+    size: int, gcm: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(prg, "_GCM_MIN", 0)  # small sizes through GCM too
+    monkeypatch.setattr(prg, "_gcm_is_faster", lambda: gcm)
+    key = bytes(range(1, 33))
+    assert keystream(key, size) == _plain_ctr(key, size)
+    acc = MaskAccumulator(np.zeros(size // 2, dtype=np.uint16))
+    acc.add(key)
+    assert acc.values.tobytes() == _plain_ctr(key, size // 2 * 2)
+
+
+def test_past_the_gcm_counter_the_keystream_is_ctr_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(prg, "_GCM_MIN", 0)
+    monkeypatch.setattr(prg, "_gcm_is_faster", lambda: True)
+    monkeypatch.setattr(prg, "_GCM_MAX", 16)  # as if 49 bytes would wrap GCM's 32-bit counter
+    assert keystream(KEY, 49) == _plain_ctr(KEY, 49)
+    assert keystream(KEY, 48) == _plain_ctr(KEY, 48)
+
+
+def test_the_speed_probe_answers_once() -> None:
+    assert prg._gcm_is_faster() in (True, False)
+    assert prg._gcm_is_faster() is prg._gcm_is_faster()
