@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from fedrt.coordinator.rounds.async_lobby import AsyncLobby
@@ -16,7 +18,7 @@ MODEL = rm.ModelRef(version=3, sha256="ab" * 32, url="/m")
 
 def _lobby(**spec: object) -> AsyncLobby:
     fields: dict[str, object] = {"mode": "async", "buffer_size": 2, "max_concurrent": 2}
-    lobby = AsyncLobby("t1", TaskSpec(**(fields | spec)), PaceSteering())  # type: ignore[arg-type]
+    lobby = AsyncLobby("t1", TaskSpec(**(fields | spec)), PaceSteering())
     config = RoundConfig(task_id="t1", round_id=7, model=MODEL, secagg=False, min_reports=1,
                          training_timeout=100.0, stage_timeout=10.0)  # fmt: skip
     lobby.offer(config, rm.UpdateSpec(params=4, clip_norm=1.0, bits=8, weight_cap=1000))
@@ -28,7 +30,7 @@ def _checkin(msg_id: int, ticket: int = 0, features: int = ra.FEATURE_ASYNC) -> 
                       async_ticket=ticket)  # fmt: skip
 
 
-def _sent(out: list[object]) -> list[rm.CoordinatorMessage]:
+def _sent(out: Sequence[object]) -> list[rm.CoordinatorMessage]:
     return [c.message for c in out if isinstance(c, Send)]
 
 
