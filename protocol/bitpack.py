@@ -128,19 +128,24 @@ def unpack(data: bytes | memoryview, bits: int, count: int, *, out: Words | None
     return out
 
 
-def unpack_add(data: bytes | memoryview, bits: int, count: int, total: Words) -> None:
+def unpack_add(
+    data: bytes | memoryview, bits: int, count: int, total: Words, *, scratch: Words | None = None
+) -> None:
     """Add the values ``unpack`` returns to ``total``, modulo 2**W only (W the word width).
 
     The bits of each word above ``bits`` are left unreduced (they hold neighbouring values'
     bits), so the low ``bits`` bits of every word are the sum modulo 2**bits: whoever sums
     many vectors reduces once, after the last one (``np.bitwise_and``), and each vector costs
     two shifts and two additions of whole groups instead of unpacking it then adding it.
+    ``scratch`` (an array like ``total``) holds the shifted words instead of fresh arrays.
     The same ``LengthError`` as ``unpack`` for a wrong size or a set padding bit, before
     ``total`` is touched.
     """
     width, group, dtype = _geometry(bits)
     _check_size(data, bits, count)
     _check_words(total, count, dtype)
+    if scratch is not None:
+        _check_words(scratch, count, dtype)
     lane = count // group
     rows = group * bits // width
     tail = _unpack_tail(memoryview(data)[rows * lane * (width // 8) :], bits, count - lane * group)
@@ -159,7 +164,9 @@ def unpack_add(data: bytes | memoryview, bits: int, count: int, total: Words) ->
             target = body[values]
             if shifts is not None:
                 shifted = np.left_shift if left else np.right_shift
-                np.add(target, shifted(words[source], shifts), out=target)
+                size = (source.stop - source.start) * lane
+                out = None if scratch is None else scratch[:size].reshape(-1, lane)
+                np.add(target, shifted(words[source], shifts, out=out), out=target)
             else:
                 np.add(target, words[source], out=target)
     np.add(total[lane * group :], tail.astype(dtype), out=total[lane * group :])

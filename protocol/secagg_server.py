@@ -97,6 +97,7 @@ class SecAggServer:
         self._sealed_to: dict[int, list[int]] = {}
         self._masked: set[int] = set()
         self._sum: Vector | None = None
+        self._scratch: Vector | None = None  # shifted words of one masked input at a time
         self._view: tuple[int, ...] = ()  # U3 as shown to every device in it
         self._signatures: dict[int, bytes] = {}
         self._revealed: dict[int, dict[int, bytes]] = {}
@@ -216,10 +217,11 @@ class SecAggServer:
                 f"masked input is {message.length} x {message.bits} bits, "
                 f"the round needs {self.config.length} x {self.config.bits}"
             )
-        if self._sum is None:
+        if self._sum is None or self._scratch is None:
             self._sum = np.zeros(message.length, dtype=word_dtype(message.bits))
+            self._scratch = np.empty_like(self._sum)
         # Words are summed modulo 2**W only; _unmask reduces to the ring once at the end.
-        unpack_add(message.payload, message.bits, message.length, self._sum)
+        unpack_add(message.payload, message.bits, message.length, self._sum, scratch=self._scratch)
         self._masked.add(message.sender)
 
     def _on_consistency(self, message: ConsistencyCheck) -> None:

@@ -234,16 +234,15 @@ def reconstruct(xs: npt.NDArray[np.integer], ys: Field) -> Field:
     if (ordered[:, 1:] == ordered[:, :-1]).any():
         raise DuplicateShare("two shares of one secret come from the same holder")
     count, t = x.shape
-    numerator = np.ones((count, t), dtype=np.uint64)
-    denominator = np.ones((count, t), dtype=np.uint64)
-    column = np.arange(t)
-    for b in range(t):
-        xb = x[:, b : b + 1]
-        own = column == b
-        numerator = numerator * np.where(own, np.uint64(1), xb) % _P
-        diff = (xb + _P - x) % _P
-        denominator = denominator * np.where(own, np.uint64(1), diff) % _P
-    lagrange = numerator * _pow_mod(denominator, PRIME - 2) % _P
+    # lagrange[s, j] = prod_{b != j} x_b / (x_b - x_j): the differences are small integers,
+    # inverted by table (``_invert``) instead of one Fermat exponentiation per weight.
+    signed = np.asarray(xs, dtype=np.int64)
+    differences = signed[:, None, :] - signed[:, :, None]  # [s, j, b] = x_b - x_j
+    diagonal = np.arange(t)
+    differences[:, diagonal, diagonal] = 1
+    others = np.broadcast_to(x[:, None, :] % _P, (count, t, t)).copy()
+    others[:, diagonal, diagonal] = 1
+    lagrange = _product(others) * _product(_invert(differences)) % _P
     terms = lagrange[:, :, None] * ys % _P
     secrets: Field = terms.sum(axis=1, dtype=np.uint64) % _P
     return secrets

@@ -106,8 +106,10 @@ def test_unpack_add_sums_packed_vectors_modulo_the_ring_once_reduced(
         for _ in range(vectors_)
     ]
     total = np.full(count, 5, dtype=word_dtype(bits))  # a sum already under way
-    for values in vectors_list:
-        unpack_add(pack(np.array(values, dtype=np.uint64), bits), bits, count, total)
+    scratch = np.empty_like(total)
+    for i, values in enumerate(vectors_list):
+        data = pack(np.array(values, dtype=np.uint64), bits)
+        unpack_add(data, bits, count, total, scratch=scratch if i % 2 else None)
     expected = [(5 + sum(column)) % 2**bits for column in zip(*vectors_list, strict=True)]
     assert [int(v) % 2**bits for v in total.tolist()] == (expected if count else [])
 
@@ -121,6 +123,8 @@ def test_unpack_add_rejects_a_bad_vector_and_leaves_the_sum_alone() -> None:
             unpack_add(bad, 15, 21, total)
     with pytest.raises(ParameterError, match="out must be"):
         unpack_add(data, 15, 21, np.ones(21, dtype=np.uint32))
+    with pytest.raises(ParameterError, match="out must be"):
+        unpack_add(data, 15, 21, total, scratch=np.ones(20, dtype=np.uint16))
     assert total.tolist() == [1] * 21
     unpack_add(data, 15, 21, total)
     assert (total & 0x7FFF).tolist() == (values + 1).tolist()  # reduced by the caller
