@@ -18,10 +18,9 @@ saw its share, and the invariant c = mean(c_i) that SCAFFOLD's correction relies
 drift. A device whose masked input was summed but which missed the end of the round keeps
 its old c_i: an error of one round's share, undone by its next round.
 
-The server's c is the optimizer state the coordinator saved with the round's version
-(``coordinator.models.optimizer_state``'s format: a magic line, a 4-byte big-endian header
-length, a JSON header naming the arrays and their sizes, then little-endian float64
-arrays); it is fetched once per version, verified against the sha256 the plan carries.
+The server's c comes as float32 little-endian values in manifest order (the plan names
+its sha256; ``coordinator.models.control_variate``), fetched once per version and
+verified against that sha256; a plan naming none means c = 0.
 """
 
 from __future__ import annotations
@@ -33,7 +32,6 @@ import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -52,8 +50,6 @@ __all__ = [
 ]
 
 Floats = npt.NDArray[np.float32]
-_STATE_MAGIC = b"fedrt-optimizer-state\n"
-_ARRAY = "control_variate"
 # Bytes-down kind of the server variate (``WorkResult.down_by_kind``).
 KIND = "control_variate"
 
@@ -73,29 +69,13 @@ def _size(specs: Sequence[TensorSpec]) -> int:
 
 
 def parse_server_variate(data: bytes, size: int) -> Floats:
-    """c from an optimizer-state blob; zeros when it holds none (another optimizer's)."""
-    head_at = len(_STATE_MAGIC) + 4
-    if not data.startswith(_STATE_MAGIC) or len(data) < head_at:
-        raise DownloadError("the control variate is not an optimizer state")
-    end = head_at + int.from_bytes(data[len(_STATE_MAGIC) : head_at], "big")
-    try:
-        header: Any = json.loads(data[head_at:end])
-        arrays = [(str(n), int(k)) for n, k in header["arrays"]]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise DownloadError(f"the control variate's header is malformed: {exc!r}") from None
-    at = end
-    for name, count in arrays:
-        if count < 0 or at + 8 * count > len(data):
-            raise DownloadError("the control variate's arrays do not match their header")
-        if name == _ARRAY:
-            if count != size:
-                raise ModelError(f"the server's control variate has {count} values, not {size}")
-            c = np.frombuffer(data, "<f8", count, at)
-            if not np.all(np.isfinite(c)):
-                raise DownloadError("the server's control variate holds NaN or infinity")
-            return c.astype(np.float32)
-        at += 8 * count
-    return np.zeros(size, np.float32)
+    """c from its float32 little-endian form; ``ModelError`` for another model's size."""
+    if len(data) != 4 * size:
+        raise ModelError(f"the server's control variate has {len(data)} bytes, not {4 * size}")
+    c = np.frombuffer(data, "<f4").astype(np.float32)
+    if not np.all(np.isfinite(c)):
+        raise DownloadError("the server's control variate holds NaN or infinity")
+    return c
 
 
 class VariateStore:
@@ -204,7 +184,7 @@ def start_round(
     else:
         directory.mkdir(parents=True, exist_ok=True)
         target = directory / f"server-{ref.sha256}.bin"
-        # c is about twice the model's size (float64): one per version, the last one kept.
+        # c is the model's size: fetched once per version, the last one kept.
         got = download_blob(
             ref.url,
             target,

@@ -212,9 +212,9 @@ def _paths() -> dict[str, Schema]:
         },
         "/v1/models/{sha256}/control_variate": {
             "get": _blob_download(
-                "download the optimizer state saved with a version, which holds SCAFFOLD's "
-                "server control variate c (strategies.scaffold; the plan names its sha256); "
-                "ETag = the blob's sha256; Range, If-Range, If-None-Match; 404 without one"
+                "download SCAFFOLD's server control variate c of a version (float32 "
+                "little-endian, manifest order; the plan names its sha256); ETag = the "
+                "blob's sha256; Range, If-Range, If-None-Match; 404 for a version without"
             )
         },
         "/v1/models/{sha256}/meta": {

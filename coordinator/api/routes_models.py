@@ -14,6 +14,7 @@ from fedrt.coordinator.api.model_transfer import read_upload, serve_blob
 from fedrt.coordinator.api.views import model_view
 from fedrt.coordinator.errors import NotFoundError
 from fedrt.coordinator.models.blobs import check_sha256
+from fedrt.coordinator.models.control_variate import variate_form
 from fedrt.coordinator.models.delivery import FILE, META, delivery_view
 from fedrt.coordinator.strategies.scaffold import CONTROL_VARIATE
 
@@ -78,13 +79,14 @@ def get_model_form(kind: str) -> Callable[[web.Request], Awaitable[web.StreamRes
 
 @on_network_loop  # streams; its lookups hop to the state thread
 async def get_control_variate(request: web.Request) -> web.StreamResponse:
-    """A version's optimizer state, which holds SCAFFOLD's server variate c (404 without)."""
+    """SCAFFOLD's server variate c of a version, float32 (404 for a version without)."""
 
     def state_of(ctx: ApiContext, sha: str) -> str:
         state = ctx.store.get_model(sha).optimizer_state_sha256
-        if state is None:
-            raise NotFoundError(f"version {sha} has no optimizer state")
-        return state
+        form = None if state is None else variate_form(ctx.blobs, state)
+        if form is None:
+            raise NotFoundError(f"version {sha} has no control variate")
+        return form
 
     ctx = ctx_of(request)
     blob = await _on_state(ctx, lambda: _servable(request, ctx, lambda v: state_of(ctx, v)))

@@ -233,7 +233,9 @@ class FederatedDriver(AsyncRounds, TaskAdoption, RoundDriver):
             batch_size=model.manifest.batch_size,
         )
         config = with_personal(config, spec, model.manifest)  # FedPer, fine-tuning
-        config = with_scaffold(config, spec, model.record, self.ctx.model_url_prefix)
+        config = with_scaffold(
+            config, spec, model.record, self.ctx.model_url_prefix, self.ctx.catalog.blobs
+        )
         devices = [d for d in self.ctx.store.list_devices() if not d.revoked]
         keys = {d.device_id: d.public_key for d in devices}
         run.keys = keys

@@ -134,25 +134,30 @@ def test_c_is_saved_with_the_version_and_loaded_back(tmp_path: Path) -> None:
     assert load_state(blobs, record, opt, size=P + 1, rounds=0, task_id="t").control_variate is None
 
 
-def test_round_config_names_the_versions_variate() -> None:
+def test_round_config_names_the_versions_variate(tmp_path: Path) -> None:
     spec = TaskSpec(strategy="scaffold", learning_rate=LR, local_epochs=3)
     opt = optimizer_for(spec)
     assert isinstance(opt, Scaffold)
     assert opt.variate_scale == pytest.approx(3 * LR)  # the devices' (protocol.scaffold)
     cfg = config()
-    with_state = dataclasses.replace(model("v"), optimizer_state_sha256="e" * 64, round_no=4)
-    got = with_scaffold(cfg, spec, with_state, "https://c/v1/models/")
+    blobs = BlobStore(tmp_path)
+    c = np.arange(P, dtype=np.float64)
+    state = save_state(blobs, opt, OptimizerState(rounds=4, control_variate=c))
+    with_state = dataclasses.replace(model("v"), optimizer_state_sha256=state, round_no=4)
+    got = with_scaffold(cfg, spec, with_state, "https://c/v1/models/", blobs)
     assert got.scaffold
     assert got.control_variate is not None
-    assert got.control_variate.sha256 == "e" * 64
+    # The plan names c's float32 form (half the float64 state), stored as a blob.
+    assert blobs.read(got.control_variate.sha256) == c.astype("<f4").tobytes()
     assert got.control_variate.url == f"https://c/v1/models/{with_state.sha256}/{CONTROL_VARIATE}"
-    fresh = with_scaffold(cfg, spec, dataclasses.replace(with_state, optimizer_state_sha256=None),
-                          "https://c/v1/models/")  # fmt: skip
-    assert fresh.scaffold
-    assert fresh.control_variate is None
+    for missing in (None, "f" * 64):  # no state, or one the store lost: c = 0
+        record = dataclasses.replace(with_state, optimizer_state_sha256=missing)
+        fresh = with_scaffold(cfg, spec, record, "https://c/v1/models/", blobs)
+        assert fresh.scaffold
+        assert fresh.control_variate is None
     evaluate = dataclasses.replace(cfg, kind=rm.RoundKind.EVALUATE)
-    assert not with_scaffold(evaluate, spec, with_state, "https://c/").scaffold
-    assert not with_scaffold(cfg, TaskSpec(), with_state, "https://c/").scaffold
+    assert not with_scaffold(evaluate, spec, with_state, "https://c/", blobs).scaffold
+    assert not with_scaffold(cfg, TaskSpec(), with_state, "https://c/", blobs).scaffold
 
 
 def test_scaffold_needs_a_model_exported_with_it() -> None:

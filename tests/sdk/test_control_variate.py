@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedrt.coordinator.models import BlobStore
+from fedrt.coordinator.models.control_variate import variate_form
 from fedrt.coordinator.models.optimizer_state import encode_state
 from fedrt.coordinator.strategies import OptimizerState
 from fedrt.model_export.manifest import TensorSpec
@@ -62,19 +64,22 @@ def test_a_model_of_another_shape_starts_from_zero(tmp_path: Path) -> None:
     np.testing.assert_array_equal(store.load(SPECS), np.zeros(P, np.float32))
 
 
-def test_c_is_read_from_the_coordinators_optimizer_state() -> None:
+def test_c_is_read_from_the_form_the_coordinator_derives(tmp_path: Path) -> None:
     c = np.linspace(-2.0, 2.0, P)
-    blob = encode_state("scaffold", OptimizerState(rounds=2, control_variate=c))
-    np.testing.assert_array_equal(parse_server_variate(blob, P), c.astype(np.float32))
-    # Another optimizer's state holds no c: zero, as the coordinator starts it.
+    blobs = BlobStore(tmp_path / "blobs")
+    state = blobs.put_bytes(encode_state("scaffold", OptimizerState(rounds=2, control_variate=c)))
+    form = variate_form(blobs, state)
+    assert form is not None
+    assert variate_form(blobs, state) == form  # derived once, the same name every time
+    data = blobs.read(form)
+    np.testing.assert_array_equal(parse_server_variate(data, P), c.astype(np.float32))
+    # Another optimizer's state holds no c: the plan names none (c = 0).
     other = encode_state("fedadam", OptimizerState(momentum=c, second_moment=c * c))
-    np.testing.assert_array_equal(parse_server_variate(other, P), np.zeros(P, np.float32))
-    with pytest.raises(ModelError, match="8 values, not 9"):
-        parse_server_variate(blob, P + 1)
-    with pytest.raises(DownloadError):
-        parse_server_variate(b"garbage", P)
-    with pytest.raises(DownloadError):
-        parse_server_variate(blob[:-8], P)
+    assert variate_form(blobs, blobs.put_bytes(other)) is None
+    with pytest.raises(ModelError, match="32 bytes, not 36"):
+        parse_server_variate(data, P + 1)
+    with pytest.raises(DownloadError, match="NaN"):
+        parse_server_variate(np.full(P, np.nan, "<f4").tobytes(), P)
 
 
 def test_option_two_variate_update(tmp_path: Path) -> None:
