@@ -32,12 +32,13 @@ from fedrt.model_export.weights_file import (
     _schema,
     _unpack,
     _weight_inits,
+    flat_weights,
     replace_weights,
     strip_weights,
     unflatten,
 )
 
-__all__ = ["WeightLayout", "stripped", "weight_layout"]
+__all__ = ["WeightLayout", "stripped", "weight_layout", "weights_of"]
 
 _V = TypeVar("_V")
 
@@ -129,6 +130,7 @@ _Key = tuple[str, tuple[tuple[str, str, tuple[int, ...]], ...]]
 _lock = threading.Lock()
 _layouts: OrderedDict[_Key, WeightLayout | None] = OrderedDict()
 _graphs: OrderedDict[_Key, bytes] = OrderedDict()
+_weights: OrderedDict[_Key, npt.NDArray[np.float32]] = OrderedDict()
 
 
 def _key(data: bytes, manifest: Manifest) -> _Key:
@@ -174,3 +176,15 @@ def stripped(model: bytes, manifest: Manifest) -> bytes:
     if graph is not None:
         return graph
     return _remember(_graphs, key, strip_weights(model, manifest))
+
+
+def weights_of(model: bytes, manifest: Manifest) -> npt.NDArray[np.float32]:
+    """``flat_weights(model, manifest)``, read once per process for the same file (a base
+    export, which no graph's layout fits); a read-only array."""
+    key = _key(model, manifest)
+    flat = _weights.get(key)
+    if flat is not None:
+        return flat
+    flat = flat_weights(model, manifest)
+    flat.setflags(write=False)
+    return _remember(_weights, key, flat)

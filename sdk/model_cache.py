@@ -29,8 +29,8 @@ from typing import Any
 
 from fedrt.model_export.errors import ExportError
 from fedrt.model_export.manifest import Manifest
-from fedrt.model_export.weights_file import flat_weights, replace_weights, unflatten
-from fedrt.model_export.weights_layout import stripped, weight_layout
+from fedrt.model_export.weights_file import replace_weights, unflatten
+from fedrt.model_export.weights_layout import stripped, weight_layout, weights_of
 from fedrt.protocol.errors import ProtocolError
 from fedrt.protocol.weights_delta import apply_delta, weights_from_bytes
 from fedrt.sdk.download import download_blob, download_model, verify_model_signature
@@ -77,11 +77,11 @@ def _file_ok(path: Path, sha256: str) -> bool:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
+    # No fsync: every file of the cache is named by its sha256 and checked against it before
+    # it is used (a torn write after a power cut is fetched again), and a thousand simulated
+    # devices (or an SD card) pay for each sync.
     tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+    tmp.write_bytes(data)
     os.replace(tmp, path)
 
 
@@ -151,7 +151,7 @@ def _rebuild(
         start_data = start.read_bytes()
         flat = layout.read(start_data) if layout is not None else None
         if flat is None:  # a base export (laid out by the converter), or no layout
-            flat = flat_weights(start_data, manifest)
+            flat = weights_of(start_data, manifest)
         for link in links:
             blob = _blob(url, link, model_dir, http, fetched, DELTA)
             flat = apply_delta(flat, blob)

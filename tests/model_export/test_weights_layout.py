@@ -8,7 +8,7 @@ import pytest
 
 from fedrt.model_export.errors import ModelFileError
 from fedrt.model_export.weights_file import flat_weights, replace_weights, strip_weights, unflatten
-from fedrt.model_export.weights_layout import WeightLayout, stripped, weight_layout
+from fedrt.model_export.weights_layout import WeightLayout, stripped, weight_layout, weights_of
 from tests.model_export.test_strip_weights import _fixture
 
 
@@ -57,3 +57,12 @@ def test_a_wrong_number_of_weights_is_refused() -> None:
     assert layout is not None
     with pytest.raises(ModelFileError, match="weights for a model of"):
         layout.build(np.zeros(manifest.num_params + 1, np.float32))
+
+
+def test_a_base_exports_weights_are_read_once_and_cannot_be_changed() -> None:
+    data, manifest = _fixture("mlp")
+    flat = weights_of(data, manifest)
+    np.testing.assert_array_equal(flat, flat_weights(data, manifest))
+    assert weights_of(data, manifest) is flat
+    with pytest.raises(ValueError, match="read-only"):
+        flat[0] = 1.0
