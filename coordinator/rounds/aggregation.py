@@ -17,7 +17,7 @@ from fedrt.coordinator.privacy.central import CentralNoise
 from fedrt.coordinator.rounds.cohorts import Cohorts
 from fedrt.coordinator.rounds.commands import Commit, EvaluationDone, RoundConfig, RoundMetrics
 from fedrt.coordinator.rounds.eval_figures import device_evals
-from fedrt.coordinator.rounds.personal import embed
+from fedrt.coordinator.rounds.personal_spans import embed
 from fedrt.coordinator.strategies.aggregators import WeightedMean, norm_outliers
 from fedrt.coordinator.strategies.optimizers import (
     AggregationError,

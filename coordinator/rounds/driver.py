@@ -52,10 +52,11 @@ from fedrt.coordinator.rounds.dp import (
     charge,
     with_dp,
 )
-from fedrt.coordinator.rounds.eval_figures import device_labels, round_figures
+from fedrt.coordinator.rounds.eval_figures import round_figures
 from fedrt.coordinator.rounds.journal import (
     RoundEnd,
     RoundListener,
+    device_labels,
     end_detail,
     record_completion,
     record_end,

@@ -25,8 +25,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedrt.coordinator.errors import NotFoundError
-from fedrt.coordinator.store.base import Store
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol.eval_metrics import ACCURACY, LOSS, PERSONALIZED_ACCURACY, PERSONALIZED_LOSS
 
@@ -42,7 +40,6 @@ __all__ = [
     "DeviceEval",
     "by_label",
     "device_evals",
-    "device_labels",
     "figures",
     "round_figures",
 ]
@@ -150,14 +147,3 @@ def round_figures(
     evaluation = {f"federated_{k}": v for k, v in done_metrics}
     evaluation.update(figures(devices))
     return evaluation, by_label(devices, labels)
-
-
-def device_labels(store: Store, devices: Sequence[DeviceEval]) -> dict[str, Mapping[str, object]]:
-    """Each evaluated device's enrolment labels (a device since deleted has none)."""
-    out: dict[str, Mapping[str, object]] = {}
-    for d in devices:
-        try:
-            out[d.device_id] = store.get_device(d.device_id).labels
-        except NotFoundError:
-            out[d.device_id] = {}
-    return out

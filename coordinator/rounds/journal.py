@@ -8,10 +8,11 @@ here opens one.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from fedrt.coordinator.errors import NotFoundError
 from fedrt.coordinator.privacy.rounds import RoundDp
 from fedrt.coordinator.records import (
     AuditEntry,
@@ -22,6 +23,7 @@ from fedrt.coordinator.records import (
     TaskStatus,
 )
 from fedrt.coordinator.rounds.commands import RoundMetrics, StageChanged
+from fedrt.coordinator.rounds.eval_figures import DeviceEval
 from fedrt.coordinator.rounds.runs import Run
 from fedrt.coordinator.store.base import Store
 from fedrt.protocol import round_messages as rm
@@ -265,7 +267,18 @@ def record_lost(store: Store, rnd: RoundRecord, now: float) -> None:
     )
 
 
+def device_labels(store: Store, devices: Sequence[DeviceEval]) -> dict[str, Mapping[str, object]]:
+    """Each evaluated device's enrolment labels (a device since deleted has none)."""
+    out: dict[str, Mapping[str, object]] = {}
+    for d in devices:
+        try:
+            out[d.device_id] = store.get_device(d.device_id).labels
+        except NotFoundError:
+            out[d.device_id] = {}
+    return out
+
+
 __all__ = [
-    "RoundEnd", "RoundListener", "RoundSummary", "end_detail", "metrics_json", "record_completion",
-    "record_end", "record_lost", "record_stage", "record_start", "summary",
+    "RoundEnd", "RoundListener", "RoundSummary", "device_labels", "end_detail", "metrics_json",
+    "record_completion", "record_end", "record_lost", "record_stage", "record_start", "summary",
 ]  # fmt: skip

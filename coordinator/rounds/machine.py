@@ -24,7 +24,7 @@ from fedrt.coordinator.rounds.commands import (
     update_spec,
 )
 from fedrt.coordinator.rounds.outbox import RoundOutbox
-from fedrt.coordinator.rounds.personal import shared_size
+from fedrt.coordinator.rounds.personal_spans import shared_size
 from fedrt.coordinator.rounds.roster import DeviceStatus, RoundDevice, RoundRoster
 from fedrt.coordinator.rounds.states import (
     FINAL,

@@ -9,17 +9,16 @@ so that the count coordinates can carry b (``protocol.qfedavg.WEIGHT_CAP``).
 
 from __future__ import annotations
 
-from fedrt.coordinator.tasks.spec import TaskSpec
 from fedrt.protocol.qfedavg import WEIGHT_CAP
 
 __all__ = ["qfedavg_q", "weight_cap"]
 
 
-def qfedavg_q(spec: TaskSpec) -> float | None:
-    """The plan's q: the task's for strategy qfedavg, None for any other strategy."""
-    return float(spec.qfedavg_q) if spec.strategy == "qfedavg" else None
+def qfedavg_q(strategy: str, q: float) -> float | None:
+    """The plan's q: the task's ``q`` for strategy qfedavg, None for any other strategy."""
+    return float(q) if strategy == "qfedavg" else None
 
 
-def weight_cap(spec: TaskSpec) -> int:
-    """The update's weight cap: b's range for qfedavg, the task's example cap otherwise."""
-    return WEIGHT_CAP if spec.strategy == "qfedavg" else spec.weight_cap
+def weight_cap(strategy: str, cap: int) -> int:
+    """The update's weight cap: b's range for qfedavg, the task's example ``cap`` otherwise."""
+    return WEIGHT_CAP if strategy == "qfedavg" else cap

@@ -31,7 +31,17 @@ ROOF = ("__init__", "cli", "config", "driver_registry", "service", "startup")
 # The round state machine and its parts: sans I/O, so none of the persistence or driver side.
 SANS_IO = frozenset(
     f"{PREFIX}.rounds.{m}"
-    for m in ("aggregation", "cohorts", "commands", "machine", "outbox", "roster", "states")
+    for m in (
+        "aggregation",
+        "cohorts",
+        "commands",
+        "eval_figures",
+        "machine",
+        "outbox",
+        "personal_spans",
+        "roster",
+        "states",
+    )
 )
 SANS_IO_MAY_NOT = ("store", "records", "driver", "models", "tasks")
 # What it may use of fedrt outside itself: the version, the error root, the protocol core
