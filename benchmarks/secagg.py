@@ -5,12 +5,13 @@ N devices quantize a random float update (``encode_update``), then run all five 
 going through the codec. A fraction D of the devices vanish, spread round-robin over the
 five stages (``--drop-stage`` puts them all in one). Client figures are the mean per
 device that took part in the stage; server figures are the sum of its ``receive`` and
-``close_stage`` calls, plus decoding the sum into the mean update (in the unmask stage, as
-Flower's dequantizing is in its own). The result is checked against the plain sum of the
-included devices' quantized vectors. With ``--repeat R`` it runs R rounds (seeds S..S+R-1) and
-reports the median of each timing, which tames a busy machine; ``--clock cpu`` times the
-process's CPU time (all threads) instead of wall time, which other jobs disturb less. With
-``--flower-python PATH`` Flower's SecAgg+ runs too, at the same size (``secagg_compare``).
+``close_stage`` calls, plus setting the server up (in the first stage) and decoding the sum
+into the mean update (in the unmask stage, as Flower's dequantizing is in its own). The
+result is checked against the plain sum of the included devices' quantized vectors. With
+``--repeat R`` it runs R rounds (seeds S..S+R-1) and reports the median of each timing,
+which tames a busy machine; ``--clock cpu`` times the process's CPU time (all threads)
+instead of wall time, which other jobs disturb less. With ``--flower-python PATH`` Flower's
+SecAgg+ runs too, at the same size (``secagg_compare``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
@@ -117,7 +119,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         client.set_input(vector)
         inputs.append(vector)
     drop = _drop_plan(args, rng)
-    server = SecAggServer(config)
+    # Setting the round up (neighbour graph, identity keys) is server work of the first stage.
+    server = meter.server(Stage.ADVERTISE_KEYS, partial(SecAggServer, config))
     result = drive(server, dict(enumerate(clients)), drop=drop, observer=meter)
     included = sorted(server.included)
     # The sum turned into the mean update is server work too (Flower's unmask stage
