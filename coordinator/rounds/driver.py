@@ -16,23 +16,22 @@ a short window while no round is open. A round that nobody checked in to leaves 
 waiting the same way, so an idle task does not open and abandon rounds while its devices
 are away.
 
-Helpers: ``plan``, ``runs``, ``versions``, ``rollout``, ``journal``, ``dp``; every store
-transaction of the driver is opened here, in this module (but a rollback's, in ``rollout``,
-fenced by this module's lease check).
+Mixed in: ``endings`` (commit, evaluation, abandon, completion), ``async_driver`` (async
+tasks), ``adoption`` (leases). Helpers: ``plan``, ``runs``, ``versions``, ``rollout``,
+``journal``, ``dp``. Every store transaction of the driver is opened by it or its mixins
+(but a rollback's, in ``rollout``, fenced by the driver's lease check).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from functools import partial
 
 import numpy as np
 
 from fedrt.coordinator.driver.base import DriverContext, RoundDriver
-from fedrt.coordinator.errors import LeaseLost, retry_races
+from fedrt.coordinator.errors import LeaseLost
 from fedrt.coordinator.privacy.accounting import PrivacyBudgetExceeded
-from fedrt.coordinator.records import RoundStatus, TaskRecord, TaskStatus
+from fedrt.coordinator.records import TaskRecord, TaskStatus
 from fedrt.coordinator.rounds.adoption import TaskAdoption
 from fedrt.coordinator.rounds.async_driver import AsyncRounds
 from fedrt.coordinator.rounds.commands import (
@@ -41,48 +40,19 @@ from fedrt.coordinator.rounds.commands import (
     Command,
     Commit,
     EvaluationDone,
-    RoundMetrics,
     Send,
     StageChanged,
 )
-from fedrt.coordinator.rounds.dp import (
-    NoiseCalibration,
-    budget_exhausted,
-    central_noise,
-    charge,
-    with_dp,
-)
-from fedrt.coordinator.rounds.eval_figures import round_figures
-from fedrt.coordinator.rounds.journal import (
-    RoundEnd,
-    RoundListener,
-    device_labels,
-    end_detail,
-    record_completion,
-    record_end,
-    record_stage,
-    record_start,
-    summary,
-)
+from fedrt.coordinator.rounds.dp import NoiseCalibration, central_noise, with_dp
+from fedrt.coordinator.rounds.endings import RoundEndings
+from fedrt.coordinator.rounds.journal import RoundListener, record_stage, record_start
 from fedrt.coordinator.rounds.machine import RoundMachine
 from fedrt.coordinator.rounds.personal import with_personal
 from fedrt.coordinator.rounds.plan import round_config, round_kind, with_pool
 from fedrt.coordinator.rounds.rollout import Rollout
-from fedrt.coordinator.rounds.runs import (
-    CommitPoint,
-    Run,
-    learn_key,
-    new_run,
-    no_round,
-    save,
-    welcome,
-)
+from fedrt.coordinator.rounds.runs import Run, learn_key, new_run, no_round, save, welcome
 from fedrt.coordinator.rounds.scaffold import with_scaffold
-from fedrt.coordinator.rounds.versions import (
-    Evaluator,
-    load_model,
-    round_traffic,  # model-forms
-)
+from fedrt.coordinator.rounds.versions import Evaluator, load_model
 from fedrt.coordinator.selection.pace import PaceConfig
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol.round_codec import decode_from_device, encode_message
@@ -95,7 +65,7 @@ log = logging.getLogger(__name__)
 DEFAULT_RETRY_DELAY_S = 2.0
 
 
-class FederatedDriver(AsyncRounds, TaskAdoption, RoundDriver):
+class FederatedDriver(RoundEndings, AsyncRounds, TaskAdoption, RoundDriver):
     """Drives rounds for every running task of one coordinator."""
 
     def __init__(
@@ -309,127 +279,6 @@ class FederatedDriver(AsyncRounds, TaskAdoption, RoundDriver):
         self.ctx.observer.stage_changed(
             run.task_id, change.round_id, change.previous, change.state, change.at
         )
-
-    def _commit(self, run: Run, commit: Commit, now: float) -> None:
-        # One transaction from the new version to the round's end: all of it or nothing. One
-        # that lost a serialization race (PostgreSQL) wrote nothing: the run's memory goes
-        # back to where it was (the DP charge included) and the commit runs again.
-        before = CommitPoint.of(run)
-
-        def attempt() -> None:
-            before.restore(run)
-            with self.ctx.store.transaction():
-                self._fence(run.task_id, now)
-                self._commit_owned(run, commit, now)
-
-        retry_races(attempt)
-
-    def _commit_owned(self, run: Run, commit: Commit, now: float) -> None:
-        version, promoted = self.rollout.commit(run, commit)
-        noise_stddev = charge(run, commit, self.rng)
-        self._close_round(
-            run,
-            commit.round_id,
-            RoundStatus.COMMITTED,
-            commit.metrics,
-            now,
-            result_sha256=version.record.sha256,
-            evaluation=version.evaluation,
-            promoted=promoted,
-            noise_stddev=noise_stddev,
-        )
-
-    def _evaluated(self, run: Run, done: EvaluationDone, now: float) -> None:
-        evaluation, by_label = round_figures(  # eval-figures
-            done.metrics, done.devices, device_labels(self.ctx.store, done.devices)
-        )
-        self._close_round(
-            run,
-            done.round_id,
-            RoundStatus.COMMITTED,
-            done.round_metrics,
-            now,
-            evaluation=evaluation,
-            extra_detail={"evaluation_by_label": by_label},  # eval-figures
-        )
-        fence = partial(self._fence, run.task_id, now)
-        self.rollout.evaluated(run, done.round_id, evaluation, fence)  # federated gate
-
-    def _abandoned(self, run: Run, abandon: AbandonRound, now: float) -> None:
-        log.warning("task %s: round %d abandoned: %s", run.task_id, abandon.round_id,
-                    abandon.reason)  # fmt: skip
-        self._close_round(
-            run,
-            abandon.round_id,
-            RoundStatus.ABANDONED,
-            abandon.metrics,
-            now,
-            reason=abandon.reason,
-        )
-        run.next_start = now + self.retry_delay_s
-        if abandon.metrics.checked_in == 0:
-            # Nobody came: the next round opens with the next check-in, not on a timer.
-            run.waiting = True
-            log.info("task %s: no check-ins, waiting for one to open round %d", run.task_id,
-                     run.round_no + 1)  # fmt: skip
-
-    def _close_round(
-        self,
-        run: Run,
-        round_no: int,
-        status: RoundStatus,
-        metrics: RoundMetrics,
-        now: float,
-        *,
-        result_sha256: str | None = None,
-        evaluation: Mapping[str, float] | None = None,
-        promoted: bool = False,
-        reason: str = "",
-        noise_stddev: float | None = None,
-        extra_detail: Mapping[str, object] | None = None,
-    ) -> None:
-        if metrics.bad_holders:  # decoded around, but a device that lies deserves a look
-            log.warning("task %s: round %d: wrong SecAgg+ shares from %s", run.task_id,
-                        round_no, ", ".join(metrics.bad_holders))  # fmt: skip
-        end = RoundEnd(
-            round_no=round_no,
-            status=status,
-            metrics=metrics,
-            result_sha256=result_sha256,
-            evaluation=dict(evaluation or {}),
-            promoted=promoted,
-            reason=reason,
-            bytes_out=run.bytes_out,
-            # Every round of a DP task shows the task's epsilon so far (uncharged rounds too).
-            epsilon=run.privacy.epsilon if run.privacy is not None else None,
-            noise_stddev=noise_stddev,
-        )
-        detail = end_detail(self.ctx.store, run.task_id, end, dp_charged=run.dp_round)
-        start = self.ctx.store.get_round(run.task_id, round_no).model_sha256  # model-forms
-        detail["traffic"] = round_traffic(self.ctx.catalog, start, run, metrics)  # model-forms
-        detail.update(extra_detail or {})
-        detail.update(self._async_detail(run, round_no, status))  # async rounds (issue 19)
-        with self.ctx.store.transaction():
-            self._fence(run.task_id, now)
-            record_end(self.ctx.store, run.task_id, end, detail, now)
-            save(self.ctx.store, run)
-        self.ctx.observer.round_ended(self.ctx.store.get_round(run.task_id, round_no))
-        if self.listener is not None:
-            self.listener(summary(self.ctx.store, run, end))
-
-    def _finish_task(
-        self, run: Run, now: float, *, action: str = "task.complete", **detail: object
-    ) -> None:
-        with self.ctx.store.transaction():
-            self._fence(run.task_id, now)
-            record_completion(self.ctx.store, run, now, action, detail)
-            save(self.ctx.store, run)
-        self.runs.pop(run.task_id, None)
-        log.info("task %s: completed after %d rounds", run.task_id, run.round_no)
-
-    def _stop_for_budget(self, run: Run, exc: PrivacyBudgetExceeded, now: float) -> None:
-        """Complete the task BEFORE a round that could overspend its privacy budget."""
-        self._finish_task(run, now, action="task.budget_exhausted", **budget_exhausted(run, exc))
 
     # ------------------------------------------------------------------ state
     def _new_run(self, task: TaskRecord) -> Run:
