@@ -154,15 +154,7 @@ class Participant(ParticipantBookkeeping):
             self._held = HeldUpdate(ticket=plan.round_id, delta=delta, n_examples=n_examples)
             self._to_idle(now, silence=False)
             return [ScheduleCheckIn(at=now)]
-        stage, payload, self._client = encode_update(
-            delta,
-            n_examples,
-            plan,
-            update_key=self._update_key,
-            identity=self._identity,
-            random=self._random,
-        )
-        return self._answer(plan, stage, payload, now, plan.report_within)
+        return self._send_update(plan, delta, n_examples, now)
 
     def evaluation_done(
         self, n_examples: int, metric_sums: Mapping[str, float], now: float
@@ -334,6 +326,12 @@ class Participant(ParticipantBookkeeping):
         self._held = None
         self._move(P.TRAINING, now + plan.report_within)
         delta, n_examples = report(held, plan)
+        return self._send_update(plan, delta, n_examples, now)
+
+    def _send_update(
+        self, plan: rm.Plan, delta: npt.NDArray[np.floating], n_examples: int, now: float
+    ) -> list[Command]:
+        """Encode an update for ``plan`` (plain, or SecAgg+'s first stage) and send it."""
         stage, payload, self._client = encode_update(
             delta,
             n_examples,
