@@ -14,7 +14,7 @@ from fedrt.protocol.round_codec import decode_message, encode_message
 from fedrt.protocol.round_errors import MalformedMessage, UnexpectedMessage
 from fedrt.sdk import participant_commands as pc
 from fedrt.sdk.participant import ParticipantState
-from tests.sdk.test_participant import of, participant, plan
+from tests.sdk.participant_support import of, participant, plan
 
 
 def _check_in(p: object, now: float) -> rm.CheckIn:

@@ -15,7 +15,7 @@ from fedrt.protocol.secagg_server import SecAggServer
 from fedrt.protocol.topics import UpChannel
 from fedrt.sdk import participant_commands as pc
 from fedrt.sdk.participant import Participant, ParticipantState
-from tests.sdk.test_participant import KEYS, UPDATE, of, plan
+from tests.sdk.participant_support import KEYS, UPDATE, of, plan
 
 _STAGES = (rm.Stage.SHARE_KEYS, rm.Stage.MASKED_INPUT, rm.Stage.CONSISTENCY_CHECK)
 

@@ -14,7 +14,7 @@ from fedrt.sdk import participant_commands as pc
 from fedrt.sdk.errors import SdkConfigError
 from fedrt.sdk.participant import Participant, ParticipantState
 from fedrt.sdk.round_facts import RoundFacts
-from tests.sdk.test_participant import KEYS, of, participant, plan
+from tests.sdk.participant_support import KEYS, of, participant, plan
 
 P = ParticipantState
 
