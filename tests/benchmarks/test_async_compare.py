@@ -37,6 +37,9 @@ def test_both_modes_share_the_fleet_and_the_issues_defaults() -> None:
     assert "--secagg" in fedbuff
     assert "--mode" not in sync
     assert _option(fedbuff, "--mode") == "async"
+    # FedBuff's own knobs as tuned on this fleet (docs/async.md); sync keeps FedAvg's lr.
+    assert (_option(fedbuff, "--max-staleness"), _option(fedbuff, "--server-lr")) == ("2", "0.5")
+    assert _option(sync, "--server-lr") == "1.0"
 
 
 def test_fedbuff_gets_the_sync_concurrency_and_update_count() -> None:
@@ -46,10 +49,10 @@ def test_fedbuff_gets_the_sync_concurrency_and_update_count() -> None:
     assert _option(fedbuff, "--max-concurrent") == "23"
     # 30 rounds of 20 updates = 60 commits of 10.
     assert _option(fedbuff, "--rounds") == "60"
-    tuned = _args("--max-concurrent", "40", "--commits", "7", "--server-lr-async", "0.5")
+    tuned = _args("--max-concurrent", "40", "--commits", "7", "--server-lr-async", "0.25")
     cmd = async_compare.command(tuned, "async", Path("a.json"))
     assert (_option(cmd, "--max-concurrent"), _option(cmd, "--rounds")) == ("40", "7")
-    assert _option(cmd, "--server-lr") == "0.5"
+    assert _option(cmd, "--server-lr") == "0.25"
 
 
 def _report(mode: str, seconds: float | None, final: float) -> dict[str, Any]:
