@@ -14,21 +14,20 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from fedrt.coordinator.driver.base import DriverContext
-from fedrt.coordinator.errors import LeaseLost
 from fedrt.coordinator.privacy.accounting import PrivacyBudgetExceeded
 from fedrt.coordinator.records import RoundStatus, TaskRecord, TaskStatus
 from fedrt.coordinator.rounds.async_lobby import AsyncLobby, Ready, staleness_counts
-from fedrt.coordinator.rounds.commands import Announce, Command, Send
-from fedrt.coordinator.rounds.dp import NoiseCalibration, central_noise, with_dp
-from fedrt.coordinator.rounds.journal import record_start
+from fedrt.coordinator.rounds.commands import Announce, Command, RoundConfig, Send
+from fedrt.coordinator.rounds.dp import NoiseCalibration
 from fedrt.coordinator.rounds.machine import RoundMachine
 from fedrt.coordinator.rounds.outbox import ack_status
 from fedrt.coordinator.rounds.plan import round_config, with_pool
-from fedrt.coordinator.rounds.runs import Run, no_round, save
+from fedrt.coordinator.rounds.runs import LoadedModel, Run, no_round
 from fedrt.coordinator.rounds.versions import load_model
 from fedrt.coordinator.tasks.ownership import TaskOwnership
 from fedrt.protocol import round_async as ra
@@ -60,6 +59,16 @@ class AsyncRounds:
         def _forget(self, task_id: str) -> None: ...
         def _finish_task(self, run: Run, now: float) -> None: ...
         def _stop_for_budget(self, run: Run, exc: PrivacyBudgetExceeded, now: float) -> None: ...
+        def _open_round(
+            self,
+            run: Run,
+            config: RoundConfig,
+            model: LoadedModel,
+            keys: Mapping[str, bytes],
+            now: float,
+            *,
+            population: int,
+        ) -> RoundMachine | None: ...
 
     _calibration: NoiseCalibration
 
@@ -225,37 +234,17 @@ class AsyncRounds:
                          population=k, eligible=None, min_examples=0,
                          checkin_timeout=config.stage_timeout,
                          training_timeout=config.stage_timeout)  # fmt: skip
-        run.dp_round = None
-        if run.privacy is not None:
-            # Charged as a full-participation release of its k members: no amplification
-            # by sampling is claimed, since whoever finished first is in (docs/privacy.md).
-            try:
-                config = with_dp(run, config, population=k)
-            except PrivacyBudgetExceeded as exc:
-                run.round_no -= 1
-                self._stop_for_budget(run, exc, now)
-                return
         keys = {d.device_id: d.public_key for d in self.ctx.store.list_devices() if not d.revoked}
         run.keys = keys
-        machine = RoundMachine(config, weights=model.flat, optimizer=run.optimizer,
-                               optimizer_state=run.opt_state, pace=run.pace, rng=self.rng,
-                               identity_keys=keys, first_msg_id=run.next_msg_id,
-                               central_noise=central_noise(run, self.rng))  # fmt: skip
-        try:
-            with self.ctx.store.transaction():
-                self._fence(run.task_id, now)
-                instance = self.owner.instance_id if self.owner is not None else None
-                record_start(self.ctx.store, run, rm.RoundKind.TRAIN, model.record.sha256, now,
-                             instance=instance)  # fmt: skip
-                save(self.ctx.store, run)
-        except LeaseLost:
-            self._forget(run.task_id)
+        # DP charges it as a full-participation release of its k members: no amplification
+        # by sampling is claimed, since whoever finished first is in (docs/privacy.md).
+        machine = self._open_round(run, config, model, keys, now, population=k)
+        if machine is None:
             return
         lobby = self._lobby(run)
         lobby.cohort = frozenset(r.device_id for r in cohort)
         staleness = {r.device_id: r.staleness for r in cohort}
         lobby.cohort_staleness[run.round_no] = staleness
-        run.machine, run.bytes_out = machine, 0
         log.info("task %s: async round %d: a buffer of %d (staleness %s)", run.task_id,
                  run.round_no, k, staleness_counts(staleness.values()))  # fmt: skip
         commands = machine.start(now)

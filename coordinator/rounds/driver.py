@@ -25,6 +25,7 @@ tasks), ``adoption`` (leases). Helpers: ``plan``, ``runs``, ``versions``, ``roll
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -40,6 +41,7 @@ from fedrt.coordinator.rounds.commands import (
     Command,
     Commit,
     EvaluationDone,
+    RoundConfig,
     Send,
     StageChanged,
 )
@@ -50,7 +52,15 @@ from fedrt.coordinator.rounds.machine import RoundMachine
 from fedrt.coordinator.rounds.personal import with_personal
 from fedrt.coordinator.rounds.plan import round_config, round_kind, with_pool
 from fedrt.coordinator.rounds.rollout import Rollout
-from fedrt.coordinator.rounds.runs import Run, learn_key, new_run, no_round, save, welcome
+from fedrt.coordinator.rounds.runs import (
+    LoadedModel,
+    Run,
+    learn_key,
+    new_run,
+    no_round,
+    save,
+    welcome,
+)
 from fedrt.coordinator.rounds.scaffold import with_scaffold
 from fedrt.coordinator.rounds.versions import Evaluator, load_model
 from fedrt.coordinator.selection.pace import PaceConfig
@@ -211,14 +221,33 @@ class FederatedDriver(RoundEndings, AsyncRounds, TaskAdoption, RoundDriver):
         keys = {d.device_id: d.public_key for d in devices}
         run.keys = keys
         config = with_pool(config, spec, devices)
+        machine = self._open_round(run, config, model, keys, now, population=config.pool_target)
+        if machine is None:
+            return
+        log.info("task %s: round %d (%s) started", run.task_id, run.round_no, kind.name.lower())
+        self._act(run, machine.start(now), now)
+
+    def _open_round(
+        self,
+        run: Run,
+        config: RoundConfig,
+        model: LoadedModel,
+        keys: Mapping[str, bytes],
+        now: float,
+        *,
+        population: int,
+    ) -> RoundMachine | None:
+        """Plan a training round's DP over ``population`` (a budget stop completes the task
+        instead), make the round's machine and record its start, fenced: the machine, now the
+        run's, or None when the round does not open. Sync rounds and async cohorts alike."""
         run.dp_round = None
-        if run.privacy is not None and kind is rm.RoundKind.TRAIN:
+        if run.privacy is not None and config.kind is rm.RoundKind.TRAIN:
             try:
-                config = with_dp(run, config, population=config.pool_target)
+                config = with_dp(run, config, population=population)
             except PrivacyBudgetExceeded as exc:
                 run.round_no -= 1
                 self._stop_for_budget(run, exc, now)
-                return
+                return None
         machine = RoundMachine(
             config,
             weights=model.flat,
@@ -234,15 +263,14 @@ class FederatedDriver(RoundEndings, AsyncRounds, TaskAdoption, RoundDriver):
             with self.ctx.store.transaction():
                 self._fence(run.task_id, now)
                 instance = self.owner.instance_id if self.owner is not None else None
-                record_start(self.ctx.store, run, kind, model.record.sha256, now,
+                record_start(self.ctx.store, run, config.kind, model.record.sha256, now,
                              instance=instance)  # fmt: skip
                 save(self.ctx.store, run)
         except LeaseLost:
             self._forget(run.task_id)
-            return
+            return None
         run.machine, run.bytes_out = machine, 0
-        log.info("task %s: round %d (%s) started", run.task_id, run.round_no, kind.name.lower())
-        self._act(run, machine.start(now), now)
+        return machine
 
     def _act(self, run: Run, commands: list[Command], now: float) -> None:
         if run.spec.mode == "async":
