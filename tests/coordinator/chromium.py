@@ -91,6 +91,20 @@ class Page:
         path.write_bytes(base64.b64decode(shot["data"]))
 
 
+def text_of(selector: str) -> str:
+    """A page expression: the text of the first element ``selector`` matches, or null."""
+    return f"document.querySelector({json.dumps(selector)})?.textContent ?? null"
+
+
+async def sign_in(page: Page, port: int, token: str) -> None:
+    """Open the dashboard on ``port`` and sign in with ``token``; returns once it has data."""
+    await page.goto(f"http://127.0.0.1:{port}/")
+    await page.wait_for(text_of("#status") + " === 'signed out'")
+    await page.type("#token", token)
+    await page.click("#login button")
+    await page.wait_for("document.body.dataset.ready === '1'")
+
+
 @asynccontextmanager
 async def browser(profile: Path, width: int, height: int) -> AsyncIterator[Page]:
     """A fresh headless Chromium with its profile in ``profile``, stopped on exit."""

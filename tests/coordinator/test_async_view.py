@@ -11,7 +11,7 @@ import pytest
 
 from fedrt.coordinator.records import RoundRecord, RoundStatus
 from fedrt.coordinator.tasks import TaskSpec
-from tests.coordinator.chromium import CHROMIUM, browser
+from tests.coordinator.chromium import CHROMIUM, browser, sign_in
 from tests.coordinator.exported import write_export
 from tests.coordinator.harness import ADMIN_TOKEN, ServiceThread, make_config
 
@@ -90,19 +90,11 @@ def test_a_sync_task_has_no_async_view_and_an_unknown_one_is_not_found(seeded: S
     assert seeded.svc.request("GET", f"/v1/tasks/{seeded.fedbuff}/async", token=None).status == 401
 
 
-def _text(selector: str) -> str:
-    return f"document.querySelector('{selector}')?.textContent ?? null"
-
-
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed")
 def test_the_dashboard_shows_async_tasks(seeded: Seeded, tmp_path: Path) -> None:
     async def scenario() -> None:
         async with browser(tmp_path / "profile", 1280, 1000) as page:
-            await page.goto(f"http://127.0.0.1:{seeded.svc.port}/")
-            await page.wait_for(_text("#status") + " === 'signed out'")
-            await page.type("#token", ADMIN_TOKEN)
-            await page.click("#login button")
-            await page.wait_for("document.body.dataset.ready === '1'")
+            await sign_in(page, seeded.svc.port, ADMIN_TOKEN)
             await page.wait_for("!document.getElementById('async').hidden")
             card = f"[data-async='{seeded.fedbuff}']"
             await page.wait_for(f'!!document.querySelector("{card}")')

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import os
 import shutil
 import subprocess
@@ -20,7 +19,7 @@ from fedrt.coordinator.records import MetricRecord, RoundRecord, RoundStatus
 from fedrt.coordinator.rounds.commands import RoundMetrics
 from fedrt.coordinator.rounds.journal import metrics_json
 from fedrt.coordinator.tasks import TaskSpec
-from tests.coordinator.chromium import CHROMIUM, Page, browser
+from tests.coordinator.chromium import CHROMIUM, Page, browser, sign_in, text_of
 from tests.coordinator.exported import manifest_for, tflite_bytes, write_export
 from tests.coordinator.harness import ADMIN_TOKEN, ServiceThread, make_config
 from tests.coordinator.png import decode_png
@@ -165,16 +164,8 @@ ROWS_JS = """Object.fromEntries([...document.querySelectorAll('#rounds tr[data-r
     (td) => [td.dataset.fig, td.textContent]))]))"""
 
 
-def _text(selector: str) -> str:
-    return f"document.querySelector({json.dumps(selector)})?.textContent ?? null"
-
-
 async def _sign_in(page: Page, port: int) -> None:
-    await page.goto(f"http://127.0.0.1:{port}/")
-    await page.wait_for(_text("#status") + " === 'signed out'")
-    await page.type("#token", ADMIN_TOKEN)
-    await page.click("#login button")
-    await page.wait_for("document.body.dataset.ready === '1'")
+    await sign_in(page, port, ADMIN_TOKEN)
     await page.wait_for("document.querySelectorAll('#versions tr[data-version]').length === 6")
 
 
@@ -211,10 +202,10 @@ async def _figures(page: Page, seeded: Seeded, shot: Path) -> None:
         "[...document.querySelectorAll('#flags li')].map(li => li.dataset.flag)"
     )
     assert flagged == [f"{b}:1", f"{a}:5"]  # newest first
-    assert await page.eval(_text(f"[data-secagg-share='{a}']")) == "100%"  # eval round aside
-    assert await page.eval(_text(f"[data-secagg-share='{b}']")) == "0%"
-    assert await page.eval(_text(f"[data-epsilon='{a}']")) == "2.00"
-    assert await page.eval(_text('#live b[data-count="checked_in"]')) == "13"
+    assert await page.eval(text_of(f"[data-secagg-share='{a}']")) == "100%"  # eval round aside
+    assert await page.eval(text_of(f"[data-secagg-share='{b}']")) == "0%"
+    assert await page.eval(text_of(f"[data-epsilon='{a}']")) == "2.00"
+    assert await page.eval(text_of('#live b[data-count="checked_in"]')) == "13"
     devices = await page.eval(
         "[...document.querySelectorAll('#devices tr')].map(r => r.dataset.device)"
     )
