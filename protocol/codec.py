@@ -32,7 +32,7 @@ import functools
 import hashlib
 import itertools
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -51,6 +51,7 @@ from fedrt.protocol.messages import (
     Message,
     PeerSignature,
     RevealedShare,
+    ServerMessage,
     ShareKeys,
     ShareKind,
     SharesRelay,
@@ -69,6 +70,7 @@ __all__ = [
     "decode",
     "encode",
     "encode_entries",
+    "encode_for",
     "keys_entry",
     "relay_entry",
     "signing_digest",
@@ -162,6 +164,17 @@ def encode_entries(
     ``relay_entry``), for a server that encodes each entry once and sends it to many."""
     head = _HEADER.pack(VERSION, _TYPES[kind], round_id)
     return b"".join([head, _u32(recipient), _u32(len(entries)), *entries])
+
+
+def encode_for(message: ServerMessage, recipients: Iterable[int]) -> dict[int, bytes]:
+    """``encode`` of ``message`` addressed to each of ``recipients`` in turn, encoded once.
+
+    Every server message has its recipient right after the header, so the copies differ in
+    those four bytes only (the property tests hold this to ``encode`` of each copy).
+    """
+    data = encode(message)
+    head, tail = data[: _HEADER.size], data[_HEADER.size + _U32.size :]
+    return {r: b"".join([head, _u32(r), tail]) for r in recipients}
 
 
 def _flags(flags: list[bool]) -> bytes:

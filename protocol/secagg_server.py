@@ -307,10 +307,8 @@ class SecAggServer:
     def _request_consistency(self, included: frozenset[int]) -> dict[int, bytes]:
         self._check_needed(included)
         rid, self._view = self.config.round_id, tuple(sorted(included))
-        return {
-            h: codec.encode(ConsistencyRequest(round_id=rid, recipient=h, survivors=self._view))
-            for h in self._view
-        }
+        request = ConsistencyRequest(round_id=rid, recipient=0, survivors=self._view)
+        return codec.encode_for(request, self._view)  # the same request, one per device
 
     def _request_unmask(self, signers: frozenset[int]) -> dict[int, bytes]:
         t, rid = self.config.threshold, self.config.round_id
@@ -322,17 +320,16 @@ class SecAggServer:
         self._check_needed(signers)
         signed = [PeerSignature(signer=j, signature=self._signatures[j]) for j in certifiers]
         outsider = tuple(signed[:t])  # what every device outside the committee is shown
-        requests = {}
-        for h in sorted(signers):
+        shown = UnmaskRequest(round_id=rid, recipient=0, survivors=self._view, signatures=outsider)
+        requests = codec.encode_for(shown, sorted(h for h in signers if h not in committee))
+        for h in sorted(h for h in signers if h in committee):
             # Exactly t signatures reach each device: its own counts when it is a member.
-            chosen = (
-                tuple(p for p in signed if p.signer != h)[: t - 1] if h in committee else outsider
-            )
+            chosen = tuple(p for p in signed if p.signer != h)[: t - 1]
             request = UnmaskRequest(
                 round_id=rid, recipient=h, survivors=self._view, signatures=chosen
             )
             requests[h] = codec.encode(request)
-        return requests
+        return dict(sorted(requests.items()))
 
     def _unmask(self, responders: frozenset[int]) -> Vector:
         needed = self._check_needed(responders)

@@ -147,6 +147,19 @@ def test_a_server_encoding_from_entries_gets_the_same_bytes(
     )
 
 
+@settings(deadline=None, max_examples=200)
+@given(messages, st.lists(u32, max_size=4))
+def test_one_server_message_encoded_for_many_recipients(
+    message: Message, recipients: list[int]
+) -> None:
+    if isinstance(message, ClientMessage):
+        return
+    copies = codec.encode_for(message, recipients)
+    assert list(copies) == list(dict.fromkeys(recipients))
+    for recipient, data in copies.items():
+        assert data == codec.encode(dataclasses.replace(message, recipient=recipient))
+
+
 @settings(deadline=None, max_examples=300)
 @given(st.binary(max_size=400))
 def test_garbage_raises_only_decode_errors(data: bytes) -> None:
