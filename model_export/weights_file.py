@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fedrt.model_export.errors import ModelFileError
-from fedrt.model_export.manifest import Manifest
+from fedrt.model_export.manifest import Manifest, TensorSpec
 
 __all__ = ["flat_weights", "read_weights", "replace_weights", "strip_weights", "unflatten"]
 
@@ -106,6 +106,11 @@ def _weight_inits(m, manifest: Manifest) -> dict[str, object]:  # type: ignore[n
     return inits
 
 
+def _assigned(inits: dict[str, object], spec: TensorSpec) -> list[object]:
+    """The tensors whose initial value is weight ``spec``'s: its own, and its FedProx anchor's."""
+    return [t for name in (spec.name, f"{spec.name}_anchor") if (t := inits.get(name)) is not None]
+
+
 def flat_weights(model: bytes, manifest: Manifest) -> npt.NDArray[np.float32]:
     """The initial weights of ``model`` as one float32 vector in the manifest's order."""
     return np.concatenate([w.reshape(-1) for w in read_weights(model, manifest)]).astype(np.float32)
@@ -144,10 +149,7 @@ def replace_weights(
         if tuple(arr.shape) != tuple(spec.shape):
             raise ModelFileError(f"weight {spec.name}: shape {arr.shape}, expected {spec.shape}")
         data = np.ascontiguousarray(arr, dtype=want).reshape(-1).view(np.uint8)
-        for name in (spec.name, f"{spec.name}_anchor"):
-            tensor = inits.get(name)
-            if tensor is None:
-                continue
+        for tensor in _assigned(inits, spec):
             buffer = s.BufferT()
             buffer.data = data.copy()
             m.buffers.append(buffer)
@@ -170,10 +172,8 @@ def strip_weights(model: bytes, manifest: Manifest) -> bytes:
     m = _unpack(model)
     inits = _weight_inits(m, manifest)
     for spec in manifest.weights:
-        for name in (spec.name, f"{spec.name}_anchor"):
-            tensor = inits.get(name)
-            if tensor is not None:
-                tensor.buffer = 0  # type: ignore[attr-defined]
+        for tensor in _assigned(inits, spec):
+            tensor.buffer = 0  # type: ignore[attr-defined]
     _compact_buffers(m)
     builder = flatbuffers.Builder(len(model) + 1024)
     builder.Finish(m.Pack(builder), file_identifier=_FILE_ID)

@@ -29,6 +29,7 @@ from fedrt.model_export.errors import ModelFileError
 from fedrt.model_export.manifest import Manifest
 from fedrt.model_export.weights_file import (
     _NUMPY,
+    _assigned,
     _schema,
     _unpack,
     _weight_inits,
@@ -70,10 +71,7 @@ class WeightLayout:
         for spec in manifest.weights:
             dtype: type[np.generic] = np.dtype(_NUMPY[spec.dtype]).type
             spans = []
-            for name in (spec.name, f"{spec.name}_anchor"):
-                tensor = inits.get(name)
-                if tensor is None:
-                    continue
+            for tensor in _assigned(inits, spec):
                 table = root.Buffers(int(tensor.buffer))._tab  # type: ignore[attr-defined]
                 field = table.Offset(4)  # Buffer.data
                 start, length = table.Vector(field), table.VectorLen(field)
