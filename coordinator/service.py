@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import ssl
 import time
 from collections.abc import Callable
 
@@ -15,16 +14,9 @@ from fedrt.coordinator.api.ratelimit import RateLimiter
 from fedrt.coordinator.api.tls import https_setup
 from fedrt.coordinator.broker.embedded import EmbeddedAuth, EmbeddedBroker
 from fedrt.coordinator.broker.link import LinkSettings, MqttLink
-from fedrt.coordinator.broker.mosquitto_auth import MosquittoFileAuth
-from fedrt.coordinator.broker.nats_auth import nats_broker_auth
 from fedrt.coordinator.config import CoordinatorConfig, describe
 from fedrt.coordinator.devices.broker_login import embedded_verifier
-from fedrt.coordinator.devices.enrollment import (
-    BrokerAuth,
-    CoordinatorEndpoint,
-    Enrollment,
-    OpenBrokerAuth,
-)
+from fedrt.coordinator.devices.enrollment import CoordinatorEndpoint, Enrollment
 from fedrt.coordinator.driver.base import DriverContext, DriverFactory, RoundDriver
 from fedrt.coordinator.errors import ConfigError, retry_races
 from fedrt.coordinator.models.blobs import BlobStore
@@ -32,10 +24,12 @@ from fedrt.coordinator.models.catalog import ModelCatalog
 from fedrt.coordinator.records import TaskRecord
 from fedrt.coordinator.rounds.rollout import creation_check
 from fedrt.coordinator.security.admin_token import AdminToken
-from fedrt.coordinator.security.credentials import hash_password
 from fedrt.coordinator.security.signing import ModelSigner
 from fedrt.coordinator.startup import (
     ADMIN_TOKEN_FILE,
+    COORDINATOR_USERNAME,
+    broker_auth,
+    broker_tls_context,
     load_admin_token,
     open_held_out,
     open_store,
@@ -51,7 +45,6 @@ from fedrt.protocol.topics import coordinator_status, device_up_filter, parse_de
 
 log = logging.getLogger(__name__)
 
-COORDINATOR_USERNAME = "fedrt-coordinator"
 # last_seen is for dashboards: writing it once per 10 s per device spares the disk.
 _SEEN_FLUSH_S = 10.0
 
@@ -102,7 +95,7 @@ class CoordinatorService:
         )
         self.enrollment = Enrollment(
             self.store,
-            self._broker_auth(),
+            broker_auth(config.broker),
             coordinator_public_key=self.signer.public_key_bytes(),
             clock=clock,
         )
@@ -130,24 +123,6 @@ class CoordinatorService:
         self._next_refresh = 0.0
 
     # ---------------------------------------------------------------- wiring
-    def _broker_auth(self) -> BrokerAuth:
-        b = self.config.broker
-        if b.nats_auth_file is not None and b.password is not None:
-            return nats_broker_auth(b, b.username or COORDINATOR_USERNAME)
-        if b.password_file is None and b.acl_file is None:
-            return OpenBrokerAuth()
-        if b.password_file is None or b.acl_file is None or b.password is None:
-            raise ConfigError("broker.password_file, acl_file and password go together")
-        reload = MosquittoFileAuth.reload_from_pid_file(b.pid_file) if b.pid_file else None
-        return MosquittoFileAuth(
-            password_file=b.password_file,
-            acl_file=b.acl_file,
-            coordinator_username=b.username or COORDINATOR_USERNAME,
-            coordinator_accounts=b.coordinator_accounts,
-            coordinator_password_hash=hash_password(b.password.reveal()),
-            reload=reload,
-        )
-
     @property
     def public_url(self) -> str:
         """The URL devices reach this coordinator at (``http.public_url``, else the bind)."""
@@ -256,7 +231,7 @@ class CoordinatorService:
                 password=password,
                 # Brokers bind a client id to its username (use_username_as_clientid).
                 identifier=self._mqtt_client_id(username or COORDINATOR_USERNAME),
-                tls=self._tls_context() if b.tls else None,
+                tls=broker_tls_context(b) if b.tls else None,
                 subscriptions=(device_up_filter(),),
                 fallbacks=() if b.embedded else b.addresses[1:],
                 max_qos=b.max_qos,
@@ -293,13 +268,6 @@ class CoordinatorService:
         self.state.stop()
         self.store.close()
         log.info("coordinator stopped")
-
-    def _tls_context(self) -> ssl.SSLContext:
-        b = self.config.broker
-        ctx = ssl.create_default_context(cafile=str(b.ca_file) if b.ca_file else None)
-        if b.cert_file is not None and b.key_file is not None:
-            ctx.load_cert_chain(str(b.cert_file), str(b.key_file))
-        return ctx
 
     # ---------------------------------------------------------------- the driver hook
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:

@@ -1,6 +1,6 @@
 """What ``fedrt coordinator serve`` opens before the service runs: the store the
-configuration names, the admin token and the held-out set; and which event loop the caller
-runs on."""
+configuration names, the admin token, the held-out set, the broker's device credentials and
+the TLS context of its link to the broker; and which event loop the caller runs on."""
 
 from __future__ import annotations
 
@@ -8,17 +8,24 @@ import asyncio
 import logging
 import os
 import secrets
+import ssl
 from pathlib import Path
 
+from fedrt.coordinator.broker.mosquitto_auth import MosquittoFileAuth
+from fedrt.coordinator.broker.nats_auth import nats_broker_auth
+from fedrt.coordinator.broker.settings import BrokerConfig
 from fedrt.coordinator.config import CoordinatorConfig, Secret
+from fedrt.coordinator.devices.enrollment import BrokerAuth, OpenBrokerAuth
 from fedrt.coordinator.errors import ConfigError
 from fedrt.coordinator.models.evaluator import HeldOutEvaluator, load_held_out, require_litert
+from fedrt.coordinator.security.credentials import hash_password
 from fedrt.coordinator.store.base import Store
 from fedrt.coordinator.store.sqlite import SqliteStore
 
 log = logging.getLogger("fedrt.coordinator.service")
 
 ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 - a file name, not a secret
+COORDINATOR_USERNAME = "fedrt-coordinator"
 
 
 def running_loop() -> asyncio.AbstractEventLoop | None:
@@ -71,4 +78,36 @@ def load_admin_token(config: CoordinatorConfig) -> Secret:
     return Secret(token)
 
 
-__all__ = ["ADMIN_TOKEN_FILE", "load_admin_token", "open_held_out", "open_store", "running_loop"]
+def broker_auth(b: BrokerConfig) -> BrokerAuth:
+    """Who keeps the broker's device credentials: a NATS auth file, Mosquitto's password and
+    ACL files, or nobody (an open broker)."""
+    if b.nats_auth_file is not None and b.password is not None:
+        return nats_broker_auth(b, b.username or COORDINATOR_USERNAME)
+    if b.password_file is None and b.acl_file is None:
+        return OpenBrokerAuth()
+    if b.password_file is None or b.acl_file is None or b.password is None:
+        raise ConfigError("broker.password_file, acl_file and password go together")
+    reload = MosquittoFileAuth.reload_from_pid_file(b.pid_file) if b.pid_file else None
+    return MosquittoFileAuth(
+        password_file=b.password_file,
+        acl_file=b.acl_file,
+        coordinator_username=b.username or COORDINATOR_USERNAME,
+        coordinator_accounts=b.coordinator_accounts,
+        coordinator_password_hash=hash_password(b.password.reveal()),
+        reload=reload,
+    )
+
+
+def broker_tls_context(b: BrokerConfig) -> ssl.SSLContext:
+    """The link's TLS: the broker checked against ``ca_file`` (else the system's CAs), and
+    the coordinator's client certificate when one is configured."""
+    ctx = ssl.create_default_context(cafile=str(b.ca_file) if b.ca_file else None)
+    if b.cert_file is not None and b.key_file is not None:
+        ctx.load_cert_chain(str(b.cert_file), str(b.key_file))
+    return ctx
+
+
+__all__ = [
+    "ADMIN_TOKEN_FILE", "COORDINATOR_USERNAME", "broker_auth", "broker_tls_context",
+    "load_admin_token", "open_held_out", "open_store", "running_loop",
+]  # fmt: skip
