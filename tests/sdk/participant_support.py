@@ -1,4 +1,4 @@
-"""What the participant's tests share: a device, its cohort, plans and windows."""
+"""What the participant's tests share: a device, its cohort, plans, stage requests, windows."""
 
 from __future__ import annotations
 
@@ -74,3 +74,16 @@ def window(
         earliest=earliest,
         latest=earliest + 1.0 if latest is None else latest,
     )
+
+
+def request(
+    msg_id: int,
+    stage: rm.Stage,
+    *,
+    round_id: int = 5,
+    payload: bytes = b"",
+    respond_within: float = 5.0,
+) -> rm.StageRequest:
+    """The coordinator's request for ``stage`` of a round of task mnist."""
+    return rm.StageRequest(msg_id=msg_id, task_id="mnist", round_id=round_id, stage=stage,
+                           respond_within=respond_within, payload=payload)  # fmt: skip

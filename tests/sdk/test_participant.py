@@ -20,7 +20,15 @@ from fedrt.protocol.topics import UpChannel
 from fedrt.sdk import participant_commands as pc
 from fedrt.sdk.errors import SdkConfigError
 from fedrt.sdk.participant import TRANSITIONS, ParticipantState
-from tests.sdk.participant_support import UPDATE, of, participant, plan, snapshot, window
+from tests.sdk.participant_support import (
+    UPDATE,
+    of,
+    participant,
+    plan,
+    request,
+    snapshot,
+    window,
+)
 
 
 def test_transitions_cover_every_state() -> None:
@@ -57,38 +65,17 @@ def test_training_done_sends_keys_and_answers_each_stage_request_once() -> None:
     before = snapshot(p)
     with pytest.raises(UnexpectedMessage):
         p.receive(
-            rm.StageRequest(
-                msg_id=11,
-                task_id="mnist",
-                round_id=5,
-                stage=rm.Stage.UNMASK,
-                respond_within=5.0,
-                payload=b"",
-            ),
+            request(11, rm.Stage.UNMASK),
             4.0,
         )
     with pytest.raises(ProtocolError):
         p.receive(
-            rm.StageRequest(
-                msg_id=12,
-                task_id="mnist",
-                round_id=5,
-                stage=rm.Stage.SHARE_KEYS,
-                respond_within=5.0,
-                payload=b"junk",
-            ),
+            request(12, rm.Stage.SHARE_KEYS, payload=b"junk"),
             4.0,
         )
     with pytest.raises(StaleMessage):
         p.receive(
-            rm.StageRequest(
-                msg_id=13,
-                task_id="mnist",
-                round_id=4,
-                stage=rm.Stage.SHARE_KEYS,
-                respond_within=5.0,
-                payload=b"",
-            ),
+            request(13, rm.Stage.SHARE_KEYS, round_id=4),
             4.0,
         )
     assert snapshot(p) == before

@@ -15,7 +15,7 @@ from fedrt.protocol.secagg_server import SecAggServer
 from fedrt.protocol.topics import UpChannel
 from fedrt.sdk import participant_commands as pc
 from fedrt.sdk.participant import Participant, ParticipantState
-from tests.sdk.participant_support import KEYS, UPDATE, of, plan
+from tests.sdk.participant_support import KEYS, UPDATE, of, plan, request
 
 _STAGES = (rm.Stage.SHARE_KEYS, rm.Stage.MASKED_INPUT, rm.Stage.CONSISTENCY_CHECK)
 
@@ -28,8 +28,7 @@ def _payload(out: list[pc.Command]) -> bytes:
 
 
 def _request(msg_id: int, stage: rm.Stage, payload: bytes) -> rm.StageRequest:
-    return rm.StageRequest(msg_id=msg_id, task_id="mnist", round_id=5, stage=stage,
-                           respond_within=30.0, payload=payload)  # fmt: skip
+    return request(msg_id, stage, payload=payload, respond_within=30.0)
 
 
 def test_an_uncertified_survivor_set_makes_the_device_abandon_and_go_idle() -> None:

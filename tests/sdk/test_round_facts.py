@@ -14,7 +14,7 @@ from fedrt.sdk import participant_commands as pc
 from fedrt.sdk.errors import SdkConfigError
 from fedrt.sdk.participant import Participant, ParticipantState
 from fedrt.sdk.round_facts import RoundFacts
-from tests.sdk.participant_support import KEYS, of, participant, plan
+from tests.sdk.participant_support import KEYS, of, participant, plan, request
 
 P = ParticipantState
 
@@ -65,8 +65,7 @@ def test_a_secagg_round_is_abandoned_its_answers_forgotten_and_check_in_waits_fo
     assert back == [pc.Forget(msg_id=abandon.msg_id), pc.ScheduleCheckIn(at=101.0)]
     assert p.may_check_in(101.0)
     # What the coordinator had queued for the lost round is refused; the next round is taken.
-    stale = rm.StageRequest(msg_id=91, task_id="mnist", round_id=5, stage=rm.Stage.SHARE_KEYS,
-                            respond_within=5.0, payload=b"")  # fmt: skip
+    stale = request(91, rm.Stage.SHARE_KEYS)
     with pytest.raises(UnexpectedMessage):
         p.receive(stale, 101.0)
     with pytest.raises(StaleMessage):
