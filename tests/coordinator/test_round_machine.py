@@ -7,9 +7,8 @@ import pytest
 
 from fedrt.coordinator.rounds import commands as rc
 from fedrt.coordinator.rounds.machine import RoundMachine
-from fedrt.coordinator.rounds.outbox import no_round_replies
 from fedrt.coordinator.rounds.states import FINAL, TRANSITIONS, RoundState
-from fedrt.coordinator.selection.pace import PaceConfig, PaceSteering
+from fedrt.coordinator.selection.pace import PaceSteering
 from fedrt.coordinator.strategies import CoordinateMedian, FedAvg, OptimizerState
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol import round_update
@@ -389,42 +388,3 @@ def test_secagg_rounds_say_so_in_their_metrics() -> None:
     (abandon,) = [c for c in net.machine.cancel("test", 2.0) if isinstance(c, rc.AbandonRound)]
     assert abandon.metrics.secagg
     assert abandon.metrics.discarded == 0
-
-
-def test_pace_steering_spreads_windows_at_the_target_rate() -> None:
-    pace = PaceSteering(PaceConfig(target_rate=2.0, min_delay=60.0, spread=10.0))
-    windows = [pace.window(100.0) for _ in range(10)]
-    starts = [w[0] for w in windows]
-    assert starts[0] == 60.0
-    assert np.allclose(np.diff(starts), 0.5)
-    assert all(late - early == 10.0 for early, late in windows)
-    assert pace.backlog(100.0) == pytest.approx(65.0)
-    # Once the backlog has passed, windows start min_delay after now again.
-    assert pace.window(1000.0)[0] == 60.0
-    assert pace.window(0.0, not_before=500.0)[0] >= 500.0
-
-
-def test_replies_when_no_round_is_open() -> None:
-    pace = PaceSteering(PaceConfig(min_delay=30.0, spread=5.0))
-    out = no_round_replies(
-        task_id="mnist",
-        device_id="dev-01",
-        message=checkin(1, msg_id=4),
-        pace=pace,
-        now=10.0,
-        first_msg_id=100,
-    )
-    ack, window = (c.message for c in out)
-    assert isinstance(ack, rm.Ack)
-    assert (ack.msg_id, ack.acked, ack.status) == (100, 4, rm.AckStatus.ACCEPTED)
-    assert isinstance(window, rm.ReconnectWindow)
-    assert (window.msg_id, window.reason, window.earliest) == (
-        101,
-        rm.ReconnectReason.NO_ROUND,
-        30.0,
-    )
-    stale = rm.Abandon(msg_id=5, task_id="mnist", round_id=3, reason=rm.AbandonReason.ERROR)
-    (late,) = no_round_replies(
-        task_id="mnist", device_id="dev-01", message=stale, pace=pace, now=10.0, first_msg_id=1
-    )
-    assert late.message.status is rm.AckStatus.LATE  # type: ignore[union-attr]
