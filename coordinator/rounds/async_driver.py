@@ -161,6 +161,7 @@ class AsyncRounds:
             return {}
         lobby = self._lobby(run)
         members = lobby.cohort_staleness.pop(round_no, {})
+        lobby.cohort_ended()  # its members count against max_concurrent no more
         machine = run.machine
         if status is RoundStatus.COMMITTED and machine is not None:
             lobby.committed()

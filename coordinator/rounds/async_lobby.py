@@ -7,9 +7,12 @@ that is not part of the running cohort round and answers it (no I/O, no clock: `
 comes in, ``Send`` commands go out):
 
 * A device with no kept update gets a TRAIN plan (``round_async``) of the latest version
-  while fewer than ``max_concurrent`` devices train; otherwise pace steering sends it away
-  (ROUND_FULL). Its ticket (the plan's round id) and the commit count it started from are
-  noted; a ticket that outlives the training window (plus one stage window) lapses.
+  while fewer than ``max_concurrent`` devices are in flight: training, or holding a ready
+  update no cohort has committed (or abandoned) yet, as FedBuff bounds concurrency; else
+  pace steering sends it away (ROUND_FULL). Counting only those training would let ready
+  updates pile up whenever cohorts are slower than training, and grow stale while waiting.
+  Its ticket (the plan's round id) and the commit count it started from are noted; a
+  ticket that outlives the training window (plus one stage window) lapses.
 * A device that checks in naming its ticket is READY. Its staleness is the number of
   versions this lobby committed since its ticket; beyond ``max_staleness`` it is told
   TOO_STALE (a typed reason) and trains again.
@@ -80,6 +83,10 @@ class AsyncLobby:
     def committed(self) -> None:
         self.commits += 1
 
+    def cohort_ended(self) -> None:
+        """The running cohort round committed or was abandoned: its members are free."""
+        self.cohort = frozenset()
+
     # --- events ----------------------------------------------------------------------------
 
     def check_in(
@@ -118,7 +125,7 @@ class AsyncLobby:
         cfg, update = self.config, self.update
         if cfg is None or update is None or not cfg.admits(device_id, msg.n_examples):
             out.append(self._window(device_id, rm.ReconnectReason.NO_ROUND, now, next(ids)))
-        elif len(self.training) >= self.spec.max_concurrent:
+        elif self.in_flight() >= self.spec.max_concurrent:
             out.append(self._window(device_id, rm.ReconnectReason.ROUND_FULL, now, next(ids)))
         else:
             expires = now + cfg.training_timeout + cfg.stage_timeout
@@ -157,6 +164,10 @@ class AsyncLobby:
         return [replace(r, staleness=self.commits - r.commits) for r in chosen], out
 
     # --- queries ---------------------------------------------------------------------------
+
+    def in_flight(self) -> int:
+        """Devices training or holding an update not yet in a committed or abandoned cohort."""
+        return len(self.training) + len(self.ready) + len(self.cohort)
 
     def figures(self) -> dict[str, int]:
         return {

@@ -165,8 +165,9 @@ class TaskSpec(WireModel):
     dp: DpConfig = DpConfig()
     # Asynchronous rounds (FedBuff, Nguyen et al. 2022; docs/async-internals.md): "async"
     # keeps the task open, lets up to max_concurrent devices train from the latest version
-    # and commits once buffer_size of them are ready (their SecAgg+ cohort when secagg is
-    # on). An update more than max_staleness versions behind is refused.
+    # (or hold an update not yet committed) and commits once buffer_size of them are ready
+    # (their SecAgg+ cohort when secagg is on). An update more than max_staleness versions
+    # behind is refused.
     mode: Literal["sync", "async"] = "sync"
     # FedBuff's K: 10 in the paper; a SecAgg+ cohort needs at least 2 (one would be revealed).
     buffer_size: JsonInt = Field(10, ge=2, le=100_000)

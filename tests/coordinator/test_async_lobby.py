@@ -90,3 +90,25 @@ def test_an_sdk_without_the_async_feature_is_refused() -> None:
     with pytest.raises(ra.AsyncNotSupported, match="cannot take part"):
         lobby.check_in("a", _checkin(1, features=0), 0.0, 1)
     assert not lobby.training
+
+
+def test_devices_holding_an_update_count_against_max_concurrent_until_their_cohort_ends() -> None:
+    lobby = _lobby()  # buffer_size 2, max_concurrent 2
+    lobby.check_in("a", _checkin(1), 0.0, 10)
+    lobby.check_in("b", _checkin(2), 0.0, 20)
+    lobby.check_in("a", _checkin(3, ticket=7), 1.0, 30)  # a's update is ready, not committed
+    (_, full) = _sent(lobby.check_in("c", _checkin(4), 1.0, 40))
+    assert isinstance(full, rm.ReconnectWindow)
+    assert full.reason is rm.ReconnectReason.ROUND_FULL
+    lobby.check_in("b", _checkin(5, ticket=7), 2.0, 50)
+    cohort, _ = lobby.take(2.0, 60)
+    assert [r.device_id for r in cohort] == ["a", "b"]
+    lobby.cohort = frozenset(r.device_id for r in cohort)  # as the driver opens their round
+    assert lobby.in_flight() == 2
+    (_, still_full) = _sent(lobby.check_in("c", _checkin(6), 3.0, 70))
+    assert isinstance(still_full, rm.ReconnectWindow)
+    assert still_full.reason is rm.ReconnectReason.ROUND_FULL
+    lobby.cohort_ended()  # their round committed: room again
+    (_, plan) = _sent(lobby.check_in("c", _checkin(7), 4.0, 80))
+    assert isinstance(plan, rm.Plan)
+    assert plan.async_role == ra.ASYNC_TRAIN
