@@ -27,6 +27,7 @@ import numpy.typing as npt
 from fedrt.coordinator.errors import ConfigError
 from fedrt.coordinator.privacy.device import DeviceDp
 from fedrt.coordinator.rounds.eval_figures import DeviceEval
+from fedrt.coordinator.rounds.personal_spans import shared_size
 from fedrt.coordinator.selection.cohort_split import DEFAULT_COHORT_SIZE, MIN_COHORT_SIZE
 from fedrt.coordinator.selection.eligibility import admits
 from fedrt.coordinator.selection.sampling import DEFAULT_POOL_FACTOR, pool_target
@@ -185,10 +186,15 @@ def select_count(goal_count: int, over_selection: float) -> int:
 
 
 def update_spec(
-    config: RoundConfig, params: int, rng: np.random.Generator, *, secagg: bool
+    config: RoundConfig, model_size: int, rng: np.random.Generator, *, secagg: bool
 ) -> UpdateSpec:
-    """How the round's devices encode their update: clip, bits, weight cap, rotation and,
-    in a SecAgg+ round with device DP, the noise each device adds."""
+    """How the round's devices encode their update of a model of ``model_size`` weights:
+    its length, clip, bits, weight cap, rotation and, in a SecAgg+ round with device DP,
+    the noise each device adds."""
+    # Personal tensors (FedPer) stay on the devices: the update vector leaves them out.
+    params = shared_size(model_size, config.personal_spans)
+    if config.scaffold:  # SCAFFOLD: the model delta, then the variate update
+        params *= 2
     spec = UpdateSpec(
         params=params,
         clip_norm=config.clip_norm,

@@ -24,7 +24,6 @@ from fedrt.coordinator.rounds.commands import (
     update_spec,
 )
 from fedrt.coordinator.rounds.outbox import RoundOutbox
-from fedrt.coordinator.rounds.personal_spans import shared_size
 from fedrt.coordinator.rounds.roster import DeviceStatus, RoundDevice, RoundRoster
 from fedrt.coordinator.rounds.states import (
     FINAL,
@@ -76,11 +75,7 @@ class RoundMachine:
         if self._uses_secagg and identity_keys is None:
             raise IllegalTransition("a SecAgg+ round needs the devices' identity keys")
         self.config = config
-        # Personal tensors (FedPer) stay on the devices: the update vector leaves them out.
-        params = shared_size(int(w.size), config.personal_spans)
-        if config.scaffold:  # SCAFFOLD: the model delta, then the variate update
-            params *= 2
-        self.update_spec = update_spec(config, params, rng, secagg=self._uses_secagg)
+        self.update_spec = update_spec(config, int(w.size), rng, secagg=self._uses_secagg)
         self._agg = RoundAggregation(
             config,
             self.update_spec,
