@@ -4,8 +4,9 @@ An async task trains devices outside any round: a ``Plan`` with ``async_role`` T
 device train from the latest version and keep its delta (it answers nothing); it then
 checks in again naming that plan (``CheckIn.async_ticket``), and once ``buffer_size``
 devices are ready the coordinator puts them in one cohort round, whose ``Plan`` (role
-REPORT) states each member's ``staleness``: the device scales its example count by
-``staleness_weight`` BEFORE encoding, so the weight travels inside the (secure) sum.
+REPORT) states each member's ``staleness``: the device scales its clipped delta by
+``staleness_weight`` BEFORE encoding (its example count stays as it is), so the discount
+travels inside the (secure) sum and shrinks the commit's step.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ __all__ = [
     "FEATURE_ASYNC",
     "AsyncNotSupported",
     "staleness_weight",
-    "weighted_examples",
 ]
 
 # CheckIn.features bits: what the device's SDK can do (0: an SDK older than async rounds).
@@ -42,11 +42,3 @@ def staleness_weight(staleness: int) -> float:
     if staleness < 0:
         raise ValueError(f"staleness must be >= 0, got {staleness}")
     return 1.0 / math.sqrt(1.0 + staleness)
-
-
-def weighted_examples(n_examples: int, weight_cap: int, staleness: int) -> int:
-    """The example count a device reports so that its FedAvg weight min(n, cap) / cap is
-    discounted by ``staleness_weight``: the count is what the (secure) sum weighs with,
-    so the discount is exact to 1 / cap (at least 1, so the update still counts)."""
-    capped = min(max(n_examples, 0), weight_cap)
-    return max(1, round(capped * staleness_weight(staleness)))

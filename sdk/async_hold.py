@@ -26,17 +26,17 @@ class HeldUpdate:
 
 
 def report(held: HeldUpdate, plan: rm.Plan) -> tuple[npt.NDArray[np.floating], int]:
-    """The delta and example count that report ``held`` in the cohort round of ``plan``,
-    discounted for the staleness the plan states, so the weight is inside what the device
-    encodes: in the example count (the update weighs min(n, cap) / cap), or, under DP,
-    where every device weighs 1 (cap 1), on the clipped delta itself (the sum then moves
-    by at most the clip per device, as the noise assumes)."""
-    cap = plan.update.weight_cap
-    if cap == 1:
-        delta = np.asarray(held.delta, np.float64)
-        if plan.update.dp is None or not plan.update.dp.unclipped_bit:
-            delta = round_update.clip(delta, plan.update.clip_norm)
-        # (With adaptive clipping the device must say whether ITS update fit the clip, so
-        # it is not clipped here: the encoding clips the discounted delta.)
-        return delta * ra.staleness_weight(plan.staleness), held.n_examples
-    return held.delta, ra.weighted_examples(held.n_examples, cap, plan.staleness)
+    """The delta and example count that report ``held`` in the cohort round of ``plan``:
+    the clipped delta scaled by the staleness weight the plan states, and the example count
+    as it was. The commit is then FedBuff's staleness-discounted step in its example-weighted
+    form, sum n_i w_i d_i / sum n_i: a stale update shrinks the step instead of only losing
+    share to fresher ones (a discount carried by the count cancels when a cohort is equally
+    stale), and it works alike in a plain update, inside a SecAgg+ sum, and under DP, where
+    every device weighs 1 and the sum moves by at most the clip per device, as the noise
+    assumes."""
+    delta = np.asarray(held.delta, np.float64)
+    if plan.update.dp is None or not plan.update.dp.unclipped_bit:
+        delta = round_update.clip(delta, plan.update.clip_norm)
+    # (With adaptive clipping the device must say whether ITS update fit the clip, so it is
+    # not clipped here: the encoding clips the discounted delta.)
+    return delta * ra.staleness_weight(plan.staleness), held.n_examples

@@ -222,13 +222,6 @@ class TaskSpec(WireModel):
             self.secagg or not (self.dp.enabled and isinstance(self.dp.clip, AdaptiveClip)),
             "dp: adaptive clipping needs secagg = true (the clip bit is a secure coordinate)",
         )
-        # The staleness discount travels in the example count (round_async), in steps of
-        # one example of at most weight_cap: with a cap of a few it would round away.
-        # (Under DP every device weighs 1 and the discount scales the delta instead.)
-        need(
-            self.mode == "sync" or self.dp.enabled or self.weight_cap >= 10,
-            "mode async needs weight_cap >= 10 (the staleness weight is carried by the count)",
-        )
         need(
             self.mode == "sync" or self.max_concurrent >= self.buffer_size,
             "max_concurrent must be at least buffer_size (a buffer could never fill)",

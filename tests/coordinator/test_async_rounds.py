@@ -28,7 +28,7 @@ from fedrt.sdk import participant_commands as pc
 from fedrt.sdk.participant import ParticipantState
 from tests.coordinator.driver_harness import TASK, Fleet, pull_to_targets, weights_of
 
-EXAMPLES = 1000  # with weight_cap 1000: a weight of 1, discounted to within 1 / 1000
+EXAMPLES = 1000  # with weight_cap 1000: every device weighs 1
 
 
 @dataclass
@@ -146,20 +146,22 @@ def _rounds(fleet: Fleet) -> list[Any]:
 
 
 def _check_weighted_means(fleet: AsyncFleet) -> int:
-    """Each committed version = its parent + the staleness-weighted mean of its cohort's
-    kept deltas (FedAvg, server_lr 1); returns how many were checked."""
+    """Each committed version = its parent + FedBuff's staleness-discounted step over its
+    cohort's kept deltas, example-weighted: sum n_i s(tau_i) d_i / sum n_i (FedAvg, server
+    lr 1; here every n_i weighs 1, so it is (1/K) sum s(tau_i) d_i); returns how many were
+    checked."""
     checked = 0
     for r in _rounds(fleet):
         if r.status is not RoundStatus.COMMITTED:
             continue
         members = [m for m in fleet.reported[r.round_no]
                    if (m[0], r.round_no) not in fleet.dropped_from]  # fmt: skip
-        weights = np.array([ra.weighted_examples(EXAMPLES, EXAMPLES, s) / EXAMPLES
-                            for _, s, _ in members])  # fmt: skip
-        expected = sum(w * d for w, (_, _, d) in zip(weights, members, strict=True)) / weights.sum()
+        n = np.ones(len(members))  # min(EXAMPLES, weight_cap) / weight_cap: undiscounted
+        expected = sum(n_i * ra.staleness_weight(s) * d
+                       for n_i, (_, s, d) in zip(n, members, strict=True)) / n.sum()  # fmt: skip
         got = weights_of(fleet.svc, r.result_sha256 or "") - weights_of(fleet.svc, r.model_sha256)
         np.testing.assert_allclose(got, expected, atol=2e-4)
-        assert r.detail["metrics"]["total_weight"] == pytest.approx(weights.sum(), abs=1e-6)
+        assert r.detail["metrics"]["total_weight"] == pytest.approx(n.sum(), abs=1e-6)
         stale = {str(s): [m[1] for m in members].count(s) for _, s, _ in members}
         assert r.detail["staleness"] == stale
         assert r.detail["mode"] == "async"

@@ -37,7 +37,8 @@ def test_a_train_plan_keeps_the_update_and_a_report_plan_sends_it_discounted() -
     assert [c.at for c in of(out, pc.ScheduleCheckIn)] == [1.0]  # type: ignore[attr-defined]
     assert p.state is ParticipantState.IDLE
     assert _check_in(p, 1.0).async_ticket == 3
-    # Two versions were committed since: the plain update weighs 40 / sqrt(3) examples.
+    # Two versions were committed since: the plain update is the delta / sqrt(3), and its
+    # example count stays 40 (the discount shrinks the step, it is not a share of the mean).
     report = dataclasses.replace(plan(round_id=4, secagg=False, msg_id=11),
                                  async_role=ra.ASYNC_REPORT, staleness=2)  # fmt: skip
     (pub,) = of(p.receive(report, 2.0), pc.Publish)
@@ -46,8 +47,9 @@ def test_a_train_plan_keeps_the_update_and_a_report_plan_sends_it_discounted() -
     assert pub.message.stage is rm.Stage.PLAIN_UPDATE
     vector = round_update.unpack(pub.message.payload, report.update)
     got, count = round_update.decode_one(vector, report.update)
-    assert count == ra.weighted_examples(40, 50, 2) == round(40 / np.sqrt(3))
-    np.testing.assert_allclose(got, delta, atol=0.01)
+    assert count == 40
+    np.testing.assert_allclose(got, delta / np.sqrt(3), atol=0.01)
+    assert not np.allclose(got, delta, atol=0.01)
     assert p.state.value == "reporting"  # the kept update is spent
 
 
@@ -84,4 +86,4 @@ def test_async_messages_round_trip_and_old_ones_read_with_defaults() -> None:
     with pytest.raises(MalformedMessage, match="async_role"):
         dataclasses.replace(plan(), async_role=3)
     assert ra.staleness_weight(0) == 1.0
-    assert ra.weighted_examples(1, 1000, 50) == 1  # never 0: the update still counts
+    assert ra.staleness_weight(3) == 0.5
