@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import enum
-import json
 import logging
-import os
 import queue
 import ssl
 import threading
@@ -44,7 +42,7 @@ from fedrt.sdk.participant_commands import (
     ScheduleCheckIn,
     Train,
 )
-from fedrt.sdk.round_facts import RoundFacts
+from fedrt.sdk.round_facts import RoundFacts, load_state, save_state
 from fedrt.sdk.round_work import RoundWork, TrainerFactory, WorkResult, default_scheduler_factory
 from fedrt.sdk.transport import Message, MqttConfig, PahoTransport, Transport
 
@@ -52,7 +50,6 @@ __all__ = ["DeviceEvent", "DeviceRuntime"]
 
 # The logger of the module that held this code first: what operators filter by.
 log = logging.getLogger("fedrt.sdk.device")
-_STATE_FILE = "device-state.json"
 
 
 class DeviceEvent(enum.Enum):
@@ -359,7 +356,7 @@ class DeviceRuntime:
         creds = self.credentials
         assert creds is not None
         assert self._task_id is not None
-        state = self._load_state()
+        state = load_state(self.config.data_dir)
         config = ParticipantConfig(device_id=creds.device_id, task_id=self._task_id)
         if self.config.participant:
             config = replace(config, **self.config.participant)  # type: ignore[arg-type]
@@ -372,7 +369,7 @@ class DeviceRuntime:
 
     def _restart(self) -> None:
         """Resume or abandon the round a previous process was in (``Participant.restart``)."""
-        p, state = self._participant, self._load_state()
+        p, state = self._participant, load_state(self.config.data_dir)
         if p is None or state.get("task_id") != self._task_id or "round" not in state:
             return
         try:
@@ -387,20 +384,8 @@ class DeviceRuntime:
                      "abandoning it" if p.state.value == "idle" else "resuming")  # fmt: skip
         self._act(commands)
 
-    def _load_state(self) -> dict[str, Any]:
-        try:
-            data = json.loads((self.config.data_dir / _STATE_FILE).read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {}
-        return data if isinstance(data, dict) else {}
-
     def _save_state(self) -> None:
         p = self._participant
-        if p is None:
-            return
-        path = self.config.data_dir / _STATE_FILE
-        tmp = path.with_suffix(".tmp")
-        state = {"next_msg_id": p.next_msg_id, "task_id": self._task_id,
-                 "round": p.round_facts().to_json()}  # fmt: skip
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, path)
+        if p is not None:
+            save_state(self.config.data_dir, next_msg_id=p.next_msg_id, task_id=self._task_id,
+                       facts=p.round_facts())  # fmt: skip

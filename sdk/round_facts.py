@@ -6,12 +6,16 @@ in ``device-state.json`` next to its message counter, is enough to tell the coor
 is gone (an ``Abandon`` with reason ``RESTARTED``) and to stop its outbox from resending that
 round's stale answers. It also keeps the incarnation of the coordinator it last heard, so
 that a device restarted while the coordinator restarted too sees that its round is gone.
-``Participant.round_facts`` writes them; ``Participant.restart`` reads them.
+``Participant.round_facts`` writes them; ``Participant.restart`` reads them;
+``save_state`` / ``load_state`` keep the file.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fedrt.protocol import round_messages as rm
@@ -19,7 +23,9 @@ from fedrt.protocol.round_errors import InvalidTopic
 from fedrt.protocol.topics import check_incarnation
 from fedrt.sdk.errors import SdkConfigError
 
-__all__ = ["RoundFacts"]
+__all__ = ["STATE_FILE", "RoundFacts", "load_state", "save_state"]
+
+STATE_FILE = "device-state.json"
 
 _STATES = frozenset({"idle", "checked_in", "training", "reporting"})
 _MAX_UNACKED = 4096
@@ -96,3 +102,21 @@ class RoundFacts:
 
 def _uint(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= rm.U64_MAX
+
+
+def load_state(data_dir: Path) -> dict[str, Any]:
+    """What ``save_state`` last wrote in ``data_dir`` ({} when nothing readable was)."""
+    try:
+        data = json.loads((data_dir / STATE_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def save_state(data_dir: Path, *, next_msg_id: int, task_id: str | None, facts: RoundFacts) -> None:
+    """Replace ``data_dir``'s state file at once: the message counter, task and round facts."""
+    path = data_dir / STATE_FILE
+    tmp = path.with_suffix(".tmp")
+    state = {"next_msg_id": next_msg_id, "task_id": task_id, "round": facts.to_json()}
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, path)
