@@ -66,6 +66,14 @@ def _add_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> N
         help="each device trains a fixed multiple slower, log-uniform over [1, X] (seeded)",
     )
     parser.add_argument(
+        "--train-seconds",
+        type=float,
+        default=d["train_seconds"],
+        metavar="S",
+        help="a device's local training takes at least S x its --speed-spread multiple "
+        "(a phone-like base time; 0: only the real steps)",
+    )
+    parser.add_argument(
         "--target-accuracy",
         type=float,
         default=d["target_accuracy"],
@@ -247,6 +255,7 @@ def _config(args: argparse.Namespace) -> Any:
         speed=args.speed,
         seed=args.seed,
         speed_spread=args.speed_spread,
+        train_seconds=args.train_seconds,
         target_accuracy=args.target_accuracy,
         stop_at_target=args.stop_at_target,
         mode=args.mode,

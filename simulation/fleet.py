@@ -102,6 +102,7 @@ class Fleet:
         poll_s: float = 0.2,
         devices_per_thread: int = 0,
         slowdowns: Sequence[float] = (),
+        train_seconds: float = 0.0,
     ) -> None:
         self.directory = directory
         self.coordinator_url = coordinator_url
@@ -116,6 +117,8 @@ class Fleet:
         self.devices_per_thread = devices_per_thread
         # Device i trains slowdowns[i] times slower (--speed-spread; empty: all at full speed).
         self.slowdowns = tuple(slowdowns)
+        # A local training takes at least this x the device's multiple (--train-seconds).
+        self.train_seconds = train_seconds
         self._hubs: list[DeviceHub] = []
         self._loops: list[NetworkLoop] = []
         self.devices: list[SimDevice] = []
@@ -173,7 +176,11 @@ class Fleet:
             hub=hub,
             transport_factory=functools.partial(_transport, loop=loop),
             trainer_factory=(
-                slow_trainer_factory(self.slowdowns[sim.index], num_threads=config.num_threads)
+                slow_trainer_factory(
+                    self.slowdowns[sim.index],
+                    base_seconds=self.train_seconds,
+                    num_threads=config.num_threads,
+                )
                 if sim.index < len(self.slowdowns)
                 else None
             ),

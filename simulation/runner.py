@@ -403,6 +403,7 @@ class Simulation:
             poll_s=poll_s,
             devices_per_thread=cfg.shared_threads,
             slowdowns=self.slowdowns,
+            train_seconds=cfg.train_seconds,
         )
         days = max(1, math.ceil(cfg.time_limit_s * cfg.speed / traces.DAY) + 1)
         device_traces = traces.generate(cfg.availability, cfg.devices, days=days, rng=rng)

@@ -102,6 +102,9 @@ class SimConfig:
     # Device speeds (simulation/speed.py): each device's training takes a fixed multiple of
     # the measured time, multiples log-uniform over [1, speed_spread] (1: all equally fast).
     speed_spread: float = 1.0
+    # A device's local training takes at least train_seconds x its multiple (a phone-like
+    # base time; 0: only what the real steps take, well under a second for the zoo models).
+    train_seconds: float = 0.0
     # Report when held-out accuracy first reaches this (seconds_to_target, rounds_to_target);
     # with stop_at_target the run ends there instead of after --rounds.
     target_accuracy: float | None = None
@@ -175,6 +178,10 @@ class SimConfig:
         need(
             math.isfinite(self.speed_spread) and self.speed_spread >= 1.0,
             "--speed-spread must be >= 1",
+        )
+        need(
+            math.isfinite(self.train_seconds) and self.train_seconds >= 0.0,
+            "--train-seconds must be >= 0",
         )
         need(
             self.target_accuracy is None or 0.0 < self.target_accuracy <= 1.0,
@@ -277,7 +284,10 @@ class SimConfig:
         """The training deadline: ``training_s``, or sized from the cohort."""
         if self.training_s is not None:
             return self.training_s
-        return TRAINING_S_BASE + TRAINING_S_PER_DEVICE * self.cohort_devices
+        # The slowest device's assumed training time on top: the deadline is there for
+        # devices that vanish, not to cut the slow ones (nor lapse their async tickets).
+        slowest = self.train_seconds * self.speed_spread
+        return TRAINING_S_BASE + TRAINING_S_PER_DEVICE * self.cohort_devices + slowest
 
     def task_spec(self) -> TaskSpec:
         # Over-select for the dropouts we inject (Bonawitz et al.: select 130 % of the goal).

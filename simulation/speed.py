@@ -1,4 +1,4 @@
-"""Simulated device speeds (``--speed-spread``): each device trains a fixed multiple slower."""
+"""Simulated device speeds (``--speed-spread``, ``--train-seconds``): slower, longer training."""
 
 from __future__ import annotations
 
@@ -42,12 +42,17 @@ def slowdowns(devices: int, spread: float, seed: int) -> tuple[float, ...]:
 
 
 class SlowTrainer(TrainerBackend):
-    """A trainer whose every step takes ``multiple`` times as long as the wrapped one's.
+    """A trainer whose every step takes ``multiple`` times as long as the wrapped one's, and
+    whose local training takes at least ``base_seconds`` x ``multiple`` (one per training:
+    the SDK opens a trainer for each round).
 
-    After each real step it sleeps (multiple - 1) times that step's measured time. The sleep
-    is on the round's own training thread, so devices sharing a hub and network loop (scale
-    mode) keep their MQTT traffic and SecAgg+ stages going; the slow device's report really
-    comes later, and a sync round's training deadline cuts it as it would a slow phone.
+    After each real step it sleeps (multiple - 1) times that step's measured time; the first
+    step sleeps instead until the training's floor is reached. The floor stands for a
+    phone's on-device training time, which a model this small on a desktop core does not
+    take (``--train-seconds``: a simulation assumption). The sleep is on the round's own
+    training thread, so devices sharing a hub and network loop (scale mode) keep their MQTT
+    traffic and SecAgg+ stages going; the slow device's report really comes later, and a
+    sync round's training deadline cuts it as it would a slow phone.
     """
 
     def __init__(
@@ -55,13 +60,18 @@ class SlowTrainer(TrainerBackend):
         inner: TrainerBackend,
         multiple: float,
         *,
+        base_seconds: float = 0.0,
         clock: Callable[[], float] = time.perf_counter,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if not (math.isfinite(multiple) and multiple >= 1.0):
             raise UsageError(f"a slowdown multiple must be >= 1, got {multiple}")
+        if not (math.isfinite(base_seconds) and base_seconds >= 0.0):
+            raise UsageError(f"a training's base time must be >= 0 s, got {base_seconds}")
         self.inner = inner
         self.multiple = multiple
+        self.floor_s = base_seconds * multiple
+        self._stepped = False
         self._clock, self._sleep = clock, sleep
 
     @property
@@ -87,7 +97,11 @@ class SlowTrainer(TrainerBackend):
     def train_step(self, x: Array, y: Array, lr: float, mu: float | None = None) -> float:
         start = self._clock()
         loss = self.inner.train_step(x, y, lr, mu)
-        extra = (self.multiple - 1.0) * max(0.0, self._clock() - start)
+        took = max(0.0, self._clock() - start)
+        extra = (self.multiple - 1.0) * took
+        if not self._stepped:  # the training's floor, once (a deadline is checked after it)
+            self._stepped = True
+            extra = max(extra, self.floor_s - took)
         # One step's sleep at a time: a cancelled round (checked between steps) or a
         # stopped device waits at most one slowed step, as with a real slow step.
         if extra > 0:
@@ -116,13 +130,16 @@ class SlowTrainer(TrainerBackend):
         self.inner.close()
 
 
-def slow_trainer_factory(multiple: float, *, num_threads: int | None = 1) -> TrainerFactory | None:
-    """The device's trainer factory for ``multiple`` (None at 1: the SDK's own LiteRT one)."""
-    if multiple <= 1.0:
+def slow_trainer_factory(
+    multiple: float, *, base_seconds: float = 0.0, num_threads: int | None = 1
+) -> TrainerFactory | None:
+    """The device's trainer factory for ``multiple`` and a training's ``base_seconds``
+    (None at 1 and 0: the SDK's own LiteRT one)."""
+    if multiple <= 1.0 and base_seconds <= 0.0:
         return None
 
     def make(path: Path, manifest: Manifest) -> TrainerBackend:
         model = LiteRTModel(path, manifest, num_threads=num_threads)
-        return SlowTrainer(LiteRtTrainer(model, manifest), multiple)
+        return SlowTrainer(LiteRtTrainer(model, manifest), multiple, base_seconds=base_seconds)
 
     return make

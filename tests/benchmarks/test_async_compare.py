@@ -24,14 +24,16 @@ def test_both_modes_share_the_fleet_and_the_issues_defaults() -> None:
     args = _args()
     sync = async_compare.command(args, "sync", Path("s.json"))
     fedbuff = async_compare.command(args, "async", Path("a.json"))
-    for name in ("--devices", "--model", "--partition", "--speed-spread", "--dropout",
-                 "--seed", "--lr", "--local-epochs", "--target-accuracy"):  # fmt: skip
+    for name in ("--devices", "--model", "--partition", "--speed-spread", "--train-seconds",
+                 "--dropout", "--seed", "--lr", "--local-epochs", "--target-accuracy"):  # fmt: skip
         assert _option(sync, name) == _option(fedbuff, name)
     assert _option(sync, "--devices") == "100"
     assert _option(sync, "--model") == "zoo:cnn"
     assert _option(sync, "--partition") == "dirichlet:0.5"
     assert float(_option(sync, "--speed-spread")) == 10.0
     assert float(_option(sync, "--dropout")) == 0.1
+    # A phone-like training time (a simulation assumption), 2 to 20 s across the spread.
+    assert float(_option(sync, "--train-seconds")) == 2.0
     assert float(_option(sync, "--target-accuracy")) == 0.9
     assert "--secagg" in sync
     assert "--secagg" in fedbuff
@@ -65,7 +67,8 @@ def _report(mode: str, seconds: float | None, final: float) -> dict[str, Any]:
          "staleness": {"1": 5, "3": 4} if mode == "async" else None},
     ]  # fmt: skip
     config = {"per_round": 20, "buffer_size": 10, "max_concurrent": 23, "max_staleness": 10,
-              "learning_rate": 0.1, "local_epochs": 5, "server_lr": 1.0}  # fmt: skip
+              "learning_rate": 0.1, "local_epochs": 5, "server_lr": 1.0,
+              "train_seconds": 2.0}  # fmt: skip
     return {
         "rounds": rows,
         "config": config,
@@ -89,7 +92,7 @@ def test_rows_table_and_verdict() -> None:
     assert "K=10, 23 at once" in fedbuff["tuning"]
     text = async_compare.table([sync, fedbuff])
     assert len(text.splitlines()) == 4
-    assert "| async | 40.0 | 2 | 0.925 | 2/3 | 19 | 14.5 | 1.0 | 14 |" in text
+    assert "| async | 40.0 | 2 | 0.925 | 2/3 | 19 | 14.5 | 2.0 | 1.0 | 14 |" in text
     verdict = async_compare.verdict([sync, fedbuff])
     assert "0.40 (target <= 0.5)" in verdict
     assert "0.925 vs 0.930" in verdict

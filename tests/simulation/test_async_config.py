@@ -57,9 +57,10 @@ def test_async_takes_dp() -> None:
 def test_the_command_line_carries_the_async_options() -> None:
     argv = ["simulate", "--mode", "async", "--buffer-size", "6", "--max-staleness", "3",
             "--max-concurrent", "12", "--speed-spread", "10", "--target-accuracy", "0.9",
-            "--devices", "40"]  # fmt: skip
+            "--devices", "40", "--train-seconds", "1.5"]  # fmt: skip
     config = _config(build_parser("simulate").parse_args(argv))
     assert (config.mode, config.buffer_size, config.max_staleness) == ("async", 6, 3)
     assert config.max_concurrent == 12
     assert config.speed_spread == 10.0
+    assert config.train_seconds == 1.5
     assert config.target_accuracy == 0.9

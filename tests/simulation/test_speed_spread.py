@@ -106,9 +106,31 @@ def test_every_step_is_followed_by_the_extra_time_of_a_slower_device() -> None:
     assert inner.closed
 
 
-def test_a_multiple_below_one_is_refused() -> None:
+def test_a_local_training_takes_at_least_its_base_time_times_the_multiple() -> None:
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    slow = SlowTrainer(_Steps(now), 2.0, base_seconds=5.0, clock=lambda: now[0], sleep=sleep)
+    x, y = np.zeros((2, 1), np.float32), np.zeros(2, np.int32)
+    for _ in range(3):
+        slow.train_step(x, y, 0.1)
+    # The first step waits out the floor (5 s x 2, less its own tick); the rest are slowed.
+    assert slept == [9.0, 1.0, 1.0]
+    assert now[0] == 14.0
+    assert slow_trainer_factory(1.0, base_seconds=2.0) is not None  # a floor alone slows
+
+
+def test_a_multiple_below_one_or_a_negative_base_time_is_refused() -> None:
     with pytest.raises(UsageError):
         SlowTrainer(_Steps([0.0]), 0.9)
+    with pytest.raises(UsageError):
+        SlowTrainer(_Steps([0.0]), 1.0, base_seconds=-1.0)
+    with pytest.raises(UsageError):
+        SimConfig(train_seconds=-0.5)
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +146,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Report:
         secagg=True,
         seed=5,
         speed_spread=4.0,
+        train_seconds=0.25,
         target_accuracy=0.3,
         local_epochs=2,
         broker="mosquitto",
@@ -136,6 +159,9 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Report:
 def test_a_spread_fleet_trains_and_reports_its_speeds(report: Report) -> None:
     assert report.completed
     assert report.config["speed_spread"] == 4.0
+    assert report.config["train_seconds"] == 0.25
+    # The training deadline leaves room for the slowest device's assumed training time.
+    assert report.config["training_s"] == SimConfig(per_round=3).training_deadline_s + 1.0
     multiples = report.config["slowdowns"]
     assert len(multiples) == 4
     assert all(1.0 <= m <= 4.0 for m in multiples)
