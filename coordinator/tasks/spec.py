@@ -249,11 +249,13 @@ class TaskSpec(WireModel):
             f"mode async weighs updates by staleness: strategy {self.strategy} is not a mean",
         )
         # The population is only known per round (the driver warns when delta is not below
-        # 1 / enrolled devices); at creation a cohort's worth is the least there can be.
+        # 1 / enrolled devices); at creation a cohort's worth is the least there can be. An
+        # async commit is accounted over its buffer alone (N = K = buffer_size).
+        cohort = max(self.goal_count, math.ceil(self.goal_count * self.over_selection))
         self.dp.check_task(
             secagg=self.secagg,
             mean_aggregation=self.strategy in SECAGG_STRATEGIES,
-            population=max(self.goal_count, math.ceil(self.goal_count * self.over_selection)),
+            population=self.buffer_size if self.mode == "async" else cohort,
         )
         return self
 

@@ -51,3 +51,12 @@ def test_dp_goes_with_async() -> None:
     dp = {"mode": "central", "noise_multiplier": 1.0}
     spec = TaskSpec.from_json({"mode": "async", "weight_cap": 1, "dp": dp})
     assert spec.dp.enabled
+
+
+def test_an_async_tasks_delta_is_checked_against_its_buffer() -> None:
+    # An async commit is accounted over its buffer (N = K = buffer_size), not the goal.
+    dp = {"mode": "central", "noise_multiplier": 1.0, "delta": 0.04}
+    TaskSpec.from_json({"goal_count": 10, "dp": dp})  # 0.04 < 1 / 13
+    async_spec = {"mode": "async", "buffer_size": 30, "max_concurrent": 30, "dp": dp}
+    with pytest.raises(BadRequestError, match="1/30"):
+        TaskSpec.from_json({"goal_count": 10, **async_spec})
