@@ -236,7 +236,7 @@ class Participant(ParticipantRestarts):
 
     def _on_cohort_plan(self, plan: rm.Plan, now: float) -> list[Command]:
         """An async cohort round asks for the kept update: encode it at once, discounted
-        for the staleness the plan states (``async_hold.report_examples``)."""
+        for the staleness the plan states (``async_hold.report``)."""
         held = self._held
         if held is None or plan.round_id < held.ticket:
             raise UnexpectedMessage("an async cohort plan arrived, and no update is kept for it")
