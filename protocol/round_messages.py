@@ -148,7 +148,7 @@ class Plan:
     # strategies. The device weighs its update by its loss at the start weights.
     qfedavg_q: float | None = field(default=None, metadata=APPENDED)
     # SCAFFOLD (Karimireddy et al. 2020): train with the correction c - c_i and send the
-    # variate update after the model delta (``update.params`` counts both). The server
+    # new variate c_i+ after the model delta (``update.params`` counts both). The server
     # variate c is the blob ``control_variate`` names (None: c = 0).
     scaffold: bool = field(default=False, metadata=APPENDED)
     control_variate: ModelRef | None = field(default=None, metadata=APPENDED)

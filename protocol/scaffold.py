@@ -1,12 +1,11 @@
-"""SCAFFOLD's update layout, shared by devices and the coordinator: [delta, s * delta_c].
+"""SCAFFOLD's update layout, shared by devices and the coordinator: [delta, s * c_i+].
 
-A device of a SCAFFOLD round sends its model delta y_i - x followed by its control-variate
-update c_i+ - c_i multiplied by ``variate_scale`` s, in one vector (SecAgg+ sums both
-halves at once). s = learning_rate * epochs puts the variate half near the model delta's
-size (s * delta_c ~ delta_y * epochs / K with K the local steps): it shares the round's
-clip and quantization range, and the quantization noise c picks up, which c keeps summing
-round after round, is divided by s. At s = learning_rate (the variate half then about one
-step's size) 8-bit rounds left c mostly noise (fedrt simulate zoo:cnn dirichlet:0.1).
+A device of a SCAFFOLD round sends its model delta y_i - x followed by its new control
+variate c_i+ multiplied by ``variate_scale`` s, in one vector (SecAgg+ sums both halves at
+once; the server's c is a running mean of them, ``strategies.scaffold``). s = learning_rate
+* epochs puts the variate half near the model delta's size (s * c_i+ is about the sum of
+the epochs' mean gradients times lr): it shares the round's clip and quantization range,
+and the quantization noise c picks up is divided by s.
 """
 
 from __future__ import annotations

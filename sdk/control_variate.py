@@ -7,16 +7,18 @@ to every gradient (the ``correction`` input of a model exported with ``--scaffol
 
     c_i+ = c_i - c + (x - y_i) / (K lr)        (K: local steps taken, lr: the plan's rate)
 
-and sends ``[y_i - x, s * (c_i+ - c_i)]`` as its update vector (s: ``protocol.scaffold.
-variate_scale``, lr times the local epochs: at that scale the variate update fits the
-round's clip and quantization range), so SecAgg+ hides it like the model delta.
+and sends ``[y_i - x, s * c_i+]`` as its update vector (s: ``protocol.scaffold.
+variate_scale``, lr times the local epochs: at that scale the variate fits the round's clip
+and quantization range), so SecAgg+ hides it like the model delta. It sends c_i+ itself,
+not c_i+ - c_i: the server's c is then a running mean of the variates it receives
+(``strategies.scaffold``), whose quantization and clipping errors fade, where a c summed
+from increments kept every round's 8-bit noise and drifted away from the devices' c_i.
 
 c_i+ is kept as *pending* until the round ends, and becomes c_i only when the coordinator
 says the round committed (``ROUND_COMPLETE``): an update left out of the aggregate (the
 round abandoned, the device dropped or restarted) would otherwise move c_i while c never
-saw its share, and the invariant c = mean(c_i) that SCAFFOLD's correction relies on would
-drift. A device whose masked input was summed but which missed the end of the round keeps
-its old c_i: an error of one round's share, undone by its next round.
+saw it. A device whose masked input was summed but which missed the end of the round keeps
+its old c_i: c_i+ is recomputed from scratch (option II) in its next round.
 
 The server's c comes as float32 little-endian values in manifest order (the plan names
 its sha256; ``coordinator.models.control_variate``), fetched once per version and
@@ -147,23 +149,22 @@ class ScaffoldRound:
     def finish(
         self, delta: Floats, *, steps: int, lr: float, scale: float, clip_norm: float
     ) -> Floats:
-        """The update vector ``[delta, scale * (c_i+ - c_i)]`` clipped to ``clip_norm`` as
-        the round's encoding will clip it; c_i+ is staged (``settle``).
+        """The update vector ``[delta, scale * c_i+]`` clipped to ``clip_norm`` as the
+        round's encoding will clip it; c_i+ is staged (``settle``).
 
-        ``delta`` is y_i - x, so (x - y_i) / (K lr) = -delta / (K lr). c_i moves by the
-        clipped variate update, which is what reaches c: the devices' c_i and the server's
-        c stay consistent (c = mean c_i) however often the clip bites."""
+        ``delta`` is y_i - x, so (x - y_i) / (K lr) = -delta / (K lr). c_i+ is kept as
+        computed: a clip only shrinks what the server's running mean receives this once."""
         if steps < 1 or delta.shape != self.local.shape or not (clip_norm > 0 and scale > 0):
             raise ModelError(f"a SCAFFOLD update needs steps >= 1 and {self.local.size} values")
         p = delta.size
+        fresh = self.local - self.server - delta / np.float32(steps * lr)
         out = np.empty(2 * p, np.float32)
         out[:p] = delta
-        change = np.subtract(-self.server, delta / np.float32(steps * lr), dtype=np.float32)
-        np.multiply(change, np.float32(scale), out=out[p:])
+        np.multiply(fresh, np.float32(scale), out=out[p:])
         norm = float(np.linalg.norm(out.astype(np.float64)))
         if norm > clip_norm:
             out *= np.float32(clip_norm / norm)
-        self.store.stage(self.round_id, self.specs, self.local + out[p:] / np.float32(scale))
+        self.store.stage(self.round_id, self.specs, fresh.astype(np.float32))
         return out
 
 

@@ -1,7 +1,7 @@
 """SCAFFOLD in a round: the plan's control variate, the doubled update, the optimizer's |S|/N.
 
-A SCAFFOLD training round asks each device for 2P values (model delta, then its variate
-update times the client learning rate: ``strategies.scaffold``), so its ``UpdateSpec``
+A SCAFFOLD training round asks each device for 2P values (model delta, then its new variate
+c_i+ times lr x epochs: ``strategies.scaffold``), so its ``UpdateSpec``
 sizes them and SecAgg+ sums both halves at once. The server variate c a round starts from
 is the ``control_variate`` of the optimizer state saved with the version it starts from:
 the plan names its float32 form (``models.control_variate``: sha256, and the URL that

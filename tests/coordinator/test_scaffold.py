@@ -34,14 +34,15 @@ def reference(
     x: np.ndarray[Any, Any],
     c: np.ndarray[Any, Any],
     dys: list[np.ndarray[Any, Any]],
-    dcs: list[np.ndarray[Any, Any]],
+    cs: list[np.ndarray[Any, Any]],
     *,
     server_lr: float,
     population: int,
 ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """Karimireddy et al. 2020, Algorithm 1, lines 16-17, in plain numpy."""
-    s = len(dys)
-    return x + server_lr * np.mean(dys, axis=0), c + (s / population) * np.mean(dcs, axis=0)
+    """Karimireddy et al. 2020, Algorithm 1, line 16, in plain numpy; c as the running mean
+    of the fresh variates ``cs`` (``strategies.scaffold``)."""
+    share = min(1.0, len(dys) / population)
+    return x + server_lr * np.mean(dys, axis=0), (1 - share) * c + share * np.mean(cs, axis=0)
 
 
 def test_the_server_step_matches_numpy() -> None:
@@ -49,7 +50,7 @@ def test_the_server_step_matches_numpy() -> None:
     x, c = rng.normal(size=P), rng.normal(size=P)
     dys = [rng.normal(scale=0.1, size=P) for _ in range(4)]
     dcs = [rng.normal(size=P) for _ in range(4)]
-    # What SecAgg+ hands over: the mean of [delta_y, s * delta_c].
+    # What SecAgg+ hands over: the mean of [delta_y, s * c_i+].
     mean = np.mean([np.concatenate([dy, LR * dc]) for dy, dc in zip(dys, dcs, strict=True)], 0)
     opt = for_round(Scaffold(server_lr=0.7, variate_scale=LR), included=4, population=10)
     new, state = opt.apply(x, mean, OptimizerState(rounds=3, control_variate=c))
