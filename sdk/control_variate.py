@@ -152,8 +152,10 @@ class ScaffoldRound:
         """The update vector ``[delta, scale * c_i+]`` clipped to ``clip_norm`` as the
         round's encoding will clip it; c_i+ is staged (``settle``).
 
-        ``delta`` is y_i - x, so (x - y_i) / (K lr) = -delta / (K lr). c_i+ is kept as
-        computed: a clip only shrinks what the server's running mean receives this once."""
+        ``delta`` is y_i - x, so (x - y_i) / (K lr) = -delta / (K lr). c_i+ is kept as it
+        was sent, after the clip: it is what reaches c, and the clip bounds it. Kept
+        unclipped, one device's c_i grew round after round to 1e23 (fedrt bench learning,
+        zoo:cnn): a large c_i makes a large correction, large weights, larger gradients."""
         if steps < 1 or delta.shape != self.local.shape or not (clip_norm > 0 and scale > 0):
             raise ModelError(f"a SCAFFOLD update needs steps >= 1 and {self.local.size} values")
         p = delta.size
@@ -164,7 +166,7 @@ class ScaffoldRound:
         norm = float(np.linalg.norm(out.astype(np.float64)))
         if norm > clip_norm:
             out *= np.float32(clip_norm / norm)
-        self.store.stage(self.round_id, self.specs, fresh.astype(np.float32))
+        self.store.stage(self.round_id, self.specs, out[p:] / np.float32(scale))
         return out
 
 
