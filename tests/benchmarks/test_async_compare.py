@@ -39,8 +39,8 @@ def test_both_modes_share_the_fleet_and_the_issues_defaults() -> None:
     assert "--secagg" in fedbuff
     assert "--mode" not in sync
     assert _option(fedbuff, "--mode") == "async"
-    # FedBuff's own knobs as tuned on this fleet (docs/async.md); sync keeps FedAvg's lr.
-    assert (_option(fedbuff, "--max-staleness"), _option(fedbuff, "--server-lr")) == ("2", "0.5")
+    # Tuned alike (docs/async.md): FedAvg's server lr in both, the TaskSpec's staleness cap.
+    assert (_option(fedbuff, "--max-staleness"), _option(fedbuff, "--server-lr")) == ("10", "1.0")
     assert _option(sync, "--server-lr") == "1.0"
 
 
