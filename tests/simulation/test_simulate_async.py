@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import io
-
 import pytest
 
-from fedrt.simulation.runner import Report, SimConfig, Simulation
-from fedrt.simulation.stack import mosquitto_available
+from fedrt.simulation.runner import Report
+from tests.support.simulate import simulate_small
 
 # 30-45 s on a loaded 2-core machine (the model export included); the options' wiring and
 # the rows' fields are tested fast in test_async_config.py and test_async_rows.py.
@@ -18,14 +16,11 @@ BUFFER, STALENESS, COMMITS = 3, 3, 3
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Report:
-    if not mosquitto_available():
-        pytest.fail("mosquitto is not installed (apt-get install -y mosquitto)")
-    config = SimConfig(
+    return simulate_small(
+        tmp_path_factory.mktemp("sim"),
         devices=6,
         rounds=COMMITS,
-        model="zoo:mlp",
         partition="iid",
-        secagg=True,
         seed=11,
         mode="async",
         buffer_size=BUFFER,
@@ -33,11 +28,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Report:
         speed_spread=4.0,
         target_accuracy=0.3,
         local_epochs=2,
-        broker="mosquitto",
-        data_dir=tmp_path_factory.mktemp("sim"),
-        time_limit_s=180,
     )
-    return Simulation(config, out=io.StringIO()).run()
 
 
 def test_rounds_counts_commits_of_a_buffer_each(report: Report) -> None:

@@ -2,33 +2,23 @@
 
 from __future__ import annotations
 
-import io
 import math
 
 import pytest
 
-from fedrt.simulation.runner import Report, SimConfig, Simulation
-from fedrt.simulation.stack import mosquitto_available
+from fedrt.simulation.runner import Report
+from tests.support.simulate import simulate_small
 
 
 def _run(tmp_path_factory: pytest.TempPathFactory, **options: object) -> Report:
-    if not mosquitto_available():
-        pytest.fail("mosquitto is not installed (apt-get install -y mosquitto)")
     settings: dict[str, object] = {
-        "devices": 4,
         "per_round": 3,
-        "model": "zoo:mlp",
         "partition": "dirichlet:0.5",
         "learning_rate": 0.05,
         "local_epochs": 2,
-        "secagg": True,
         "seed": 7,
-        "broker": "mosquitto",
-        "data_dir": tmp_path_factory.mktemp("sim-eval"),
-        "time_limit_s": 240,
     }
-    config = SimConfig(**{**settings, **options})  # type: ignore[arg-type]
-    return Simulation(config, out=io.StringIO()).run()
+    return simulate_small(tmp_path_factory.mktemp("sim-eval"), **{**settings, **options})
 
 
 @pytest.fixture(scope="module")

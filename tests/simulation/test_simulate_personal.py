@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +10,8 @@ import pytest
 from fedrt.cli import build_parser
 from fedrt.errors import UsageError
 from fedrt.simulation.cli import _config
-from fedrt.simulation.runner import Report, SimConfig, Simulation
-from fedrt.simulation.stack import mosquitto_available
+from fedrt.simulation.runner import Report, SimConfig
+from tests.support.simulate import simulate_small
 
 LOGITS = ["logits_kernel", "logits_bias"]  # zoo:mlp's last layer
 
@@ -34,25 +33,18 @@ def test_personalization_needs_a_held_out_share(options: dict[str, int]) -> None
 
 
 def _run(tmp_path: Path, **options: object) -> tuple[Report, Path]:
-    if not mosquitto_available():
-        pytest.fail("mosquitto is not installed (apt-get install -y mosquitto)")
-    config = SimConfig(
-        devices=4,
+    report = simulate_small(
+        tmp_path,
         per_round=3,
         rounds=2,
-        model="zoo:mlp",
         partition="shards:2",
         learning_rate=0.1,
         local_epochs=2,
         holdout=0.25,
-        secagg=True,
         seed=11,
-        broker="mosquitto",
-        data_dir=tmp_path,
-        time_limit_s=240,
-        **options,  # type: ignore[arg-type]
+        **options,
     )
-    return Simulation(config, out=io.StringIO()).run(), tmp_path
+    return report, tmp_path
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -10,30 +9,23 @@ import pytest
 
 from fedrt.model_export.manifest import Manifest
 from fedrt.sdk.control_variate import VariateStore, variate_dir
-from fedrt.simulation.runner import Report, SimConfig, Simulation
-from fedrt.simulation.stack import mosquitto_available
+from fedrt.simulation.runner import Report
+from tests.support.simulate import simulate_small
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Report, Path]:
-    if not mosquitto_available():
-        pytest.fail("mosquitto is not installed (apt-get install -y mosquitto)")
     root = tmp_path_factory.mktemp("sim-scaffold")
-    config = SimConfig(
-        devices=4,
+    report = simulate_small(
+        root,
         per_round=3,
         rounds=3,
-        model="zoo:mlp",
         partition="dirichlet:0.3",
         strategy="scaffold",
         learning_rate=0.05,
-        secagg=True,
         seed=5,
-        broker="mosquitto",
-        data_dir=root,
-        time_limit_s=240,
     )
-    return Simulation(config, out=io.StringIO()).run(), root
+    return report, root
 
 
 def test_scaffold_rounds_commit_and_learn(run: tuple[Report, Path]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -13,9 +12,9 @@ import pytest
 from fedrt.errors import UsageError
 from fedrt.model_export.manifest import TensorSpec
 from fedrt.sdk.trainer import TrainerBackend
-from fedrt.simulation.runner import Report, RoundRow, SimConfig, Simulation
+from fedrt.simulation.runner import Report, RoundRow, SimConfig
 from fedrt.simulation.speed import SlowTrainer, slow_trainer_factory, slowdowns
-from fedrt.simulation.stack import mosquitto_available
+from tests.support.simulate import simulate_small
 
 
 def test_slowdowns_are_seeded_and_spread_over_the_range() -> None:
@@ -135,25 +134,17 @@ def test_a_multiple_below_one_or_a_negative_base_time_is_refused() -> None:
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Report:
-    if not mosquitto_available():
-        pytest.fail("mosquitto is not installed (apt-get install -y mosquitto)")
-    config = SimConfig(
-        devices=4,
+    return simulate_small(
+        tmp_path_factory.mktemp("sim"),
         per_round=3,
         rounds=2,
-        model="zoo:mlp",
         partition="iid",
-        secagg=True,
         seed=5,
         speed_spread=4.0,
         train_seconds=0.25,
         target_accuracy=0.3,
         local_epochs=2,
-        broker="mosquitto",
-        data_dir=tmp_path_factory.mktemp("sim"),
-        time_limit_s=180,
     )
-    return Simulation(config, out=io.StringIO()).run()
 
 
 def test_a_spread_fleet_trains_and_reports_its_speeds(report: Report) -> None:
