@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from fedrt.coordinator.rounds.commands import Command, RoundConfig, Send
+from fedrt.coordinator.rounds.outbox import plan_message
 from fedrt.coordinator.selection.pace import PaceSteering
 from fedrt.coordinator.tasks.spec import TaskSpec
 from fedrt.protocol import round_async as ra
@@ -202,18 +203,9 @@ def _ack(device_id: str, msg: rm.DeviceMessage, msg_id: int) -> Send:
 
 
 def _train_plan(device_id: str, cfg: RoundConfig, update: rm.UpdateSpec, msg_id: int) -> Send:
-    plan = rm.Plan(
-        msg_id=msg_id,
-        task_id=cfg.task_id,
-        round_id=cfg.round_id,
-        kind=rm.RoundKind.TRAIN,
-        model=cfg.model,
-        training=cfg.training,
-        update=update,
-        secagg=None,
-        report_within=cfg.training_timeout,
-        momentum=cfg.momentum,
-        holdout=cfg.holdout,  # held-out examples stay out of training here too
+    # Held-out examples stay out of training here too (the plan carries the holdout).
+    plan = plan_message(
+        cfg, update, msg_id=msg_id, secagg=None, kind=rm.RoundKind.TRAIN,
         async_role=ra.ASYNC_TRAIN,
-    )
+    )  # fmt: skip
     return Send(device_id=device_id, message=plan)

@@ -2,11 +2,43 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fedrt.coordinator.rounds.commands import Announce, RoundConfig, Send
 from fedrt.coordinator.rounds.roster import RoundRoster
 from fedrt.coordinator.selection.pace import PaceSteering
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol.round_errors import DuplicateMessageId, LateMessage, StaleMessage
+
+
+def plan_message(
+    c: RoundConfig,
+    update: rm.UpdateSpec,
+    *,
+    msg_id: int,
+    secagg: rm.SecAggSpec | None,
+    **fields: Any,
+) -> rm.Plan:
+    """The round's plan for one device (``fields`` replace or add to what the round sets)."""
+    planned: dict[str, Any] = {
+        "msg_id": msg_id,
+        "task_id": c.task_id,
+        "round_id": c.round_id,
+        "kind": c.kind,
+        "model": c.model,
+        "training": c.training,
+        "update": update,
+        "secagg": secagg,
+        "report_within": c.training_timeout,
+        "momentum": c.momentum,
+        "holdout": c.holdout,
+        "qfedavg_q": c.qfedavg_q,
+        "personal_layers": c.personal_layers,
+        "finetune_steps": c.finetune_steps,
+        "scaffold": c.scaffold,
+        "control_variate": c.control_variate,
+    }
+    return rm.Plan(**{**planned, **fields})
 
 
 class RoundOutbox:
@@ -83,28 +115,8 @@ class RoundOutbox:
         )
 
     def plan(self, device_id: str, secagg: rm.SecAggSpec | None) -> Send:
-        c = self._config
-        return Send(
-            device_id=device_id,
-            message=rm.Plan(
-                msg_id=self._id(),
-                task_id=c.task_id,
-                round_id=c.round_id,
-                kind=c.kind,
-                model=c.model,
-                training=c.training,
-                update=self._update,
-                secagg=secagg,
-                report_within=c.training_timeout,
-                momentum=c.momentum,
-                holdout=c.holdout,
-                qfedavg_q=c.qfedavg_q,
-                personal_layers=c.personal_layers,
-                finetune_steps=c.finetune_steps,
-                scaffold=c.scaffold,
-                control_variate=c.control_variate,
-            ),
-        )
+        plan = plan_message(self._config, self._update, msg_id=self._id(), secagg=secagg)
+        return Send(device_id=device_id, message=plan)
 
     def request(self, device_id: str, stage: rm.Stage, payload: bytes) -> Send:
         c = self._config
@@ -183,4 +195,4 @@ def no_round_replies(
     return out
 
 
-__all__ = ["RoundOutbox", "ack_status", "no_round_replies"]
+__all__ = ["RoundOutbox", "ack_status", "no_round_replies", "plan_message"]
