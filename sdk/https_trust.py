@@ -10,8 +10,10 @@ Redirects are not followed: urllib would repeat the Authorization header to the 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import ssl
+import threading
 import urllib.error
 import urllib.request
 from http.client import HTTPResponse
@@ -47,11 +49,33 @@ def check_url(url: str, *, what: str) -> SplitResult:
 
 
 def trust_context(ca_file: Path | None = None, ca_pem: str | None = None) -> ssl.SSLContext:
-    """A client context that trusts ``ca_file`` and ``ca_pem`` (neither: the system store)."""
+    """A client context that trusts ``ca_file`` and ``ca_pem`` (neither: the system store).
+
+    Contexts are shared: loading the system store takes ~50 ms, once per device started
+    (most of a simulated fleet's start-up). The key holds ``ca_file``'s size and mtime, so
+    a CA file replaced on disk is read again. Client contexts are not changed after this.
+    """
+    stamp: tuple[int, int] | None = None
+    if ca_file is not None:
+        try:
+            st = Path(ca_file).stat()
+            stamp = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            stamp = None  # create_default_context below reports the unreadable file
+    with _CONTEXTS_LOCK:
+        return _context(str(ca_file) if ca_file is not None else None, stamp, ca_pem or None)
+
+
+_CONTEXTS_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=32)
+def _context(
+    ca_file: str | None, stamp: tuple[int, int] | None, ca_pem: str | None
+) -> ssl.SSLContext:
+    del stamp  # part of the cache key only
     try:
-        return ssl.create_default_context(
-            cafile=str(ca_file) if ca_file is not None else None, cadata=ca_pem or None
-        )
+        return ssl.create_default_context(cafile=ca_file, cadata=ca_pem)
     except ssl.SSLError as exc:  # before OSError, its base class
         source = f"ca_file {ca_file}" if ca_file is not None else "the enrolled CA"
         raise SdkConfigError(f"{source} holds no usable PEM certificate ({exc})") from None
