@@ -21,6 +21,7 @@ from fedrt.coordinator.api.common import (
 )
 from fedrt.coordinator.api.context import ApiContext
 from fedrt.coordinator.api.dashboard import add_dashboard_routes
+from fedrt.coordinator.api.enroll_batch import ENROLL_BATCHER, EnrollBatcher
 from fedrt.coordinator.api.ratelimit import RateLimiter
 from fedrt.coordinator.api.routes_devices import (
     audit,
@@ -120,6 +121,7 @@ def build_app(ctx: ApiContext) -> web.Application:
     app[IP_LIMITER] = RateLimiter(
         rate=ctx.enroll_rate_per_s, burst=ctx.enroll_burst, clock=time.monotonic
     )
+    app[ENROLL_BATCHER] = EnrollBatcher(ctx.enrollment.enroll_many)
     r = app.router
     r.add_get("/healthz", healthz)
     r.add_get("/metrics", metrics)

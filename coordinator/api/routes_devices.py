@@ -17,7 +17,9 @@ from fedrt.coordinator.api.common import (
     json_body,
     json_reply,
 )
+from fedrt.coordinator.api.enroll_batch import ENROLL_BATCHER
 from fedrt.coordinator.api.views import audit_view, b64, device_view
+from fedrt.coordinator.devices.enrollment import EnrollmentRequest
 
 
 async def enroll(request: web.Request) -> web.Response:
@@ -26,7 +28,9 @@ async def enroll(request: web.Request) -> web.Response:
     body = await json_body(request, EnrollRequest)
     # The schema's patterns admit only padded base64 of the right length.
     public_key, proof = base64.b64decode(body.public_key), base64.b64decode(body.proof)
-    grant = ctx.enrollment.enroll(body.token, public_key, proof, labels=body.labels)
+    enroll_request = EnrollmentRequest(body.token, public_key, proof, body.labels)
+    # With the enrollments arriving meanwhile: one broker sync for them all.
+    grant = await request.app[ENROLL_BATCHER].submit(enroll_request)
     host, port, tls = ctx.mqtt_endpoint()
     reply: dict[str, Any] = {
         "device_id": grant.device_id,

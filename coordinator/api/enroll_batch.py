@@ -1,0 +1,83 @@
+"""Enrollments that arrive together share one transaction and one broker sync.
+
+Every broker sync rewrites the broker's files from the whole device list (Mosquitto's
+password file, NATS's users), so a fleet enrolling one device per sync takes time in N^2:
+at 10,000 devices, tens of minutes of the coordinator's time. The enroll route hands each
+request to an ``EnrollBatcher``, which waits ``window_s`` for others (or until ``max_batch``
+are waiting) and enrolls them together (``Enrollment.enroll_many``): each request still
+gets its own grant or its own error, and no reply is sent before the broker knows the device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+
+from aiohttp import web
+
+from fedrt.coordinator.devices.enrollment import EnrollmentGrant, EnrollmentRequest
+from fedrt.coordinator.errors import CoordinatorError
+
+__all__ = ["ENROLL_BATCHER", "EnrollBatcher"]
+
+# Long enough to gather what a fleet sends at once; a lone device waits 10 ms more.
+WINDOW_S = 0.01
+MAX_BATCH = 500
+
+EnrollMany = Callable[[Sequence[EnrollmentRequest]], list[EnrollmentGrant | CoordinatorError]]
+_Waiter = tuple[EnrollmentRequest, "asyncio.Future[EnrollmentGrant]"]
+
+
+class EnrollBatcher:
+    """Gathers concurrent enrollments (all on one event loop) into ``enroll_many`` calls."""
+
+    def __init__(
+        self, enroll_many: EnrollMany, *, window_s: float = WINDOW_S, max_batch: int = MAX_BATCH
+    ) -> None:
+        if window_s < 0 or max_batch < 1:
+            raise ValueError("window_s must be >= 0 and max_batch >= 1")
+        self._enroll_many = enroll_many
+        self._window_s = window_s
+        self._max_batch = max_batch
+        self._waiting: list[_Waiter] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self.batches = 0  # enroll_many calls made, for tests and benchmarks
+
+    async def submit(self, request: EnrollmentRequest) -> EnrollmentGrant:
+        """Enroll ``request`` with whatever else arrives meanwhile; its grant, or its error."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[EnrollmentGrant] = loop.create_future()
+        self._waiting.append((request, future))
+        if len(self._waiting) >= self._max_batch:
+            self._flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(self._window_s, self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        # A request whose client went away before its turn is not enrolled.
+        batch = [(r, f) for r, f in self._waiting if not f.done()]
+        self._waiting = []
+        if not batch:
+            return
+        self.batches += 1
+        try:
+            results = self._enroll_many([r for r, _ in batch])
+        except Exception as exc:  # a failure outside CoordinatorError: every waiter sees it
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, CoordinatorError):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+
+ENROLL_BATCHER: web.AppKey[EnrollBatcher] = web.AppKey("enroll_batcher")

@@ -1,0 +1,152 @@
+"""Enrollments in batches (issue 17, a 10,000-device fleet): one transaction and one broker
+sync for many requests, each with its own grant or error; every batched device connects."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from fedrt.coordinator.api.enroll_batch import EnrollBatcher
+from fedrt.coordinator.broker.mosquitto import BrokerConfig, MosquittoBroker
+from fedrt.coordinator.broker.mosquitto_auth import MosquittoFileAuth
+from fedrt.coordinator.devices.enrollment import (
+    Enrollment,
+    EnrollmentGrant,
+    EnrollmentRequest,
+    enrollment_proof_payload,
+)
+from fedrt.coordinator.errors import AuthError, BadRequestError, BrokerError
+from fedrt.coordinator.records import DeviceRecord
+from fedrt.coordinator.security.credentials import hash_password
+from fedrt.coordinator.store import SqliteStore
+from tests.coordinator.harness import mqtt_connect_code
+
+COORD_USER, COORD_PASSWORD = "fedrt-coordinator", "coordinator-password-123"
+
+
+class CountingAuth(MosquittoFileAuth):
+    """Mosquitto's file auth that counts its syncs and can be made to fail."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(
+            password_file=directory / "passwords",
+            acl_file=directory / "acl",
+            coordinator_username=COORD_USER,
+            coordinator_password_hash=hash_password(COORD_PASSWORD),
+        )
+        self.syncs = 0
+        self.fail = False
+
+    def sync(self, devices: Sequence[DeviceRecord]) -> None:
+        if self.fail:
+            raise BrokerError("broker files not writable")
+        self.syncs += 1
+        super().sync(devices)
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[tuple[Enrollment, CountingAuth, MosquittoBroker]]:
+    directory = tmp_path / "mosq"
+    directory.mkdir()
+    auth = CountingAuth(directory)
+    enrollment = Enrollment(
+        SqliteStore(tmp_path / "db.sqlite3"), auth, coordinator_public_key=b"k" * 32,
+        clock=lambda: 1000.0,
+    )  # fmt: skip
+    enrollment.sync_broker()
+    broker = MosquittoBroker(
+        BrokerConfig(
+            directory=directory,
+            allow_anonymous=False,
+            password_file=auth.password_file,
+            acl_file=auth.acl_file,
+        )
+    )
+    broker.start()
+    auth._reload = broker.reload
+    try:
+        yield enrollment, auth, broker
+    finally:
+        broker.stop()
+        enrollment.store.close()
+
+
+def _request(token: str, *, forge: bool = False) -> EnrollmentRequest:
+    key = Ed25519PrivateKey.generate()
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    signed = b"another token" if forge else enrollment_proof_payload(token)
+    return EnrollmentRequest(token, raw, key.sign(signed), {"site": "lab"})
+
+
+def test_a_batch_is_one_sync_and_each_request_gets_its_own_answer(
+    setup: tuple[Enrollment, CountingAuth, MosquittoBroker],
+) -> None:
+    enrollment, auth, broker = setup
+    tokens = enrollment.create_tokens(4, actor="admin")
+    assert len(set(tokens)) == 4
+    used = tokens[3]
+    enrollment.enroll_many([_request(used)])
+    before = auth.syncs
+    results = enrollment.enroll_many(
+        [_request(tokens[0]), _request(used), _request(tokens[1], forge=True),
+         _request(tokens[2]), _request(tokens[0])]
+    )  # fmt: skip
+    assert auth.syncs == before + 1
+    ok = [r for r in results if isinstance(r, EnrollmentGrant)]
+    assert [type(r) for r in results] == [EnrollmentGrant, AuthError, AuthError,
+                                          EnrollmentGrant, AuthError]  # fmt: skip
+    # The grants connect (the one sync wrote them); the forged proof used no token.
+    for grant in ok:
+        assert mqtt_connect_code(broker.port, grant.mqtt_username, grant.mqtt_password,
+                                 host=broker.host) == 0  # fmt: skip
+    assert isinstance(enrollment.enroll_many([_request(tokens[1])])[0], EnrollmentGrant)
+    assert {d.labels["site"] for d in enrollment.store.list_devices()} == {"lab"}
+    assert len(enrollment.store.list_devices()) == 4
+
+
+def test_a_broker_failure_refuses_the_whole_batch_and_uses_no_token(
+    setup: tuple[Enrollment, CountingAuth, MosquittoBroker],
+) -> None:
+    enrollment, auth, _ = setup
+    tokens = enrollment.create_tokens(2, actor="admin")
+    auth.fail = True
+    results = enrollment.enroll_many([_request(t) for t in tokens])
+    assert all(isinstance(r, BrokerError) for r in results)
+    assert enrollment.store.list_devices() == []
+    auth.fail = False
+    assert all(isinstance(r, EnrollmentGrant) for r in enrollment.enroll_many(
+        [_request(t) for t in tokens]))  # fmt: skip
+
+
+def test_create_tokens_checks_its_count(
+    setup: tuple[Enrollment, CountingAuth, MosquittoBroker],
+) -> None:
+    enrollment, _, _ = setup
+    with pytest.raises(BadRequestError):
+        enrollment.create_tokens(0, actor="admin")
+
+
+def test_the_batcher_gathers_concurrent_requests_into_one_call(
+    setup: tuple[Enrollment, CountingAuth, MosquittoBroker],
+) -> None:
+    enrollment, auth, _ = setup
+    tokens = enrollment.create_tokens(6, actor="admin")
+    batcher = EnrollBatcher(enrollment.enroll_many, window_s=0.05, max_batch=4)
+
+    async def run() -> list[EnrollmentGrant | BaseException]:
+        requests = [_request(t) for t in tokens] + [_request(tokens[0])]
+        return await asyncio.gather(*(batcher.submit(r) for r in requests),
+                                    return_exceptions=True)  # fmt: skip
+
+    before = auth.syncs
+    results = asyncio.run(run())
+    # 7 requests, at most 4 a batch: two calls, two syncs; the repeated token refused alone.
+    assert batcher.batches == 2
+    assert auth.syncs == before + 2
+    assert sum(isinstance(r, EnrollmentGrant) for r in results) == 6
+    assert isinstance(results[-1], AuthError)
