@@ -14,6 +14,8 @@ from fedrt.coordinator.api.ratelimit import RateLimiter
 from fedrt.coordinator.api.tls import https_setup
 from fedrt.coordinator.broker.embedded import EmbeddedAuth, EmbeddedBroker
 from fedrt.coordinator.broker.link import LinkSettings, MqttLink
+from fedrt.coordinator.broker.nats_queue import NatsQueueReader, QueueSettings
+from fedrt.coordinator.broker.reading import QUEUE_GROUP, reading_plan
 from fedrt.coordinator.config import CoordinatorConfig, describe
 from fedrt.coordinator.devices.broker_login import embedded_verifier
 from fedrt.coordinator.devices.enrollment import CoordinatorEndpoint, Enrollment
@@ -22,6 +24,7 @@ from fedrt.coordinator.errors import ConfigError, retry_races
 from fedrt.coordinator.models.blobs import BlobStore
 from fedrt.coordinator.models.catalog import ModelCatalog
 from fedrt.coordinator.records import TaskRecord
+from fedrt.coordinator.rounds.relay import DeviceRelay
 from fedrt.coordinator.rounds.rollout import creation_check
 from fedrt.coordinator.security.admin_token import AdminToken
 from fedrt.coordinator.security.signing import ModelSigner
@@ -40,8 +43,9 @@ from fedrt.coordinator.tasks.manager import TaskManager
 from fedrt.coordinator.tasks.ownership import TaskOwnership, instance_id
 from fedrt.coordinator.telemetry.registry import Telemetry
 from fedrt.errors import FedrtError
+from fedrt.protocol.relay_topics import parse_relay_topic
 from fedrt.protocol.round_errors import InvalidTopic
-from fedrt.protocol.topics import coordinator_status, device_up_filter, parse_device_up
+from fedrt.protocol.topics import UpChannel, coordinator_status, parse_device_up
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +114,9 @@ class CoordinatorService:
         self.blobs.on_corrupt.append(lambda kind, _sha: corrupt.labels(kind=kind).inc())
         self.embedded: EmbeddedBroker | None = None
         self.link: MqttLink | None = None
+        # Several instances on one store: each device message reaches one (broker.reading).
+        self.queue: NatsQueueReader | None = None
+        self.relay: DeviceRelay | None = None
         self.driver: RoundDriver | None = None
         self._driver_factory = driver_factory
         self._seen: dict[str, float] = {}
@@ -223,6 +230,12 @@ class CoordinatorService:
         # The fleet's presence value (``tasks.ownership``): it changes when rounds were lost,
         # here at a restart (the driver took its tasks back) or by a takeover.
         self.incarnation = self.ownership.incarnation
+        plan = reading_plan(b, shared_store=self.config.store.url is not None,
+                            instance_id=self.ownership.instance_id,
+                            runs_rounds=self.driver is not None)  # fmt: skip
+        if plan.split:
+            self.relay = DeviceRelay(self.store, self.ownership.instance_id, self.publish,
+                                     self.config.pace, clock=self.clock)  # fmt: skip
         self.link = MqttLink(
             LinkSettings(
                 host=host,
@@ -232,7 +245,8 @@ class CoordinatorService:
                 # Brokers bind a client id to its username (use_username_as_clientid).
                 identifier=self._mqtt_client_id(username or COORDINATOR_USERNAME),
                 tls=broker_tls_context(b) if b.tls else None,
-                subscriptions=(device_up_filter(),),
+                subscriptions=plan.subscriptions,
+                protocol=plan.protocol,
                 fallbacks=() if b.embedded else b.addresses[1:],
                 max_qos=b.max_qos,
                 status_topic=coordinator_status(),
@@ -241,6 +255,16 @@ class CoordinatorService:
             self._on_mqtt_message,
         )
         await self.link.start()
+        if plan.queue_subject is not None:
+            self.queue = NatsQueueReader(
+                QueueSettings(servers=b.nats_urls, subject=plan.queue_subject, queue=QUEUE_GROUP,
+                              username=username, password=password,
+                              tls=broker_tls_context(b) if b.tls else None,
+                              name=self._mqtt_client_id(username or COORDINATOR_USERNAME)),
+                self._on_mqtt_message,
+            )  # fmt: skip
+            await self.queue.start()
+        log.info("device traffic: %s", plan.why)
         self._tick_task = asyncio.create_task(self._tick_loop(), name="fedrt-tick")
         log.info("coordinator up: %s (listening on %s:%d), mqtt %s:%d", self.public_url,
                  self.config.http.host, self.http_port, host, port)  # fmt: skip
@@ -255,6 +279,8 @@ class CoordinatorService:
         if self.driver is not None:
             await self.state.call(self.driver.on_shutdown, self.clock())
         await self.state.call(self._flush_seen, force=True)
+        if self.queue is not None:
+            await self.queue.stop()
         if self.link is not None:
             await self.link.flush(timeout=2.0)
             await self.link.stop()
@@ -300,13 +326,15 @@ class CoordinatorService:
         changes nothing.
         """
         try:
-            device_id, channel = parse_device_up(topic)
+            relayed = self._relayed(topic)
+            device_id, channel = relayed or parse_device_up(topic)
         except InvalidTopic as exc:
             return self._count("invalid", "bad_topic", len(payload), exc)
         ch = channel.value
         if len(payload) > self.config.limits.max_message_bytes:
             return self._count(ch, "too_large", len(payload), f"{device_id}: {len(payload)} B")
-        if self.device_limiter.try_acquire("mqtt:" + device_id) > 0:
+        limited = relayed is None  # the instance that forwarded it metered it
+        if limited and self.device_limiter.try_acquire("mqtt:" + device_id) > 0:
             return self._count(ch, "rate_limited", len(payload), device_id)
         if not self.enrollment.is_active(device_id):
             return self._count(ch, "unknown_device", len(payload), device_id)
@@ -314,11 +342,22 @@ class CoordinatorService:
         self._seen[device_id] = now
         if self.driver is None:
             return self._count(ch, "no_driver", len(payload), None)
+        if self.relay is not None and relayed is None:
+            routed = self.relay.route(device_id, channel, payload, now)
+            if routed is not None:  # another instance's task: forwarded, or answered here
+                return self._count(ch, routed, len(payload), None)
         try:
             self.driver.on_device_message(device_id, channel, payload, now)
         except FedrtError as exc:
             return self._count(ch, "rejected", len(payload), f"{device_id}: {exc!r}")
         return self._count(ch, "accepted", len(payload), None)
+
+    def _relayed(self, topic: str) -> tuple[str, UpChannel] | None:
+        """(device, channel) of a message another instance forwarded here (its topic is one
+        only coordinators may publish to: ``protocol.relay_topics``), else None."""
+        if self.relay is None:
+            return None
+        return parse_relay_topic(topic, self.ownership.instance_id)
 
     def _count(self, channel: str, outcome: str, size: int, why: object) -> str:
         self.metrics.mqtt_messages.labels(channel=channel, outcome=outcome).inc()

@@ -197,6 +197,8 @@ class LocalStack:
             password=Secret(password),
             nats_auth_file=cluster.auth_path,
             nats_pid_files=tuple(str(p) for p in cluster.pid_files),
+            # Instances read the device topics in a queue group (broker/reading.py).
+            nats_urls=tuple(f"nats://{n.host}:{n.ports.client}" for n in cluster.nodes),
         )
 
     def stop(self) -> None:

@@ -11,7 +11,10 @@ nats-server 2.9.10 (docs/coordinator.md, "NATS cluster"):
 - a QoS 1 subscription is a JetStream consumer delivering to ``$MQTT.sub.<nuid>``, so an
   MQTT client needs subscribe permission on ``$MQTT.sub.>``;
 - with that permission, the same credentials on the core NATS port would read every other
-  device's deliveries: every user here is limited to ``allowed_connection_types: ["MQTT"]``.
+  device's deliveries: every device user is limited to ``allowed_connection_types:
+  ["MQTT"]``. The coordinator user may also connect on the core port (``STANDARD``): several
+  instances read the device topics there in a queue group (``broker.reading``), and it
+  reads every device's traffic anyway.
 
 Passwords are bcrypt hashes (the only hash nats-server reads); the file is 0600.
 """
@@ -39,6 +42,8 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "ACCOUNT",
+    "COORDINATOR_CONNECTIONS",
+    "DEVICE_CONNECTIONS",
     "MQTT_DELIVERY_SUBJECTS",
     "NatsAuth",
     "NatsPermissions",
@@ -50,6 +55,9 @@ __all__ = [
 
 # One account for fedrt's devices and coordinator; it carries the MQTT JetStream streams.
 ACCOUNT = "FEDRT"
+# Devices speak MQTT only (see the docstring); the coordinator also reads on the core port.
+DEVICE_CONNECTIONS = ("MQTT",)
+COORDINATOR_CONNECTIONS = ("STANDARD", "MQTT")
 # Where the JetStream consumers behind QoS 1 subscriptions deliver (see the docstring).
 MQTT_DELIVERY_SUBJECTS = "$MQTT.sub.>"
 # A topic level NATS can carry as a subject token: no '.', which is its separator, no
@@ -111,22 +119,30 @@ def coordinator_permissions() -> NatsPermissions:
     return NatsPermissions.from_acl([(e.access, e.topic) for e in coordinator_acl()])
 
 
-def _user_entry(username: str, password_hash: str, perms: NatsPermissions) -> str:
+def _user_entry(
+    username: str, password_hash: str, perms: NatsPermissions, connections: Sequence[str]
+) -> str:
     if not is_bcrypt(password_hash):
         raise BrokerError(f"password of NATS user {username!r} is not a bcrypt hash")
     check_nats_topic(username)  # a device id: one topic level, which NATS must carry
     q = json.dumps  # NATS config strings take JSON's quoting
     return (
         f"      {{user: {q(username)}, password: {q(password_hash)},\n"
-        '       allowed_connection_types: ["MQTT"],\n'
+        f"       allowed_connection_types: {q(list(connections))},\n"
         f"       permissions: {{publish: {{allow: {q(list(perms.publish))}}},"
         f" subscribe: {{allow: {q(list(perms.subscribe))}}}}}}}"
     )
 
 
-def render_auth_conf(users: dict[str, tuple[str, NatsPermissions]]) -> str:
-    """``auth.conf``: the one account with JetStream, and its users (name -> hash, perms)."""
-    entries = ",\n".join(_user_entry(u, h, p) for u, (h, p) in sorted(users.items()))
+def render_auth_conf(
+    users: dict[str, tuple[str, NatsPermissions]], *, coordinators: Sequence[str] = ()
+) -> str:
+    """``auth.conf``: the one account with JetStream, and its users (name -> hash, perms);
+    the ``coordinators`` may connect on the core port too, every other user on MQTT only."""
+    entries = ",\n".join(
+        _user_entry(u, h, p, COORDINATOR_CONNECTIONS if u in coordinators else DEVICE_CONNECTIONS)
+        for u, (h, p) in sorted(users.items())
+    )
     return (
         "# fedrt NATS users: written by the coordinator (broker/nats_auth.py); do not edit.\n"
         "accounts {\n"
@@ -170,7 +186,7 @@ class NatsAuth(BrokerAuth):
         self._reload = reload
         # The round's topics must be ones NATS carries; checked once, here, not per message.
         for rule in RULES:
-            check_nats_topic(rule.template.format(task_id="t", device_id="d"))
+            check_nats_topic(rule.template.format(task_id="t", device_id="d", cohort_key="k"))
 
     def hash_password(self, password: str) -> str:
         return bcrypt_hash(password)
@@ -205,7 +221,7 @@ class NatsAuth(BrokerAuth):
                 continue
             users[d.device_id] = (d.credential_hash, device_permissions(d.device_id))
         users[self.coordinator_username] = (self._coordinator_hash, coordinator_permissions())
-        text = render_auth_conf(users)
+        text = render_auth_conf(users, coordinators=(self.coordinator_username,))
         try:
             tmp = self.auth_file.with_name(f".{self.auth_file.name}.{secrets.token_hex(4)}")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -61,6 +61,11 @@ class BrokerConfig(SettingsModel):
     # Setting it selects NATS: MQTT 3.1.1 (NATS 2.9 refuses 5), QoS 0 and 1 only.
     nats_auth_file: SettingPath | None = None
     nats_pid_files: SettingList = ()
+    # The nodes' core-NATS listeners ("nats://host:port" each): with several coordinator
+    # instances on one store, each reads the device topics in a queue group there
+    # (broker/reading.py) so that every check-in reaches one instance. Empty: every
+    # instance reads every device message (and drops what another instance owns).
+    nats_urls: SettingList = ()
 
     @field_validator("url")
     @classmethod
@@ -79,6 +84,19 @@ class BrokerConfig(SettingsModel):
             except ValueError as exc:
                 raise ConfigError(f"broker.url has a bad port: {url!r}") from exc
         return url
+
+    @field_validator("nats_urls")
+    @classmethod
+    def _nats_urls(cls, urls: tuple[str, ...]) -> tuple[str, ...]:
+        for url in urls:
+            parts = urlsplit(url)
+            try:
+                port = parts.port
+            except ValueError:
+                port = None
+            if parts.scheme not in ("nats", "tls") or not parts.hostname or port is None:
+                raise ConfigError(f"broker.nats_urls entries are nats://HOST:PORT, got {url!r}")
+        return urls
 
     @field_validator("nodes")
     @classmethod
@@ -100,8 +118,10 @@ class BrokerConfig(SettingsModel):
                 )
             if self.password is None:
                 raise ConfigError("broker.nats_auth_file needs broker.password")
-        elif self.nats_pid_files:
-            raise ConfigError("broker.nats_pid_files needs broker.nats_auth_file")
+        else:
+            for name in ("nats_pid_files", "nats_urls"):
+                if getattr(self, name):
+                    raise ConfigError(f"broker.{name} needs broker.nats_auth_file")
         return self
 
     @property
