@@ -229,6 +229,20 @@ def _add_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> N
     dp.add_argument(
         "--dp-budget", type=float, default=d["dp_budget"], help="stop before epsilon passes it"
     )
+    parser.add_argument(
+        "--device-processes",
+        type=int,
+        default=d["device_processes"],
+        metavar="N",
+        help="run the devices in N processes of their own (thousands of devices)",
+    )
+    parser.add_argument(
+        "--pace-rate",
+        type=float,
+        default=d["pace_rate"],
+        help="check-ins per second at most from devices the coordinator turns away (pace "
+        "steering; lower it for large fleets)",
+    )
     parser.add_argument("--json", type=Path, dest="json_report", help="write the report here")
 
 
@@ -290,6 +304,8 @@ def _config(args: argparse.Namespace) -> Any:
         fedprox_mu=args.fedprox_mu,
         personal_layers=args.personal_layers,
         finetune_steps=args.finetune_steps,
+        device_processes=args.device_processes,
+        pace_rate=args.pace_rate,
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import logging
 import threading
 import time
@@ -103,8 +104,11 @@ class Fleet:
         devices_per_thread: int = 0,
         slowdowns: Sequence[float] = (),
         train_seconds: float = 0.0,
+        first_index: int = 0,
     ) -> None:
         self.directory = directory
+        # The index of this fleet's first device (a shard of a larger fleet: fleet_procs).
+        self.first_index = first_index
         self.coordinator_url = coordinator_url
         self.task_id = task_id
         self.mqtt_protocol = mqtt_protocol
@@ -126,6 +130,8 @@ class Fleet:
         self._timers: list[threading.Timer] = []
         self._stopping = False
         self._stop = threading.Event()
+        self._checkins = itertools.count()
+        self.checkins = 0  # check-ins its devices sent, all incarnations together
 
     def add(self, index: int, data: Dataset, state: TracedState) -> SimDevice:
         sim = SimDevice(
@@ -164,8 +170,9 @@ class Fleet:
         )
         seed = int(self.rng.integers(2**63))
         hub = loop = None
+        local = sim.index - self.first_index
         if self.devices_per_thread > 0:
-            shard = sim.index // self.devices_per_thread
+            shard = local // self.devices_per_thread
             hub, loop = self._hubs[shard], self._loops[shard]
         return Device(
             config,
@@ -177,11 +184,11 @@ class Fleet:
             transport_factory=functools.partial(_transport, loop=loop),
             trainer_factory=(
                 slow_trainer_factory(
-                    self.slowdowns[sim.index],
+                    self.slowdowns[local],
                     base_seconds=self.train_seconds,
                     num_threads=config.num_threads,
                 )
-                if sim.index < len(self.slowdowns)
+                if local < len(self.slowdowns)
                 else None
             ),
         )
@@ -196,13 +203,19 @@ class Fleet:
                 self._hubs.append(hub)
                 self._loops.append(loop)
         # Devices are made (and their seeds drawn) in index order: the same seed gives the
-        # same devices. Enrollment is network-bound: a few at a time.
+        # same devices. Enrollment is network-bound: a few at a time, each device started
+        # as soon as it is enrolled (the coordinator batches the enrollments that arrive
+        # together: api.enroll_batch).
         made = [(sim, self._make(sim)) for sim in self.devices]
-        with ThreadPoolExecutor(enroll_workers, thread_name_prefix="fedrt-enroll") as pool:
-            list(pool.map(lambda pair: pair[1].enroll(self.token_factory()), made))
-        for sim, device in made:
+
+        def up(pair: tuple[SimDevice, Device]) -> None:
+            sim, device = pair
+            device.enroll(self.token_factory())
             device.start()
             sim.device = device
+
+        with ThreadPoolExecutor(enroll_workers, thread_name_prefix="fedrt-enroll") as pool:
+            list(pool.map(up, made))
         if any(sim.state.trace.offline for sim in self.devices):
             thread = threading.Thread(target=self._connectivity, name="fedrt-sim-net", daemon=True)
             thread.start()
@@ -258,6 +271,8 @@ class Fleet:
     # ------------------------------------------------------------------ chaos
     def _on_event(self, sim: SimDevice, event: DeviceEvent, detail: dict[str, Any]) -> None:
         sim.events.append((time.time(), event.value))
+        if event is DeviceEvent.CHECKED_IN:
+            self.checkins = next(self._checkins) + 1  # one count, whichever hub thread
         if event is DeviceEvent.UPDATE_SENT:
             sim.updates.append((detail["round_id"], detail["delta"], detail["n_examples"]))
         if event is not DeviceEvent.TRAINING_STARTED or self.dropout <= 0:

@@ -37,6 +37,7 @@ from fedrt.simulation.chaos import ChaosRunner, parse_chaos
 from fedrt.simulation.eval_rows import eval_fields
 from fedrt.simulation.evaluate import HeldOutEvaluator, accuracy_and_loss, centralized_baseline
 from fedrt.simulation.fleet import Fleet, TracedState
+from fedrt.simulation.fleet_procs import ProcessFleet
 from fedrt.simulation.personal_eval import evaluate_run
 from fedrt.simulation.report import REPORT_VERSION, Report, RoundRow, progress_line, write_report
 from fedrt.simulation.sim_config import SCALE_DEVICES_PER_THREAD, SCALE_MODE_FROM, SimConfig
@@ -121,7 +122,7 @@ class Simulation:
         self._last_end = 0.0
         self._task_started = 0.0
         self._last_bytes = (0, 0)
-        self.fleet: Fleet | None = None
+        self.fleet: Fleet | ProcessFleet | None = None
         self.stack: LocalStack | None = None
         self.task_id = ""
         self._reported: set[int] = set()
@@ -253,7 +254,7 @@ class Simulation:
 
         run_dir = cfg.data_dir / f"run-{int(started)}-{cfg.seed}"
         evaluator = HeldOutEvaluator(test)
-        pace = PaceConfig(target_rate=1000.0, min_delay=0.5, spread=1.0)
+        pace = PaceConfig(target_rate=cfg.pace_rate, min_delay=0.5, spread=1.0)
 
         def make_driver(ctx: DriverContext) -> RoundDriver:
             return FederatedDriver(
@@ -319,7 +320,10 @@ class Simulation:
             if self.fleet is not None:
                 self.fleet.stop_all()
             stack.stop()
-        if self.fleet is not None:
+        if isinstance(self.fleet, ProcessFleet):
+            self.report.crashes = self.fleet.crashes
+            self.report.offline_spells = self.fleet.offline_spells
+        elif self.fleet is not None:
             self.report.crashes = sum(d.crashes for d in self.fleet.devices)
             self.report.offline_spells = sum(d.offline_spells for d in self.fleet.devices)
         committed = [r for r in self.report.rounds if r.accuracy is not None]
@@ -334,6 +338,8 @@ class Simulation:
         fleet = self.fleet
         if fleet is None:
             return None
+        if isinstance(fleet, ProcessFleet):
+            return fleet.connected(), fleet.size
         # Devices away on purpose (--dropout, restarting) are not waited for.
         present = [s.device for s in fleet.devices if s.device is not None]
         return sum(d.status().connected for d in present), len(present)
@@ -381,7 +387,7 @@ class Simulation:
         train: datasets.Dataset,
         parts: list[Any],
         rng: np.random.Generator,
-    ) -> Fleet:
+    ) -> Fleet | ProcessFleet:
         cfg = self.config
         svc = stack.service
         assert svc is not None
@@ -391,7 +397,9 @@ class Simulation:
 
         # Between events a device looks at its eligibility every poll_s: with many devices in
         # one process, look less often so the looking does not starve training.
-        poll_s = max(0.2, cfg.devices / 100)
+        poll_s = max(0.2, cfg.devices / cfg.device_processes / 100)
+        if cfg.device_processes > 1:
+            return self._process_fleet(stack, train, parts, poll_s)
         fleet = Fleet(
             cfg.data_dir / "devices" / f"seed-{cfg.seed}-{int(time.time())}",
             coordinator_url=stack.http_url,
@@ -417,6 +425,42 @@ class Simulation:
                 TracedState(trace, t0=t0, speed=cfg.speed, sim_start=sim_start),
             )
         return fleet
+
+    def _process_fleet(
+        self, stack: LocalStack, train: datasets.Dataset, parts: list[Any], poll_s: float
+    ) -> ProcessFleet:
+        cfg = self.config
+        svc = stack.service
+        assert svc is not None
+
+        def tokens(n: int) -> list[str]:
+            return stack.call(lambda: svc.enrollment.create_tokens(n, actor="simulate"))
+
+        settings = {
+            "coordinator_url": stack.http_url,
+            "task_id": self.task_id,
+            "mqtt_protocol": stack.mqtt_protocol,
+            "dropout": cfg.dropout,
+            "seed": cfg.seed,
+            "poll_s": poll_s,
+            "devices_per_thread": cfg.shared_threads,
+            "train_seconds": cfg.train_seconds,
+            "availability": cfg.availability,
+            "speed": cfg.speed,
+            "time_limit_s": cfg.time_limit_s,
+            "t0": time.time(),
+            "sim_start": 23 * traces.HOUR,  # as in-process: 23:00, phones charging on Wi-Fi
+            "enroll_workers": 16,
+        }
+        return ProcessFleet(
+            cfg.data_dir / "devices" / f"seed-{cfg.seed}-{int(time.time())}",
+            processes=cfg.device_processes,
+            tokens=tokens,
+            train=train,
+            parts=parts,
+            settings=settings,
+            slowdowns=self.slowdowns,
+        )
 
 
 def _end_reason(store: Store, task_id: str) -> str:

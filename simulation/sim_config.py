@@ -133,6 +133,12 @@ class SimConfig:
     # model on its own held-out share after the last round (simulation/personal_eval.py).
     personal_layers: int = 0
     finetune_steps: int = 0
+    # Devices in this many processes of their own (simulation/fleet_procs.py; 1: in this
+    # process). One process stops scaling past a few thousand MQTT clients.
+    device_processes: int = 1
+    # Pace steering (coordinator.selection.pace): devices turned away come back at most
+    # pace_rate a second. High by default (small fleets); lower it for large ones.
+    pace_rate: float = 1000.0
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -210,6 +216,12 @@ class SimConfig:
             "--personal-layers and --finetune-steps are evaluated on each device's held-out "
             "share: give --holdout (e.g. 0.2)",
         )
+        need(1 <= self.device_processes <= 64, "--device-processes must be in 1..64")
+        need(
+            self.device_processes == 1 or not (self.personal_layers or self.finetune_steps),
+            "--device-processes > 1 cannot evaluate personalization (the devices are elsewhere)",
+        )
+        need(math.isfinite(self.pace_rate) and self.pace_rate > 0, "--pace-rate must be > 0")
         need(math.isfinite(self.qfedavg_q) and 0.0 <= self.qfedavg_q <= 100, "--q: 0..100")
         need(0.0 <= self.fedprox_mu <= 100, "--fedprox-mu must be in [0, 100]")
         datasets.Partition.parse(self.partition)

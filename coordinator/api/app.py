@@ -121,7 +121,9 @@ def build_app(ctx: ApiContext) -> web.Application:
     app[IP_LIMITER] = RateLimiter(
         rate=ctx.enroll_rate_per_s, burst=ctx.enroll_burst, clock=time.monotonic
     )
-    app[ENROLL_BATCHER] = EnrollBatcher(ctx.enrollment.enroll_many)
+    app[ENROLL_BATCHER] = EnrollBatcher(
+        ctx.enrollment.enroll_many, settle=ctx.enrollment.sync_broker
+    )
     r = app.router
     r.add_get("/healthz", healthz)
     r.add_get("/metrics", metrics)
