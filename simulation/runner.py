@@ -113,6 +113,7 @@ class Simulation:
         if config.dp != "none":
             self.report.config["dp_accounting"] = ACCOUNTING_ASSUMPTION
         self.report.config["devices_per_thread"] = config.shared_threads
+        self.report.config["checkin_s"] = config.checkin_deadline_s
         self.report.config["stage_s"] = config.stage_deadline_s
         self.report.config["training_s"] = config.training_deadline_s
         # Device i's training-time multiple (--speed-spread), drawn from --seed.

@@ -20,8 +20,12 @@ from fedrt.coordinator.tasks import STRATEGIES, TaskSpec
 from fedrt.errors import UsageError
 from fedrt.simulation import datasets, traces
 from fedrt.simulation.chaos import parse_chaos
+from fedrt.simulation.timings import PARTICIPANT_TIMINGS
 
-__all__ = ["SCALE_DEVICES_PER_THREAD", "SCALE_MODE_FROM", "STAGE_S_PER_DEVICE", "SimConfig"]
+__all__ = [
+    "CHECKIN_S_PER_DEVICE", "SCALE_DEVICES_PER_THREAD", "SCALE_MODE_FROM", "STAGE_S_PER_DEVICE",
+    "SimConfig",
+]  # fmt: skip
 
 # Every simulated device shares this machine's cores, so a SecAgg+ stage takes longer the
 # more devices a round has (on a real fleet each device brings its own CPU and the work per
@@ -32,6 +36,15 @@ __all__ = ["SCALE_DEVICES_PER_THREAD", "SCALE_MODE_FROM", "STAGE_S_PER_DEVICE", 
 # LiteRT, SecAgg+ keys) likewise gets 30 s plus 30 ms per device: 60 s at 1,000, where a
 # fixed 30 s lost round 2 of a 1,000-device run ("0 answered ADVERTISE_KEYS by the
 # training deadline (30 s)": 1,150 devices first fetching the new version, on 2 cores).
+# Check-in likewise: 10 s plus 15 ms per device of the round (25 s at 1,000). At 1,000 a
+# round from 1,300 devices on 2 instances and the NATS cluster, a fixed 10 s saw 236-698 of
+# them check in (issue 17, benchmark 2): every one of 1,300 QoS 1 check-ins is a replicated
+# JetStream write on the cluster, on the same 2 cores as the devices. A full pool still
+# closes check-in at once. Capped below the simulated devices' own check-in timeout, after
+# which a device that heard nothing gives up and checks in again.
+CHECKIN_S_BASE = 10.0
+CHECKIN_S_PER_DEVICE = 0.015
+CHECKIN_S_MAX = PARTICIPANT_TIMINGS["checkin_timeout"] - 5.0
 STAGE_S_BASE = 5.0
 STAGE_S_PER_DEVICE = 0.025
 TRAINING_S_BASE = 30.0
@@ -75,8 +88,9 @@ class SimConfig:
     http_host: str = "127.0.0.1"
     http_port: int = 0
     # Per-stage deadlines, in seconds: short, since every device here is local. None: the
-    # training and SecAgg+ stage deadlines are sized from the round (``stage_deadline_s``).
-    checkin_s: float = 10.0
+    # check-in, training and SecAgg+ stage deadlines are sized from the round
+    # (``checkin_deadline_s``, ``stage_deadline_s``).
+    checkin_s: float | None = None
     training_s: float | None = None
     stage_s: float | None = None
     # Give up on the whole run after this long (a run must end even if rounds keep failing).
@@ -159,6 +173,11 @@ class SimConfig:
         need(self.availability in traces.TRACES, f"--availability: one of {traces.TRACES}")
         need(self.speed > 0, "--speed must be > 0")
         need(self.stage_s is None or self.stage_s > 0, "--stage-deadline must be > 0")
+        need(
+            self.checkin_s is None or 0 < self.checkin_s <= CHECKIN_S_MAX,
+            f"the check-in deadline must be in (0, {CHECKIN_S_MAX:g}] s (simulated devices"
+            f" give up waiting for their plan after {PARTICIPANT_TIMINGS['checkin_timeout']:g} s)",
+        )
         need(not (self.secagg and self.cohort_devices < 2), "SecAgg+ needs --per-round >= 2")
         need(
             self.devices_per_thread is None or self.devices_per_thread >= 0,
@@ -285,6 +304,13 @@ class SimConfig:
         return max(self.buffer_size, min(self.devices, 3 * self.buffer_size))
 
     @property
+    def checkin_deadline_s(self) -> float:
+        """The check-in deadline: ``checkin_s``, or sized from the round (and capped)."""
+        if self.checkin_s is not None:
+            return self.checkin_s
+        return min(CHECKIN_S_MAX, CHECKIN_S_BASE + CHECKIN_S_PER_DEVICE * self.cohort_devices)
+
+    @property
     def stage_deadline_s(self) -> float:
         """The SecAgg+ stage deadline: ``stage_s``, or sized from the cohort."""
         if self.stage_s is not None:
@@ -311,7 +337,7 @@ class SimConfig:
             goal_count=self.cohort_devices,
             over_selection=over,
             min_reports=max(2 if self.secagg else 1, math.ceil(0.5 * self.cohort_devices)),
-            checkin_deadline_s=self.checkin_s,
+            checkin_deadline_s=self.checkin_deadline_s,
             training_deadline_s=self.training_deadline_s,
             secagg_stage_deadline_s=self.stage_deadline_s,
             local_epochs=self.local_epochs,
