@@ -105,10 +105,13 @@ class Fleet:
         slowdowns: Sequence[float] = (),
         train_seconds: float = 0.0,
         first_index: int = 0,
+        connect_rate: float = 0.0,
     ) -> None:
         self.directory = directory
         # The index of this fleet's first device (a shard of a larger fleet: fleet_procs).
         self.first_index = first_index
+        # Devices started (connecting) a second at most; 0: all at once.
+        self.connect_rate = connect_rate
         self.coordinator_url = coordinator_url
         self.task_id = task_id
         self.mqtt_protocol = mqtt_protocol
@@ -203,19 +206,25 @@ class Fleet:
                 self._hubs.append(hub)
                 self._loops.append(loop)
         # Devices are made (and their seeds drawn) in index order: the same seed gives the
-        # same devices. Enrollment is network-bound: a few at a time, each device started
-        # as soon as it is enrolled (the coordinator batches the enrollments that arrive
-        # together: api.enroll_batch).
+        # same devices. Enrollment is network-bound: a few at a time (the coordinator
+        # batches the enrollments that arrive together: api.enroll_batch). Every device is
+        # enrolled before any connects: each enrollment batch reloads Mosquitto, which then
+        # checks every connected client's password again (10,000 devices enrolling while
+        # thousands were connected: its listen queue overflowed, keepalives lapsed).
         made = [(sim, self._make(sim)) for sim in self.devices]
-
-        def up(pair: tuple[SimDevice, Device]) -> None:
-            sim, device = pair
-            device.enroll(self.token_factory())
+        with ThreadPoolExecutor(enroll_workers, thread_name_prefix="fedrt-enroll") as pool:
+            list(pool.map(lambda pair: pair[1].enroll(self.token_factory()), made))
+        # At most connect_rate connections a second (0: all at once): a burst of thousands
+        # overflows the broker's listen queue (Mosquitto's is 100), and a refused SYN
+        # blocks the shared network loop's connect for a second or more.
+        gap = 1.0 / self.connect_rate if self.connect_rate > 0 else 0.0
+        next_at = time.monotonic()
+        for sim, device in made:
+            if gap and self._stop.wait(max(0.0, next_at - time.monotonic())):
+                return
+            next_at += gap
             device.start()
             sim.device = device
-
-        with ThreadPoolExecutor(enroll_workers, thread_name_prefix="fedrt-enroll") as pool:
-            list(pool.map(up, made))
         if any(sim.state.trace.offline for sim in self.devices):
             thread = threading.Thread(target=self._connectivity, name="fedrt-sim-net", daemon=True)
             thread.start()
