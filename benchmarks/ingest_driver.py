@@ -46,7 +46,13 @@ class IngestDriver(RoundDriver):
         self.done.clear()
 
     def on_device_message(
-        self, device_id: str, channel: UpChannel, payload: bytes, now: float
+        self,
+        device_id: str,
+        channel: UpChannel,
+        payload: bytes,
+        now: float,
+        *,
+        cohort: str | None = None,
     ) -> None:
         if self.aggregate:
             self._add(device_id, payload)

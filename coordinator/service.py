@@ -7,7 +7,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from fedrt.coordinator.api.context import ApiContext
 from fedrt.coordinator.api.ratelimit import RateLimiter
@@ -45,7 +45,7 @@ from fedrt.coordinator.telemetry.registry import Telemetry
 from fedrt.errors import FedrtError
 from fedrt.protocol.relay_topics import parse_relay_topic
 from fedrt.protocol.round_errors import InvalidTopic
-from fedrt.protocol.topics import UpChannel, coordinator_status, parse_device_up
+from fedrt.protocol.topics import UpChannel, coordinator_status, parse_up_topic
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +147,7 @@ class CoordinatorService:
             pace=self.config.pace,
             observer=self.metrics.rounds,
             ownership=self.ownership,
+            follow=self.follow,
             held_out=self.held_out,
         )
 
@@ -314,6 +315,17 @@ class CoordinatorService:
         except FedrtError as exc:
             log.error("cannot queue a message for %s: %s", topic, exc)
 
+    def follow(self, filters: Sequence[str], on: bool) -> None:
+        """(Un)subscribe the link to topic filters (the cohort topics of the rounds this
+        instance runs), in order with ``publish``: a cohort's SUBSCRIBE precedes its plans."""
+        loop = self._net_loop
+        if self.link is None:
+            return  # no round forms before the link is up
+        if loop is None or running_loop() is loop:
+            self.link.follow(filters, on)
+        else:
+            loop.call_soon_threadsafe(self.link.follow, tuple(filters), on)
+
     async def _on_mqtt_message(self, topic: str, payload: bytes) -> None:
         # Acknowledged to the broker only once handled (the link awaits this): at least once.
         await self.state.call(self.on_device_message, topic, payload)
@@ -322,12 +334,18 @@ class CoordinatorService:
         """Authenticate, meter and route one device message; returns the outcome label.
 
         The device id comes from the topic, which the broker's ACL ties to the MQTT user,
-        so a device cannot speak for another. Each rejection is logged and counted, and
+        so a device cannot speak for another; a cohort topic's key goes to the driver, which
+        checks that the device is in that cohort. Each rejection is logged and counted, and
         changes nothing.
         """
         try:
             relayed = self._relayed(topic)
-            device_id, channel = relayed or parse_device_up(topic)
+            cohort: str | None = None
+            sender = relayed
+            if sender is None:
+                up = parse_up_topic(topic)
+                sender, cohort = (up.device_id, up.channel), up.cohort
+            device_id, channel = sender
         except InvalidTopic as exc:
             return self._count("invalid", "bad_topic", len(payload), exc)
         ch = channel.value
@@ -342,12 +360,15 @@ class CoordinatorService:
         self._seen[device_id] = now
         if self.driver is None:
             return self._count(ch, "no_driver", len(payload), None)
-        if self.relay is not None and relayed is None:
+        if self.relay is not None and relayed is None and cohort is None:
             routed = self.relay.route(device_id, channel, payload, now)
             if routed is not None:  # another instance's task: forwarded, or answered here
                 return self._count(ch, routed, len(payload), None)
         try:
-            self.driver.on_device_message(device_id, channel, payload, now)
+            if cohort is None:
+                self.driver.on_device_message(device_id, channel, payload, now)
+            else:
+                self.driver.on_device_message(device_id, channel, payload, now, cohort=cohort)
         except FedrtError as exc:
             return self._count(ch, "rejected", len(payload), f"{device_id}: {exc!r}")
         return self._count(ch, "accepted", len(payload), None)

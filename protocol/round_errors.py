@@ -9,7 +9,8 @@
           ├── DuplicateMessageId        a message id already processed (QoS 1 redelivery)
           ├── UnknownParticipant        a device that is not part of this round
           ├── UnexpectedMessage         valid, but not acceptable in the current stage
-          │    └── LateMessage          for a stage that has closed (a straggler)
+          │    ├── LateMessage          for a stage that has closed (a straggler)
+          │    └── WrongCohort          under a cohort topic that is not the sender's
           ├── IllegalTransition         a local call the state machine cannot take now
           └── RoundFailed               the round cannot complete (too few devices left)
 
@@ -72,6 +73,11 @@ class LateMessage(UnexpectedMessage):
     """An answer for a stage that has already closed: the sender was cut as a straggler."""
 
 
+class WrongCohort(UnexpectedMessage):
+    """A round's reply arrived under a cohort topic that is not its sender's cohort's
+    (a forged or stale key, or a check-in on a cohort topic): refused, nothing changed."""
+
+
 class IllegalTransition(RoundError, StageError):
     """A local call (event) that the state machine cannot take in its current state."""
 
@@ -92,4 +98,5 @@ __all__ = [
     "UnexpectedMessage",
     "UnknownParticipant",
     "UnsupportedVersion",
+    "WrongCohort",
 ]

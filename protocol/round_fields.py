@@ -6,7 +6,7 @@ import enum
 import math
 
 from fedrt.protocol.round_errors import InvalidTopic, MalformedMessage
-from fedrt.protocol.topics import check_id
+from fedrt.protocol.topics import check_cohort_key, check_id
 
 U64_MAX = 2**64 - 1
 # An MQTT packet holds at most 256 MiB; 128 MiB leaves room for a 40M-parameter model at
@@ -49,6 +49,13 @@ def ident(obj: object, name: str) -> None:
         raise fail(type(obj), str(exc)) from None
 
 
+def cohort(obj: object, name: str) -> None:
+    try:
+        check_cohort_key(getattr(obj, name))
+    except InvalidTopic as exc:
+        raise fail(type(obj), str(exc)) from None
+
+
 def text(obj: object, name: str, limit: int = MAX_TEXT) -> None:
     v = getattr(obj, name)
     if not isinstance(v, str) or len(v) > limit:
@@ -72,6 +79,7 @@ __all__ = [
     "MAX_WINDOW",
     "U64_MAX",
     "blob",
+    "cohort",
     "enum_member",
     "fail",
     "ident",

@@ -23,6 +23,7 @@ from fedrt.protocol.round_fields import (
     MAX_WINDOW,
     U64_MAX,
     blob,
+    cohort,
     enum_member,
     fail,
     ident,
@@ -152,9 +153,15 @@ class Plan:
     # variate c is the blob ``control_variate`` names (None: c = 0).
     scaffold: bool = field(default=False, metadata=APPENDED)
     control_variate: ModelRef | None = field(default=None, metadata=APPENDED)
+    # Per-cohort topics (``topics.cohort_key``): the device sends this round's replies on
+    # ``up/c/<cohort_topic>/...`` ("": on the plain up-topics). Given only to devices whose
+    # check-in set ``topics.FEATURE_COHORT_TOPICS``: an older SDK refuses unknown fields.
+    cohort_topic: str = field(default="", metadata=APPENDED)
 
     def __post_init__(self) -> None:
         u64(self, "msg_id", "round_id", "finetune_steps", "staleness")
+        if self.cohort_topic != "":
+            cohort(self, "cohort_topic")
         if self.async_role not in (0, 1, 2):  # round_async.ASYNC_ROLES
             raise fail(Plan, f"async_role must be 0, 1 or 2, got {self.async_role!r}")
         ident(self, "task_id")

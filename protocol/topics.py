@@ -9,6 +9,8 @@ Layout (``{d}`` a device id, which is also the device's MQTT username; ``{t}`` a
     fedrt/v1/dev/{d}/up/round       {d} -> coordinator   queued     small stage replies, abandon
     fedrt/v1/dev/{d}/up/update      {d} -> coordinator   queued     masked / quantized update
     fedrt/v1/dev/{d}/up/status      {d} -> coordinator   live       online / will "offline"
+    fedrt/v1/dev/{d}/up/c/{k}/round   {d} -> owner of cohort {k}   queued   as up/round
+    fedrt/v1/dev/{d}/up/c/{k}/update  {d} -> owner of cohort {k}   queued   as up/update
 
 Why this shape: everything a device may write sits under ``fedrt/v1/dev/{d}/up/`` and
 everything only it may read is ``fedrt/v1/dev/{d}/in``, so two Mosquitto ``pattern`` lines
@@ -17,11 +19,20 @@ topic, which the broker authenticated, not a field a device could forge. Announc
 public and retained so that a device coming online learns the current tasks at once. Bulk
 updates get their own channel so the coordinator can meter and size-check them separately.
 Device topics are never retained: a departed device must not leave payloads in the broker.
+
+Cohort topics (``up/c/{k}/...``): a SecAgg+ round's plan gives each device whose check-in
+announced ``FEATURE_COHORT_TOPICS`` its cohort's key ``{k}``, and the device sends that
+round's replies there, so a coordinator instance subscribes to the cohorts it owns
+(``cohort_up_filter``) instead of reading every device. The key is opaque and public (a
+digest of task, round and cohort index): it routes, it does not authenticate. The sender
+is still the topic's device id, and the round checks that the device belongs to that
+cohort. Older SDKs (no feature bit) get no key and keep using ``up/round`` and ``up/update``.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -32,6 +43,12 @@ PREFIX = "fedrt/v1"
 # The device id doubles as the MQTT username and a topic level: it must hold no MQTT
 # wildcard (+ #), no level separator (/), no $ (reserved topics) and no whitespace.
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# A cohort key: one topic level with no dot either (NATS maps topic levels to subject
+# tokens and dots inside a level to separators), short enough to keep topics small.
+_COHORT_KEY = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+# CheckIn.features bit (next to ``round_async.FEATURE_ASYNC``): the SDK sends a round's
+# replies on the cohort topic its plan names.
+FEATURE_COHORT_TOPICS = 2
 
 
 class QoS(enum.IntEnum):
@@ -111,6 +128,22 @@ RULES: tuple[TopicRule, ...] = (
         qos=QoS.AT_LEAST_ONCE,
         retain=False,
         carries="StageResponse (masked input / plain update)",
+    ),
+    TopicRule(
+        template=f"{PREFIX}/dev/{{device_id}}/up/c/{{cohort_key}}/round",
+        publisher="that device only",
+        readers="the coordinator instance owning the cohort",
+        qos=QoS.AT_LEAST_ONCE,
+        retain=False,
+        carries="as up/round, for a round whose plan named the cohort key",
+    ),
+    TopicRule(
+        template=f"{PREFIX}/dev/{{device_id}}/up/c/{{cohort_key}}/update",
+        publisher="that device only",
+        readers="the coordinator instance owning the cohort",
+        qos=QoS.AT_LEAST_ONCE,
+        retain=False,
+        carries="as up/update, for a round whose plan named the cohort key",
     ),
     TopicRule(
         template=f"{PREFIX}/dev/{{device_id}}/up/status",
@@ -198,6 +231,37 @@ def device_up(device_id: str, channel: UpChannel) -> str:
     return f"{PREFIX}/dev/{check_id(device_id)}/up/{channel.value}"
 
 
+def check_cohort_key(value: str) -> str:
+    """Return ``value`` if it is a cohort key (``cohort_key``'s form), else raise."""
+    if not isinstance(value, str) or not _COHORT_KEY.fullmatch(value):
+        raise InvalidTopic(f"cohort key {value!r} must match {_COHORT_KEY.pattern}")
+    return value
+
+
+def cohort_key(task_id: str, round_id: int, index: int) -> str:
+    """The topic key of cohort ``index`` of a task's round: the same on every instance
+    (so any of them can subscribe for it), distinct across tasks and rounds."""
+    digest = hashlib.sha256(f"{check_id(task_id, 'task id')}\n{round_id}".encode()).hexdigest()
+    return f"{digest[:12]}-{index}"
+
+
+# Only a round's replies travel on a cohort topic: check-ins precede the cohort, and a
+# device's presence is not a round's.
+COHORT_CHANNELS = (UpChannel.ROUND, UpChannel.UPDATE)
+
+
+def device_up_cohort(device_id: str, key: str, channel: UpChannel) -> str:
+    """Where a device sends ``channel`` for the round whose plan named cohort ``key``."""
+    if channel not in COHORT_CHANNELS:
+        raise InvalidTopic(f"{channel.value} is not sent on a cohort topic")
+    return f"{PREFIX}/dev/{check_id(device_id)}/up/c/{check_cohort_key(key)}/{channel.value}"
+
+
+def cohort_up_filter(key: str) -> str:
+    """What the instance owning cohort ``key`` subscribes to: every member's replies."""
+    return f"{PREFIX}/dev/+/up/c/{check_cohort_key(key)}/+"
+
+
 def device_up_filter(group: str | None = None) -> str:
     """What the coordinator subscribes to; with ``group``, an MQTT 5 shared subscription so
     several coordinator instances split the devices' traffic."""
@@ -205,16 +269,42 @@ def device_up_filter(group: str | None = None) -> str:
     return topic if group is None else f"$share/{check_id(group, 'share group')}/{topic}"
 
 
-def parse_device_up(topic: str) -> tuple[str, UpChannel]:
-    """(device id, channel) of a topic the coordinator received, or ``InvalidTopic``."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpTopic:
+    """A device up-topic, parsed: who sent it (the broker authenticated that), on which
+    channel, and the cohort key it was sent under (None: a plain ``up/<channel>``)."""
+
+    device_id: str
+    channel: UpChannel
+    cohort: str | None = None
+
+
+def parse_up_topic(topic: str) -> UpTopic:
+    """Either up-topic form (plain or cohort), or ``InvalidTopic``."""
     parts = topic.split("/")
-    if len(parts) != 6 or "/".join(parts[:3]) != f"{PREFIX}/dev" or parts[4] != "up":
+    if len(parts) not in (6, 8) or "/".join(parts[:3]) != f"{PREFIX}/dev" or parts[4] != "up":
+        raise InvalidTopic(f"not a device up-topic: {topic!r}")
+    if len(parts) == 8 and parts[5] != "c":
         raise InvalidTopic(f"not a device up-topic: {topic!r}")
     try:
-        channel = UpChannel(parts[5])
+        channel = UpChannel(parts[-1])
     except ValueError:
         raise InvalidTopic(f"unknown up-channel in {topic!r}") from None
-    return check_id(parts[3]), channel
+    device_id = check_id(parts[3])
+    if len(parts) == 6:
+        return UpTopic(device_id=device_id, channel=channel)
+    if channel not in COHORT_CHANNELS:
+        raise InvalidTopic(f"{channel.value} is not sent on a cohort topic: {topic!r}")
+    return UpTopic(device_id=device_id, channel=channel, cohort=check_cohort_key(parts[6]))
+
+
+def parse_device_up(topic: str) -> tuple[str, UpChannel]:
+    """(device id, channel) of a plain up-topic, or ``InvalidTopic`` (a cohort topic too:
+    ``parse_up_topic`` reads both)."""
+    up = parse_up_topic(topic)
+    if up.cohort is not None:
+        raise InvalidTopic(f"a cohort topic, not a plain up-topic: {topic!r}")
+    return up.device_id, up.channel
 
 
 def parse_task_announcement(topic: str) -> str:
@@ -229,7 +319,8 @@ def rule_for(topic: str) -> TopicRule:
     """The rule (QoS, retain) governing a concrete topic."""
     for rule in RULES:
         pattern = re.escape(rule.template)
-        pattern = pattern.replace(r"\{task_id\}", "[^/]+").replace(r"\{device_id\}", "[^/]+")
+        for name in ("task_id", "device_id", "cohort_key"):
+            pattern = pattern.replace(r"\{" + name + r"\}", "[^/]+")
         if re.fullmatch(pattern, topic):
             return rule
     raise InvalidTopic(f"topic outside the fedrt layout: {topic!r}")
@@ -262,6 +353,8 @@ def device_acl_patterns() -> tuple[AclEntry, ...]:
         AclEntry(access="read", topic=task_announcements_filter(), pattern=True),
         AclEntry(access="read", topic=f"{PREFIX}/dev/%u/in", pattern=True),
         AclEntry(access="write", topic=f"{PREFIX}/dev/%u/up/+", pattern=True),
+        # Cohort topics: still the device's own subtree; ``+`` matches one level only.
+        AclEntry(access="write", topic=f"{PREFIX}/dev/%u/up/c/+/+", pattern=True),
     )
 
 
@@ -294,6 +387,8 @@ def render_acl_file(coordinator_username: str) -> str:
 
 
 __all__ = [
+    "COHORT_CHANNELS",
+    "FEATURE_COHORT_TOPICS",
     "PREFIX",
     "RULES",
     "AclEntry",
@@ -301,8 +396,12 @@ __all__ = [
     "QoS",
     "TopicRule",
     "UpChannel",
+    "UpTopic",
+    "check_cohort_key",
     "check_id",
     "check_incarnation",
+    "cohort_key",
+    "cohort_up_filter",
     "coordinator_acl",
     "coordinator_presence",
     "coordinator_status",
@@ -310,10 +409,12 @@ __all__ = [
     "device_acl_patterns",
     "device_inbox",
     "device_up",
+    "device_up_cohort",
     "device_up_filter",
     "parse_coordinator_presence",
     "parse_device_up",
     "parse_task_announcement",
+    "parse_up_topic",
     "render_acl_file",
     "rule_for",
     "task_announcement",

@@ -17,6 +17,7 @@ from fedrt.protocol.errors import ProtocolError
 from fedrt.protocol.round_codec import decode_from_coordinator, encode_message
 from fedrt.protocol.topics import (
     device_up,
+    device_up_cohort,
     parse_coordinator_presence,
     parse_task_announcement,
 )
@@ -274,8 +275,13 @@ class DeviceRuntime:
                 payload = encode_message(command.message)
                 self._bytes_up += len(payload)
                 assert self._sender is not None
+                topic = (
+                    device_up_cohort(creds.device_id, command.cohort, command.channel)
+                    if command.cohort
+                    else device_up(creds.device_id, command.channel)
+                )
                 self._sender.send(
-                    device_up(creds.device_id, command.channel),
+                    topic,
                     payload,
                     msg_id=str(command.message.msg_id),
                 )

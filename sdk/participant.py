@@ -49,6 +49,7 @@ from fedrt.protocol.round_errors import (
     UnexpectedMessage,
 )
 from fedrt.protocol.round_secagg import secagg_config
+from fedrt.protocol.topics import FEATURE_COHORT_TOPICS
 from fedrt.sdk.async_hold import HeldUpdate, report
 from fedrt.sdk.jitter import Jitter, SystemJitter
 from fedrt.sdk.participant_commands import (
@@ -104,7 +105,7 @@ class Participant(ParticipantRestarts):
             sdk_version=self.config.sdk_version,
             model_version=self.plan.model.version if self.plan else 0,
             n_examples=n_examples,
-            features=ra.FEATURE_ASYNC,
+            features=ra.FEATURE_ASYNC | FEATURE_COHORT_TOPICS,
             async_ticket=self._held.ticket if self._held is not None else 0,
         )
         self._since = msg.msg_id

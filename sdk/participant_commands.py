@@ -80,6 +80,8 @@ class ParticipantConfig:
 class Publish:
     channel: UpChannel
     message: DeviceMessage
+    # The cohort key of the round's plan (``topics.device_up_cohort``); "": the plain topic.
+    cohort: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -180,7 +180,12 @@ class ParticipantBookkeeping:
         else:
             channel = UpChannel.ROUND
         self._unacked.add(msg.msg_id)
-        return Publish(channel=channel, message=msg)
+        # A round's replies go to its cohort's topic when the plan named one.
+        plan = self.plan
+        cohort = ""
+        if plan is not None and not isinstance(msg, rm.CheckIn) and msg.round_id == plan.round_id:
+            cohort = plan.cohort_topic
+        return Publish(channel=channel, message=msg, cohort=cohort)
 
     def _msg_id(self) -> int:
         self._next_msg_id += 1

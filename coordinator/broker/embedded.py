@@ -27,7 +27,13 @@ from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from paho.mqtt.client import topic_matches_sub
 
 from fedrt.coordinator.errors import BrokerError
-from fedrt.protocol.topics import PREFIX, coordinator_status, task_announcements_filter
+from fedrt.protocol.round_errors import InvalidTopic
+from fedrt.protocol.topics import (
+    PREFIX,
+    coordinator_status,
+    device_acl,
+    task_announcements_filter,
+)
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +128,12 @@ class EmbeddedAuth:
     def _writes(self, username: str) -> tuple[str, ...]:
         if username == self.coordinator_username:
             return (f"{PREFIX}/#",)
-        return (f"{PREFIX}/dev/{username}/up/+",)
+        # The device ACL's write grants (its up-topics, cohort topics included); a name
+        # that is no device id gets none.
+        try:
+            return tuple(e.topic for e in device_acl(username) if e.access != "read")
+        except InvalidTopic:
+            return ()
 
 
 class FedrtAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt ships no types

@@ -129,6 +129,8 @@ class MqttLink:
         self.connects = 0
         self.failures = 0
         self.handled = 0
+        # Filters read besides ``settings.subscriptions`` (``follow``), in insertion order.
+        self._following: dict[str, None] = {}
 
     @property
     def connected(self) -> bool:
@@ -156,6 +158,27 @@ class MqttLink:
             raise BrokerError(f"MQTT outbox full ({self.settings.max_outbox} messages)")
         self._outbox.append(Outgoing(topic=topic, payload=payload, qos=qos, retain=retain))
         self._wake.set()
+
+    def follow(self, filters: Sequence[str], on: bool = True) -> None:
+        """Read (``on``) or stop reading more topic filters, now and after every reconnect
+        (the cohort topics of the rounds this instance runs). Called on the link's loop,
+        the SUBSCRIBE goes out before anything enqueued after it."""
+        for topic_filter in filters:
+            if on:
+                self._following[topic_filter] = None
+            else:
+                self._following.pop(topic_filter, None)
+        conn = self._conn
+        if conn is None or not filters:
+            return  # the next connect subscribes to what is followed then
+        # Before the CONNACK paho refuses (NO_CONN): the connect's subscription has it.
+        if on:
+            conn.client.subscribe([(f, 1) for f in filters])
+        else:
+            conn.client.unsubscribe(list(filters))
+
+    def following(self) -> list[str]:
+        return list(self._following)
 
     def set_incarnation(self, incarnation: str) -> None:
         """Announce a new presence value now and at every later connect (the coordinator
@@ -257,10 +280,14 @@ class MqttLink:
         """One connection, from connect until it is lost (a BrokerError says why)."""
         s = self.settings
         await conn.open(host, port, _ANSWER_TIMEOUT_S, **self._connect_options())
-        granted = await conn.subscribe(list(s.subscriptions), 1, _ANSWER_TIMEOUT_S)
-        for topic_filter, reason in zip(s.subscriptions, granted, strict=False):
+        wanted = [*s.subscriptions, *self._following]
+        granted = await conn.subscribe(wanted, 1, _ANSWER_TIMEOUT_S)
+        for topic_filter, reason in zip(wanted, granted, strict=False):
             if reason.is_failure:
                 raise BrokerError(f"the broker refused the subscription {topic_filter}: {reason}")
+        late = [f for f in self._following if f not in wanted]  # followed while subscribing
+        if late:
+            conn.client.subscribe([(f, 1) for f in late])
         if s.status_topic is not None:
             online = conn.publish(s.status_topic, coordinator_presence(s.incarnation), 1, True)
             await conn.answer(online, _ANSWER_TIMEOUT_S, "presence PUBACK")

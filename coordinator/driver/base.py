@@ -8,7 +8,7 @@ offers ``DriverContext.publish`` to send. A driver only decides; its calls must 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from fedrt.coordinator.devices.enrollment import Enrollment
@@ -58,6 +58,9 @@ class DriverContext:
     # The task leases of this instance (several instances on one store); None: this
     # process is the only coordinator of its store and runs every task (in-memory tests).
     ownership: TaskOwnership | None = None
+    # follow(filters, on): (un)subscribe the service's MQTT link to topic filters, in order
+    # with ``publish`` (the cohort topics of the rounds this instance runs); None: no link.
+    follow: Callable[[Sequence[str], bool], None] | None = None
     # The operator's held-out set (``serve --eval-data``): candidates of the tasks whose
     # model fits it are evaluated on it before promotion (``rounds.rollout``); None: none.
     held_out: HeldOutEvaluator | None = None
@@ -69,9 +72,16 @@ class RoundDriver(ABC):
 
     @abstractmethod
     def on_device_message(
-        self, device_id: str, channel: UpChannel, payload: bytes, now: float
+        self,
+        device_id: str,
+        channel: UpChannel,
+        payload: bytes,
+        now: float,
+        *,
+        cohort: str | None = None,
     ) -> None:
-        """A message from an enrolled, non-revoked device, already size- and rate-checked."""
+        """A message from an enrolled, non-revoked device, already size- and rate-checked;
+        ``cohort``: the key of the cohort topic it came under (None: a plain up-topic)."""
 
     @abstractmethod
     def on_tick(self, now: float) -> None:

@@ -15,6 +15,7 @@ import logging
 from fedrt.coordinator.driver.base import DriverContext
 from fedrt.coordinator.errors import CoordinatorError
 from fedrt.coordinator.records import RoundStatus, TaskRecord, TaskStatus
+from fedrt.coordinator.rounds.cohort_owners import CohortOwnership
 from fedrt.coordinator.rounds.journal import record_lost
 from fedrt.coordinator.rounds.runs import RESTART_ID_GAP, Run
 from fedrt.coordinator.tasks.ownership import TaskOwnership
@@ -27,6 +28,7 @@ class TaskAdoption:
 
     ctx: DriverContext
     owner: TaskOwnership | None
+    cohort_owner: CohortOwnership
     runs: dict[str, Run]
     idle: dict[str, Run]
 
@@ -102,6 +104,7 @@ class TaskAdoption:
     def _forget(self, task_id: str) -> None:
         """Another instance owns the task now: drop what we had of it, unsaved."""
         dropped = [self.runs.pop(task_id, None), self.idle.pop(task_id, None)]
+        self.cohort_owner.ended(task_id, self.ctx.clock())
         if any(run is not None for run in dropped):
             log.warning("task %s: now run by another coordinator instance", task_id)
 

@@ -81,14 +81,16 @@ class AsyncRounds:
 
     # --- hooks the driver calls for async tasks ---------------------------------------------
 
-    def _async_message(self, run: Run, device_id: str, msg: rm.DeviceMessage, now: float) -> None:
+    def _async_message(
+        self, run: Run, device_id: str, msg: rm.DeviceMessage, now: float, *, cohort: str | None
+    ) -> None:
         """A message of an async task: the running cohort's, or the lobby's."""
         lobby = self._lobby(run)
         run.waiting = False  # async tasks never wait for a check-in to open a round
         machine = run.machine
         live = machine is not None and not machine.finished
         if machine is not None and live and device_id in lobby.cohort:
-            self._feed(run, machine, device_id, msg, now)
+            self._feed(run, machine, device_id, msg, now, cohort=cohort)
             if machine.finished:  # the next buffer may be waiting: no need to wait a tick
                 self._async_start(run, now)
             return
@@ -115,12 +117,20 @@ class AsyncRounds:
         self._act(run, no_round(run, device_id, msg, now, rm.ReconnectReason.NO_ROUND), now)
 
     def _feed(
-        self, run: Run, machine: RoundMachine, device_id: str, msg: rm.DeviceMessage, now: float
+        self,
+        run: Run,
+        machine: RoundMachine,
+        device_id: str,
+        msg: rm.DeviceMessage,
+        now: float,
+        *,
+        cohort: str | None = None,
     ) -> None:
         """Hand a device message to the running round and carry out what it says (sync and
-        async rounds alike); a refused one is acknowledged as such."""
+        async rounds alike); a refused one is acknowledged as such. ``cohort``: the cohort
+        topic key it came under (``RoundMachine.receive``)."""
         try:
-            commands = machine.receive(device_id, msg, now)
+            commands = machine.receive(device_id, msg, now, cohort=cohort)
         except ProtocolError as exc:
             self._act(run, [machine.rejection(device_id, msg, exc)], now)
             if isinstance(exc, LateMessage | StaleMessage | DuplicateMessageId):

@@ -31,6 +31,7 @@ from fedrt.protocol.graph import choose_parameters, validate_parameters
 from fedrt.protocol.round_errors import RoundFailed, UnexpectedMessage
 from fedrt.protocol.round_secagg import secagg_config, sender_of
 from fedrt.protocol.secagg_server import SecAggServer
+from fedrt.protocol.topics import cohort_key
 
 __all__ = ["Cohort", "CohortSum", "Cohorts", "secagg_parameters"]
 
@@ -54,6 +55,8 @@ class Cohort:
     index: int
     members: tuple[str, ...]
     server: SecAggServer
+    # Its topic key (``topics.cohort_key``): members' replies arrive under it.
+    key: str = ""
     # Why it was left out ("" while live): the server's abort, or too few in its sum.
     failed: str = ""
 
@@ -103,7 +106,8 @@ class Cohorts:
                     update=self.spec,
                 )
             )
-            cohorts.append(Cohort(index=c, members=group, server=server))
+            key = cohort_key(self.config.task_id, self.config.round_id, c)
+            cohorts.append(Cohort(index=c, members=group, server=server, key=key))
         self.cohorts = cohorts
         self._of = {d: (co, i) for co in cohorts for i, d in enumerate(co.members)}
         return specs
@@ -118,6 +122,15 @@ class Cohorts:
 
     def cohort_of(self, device_id: str) -> Cohort:
         return self._of[device_id][0]
+
+    def key_of(self, device_id: str) -> str | None:
+        """The topic key of ``device_id``'s cohort (None: not in this round)."""
+        found = self._of.get(device_id)
+        return found[0].key if found is not None else None
+
+    def keys(self) -> tuple[str, ...]:
+        """Each cohort's topic key, by cohort index."""
+        return tuple(c.key for c in self.cohorts)
 
     def bad_holders(self) -> tuple[str, ...]:
         """Devices any cohort's server found revealing wrong shares (sorted device ids)."""

@@ -314,7 +314,19 @@ class AbandonRound:
     metrics: RoundMetrics
 
 
-Command: TypeAlias = Send | Announce | StageChanged | Commit | EvaluationDone | AbandonRound
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CohortsFormed:
+    """A SecAgg+ round split its devices into cohorts, before their plans go out: the
+    driver owns and subscribes to each cohort's topic (``topics.cohort_up_filter``) from
+    here until the round ends. ``keys``: each cohort's topic key, by cohort index."""
+
+    round_id: int
+    keys: tuple[str, ...]
+
+
+Command: TypeAlias = (
+    Send | Announce | StageChanged | Commit | EvaluationDone | AbandonRound | CohortsFormed
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -333,6 +345,7 @@ class RoundStatus:
 __all__ = [
     "AbandonRound",
     "Announce",
+    "CohortsFormed",
     "Command",
     "Commit",
     "EvaluationDone",

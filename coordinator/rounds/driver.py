@@ -35,9 +35,11 @@ from fedrt.coordinator.privacy.accounting import PrivacyBudgetExceeded
 from fedrt.coordinator.records import TaskRecord, TaskStatus
 from fedrt.coordinator.rounds.adoption import TaskAdoption
 from fedrt.coordinator.rounds.async_driver import AsyncRounds
+from fedrt.coordinator.rounds.cohort_owners import CohortOwnership
 from fedrt.coordinator.rounds.commands import (
     AbandonRound,
     Announce,
+    CohortsFormed,
     Command,
     Commit,
     EvaluationDone,
@@ -101,16 +103,29 @@ class FederatedDriver(RoundEndings, AsyncRounds, TaskAdoption, RoundDriver):
         self.idle: dict[str, Run] = {}
         # Several instances on one store: only the tasks whose lease we hold (``ownership``).
         self.owner = ctx.ownership
+        # The SecAgg+ cohorts of the rounds this instance runs: leases and topics.
+        self.cohort_owner = CohortOwnership(
+            ctx.store,
+            self.owner.instance_id if self.owner is not None else None,
+            ctx.follow,
+            lease_s=self.owner.lease_s if self.owner is not None else 15.0,
+        )
         self._recover(ctx.clock())
 
     # ------------------------------------------------------------------ events
     def on_device_message(
-        self, device_id: str, channel: UpChannel, payload: bytes, now: float
+        self,
+        device_id: str,
+        channel: UpChannel,
+        payload: bytes,
+        now: float,
+        *,
+        cohort: str | None = None,
     ) -> None:
         msg = decode_from_device(payload)
         run = self.runs.get(msg.task_id)
         if run is not None and run.spec.mode == "async":  # FedBuff (issue 19): async_driver
-            self._async_message(run, device_id, msg, now)
+            self._async_message(run, device_id, msg, now, cohort=cohort)
             return
         if run is None:
             # A task not (yet, or no longer) running: pace the device instead of leaving it
@@ -139,11 +154,13 @@ class FederatedDriver(RoundEndings, AsyncRounds, TaskAdoption, RoundDriver):
             return
         if isinstance(msg, rm.CheckIn) and device_id not in run.keys:
             learn_key(self.ctx.store, run, device_id)
-        self._feed(run, machine, device_id, msg, now)
+        self._feed(run, machine, device_id, msg, now, cohort=cohort)
 
     def on_tick(self, now: float) -> None:
         if self.owner is not None and self.owner.sync_due(now):
             self._sync(now)
+            self.cohort_owner.renew(now)
+        self.cohort_owner.tick(now)
         for run in list(self.runs.values()):
             if run.announce:
                 run.announce = False
@@ -184,6 +201,7 @@ class FederatedDriver(RoundEndings, AsyncRounds, TaskAdoption, RoundDriver):
                     save(self.ctx.store, run)
             except LeaseLost:
                 self._forget(run.task_id)
+            self.cohort_owner.ended(run.task_id, now)
         if self.owner is not None:  # so that another instance takes over at once
             self.owner.release_all()
 
@@ -297,8 +315,12 @@ class FederatedDriver(RoundEndings, AsyncRounds, TaskAdoption, RoundDriver):
                 self._evaluated(run, command, now)
             elif isinstance(command, AbandonRound):
                 self._abandoned(run, command, now)
+            elif isinstance(command, CohortsFormed):
+                self.cohort_owner.formed(run.task_id, command.round_id, command.keys, now)
         if run.machine is not None:
             run.next_msg_id = max(run.next_msg_id, run.machine.next_msg_id)
+            if run.machine.finished:
+                self.cohort_owner.ended(run.task_id, now)
 
     def _stage_changed(self, run: Run, change: StageChanged) -> None:
         with self.ctx.store.transaction():

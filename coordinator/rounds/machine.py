@@ -15,6 +15,7 @@ from fedrt.coordinator.privacy.central import CentralNoise
 from fedrt.coordinator.rounds.aggregation import RoundAggregation
 from fedrt.coordinator.rounds.commands import (
     AbandonRound,
+    CohortsFormed,
     Command,
     RoundConfig,
     RoundMetrics,
@@ -47,7 +48,9 @@ from fedrt.protocol.round_errors import (
     StaleMessage,
     UnexpectedMessage,
     UnknownParticipant,
+    WrongCohort,
 )
+from fedrt.protocol.topics import FEATURE_COHORT_TOPICS
 
 S = RoundState
 
@@ -92,6 +95,8 @@ class RoundMachine:
         self.deadline: float | None = None
         self._roster = RoundRoster()
         self._started_at = 0.0
+        # Devices whose SDK sends a round's replies on its cohort's topic (check-in feature).
+        self._cohort_topics: set[str] = set()
 
     # --- events ----------------------------------------------------------------------------
 
@@ -103,18 +108,26 @@ class RoundMachine:
         out.append(self._out.announce(accepting=True))
         return out
 
-    def receive_data(self, device_id: str, data: bytes, now: float) -> list[Command]:
+    def receive_data(
+        self, device_id: str, data: bytes, now: float, *, cohort: str | None = None
+    ) -> list[Command]:
         """Decode bytes from ``device_id``'s up-topic and ``receive`` them."""
-        return self.receive(device_id, decode_from_device(data), now)
+        return self.receive(device_id, decode_from_device(data), now, cohort=cohort)
 
-    def receive(self, device_id: str, message: rm.DeviceMessage, now: float) -> list[Command]:
-        """Take one message from ``device_id``; raises before any change if it cannot."""
+    def receive(
+        self, device_id: str, message: rm.DeviceMessage, now: float, *, cohort: str | None = None
+    ) -> list[Command]:
+        """Take one message from ``device_id``; raises before any change if it cannot.
+        ``cohort``: the key of the cohort topic it came under (None: a plain up-topic, which
+        older SDKs use and every device may)."""
         if not isinstance(message, rm.DEVICE_MESSAGES):
             raise UnexpectedMessage(f"{type(message).__name__} is not a device message")
         if message.task_id != self.config.task_id:
             raise StaleMessage(f"message for task {message.task_id!r}")
         if self.state is S.CREATED:
             raise IllegalTransition("the round has not started")
+        if cohort is not None:
+            self._check_cohort(device_id, message, cohort)
         dev = self._roster.get(device_id)
         if dev is not None and message.msg_id in dev.seen:
             raise DuplicateMessageId(
@@ -188,6 +201,17 @@ class RoundMachine:
 
     # --- handlers --------------------------------------------------------------------------
 
+    def _check_cohort(self, device_id: str, message: rm.DeviceMessage, key: str) -> None:
+        """A reply under cohort topic ``key`` must be its sender's cohort's, this round's."""
+        if isinstance(message, rm.CheckIn):
+            raise WrongCohort(f"{device_id} checked in on cohort topic {key!r}")
+        if message.round_id != self.config.round_id:
+            return  # another round's: refused as stale further on
+        cohorts = self._agg.cohorts
+        mine = cohorts.key_of(device_id) if cohorts is not None else None
+        if mine != key:
+            raise WrongCohort(f"{device_id} is not in cohort {key!r} of this round")
+
     def _on_checkin(
         self, device_id: str, dev: RoundDevice | None, msg: rm.CheckIn, now: float
     ) -> list[Command]:
@@ -213,6 +237,8 @@ class RoundMachine:
             out.append(self._out.reconnect(device_id, rm.ReconnectReason.NO_ROUND, now))
             return out
         self._roster.add(device_id, msg.msg_id)
+        if msg.features & FEATURE_COHORT_TOPICS:
+            self._cohort_topics.add(device_id)
         # The cohort is sampled from whoever checks in by the deadline (selection.sampling).
         if len(self._roster) >= self.config.pool_target:
             self._close_checkin(now, out)
@@ -297,12 +323,18 @@ class RoundMachine:
             except ProtocolError as exc:
                 self._abandon(f"cannot set up SecAgg+: {exc}", now, out)
                 return
-            assert self._agg.cohorts is not None
-            self._roster.set_cohorts(self._agg.cohorts.groups())
+            cohorts = self._agg.cohorts
+            assert cohorts is not None
+            self._roster.set_cohorts(cohorts.groups())
+            # Before any plan names a key: the driver subscribes to the cohorts' topics.
+            out.append(CohortsFormed(round_id=cfg.round_id, keys=cohorts.keys()))
         self._move(S.TRAINING, now, now + cfg.training_timeout, out, "selection closed")
         out.append(self._out.announce(accepting=False))
         for device_id in order:  # each device sees only its own cohort
-            out.append(self._out.plan(device_id, secagg_spec.get(device_id)))
+            key = ""
+            if self._agg.cohorts is not None and device_id in self._cohort_topics:
+                key = self._agg.cohorts.key_of(device_id) or ""
+            out.append(self._out.plan(device_id, secagg_spec.get(device_id), key))
 
     def _close_stage(self, now: float, out: list[Command], why: str) -> None:
         stage = self._expected_stage()

@@ -114,8 +114,10 @@ class RoundOutbox:
             )
         )
 
-    def plan(self, device_id: str, secagg: rm.SecAggSpec | None) -> Send:
-        plan = plan_message(self._config, self._update, msg_id=self._id(), secagg=secagg)
+    def plan(self, device_id: str, secagg: rm.SecAggSpec | None, cohort_topic: str = "") -> Send:
+        plan = plan_message(
+            self._config, self._update, msg_id=self._id(), secagg=secagg, cohort_topic=cohort_topic
+        )
         return Send(device_id=device_id, message=plan)
 
     def request(self, device_id: str, stage: rm.Stage, payload: bytes) -> Send:

@@ -190,6 +190,11 @@ class Store(ABC):
         """Let the lease go now (a no-op if it already changed hands)."""
 
     @abstractmethod
+    def drop_lease(self, lease: LeaseRecord) -> None:
+        """Delete the lease's row if ``lease`` still holds it (else a no-op). Only for names
+        never claimed again (a round's cohort leases): a new row would restart at epoch 1."""
+
+    @abstractmethod
     def list_leases(self) -> list[LeaseRecord]:
         """By name."""
 

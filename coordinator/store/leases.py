@@ -37,6 +37,7 @@ _RENEW = (
 _LIST = "SELECT name, owner, epoch, expires_at FROM leases ORDER BY name"
 # Released leases keep their epoch (the next owner's is one more) and expire at once.
 _RELEASE = "UPDATE leases SET expires_at = 0 WHERE name = ? AND owner = ? AND epoch = ?"
+_DROP = "DELETE FROM leases WHERE name = ? AND owner = ? AND epoch = ?"
 
 
 def check_ttl(ttl: float) -> None:
@@ -93,6 +94,9 @@ class SqlLeases:
 
     def release_lease(self, lease: LeaseRecord) -> None:
         self._q(_RELEASE, (lease.name, lease.owner, lease.epoch))
+
+    def drop_lease(self, lease: LeaseRecord) -> None:
+        self._q(_DROP, (lease.name, lease.owner, lease.epoch))
 
     def list_leases(self) -> list[LeaseRecord]:
         return [lease_row(r) for r in self._q(_LIST)]

@@ -314,6 +314,12 @@ class MemoryStore(Store):
             if held is not None and (held.owner, held.epoch) == (lease.owner, lease.epoch):
                 self._leases[lease.name] = dataclasses.replace(held, expires_at=0.0)
 
+    def drop_lease(self, lease: LeaseRecord) -> None:
+        with self.transaction():
+            held = self._leases.get(lease.name)
+            if held is not None and (held.owner, held.epoch) == (lease.owner, lease.epoch):
+                del self._leases[lease.name]
+
     def list_leases(self) -> list[LeaseRecord]:
         return [self._leases[k] for k in sorted(self._leases)]
 

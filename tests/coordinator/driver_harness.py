@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+from paho.mqtt.client import topic_matches_sub
 
 from fedrt.coordinator.config import ClusterConfig, EvaluationConfig, LimitsConfig, StoreConfig
 from fedrt.coordinator.driver.base import PublishFn
@@ -29,7 +30,13 @@ from fedrt.model_export.weights_file import read_weights
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol.crypto import identity_from_seed
 from fedrt.protocol.round_codec import encode_message
-from fedrt.protocol.topics import device_inbox, device_up, task_announcement
+from fedrt.protocol.topics import (
+    device_inbox,
+    device_up,
+    device_up_cohort,
+    parse_up_topic,
+    task_announcement,
+)
 from fedrt.sdk import participant_commands as pc
 from fedrt.sdk.participant import Participant, ParticipantState
 from tests.coordinator.harness import make_config
@@ -74,7 +81,9 @@ class Coordinator:
                              cluster=cluster or ClusterConfig(),
                              evaluation=evaluation or EvaluationConfig())  # fmt: skip
         self.service = CoordinatorService(config, clock=lambda: fleet.now)
-        ctx = dataclasses.replace(self.service.driver_context(), publish=publish or fleet.publish)
+        ctx = dataclasses.replace(
+            self.service.driver_context(), publish=publish or fleet.publish, follow=fleet.follow
+        )
         self.driver = FederatedDriver(ctx, rng=fleet.rng, retry_delay_s=1.0)
         self.service.driver = self.driver
 
@@ -101,6 +110,11 @@ class Fleet:
         self.to_devices: deque[tuple[str, bytes]] = deque()
         self.to_coordinator: deque[tuple[str, bytes]] = deque()
         self.coordinator: Coordinator | None = None
+        # The cohort topic filters the coordinators read (``follow``), and what the broker
+        # dropped for want of a reader (a cohort topic nobody subscribed to).
+        self.following: set[str] = set()
+        self.followed: list[str] = []
+        self.unread: list[str] = []
 
     # --- setting up -----------------------------------------------------------------------
     def open(
@@ -143,6 +157,20 @@ class Fleet:
         return self.svc.store.get_task(TASK).status is TaskStatus.COMPLETED
 
     # --- the broker -----------------------------------------------------------------------
+    def follow(self, filters: Sequence[str], on: bool) -> None:
+        if on:
+            self.following.update(filters)
+            self.followed.extend(filters)
+        else:
+            self.following.difference_update(filters)
+
+    def read(self, topic: str) -> bool:
+        """Whether a coordinator reads ``topic``: every plain up-topic, a cohort topic only
+        while subscribed to (as a broker drops what no one subscribed to)."""
+        if parse_up_topic(topic).cohort is None:
+            return True
+        return any(topic_matches_sub(f, topic) for f in self.following)
+
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         if topic == task_announcement(TASK):
             self.to_devices.extend((d, payload) for d in self.ids)
@@ -154,7 +182,11 @@ class Fleet:
         p = self.devices[device_id]
         for c in commands:
             if isinstance(c, pc.Publish):
-                topic = device_up(device_id, c.channel)
+                topic = (
+                    device_up_cohort(device_id, c.cohort, c.channel)
+                    if c.cohort
+                    else device_up(device_id, c.channel)
+                )
                 self.to_coordinator.append((topic, encode_message(c.message)))
             elif isinstance(c, pc.Train):
                 try:  # the device downloads the plan's model; a corrupt one fails to verify
@@ -189,6 +221,9 @@ class Fleet:
         raise AssertionError("the rounds did not get there")
 
     def _deliver(self, topic: str, payload: bytes) -> None:
+        if not self.read(topic):
+            self.unread.append(topic)
+            return
         outcome = self.svc.on_device_message(topic, payload)
         assert outcome == "accepted", (topic, outcome)
 

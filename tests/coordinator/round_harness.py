@@ -88,6 +88,9 @@ class Network:
     device_out: dict[str, list[pc.Command]] = field(default_factory=dict)
     # Called with every encoded device message right after the coordinator took it.
     tap: Callable[[str, bytes], None] | None = None
+    # The cohort topic key each queued device message was published under (as a broker
+    # would carry it in the topic), by (device id, bytes); absent: a plain up-topic.
+    topic_keys: dict[tuple[str, bytes], str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.ids = [f"dev-{i:02d}" for i in range(self.n_devices)]
@@ -127,7 +130,7 @@ class Network:
         for _ in range(max_steps):
             if self.to_server:
                 device_id, data = self.to_server.popleft()
-                self._server(self.machine.receive_data(device_id, data, self.now))
+                self._server(self.receive(device_id, data))
             elif self.to_device:
                 device_id, data = self.to_device.popleft()
                 if device_id not in self.dead:
@@ -141,7 +144,7 @@ class Network:
         for _ in range(max_steps):
             if self.to_server:
                 device_id, data = self.to_server.popleft()
-                self._server(self.machine.receive_data(device_id, data, self.now))
+                self._server(self.receive(device_id, data))
                 if self.tap is not None:
                     self.tap(device_id, data)
             elif self.to_device:
@@ -166,6 +169,11 @@ class Network:
                         self._device(d, p.tick(self.now))
         raise AssertionError("the round did not settle")
 
+    def receive(self, device_id: str, data: bytes) -> list[rc.Command]:
+        """The machine takes ``data`` as the coordinator would from its topic."""
+        key = self.topic_keys.pop((device_id, data), None)
+        return self.machine.receive_data(device_id, data, self.now, cohort=key)
+
     # --- acting on commands ----------------------------------------------------------------
 
     def _server(self, commands: list[rc.Command]) -> None:
@@ -189,7 +197,10 @@ class Network:
                 if point is not None and self.drop.get(device_id) == point:
                     self.dead.add(device_id)
                     return
-                self.to_server.append((device_id, encode_message(msg)))
+                data = encode_message(msg)
+                if c.cohort:
+                    self.topic_keys[(device_id, data)] = c.cohort
+                self.to_server.append((device_id, data))
             elif isinstance(c, pc.Train):
                 if self.drop.get(device_id) == "training":
                     self.dead.add(device_id)

@@ -23,7 +23,7 @@ from fedrt.protocol import round_async as ra
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol.round_codec import decode_from_coordinator, decode_message, encode_message
 from fedrt.protocol.round_errors import RoundError
-from fedrt.protocol.topics import UpChannel, device_up
+from fedrt.protocol.topics import UpChannel, device_up, parse_up_topic
 from fedrt.sdk import participant_commands as pc
 from fedrt.sdk.participant import ParticipantState
 from tests.coordinator.driver_harness import TASK, Fleet, pull_to_targets, weights_of
@@ -89,7 +89,7 @@ class AsyncFleet(Fleet):
 
     def _deliver(self, topic: str, payload: bytes) -> None:
         msg = decode_message(payload)
-        device_id = topic.split("/")[-3]
+        device_id = parse_up_topic(topic).device_id
         if device_id in self.dark or (
             device_id in self.goes_dark
             and isinstance(msg, rm.StageResponse)

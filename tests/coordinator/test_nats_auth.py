@@ -28,8 +28,11 @@ from fedrt.coordinator.security.credentials import (
 from fedrt.protocol.topics import (
     RULES,
     UpChannel,
+    cohort_key,
+    cohort_up_filter,
     device_inbox,
     device_up,
+    device_up_cohort,
     device_up_filter,
     task_announcement,
     task_announcements_filter,
@@ -62,12 +65,14 @@ def test_topics_nats_cannot_carry_are_refused(topic: str) -> None:
 
 def test_every_fedrt_topic_travels_through_nats() -> None:
     for rule in RULES:
-        check_nats_topic(rule.template.format(task_id="t-1", device_id="dev-0a"))
+        key = cohort_key("t-1", 3, 0)
+        check_nats_topic(rule.template.format(task_id="t-1", device_id="dev-0a", cohort_key=key))
 
 
 def test_a_device_may_publish_only_its_own_up_topics() -> None:
     perms = device_permissions(A)
-    assert perms.publish == (f"fedrt.v1.dev.{A}.up.*",)
+    # Its plain up-topics and its cohort topics (up/c/<key>/<channel>), nothing else.
+    assert perms.publish == (f"fedrt.v1.dev.{A}.up.*", f"fedrt.v1.dev.{A}.up.c.*.*")
     assert set(perms.subscribe) == {
         MQTT_DELIVERY_SUBJECTS,
         "fedrt.v1.coord.status",
@@ -127,6 +132,8 @@ def test_devices_are_confined_to_their_own_topics(tmp_path: Path) -> None:
             for c in (coord, dev_a, dev_b):
                 assert not c.connect().is_failure
             assert not coord.subscribe(device_up_filter())[0].is_failure
+            key = cohort_key("t-1", 1, 0)
+            assert not coord.subscribe(cohort_up_filter(key))[0].is_failure
             assert not dev_a.subscribe(device_inbox(A))[0].is_failure
             assert not dev_a.subscribe(task_announcements_filter())[0].is_failure
             # B cannot read A's inbox, nor everything.
@@ -143,9 +150,14 @@ def test_devices_are_confined_to_their_own_topics(tmp_path: Path) -> None:
             # A forged message as B is dropped (NATS still sends the PUBACK); the next
             # legit one arrives with nothing before it.
             dev_a.publish(device_up(B, UpChannel.UPDATE), b"forged as B")
+            dev_a.publish(device_up_cohort(B, key, UpChannel.UPDATE), b"forged as B")
             dev_a.publish(task_announcement("t-1"), b"forged announcement")
             dev_a.publish(device_up(A, UpChannel.ROUND), b"marker")
             assert _until(coord, device_up(A, UpChannel.ROUND)) == [b"marker"]
+            # Its own cohort topic is A's to publish on (the cohort's owner reads it).
+            dev_a.publish(device_up_cohort(A, key, UpChannel.ROUND), b"cohort marker")
+            mine = device_up_cohort(A, key, UpChannel.ROUND)
+            assert _until(coord, mine) == [b"cohort marker"]
             # B got nothing meant for A: the next message it gets is its own.
             coord.publish(device_inbox(B), b"plan for B")
             assert dev_b.expect().payload == b"plan for B"

@@ -47,7 +47,13 @@ class RecordingDriver(RoundDriver):
     shutdowns: int = 0
 
     def on_device_message(
-        self, device_id: str, channel: UpChannel, payload: bytes, now: float
+        self,
+        device_id: str,
+        channel: UpChannel,
+        payload: bytes,
+        now: float,
+        *,
+        cohort: str | None = None,
     ) -> None:
         if payload.startswith(b"bad"):
             raise BadRequestError("malformed round message")

@@ -99,9 +99,56 @@ def test_rules_qos_and_retain() -> None:
         topics.rule_for("elsewhere/x")
 
 
+@pytest.mark.parametrize("channel", [UpChannel.ROUND, UpChannel.UPDATE])
+def test_cohort_topics_parse_back_with_their_key(channel: UpChannel) -> None:
+    key = topics.cohort_key("mnist", 7, 2)
+    assert key == topics.cohort_key("mnist", 7, 2) != topics.cohort_key("other", 7, 2)
+    assert key != topics.cohort_key("mnist", 8, 2)
+    assert key.endswith("-2")
+    topic = topics.device_up_cohort("pi-7", key, channel)
+    assert topic == f"fedrt/v1/dev/pi-7/up/c/{key}/{channel.value}"
+    assert topics.parse_up_topic(topic) == topics.UpTopic(
+        device_id="pi-7", channel=channel, cohort=key
+    )
+    assert topics.parse_up_topic(topics.device_up("pi-7", channel)).cohort is None
+    assert topics.rule_for(topic).qos == QoS.AT_LEAST_ONCE
+    assert not topics.rule_for(topic).retain
+    assert topics.cohort_up_filter(key) == f"fedrt/v1/dev/+/up/c/{key}/+"
+    with pytest.raises(InvalidTopic):  # the plain parser does not drop the key silently
+        topics.parse_device_up(topic)
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "fedrt/v1/dev/pi/up/c/+/round",  # a wildcard
+        "fedrt/v1/dev/pi/up/c/#/round",
+        "fedrt/v1/dev/pi/up/c/" + "a" * 33 + "/round",  # too long
+        "fedrt/v1/dev/pi/up/c/Key.1/round",  # upper case, a dot (a NATS separator)
+        "fedrt/v1/dev/pi/up/c//round",
+        "fedrt/v1/dev/pi/up/c/abc-1/checkin",  # check-ins precede cohorts
+        "fedrt/v1/dev/pi/up/c/abc-1/status",
+        "fedrt/v1/dev/pi/up/x/abc-1/round",
+        "fedrt/v1/dev/pi/up/c/abc-1/other",
+    ],
+)
+def test_bad_cohort_topics_are_refused(topic: str) -> None:
+    with pytest.raises(InvalidTopic):
+        topics.parse_up_topic(topic)
+
+
+@pytest.mark.parametrize("bad", ["", "A-1", "a.b", "a/b", "+", "#", "-1", "a" * 33])
+def test_bad_cohort_keys_are_refused(bad: str) -> None:
+    with pytest.raises(InvalidTopic):
+        topics.check_cohort_key(bad)
+    with pytest.raises(InvalidTopic):
+        topics.cohort_up_filter(bad)
+
+
 def test_acl_rendering() -> None:
     text = topics.render_acl_file("coordinator")
     assert "pattern write fedrt/v1/dev/%u/up/+" in text
+    assert "pattern write fedrt/v1/dev/%u/up/c/+/+" in text
     assert "pattern read fedrt/v1/dev/%u/in" in text
     assert "user coordinator\ntopic readwrite fedrt/v1/#" in text
     concrete = {e.render() for e in topics.device_acl("pi-1")}
@@ -171,6 +218,16 @@ def test_broker_confines_each_device_to_its_own_topics(
         # Mosquitto 2.0 may grant a subscription and filter at delivery: check delivery.
         for spying in (topics.device_inbox("bob"), "fedrt/v1/dev/+/in", "fedrt/v1/dev/+/up/+"):
             spy.subscribe(spying)
+
+        # Alice's cohort topic is hers too (still under her up/); bob's is not.
+        key = topics.cohort_key("mnist", 4, 1)
+        assert not coord.subscribe(topics.cohort_up_filter(key))[0].is_failure
+        alice.publish(topics.device_up_cohort("alice", key, UpChannel.UPDATE), b"masked")
+        got = coord.expect()
+        assert got.topic == topics.device_up_cohort("alice", key, UpChannel.UPDATE)
+        alice.publish(topics.device_up_cohort("bob", key, UpChannel.UPDATE), b"forged")
+        alice.publish(f"fedrt/v1/dev/alice/up/c/{key}/round/deeper", b"too deep")
+        assert _nothing(coord)
 
         # Alice's own up-topic reaches the coordinator; posing as bob does not.
         alice.publish(topics.device_up("alice", UpChannel.ROUND), b"mine")

@@ -12,6 +12,7 @@ from fedrt.protocol import round_messages as rm
 from fedrt.protocol import round_update
 from fedrt.protocol.round_codec import decode_message, encode_message
 from fedrt.protocol.round_errors import MalformedMessage, UnexpectedMessage
+from fedrt.protocol.topics import FEATURE_COHORT_TOPICS
 from fedrt.sdk import participant_commands as pc
 from fedrt.sdk.participant import ParticipantState
 from tests.sdk.participant_support import of, participant, plan
@@ -27,7 +28,7 @@ def _check_in(p: object, now: float) -> rm.CheckIn:
 def test_a_train_plan_keeps_the_update_and_a_report_plan_sends_it_discounted() -> None:
     p = participant()
     first = _check_in(p, 0.0)
-    assert (first.features, first.async_ticket) == (ra.FEATURE_ASYNC, 0)
+    assert (first.features, first.async_ticket) == (ra.FEATURE_ASYNC | FEATURE_COHORT_TOPICS, 0)
     train = dataclasses.replace(plan(round_id=3, secagg=False), async_role=ra.ASYNC_TRAIN)
     assert of(p.receive(train, 0.0), pc.Train)
     delta = np.full(10, 0.05)
