@@ -158,7 +158,7 @@ SodiumCheck = Callable[[bytes, bytes], bool]
 """libsodium's Ed25519 check: ``check(signature + message, public)`` is True when it verifies."""
 
 
-@functools.cache  # imported on first use: a device never loads it
+@functools.cache  # imported on first use, once per process
 def _load_sodium() -> SodiumCheck | None:
     """libsodium's Ed25519 check, when PyNaCl (coordinator extra) is here."""
     try:  # PyNaCl's compiled module (private, so the public bindings stand behind it)
@@ -200,7 +200,9 @@ class IdentityVerifier:
     OpenSSL accepts too (the same cofactorless equation and S < L, plus its own rejection
     of small-order and non-canonical points). A signature libsodium rejects is checked again
     by ``verify_digest``, so the decision is always OpenSSL's: an honest device's message
-    never fails for being checked on the fast path. Devices keep plain ``verify_digest``.
+    never fails for being checked on the fast path. The SecAgg+ server and client both check
+    signatures through it; where PyNaCl is not installed (a device with only the ``device``
+    extra) it is plain ``verify_digest``.
     """
 
     __slots__ = ("_key", "_raw", "_sodium")
