@@ -108,6 +108,7 @@ class DeviceRuntime:
         self._bytes_down = 0
         self._down_by_kind: dict[str, int] = {}  # model-forms
         self._last_detail = ""
+        self._saved: str | None = None  # what this runtime last wrote to device-state.json
         self._last_decision: EligibilityDecision | None = None
         # The coordinator incarnation last heard, for a participant created after it came.
         self._incarnation: str | None = None
@@ -393,5 +394,6 @@ class DeviceRuntime:
     def _save_state(self) -> None:
         p = self._participant
         if p is not None:
-            save_state(self.config.data_dir, next_msg_id=p.next_msg_id, task_id=self._task_id,
-                       facts=p.round_facts())  # fmt: skip
+            self._saved = save_state(self.config.data_dir, next_msg_id=p.next_msg_id,
+                                     task_id=self._task_id, facts=p.round_facts(),
+                                     written=self._saved)  # fmt: skip

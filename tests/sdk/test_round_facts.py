@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from fedrt.protocol.topics import UpChannel
 from fedrt.sdk import participant_commands as pc
 from fedrt.sdk.errors import SdkConfigError
 from fedrt.sdk.participant import Participant, ParticipantState
-from fedrt.sdk.round_facts import RoundFacts
+from fedrt.sdk.round_facts import STATE_FILE, RoundFacts, load_state, save_state
 from tests.sdk.participant_support import KEYS, of, participant, plan, request
 
 P = ParticipantState
@@ -152,3 +153,17 @@ def test_a_device_restarted_across_a_coordinator_restart_leaves_its_round() -> N
     p, _ = _restarted(before, 3.0)  # ... unless the coordinator it waited on is gone
     assert of(p.coordinator_online("4e5f6a7b", 3.0), pc.ScheduleCheckIn)
     assert p.state is P.IDLE
+
+
+def test_save_state_writes_only_what_changed_and_load_state_reads_it_back(tmp_path: Path) -> None:
+    facts = participant().round_facts()
+    first = save_state(tmp_path, next_msg_id=7, task_id="mnist", facts=facts)
+    path = tmp_path / STATE_FILE
+    assert load_state(tmp_path) == json.loads(first)
+    assert load_state(tmp_path)["next_msg_id"] == 7
+    path.write_text("{}")  # were the same state saved again, this would be overwritten
+    assert save_state(tmp_path, next_msg_id=7, task_id="mnist", facts=facts, written=first) == first
+    assert path.read_text() == "{}"
+    second = save_state(tmp_path, next_msg_id=8, task_id="mnist", facts=facts, written=first)
+    assert second != first
+    assert load_state(tmp_path)["next_msg_id"] == 8
