@@ -259,12 +259,15 @@ class CoordinatorService:
         if plan.queue_subject is not None:
             self.queue = NatsQueueReader(
                 QueueSettings(servers=b.nats_urls, subject=plan.queue_subject, queue=QUEUE_GROUP,
+                              direct=(plan.relay_subject,) if plan.relay_subject else (),
                               username=username, password=password,
                               tls=broker_tls_context(b) if b.tls else None,
                               name=self._mqtt_client_id(username or COORDINATOR_USERNAME)),
                 self._on_mqtt_message,
             )  # fmt: skip
             await self.queue.start()
+            if self.relay is not None and plan.relay_subject is not None:
+                self.relay.forward = self._forward_core
         log.info("device traffic: %s", plan.why)
         self._tick_task = asyncio.create_task(self._tick_loop(), name="fedrt-tick")
         log.info("coordinator up: %s (listening on %s:%d), mqtt %s:%d", self.public_url,
@@ -282,6 +285,9 @@ class CoordinatorService:
         await self.state.call(self._flush_seen, force=True)
         if self.queue is not None:
             await self.queue.stop()
+        if self.relay is not None:
+            log.info("device relay: %d forwarded to their task's owner, %d answered here",
+                     self.relay.forwarded, self.relay.answered)  # fmt: skip
         if self.link is not None:
             await self.link.flush(timeout=2.0)
             await self.link.stop()
@@ -372,6 +378,12 @@ class CoordinatorService:
         except FedrtError as exc:
             return self._count(ch, "rejected", len(payload), f"{device_id}: {exc!r}")
         return self._count(ch, "accepted", len(payload), None)
+
+    def _forward_core(self, topic: str, payload: bytes) -> None:
+        """A receiver's forward to the owner over core NATS (``broker.reading``)."""
+        loop, queue = self._net_loop, self.queue
+        if loop is not None and queue is not None:
+            loop.call_soon_threadsafe(queue.publish_soon, topic, payload)
 
     def _relayed(self, topic: str) -> tuple[str, UpChannel] | None:
         """(device, channel) of a message another instance forwarded here (its topic is one

@@ -43,6 +43,8 @@ class QueueSettings:
     servers: Sequence[str]
     subject: str
     queue: str
+    # Read besides, by this instance alone (no queue group): its relay subject.
+    direct: Sequence[str] = ()
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     tls: ssl.SSLContext | None = None
@@ -60,6 +62,7 @@ class NatsQueueReader:
         self.settings = settings
         self._on_message = on_message
         self._nc: Any = None
+        self._publishing: set[asyncio.Future[None]] = set()
         self.handled = 0
         self.failures = 0
         self.dropped = 0
@@ -110,6 +113,13 @@ class NatsQueueReader:
             pending_msgs_limit=_PENDING_MSGS,
             pending_bytes_limit=_PENDING_BYTES,
         )
+        for subject in s.direct:
+            await self._nc.subscribe(
+                subject,
+                cb=self._deliver,
+                pending_msgs_limit=_PENDING_MSGS,
+                pending_bytes_limit=_PENDING_BYTES,
+            )
         # A refused subscription comes back asynchronously: a round trip makes it show.
         try:
             await self._nc.flush(timeout)
@@ -119,6 +129,30 @@ class NatsQueueReader:
                 f"NATS did not confirm the subscription to {s.subject}: {exc}"
             ) from None
         log.info("NATS queue group %s reads %s", s.queue, s.subject)
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        """Publish on core NATS (at most once): ``topic``'s subject, ``/`` as ``.``."""
+        from nats.errors import Error as NatsError
+
+        nc = self._nc
+        if nc is None:
+            raise BrokerError("the NATS queue reader is not connected")
+        try:
+            await nc.publish(topic.replace("/", "."), payload)
+        except NatsError as exc:
+            raise BrokerError(f"cannot publish on {topic} over core NATS: {exc}") from None
+
+    def publish_soon(self, topic: str, payload: bytes) -> None:
+        """``publish`` from the reader's loop without waiting; a failure is logged (the
+        message is as lost as one the queue group dropped: the device sends it again)."""
+        task = asyncio.ensure_future(self.publish(topic, payload))
+        self._publishing.add(task)
+        task.add_done_callback(self._published)
+
+    def _published(self, task: asyncio.Future[None]) -> None:
+        self._publishing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("NATS queue reader: %s", task.exception())
 
     async def _deliver(self, msg: Any) -> None:
         topic = str(msg.subject).replace(".", "/")

@@ -12,9 +12,11 @@ that is another instance):
   device users stay MQTT-only (``broker.nats_auth``).
 - Mosquitto: an MQTT 5 shared subscription ``$share/fedrt/...``; the link speaks MQTT 5.
 
-Each instance also subscribes (QoS 1, its persistent session) to its own relay topic
-(``protocol.relay_topics``). SecAgg+ stage replies travel on per-cohort topics that only the
-cohort's owner subscribes to, outside this plan.
+Each instance also reads its own relay topic (``protocol.relay_topics``): on NATS as a core
+subject beside the queue group (a forwarded message is then as at-most-once as the queue
+group's delivery was, and costs no JetStream write), on Mosquitto through its QoS 1
+session. SecAgg+ stage replies travel on per-cohort topics that only the cohort's owner
+subscribes to, outside this plan.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ class ReadingPlan:
     protocol: int
     why: str
     queue_subject: str | None = None
+    # NATS: the instance's relay topic as a core subject it reads directly, and to which
+    # receivers forward over core NATS (no JetStream write per forwarded message).
+    relay_subject: str | None = None
     # Messages split over instances: the receiver forwards what it does not own.
     split: bool = False
 
@@ -70,8 +75,8 @@ def reading_plan(
     if broker.nats:
         subject = nats_subject(every)
         why = f"NATS queue group {QUEUE_GROUP!r} on {subject}"
-        return ReadingPlan(subscriptions=(own,), protocol=MQTT_V311, queue_subject=subject,
-                           split=True, why=why)  # fmt: skip
+        return ReadingPlan(subscriptions=(), protocol=MQTT_V311, queue_subject=subject,
+                           relay_subject=nats_subject(own), split=True, why=why)  # fmt: skip
     shared = device_up_filter(group=QUEUE_GROUP)
     why = f"MQTT 5 shared subscription {shared}"
     return ReadingPlan(subscriptions=(own, shared), protocol=MQTT_V5, split=True, why=why)

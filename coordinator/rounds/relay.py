@@ -63,8 +63,11 @@ class DeviceRelay:
         pace: PaceConfig,
         *,
         clock: Callable[[], float],
+        forward: Callable[[str, bytes], None] | None = None,
     ) -> None:
         self.store, self.instance_id, self.publish = store, instance_id, publish
+        # How a message goes to its owner: ``publish`` (QoS 1) unless given (core NATS).
+        self.forward = forward
         self._pace_config = pace
         self._pace: dict[str, PaceSteering] = {}
         self._clock = clock
@@ -93,7 +96,11 @@ class DeviceRelay:
             self._send_away(device_id, msg, now)
             self.answered += 1
             return "answered"
-        self.publish(relay_topic(owner, device_id, channel), payload, 1, False)
+        topic = relay_topic(owner, device_id, channel)
+        if self.forward is not None:
+            self.forward(topic, payload)
+        else:
+            self.publish(topic, payload, 1, False)
         self.forwarded += 1
         return "forwarded"
 

@@ -62,7 +62,8 @@ def test_one_instance_reads_everything_and_a_split_needs_a_shared_store() -> Non
     one = reading_plan(nats, shared_store=False, instance_id="a")
     assert (one.subscriptions, one.queue_subject, one.split) == ((device_up_filter(),), None, False)
     many = reading_plan(nats, shared_store=True, instance_id="a")
-    assert many.subscriptions == (relay_filter("a"),)
+    assert many.subscriptions == ()  # all on core NATS
+    assert many.relay_subject == nats_subject(relay_filter("a"))
     assert many.split
     assert many.queue_subject == "fedrt.v1.dev.*.up.*"
     api_only = reading_plan(nats, shared_store=True, instance_id="api", runs_rounds=False)
@@ -86,25 +87,31 @@ def test_one_instance_reads_everything_and_a_split_needs_a_shared_store() -> Non
 @contextlib.asynccontextmanager
 async def _readers(
     urls: list[str], password: str, got: dict[str, list[bytes]]
-) -> AsyncIterator[None]:
+) -> AsyncIterator[list[NatsQueueReader]]:
+    """A reader per URL, as instance ``inst-K``, each also on its own relay subject; what
+    each receives is in ``got[name]`` (a relayed message as b"relayed:" + payload)."""
     readers = []
     for i, url in enumerate(urls):
         name = f"inst-{i}"
         got[name] = []
 
         async def on_message(topic: str, payload: bytes, name: str = name) -> None:
+            if topic == relay_topic(name, DEVICE, UpChannel.CHECKIN):
+                got[name].append(b"relayed:" + payload)
+                return
             assert topic == device_up(DEVICE, UpChannel.CHECKIN)
             got[name].append(payload)
 
         reader = NatsQueueReader(
             QueueSettings(servers=[url], subject=nats_subject(device_up_filter()),
-                          queue=QUEUE_GROUP, username=COORDINATOR, password=password),
+                          queue=QUEUE_GROUP, username=COORDINATOR, password=password,
+                          direct=(nats_subject(relay_filter(name)),)),
             on_message,
         )  # fmt: skip
         await reader.start()
         readers.append(reader)
     try:
-        yield
+        yield readers
     finally:
         for reader in readers:
             await reader.stop()
@@ -118,7 +125,9 @@ def test_a_nats_queue_group_gives_each_check_in_to_one_instance(tmp_path: Path) 
         got: dict[str, list[bytes]] = {}
 
         async def run() -> None:
-            async with _readers(urls, secured.passwords[COORDINATOR], got):
+            async with _readers(urls, secured.passwords[COORDINATOR], got) as readers:
+                # A receiver forwards to inst-0 over core NATS: only inst-0 gets it.
+                await readers[1].publish(relay_topic("inst-0", DEVICE, UpChannel.CHECKIN), b"x")
                 host, port = secured.mqtt(2)
                 device = TestClient(host, port, username=DEVICE, client_id=DEVICE,
                                     password=secured.passwords[DEVICE], protocol=4)  # fmt: skip
@@ -129,7 +138,8 @@ def test_a_nats_queue_group_gives_each_check_in_to_one_instance(tmp_path: Path) 
                     device.close()
 
         asyncio.run(run())
-        received = [p for payloads in got.values() for p in payloads]
+        assert got["inst-0"].count(b"relayed:x") == 1
+        received = [p for payloads in got.values() for p in payloads if p != b"relayed:x"]
         assert Counter(received) == Counter(_payloads())  # each exactly once
         assert all(got.values())  # split between both (all in one: 2**-39)
 
