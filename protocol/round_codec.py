@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import struct
+import threading
 import types
 import typing
 from collections.abc import Callable
@@ -96,6 +97,24 @@ def _put_varint(out: bytearray, value: int) -> None:
     out.append(value)
 
 
+# A cohort's member list is one tuple that every member's plan carries (hundreds of entries,
+# a thousand plans a round): its bytes are kept, by the tuple's identity, for the next message
+# that holds the very same tuple. Tuples here hold only immutable values (frozen messages,
+# text, bytes, numbers), so the same object always encodes to the same bytes; the entry keeps
+# the tuple alive, so its id cannot be reused while it is kept.
+_SHARED_MIN = 32  # shorter tuples encode faster than a look-up pays for
+_SHARED_KEEP = 16
+_shared: dict[int, tuple[Any, bytes]] = {}
+_shared_lock = threading.Lock()
+
+
+def _keep(value: Any, encoded: bytes) -> None:
+    with _shared_lock:
+        while len(_shared) >= _SHARED_KEEP:
+            del _shared[next(iter(_shared))]
+        _shared[id(value)] = (value, encoded)
+
+
 Encoder = Callable[[bytearray, Any], None]
 Decoder = Callable[[_Reader], Any]
 
@@ -128,9 +147,16 @@ def _codec_for(tp: Any) -> tuple[Encoder, Decoder]:
         enc, dec = _codec_for(args[0])
 
         def enc_tuple(out: bytearray, v: Any) -> None:
+            shared = len(v) >= _SHARED_MIN
+            if shared and (kept := _shared.get(id(v))) is not None and kept[0] is v:
+                out.extend(kept[1])
+                return
+            start = len(out)
             _put_varint(out, len(v))
             for item in v:
                 enc(out, item)
+            if shared:
+                _keep(v, bytes(out[start:]))
 
         def dec_tuple(r: _Reader) -> Any:
             # Every item takes at least one byte, so length() bounds the loop by the input.

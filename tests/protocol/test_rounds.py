@@ -107,6 +107,34 @@ def test_round_trip_is_exact_and_canonical(msg: rm.RoundMessage) -> None:
     assert encode_message(back) == data
 
 
+def test_plans_sharing_a_cohort_tuple_encode_as_if_each_were_encoded_alone() -> None:
+    """The encoder keeps a large tuple's bytes by identity: every plan sharing the tuple, and
+    a plan with an equal but distinct tuple, encodes exactly as a fresh encoding does."""
+    members = tuple(
+        rm.CohortMember(device_id=f"dev-{i}", identity_key=bytes([i]) * 32) for i in range(40)
+    )
+    first = samples()[2]
+    assert isinstance(first, rm.Plan)
+    assert first.secagg is not None
+    base: rm.SecAggSpec = first.secagg
+
+    def plan(client_id: int, cohort: tuple[rm.CohortMember, ...]) -> rm.Plan:
+        spec = dataclasses.replace(base, client_id=client_id, members=cohort)
+        return dataclasses.replace(first, secagg=spec)
+
+    encoded = [encode_message(plan(i, members)) for i in range(3)]
+    rebuilt = tuple(dataclasses.replace(m) for m in members)  # equal, not the same object
+    assert rebuilt is not members
+    for i, data in enumerate(encoded):
+        back = decode_message(data)
+        assert isinstance(back, rm.Plan)
+        assert back.secagg is not None
+        assert back.secagg.client_id == i
+        assert back.secagg.members == members
+        assert encode_message(plan(i, rebuilt)) == data
+    assert encoded[0] != encoded[1]  # the client ids differ
+
+
 def test_every_message_class_has_a_sample_and_a_unique_tag() -> None:
     assert {type(m) for m in samples()} == set(TAGS)
     assert len(set(TAGS.values())) == len(TAGS)
