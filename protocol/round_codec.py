@@ -65,6 +65,10 @@ class _Reader:
         return out
 
     def varint(self) -> int:
+        pos = self.pos
+        if pos < len(self.data) and self.data[pos] < 0x80:  # one byte: most lengths and ids
+            self.pos = pos + 1
+            return self.data[pos]
         value = shift = 0
         for i in range(10):
             if self.pos >= len(self.data):
@@ -89,6 +93,9 @@ class _Reader:
 
 
 def _put_varint(out: bytearray, value: int) -> None:
+    if 0 <= value < 0x80:
+        out.append(value)
+        return
     if value < 0 or value > rm.U64_MAX:
         raise MalformedMessage(f"integer {value} is outside [0, 2^64)")
     while value >= 0x80:
