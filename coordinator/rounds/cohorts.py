@@ -22,13 +22,13 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from fedrt.coordinator.rounds.cohort_results import CohortResult, CohortSum, sum_results
 from fedrt.coordinator.rounds.commands import RoundConfig
 from fedrt.coordinator.selection.cohort_split import split
-from fedrt.protocol import round_dp
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol.errors import RoundAborted, StageError
 from fedrt.protocol.graph import choose_parameters, validate_parameters
-from fedrt.protocol.round_errors import RoundFailed, UnexpectedMessage
+from fedrt.protocol.round_errors import UnexpectedMessage
 from fedrt.protocol.round_secagg import secagg_config, sender_of
 from fedrt.protocol.secagg_server import SecAggServer
 from fedrt.protocol.topics import cohort_key
@@ -50,7 +50,8 @@ def secagg_parameters(config: RoundConfig, n: int) -> tuple[int, int]:
 
 @dataclass(slots=True)
 class Cohort:
-    """One SecAgg+ instance: its members (device id of each SecAgg+ index) and server."""
+    """One SecAgg+ instance: its members (device id of each SecAgg+ index) and server, and
+    its stage logic, the same wherever the cohort runs (see ``cohort_results``)."""
 
     index: int
     members: tuple[str, ...]
@@ -60,16 +61,44 @@ class Cohort:
     # Why it was left out ("" while live): the server's abort, or too few in its sum.
     failed: str = ""
 
+    def receive(self, index: int, payload: bytes) -> None:
+        """Member ``index``'s SecAgg+ answer, checked by the server."""
+        # Signatures already bind a message to its sender; this refuses even a device
+        # re-submitting a peer's message it saw relayed.
+        device_id = self.members[index]
+        if sender_of(payload) != index:
+            raise UnexpectedMessage(f"{device_id} sent a message of another device")
+        if self.failed:
+            raise UnexpectedMessage(f"{device_id}'s cohort {self.index} was left out")
+        self.server.receive(payload)
 
-@dataclass(frozen=True, slots=True)
-class CohortSum:
-    """What the cohorts add up to: the mean delta, its weight, the clip-bit count."""
+    def close_stage(self, stage_note: str) -> dict[str, bytes] | None:
+        """Close the stage: the next stage's request to each member still in, by device id,
+        or None when the cohort fails now (``failed`` says why, ``stage_note`` included)."""
+        waiting = len(self.server.waiting_for)
+        try:
+            out = self.server.close_stage()
+        except RoundAborted as exc:
+            missing = f", {waiting} of {len(self.members)} had not answered" if waiting else ""
+            self.failed = f"SecAgg+ aborted in {exc.stage}: {exc}{missing}{stage_note}"
+            return None
+        return {self.members[index]: payload for index, payload in out.items()}
 
-    delta: npt.NDArray[np.float64]
-    weight: float
-    unclipped: float | None
-    included: tuple[str, ...]
-    committed: int
+    def result(self, floor: int) -> CohortResult:
+        """The unmasked sum, or a failure when fewer than ``floor`` inputs are in it (under
+        device DP its sum would carry less than the full noise): the cohort is left out."""
+        if self.failed:
+            return CohortResult(index=self.index, key=self.key, failed=self.failed)
+        inputs = self.server.included
+        if len(inputs) < floor:
+            self.failed = f"{len(inputs)} inputs unmasked, {floor} needed in a cohort"
+            return CohortResult(index=self.index, key=self.key, failed=self.failed)
+        return CohortResult(
+            index=self.index,
+            key=self.key,
+            included=tuple(self.members[i] for i in sorted(inputs)),
+            total=np.asarray(self.server.result, dtype=np.uint64),
+        )
 
 
 class Cohorts:
@@ -149,13 +178,7 @@ class Cohorts:
     def receive(self, device_id: str, payload: bytes) -> None:
         """One SecAgg+ answer of ``device_id``, checked by its cohort's server."""
         cohort, index = self._of[device_id]
-        # Signatures already bind a message to its sender; this refuses even a device
-        # re-submitting a peer's message it saw relayed.
-        if sender_of(payload) != index:
-            raise UnexpectedMessage(f"{device_id} sent a message of another device")
-        if cohort.failed:
-            raise UnexpectedMessage(f"{device_id}'s cohort {cohort.index} was left out")
-        cohort.server.receive(payload)
+        cohort.receive(index, payload)
 
     def close_stage(self, stage_note: str) -> tuple[dict[str, bytes], list[Cohort]]:
         """Close the stage in every live cohort: (the next stage's request to each device
@@ -164,18 +187,11 @@ class Cohorts:
         requests: dict[str, bytes] = {}
         failed: list[Cohort] = []
         for cohort in self.live():
-            waiting = len(cohort.server.waiting_for)
-            try:
-                out = cohort.server.close_stage()
-            except RoundAborted as exc:
-                missing = (
-                    f", {waiting} of {len(cohort.members)} had not answered" if waiting else ""
-                )
-                cohort.failed = f"SecAgg+ aborted in {exc.stage}: {exc}{missing}{stage_note}"
+            out = cohort.close_stage(stage_note)
+            if out is None:
                 failed.append(cohort)
-                continue
-            for index, payload in out.items():
-                requests[cohort.members[index]] = payload
+            else:
+                requests.update(out)
         return requests, failed
 
     # --- the end ---------------------------------------------------------------------------
@@ -186,31 +202,8 @@ class Cohorts:
         ``config.cohort_min_reports`` is left out: under device DP its sum would carry less
         than the full noise. ``RoundFailed`` when no cohort remains."""
         floor = self.config.cohort_min_reports if self.spec.dp is not None else 2
-        weighted: npt.NDArray[np.float64] | None = None
-        weight, unclipped, committed = 0.0, None, 0
-        included: list[str] = []
-        for cohort in self.live():
-            inputs = cohort.server.included
-            if len(inputs) < floor:
-                cohort.failed = f"{len(inputs)} inputs unmasked, {floor} needed in a cohort"
-                continue
-            total = np.asarray(cohort.server.result, dtype=np.uint64)
-            mean, w, bits = round_dp.decode_sum(total, self.spec, len(inputs))
-            weighted = mean * w if weighted is None else weighted + mean * w
-            weight += w
-            if bits is not None:
-                unclipped = (unclipped or 0.0) + bits
-            included.extend(cohort.members[i] for i in sorted(inputs))
-            committed += 1
-        if weighted is None or weight <= 0:
-            raise RoundFailed(f"no cohort's sum is usable: {self.failures()}")
-        return CohortSum(
-            delta=weighted / weight,
-            weight=weight,
-            unclipped=unclipped,
-            included=tuple(included),
-            committed=committed,
-        )
+        results = [cohort.result(floor) for cohort in self.live()]
+        return sum_results(results, self.spec, self.failures())
 
     def results(self) -> dict[int, npt.NDArray[np.unsignedinteger]]:
         """Each finished cohort's raw SecAgg+ sum, by cohort index (for tests and audits)."""
