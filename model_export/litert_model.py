@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fedrt.model_export.errors import MissingSignature, ModelFileError, RuntimeInputError
-from fedrt.model_export.inspect import inspect_model
+from fedrt.model_export.inspect import model_signatures
 from fedrt.model_export.manifest import CORRECTION_INPUT, REQUIRED_SIGNATURES, Manifest
 
 Array = npt.NDArray[Any]
@@ -90,8 +90,8 @@ class LiteRTModel:
                 data = Path(model).read_bytes()
             except OSError as exc:
                 raise ModelFileError(f"cannot read {model}: {exc.strerror}") from None
-        report = inspect_model(data)  # typed error for a truncated or foreign file
-        report.require_signatures(REQUIRED_SIGNATURES)
+        # Typed errors for a truncated or foreign file, or one without the signatures.
+        signatures = model_signatures(data, REQUIRED_SIGNATURES)
         if interpreter_cls is None:
             from ai_edge_litert.interpreter import Interpreter
 
@@ -107,7 +107,7 @@ class LiteRTModel:
         except (ValueError, RuntimeError) as exc:
             raise ModelFileError(f"LiteRT cannot load the model: {exc}") from None
         self.manifest = manifest
-        self._runners = {n: self._interpreter.get_signature_runner(n) for n in report.signatures}
+        self._runners = {n: self._interpreter.get_signature_runner(n) for n in signatures}
         self._inputs = {n: r.get_input_details() for n, r in self._runners.items()}
         if manifest is not None:
             self.weight_names = manifest.weight_names

@@ -17,6 +17,8 @@ from fedrt.model_export import (
     inspect_model,
     signature_flops,
 )
+from fedrt.model_export.inspect import model_signatures
+from fedrt.model_export.litert_model import LiteRTModel
 from tests.model_export.conftest import Exported
 from tests.model_export.synthetic_tflite import (
     ASSIGN_VARIABLE,
@@ -115,6 +117,25 @@ def test_every_truncation_of_a_real_model_is_a_model_file_error(
     for size in [*range(0, len(data), max(1, len(data) // 97)), len(data) - 1]:
         with pytest.raises(ModelFileError):
             inspect_model(data[:size])
+
+
+def test_model_signatures_match_inspect_and_litert_refuses_every_cut_file(
+    zoo_mlp: Exported,
+) -> None:
+    data = (zoo_mlp.directory / "model.tflite").read_bytes()
+    for model in (data, build_model([dense_graph()]), _variable_model(call_once=True)):
+        assert model_signatures(model) == inspect_model(model).signatures
+    assert set(model_signatures(data, ("train", "evaluate"))) >= {"train", "evaluate"}
+    with pytest.raises(MissingSignature, match="nope"):
+        model_signatures(data, ("train", "nope"))
+    for bad in (b"", b"TFL3", b"\x00" * 64, b"\x10\x00\x00\x00TFL3" + b"\xff" * 8):
+        with pytest.raises(ModelFileError):
+            model_signatures(bad)
+    # It does not walk the operators, so a file cut inside them may pass it: LiteRT's own
+    # flatbuffer verifier refuses those, and a LiteRTModel still raises ModelFileError.
+    for size in [*range(0, len(data), max(1, len(data) // 97)), len(data) - 1]:
+        with pytest.raises(ModelFileError):
+            LiteRTModel(data[:size], zoo_mlp.manifest, num_threads=1)
 
 
 def test_cli_inspect_exit_codes(
