@@ -302,6 +302,16 @@ class Participant(ParticipantRestarts):
         assert self.plan is not None
         return self._answer(self.plan, req.stage, reply, now, req.respond_within)
 
+    def _forget_cohort_replies(self) -> list[Command]:
+        """The coordinator ended our round: replies of it still unacknowledged on a cohort
+        topic are dropped, since the cohort's owner stops reading that topic after the round
+        (an old reply resent there would never be acknowledged)."""
+        if self.plan is None or not self.plan.cohort_topic:
+            return []
+        mine = sorted(m for m in self._unacked if m >= self._since)
+        self._unacked.difference_update(mine)
+        return [Forget(msg_id=m) for m in mine]
+
     def _on_reconnect(self, window: rm.ReconnectWindow, now: float) -> list[Command]:
         current = self.state in (P.TRAINING, P.REPORTING)
         if current and window.round_id != self.round_id:
@@ -319,6 +329,7 @@ class Participant(ParticipantRestarts):
         if self.state is P.TRAINING:
             out.append(CancelTraining(reason=window.reason.name.lower()))
         if current:
+            out += self._forget_cohort_replies()
             out.append(RoundEnded(round_id=window.round_id, reason=window.reason))
         self._to_idle(at, silence=False)
         out.append(ScheduleCheckIn(at=at))
