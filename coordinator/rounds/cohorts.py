@@ -28,12 +28,12 @@ from fedrt.coordinator.selection.cohort_split import split
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol.errors import RoundAborted, StageError
 from fedrt.protocol.graph import choose_parameters, validate_parameters
-from fedrt.protocol.round_errors import UnexpectedMessage
+from fedrt.protocol.round_errors import UnexpectedMessage, WrongCohort
 from fedrt.protocol.round_secagg import secagg_config, sender_of
 from fedrt.protocol.secagg_server import SecAggServer
 from fedrt.protocol.topics import cohort_key
 
-__all__ = ["Cohort", "CohortSum", "Cohorts", "secagg_parameters"]
+__all__ = ["Cohort", "CohortSum", "Cohorts", "check_cohort_topic", "secagg_parameters"]
 
 
 def secagg_parameters(config: RoundConfig, n: int) -> tuple[int, int]:
@@ -99,6 +99,18 @@ class Cohort:
             included=tuple(self.members[i] for i in sorted(inputs)),
             total=np.asarray(self.server.result, dtype=np.uint64),
         )
+
+
+def check_cohort_topic(
+    cohorts: Cohorts | None, device_id: str, message: rm.DeviceMessage, key: str
+) -> None:
+    """``WrongCohort`` unless ``message`` may come under cohort topic ``key``: a reply of a
+    member of that cohort (check-ins never come there)."""
+    if isinstance(message, rm.CheckIn):
+        raise WrongCohort(f"{device_id} checked in on cohort topic {key!r}")
+    mine = cohorts.key_of(device_id) if cohorts is not None else None
+    if mine != key:
+        raise WrongCohort(f"{device_id} is not in cohort {key!r} of this round")
 
 
 class Cohorts:

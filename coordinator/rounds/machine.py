@@ -13,6 +13,7 @@ import numpy.typing as npt
 
 from fedrt.coordinator.privacy.central import CentralNoise
 from fedrt.coordinator.rounds.aggregation import RoundAggregation
+from fedrt.coordinator.rounds.cohorts import check_cohort_topic
 from fedrt.coordinator.rounds.commands import (
     AbandonRound,
     CohortsFormed,
@@ -48,7 +49,6 @@ from fedrt.protocol.round_errors import (
     StaleMessage,
     UnexpectedMessage,
     UnknownParticipant,
-    WrongCohort,
 )
 from fedrt.protocol.topics import FEATURE_COHORT_TOPICS
 
@@ -202,15 +202,10 @@ class RoundMachine:
     # --- handlers --------------------------------------------------------------------------
 
     def _check_cohort(self, device_id: str, message: rm.DeviceMessage, key: str) -> None:
-        """A reply under cohort topic ``key`` must be its sender's cohort's, this round's."""
-        if isinstance(message, rm.CheckIn):
-            raise WrongCohort(f"{device_id} checked in on cohort topic {key!r}")
-        if message.round_id != self.config.round_id:
-            return  # another round's: refused as stale further on
-        cohorts = self._agg.cohorts
-        mine = cohorts.key_of(device_id) if cohorts is not None else None
-        if mine != key:
-            raise WrongCohort(f"{device_id} is not in cohort {key!r} of this round")
+        """A reply under cohort topic ``key`` must be its sender's cohort's, this round's
+        (another round's is refused as stale further on)."""
+        if isinstance(message, rm.CheckIn) or message.round_id == self.config.round_id:
+            check_cohort_topic(self._agg.cohorts, device_id, message, key)
 
     def _on_checkin(
         self, device_id: str, dev: RoundDevice | None, msg: rm.CheckIn, now: float
