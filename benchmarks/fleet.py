@@ -57,6 +57,7 @@ class Sampler:
     sim: Any
     samples: list[dict[str, Any]] = field(default_factory=list)
     connected_at: float | None = None
+    most_at: float | None = None  # 99 % connected
     fleet_started: float | None = None
     broker_peak_mib: float = 0.0
     loads: list[str] = field(default_factory=list)
@@ -101,6 +102,8 @@ class Sampler:
             connected = self.sim._devices_connected()
             if connected is not None:
                 connected, devices = connected
+                if self.most_at is None and devices and connected >= 0.99 * devices:
+                    self.most_at = now
                 if self.connected_at is None and devices and connected >= devices:
                     self.connected_at = now
         accepted, total = self.checkins_answered()
@@ -172,10 +175,10 @@ def summary(args: argparse.Namespace, sim: Any, sampler: Sampler) -> dict[str, A
         for w in workers
         if w.idle_rss_mib is not None and w.devices
     ]
-    connect_s = (
-        round(sampler.connected_at - sampler.fleet_started, 1)
-        if sampler.connected_at is not None and sampler.fleet_started is not None
-        else None
+    started = sampler.fleet_started
+    connect_s, most_s = (
+        round(at - started, 1) if at is not None and started is not None else None
+        for at in (sampler.connected_at, sampler.most_at)
     )
     return {
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
@@ -185,9 +188,11 @@ def summary(args: argparse.Namespace, sim: Any, sampler: Sampler) -> dict[str, A
         "devices": args.devices,
         "connected": max((s["connected"] or 0 for s in sampler.samples), default=0),
         "connect_s": connect_s,
+        "connect_99_s": most_s,
         "checkins_per_s": {"mean": round(mean, 1), "peak_1s": round(peak1, 1),
                            "peak_10s": round(peak10, 1)},
-        "checkins_answered": sampler.samples[-1]["checkins"] if sampler.samples else 0,
+        # The last samples may come after the coordinator stopped: the highest count.
+        "checkins_answered": max((x["checkins"] for x in sampler.samples), default=0),
         "device_processes": [
             {"shard": w.shard, "devices": w.devices, "peak_rss_mib": round(p, 1),
              "start_s": w.start_s, "fd_limit": w.fd_limit}
@@ -202,6 +207,14 @@ def summary(args: argparse.Namespace, sim: Any, sampler: Sampler) -> dict[str, A
     }  # fmt: skip
 
 
+def _loads(loads: list[str]) -> str:
+    """The 1-minute load average's range over the run, and the last reading."""
+    ones = [float(x.split()[0]) for x in loads if x and x[0].isdigit()]
+    if not ones:
+        return "?"
+    return f"1-min {min(ones):.1f} to {max(ones):.1f} over the run; last {loads[-1]}"
+
+
 def table(s: dict[str, Any]) -> str:
     a = s["args"]
     secs = [r["seconds"] for r in s["rounds"]]
@@ -212,8 +225,11 @@ def table(s: dict[str, Any]) -> str:
         + ("" if a["secagg"] else " --no-secagg"),
         f"  rounds committed        {s['committed']}/{len(s['rounds'])}"
         + (f"   seconds: {', '.join(f'{x:.1f}' for x in secs)}" if secs else ""),
-        f"  devices connected       {s['connected']}/{s['devices']} in "
-        + (f"{s['connect_s']:.0f} s" if s["connect_s"] is not None else "(not all)"),
+        f"  devices connected       {s['connected']}/{s['devices']}; all in "
+        + (f"{s['connect_s']:.0f} s" if s["connect_s"] is not None else "- (never)")
+        + "; 99 % in "
+        + (f"{s['connect_99_s']:.0f} s" if s["connect_99_s"] is not None else "- (never)")
+        + " (from the fleet's start: enrollment, then connections)",
         f"  check-ins answered/s    mean {s['checkins_per_s']['mean']:.1f}, peak "
         f"{s['checkins_per_s']['peak_1s']:.1f} (1 s), {s['checkins_per_s']['peak_10s']:.1f}"
         f" (10 s); {s['checkins_answered']:.0f} in all",
@@ -223,7 +239,7 @@ def table(s: dict[str, Any]) -> str:
         f"{s['coordinator_peak_rss_mib']:.0f}; mosquitto {s['broker_peak_rss_mib']:.0f}",
         "  idle RSS per device     "
         + (f"{s['idle_rss_per_device_kib']:.0f} KiB" if s["idle_rss_per_device_kib"] else "-"),
-        f"  load average (1/5/15)   {'; '.join(s['load_average']) or '?'}",
+        f"  load average (1/5/15)   {_loads(s['load_average'])}",
     ]
     for r in s["rounds"]:
         if r["status"] != "committed":
