@@ -25,22 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedrt.benchmarks.rss import peak_rss_mib
+from fedrt.benchmarks.rss import peak_rss_mib, vm_mib
 
 __all__ = ["Sampler", "config", "register", "run", "table"]
 
 _SAMPLE_S = 1.0
-
-
-def _vm(field_name: str, pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith(field_name + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 def _load() -> str:
@@ -111,7 +100,7 @@ class Sampler:
         broker = stack.mosquitto if stack is not None else None
         pid = broker.pid if broker is not None else None
         if pid is not None:
-            self.broker_peak_mib = max(self.broker_peak_mib, _vm("VmHWM", pid) or 0.0)
+            self.broker_peak_mib = max(self.broker_peak_mib, vm_mib("VmHWM", pid) or 0.0)
         if len(self.samples) % 30 == 0:
             self.loads.append(_load())
         self.samples.append(

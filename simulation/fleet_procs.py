@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from fedrt.benchmarks.rss import vm_mib
 from fedrt.errors import UsageError
 from fedrt.simulation import traces
 from fedrt.simulation.datasets import Dataset
@@ -65,18 +66,6 @@ def shards(count: int, processes: int) -> list[range]:
         out.append(range(start, start + size))
         start += size
     return out
-
-
-def _vm(field: str, pid: int | str = "self") -> float | None:
-    """``field`` (VmRSS, VmHWM) of a process's /proc status, in MiB; None if unreadable."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -184,7 +173,7 @@ class ProcessFleet:
         out = [WorkerStatus.read(p) for p in self._status_paths]
         self.last = [s for s in out if s is not None]
         for proc in self._procs:
-            peak = _vm("VmHWM", proc.pid)
+            peak = vm_mib("VmHWM", proc.pid)
             if peak is not None:
                 self._note_peak(self._procs.index(proc), peak)
         return self.last
@@ -256,7 +245,7 @@ def _worker(spec_path: Path) -> int:
 
     spec = json.loads(spec_path.read_text())
     fd_limit = raise_fd_limit()
-    base_rss = _vm("VmRSS") or 0.0
+    base_rss = vm_mib("VmRSS") or 0.0
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -315,8 +304,8 @@ def _worker(spec_path: Path) -> int:
             "bytes_down": down,
             "crashes": sum(s.crashes for s in fleet.devices),
             "offline_spells": sum(s.offline_spells for s in fleet.devices),
-            "rss_mib": _vm("VmRSS") or 0.0,
-            "peak_rss_mib": _vm("VmHWM") or 0.0,
+            "rss_mib": vm_mib("VmRSS") or 0.0,
+            "peak_rss_mib": vm_mib("VmHWM") or 0.0,
             "base_rss_mib": base_rss,
             "fd_limit": fd_limit,
             "done": done,
