@@ -8,11 +8,13 @@ from __future__ import annotations
 
 __all__ = ["PARTICIPANT_TIMINGS"]
 
-# Simulated devices react fast: the rounds they take part in last seconds, not minutes.
+# Simulated devices react fast: the rounds they take part in last seconds, not minutes. A
+# device waits for its plan through the round's whole check-in, which simulate sizes from
+# the round (up to 55 s: ``sim_config.CHECKIN_S_MAX``), so its check-in timeout is longer.
 PARTICIPANT_TIMINGS = {
     "deadline_margin": 1.0,
     "grace": 15.0,
-    "checkin_timeout": 30.0,
+    "checkin_timeout": 60.0,
     "retry_earliest": 1.0,
     "retry_latest": 3.0,
 }

@@ -56,10 +56,10 @@ def test_the_task_gets_the_cohort_size_and_a_stage_deadline_sized_from_the_round
     assert SimConfig(per_round=10).task_spec().secagg_stage_deadline_s == pytest.approx(5.25)
     assert SimConfig(per_round=10, stage_s=2.0).task_spec().secagg_stage_deadline_s == 2.0
     assert SimConfig().task_spec().cohort_size == DEFAULT_COHORT_SIZE
-    # Check-in: 10 s + 15 ms per device, capped below the devices' own 30 s check-in timeout.
-    assert spec.checkin_deadline_s == pytest.approx(25.0)
-    assert SimConfig(per_round=10).task_spec().checkin_deadline_s == pytest.approx(10.15)
-    assert SimConfig(devices=5000, per_round=4000).checkin_deadline_s == pytest.approx(25.0)
+    # Check-in: 10 s + 30 ms per device, capped below the devices' own 60 s check-in timeout.
+    assert spec.checkin_deadline_s == pytest.approx(40.0)
+    assert SimConfig(per_round=10).task_spec().checkin_deadline_s == pytest.approx(10.3)
+    assert SimConfig(devices=5000, per_round=4000).checkin_deadline_s == pytest.approx(55.0)
     assert SimConfig(per_round=10, checkin_s=3.0).task_spec().checkin_deadline_s == 3.0
 
 
@@ -68,7 +68,7 @@ def test_the_task_gets_the_cohort_size_and_a_stage_deadline_sized_from_the_round
     [
         ({"cohort_size": 4}, "--cohort-size"),
         ({"stage_s": 0.0}, "--stage-deadline"),
-        ({"checkin_s": 40.0}, "check-in deadline"),
+        ({"checkin_s": 70.0}, "check-in deadline"),
     ],
 )
 def test_bad_cohort_and_deadline_options_are_usage_errors(
