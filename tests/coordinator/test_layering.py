@@ -33,6 +33,7 @@ SANS_IO = frozenset(
     f"{PREFIX}.rounds.{m}"
     for m in (
         "aggregation",
+        "cohort_results",
         "cohorts",
         "commands",
         "eval_figures",
