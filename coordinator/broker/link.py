@@ -1,10 +1,11 @@
-"""The coordinator's MQTT connection: persistent session, reconnects, an ordered outbox."""
+"""The coordinator's MQTT connection: persistent session, reconnects, a two-lane outbox."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import dataclasses
+import enum
 import functools
 import logging
 import ssl
@@ -21,6 +22,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from fedrt.coordinator.broker.paho_asyncio import PahoConnection
 from fedrt.coordinator.errors import BrokerError, BrokerRefused, ConfigError
+from fedrt.protocol.round_codec import MAGIC, TAGS
+from fedrt.protocol.round_messages import ReconnectWindow
 from fedrt.protocol.topics import coordinator_presence
 
 log = logging.getLogger(__name__)
@@ -40,6 +43,22 @@ MQTT_V311, MQTT_V5 = 4, 5
 # The largest payload paho publishes (MQTT's remaining-length limit); a refusal in the sender
 # would stall the outbox, so enqueue refuses more.
 _MAX_PAYLOAD = 268_435_455
+_WINDOW_TAG = TAGS[ReconnectWindow]
+
+
+class Lane(enum.Enum):
+    """Which queue of the outbox a message waits in; ROUND leaves first."""
+
+    ROUND = "round"  # plans, stage requests, acks, announcements, presence
+    PACE = "pace"  # reconnect windows: "come back later" to devices not needed now
+
+
+def lane_of(payload: bytes) -> Lane:
+    """PACE for a reconnect window, ROUND for everything else. Read from the round codec's
+    tag byte: decoding every outgoing message to classify it would cost a plan's size."""
+    if len(payload) >= 3 and payload[0] == MAGIC and payload[2] == _WINDOW_TAG:
+        return Lane.PACE
+    return Lane.ROUND
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,6 +67,7 @@ class Outgoing:
     payload: bytes
     qos: int
     retain: bool
+    lane: Lane = Lane.ROUND
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,9 +117,17 @@ class MqttLink:
 
     The session is persistent (3.1.1: ``clean_session=False``; 5: no clean start and a
     session that never expires): QoS 1 messages devices publish while the coordinator is
-    away are queued by the broker and delivered after it reconnects. Outgoing messages are
-    queued in order and leave the outbox only once the broker acknowledged them (QoS 0: once
-    written), so a connection dropped mid-publish sends them again on the next one.
+    away are queued by the broker and delivered after it reconnects. Outgoing messages
+    leave the outbox only once the broker acknowledged them (QoS 0: once written), so a
+    connection dropped mid-publish sends them again on the next one.
+
+    The outbox has two lanes (``Lane``), each first-in-first-out, ``max_outbox`` messages
+    in both together. A free in-flight slot always takes the ROUND lane's head first; the
+    PACE lane (reconnect windows) goes only when no round traffic waits. At 10,000 devices
+    thousands of "come back later" replies queued in front of a round's plans and stage
+    requests, which then reached their devices after the round's deadline (issue 17). A
+    device's round messages all travel in the ROUND lane, so they keep their order; a
+    window overtaken by round traffic only makes its device come back a little later.
 
     Incoming QoS 1 messages are acknowledged only after ``on_message`` has handled them, so
     a message received but never handled (a crash, a restart) is sent again by the broker
@@ -115,13 +143,13 @@ class MqttLink:
     def __init__(self, settings: LinkSettings, on_message: OnMessage) -> None:
         self.settings = settings
         self._on_message = on_message
-        self._outbox: deque[Outgoing] = deque()
+        self._lanes: dict[Lane, deque[Outgoing]] = {lane: deque() for lane in Lane}
         self._wake = asyncio.Event()
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._conn: PahoConnection | None = None
-        # Futures of the outbox's first messages, sent on the current connection, in order.
-        self._sent: deque[asyncio.Future[ReasonCode]] = deque()
+        # Messages sent on the current connection and not yet confirmed, in sending order.
+        self._sent: deque[tuple[Outgoing, asyncio.Future[ReasonCode]]] = deque()
         self._backoff = _BACKOFF_START_S
         # Which of ``settings.addresses`` the link uses now, and why the last try failed.
         self._address = 0
@@ -142,7 +170,25 @@ class MqttLink:
         conn = self._conn
         return len(conn.inbox) if conn is not None else 0
 
-    def enqueue(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+    @property
+    def outbox_size(self) -> int:
+        """Messages queued or in flight, both lanes."""
+        return sum(len(q) for q in self._lanes.values()) + len(self._sent)
+
+    def queued(self, lane: Lane) -> int:
+        """Messages waiting in ``lane`` (not yet handed to the connection)."""
+        return len(self._lanes[lane])
+
+    def enqueue(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 1,
+        retain: bool = False,
+        *,
+        lane: Lane | None = None,
+    ) -> None:
+        """Queue a message; ``lane`` None: ``lane_of(payload)``."""
         if not topic or "+" in topic or "#" in topic or len(topic.encode()) > 65535:
             raise BrokerError(f"cannot publish on {topic!r}: not an MQTT topic name")
         if qos not in (0, 1, 2):
@@ -154,9 +200,11 @@ class MqttLink:
             )
         if len(payload) > _MAX_PAYLOAD:
             raise BrokerError(f"a {len(payload)}-byte payload is over MQTT's {_MAX_PAYLOAD}")
-        if len(self._outbox) >= self.settings.max_outbox:
+        if self.outbox_size >= self.settings.max_outbox:
             raise BrokerError(f"MQTT outbox full ({self.settings.max_outbox} messages)")
-        self._outbox.append(Outgoing(topic=topic, payload=payload, qos=qos, retain=retain))
+        chosen = lane_of(payload) if lane is None else lane
+        item = Outgoing(topic=topic, payload=payload, qos=qos, retain=retain, lane=chosen)
+        self._lanes[chosen].append(item)
         self._wake.set()
 
     def follow(self, filters: Sequence[str], on: bool = True) -> None:
@@ -194,9 +242,9 @@ class MqttLink:
         """Wait until the outbox is empty (True) or ``timeout`` passes (False)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self._outbox and loop.time() < deadline:
+        while self.outbox_size and loop.time() < deadline:
             await asyncio.sleep(0.01)
-        return not self._outbox
+        return not self.outbox_size
 
     async def start(self, timeout: float = 10.0) -> None:
         if self._task is not None:
@@ -330,31 +378,38 @@ class MqttLink:
             log.exception("handling a message on %s failed", topic)
 
     async def _send(self, conn: PahoConnection) -> None:
-        """Publish the outbox in order, ``conn.window`` messages in flight at most."""
-        sent: deque[asyncio.Future[ReasonCode]] = deque()
+        """Publish the outbox, ROUND lane first, ``conn.window`` messages in flight at most."""
+        # What the last connection sent and never had confirmed goes again first, in the
+        # order it went then, each back at the head of its own lane.
+        for item, _ in reversed(self._sent):
+            self._lanes[item.lane].appendleft(item)
+        sent: deque[tuple[Outgoing, asyncio.Future[ReasonCode]]] = deque()
         self._sent = sent
+        first, then = self._lanes[Lane.ROUND], self._lanes[Lane.PACE]
         while True:
-            while len(sent) < min(len(self._outbox), conn.window):
-                item = self._outbox[len(sent)]
+            while len(sent) < conn.window and (first or then):
+                item = first.popleft() if first else then.popleft()
                 future = conn.publish(item.topic, item.payload, item.qos, item.retain)
-                sent.append(future)
+                sent.append((item, future))
                 future.add_done_callback(functools.partial(self._confirmed, sent))
             self._wake.clear()
             await self._wake.wait()
 
     def _confirmed(
-        self, sent: deque[asyncio.Future[ReasonCode]], _: asyncio.Future[ReasonCode]
+        self,
+        sent: deque[tuple[Outgoing, asyncio.Future[ReasonCode]]],
+        _: asyncio.Future[ReasonCode],
     ) -> None:
         # QoS 0 messages complete when written, possibly before an earlier QoS 1 PUBACK:
-        # the outbox loses its head only once every message up to it is done.
+        # a message leaves the outbox only once every message sent before it is done.
         if sent is not self._sent:
             return  # a connection since replaced: its unconfirmed messages were resent
-        while sent and sent[0].done():
-            reason = sent.popleft().result()
-            item = self._outbox.popleft()
+        while sent and sent[0][1].done():
+            item, future = sent.popleft()
+            reason = future.result()
             if reason.is_failure:
                 log.warning("the broker refused a message on %s: %s", item.topic, reason)
         self._wake.set()
 
 
-__all__ = ["MQTT_V5", "MQTT_V311", "LinkSettings", "MqttLink", "Outgoing"]
+__all__ = ["MQTT_V5", "MQTT_V311", "Lane", "LinkSettings", "MqttLink", "Outgoing", "lane_of"]

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from fedrt.coordinator.broker.embedded import EmbeddedBroker
-from fedrt.coordinator.broker.link import LinkSettings, MqttLink
+from fedrt.coordinator.broker.link import Lane, LinkSettings, MqttLink, lane_of
 from fedrt.coordinator.broker.mosquitto import BrokerConfig, MosquittoBroker
 from fedrt.coordinator.errors import BrokerError, ConfigError
+from fedrt.protocol import round_messages as rm
+from fedrt.protocol.round_codec import encode_message
 from tests.support.cutting_proxy import CuttingProxy
 from tests.support.mqtt import Received, TestClient
 
@@ -357,3 +359,56 @@ def test_link_settings_and_enqueue_refuse_bad_values() -> None:
             link.enqueue(topic, b"x")
     with pytest.raises(BrokerError, match="QoS"):
         link.enqueue("a", b"x", qos=3)
+
+
+def test_round_traffic_leaves_ahead_of_queued_reconnect_windows(tmp_path: Path) -> None:
+    """Windows queued first (here before the link connects) still leave after the round
+    traffic queued behind them."""
+    broker = MosquittoBroker(BrokerConfig(directory=tmp_path / "m"))
+    broker.start()
+    watcher = TestClient(broker.host, broker.port, client_id="watcher")
+    window = encode_message(
+        rm.ReconnectWindow(
+            msg_id=1, task_id="t", round_id=1, earliest=1.0, latest=2.0,
+            reason=rm.ReconnectReason.ROUND_FULL,
+        )
+    )  # fmt: skip
+    assert lane_of(window) is Lane.PACE
+    assert lane_of(b"plan bytes") is Lane.ROUND
+
+    async def scenario() -> None:
+        link = MqttLink(LinkSettings(host=broker.host, port=broker.port), _ignore)
+        for i in range(40):
+            link.enqueue(f"out/pace/{i}", window)
+        for i in range(10):
+            link.enqueue(f"out/round/{i}", b"round %d" % i)
+        assert link.queued(Lane.PACE) == 40
+        assert link.queued(Lane.ROUND) == 10
+        await link.start()
+        assert await link.flush(10)
+        await link.stop()
+
+    try:
+        watcher.connect()
+        watcher.subscribe("out/#")
+        asyncio.run(scenario())
+        topics = [watcher.expect().topic for _ in range(50)]
+    finally:
+        watcher.close()
+        broker.stop()
+    assert topics[:10] == [f"out/round/{i}" for i in range(10)]
+    assert topics[10:] == [f"out/pace/{i}" for i in range(40)]
+
+
+def test_a_full_outbox_counts_both_lanes() -> None:
+    link = MqttLink(LinkSettings(host="127.0.0.1", port=1, max_outbox=3), _ignore)
+    link.enqueue("a", b"x", lane=Lane.PACE)
+    link.enqueue("a", b"x", lane=Lane.ROUND)
+    link.enqueue("a", b"x", lane=Lane.PACE)
+    with pytest.raises(BrokerError, match="outbox full"):
+        link.enqueue("a", b"x", lane=Lane.ROUND)
+    assert link.outbox_size == 3
+
+
+async def _ignore(topic: str, payload: bytes) -> None:
+    return None
