@@ -102,6 +102,8 @@ class DeviceRuntime:
         self._task_id = config.task_id
         self._work: RoundWork | None = None
         self._check_in_at: float = 0.0
+        # Whether this connection's first check-in was spread (``Participant.spread_check_in``).
+        self._spread_done = False
         self._round_id: int | None = None
         self._rounds_completed = 0
         self._bytes_up = 0
@@ -197,6 +199,8 @@ class DeviceRuntime:
             self._act(p.tick(now))
         if self._sender is not None:
             self._sender.resend_due()
+        if self._transport is None or not self._transport.connected:
+            self._spread_done = False  # the next connection spreads its first check-in
         if now >= self._check_in_at:
             # Look again after poll_s unless a reconnect window or an announcement says when:
             # a check-in time left in the past would wake this device without pause.
@@ -205,6 +209,13 @@ class DeviceRuntime:
                 decision = self.config.policy.decide(self.device_state.snapshot(now), now)
                 self._last_decision = decision
                 connected = self._transport is not None and self._transport.connected
+                if connected and not self._spread_done:
+                    # The first check-in on a connection is spread (``checkin_spread``).
+                    self._spread_done = True
+                    spread = p.spread_check_in(now)
+                    if spread:
+                        self._act(spread)
+                        return
                 if decision.eligible and connected:
                     # The count lets a task's min_examples filter before sampling; the
                     # coordinator learns it as it learns the labels at enrollment.

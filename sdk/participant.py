@@ -122,11 +122,11 @@ class Participant(ParticipantRestarts):
         if message.task_id != self.config.task_id:
             raise StaleMessage(f"message for task {message.task_id!r}")
         if isinstance(message, rm.TaskAnnouncement):
-            self.announcement = message
-            return []
+            return self._on_announcement(message, now)
         key = (message.round_id, message.msg_id)
         if key in self._seen:
             raise DuplicateMessageId(f"message {key} already processed", msg_id=message.msg_id)
+        self._unanswered = 0  # the coordinator is answering again
         if isinstance(message, rm.Ack):
             out = self._on_ack(message, now)
         elif isinstance(message, rm.Plan):
@@ -183,6 +183,12 @@ class Participant(ParticipantRestarts):
             raise IllegalTransition(f"no training to abandon while {self.state.value}")
         return self._give_up(reason, detail, now, cancel=False)
 
+    def spread_check_in(self, now: float) -> list[Command]:
+        """The device (re)connected: an idle device whose check-in is due draws it uniformly
+        within ``checkin_spread`` instead of checking in at once, so a fleet coming online
+        does not stampede the coordinator. Nothing with a spread of 0."""
+        return self._spread(now)
+
     def tick(self, now: float) -> list[Command]:
         if self.deadline is None or now < self.deadline:
             return []
@@ -193,6 +199,20 @@ class Participant(ParticipantRestarts):
         return []
 
     # --- handlers --------------------------------------------------------------------------
+
+    def _on_announcement(self, message: rm.TaskAnnouncement, now: float) -> list[Command]:
+        opened = message.accepting and not (self.announcement and self.announcement.accepting)
+        self.announcement = message
+        # Devices whose window passed while the task took no check-ins all wait for this
+        # announcement; spread, they do not all check in within the second it arrives.
+        return self._spread(now) if opened else []
+
+    def _spread(self, now: float) -> list[Command]:
+        spread = self.config.checkin_spread
+        if spread <= 0 or self.state is not P.IDLE or self.not_before > now:
+            return []
+        self.not_before = now + float(self._rng.uniform(0.0, spread))
+        return [ScheduleCheckIn(at=self.not_before)]
 
     def _on_ack(self, ack: rm.Ack, now: float) -> list[Command]:
         if ack.acked not in self._unacked:

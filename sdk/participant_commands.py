@@ -55,6 +55,15 @@ class ParticipantConfig:
     # again at a uniform time within this many seconds. Soon, since its next round opens
     # with the first check-in; spread, so a round's whole cohort does not come at once.
     restart_spread: float = 20.0
+    # A fleet's check-ins that nothing else spreads (the first after connecting, and those
+    # of devices whose window passed while the task took none, when it opens a round) come
+    # at a uniform time within this many seconds: the fleet's size over the coordinator's
+    # pace target (10,000 devices at 25/s: 400 s). 0: at once (one device, tests, a demo).
+    checkin_spread: float = 0.0
+    # Each check-in the coordinator leaves unanswered doubles the silence back-off
+    # (``retry_earliest..retry_latest``), up to this: a swamped coordinator is not retried
+    # at a fixed pace by its whole fleet.
+    retry_cap: float = 14_400.0
 
     def __post_init__(self) -> None:
         try:
@@ -68,6 +77,8 @@ class ParticipantConfig:
             "checkin_timeout",
             "retry_earliest",
             "restart_spread",
+            "checkin_spread",
+            "retry_cap",
         ):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):

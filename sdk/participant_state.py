@@ -84,6 +84,8 @@ class ParticipantBookkeeping:
         self._since = 0
         # The coordinator incarnation last heard (``coordinator_online``).
         self.incarnation: str | None = None
+        # Check-ins in a row the coordinator left unanswered: the back-off doubles with each.
+        self._unanswered = 0
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -153,7 +155,13 @@ class ParticipantBookkeeping:
         return out + self._end(None, detail or reason.name.lower(), now)
 
     def _end(self, reason: rm.ReconnectReason | None, detail: str, now: float) -> list[Command]:
-        at = now + float(self._rng.uniform(self.config.retry_earliest, self.config.retry_latest))
+        c = self.config
+        wait = float(self._rng.uniform(c.retry_earliest, c.retry_latest))
+        if self.state is P.CHECKED_IN:
+            # Unanswered (or refused) check-ins back off exponentially, jitter included.
+            wait = min(wait * 2.0 ** min(self._unanswered, 30), max(c.retry_cap, wait))
+            self._unanswered += 1
+        at = now + wait
         out: list[Command] = []
         if self.round_id is not None and self.state is not P.CHECKED_IN:
             out.append(RoundEnded(round_id=self.round_id, reason=reason, detail=detail))

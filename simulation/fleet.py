@@ -106,8 +106,11 @@ class Fleet:
         train_seconds: float = 0.0,
         first_index: int = 0,
         connect_rate: float = 0.0,
+        checkin_spread: float = 0.0,
     ) -> None:
         self.directory = directory
+        # The devices' ``participant.checkin_spread``: the whole fleet over the pace target.
+        self.checkin_spread = checkin_spread
         # The index of this fleet's first device (a shard of a larger fleet: fleet_procs).
         self.first_index = first_index
         # Devices started (connecting) a second at most; 0: all at once.
@@ -166,7 +169,7 @@ class Fleet:
             policy=EligibilityPolicy(),
             scheduler=SchedulerConfig(wait_poll_s=self.poll_s),
             poll_s=self.poll_s,
-            participant=dict(PARTICIPANT_TIMINGS),
+            participant={**PARTICIPANT_TIMINGS, "checkin_spread": self.checkin_spread},
             # Enrolled with the class most of its examples hold: evaluation rounds report
             # their figures per label, so a skewed partition shows who is served worst.
             labels={"majority_class": str(int(np.bincount(sim.data.y).argmax()))},

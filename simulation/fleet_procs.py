@@ -276,6 +276,7 @@ def _worker(spec_path: Path) -> int:
         train_seconds=float(spec["train_seconds"]),
         first_index=first,
         connect_rate=float(spec.get("connect_rate", 0.0)),
+        checkin_spread=float(spec.get("checkin_spread", 0.0)),
     )
     parts = spec["parts"]
     days = max(1, math.ceil(float(spec["time_limit_s"]) * float(spec["speed"]) / traces.DAY) + 1)

@@ -417,6 +417,7 @@ class Simulation:
             devices_per_thread=cfg.shared_threads,
             slowdowns=self.slowdowns,
             train_seconds=cfg.train_seconds,
+            checkin_spread=cfg.checkin_spread_s,
         )
         days = max(1, math.ceil(cfg.time_limit_s * cfg.speed / traces.DAY) + 1)
         device_traces = traces.generate(cfg.availability, cfg.devices, days=days, rng=rng)
@@ -458,6 +459,7 @@ class Simulation:
             "enroll_workers": 16,
             # Connections a second, all processes together (fleet.Fleet.start_all).
             "connect_rate": _CONNECT_RATE / cfg.device_processes,
+            "checkin_spread": cfg.checkin_spread_s,
         }
         return ProcessFleet(
             cfg.data_dir / "devices" / f"seed-{cfg.seed}-{int(time.time())}",

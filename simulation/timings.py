@@ -17,4 +17,6 @@ PARTICIPANT_TIMINGS = {
     "checkin_timeout": 60.0,
     "retry_earliest": 1.0,
     "retry_latest": 3.0,
+    # Unanswered check-ins double the 1-3 s back-off, up to a minute (a swamped coordinator).
+    "retry_cap": 60.0,
 }
