@@ -33,6 +33,7 @@ from fedrt.coordinator.errors import ConfigError
 from fedrt.coordinator.security.credentials import Secret
 from fedrt.coordinator.selection.pace import PaceConfig
 from fedrt.coordinator.validation import (
+    SettingBool,
     SettingFloat,
     SettingInt,
     SettingPath,
@@ -115,6 +116,10 @@ class ClusterConfig(SettingsModel):
     # How long a task stays with an instance that stopped renewing (renewed every third):
     # the failover time is about this plus one renewal period.
     lease_s: SettingFloat = Field(15.0, ge=3, le=600)
+    # Off: the round's owner runs every SecAgg+ cohort of its round (one instance's
+    # behaviour, unchanged). On: with other live instances, it hands cohorts to them
+    # (``rounds.remote_cohorts``) and adds their sums from the store.
+    spread_cohorts: SettingBool = False
 
 
 class EvaluationConfig(SettingsModel):

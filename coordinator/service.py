@@ -149,6 +149,7 @@ class CoordinatorService:
             ownership=self.ownership,
             follow=self.follow,
             held_out=self.held_out,
+            spread_cohorts=self.config.cluster.spread_cohorts,
         )
 
     def api_context(self) -> ApiContext:

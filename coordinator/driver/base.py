@@ -61,6 +61,9 @@ class DriverContext:
     # follow(filters, on): (un)subscribe the service's MQTT link to topic filters, in order
     # with ``publish`` (the cohort topics of the rounds this instance runs); None: no link.
     follow: Callable[[Sequence[str], bool], None] | None = None
+    # ``[cluster] spread_cohorts``: hand SecAgg+ cohorts to other live instances
+    # (``rounds.cohort_spread``); only with ``ownership``.
+    spread_cohorts: bool = False
     # The operator's held-out set (``serve --eval-data``): candidates of the tasks whose
     # model fits it are evaluated on it before promotion (``rounds.rollout``); None: none.
     held_out: HeldOutEvaluator | None = None

@@ -8,16 +8,16 @@ sync) and dropped when the round ends (their names are never claimed again, so t
 go too); the subscriptions stay a stage window longer (``linger_s``), so that a straggler's
 reply still gets its LATE ack rather than no answer at all, and then go.
 
-Today the round's owner runs all its cohorts in one ``RoundMachine``; the leases say so in
-the store, where an instance that runs another instance's cohort (docs/coordinator.md,
-"Several instances, one fleet") would claim one. A cohort lease this instance finds held
-by another is logged and the cohort still runs here: the round machine needs every cohort.
+By default the round's owner runs all its cohorts in one ``RoundMachine``; with ``[cluster]
+spread_cohorts`` it hands some to other instances (``cohort_spread``), which claim those
+cohorts' leases and read their topics, and it owns and reads only the rest. A cohort lease
+this instance finds held by another is logged and the cohort still runs here.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from fedrt.coordinator.errors import LeaseLost
@@ -68,12 +68,21 @@ class CohortOwnership:
         # (when to unsubscribe, filters) of ended rounds, in order.
         self._lingering: list[tuple[float, tuple[str, ...]]] = []
 
-    def formed(self, task_id: str, round_id: int, keys: Sequence[str], now: float) -> None:
-        """A round of ``task_id`` formed cohorts with topic ``keys``: own and read them."""
+    def formed(
+        self,
+        task_id: str,
+        round_id: int,
+        keys: Sequence[str],
+        now: float,
+        handed: Collection[int] = (),
+    ) -> None:
+        """A round of ``task_id`` formed cohorts with topic ``keys``: own and read them,
+        but those ``handed`` to other instances (``cohort_spread``)."""
         self.ended(task_id, now)  # a round left unfinished (never, but bounded if so)
-        entry = _RoundCohorts(round_id, tuple(cohort_up_filter(k) for k in keys))
+        mine = [i for i in range(len(keys)) if i not in handed]
+        entry = _RoundCohorts(round_id, tuple(cohort_up_filter(keys[i]) for i in mine))
         if self.instance_id is not None:
-            for index in range(len(keys)):
+            for index in mine:
                 name = cohort_lease_name(task_id, round_id, index)
                 lease = self.store.claim_lease(name, self.instance_id, now=now, ttl=self.lease_s)
                 if lease is None:

@@ -121,6 +121,8 @@ class Cohorts:
         self.spec = spec
         self.cohorts: list[Cohort] = []
         self._of: dict[str, tuple[Cohort, int]] = {}  # device id -> (cohort, index)
+        # Cohorts other instances run, by index: their result once it came back.
+        self.remote: dict[int, CohortResult | None] = {}
 
     def open(
         self,
@@ -159,7 +161,18 @@ class Cohorts:
         return [c.members for c in self.cohorts]
 
     def live(self) -> list[Cohort]:
-        return [c for c in self.cohorts if not c.failed]
+        """The cohorts still running here (not failed, not handed to another instance)."""
+        return [c for c in self.cohorts if not c.failed and c.index not in self.remote]
+
+    def any_left(self) -> bool:
+        """Whether a cohort may still add to the sum: live here, run elsewhere and not
+        back yet, or back with a sum."""
+        back = any(r is not None and not r.failed for r in self.remote.values())
+        return back or bool(self.live()) or bool(self.pending())
+
+    def pending(self) -> list[Cohort]:
+        """The cohorts handed to other instances whose result has not come back yet."""
+        return [self.cohorts[i] for i, got in sorted(self.remote.items()) if got is None]
 
     def cohort_of(self, device_id: str) -> Cohort:
         return self._of[device_id][0]
@@ -179,11 +192,32 @@ class Cohorts:
 
     def failures(self) -> str:
         """Why the cohorts that failed did, one clause each."""
+        failed = {c.index: c.failed for c in self.cohorts if c.failed}
+        failed.update({i: r.failed for i, r in self.remote.items() if r is not None and r.failed})
         return "; ".join(
-            f"cohort {c.index} ({len(c.members)} devices): {c.failed}"
-            for c in self.cohorts
-            if c.failed
+            f"cohort {i} ({len(self.cohorts[i].members)} devices): {why}"
+            for i, why in sorted(failed.items())
         )
+
+    # --- cohorts run elsewhere -------------------------------------------------------------
+
+    def delegate(self, indices: Sequence[int]) -> list[str]:
+        """Hand cohorts ``indices`` to other instances; their members, by device id."""
+        for i in indices:
+            if not 0 <= i < len(self.cohorts) or self.cohorts[i].failed:
+                raise UnexpectedMessage(f"cohort {i} cannot be handed over")
+            self.remote[i] = None
+        return [d for i in indices for d in self.cohorts[i].members]
+
+    def take_result(self, result: CohortResult) -> None:
+        """The result of a cohort another instance ran; ``UnexpectedMessage`` (nothing
+        changed) unless it is one awaited, of that cohort's members."""
+        if self.remote.get(result.index, result) is not None:
+            raise UnexpectedMessage(f"cohort {result.index}'s result is not awaited")
+        cohort = self.cohorts[result.index]
+        if result.key != cohort.key or not set(result.included) <= set(cohort.members):
+            raise UnexpectedMessage(f"a result that is not cohort {result.index}'s")
+        self.remote[result.index] = result
 
     # --- the stages ------------------------------------------------------------------------
 
@@ -213,9 +247,14 @@ class Cohorts:
         device DP, its noise are its own). A cohort with fewer inputs than
         ``config.cohort_min_reports`` is left out: under device DP its sum would carry less
         than the full noise. ``RoundFailed`` when no cohort remains."""
-        floor = self.config.cohort_min_reports if self.spec.dp is not None else 2
+        floor = self.floor()
         results = [cohort.result(floor) for cohort in self.live()]
+        results += [r for r in self.remote.values() if r is not None]
         return sum_results(results, self.spec, self.failures())
+
+    def floor(self) -> int:
+        """The fewest inputs a cohort's sum may hold (see ``total``)."""
+        return self.config.cohort_min_reports if self.spec.dp is not None else 2
 
     def results(self) -> dict[int, npt.NDArray[np.unsignedinteger]]:
         """Each finished cohort's raw SecAgg+ sum, by cohort index (for tests and audits)."""

@@ -36,6 +36,7 @@ from fedrt.coordinator.records import TaskRecord, TaskStatus
 from fedrt.coordinator.rounds.adoption import TaskAdoption
 from fedrt.coordinator.rounds.async_driver import AsyncRounds
 from fedrt.coordinator.rounds.cohort_owners import CohortOwnership
+from fedrt.coordinator.rounds.cohort_spread import CohortSpread
 from fedrt.coordinator.rounds.commands import (
     AbandonRound,
     Announce,
@@ -110,6 +111,11 @@ class FederatedDriver(RoundEndings, AsyncRounds, TaskAdoption, RoundDriver):
             ctx.follow,
             lease_s=self.owner.lease_s if self.owner is not None else 15.0,
         )
+        # ``[cluster] spread_cohorts``: cohorts handed to and taken from other instances.
+        self.spread: CohortSpread | None = None
+        if ctx.spread_cohorts and self.owner is not None:
+            self.spread = CohortSpread(ctx.store, self.owner.instance_id, ctx.follow,
+                                       self._send, lease_s=self.owner.lease_s)  # fmt: skip
         self._recover(ctx.clock())
 
     # ------------------------------------------------------------------ events
@@ -123,6 +129,9 @@ class FederatedDriver(RoundEndings, AsyncRounds, TaskAdoption, RoundDriver):
         cohort: str | None = None,
     ) -> None:
         msg = decode_from_device(payload)
+        if cohort is not None and self.spread is not None and self.spread.runs(cohort):
+            self.spread.receive(cohort, device_id, msg, now)  # another instance's round
+            return
         run = self.runs.get(msg.task_id)
         if run is not None and run.spec.mode == "async":  # FedBuff (issue 19): async_driver
             self._async_message(run, device_id, msg, now, cohort=cohort)
@@ -160,7 +169,11 @@ class FederatedDriver(RoundEndings, AsyncRounds, TaskAdoption, RoundDriver):
         if self.owner is not None and self.owner.sync_due(now):
             self._sync(now)
             self.cohort_owner.renew(now)
+            if self.spread is not None:
+                self._spread_sync(now)
         self.cohort_owner.tick(now)
+        if self.spread is not None:
+            self.spread.tick(now)
         for run in list(self.runs.values()):
             if run.announce:
                 run.announce = False
@@ -202,6 +215,8 @@ class FederatedDriver(RoundEndings, AsyncRounds, TaskAdoption, RoundDriver):
             except LeaseLost:
                 self._forget(run.task_id)
             self.cohort_owner.ended(run.task_id, now)
+        if self.spread is not None:
+            self.spread.shutdown(now)
         if self.owner is not None:  # so that another instance takes over at once
             self.owner.release_all()
 
@@ -316,11 +331,16 @@ class FederatedDriver(RoundEndings, AsyncRounds, TaskAdoption, RoundDriver):
             elif isinstance(command, AbandonRound):
                 self._abandoned(run, command, now)
             elif isinstance(command, CohortsFormed):
-                self.cohort_owner.formed(run.task_id, command.round_id, command.keys, now)
+                handed: list[int] = []
+                if self.spread is not None and run.machine is not None:
+                    handed = self.spread.hand_out(run.task_id, run.machine, now)
+                self.cohort_owner.formed(run.task_id, command.round_id, command.keys, now, handed)
         if run.machine is not None:
             run.next_msg_id = max(run.next_msg_id, run.machine.next_msg_id)
             if run.machine.finished:
                 self.cohort_owner.ended(run.task_id, now)
+                if self.spread is not None:
+                    self.spread.ended(run.task_id)
 
     def _stage_changed(self, run: Run, change: StageChanged) -> None:
         with self.ctx.store.transaction():
@@ -329,6 +349,19 @@ class FederatedDriver(RoundEndings, AsyncRounds, TaskAdoption, RoundDriver):
         self.ctx.observer.stage_changed(
             run.task_id, change.round_id, change.previous, change.state, change.at
         )
+
+    def _send(self, command: Send) -> None:
+        """A message of a cohort this instance runs for another's round."""
+        self.ctx.publish(device_inbox(command.device_id), encode_message(command.message), 1, False)
+
+    def _spread_sync(self, now: float) -> None:
+        """Take offered cohorts; give this instance's rounds the results of theirs."""
+        assert self.spread is not None
+        self.spread.sync(now)
+        for run in list(self.runs.values()):
+            machine = run.machine
+            if machine is not None and not machine.finished:
+                self._act(run, self.spread.collect(run.task_id, machine, now), now)
 
     # ------------------------------------------------------------------ state
     def _new_run(self, task: TaskRecord) -> Run:

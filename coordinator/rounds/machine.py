@@ -25,6 +25,7 @@ from fedrt.coordinator.rounds.commands import (
     StageChanged,
     update_spec,
 )
+from fedrt.coordinator.rounds.delegation import Delegation
 from fedrt.coordinator.rounds.outbox import RoundOutbox
 from fedrt.coordinator.rounds.roster import DeviceStatus, RoundDevice, RoundRoster
 from fedrt.coordinator.rounds.states import (
@@ -55,7 +56,7 @@ from fedrt.protocol.topics import FEATURE_COHORT_TOPICS
 S = RoundState
 
 
-class RoundMachine:
+class RoundMachine(Delegation):
     """One round of one task, driven by events; see ``states`` for how it moves."""
 
     def __init__(
@@ -97,6 +98,7 @@ class RoundMachine:
         self._started_at = 0.0
         # Devices whose SDK sends a round's replies on its cohort's topic (check-in feature).
         self._cohort_topics: set[str] = set()
+        self._init_delegation()  # SecAgg+ cohorts other instances run (``delegation``)
 
     # --- events ----------------------------------------------------------------------------
 
@@ -154,6 +156,8 @@ class RoundMachine:
             return out
         if self.state is S.CHECK_IN:
             self._close_checkin(now, out)
+        elif self._waiting is not None:
+            self._give_up_waiting(now, out)
         else:
             self._close_stage(now, out, "deadline")
         return out
@@ -286,13 +290,14 @@ class RoundMachine:
             return
         active = self._roster.active()
         answered = sum(stage in d.answered for d in active)
+        elsewhere = self._delegated()  # in cohorts other instances run: counted as in
         # Once the masked inputs are in, SecAgg+ alone judges whether enough remain.
-        if self.state not in INPUTS_FIXED and len(active) < self.config.min_reports:
+        if self.state not in INPUTS_FIXED and len(active) + elsewhere < self.config.min_reports:
             self._abandon(
                 f"only {len(active)} devices left, {self.config.min_reports} needed", now, out
             )
         elif answered == len(active) or (
-            self.state is S.TRAINING and answered >= self.config.goal_count
+            self.state is S.TRAINING and answered + elsewhere >= self.config.goal_count
         ):
             self._close_stage(now, out, "all answered" if answered == len(active) else "goal met")
 
@@ -337,7 +342,8 @@ class RoundMachine:
         cfg, needed = self.config, self.config.min_reports
         active = self._roster.active()
         answered = [d for d in active if stage in d.answered]
-        goal_met = self.state is S.TRAINING and len(answered) >= cfg.goal_count
+        elsewhere = self._delegated()
+        goal_met = self.state is S.TRAINING and len(answered) + elsewhere >= cfg.goal_count
         reason = rm.ReconnectReason.ROUND_FULL if goal_met else rm.ReconnectReason.DROPPED
         for dev in active:
             if stage not in dev.answered:
@@ -346,7 +352,7 @@ class RoundMachine:
         name = "training" if self.state is S.TRAINING else stage.name
         window = cfg.training_timeout if self.state is S.TRAINING else cfg.stage_timeout
         late = f" by the {name} deadline ({window:g} s)" if why == "deadline" else ""
-        if self.state not in INPUTS_FIXED and len(answered) < needed:
+        if self.state not in INPUTS_FIXED and len(answered) + elsewhere < needed:
             self._abandon(f"{len(answered)} answered {stage.name}{late}, {needed} needed", now, out)
             return
         cohorts = self._agg.cohorts
@@ -358,13 +364,14 @@ class RoundMachine:
             member = self._roster.get(device_id)
             if member is not None and member.status is DeviceStatus.ACTIVE:
                 self._cut(member, rm.ReconnectReason.ROUND_ABANDONED, now, out)
-        left = len(self._roster.active())
-        if not cohorts.live() or (self.state not in INPUTS_FIXED and left < needed):
-            lost = "every SecAgg+ cohort failed" if not cohorts.live() else f"{left} devices left"
+        left = len(self._roster.active()) + self._delegated()
+        none_left = not cohorts.any_left()
+        if none_left or (self.state not in INPUTS_FIXED and left < needed):
+            lost = "every SecAgg+ cohort failed" if none_left else f"{left} devices left"
             self._abandon(f"{lost}: {cohorts.failures()}", now, out)
             return
         if self.state is S.UNMASK:
-            self._finish(now, out, answered)
+            self._finish_or_wait(now, out, answered)
             return
         nxt, next_stage = secagg_after(self.state)
         self._move(nxt, now, now + cfg.stage_timeout, out, why)

@@ -16,6 +16,7 @@ class DeviceStatus(enum.Enum):
     CUT = "cut"  # missed a deadline, or not needed once the goal was met
     UNSELECTED = "unselected"  # checked in, not drawn for the cohort
     WITHDRAWN = "withdrawn"  # sent Abandon, or checked in again having lost its state
+    DELEGATED = "delegated"  # in a cohort another instance runs (``remote_cohorts``)
 
 
 @dataclass(slots=True)

@@ -150,3 +150,11 @@ def test_pace_steering_from_file_env_and_flags(tmp_path: Path) -> None:
 def test_bad_pace_steering_is_refused_at_start(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(environ=env)
+
+
+def test_spread_cohorts_is_off_by_default_and_a_checked_boolean() -> None:
+    assert load_config(environ={}).cluster.spread_cohorts is False
+    on = load_config(environ={"FEDRT_CLUSTER_SPREAD_COHORTS": "true"})
+    assert on.cluster.spread_cohorts is True
+    with pytest.raises(ConfigError, match=r"cluster\.spread_cohorts"):
+        load_config(environ={"FEDRT_CLUSTER_SPREAD_COHORTS": "maybe"})

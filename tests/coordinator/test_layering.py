@@ -36,10 +36,12 @@ SANS_IO = frozenset(
         "cohort_results",
         "cohorts",
         "commands",
+        "delegation",
         "eval_figures",
         "machine",
         "outbox",
         "personal_spans",
+        "remote_cohorts",
         "roster",
         "states",
     )
