@@ -43,9 +43,9 @@ from fedrt.coordinator.tasks.manager import TaskManager
 from fedrt.coordinator.tasks.ownership import TaskOwnership, instance_id
 from fedrt.coordinator.telemetry.registry import Telemetry
 from fedrt.errors import FedrtError
-from fedrt.protocol.relay_topics import parse_relay_topic
+from fedrt.protocol.relay_topics import is_offer_topic, parse_relay_topic
 from fedrt.protocol.round_errors import InvalidTopic
-from fedrt.protocol.topics import UpChannel, coordinator_status, parse_up_topic
+from fedrt.protocol.topics import UpChannel, check_id, coordinator_status, parse_up_topic
 
 log = logging.getLogger(__name__)
 
@@ -345,6 +345,8 @@ class CoordinatorService:
         checks that the device is in that cohort. Each rejection is logged and counted, and
         changes nothing.
         """
+        if self.driver is not None and is_offer_topic(topic, self.ownership.instance_id):
+            return self._cohorts_offered(payload)
         try:
             relayed = self._relayed(topic)
             cohort: str | None = None
@@ -379,6 +381,20 @@ class CoordinatorService:
         except FedrtError as exc:
             return self._count(ch, "rejected", len(payload), f"{device_id}: {exc!r}")
         return self._count(ch, "accepted", len(payload), None)
+
+    def _cohorts_offered(self, payload: bytes) -> str:
+        """Another instance's nudge (a topic only coordinators may publish to): cohorts of
+        the task named in ``payload`` were offered here (``rounds.cohort_spread``)."""
+        assert self.driver is not None
+        try:
+            task_id = check_id(payload.decode("ascii"), "task id")
+        except (UnicodeDecodeError, InvalidTopic) as exc:
+            return self._count("offer", "invalid", len(payload), exc)
+        try:
+            self.driver.on_cohorts_offered(task_id, self.clock())
+        except FedrtError as exc:
+            return self._count("offer", "rejected", len(payload), f"{task_id}: {exc!r}")
+        return self._count("offer", "accepted", len(payload), None)
 
     def _forward_core(self, topic: str, payload: bytes) -> None:
         """A receiver's forward to the owner over core NATS (``broker.reading``)."""

@@ -1,6 +1,7 @@
 """Coordinator-only topics: device messages one coordinator instance forwards to another.
 
     fedrt/v1/coord/inst/{i}/{d}/{channel}   coordinator -> instance {i}   queued
+    fedrt/v1/coord/inst/{i}/coord/offer     coordinator -> instance {i}   queued
 
 ``{i}`` is a digest of the instance id (an id may hold '.', which NATS cannot carry in a
 level), ``{d}`` the device id the broker authenticated when the device published, and
@@ -8,6 +9,9 @@ level), ``{d}`` the device id the broker authenticated when the device published
 the Mosquitto ACL (``topics.device_acl_patterns``) and the NATS permissions
 (``broker.nats_auth``) grant a device only its own ``dev/{d}/...`` topics and the public
 announcements, so a forwarded message's device id is as trustworthy as a direct one's.
+The second topic, under the same filter, is a round owner's nudge that it offered SecAgg+
+cohorts of task {payload} to instance {i} (``rounds.cohort_spread``): its channel level is
+no up-channel, so it never reads as a forwarded device message.
 """
 
 from __future__ import annotations
@@ -17,7 +21,10 @@ import hashlib
 from fedrt.protocol.round_errors import InvalidTopic
 from fedrt.protocol.topics import PREFIX, UpChannel, check_id
 
-__all__ = ["instance_level", "parse_relay_topic", "relay_filter", "relay_topic"]
+__all__ = [
+    "instance_level", "is_offer_topic", "offer_topic", "parse_relay_topic", "relay_filter",
+    "relay_topic",
+]  # fmt: skip
 
 
 def instance_level(instance_id: str) -> str:
@@ -35,6 +42,16 @@ def relay_topic(instance_id: str, device_id: str, channel: UpChannel) -> str:
 def relay_filter(instance_id: str) -> str:
     """What the instance subscribes to for the messages forwarded to it."""
     return f"{PREFIX}/coord/inst/{instance_level(instance_id)}/+/+"
+
+
+def offer_topic(instance_id: str) -> str:
+    """Where a round's owner nudges ``instance_id`` to take the cohorts offered to it."""
+    return f"{PREFIX}/coord/inst/{instance_level(instance_id)}/coord/offer"
+
+
+def is_offer_topic(topic: str, instance_id: str) -> bool:
+    """Whether ``topic`` is ``instance_id``'s offer nudge."""
+    return topic == offer_topic(instance_id)
 
 
 def parse_relay_topic(topic: str, instance_id: str) -> tuple[str, UpChannel] | None:

@@ -98,6 +98,10 @@ class RoundDriver(ABC):
     def on_shutdown(self, now: float) -> None:
         """Persist whatever in-flight state the store does not yet hold."""
 
+    def on_cohorts_offered(self, task_id: str, now: float) -> None:  # noqa: B027
+        """A round's owner offered cohorts of ``task_id`` to this instance (its nudge on the
+        coordinator-only offer topic): take them now. Drivers that run none ignore it."""
+
 
 DriverFactory = Callable[[DriverContext], RoundDriver]
 

@@ -6,9 +6,13 @@ holders of unexpired ones. When a round of an instance forms its cohorts and oth
 alive, cohort ``i`` goes to the ``i mod n``-th live instance (the round's owner among them,
 so it keeps a fair share and at least cohort 0's), provided every member reads its cohort
 topic. For each cohort handed out, the round's owner writes its ``CohortSetup`` and the
-round's offer (which instance runs which cohort) to the task's state in the store.
+round's offer (which instance runs which cohort) to the task's state in the store, then
+nudges each instance it offered cohorts to on that instance's coordinator-only offer topic
+(``protocol.relay_topics``). The round's ``CohortsFormed`` comes before any of its plans, so
+the offers are in the store and the nudges published ahead of the plans on the same link.
 
-On its sync, an instance reads the offers of the running tasks, claims the lease
+On a nudge, and on its sync for a nudge that was lost, an instance reads the offers of the
+task (on its sync, of every running task), claims the lease
 ``cohort:<task>:<round>:<index>`` of each cohort offered to it, subscribes to the cohort's
 topic and runs it (``RemoteCohort``): its requests go to the members' inboxes, with message
 ids from a range the round's owner never uses. Its ``CohortResult`` is written to the store
@@ -53,6 +57,8 @@ LINGER_S = 60.0
 
 # send(device_id, message): publish one message to a device's inbox.
 SendFn = Callable[[Send], None]
+# nudge(instance_id, task_id): tell an instance that cohorts of the task were offered to it.
+NudgeFn = Callable[[str, str], None]
 
 
 def setup_key(round_id: int, index: int) -> str:
@@ -106,8 +112,10 @@ class CohortSpread:
         send: SendFn,
         *,
         lease_s: float,
+        nudge: NudgeFn | None = None,
     ) -> None:
         self.store = store
+        self.nudge = nudge
         self.instance_id = instance_id
         self.follow = follow
         self.send = send
@@ -167,6 +175,12 @@ class CohortSpread:
                 self.store.save_task_state(task_id, setup_key(cfg.round_id, i), setup.to_json())
             offer = {"round_id": cfg.round_id, "cohorts": {str(i): owners[i] for i in handed}}
             self.store.save_task_state(task_id, OFFERS_KEY, offer)
+        if self.nudge is not None:  # the offers are committed: the receivers find them
+            for instance in sorted({owners[i] for i in handed}):
+                try:
+                    self.nudge(instance, task_id)
+                except FedrtError as exc:  # its sync takes the offer a little later
+                    log.warning("cannot nudge instance %s: %s", instance, exc)
         machine.delegate(handed, results_by=results_by)
         self._handed[task_id] = (
             cfg.round_id,
@@ -229,7 +243,7 @@ class CohortSpread:
 
     def sync(self, now: float) -> None:
         """Beat, renew the cohort leases held, and take the cohorts offered to this
-        instance."""
+        instance whose nudge did not arrive."""
         self.beat(now)
         for key, run in list(self._running.items()):
             try:
@@ -239,9 +253,11 @@ class CohortSpread:
                 self._stop_running(key, now)
         for task in self.store.list_tasks():
             if task.status is TaskStatus.RUNNING:
-                self._take_offers(task.task_id, now)
+                self.take_offers(task.task_id, now)
 
-    def _take_offers(self, task_id: str, now: float) -> None:
+    def take_offers(self, task_id: str, now: float) -> None:
+        """Claim and start reading the cohorts of ``task_id``'s round offered to this
+        instance (on the owner's nudge, or on the sync); one try per cohort."""
         offer = self.store.load_task_state(task_id, OFFERS_KEY)
         if offer is None:
             return
@@ -340,6 +356,6 @@ class CohortSpread:
 
 
 __all__ = [
-    "INSTANCE_LEASE_PREFIX", "OFFERS_KEY", "CohortSpread", "assign", "live_instances",
+    "INSTANCE_LEASE_PREFIX", "OFFERS_KEY", "CohortSpread", "NudgeFn", "assign", "live_instances",
     "result_key", "setup_key",
 ]  # fmt: skip

@@ -68,6 +68,7 @@ from fedrt.coordinator.rounds.scaffold import with_scaffold
 from fedrt.coordinator.rounds.versions import Evaluator, load_model
 from fedrt.coordinator.selection.pace import PaceConfig
 from fedrt.protocol import round_messages as rm
+from fedrt.protocol.relay_topics import offer_topic
 from fedrt.protocol.round_codec import decode_from_device, encode_message
 from fedrt.protocol.topics import UpChannel, device_inbox, task_announcement
 
@@ -115,7 +116,8 @@ class FederatedDriver(RoundEndings, AsyncRounds, TaskAdoption, RoundDriver):
         self.spread: CohortSpread | None = None
         if ctx.spread_cohorts and self.owner is not None:
             self.spread = CohortSpread(ctx.store, self.owner.instance_id, ctx.follow,
-                                       self._send, lease_s=self.owner.lease_s)  # fmt: skip
+                                       self._send, lease_s=self.owner.lease_s,
+                                       nudge=self._nudge)  # fmt: skip
         self._recover(ctx.clock())
 
     # ------------------------------------------------------------------ events
@@ -353,6 +355,15 @@ class FederatedDriver(RoundEndings, AsyncRounds, TaskAdoption, RoundDriver):
     def _send(self, command: Send) -> None:
         """A message of a cohort this instance runs for another's round."""
         self.ctx.publish(device_inbox(command.device_id), encode_message(command.message), 1, False)
+
+    def _nudge(self, instance_id: str, task_id: str) -> None:
+        """Tell ``instance_id`` that cohorts of ``task_id`` were offered to it: it takes
+        them at once, before the devices' first cohort replies, not on its next sync."""
+        self.ctx.publish(offer_topic(instance_id), task_id.encode(), 1, False)
+
+    def on_cohorts_offered(self, task_id: str, now: float) -> None:
+        if self.spread is not None:
+            self.spread.take_offers(task_id, now)
 
     def _spread_sync(self, now: float) -> None:
         """Take offered cohorts; give this instance's rounds the results of theirs."""

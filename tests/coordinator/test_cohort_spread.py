@@ -44,16 +44,17 @@ class SpreadSplit(CohortSplit):
         super().__init__(n)
         self.dead: set[str] = set()
         # Cohort replies no instance read yet: published again after each tick, as the
-        # SDK's outbox resends what was not acknowledged (an instance takes the cohorts
-        # offered to it on its next sync, while the harness's devices train at once).
+        # SDK's outbox resends what was not acknowledged (an instance whose nudge was lost
+        # takes the cohorts offered to it on its next sync), and how many there were.
         self.held: list[tuple[str, bytes]] = []
+        self.ever_held = 0
 
-    def start(self, name: str, data_dir: Path, url: str) -> Coordinator:
+    def start(self, name: str, data_dir: Path, url: str, lease_s: float = 15.0) -> Coordinator:
         if self.instances:
             data_dir.mkdir(parents=True)
             key = self.instances[0].service.config.data_dir / KEY_FILE
             shutil.copy2(key, data_dir / KEY_FILE)
-        cluster = ClusterConfig(instance_id=name, lease_s=15.0, spread_cohorts=True)
+        cluster = ClusterConfig(instance_id=name, lease_s=lease_s, spread_cohorts=True)
         instance = Coordinator(data_dir, self, StoreConfig(url=Secret(url)), cluster)
         svc = instance.service
         svc.relay = DeviceRelay(svc.store, name, self.publish, PACE, clock=lambda: self.now)
@@ -80,6 +81,7 @@ class SpreadSplit(CohortSplit):
             topic_matches_sub(f, topic) for i in self.instances for f in self.reads[self.name(i)]
         ):
             self.held.append((topic, payload))
+            self.ever_held += 1
             return
         super()._deliver(topic, payload)
 
@@ -146,6 +148,35 @@ def test_two_instances_run_one_rounds_cohorts_and_the_owner_commits_their_sum(
     got = weights_of(owner.service, fleet.committed()[0])
     assert np.allclose(got, expected, rtol=0, atol=1e-6)
     assert not np.allclose(got, weights_of(owner.service, rnd.model_sha256), rtol=0, atol=1e-3)
+
+
+def test_an_offered_cohort_is_taken_on_the_owners_nudge_before_any_reply(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    # A lease of 600 s: the instances sync every 200 s, far later than the round's replies.
+    fleet = SpreadSplit(N)
+    owner = fleet.start("inst-a", tmp_path / "a", postgres_url, lease_s=600.0)
+    fleet.start("inst-b", tmp_path / "b", postgres_url, lease_s=600.0)
+    for i in fleet.instances:
+        i.service.tick()
+    synced = fleet.now
+    fleet.create_task(secagg=True, cohort_size=5, max_rounds=1)
+    leases: set[tuple[str, str]] = set()
+
+    def taken() -> bool:
+        _leases(fleet, leases)
+        return (f"cohort:{TASK}:1:1", "inst-b") in leases
+
+    fleet.run_until(taken)
+    assert fleet.now < synced + 200.0  # no sync of inst-b since the task was created
+    assert fleet.relayed[("inst-b", "accepted")] == 1  # the owner's one nudge
+    fleet.run_until(fleet.done)
+    (rnd,) = owner.service.store.list_rounds(TASK)
+    assert rnd.status is RoundStatus.COMMITTED
+    assert rnd.detail["metrics"]["cohorts_committed"] == 3
+    # inst-b read cohort 1's topic before any of its members replied: none waited for it.
+    assert fleet.ever_held == 0
+    assert ("inst-b", "accepted") in fleet.cohort_copies
 
 
 def test_an_instance_that_dies_with_a_cohort_loses_only_that_cohort(
