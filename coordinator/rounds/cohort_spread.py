@@ -69,6 +69,21 @@ def result_key(round_id: int, index: int) -> str:
     return f"cohort_result:{round_id}:{index}"
 
 
+def forget_round(store: Store, task_id: str, round_id: int) -> None:
+    """Delete the cohort set-ups, results and offer that round ``round_id`` of ``task_id``
+    wrote to the task's state (in the owner's transaction that records the round's end), so
+    the state does not grow by a round's cohorts each round."""
+    offer = store.load_task_state(task_id, OFFERS_KEY)
+    if offer is None or offer.get("round_id") != round_id:
+        return
+    try:
+        indices = [int(i) for i in dict(offer["cohorts"])]
+    except (KeyError, TypeError, ValueError):
+        indices = []  # unreadable: the offer goes, whatever it named stays
+    keys = [k for i in indices for k in (setup_key(round_id, i), result_key(round_id, i))]
+    store.delete_task_state(task_id, [*keys, OFFERS_KEY])
+
+
 def live_instances(leases: Sequence[LeaseRecord], now: float) -> list[str]:
     """The ids of the instances whose ``instance:`` lease is unexpired, sorted."""
     return sorted(
@@ -356,6 +371,6 @@ class CohortSpread:
 
 
 __all__ = [
-    "INSTANCE_LEASE_PREFIX", "OFFERS_KEY", "CohortSpread", "NudgeFn", "assign", "live_instances",
-    "result_key", "setup_key",
+    "INSTANCE_LEASE_PREFIX", "OFFERS_KEY", "CohortSpread", "NudgeFn", "assign", "forget_round",
+    "live_instances", "result_key", "setup_key",
 ]  # fmt: skip

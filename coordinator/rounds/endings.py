@@ -19,6 +19,7 @@ from fedrt.coordinator.driver.base import DriverContext
 from fedrt.coordinator.errors import retry_races
 from fedrt.coordinator.privacy.accounting import PrivacyBudgetExceeded
 from fedrt.coordinator.records import RoundStatus
+from fedrt.coordinator.rounds.cohort_spread import CohortSpread, forget_round
 from fedrt.coordinator.rounds.commands import (
     AbandonRound,
     Commit,
@@ -55,6 +56,7 @@ class RoundEndings:
     runs: dict[str, Run]
     rng: np.random.Generator
     retry_delay_s: float
+    spread: CohortSpread | None
 
     if TYPE_CHECKING:  # TaskAdoption's and AsyncRounds'
 
@@ -166,6 +168,8 @@ class RoundEndings:
             self._fence(run.task_id, now)
             record_end(self.ctx.store, run.task_id, end, detail, now)
             save(self.ctx.store, run)
+            if self.spread is not None:  # the cohorts handed out: their state goes
+                forget_round(self.ctx.store, run.task_id, round_no)
         self.ctx.observer.round_ended(self.ctx.store.get_round(run.task_id, round_no))
         if self.listener is not None:
             self.listener(summary(self.ctx.store, run, end))

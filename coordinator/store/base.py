@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -148,6 +149,11 @@ class Store(ABC):
 
     @abstractmethod
     def load_task_state(self, task_id: str, key: str) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def delete_task_state(self, task_id: str, keys: Sequence[str]) -> None:
+        """Remove the values under (task, key) for each of ``keys``; a missing one is no
+        error."""
 
     # -- audit
     @abstractmethod

@@ -6,7 +6,7 @@ import copy
 import dataclasses
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -261,6 +261,11 @@ class MemoryStore(Store):
     def load_task_state(self, task_id: str, key: str) -> dict[str, Any] | None:
         value = self._state.get((task_id, key))
         return None if value is None else _json_copy(value)
+
+    def delete_task_state(self, task_id: str, keys: Sequence[str]) -> None:
+        with self.transaction():
+            for key in keys:
+                self._state.pop((task_id, key), None)
 
     # -- audit
     def append_audit(self, entry: AuditEntry) -> AuditEntry:

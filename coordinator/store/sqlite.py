@@ -6,7 +6,7 @@ import dataclasses
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -368,6 +368,11 @@ class SqliteStore(SqlLeases, SqlArtifacts, Store):
         value = json.loads(rows[0][0])
         assert isinstance(value, dict)
         return value
+
+    def delete_task_state(self, task_id: str, keys: Sequence[str]) -> None:
+        with self.transaction():
+            for key in keys:
+                self._q("DELETE FROM task_state WHERE task_id = ? AND key = ?", (task_id, key))
 
     # -- audit
     def append_audit(self, entry: AuditEntry) -> AuditEntry:

@@ -17,7 +17,7 @@ from paho.mqtt.client import topic_matches_sub
 
 from fedrt.coordinator.config import ClusterConfig, Secret, StoreConfig
 from fedrt.coordinator.records import RoundStatus
-from fedrt.coordinator.rounds.cohort_spread import result_key
+from fedrt.coordinator.rounds.cohort_spread import OFFERS_KEY, result_key, setup_key
 from fedrt.coordinator.rounds.relay import DeviceRelay
 from fedrt.coordinator.security.signing import KEY_FILE
 from tests.coordinator.driver_harness import (
@@ -139,6 +139,10 @@ def test_two_instances_run_one_rounds_cohorts_and_the_owner_commits_their_sum(
     assert ("inst-b", "accepted") in fleet.cohort_copies
     assert not fleet.unread_cohort
     assert not other.service.ownership.holds(TASK)
+    # The round's end took its cohorts' set-ups, results and offer out of the task's state.
+    store = owner.service.store
+    for key in (setup_key(1, 1), result_key(1, 1), OFFERS_KEY):
+        assert store.load_task_state(TASK, key) is None, key
     # The same round on one instance (SQLite, its cohorts all its own) commits the same model.
     alone = Fleet(N, pull_to_targets)
     alone.open(tmp_path / "alone")

@@ -286,3 +286,15 @@ def test_task_state_is_replaced_per_key(seeded: Store) -> None:
     with pytest.raises(StoreError):
         seeded.save_task_state("t1", "optimizer", {"x": float("inf")})
     assert seeded.load_task_state("t1", "optimizer") == {"rounds": 2}
+
+
+def test_task_state_keys_are_deleted_and_missing_ones_are_no_error(seeded: Store) -> None:
+    seeded.save_task_state("t1", "cohort_setup:1:0", {"a": 1})
+    seeded.save_task_state("t1", "cohort_offers", {"round_id": 1})
+    seeded.save_task_state("t1", "optimizer", {"rounds": 2})
+    with seeded.transaction():
+        seeded.delete_task_state("t1", ["cohort_setup:1:0", "cohort_offers", "never:saved"])
+    assert seeded.load_task_state("t1", "cohort_setup:1:0") is None
+    assert seeded.load_task_state("t1", "cohort_offers") is None
+    assert seeded.load_task_state("t1", "optimizer") == {"rounds": 2}
+    seeded.delete_task_state("ghost", ["optimizer"])  # nothing there: nothing to delete
