@@ -32,6 +32,10 @@ class RoundRow:
     # SecAgg+ cohorts the round ran in, and how many made it into the aggregate.
     cohorts: int = 0
     cohorts_committed: int = 0
+    # Per cohort, from the round's record: its index, the coordinator instance that ran it
+    # (``[cluster] spread_cohorts`` hands some to other instances; null on one instance
+    # without an id) and, for one left out of the aggregate, why ("left_out").
+    cohort_owners: list[dict[str, Any]] | None = None
     # The coordinator's count of the round's bytes by direction and kind, in total and per
     # device (rounds.versions.round_traffic; downlink-traffic).
     traffic: dict[str, Any] | None = None

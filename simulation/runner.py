@@ -190,6 +190,7 @@ class Simulation:
             noise_stddev=s.noise_stddev,
             cohorts=s.metrics.cohorts,
             cohorts_committed=s.metrics.cohorts_committed,
+            cohort_owners=(self._detail(s) or {}).get("cohort_runs"),
             instance=self._instance(s),
             traffic=self._traffic(s),  # downlink-traffic
             elapsed_s=round(now - self._task_started, 3),

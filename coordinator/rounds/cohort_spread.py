@@ -69,6 +69,18 @@ def result_key(round_id: int, index: int) -> str:
     return f"cohort_result:{round_id}:{index}"
 
 
+def offered(store: Store, task_id: str, round_id: int) -> dict[int, str]:
+    """The instance each cohort of round ``round_id`` was handed to, by index (stored
+    offer; empty when that round handed none out or the offer is unreadable)."""
+    offer = store.load_task_state(task_id, OFFERS_KEY)
+    if offer is None or offer.get("round_id") != round_id:
+        return {}
+    try:
+        return {int(i): str(who) for i, who in dict(offer["cohorts"]).items()}
+    except (KeyError, TypeError, ValueError):
+        return {}
+
+
 def forget_round(store: Store, task_id: str, round_id: int) -> None:
     """Delete the cohort set-ups, results and offer that round ``round_id`` of ``task_id``
     wrote to the task's state (in the owner's transaction that records the round's end), so
@@ -76,10 +88,7 @@ def forget_round(store: Store, task_id: str, round_id: int) -> None:
     offer = store.load_task_state(task_id, OFFERS_KEY)
     if offer is None or offer.get("round_id") != round_id:
         return
-    try:
-        indices = [int(i) for i in dict(offer["cohorts"])]
-    except (KeyError, TypeError, ValueError):
-        indices = []  # unreadable: the offer goes, whatever it named stays
+    indices = offered(store, task_id, round_id)  # unreadable: the offer goes, all the same
     keys = [k for i in indices for k in (setup_key(round_id, i), result_key(round_id, i))]
     store.delete_task_state(task_id, [*keys, OFFERS_KEY])
 
@@ -372,5 +381,5 @@ class CohortSpread:
 
 __all__ = [
     "INSTANCE_LEASE_PREFIX", "OFFERS_KEY", "CohortSpread", "NudgeFn", "assign", "forget_round",
-    "live_instances", "result_key", "setup_key",
+    "live_instances", "offered", "result_key", "setup_key",
 ]  # fmt: skip

@@ -13,7 +13,7 @@ of its own is left), it commits once every handed-over cohort's result is in, or
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from fedrt.coordinator.rounds.aggregation import RoundAggregation
 from fedrt.coordinator.rounds.cohort_results import CohortResult
@@ -70,6 +70,26 @@ class Delegation:
     def cohorts(self) -> Cohorts | None:
         """The round's SecAgg+ cohorts once formed (None before, or without SecAgg+)."""
         return self._agg.cohorts
+
+    def cohort_runs(self, here: str | None, handed: Mapping[int, str]) -> list[dict[str, object]]:
+        """For the round's record, per SecAgg+ cohort: the instance that ran it (``handed``:
+        those handed out, by index; ``here`` the rest, None: one instance without an id)
+        and, for one left out, why."""
+        cohorts = self._agg.cohorts
+        if cohorts is None:
+            return []
+        runs: list[dict[str, object]] = []
+        for c in cohorts.cohorts:
+            entry: dict[str, object] = {"index": c.index, "instance": handed.get(c.index, here)}
+            if c.index in cohorts.remote:
+                got = cohorts.remote[c.index]
+                why = "its result never came" if got is None else got.failed
+            else:
+                why = c.failed
+            if why:
+                entry["left_out"] = why
+            runs.append(entry)
+        return runs
 
     def reads_cohort_topics(self, members: Sequence[str]) -> bool:
         """Whether every one of ``members`` answers on its cohort's topic (check-in feature):

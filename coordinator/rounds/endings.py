@@ -19,7 +19,7 @@ from fedrt.coordinator.driver.base import DriverContext
 from fedrt.coordinator.errors import retry_races
 from fedrt.coordinator.privacy.accounting import PrivacyBudgetExceeded
 from fedrt.coordinator.records import RoundStatus
-from fedrt.coordinator.rounds.cohort_spread import CohortSpread, forget_round
+from fedrt.coordinator.rounds.cohort_spread import CohortSpread, forget_round, offered
 from fedrt.coordinator.rounds.commands import (
     AbandonRound,
     Commit,
@@ -40,6 +40,7 @@ from fedrt.coordinator.rounds.journal import (
 from fedrt.coordinator.rounds.rollout import Rollout
 from fedrt.coordinator.rounds.runs import CommitPoint, Run, save
 from fedrt.coordinator.rounds.versions import round_traffic  # model-forms
+from fedrt.coordinator.tasks.ownership import TaskOwnership
 
 if TYPE_CHECKING:
     import numpy as np
@@ -57,6 +58,7 @@ class RoundEndings:
     rng: np.random.Generator
     retry_delay_s: float
     spread: CohortSpread | None
+    owner: TaskOwnership | None
 
     if TYPE_CHECKING:  # TaskAdoption's and AsyncRounds'
 
@@ -163,6 +165,10 @@ class RoundEndings:
         start = self.ctx.store.get_round(run.task_id, round_no).model_sha256  # model-forms
         detail["traffic"] = round_traffic(self.ctx.catalog, start, run, metrics)  # model-forms
         detail.update(extra_detail or {})
+        if run.machine is not None and run.machine.cohorts is not None:  # who ran each cohort
+            here = self.owner.instance_id if self.owner is not None else None
+            handed = offered(self.ctx.store, run.task_id, round_no) if self.spread else {}
+            detail["cohort_runs"] = run.machine.cohort_runs(here, handed)
         detail.update(self._async_detail(run, round_no, status))  # async rounds (issue 19)
         with self.ctx.store.transaction():
             self._fence(run.task_id, now)

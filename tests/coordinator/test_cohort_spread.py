@@ -133,6 +133,9 @@ def test_two_instances_run_one_rounds_cohorts_and_the_owner_commits_their_sum(
     assert rnd.status is RoundStatus.COMMITTED
     assert rnd.detail["metrics"]["cohorts_committed"] == 3
     assert rnd.detail["metrics"]["included"] == N
+    assert rnd.detail["cohort_runs"] == [{"index": 0, "instance": "inst-a"},
+                                         {"index": 1, "instance": "inst-b"},
+                                         {"index": 2, "instance": "inst-a"}]  # fmt: skip
     # Cohorts 0 and 2 ran on inst-a, cohort 1 on inst-b, which read its topic only.
     assert leases == {(f"cohort:{TASK}:1:0", "inst-a"), (f"cohort:{TASK}:1:1", "inst-b"),
                       (f"cohort:{TASK}:1:2", "inst-a")}  # fmt: skip
@@ -205,6 +208,10 @@ def test_an_instance_that_dies_with_a_cohort_loses_only_that_cohort(
     assert rnd.status is RoundStatus.COMMITTED
     assert rnd.detail["metrics"]["cohorts_committed"] == 2
     assert rnd.detail["metrics"]["included"] == N - 5
+    lapsed = "its owner inst-b let the cohort lease lapse without a result"
+    assert rnd.detail["cohort_runs"] == [{"index": 0, "instance": "inst-a"},
+                                         {"index": 1, "instance": "inst-b", "left_out": lapsed},
+                                         {"index": 2, "instance": "inst-a"}]  # fmt: skip
     left_out = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
     assert left_out == [
         f"task {TASK} round 1: cohort 1 left out: its owner inst-b let the cohort lease lapse"

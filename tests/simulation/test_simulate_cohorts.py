@@ -38,12 +38,19 @@ def test_rounds_in_two_cohorts_commit_with_both_cohort_sums(tmp_path: Path) -> N
     for r in report.rounds:
         assert r.status == "committed", r.reason
         assert (r.cohorts, r.cohorts_committed) == (2, 2)
+        # The round's one instance ran both cohorts; none was left out.
+        assert r.instance == "sim-1"
+        assert r.cohort_owners == [
+            {"index": 0, "instance": "sim-1"},
+            {"index": 1, "instance": "sim-1"},
+        ]
         assert r.reported == r.selected == 10
     assert report.final_accuracy is not None
     assert report.final_accuracy > report.initial_accuracy  # type: ignore[operator]
     write_report(report, tmp_path / "r.json")
     rows = json.loads((tmp_path / "r.json").read_text())["rounds"]
     assert [(r["cohorts"], r["cohorts_committed"]) for r in rows] == [(2, 2), (2, 2)]
+    assert [len(r["cohort_owners"]) for r in rows] == [2, 2]
 
 
 def test_the_task_gets_the_cohort_size_and_a_stage_deadline_sized_from_the_round() -> None:
