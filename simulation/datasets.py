@@ -101,7 +101,7 @@ class Partition:
 def partition(
     data: Dataset, devices: int, how: Partition, rng: np.random.Generator, *, min_size: int = 1
 ) -> list[npt.NDArray[np.int64]]:
-    """Index arrays, one per device, covering ``data`` without overlap.
+    """Index arrays, one per device, covering ``data`` without overlap (but see below).
 
     Every device gets at least ``min_size`` examples (a device with nothing to train on
     would only ever drop out); Dirichlet draws are repeated until that holds, a bounded

@@ -60,5 +60,20 @@ def test_bad_partition_specs_are_usage_errors(bad: str) -> None:
 
 
 def test_too_many_devices_is_a_usage_error(digits: Dataset) -> None:
+    for how in ("shards:2", "dirichlet:0.5"):
+        with pytest.raises(UsageError):
+            partition(digits, 5000, Partition.parse(how), np.random.default_rng(0))
     with pytest.raises(UsageError):
-        partition(digits, 5000, Partition.parse("iid"), np.random.default_rng(0))
+        partition(digits, 0, Partition.parse("iid"), np.random.default_rng(0))
+
+
+def test_iid_over_more_devices_than_examples_deals_the_data_out_again(digits: Dataset) -> None:
+    parts = partition(digits, 5000, Partition.parse("iid"), np.random.default_rng(0))
+    assert len(parts) == 5000
+    assert min(len(p) for p in parts) >= 1
+    held = np.bincount(np.concatenate(parts), minlength=len(digits))
+    passes = -(-5000 // len(digits))
+    # Every example is dealt out once per pass, and no device holds one twice.
+    assert held.min() >= passes - 1
+    assert held.max() <= passes
+    assert all(len(set(p.tolist())) == len(p) for p in parts)
