@@ -299,7 +299,7 @@ class NatsCluster:
             nodes = len(machines)
         if nodes < 1:
             raise BrokerError("a NATS cluster needs at least one node")
-        self.directory = Path(directory)
+        self.directory = Path(directory).absolute()  # the nodes link the auth file by this path
         self.host = host
 
         taken: set[int] = set()

@@ -181,6 +181,20 @@ def test_device_credentials_do_not_work_on_the_core_nats_port(tmp_path: Path) ->
 
 
 @needs_nats
+def test_a_cluster_in_a_relative_directory_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # fedrt simulate's default data dir is relative: each node links the one auth file, and
+    # a relative link target would point inside the node's own directory ("no such file").
+    monkeypatch.chdir(tmp_path)
+    with running_cluster(Path("sim"), nodes=1) as nc:
+        assert nc.cluster.auth_path.is_absolute()
+        node = nc.cluster.nodes[0]
+        answer = core_connect(node.host, node.ports.client, COORDINATOR, nc.passwords[COORDINATOR])
+        assert "Authorization Violation" not in answer
+
+
+@needs_nats
 def test_wrong_password_and_revoked_device_are_refused(tmp_path: Path) -> None:
     with running_cluster(tmp_path, devices=(A, B), nodes=1) as nc:
         bad = TestClient(*nc.mqtt(), username=A, password="wrong", client_id=A, protocol=4)
