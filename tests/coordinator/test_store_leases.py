@@ -70,7 +70,8 @@ def test_a_released_lease_is_free_at_once_with_a_new_epoch_for_the_next(store: S
 def test_a_dropped_lease_is_gone_and_only_its_holder_drops_it(store: Store) -> None:
     a = store.claim_lease("cohort:t1:3:0", "a", now=100.0, ttl=60.0)
     b = store.claim_lease("cohort:t1:3:1", "b", now=100.0, ttl=60.0)
-    assert a is not None and b is not None
+    assert a is not None
+    assert b is not None
     store.drop_lease(dataclasses.replace(b, owner="a"))  # not a's to drop
     store.drop_lease(dataclasses.replace(a, epoch=a.epoch + 1))  # a stale tenure's
     assert [x.name for x in store.list_leases()] == ["cohort:t1:3:0", "cohort:t1:3:1"]
