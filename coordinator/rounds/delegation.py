@@ -52,7 +52,7 @@ class Delegation:
         for device_id in cohorts.delegate(indices):
             dev = self._roster.get(device_id)
             if dev is not None and dev.status is DeviceStatus.ACTIVE:
-                dev.status = DeviceStatus.DELEGATED
+                self._roster.set_status(dev, DeviceStatus.DELEGATED)
         self._results_by = results_by
 
     def remote_result(self, result: CohortResult, now: float) -> list[Command]:

@@ -273,7 +273,7 @@ class RoundMachine(Delegation):
             self._agg.add_secagg(dev.device_id, msg.payload)
         if isinstance(msg, rm.StageResponse):
             self._roster.bytes_received += len(msg.payload)
-        dev.answered.add(stage)
+        self._roster.answer(dev, stage)
         dev.seen.add(msg.msg_id)
         out: list[Command] = [self._out.ack(dev.device_id, msg, rm.AckStatus.ACCEPTED)]
         self._after_answer_or_loss(now, out)
@@ -288,18 +288,16 @@ class RoundMachine(Delegation):
         stage = self._expected_stage()
         if stage is None:
             return
-        active = self._roster.active()
-        answered = sum(stage in d.answered for d in active)
+        # Running counts, not a walk over the cohort: this runs after every answer.
+        active, answered = self._roster.n_active(), self._roster.n_answered(stage)
         elsewhere = self._delegated()  # in cohorts other instances run: counted as in
         # Once the masked inputs are in, SecAgg+ alone judges whether enough remain.
-        if self.state not in INPUTS_FIXED and len(active) + elsewhere < self.config.min_reports:
-            self._abandon(
-                f"only {len(active)} devices left, {self.config.min_reports} needed", now, out
-            )
-        elif answered == len(active) or (
+        if self.state not in INPUTS_FIXED and active + elsewhere < self.config.min_reports:
+            self._abandon(f"only {active} devices left, {self.config.min_reports} needed", now, out)
+        elif answered == active or (
             self.state is S.TRAINING and answered + elsewhere >= self.config.goal_count
         ):
-            self._close_stage(now, out, "all answered" if answered == len(active) else "goal met")
+            self._close_stage(now, out, "all answered" if answered == active else "goal met")
 
     def _close_checkin(self, now: float, out: list[Command]) -> None:
         cfg = self.config
@@ -364,7 +362,7 @@ class RoundMachine(Delegation):
             member = self._roster.get(device_id)
             if member is not None and member.status is DeviceStatus.ACTIVE:
                 self._cut(member, rm.ReconnectReason.ROUND_ABANDONED, now, out)
-        left = len(self._roster.active()) + self._delegated()
+        left = self._roster.n_active() + self._delegated()
         none_left = not cohorts.any_left()
         if none_left or (self.state not in INPUTS_FIXED and left < needed):
             lost = "every SecAgg+ cohort failed" if none_left else f"{left} devices left"
@@ -410,7 +408,7 @@ class RoundMachine(Delegation):
     ) -> None:
         if reason is rm.ReconnectReason.DROPPED:
             self._drop(dev, DeviceStatus.CUT)
-        dev.status = DeviceStatus.CUT
+        self._roster.set_status(dev, DeviceStatus.CUT)
         out.append(self._out.reconnect(dev.device_id, reason, now))
 
     # --- helpers ---------------------------------------------------------------------------
@@ -424,7 +422,7 @@ class RoundMachine(Delegation):
         check_move(self.state, new)
         previous, self.state, self.deadline = self.state, new, deadline
         out.append(StageChanged(round_id=self.config.round_id, previous=previous.value,
-                                state=new.value, at=now, active=len(self._roster.active()),
+                                state=new.value, at=now, active=self._roster.n_active(),
                                 deadline=deadline, reason=why))  # fmt: skip
 
     def _remaining(self, now: float) -> float:
