@@ -20,7 +20,7 @@ from fedrt.protocol import round_update
 from fedrt.protocol.round_codec import decode_from_device
 from fedrt.protocol.round_errors import MalformedMessage
 from fedrt.protocol.round_plan import UpdateSpec
-from fedrt.protocol.topics import UpChannel
+from fedrt.protocol.topics import UpTopic
 
 
 class IngestDriver(RoundDriver):
@@ -45,17 +45,9 @@ class IngestDriver(RoundDriver):
         self.count, self.bytes, self.target, self.done_at = 0, 0, target, None
         self.done.clear()
 
-    def on_device_message(
-        self,
-        device_id: str,
-        channel: UpChannel,
-        payload: bytes,
-        now: float,
-        *,
-        cohort: str | None = None,
-    ) -> None:
+    def on_device_message(self, up: UpTopic, payload: bytes, now: float) -> None:
         if self.aggregate:
-            self._add(device_id, payload)
+            self._add(up.device_id, payload)
         self.count += 1
         self.bytes += len(payload)
         if self.count == self.target:

@@ -26,6 +26,7 @@ from fedrt.coordinator.models.catalog import ModelCatalog
 from fedrt.coordinator.records import TaskRecord
 from fedrt.coordinator.rounds.relay import DeviceRelay
 from fedrt.coordinator.rounds.rollout import creation_check
+from fedrt.coordinator.rounds.routing import DeviceRouter, Offered, Refused, Route
 from fedrt.coordinator.security.admin_token import AdminToken
 from fedrt.coordinator.security.signing import ModelSigner
 from fedrt.coordinator.startup import (
@@ -43,9 +44,7 @@ from fedrt.coordinator.tasks.manager import TaskManager
 from fedrt.coordinator.tasks.ownership import TaskOwnership, instance_id
 from fedrt.coordinator.telemetry.registry import Telemetry
 from fedrt.errors import FedrtError
-from fedrt.protocol.relay_topics import is_offer_topic, parse_relay_topic
-from fedrt.protocol.round_errors import InvalidTopic
-from fedrt.protocol.topics import UpChannel, check_id, coordinator_status, parse_up_topic
+from fedrt.protocol.topics import coordinator_status
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +105,12 @@ class CoordinatorService:
         limits = config.limits
         self.device_limiter = RateLimiter(
             rate=limits.device_rate_per_s, burst=limits.device_burst, clock=time.monotonic
+        )
+        self.router = DeviceRouter(
+            instance_id=self.ownership.instance_id,
+            max_message_bytes=limits.max_message_bytes,
+            over_rate=lambda device_id: self.device_limiter.try_acquire("mqtt:" + device_id) > 0,
+            enrolled=self.enrollment.is_active,
         )
         self.metrics = Telemetry(
             self.store, link_up=lambda: self.link is not None and self.link.connected
@@ -338,76 +343,49 @@ class CoordinatorService:
         await self.state.call(self.on_device_message, topic, payload)
 
     def on_device_message(self, topic: str, payload: bytes) -> str:
-        """Authenticate, meter and route one device message; returns the outcome label.
-
-        The device id comes from the topic, which the broker's ACL ties to the MQTT user,
-        so a device cannot speak for another; a cohort topic's key goes to the driver, which
-        checks that the device is in that cohort. Each rejection is logged and counted, and
-        changes nothing.
-        """
-        if self.driver is not None and is_offer_topic(topic, self.ownership.instance_id):
-            return self._cohorts_offered(payload)
-        try:
-            relayed = self._relayed(topic)
-            cohort: str | None = None
-            sender = relayed
-            if sender is None:
-                up = parse_up_topic(topic)
-                sender, cohort = (up.device_id, up.channel), up.cohort
-            device_id, channel = sender
-        except InvalidTopic as exc:
-            return self._count("invalid", "bad_topic", len(payload), exc)
-        ch = channel.value
-        if len(payload) > self.config.limits.max_message_bytes:
-            return self._count(ch, "too_large", len(payload), f"{device_id}: {len(payload)} B")
-        limited = relayed is None  # the instance that forwarded it metered it
-        if limited and self.device_limiter.try_acquire("mqtt:" + device_id) > 0:
-            return self._count(ch, "rate_limited", len(payload), device_id)
-        if not self.enrollment.is_active(device_id):
-            return self._count(ch, "unknown_device", len(payload), device_id)
+        """Authenticate, meter and route one device message (``rounds.routing``); returns
+        the outcome label. Each rejection is logged and counted, and changes nothing."""
+        routing = self.router.route(
+            topic, payload, relaying=self.relay is not None, driving=self.driver is not None
+        )
+        size = len(payload)
+        if isinstance(routing, Refused):
+            return self._count(routing.channel, routing.outcome, size, routing.why)
+        driver = self.driver
+        if isinstance(routing, Offered):
+            assert driver is not None
+            task_id = routing.task_id
+            return self._drive(
+                "offer", size, task_id, lambda: driver.on_cohorts_offered(task_id, self.clock())
+            )
+        up, ch = routing.up, routing.up.channel.value
         now = self.clock()
-        self._seen[device_id] = now
-        if self.driver is None:
-            return self._count(ch, "no_driver", len(payload), None)
-        if self.relay is not None and relayed is None and cohort is None:
-            routed = self.relay.route(device_id, channel, payload, now)
+        self._seen[up.device_id] = now
+        if routing.route is Route.NO_DRIVER:
+            return self._count(ch, "no_driver", size, None)
+        assert driver is not None
+        if routing.route is Route.RELAY:
+            assert self.relay is not None
+            routed = self.relay.route(up.device_id, up.channel, payload, now)
             if routed is not None:  # another instance's task: forwarded, or answered here
-                return self._count(ch, routed, len(payload), None)
-        try:
-            if cohort is None:
-                self.driver.on_device_message(device_id, channel, payload, now)
-            else:
-                self.driver.on_device_message(device_id, channel, payload, now, cohort=cohort)
-        except FedrtError as exc:
-            return self._count(ch, "rejected", len(payload), f"{device_id}: {exc!r}")
-        return self._count(ch, "accepted", len(payload), None)
+                return self._count(ch, routed, size, None)
+        return self._drive(
+            ch, size, up.device_id, lambda: driver.on_device_message(up, payload, now)
+        )
 
-    def _cohorts_offered(self, payload: bytes) -> str:
-        """Another instance's nudge (a topic only coordinators may publish to): cohorts of
-        the task named in ``payload`` were offered here (``rounds.cohort_spread``)."""
-        assert self.driver is not None
+    def _drive(self, channel: str, size: int, who: str, call: Callable[[], None]) -> str:
+        """Hand a message to the driver: "accepted", or "rejected" if it raises."""
         try:
-            task_id = check_id(payload.decode("ascii"), "task id")
-        except (UnicodeDecodeError, InvalidTopic) as exc:
-            return self._count("offer", "invalid", len(payload), exc)
-        try:
-            self.driver.on_cohorts_offered(task_id, self.clock())
+            call()
         except FedrtError as exc:
-            return self._count("offer", "rejected", len(payload), f"{task_id}: {exc!r}")
-        return self._count("offer", "accepted", len(payload), None)
+            return self._count(channel, "rejected", size, f"{who}: {exc!r}")
+        return self._count(channel, "accepted", size, None)
 
     def _forward_core(self, topic: str, payload: bytes) -> None:
         """A receiver's forward to the owner over core NATS (``broker.reading``)."""
         loop, queue = self._net_loop, self.queue
         if loop is not None and queue is not None:
             loop.call_soon_threadsafe(queue.publish_soon, topic, payload)
-
-    def _relayed(self, topic: str) -> tuple[str, UpChannel] | None:
-        """(device, channel) of a message another instance forwarded here (its topic is one
-        only coordinators may publish to: ``protocol.relay_topics``), else None."""
-        if self.relay is None:
-            return None
-        return parse_relay_topic(topic, self.ownership.instance_id)
 
     def _count(self, channel: str, outcome: str, size: int, why: object) -> str:
         self.metrics.mqtt_messages.labels(channel=channel, outcome=outcome).inc()

@@ -19,7 +19,7 @@ from fedrt.coordinator.selection.pace import PaceConfig
 from fedrt.coordinator.store.base import Store
 from fedrt.coordinator.tasks.manager import TaskManager
 from fedrt.coordinator.tasks.ownership import TaskOwnership
-from fedrt.protocol.topics import UpChannel
+from fedrt.protocol.topics import UpTopic
 
 PublishFn = Callable[[str, bytes, int, bool], None]
 
@@ -74,17 +74,10 @@ class RoundDriver(ABC):
     the service logs them, counts them and carries on with the next message."""
 
     @abstractmethod
-    def on_device_message(
-        self,
-        device_id: str,
-        channel: UpChannel,
-        payload: bytes,
-        now: float,
-        *,
-        cohort: str | None = None,
-    ) -> None:
+    def on_device_message(self, up: UpTopic, payload: bytes, now: float) -> None:
         """A message from an enrolled, non-revoked device, already size- and rate-checked;
-        ``cohort``: the key of the cohort topic it came under (None: a plain up-topic)."""
+        ``up``: who sent it on which channel, and ``up.cohort`` the key of the cohort topic
+        it came under (None: a plain up-topic, or one another instance forwarded)."""
 
     @abstractmethod
     def on_tick(self, now: float) -> None:

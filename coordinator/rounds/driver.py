@@ -70,7 +70,7 @@ from fedrt.coordinator.selection.pace import PaceConfig
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol.relay_topics import offer_topic
 from fedrt.protocol.round_codec import decode_from_device, encode_message
-from fedrt.protocol.topics import UpChannel, device_inbox, task_announcement
+from fedrt.protocol.topics import UpTopic, device_inbox, task_announcement
 
 log = logging.getLogger(__name__)
 
@@ -121,15 +121,8 @@ class FederatedDriver(RoundEndings, AsyncRounds, TaskAdoption, RoundDriver):
         self._recover(ctx.clock())
 
     # ------------------------------------------------------------------ events
-    def on_device_message(
-        self,
-        device_id: str,
-        channel: UpChannel,
-        payload: bytes,
-        now: float,
-        *,
-        cohort: str | None = None,
-    ) -> None:
+    def on_device_message(self, up: UpTopic, payload: bytes, now: float) -> None:
+        device_id, cohort = up.device_id, up.cohort
         msg = decode_from_device(payload)
         if cohort is not None and self.spread is not None and self.spread.runs(cohort):
             self.spread.receive(cohort, device_id, msg, now)  # another instance's round

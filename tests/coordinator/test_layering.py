@@ -43,6 +43,7 @@ SANS_IO = frozenset(
         "personal_spans",
         "remote_cohorts",
         "roster",
+        "routing",
         "states",
     )
 )

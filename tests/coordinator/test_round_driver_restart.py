@@ -16,7 +16,7 @@ from fedrt.coordinator.tasks import TaskSpec
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol.crypto import identity_from_seed
 from fedrt.protocol.round_codec import decode_from_coordinator, encode_message
-from fedrt.protocol.topics import device_inbox, task_announcement
+from fedrt.protocol.topics import UpTopic, device_inbox, task_announcement
 from fedrt.sdk import participant_commands as pc
 from fedrt.sdk.participant import Participant, ParticipantState
 from tests.coordinator.harness import make_config
@@ -67,7 +67,8 @@ def _send(c: _Coordinator, p: Participant, commands: list[pc.Command]) -> None:
     for command in commands:
         if isinstance(command, pc.Publish):
             payload = encode_message(command.message)
-            c.driver.on_device_message(p.config.device_id, command.channel, payload, c.now[0])
+            up = UpTopic(device_id=p.config.device_id, channel=command.channel)
+            c.driver.on_device_message(up, payload, c.now[0])
 
 
 def _deliver(c: _Coordinator, p: Participant) -> list[pc.Command]:

@@ -24,6 +24,7 @@ from fedrt.coordinator.records import TaskRecord
 from fedrt.coordinator.security.credentials import hash_password
 from fedrt.protocol.topics import (
     UpChannel,
+    UpTopic,
     coordinator_status,
     device_inbox,
     device_up,
@@ -46,20 +47,12 @@ class RecordingDriver(RoundDriver):
     tasks: list[TaskRecord] = field(default_factory=list)
     shutdowns: int = 0
 
-    def on_device_message(
-        self,
-        device_id: str,
-        channel: UpChannel,
-        payload: bytes,
-        now: float,
-        *,
-        cohort: str | None = None,
-    ) -> None:
+    def on_device_message(self, up: UpTopic, payload: bytes, now: float) -> None:
         if payload.startswith(b"bad"):
             raise BadRequestError("malformed round message")
-        self.messages.append((device_id, channel, payload))
-        if channel is UpChannel.CHECKIN:
-            self.ctx.publish(device_inbox(device_id), b"plan for " + payload, 1, False)
+        self.messages.append((up.device_id, up.channel, payload))
+        if up.channel is UpChannel.CHECKIN:
+            self.ctx.publish(device_inbox(up.device_id), b"plan for " + payload, 1, False)
 
     def on_tick(self, now: float) -> None:
         self.ticks += 1
