@@ -49,6 +49,7 @@ from fedrt.protocol.round_errors import (
     UnexpectedMessage,
 )
 from fedrt.protocol.round_secagg import secagg_config
+from fedrt.protocol.secagg_config import SecAggConfig
 from fedrt.protocol.topics import FEATURE_COHORT_TOPICS
 from fedrt.sdk.async_hold import HeldUpdate, report
 from fedrt.sdk.jitter import Jitter, SystemJitter
@@ -86,6 +87,9 @@ class Participant(ParticipantRestarts):
 
     # Async tasks (``round_async``): the update trained for a TRAIN plan, until its cohort.
     _held: HeldUpdate | None = None
+    # The SecAgg+ configuration of ``plan`` (None: a plain round), built once when the plan
+    # was checked, and the one its update's SecAgg+ client runs on.
+    _secagg: SecAggConfig | None = None
 
     # --- events ----------------------------------------------------------------------------
 
@@ -246,9 +250,9 @@ class Participant(ParticipantRestarts):
             )
         if self.state not in (P.IDLE, P.CHECKED_IN):
             raise UnexpectedMessage(f"a plan arrived while {self.state.value}")
-        self._check_secagg(plan)
+        secagg = self._check_secagg(plan)
         deadline = now + max(0.0, plan.report_within - self.config.deadline_margin)
-        self._take(plan)
+        self._take(plan, secagg)
         self._held = None  # a fresh TRAIN plan (or a sync round) replaces any kept update
         self._move(P.TRAINING, deadline)
         if plan.kind is rm.RoundKind.EVALUATE:
@@ -263,8 +267,7 @@ class Participant(ParticipantRestarts):
             raise UnexpectedMessage("an async cohort plan arrived, and no update is kept for it")
         if self.state not in (P.IDLE, P.CHECKED_IN):
             raise UnexpectedMessage(f"a plan arrived while {self.state.value}")
-        self._check_secagg(plan)
-        self._take(plan)
+        self._take(plan, self._check_secagg(plan))
         self._held = None
         self._move(P.TRAINING, now + plan.report_within)
         delta, n_examples = report(held, plan)
@@ -281,28 +284,33 @@ class Participant(ParticipantRestarts):
             update_key=self._update_key,
             identity=self._identity,
             random=self._random,
+            secagg=self._secagg,
         )
         return self._answer(plan, stage, payload, now, plan.report_within)
 
-    def _take(self, plan: rm.Plan) -> None:
+    def _take(self, plan: rm.Plan, secagg: SecAggConfig | None) -> None:
         self.plan, self.round_id, self._answered, self._client = plan, plan.round_id, None, None
+        self._secagg = secagg
         self._since = self._next_msg_id
         self._seen = {k for k in self._seen if k[0] == plan.round_id}
 
-    def _check_secagg(self, plan: rm.Plan) -> None:
-        if plan.secagg is not None:
-            me = plan.secagg.members[plan.secagg.client_id]
-            if me.device_id != self.config.device_id or me.identity_key != self._public:
-                raise MalformedMessage("the plan's cohort names another device at our index")
-            try:
-                secagg_config(
-                    task_id=plan.task_id,
-                    round_id=plan.round_id,
-                    spec=plan.secagg,
-                    update=plan.update,
-                )
-            except ProtocolError as exc:
-                raise MalformedMessage(f"unusable SecAgg+ parameters: {exc}") from None
+    def _check_secagg(self, plan: rm.Plan) -> SecAggConfig | None:
+        """``plan``'s SecAgg+ configuration (None: a plain round); ``MalformedMessage`` if
+        it is not this device's or cannot be used."""
+        if plan.secagg is None:
+            return None
+        me = plan.secagg.members[plan.secagg.client_id]
+        if me.device_id != self.config.device_id or me.identity_key != self._public:
+            raise MalformedMessage("the plan's cohort names another device at our index")
+        try:
+            return secagg_config(
+                task_id=plan.task_id,
+                round_id=plan.round_id,
+                spec=plan.secagg,
+                update=plan.update,
+            )
+        except ProtocolError as exc:
+            raise MalformedMessage(f"unusable SecAgg+ parameters: {exc}") from None
 
     def _on_request(self, req: rm.StageRequest, now: float) -> list[Command]:
         if req.round_id != self.round_id:

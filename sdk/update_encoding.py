@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fedrt.protocol import round_dp, round_update
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol.prg import KeyedUniforms, RandomSource
-from fedrt.protocol.round_secagg import secagg_config
 from fedrt.protocol.secagg_client import SecAggClient
+from fedrt.protocol.secagg_config import SecAggConfig
 from fedrt.sdk.jitter import Jitter
 
 __all__ = ["encode_update", "new_update_key"]
@@ -36,29 +36,27 @@ def encode_update(
     update_key: bytes,
     identity: Ed25519PrivateKey,
     random: RandomSource,
+    secagg: SecAggConfig | None,
 ) -> tuple[rm.Stage, bytes, SecAggClient | None]:
     """The stage and payload answering ``plan`` with ``delta``, and the SecAgg+ client that
-    answers the round's later stages (None for a plain update)."""
-    secagg = plan.secagg is not None
+    answers the round's later stages (None for a plain update). ``secagg``: the plan's
+    SecAgg+ configuration, as the participant built it when it checked the plan."""
+    masked = plan.secagg is not None
     vector: npt.NDArray[np.unsignedinteger]
     # Stochastic rounding and DP noise draw from the AES-CTR PRG (never numpy.random),
     # each under its own key: the noise is a secret, as unpredictable as the masks.
     seed_round = b"\x00" + update_key + b"\x00%d" % plan.round_id
     rounding = KeyedUniforms(hashlib.sha256(b"fedrt/update-rounding/v1" + seed_round).digest())
-    if secagg and plan.update.dp is not None:  # noise and clip bit before masking
+    if masked and plan.update.dp is not None:  # noise and clip bit before masking
         noise = KeyedUniforms(hashlib.sha256(b"fedrt/dp-noise/v1" + seed_round).digest())
         vector = round_dp.device_vector(delta, n_examples, plan.update, rounding, noise=noise)
     else:
-        vector = round_update.encode(delta, n_examples, plan.update, rounding, weighted=secagg)
+        vector = round_update.encode(delta, n_examples, plan.update, rounding, weighted=masked)
     if plan.secagg is None:
         return rm.Stage.PLAIN_UPDATE, round_update.pack(vector, plan.update.bits), None
+    assert secagg is not None  # a SecAgg+ plan was checked into its configuration
     client = SecAggClient(
-        secagg_config(
-            task_id=plan.task_id,
-            round_id=plan.round_id,
-            spec=plan.secagg,
-            update=plan.update,
-        ),
+        secagg,
         index=plan.secagg.client_id,
         identity=identity,
         random=random,

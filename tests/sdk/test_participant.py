@@ -16,6 +16,7 @@ from fedrt.protocol.round_errors import (
     StaleMessage,
     UnexpectedMessage,
 )
+from fedrt.protocol.round_secagg import secagg_config
 from fedrt.protocol.topics import UpChannel
 from fedrt.sdk import participant_commands as pc
 from fedrt.sdk.errors import SdkConfigError
@@ -79,6 +80,26 @@ def test_training_done_sends_keys_and_answers_each_stage_request_once() -> None:
             4.0,
         )
     assert snapshot(p) == before
+
+
+def test_the_secagg_client_runs_on_the_configuration_built_when_the_plan_was_checked() -> None:
+    p = participant()
+    p.check_in(0.0)
+    secagg_plan = plan()
+    assert secagg_plan.secagg is not None
+    p.receive(secagg_plan, 1.0)
+    checked = p._secagg
+    assert checked == secagg_config(
+        task_id="mnist", round_id=5, spec=secagg_plan.secagg, update=UPDATE
+    )
+    p.training_done(np.full(10, 0.1), 20, 3.0)
+    assert p._client is not None
+    assert p._client.config is checked
+    # A plain round's plan has none.
+    p.receive(window(msg_id=30, earliest=0.0, latest=0.0), 4.0)
+    p.check_in(5.0)
+    p.receive(plan(round_id=6, msg_id=31, secagg=False), 5.0)
+    assert p._secagg is None
 
 
 def test_plain_update_goes_on_the_update_channel_at_its_exact_size() -> None:
