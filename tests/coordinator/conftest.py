@@ -1,5 +1,6 @@
 """Fixtures the coordinator tests share: a throwaway PostgreSQL (tests/support/postgres.py),
-and ``each_store``, one fresh store of every kind in turn (the conformance suites)."""
+enrollment with a real Mosquitto (``enrolled_broker``), and ``each_store``, one fresh store
+of every kind in turn (the conformance suites)."""
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from fedrt.coordinator.store import Store
+from tests.coordinator.enrolled_broker import enrolled_broker
 from tests.coordinator.store_conformance import STORE_KINDS, open_store
 from tests.support.postgres import postgres_server, postgres_url
 
@@ -18,4 +20,4 @@ def each_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store
     s.close()
 
 
-__all__ = ["each_store", "postgres_server", "postgres_url"]
+__all__ = ["each_store", "enrolled_broker", "postgres_server", "postgres_url"]

@@ -4,89 +4,31 @@ sync for many requests, each with its own grant or error; every batched device c
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedrt.coordinator.api.enroll_batch import EnrollBatcher
-from fedrt.coordinator.broker.mosquitto import BrokerConfig, MosquittoBroker
-from fedrt.coordinator.broker.mosquitto_auth import MosquittoFileAuth
 from fedrt.coordinator.devices.enrollment import (
-    Enrollment,
     EnrollmentGrant,
     EnrollmentRequest,
     enrollment_proof_payload,
 )
 from fedrt.coordinator.errors import AuthError, BadRequestError, BrokerError
-from fedrt.coordinator.records import DeviceRecord
-from fedrt.coordinator.security.credentials import hash_password
-from fedrt.coordinator.store import SqliteStore
+from tests.coordinator.enrolled_broker import EnrolledBroker, device_key
 from tests.coordinator.harness import mqtt_connect_code
-
-COORD_USER, COORD_PASSWORD = "fedrt-coordinator", "coordinator-password-123"
-
-
-class CountingAuth(MosquittoFileAuth):
-    """Mosquitto's file auth that counts its syncs and can be made to fail."""
-
-    def __init__(self, directory: Path) -> None:
-        super().__init__(
-            password_file=directory / "passwords",
-            acl_file=directory / "acl",
-            coordinator_username=COORD_USER,
-            coordinator_password_hash=hash_password(COORD_PASSWORD),
-        )
-        self.syncs = 0
-        self.fail = False
-
-    def sync(self, devices: Sequence[DeviceRecord]) -> None:
-        if self.fail:
-            raise BrokerError("broker files not writable")
-        self.syncs += 1
-        super().sync(devices)
-
-
-@pytest.fixture
-def setup(tmp_path: Path) -> Iterator[tuple[Enrollment, CountingAuth, MosquittoBroker]]:
-    directory = tmp_path / "mosq"
-    directory.mkdir()
-    auth = CountingAuth(directory)
-    enrollment = Enrollment(
-        SqliteStore(tmp_path / "db.sqlite3"), auth, coordinator_public_key=b"k" * 32,
-        clock=lambda: 1000.0,
-    )  # fmt: skip
-    enrollment.sync_broker()
-    broker = MosquittoBroker(
-        BrokerConfig(
-            directory=directory,
-            allow_anonymous=False,
-            password_file=auth.password_file,
-            acl_file=auth.acl_file,
-        )
-    )
-    broker.start()
-    auth._reload = broker.reload
-    try:
-        yield enrollment, auth, broker
-    finally:
-        broker.stop()
-        enrollment.store.close()
 
 
 def _request(token: str, *, forge: bool = False) -> EnrollmentRequest:
-    key = Ed25519PrivateKey.generate()
-    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    key, raw = device_key()
     signed = b"another token" if forge else enrollment_proof_payload(token)
     return EnrollmentRequest(token, raw, key.sign(signed), {"site": "lab"})
 
 
 def test_a_batch_is_one_sync_and_each_request_gets_its_own_answer(
-    setup: tuple[Enrollment, CountingAuth, MosquittoBroker],
+    enrolled_broker: EnrolledBroker,
 ) -> None:
-    enrollment, auth, broker = setup
+    enrollment, auth = enrolled_broker.enrollment, enrolled_broker.auth
+    broker = enrolled_broker.broker
     tokens = enrollment.create_tokens(4, actor="admin")
     assert len(set(tokens)) == 4
     used = tokens[3]
@@ -110,9 +52,9 @@ def test_a_batch_is_one_sync_and_each_request_gets_its_own_answer(
 
 
 def test_a_broker_failure_refuses_the_whole_batch_and_uses_no_token(
-    setup: tuple[Enrollment, CountingAuth, MosquittoBroker],
+    enrolled_broker: EnrolledBroker,
 ) -> None:
-    enrollment, auth, _ = setup
+    enrollment, auth = enrolled_broker.enrollment, enrolled_broker.auth
     tokens = enrollment.create_tokens(2, actor="admin")
     auth.fail = True
     results = enrollment.enroll_many([_request(t) for t in tokens])
@@ -124,17 +66,17 @@ def test_a_broker_failure_refuses_the_whole_batch_and_uses_no_token(
 
 
 def test_create_tokens_checks_its_count(
-    setup: tuple[Enrollment, CountingAuth, MosquittoBroker],
+    enrolled_broker: EnrolledBroker,
 ) -> None:
-    enrollment, _, _ = setup
+    enrollment = enrolled_broker.enrollment
     with pytest.raises(BadRequestError):
         enrollment.create_tokens(0, actor="admin")
 
 
 def test_the_batcher_gathers_concurrent_requests_into_one_call(
-    setup: tuple[Enrollment, CountingAuth, MosquittoBroker],
+    enrolled_broker: EnrolledBroker,
 ) -> None:
-    enrollment, auth, _ = setup
+    enrollment, auth = enrolled_broker.enrollment, enrolled_broker.auth
     tokens = enrollment.create_tokens(6, actor="admin")
     settled: list[int] = []
     batcher = EnrollBatcher(

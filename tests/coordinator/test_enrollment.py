@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import queue
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from fedrt.coordinator.broker.mosquitto import BrokerConfig, MosquittoBroker
-from fedrt.coordinator.broker.mosquitto_auth import MosquittoFileAuth
+from fedrt.coordinator.broker.mosquitto import MosquittoBroker
 from fedrt.coordinator.devices.enrollment import (
     Enrollment,
     EnrollmentGrant,
@@ -26,65 +23,24 @@ from fedrt.coordinator.errors import (
     ConflictError,
     NotFoundError,
 )
-from fedrt.coordinator.security.credentials import hash_password
-from fedrt.coordinator.store import MemoryStore, SqliteStore
+from fedrt.coordinator.store import MemoryStore
 from fedrt.protocol.topics import UpChannel, device_inbox, device_up, device_up_filter
+from tests.coordinator.enrolled_broker import (
+    COORD_PASSWORD,
+    COORD_USER,
+    Clock,
+    EnrolledBroker,
+    device_key,
+)
 from tests.coordinator.harness import mqtt_connect_code
 from tests.support.mqtt import TestClient
 
 NOT_AUTHORIZED = 0x87
-COORD_USER, COORD_PASSWORD = "fedrt-coordinator", "coordinator-password-123"
-
-
-def _key() -> tuple[Ed25519PrivateKey, bytes]:
-    key = Ed25519PrivateKey.generate()
-    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return key, raw
 
 
 def _enroll(enrollment: Enrollment, token: str) -> EnrollmentGrant:
-    key, raw = _key()
+    key, raw = device_key()
     return enrollment.enroll(token, raw, key.sign(enrollment_proof_payload(token)))
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def secured(tmp_path: Path) -> Iterator[tuple[Enrollment, MosquittoBroker, Clock]]:
-    directory = tmp_path / "mosq"
-    directory.mkdir()
-    auth = MosquittoFileAuth(
-        password_file=directory / "passwords",
-        acl_file=directory / "acl",
-        coordinator_username=COORD_USER,
-        coordinator_password_hash=hash_password(COORD_PASSWORD),
-    )
-    clock = Clock()
-    enrollment = Enrollment(
-        SqliteStore(tmp_path / "db.sqlite3"), auth, coordinator_public_key=b"k" * 32, clock=clock
-    )
-    enrollment.sync_broker()  # the files must exist before Mosquitto starts
-    broker = MosquittoBroker(
-        BrokerConfig(
-            directory=directory,
-            allow_anonymous=False,
-            password_file=auth.password_file,
-            acl_file=auth.acl_file,
-        )
-    )
-    broker.start()
-    auth._reload = broker.reload
-    try:
-        yield enrollment, broker, clock
-    finally:
-        broker.stop()
-        enrollment.store.close()
 
 
 def _client(broker: MosquittoBroker, user: str, password: str) -> TestClient:
@@ -96,9 +52,9 @@ def _connects(broker: MosquittoBroker, user: str, password: str) -> bool:
 
 
 def test_enrolled_device_connects_confined_and_revocation_locks_it_out(
-    secured: tuple[Enrollment, MosquittoBroker, Clock],
+    enrolled_broker: EnrolledBroker,
 ) -> None:
-    enrollment, broker, _ = secured
+    enrollment, broker = enrolled_broker.enrollment, enrolled_broker.broker
     a = _enroll(enrollment, enrollment.create_token(actor="admin"))
     b = _enroll(enrollment, enrollment.create_token(actor="admin"))
     assert "mqtt_password" not in repr(a)
@@ -171,9 +127,9 @@ def test_bad_enrollment_inputs_change_nothing() -> None:
         MemoryStore(), OpenBrokerAuth(), coordinator_public_key=b"k" * 32, clock=Clock()
     )
     token = enrollment.create_token(actor="admin")
-    key, raw = _key()
+    key, raw = device_key()
     proof = key.sign(enrollment_proof_payload(token))
-    other, _ = _key()
+    other, _ = device_key()
     cases = [
         (AuthError, dict(token=token, public_key=raw, proof=other.sign(b"x"))),
         (BadRequestError, dict(token=token, public_key=raw[:31], proof=proof)),
