@@ -123,6 +123,7 @@ class Cohorts:
         self._of: dict[str, tuple[Cohort, int]] = {}  # device id -> (cohort, index)
         # Cohorts other instances run, by index: their result once it came back.
         self.remote: dict[int, CohortResult | None] = {}
+        self._elsewhere = 0  # see ``elsewhere``; kept as ``remote`` changes
 
     def open(
         self,
@@ -170,6 +171,12 @@ class Cohorts:
         back = any(r is not None and not r.failed for r in self.remote.values())
         return back or bool(self.live()) or bool(self.pending())
 
+    def elsewhere(self) -> int:
+        """Devices of handed-over cohorts counted as in: every member of one whose result
+        is still due, those in the sum of one whose result came back. Kept, not recounted:
+        the round machine weighs it after every answer."""
+        return self._elsewhere
+
     def pending(self) -> list[Cohort]:
         """The cohorts handed to other instances whose result has not come back yet."""
         return [self.cohorts[i] for i, got in sorted(self.remote.items()) if got is None]
@@ -206,7 +213,7 @@ class Cohorts:
         for i in indices:
             if not 0 <= i < len(self.cohorts) or self.cohorts[i].failed:
                 raise UnexpectedMessage(f"cohort {i} cannot be handed over")
-            self.remote[i] = None
+            self._set_remote(i, None)
         return [d for i in indices for d in self.cohorts[i].members]
 
     def take_result(self, result: CohortResult) -> None:
@@ -217,7 +224,19 @@ class Cohorts:
         cohort = self.cohorts[result.index]
         if result.key != cohort.key or not set(result.included) <= set(cohort.members):
             raise UnexpectedMessage(f"a result that is not cohort {result.index}'s")
-        self.remote[result.index] = result
+        self._set_remote(result.index, result)
+
+    def _set_remote(self, index: int, result: CohortResult | None) -> None:
+        self._elsewhere -= self._counted_elsewhere(index)
+        self.remote[index] = result
+        self._elsewhere += self._counted_elsewhere(index)
+
+    def _counted_elsewhere(self, index: int) -> int:
+        """What cohort ``index`` adds to ``elsewhere``."""
+        if index not in self.remote:
+            return 0
+        result = self.remote[index]
+        return len(self.cohorts[index].members) if result is None else len(result.included)
 
     # --- the stages ------------------------------------------------------------------------
 

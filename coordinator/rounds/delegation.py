@@ -97,13 +97,9 @@ class Delegation:
         return all(d in self._cohort_topics for d in members)
 
     def _delegated(self) -> int:
-        """Devices of handed-over cohorts counted as in: every member of one whose result
-        is still due, those in the sum of one whose result came back."""
+        """Devices of handed-over cohorts counted as in (``Cohorts.elsewhere``)."""
         cohorts = self._agg.cohorts
-        if cohorts is None:
-            return 0
-        done = sum(len(r.included) for r in cohorts.remote.values() if r is not None)
-        return done + sum(len(c.members) for c in cohorts.pending())
+        return 0 if cohorts is None else cohorts.elsewhere()
 
     def _awaiting(self) -> bool:
         cohorts = self._agg.cohorts

@@ -10,6 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fedrt.coordinator.rounds import commands as rc
+from fedrt.coordinator.rounds.cohort_results import CohortResult
 from fedrt.coordinator.rounds.machine import RoundMachine
 from fedrt.coordinator.rounds.roster import DeviceStatus, RoundRoster
 from fedrt.coordinator.rounds.states import RoundState
@@ -65,11 +67,48 @@ def test_counts_equal_a_recount_after_any_mix_of_changes(
 
 def _check_machine(m: RoundMachine) -> None:
     _check(m._roster)
+    if m.cohorts is not None:  # devices of handed-over cohorts counted as in
+        remote = m.cohorts.remote
+        done = sum(len(r.included) for r in remote.values() if r is not None)
+        assert m.cohorts.elsewhere() == done + sum(len(c.members) for c in m.cohorts.pending())
     status = m.status()
     assert status.active == len(m._roster.active())
     stage = m._expected_stage()
     if stage is not None:
         assert status.answered == sum(stage in d.answered for d in m._roster.active())
+
+
+def _selected(cfg: rc.RoundConfig) -> Network:
+    """``cfg``'s round on N devices, its check-ins taken (selection closed), no plan out."""
+    net = Network(cfg, N, np.zeros(M, np.float32), seed=3)
+    net.deltas = {d: np.full(M, 0.01) for d in net.ids}
+    net.start()
+    for _ in range(N):
+        device_id, data = net.to_server.popleft()
+        net._server(net.receive(device_id, data))
+        _check_machine(net.machine)
+    assert net.machine.state is S.TRAINING
+    return net
+
+
+def test_the_devices_counted_elsewhere_follow_each_handed_over_cohorts_result() -> None:
+    m = _selected(config(goal_count=N, min_reports=6, cohort_size=5)).machine
+    assert m.cohorts is not None
+    m.delegate([0, 2], results_by=100.0)
+    _check_machine(m)
+    assert m.cohorts.elsewhere() == 10
+    first, third = m.cohorts.cohorts[0], m.cohorts.cohorts[2]
+    m.remote_result(CohortResult(index=0, key=first.key, included=first.members[:3]), 1.0)
+    _check_machine(m)
+    assert m.cohorts.elsewhere() == 3 + 5
+    with pytest.raises(UnexpectedMessage):  # a result not awaited changes nothing
+        m.remote_result(CohortResult(index=0, key=first.key, included=first.members), 1.0)
+    with pytest.raises(UnexpectedMessage):
+        m.remote_result(CohortResult(index=2, key=first.key, included=()), 1.0)
+    assert m.cohorts.elsewhere() == 3 + 5
+    m.remote_result(CohortResult(index=2, key=third.key, failed="its owner stopped"), 1.0)
+    _check_machine(m)
+    assert m.cohorts.elsewhere() == 3
 
 
 @pytest.mark.parametrize(("handed", "spare"), [([], 0), ([1], 0), ([], 1)])
@@ -83,15 +122,8 @@ def test_the_machines_counts_equal_a_recount_through_a_secagg_round(
     goal = N - 3 - spare if spare else N
     cfg = config(goal_count=goal, over_selection=N / goal, min_reports=6, cohort_size=5,
                  secagg_neighbors=None, secagg_threshold=None, rotate=False)  # fmt: skip
-    net = Network(cfg, N, np.zeros(M, np.float32), seed=3)
-    net.deltas = {d: np.full(M, 0.01) for d in net.ids}
+    net = _selected(cfg)
     m = net.machine
-    net.start()
-    for _ in range(N):  # the check-ins, which close selection
-        device_id, data = net.to_server.popleft()
-        net._server(net.receive(device_id, data))
-        _check_machine(m)
-    assert m.state is S.TRAINING
     assert m.cohorts is not None
     assert m.deadline is not None
     if handed:
