@@ -10,7 +10,7 @@ from aiohttp import web
 
 from fedrt.coordinator.errors import AuthError, NotFoundError
 from fedrt.coordinator.security.admin_token import AdminToken
-from fedrt.coordinator.security.credentials import Secret, verify_password
+from fedrt.coordinator.security.credentials import CheckedPasswords, Secret
 from fedrt.coordinator.store.base import Store
 
 ADMIN = "admin"
@@ -47,8 +47,11 @@ def require_metrics_reader(
         raise AuthError("metrics token required (Authorization: Bearer ...)")
 
 
-def require_device_or_admin(request: web.Request, token: Secret | AdminToken, store: Store) -> str:
-    """The device id (Basic auth with the MQTT username/password), or ``"admin"``."""
+def require_device_or_admin(
+    request: web.Request, token: Secret | AdminToken, store: Store, passwords: CheckedPasswords
+) -> str:
+    """The device id (Basic auth with the MQTT username/password), or ``"admin"``; a
+    password that matched before is not hashed again (``passwords``)."""
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer":
@@ -66,7 +69,11 @@ def require_device_or_admin(request: web.Request, token: Secret | AdminToken, st
     except NotFoundError:
         device = None
     # Same answer for unknown, revoked and wrong password: nothing to probe.
-    if device is None or device.revoked or not verify_password(password, device.credential_hash):
+    if (
+        device is None
+        or device.revoked
+        or not passwords.verify(device.device_id, password, device.credential_hash)
+    ):
         raise AuthError("unknown device, revoked device or wrong password")
     return device.device_id
 

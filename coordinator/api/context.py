@@ -7,7 +7,7 @@ roof) assembles it from both, so nothing in ``api`` imports anything above it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import Counter
@@ -17,7 +17,7 @@ from fedrt.coordinator.devices.enrollment import Enrollment
 from fedrt.coordinator.models.blobs import BlobStore
 from fedrt.coordinator.models.catalog import ModelCatalog
 from fedrt.coordinator.security.admin_token import AdminToken
-from fedrt.coordinator.security.credentials import Secret
+from fedrt.coordinator.security.credentials import CheckedPasswords, Secret
 from fedrt.coordinator.state_thread import StateThread
 from fedrt.coordinator.store.base import Store
 from fedrt.coordinator.tasks.manager import TaskManager
@@ -59,6 +59,8 @@ class ApiContext:
     mqtt_protocol: int | None = None
     # Where handlers that touch the store run (``state_thread``); None: on the server's loop.
     state: StateThread | None = None
+    # Device passwords that matched before (HTTP Basic), so each is hashed once, not per request.
+    passwords: CheckedPasswords = field(default_factory=CheckedPasswords)
 
 
 __all__ = ["ApiContext"]

@@ -38,7 +38,7 @@ def _servable(
 ) -> str:
     """Authenticate and meter the caller; the blob to send for the version in the path (a
     registered one only), fetched into the local cache if it lives in the store."""
-    _meter_device(ctx, require_device_or_admin(request, ctx.admin_token, ctx.store))
+    _meter_device(ctx, require_device_or_admin(request, ctx.admin_token, ctx.store, ctx.passwords))
     sha = check_sha256(request.match_info["sha256"])
     ctx.store.get_model(sha)
     wanted = sha if blob is None else blob(sha)
@@ -97,7 +97,7 @@ async def get_control_variate(request: web.Request) -> web.StreamResponse:
 
 async def get_model_meta(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
-    _meter_device(ctx, require_device_or_admin(request, ctx.admin_token, ctx.store))
+    _meter_device(ctx, require_device_or_admin(request, ctx.admin_token, ctx.store, ctx.passwords))
     sha = check_sha256(request.match_info["sha256"])
     view = model_view(ctx.store.get_model(sha))
     # Forms besides the file, for devices that rebuild versions (old ones ignore it).

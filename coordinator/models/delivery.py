@@ -12,11 +12,12 @@ of its own: a device rebuilds the version's file and checks it against the versi
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import secrets
 import threading
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -30,6 +31,8 @@ MAX_CHAIN = 4
 # Forms of a version a device can fetch, as bytes-down kinds.
 GRAPH, WEIGHTS, DELTA, FILE, META = "graph", "weights", "delta", "file", "meta"
 KINDS = (META, FILE, GRAPH, WEIGHTS, DELTA)
+# Versions whose records and views are kept in memory (a few per task are in use at once).
+_MEMO_VERSIONS = 256
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,6 +77,12 @@ class DeliveryIndex:
         self.blobs = blobs
         self.store = store
         self.root = blobs.root / "delivery"
+        # Records are written once and never change: each is read from disk (or the store)
+        # once, not per device download (~2,300 reads a round at a thousand devices).
+        self._known: OrderedDict[str, Delivery] = OrderedDict()
+        # delivery_view of versions (a chain never changes: see ``view``).
+        self._views: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._lock = threading.Lock()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -93,9 +102,24 @@ class DeliveryIndex:
         tmp = self.root / f".{secrets.token_hex(8)}.tmp"
         tmp.write_text(json.dumps(asdict(delivery), sort_keys=True))
         os.replace(tmp, target)
+        self._remember(self._known, delivery.version, delivery)
+
+    def _remember(self, memo: OrderedDict[str, Any], version: str, value: Any) -> None:
+        with self._lock:
+            memo[version] = value
+            memo.move_to_end(version)
+            while len(memo) > _MEMO_VERSIONS:
+                memo.popitem(last=False)
+
+    def _recall(self, memo: OrderedDict[str, Any], version: str) -> Any:
+        with self._lock:
+            return memo.get(version)
 
     def get(self, version: str) -> Delivery | None:
         """The version's record, or None (a base export, or a version made before)."""
+        known = self._recall(self._known, version)
+        if known is not None:
+            return known  # type: ignore[no-any-return]
         try:
             text = (self.root / f"{check_sha256(version)}.json").read_text()
         except FileNotFoundError:
@@ -103,9 +127,11 @@ class DeliveryIndex:
         except OSError as exc:
             raise StoreError(f"cannot read the delivery record of {version}: {exc}") from None
         try:
-            return Delivery.from_json(json.loads(text))
+            delivery = Delivery.from_json(json.loads(text))
         except json.JSONDecodeError:
             raise StoreError(f"delivery record of {version} is not JSON") from None
+        self._remember(self._known, version, delivery)
+        return delivery
 
     def _shared(self, version: str) -> Delivery | None:
         """The record another instance filed in the store, cached here once found."""
@@ -135,6 +161,36 @@ class DeliveryIndex:
             current = self.get(current.parent)
         return out
 
+    def view(self, version: str) -> dict[str, Any] | None:
+        """``delivery_view`` of ``version``, built once per version."""
+        known = self._recall(self._views, version)
+        if known is not None:
+            return known  # type: ignore[no-any-return]
+        d = self.get(version)
+        if d is None:
+            return None
+
+        def form(kind: str, owner: str, sha: str) -> dict[str, Any]:
+            return {"sha256": sha, "bytes": self.blobs.size(sha), "path": f"{owner}/{kind}"}
+
+        view = {
+            "params": d.params,
+            "graph": form(GRAPH, version, d.graph),
+            "weights": form(WEIGHTS, version, d.weights),
+            "deltas": [
+                {
+                    "from": link.parent,
+                    "to": link.version,
+                    "bits": link.delta_bits,
+                    **form(DELTA, link.version, link.blob(DELTA)),
+                }
+                for link in self.chain(version)
+            ],
+        }
+        # Final once built: a parent is committed, and its record filed, before its child.
+        self._remember(self._views, version, view)
+        return view
+
 
 class TransferMeter:
     """Bytes of model forms served, by the version they belong to and kind (``KINDS``);
@@ -159,28 +215,10 @@ def delivery_view(index: DeliveryIndex, version: str) -> dict[str, Any] | None:
     """The ``delivery`` part of a version's metadata: its forms and the deltas leading to it
     (newest first; apply them oldest first), each with its blob's sha256, size and path,
     relative to the version's URL (``.../v1/models/<sha256>``: ``<sha256>/delta``), so a
-    coordinator behind a path prefix works unchanged."""
-    d = index.get(version)
-    if d is None:
-        return None
-
-    def form(kind: str, owner: str, sha: str) -> dict[str, Any]:
-        return {"sha256": sha, "bytes": index.blobs.size(sha), "path": f"{owner}/{kind}"}
-
-    return {
-        "params": d.params,
-        "graph": form(GRAPH, version, d.graph),
-        "weights": form(WEIGHTS, version, d.weights),
-        "deltas": [
-            {
-                "from": link.parent,
-                "to": link.version,
-                "bits": link.delta_bits,
-                **form(DELTA, link.version, link.blob(DELTA)),
-            }
-            for link in index.chain(version)
-        ],
-    }
+    coordinator behind a path prefix works unchanged. A fresh copy of ``index.view``: the
+    caller may add to it."""
+    view = index.view(version)
+    return None if view is None else copy.deepcopy(view)
 
 
 __all__ = [
