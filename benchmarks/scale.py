@@ -1,11 +1,13 @@
 """``fedrt bench scale``: large SecAgg+ rounds, one ``fedrt simulate`` process per cohort size.
 
 Each cell is a fresh ``fedrt simulate --devices D --per-round N --cohort-size C`` run (real
-Mosquitto, the coordinator and every device in one process on shared event loops), so its
-numbers include the devices' own work. The table gives, per cohort size: rounds committed of
-those run, seconds per round (median and worst, from the report), the cohorts each round ran
-in and how many made it into the sum, and the run's peak RSS (the simulate process: devices
-and coordinator together). Timings on a shared machine are noisy: say which machine.
+Mosquitto, the coordinator in the simulate process, the devices on shared event loops in
+``--device-processes`` processes of their own: simulate's automatic choice unless given), so
+its numbers include the devices' own work on the same cores. The table gives, per cohort
+size: the device processes, rounds committed of those run, seconds per round (median and
+worst, from the report), the cohorts each round ran in and how many made it into the sum,
+the devices in the sum, and the peak RSS of the simulate process (the coordinator, and the
+devices when they run in it). Timings on a shared machine are noisy: say which machine.
 
 With ``--profile DIR`` each run is also profiled with cProfile, every thread on its own
 (the coordinator's loop, each device hub); ``DIR/C.pstats`` holds them merged.
@@ -26,6 +28,7 @@ from typing import Any
 from fedrt.errors import UsageError
 
 TARGET_S = 60.0  # issue 17: 1,000 a round with SecAgg+ in cohorts, every round, <= 60 s
+_W = 16  # columns of one figure a round ("1000/1000/1000" and a space)
 
 
 def _sizes(text: str) -> list[int]:
@@ -50,6 +53,8 @@ def _command(args: argparse.Namespace, cohort: int, report: Path) -> list[str]:
     ]  # fmt: skip
     if args.stage_deadline is not None:
         cmd += ["--stage-deadline", str(args.stage_deadline)]
+    if args.device_processes is not None:
+        cmd += ["--device-processes", str(args.device_processes)]
     if args.profile is not None:
         prof = args.profile / f"{cohort}.pstats"
         return [sys.executable, "-m", "fedrt.benchmarks.thread_profile", str(prof), *cmd]
@@ -76,6 +81,7 @@ def _run_one(args: argparse.Namespace, cohort: int) -> dict[str, Any]:
         row["rounds"] = []
         return row
     data = json.loads(report.read_text())
+    row["device_processes"] = data["config"].get("device_processes")
     row["rounds"] = [
         {k: r.get(k) for k in ("round", "status", "seconds", "selected", "reported", "cohorts",
                                "cohorts_committed", "reason")}
@@ -90,8 +96,8 @@ def table(args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
         f"{args.model} --dropout {args.dropout} --rounds {args.rounds}"
         + (f" --stage-deadline {args.stage_deadline}" if args.stage_deadline else "")
         + f"; target: every round commits in <= {TARGET_S:.0f} s",
-        f"{'cohort':>7}{'committed':>10}{'s/round med':>12}{'max':>7}{'cohorts':>9}"
-        f"{'in sum':>8}{'included':>9}{'peak RSS MiB':>13}",
+        f"{'cohort':>7}{'dev procs':>10}{'committed':>10}{'s/round med':>12}{'max':>7}"
+        f"{'cohorts':>{_W}}{'in sum':>{_W}}{'included':>{_W}}{'peak RSS MiB':>13}",
     ]
     for r in rows:
         rounds = r["rounds"]
@@ -101,9 +107,10 @@ def table(args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
         in_sum = "/".join(str(x["cohorts_committed"]) for x in rounds) or "-"
         included = "/".join(str(x["reported"]) for x in rounds) or "-"
         lines.append(
-            f"{r['cohort_size']:>7}{f'{len(done)}/{len(rounds)}':>10}"
-            f"{statistics.median(secs):>12.1f}{max(secs):>7.1f}{cohorts:>9}{in_sum:>8}"
-            f"{included:>9}{r['peak_rss_mib']:>13.0f}"
+            f"{r['cohort_size']:>7}{r.get('device_processes') or '-':>10}"
+            f"{f'{len(done)}/{len(rounds)}':>10}{statistics.median(secs):>12.1f}"
+            f"{max(secs):>7.1f}{cohorts:>{_W}}{in_sum:>{_W}}{included:>{_W}}"
+            f"{r['peak_rss_mib']:>13.0f}"
         )
         if not rounds:
             lines.append(f"{'':>7}no report: exit {r['exit']}, see {r['log']}")
@@ -150,6 +157,12 @@ def register(subparsers: Any) -> None:
         "--stage-deadline", type=float, default=None, help="SecAgg+ stage deadline (s)"
     )
     parser.add_argument("--broker", default="mosquitto")
+    parser.add_argument(
+        "--device-processes",
+        type=int,
+        default=None,
+        help="processes the devices run in (default: simulate's choice; 1: with the coordinator)",
+    )
     parser.add_argument("--time-limit", type=float, default=1800.0)
     parser.add_argument("--out", type=Path, default=Path("fedrt-bench-scale"))
     parser.add_argument("--profile", type=Path, default=None, help="cProfile every thread")

@@ -234,7 +234,8 @@ def _add_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> N
         type=int,
         default=d["device_processes"],
         metavar="N",
-        help="run the devices in N processes of their own (thousands of devices)",
+        help="run the devices in N processes of their own (1: in this process; default: "
+        "from 500 devices a process per core, at most 4)",
     )
     parser.add_argument(
         "--pace-rate",

@@ -117,6 +117,7 @@ class Simulation:
         if config.dp != "none":
             self.report.config["dp_accounting"] = ACCOUNTING_ASSUMPTION
         self.report.config["devices_per_thread"] = config.shared_threads
+        self.report.config["device_processes"] = config.device_process_count
         self.report.config["checkin_s"] = config.checkin_deadline_s
         self.report.config["stage_s"] = config.stage_deadline_s
         self.report.config["training_s"] = config.training_deadline_s
@@ -403,8 +404,8 @@ class Simulation:
 
         # Between events a device looks at its eligibility every poll_s: with many devices in
         # one process, look less often so the looking does not starve training.
-        poll_s = max(0.2, cfg.devices / cfg.device_processes / 100)
-        if cfg.device_processes > 1:
+        poll_s = max(0.2, cfg.devices / cfg.device_process_count / 100)
+        if cfg.device_process_count > 1:
             return self._process_fleet(stack, train, parts, poll_s)
         fleet = Fleet(
             cfg.data_dir / "devices" / f"seed-{cfg.seed}-{int(time.time())}",
@@ -459,12 +460,12 @@ class Simulation:
             "sim_start": 23 * traces.HOUR,  # as in-process: 23:00, phones charging on Wi-Fi
             "enroll_workers": 16,
             # Connections a second, all processes together (fleet.Fleet.start_all).
-            "connect_rate": _CONNECT_RATE / cfg.device_processes,
+            "connect_rate": _CONNECT_RATE / cfg.device_process_count,
             "checkin_spread": cfg.checkin_spread_s,
         }
         return ProcessFleet(
             cfg.data_dir / "devices" / f"seed-{cfg.seed}-{int(time.time())}",
-            processes=cfg.device_processes,
+            processes=cfg.device_process_count,
             tokens=tokens,
             train=train,
             parts=parts,

@@ -83,3 +83,19 @@ def test_bad_cohort_and_deadline_options_are_usage_errors(
 ) -> None:
     with pytest.raises(UsageError, match=message):
         SimConfig(**options)  # type: ignore[arg-type]
+
+
+def test_large_fleets_run_their_devices_in_processes_of_their_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert SimConfig(devices=1300, per_round=1000).device_process_count == 2
+    assert SimConfig(devices=499, per_round=100).device_process_count == 1
+    assert SimConfig(devices=1300, per_round=1000, device_processes=1).device_process_count == 1
+    # Personalized models are evaluated on the devices' own files: in this process only.
+    personal = SimConfig(devices=1300, per_round=1000, personal_layers=1, holdout=0.2)
+    assert personal.device_process_count == 1
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    assert SimConfig(devices=1300, per_round=1000).device_process_count == 4
+    with pytest.raises(UsageError, match="--device-processes"):
+        SimConfig(devices=1300, per_round=1000, device_processes=2, personal_layers=1, holdout=0.2)
