@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import resource
@@ -244,6 +245,12 @@ def _worker(spec_path: Path) -> int:
     from fedrt.simulation.fleet import Fleet, TracedState
 
     spec = json.loads(spec_path.read_text())
+    # The devices' own log, at the level the run was given (FEDRT_LOG_LEVEL; its log file).
+    level = os.environ.get("FEDRT_LOG_LEVEL", "WARNING").upper()
+    logging.basicConfig(
+        level=level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "WARNING",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     fd_limit = raise_fd_limit()
     base_rss = vm_mib("VmRSS") or 0.0
     stop = threading.Event()
