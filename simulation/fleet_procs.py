@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -254,8 +255,14 @@ def _worker(spec_path: Path) -> int:
     fd_limit = raise_fd_limit()
     base_rss = vm_mib("VmRSS") or 0.0
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    why: list[str] = []
+
+    def on_signal(number: int, _: Any) -> None:
+        why.append(signal.Signals(number).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     status_path = Path(spec["status"])
     npz = np.load(spec["data"])
     train = Dataset(spec["name"], npz["x"], npz["y"], int(spec["classes"]))
@@ -332,10 +339,20 @@ def _worker(spec_path: Path) -> int:
     starter.start()
     try:
         while not stop.wait(_STATUS_EVERY_S):
-            write()
+            try:
+                write()
+            except Exception:  # a status is advisory: a failed one must not stop the devices
+                traceback.print_exc()
             if os.getppid() == 1:  # the run's process is gone
+                why.append("the run's process is gone")
                 break
+    except BaseException as exc:
+        why.append(f"{type(exc).__name__}: {exc}")
+        traceback.print_exc()
+        raise
     finally:
+        facts["stopped"] = ", ".join(why) or "an error"
+        print(f"device process {shard} stops: {facts['stopped']}", file=sys.stderr, flush=True)
         starter.join(_STOP_TIMEOUT_S)
         fleet.stop_all()
         write(done=True)

@@ -45,6 +45,34 @@ def test_messages_stay_until_acknowledged(tmp_path: Path) -> None:
     reopened.close()
 
 
+def test_only_a_put_waits_for_the_disk(tmp_path: Path) -> None:
+    """A send's count and an ack are written unsynced; the connection goes back to FULL, so
+    the next put is power-cut safe, and a reopened outbox (a process restart) has them."""
+    path = tmp_path / "outbox.sqlite"
+    box = Outbox(path, clock=lambda: 5.0)
+    a, b = box.put("t/a", b"A"), box.put("t/b", b"B")
+    box.mark_sent(b, 7.0)
+    assert box.ack(a)
+    full = 2  # PRAGMA synchronous: 0 OFF, 1 NORMAL, 2 FULL
+    assert box._db.execute("PRAGMA synchronous").fetchone()[0] == full
+    box.close()
+    entries = Outbox(path).pending()
+    assert [(e.msg_id, e.attempts, e.last_sent_at) for e in entries] == [(b, 1, 7.0)]
+
+
+def test_a_closed_outbox_still_tells_its_count(tmp_path: Path) -> None:
+    """A device's status is read while it stops (a simulated fleet's status loop): the count
+    of a closed outbox is what it held then, not an error (which ended a device process)."""
+    box = Outbox(tmp_path / "outbox.sqlite")
+    box.put("t/a", b"A")
+    box.put("t/b", b"B")
+    box.close()
+    box.close()  # twice: harmless
+    assert len(box) == 2
+    with pytest.raises(OutboxError):
+        box.put("t/c", b"C")
+
+
 def test_put_is_idempotent_per_id_and_refuses_a_changed_payload() -> None:
     box = Outbox(":memory:")
     box.put("t", b"x", msg_id="m1")
