@@ -28,7 +28,6 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,10 +37,14 @@ import numpy as np
 
 from fedrt.benchmarks.rss import vm_mib
 from fedrt.errors import UsageError
+from fedrt.logs import configure
 from fedrt.simulation import traces
 from fedrt.simulation.datasets import Dataset
 
 __all__ = ["ProcessFleet", "WorkerStatus", "raise_fd_limit", "shards"]
+
+# Named: the worker runs as ``__main__``.
+log = logging.getLogger("fedrt.simulation.fleet_procs")
 
 _STATUS_EVERY_S = 1.0
 _STOP_TIMEOUT_S = 120.0
@@ -246,12 +249,12 @@ def _worker(spec_path: Path) -> int:
     from fedrt.simulation.fleet import Fleet, TracedState
 
     spec = json.loads(spec_path.read_text())
-    # The devices' own log, at the level the run was given (FEDRT_LOG_LEVEL; its log file).
-    level = os.environ.get("FEDRT_LOG_LEVEL", "WARNING").upper()
-    logging.basicConfig(
-        level=level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "WARNING",
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # Python's stderr (its log file) on a descriptor of its own: loading a model points fd 2
+    # elsewhere for a while (model_export.litert_model._drop_stderr_line), and devices load
+    # theirs on several threads at once; this log must not go along.
+    sys.stderr = os.fdopen(os.dup(2), "w", buffering=1, errors="backslashreplace")
+    # The devices' own log, set up as a command's (FEDRT_LOG_LEVEL, FEDRT_LOG_FORMAT).
+    configure(default_level="WARNING")
     fd_limit = raise_fd_limit()
     base_rss = vm_mib("VmRSS") or 0.0
     stop = threading.Event()
@@ -337,26 +340,25 @@ def _worker(spec_path: Path) -> int:
         target=lambda: _start(fleet, facts, int(spec["enroll_workers"])), daemon=True
     )
     starter.start()
+    failure: BaseException | None = None
     try:
         while not stop.wait(_STATUS_EVERY_S):
             try:
                 write()
             except Exception:  # a status is advisory: a failed one must not stop the devices
-                traceback.print_exc()
+                log.exception("device process %d: no status written", shard)
             if os.getppid() == 1:  # the run's process is gone
                 why.append("the run's process is gone")
                 break
-    except BaseException as exc:
+    except BaseException as exc:  # logged once, below; the exit status tells the parent
+        failure = exc
         why.append(f"{type(exc).__name__}: {exc}")
-        traceback.print_exc()
-        raise
-    finally:
-        facts["stopped"] = ", ".join(why) or "an error"
-        print(f"device process {shard} stops: {facts['stopped']}", file=sys.stderr, flush=True)
-        starter.join(_STOP_TIMEOUT_S)
-        fleet.stop_all()
-        write(done=True)
-    return 0
+    facts["stopped"] = ", ".join(why)
+    log.warning("device process %d stops: %s", shard, facts["stopped"], exc_info=failure)
+    starter.join(_STOP_TIMEOUT_S)
+    fleet.stop_all()
+    write(done=True)
+    return 0 if failure is None else 1
 
 
 def _start(fleet: Any, facts: dict[str, Any], workers: int) -> None:
