@@ -12,12 +12,12 @@ of its own: a device rebuilds the version's file and checks it against the versi
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import secrets
 import threading
 from collections import Counter, OrderedDict
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -80,8 +80,9 @@ class DeliveryIndex:
         # Records are written once and never change: each is read from disk (or the store)
         # once, not per device download (~2,300 reads a round at a thousand devices).
         self._known: OrderedDict[str, Delivery] = OrderedDict()
-        # delivery_view of versions (a chain never changes: see ``view``).
-        self._views: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        # delivery_view of versions (a chain never changes: see ``view``); shared by every
+        # meta request, so read, never changed.
+        self._views: OrderedDict[str, Mapping[str, Any]] = OrderedDict()
         self._lock = threading.Lock()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -161,8 +162,8 @@ class DeliveryIndex:
             current = self.get(current.parent)
         return out
 
-    def view(self, version: str) -> dict[str, Any] | None:
-        """``delivery_view`` of ``version``, built once per version."""
+    def view(self, version: str) -> Mapping[str, Any] | None:
+        """``delivery_view`` of ``version``, built once per version (shared: not to change)."""
         known = self._recall(self._views, version)
         if known is not None:
             return known  # type: ignore[no-any-return]
@@ -211,14 +212,13 @@ class TransferMeter:
         return {kind: int(sent[kind]) for kind in KINDS}
 
 
-def delivery_view(index: DeliveryIndex, version: str) -> dict[str, Any] | None:
+def delivery_view(index: DeliveryIndex, version: str) -> Mapping[str, Any] | None:
     """The ``delivery`` part of a version's metadata: its forms and the deltas leading to it
     (newest first; apply them oldest first), each with its blob's sha256, size and path,
     relative to the version's URL (``.../v1/models/<sha256>``: ``<sha256>/delta``), so a
-    coordinator behind a path prefix works unchanged. A fresh copy of ``index.view``: the
-    caller may add to it."""
-    view = index.view(version)
-    return None if view is None else copy.deepcopy(view)
+    coordinator behind a path prefix works unchanged. The view ``index`` keeps, not a copy:
+    a caller puts it in a reply of its own and changes nothing in it."""
+    return index.view(version)
 
 
 __all__ = [

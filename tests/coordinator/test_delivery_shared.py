@@ -49,6 +49,7 @@ def test_a_version_built_on_one_instance_has_its_forms_on_another(tmp_path: Path
     view = delivery_view(two.delivery, record.sha256)
     assert view is not None
     assert view["deltas"][0]["from"] == base.sha256
+    assert delivery_view(two.delivery, record.sha256) is view  # built once, never copied
     # A base export has no forms anywhere; an unknown version is simply not there.
     assert two.delivery.get(base.sha256) is None
     assert two.delivery.get("0" * 64) is None
