@@ -67,8 +67,12 @@ class Outbox:
         try:
             self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
-            # FULL: an update reported as stored must survive a power cut.
-            self._db.execute("PRAGMA synchronous=FULL")
+            # NORMAL: a write's commit does not wait for the disk. Only ``put`` needs that (it
+            # syncs); a send's count or a forgotten message lost to a power cut only means a
+            # message sent again. Those run on the device's network and event threads, where
+            # a thousand simulated devices share a few threads and an fsync each stalled every
+            # device of the thread behind a busy disk.
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
                 " msg_id TEXT UNIQUE NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL,"
@@ -83,18 +87,6 @@ class Outbox:
             return self._db.execute(sql, args)
         except sqlite3.Error as exc:
             raise OutboxError(f"outbox failure: {exc}") from exc
-
-    def _unsynced(self, sql: str, args: tuple[object, ...]) -> sqlite3.Cursor:
-        """Run one write (the lock held) without waiting for the disk: what it records needs
-        no power-cut safety (a send's count, a forgotten message, which would only be sent
-        again), and the next ``put`` syncs the log with it. It runs on the device's network
-        and event threads, where a thousand simulated devices share a few threads and an
-        fsync each stalled every device of the thread behind a busy disk."""
-        self._run("PRAGMA synchronous=NORMAL")
-        try:
-            return self._run(sql, args)
-        finally:
-            self._run("PRAGMA synchronous=FULL")
 
     def put(self, topic: str, payload: bytes, *, msg_id: str | None = None) -> str:
         """Store a message (idempotent for the same id and content); returns its id."""
@@ -113,18 +105,24 @@ class Outbox:
             (count,) = self._run("SELECT COUNT(*) FROM outbox").fetchone()
             if count >= self.max_entries:
                 raise OutboxError(f"outbox full ({count} unacknowledged messages)")
-            self._run(
-                "INSERT INTO outbox (msg_id, topic, payload, created_at) VALUES (?, ?, ?, ?)",
-                (mid, topic, data, self._clock()),
-            )
+            # FULL for this commit: a message reported as stored survives a power cut (in WAL
+            # mode its commit syncs the log, and with it every write before it).
+            self._run("PRAGMA synchronous=FULL")
+            try:
+                self._run(
+                    "INSERT INTO outbox (msg_id, topic, payload, created_at) VALUES (?, ?, ?, ?)",
+                    (mid, topic, data, self._clock()),
+                )
+            finally:
+                self._run("PRAGMA synchronous=NORMAL")
         return mid
 
     def ack(self, msg_id: str) -> bool:
         """Forget an acknowledged message; False if it was not (or no longer) stored. Not
-        synced to disk (``_unsynced``): after a power cut it may go once more, and the
-        receiver drops the duplicate, as it does every resend."""
+        synced to disk: after a power cut it may go once more, and the receiver drops the
+        duplicate, as it does every resend."""
         with self._lock:
-            return self._unsynced("DELETE FROM outbox WHERE msg_id = ?", (msg_id,)).rowcount > 0
+            return self._run("DELETE FROM outbox WHERE msg_id = ?", (msg_id,)).rowcount > 0
 
     def drop(self, msg_id: str) -> bool:
         """Give up on a message (its round is over); same effect as an ack."""
@@ -132,7 +130,7 @@ class Outbox:
 
     def mark_sent(self, msg_id: str, now: float) -> None:
         with self._lock:
-            self._unsynced(
+            self._run(
                 "UPDATE outbox SET attempts = attempts + 1, last_sent_at = ? WHERE msg_id = ?",
                 (now, msg_id),
             )

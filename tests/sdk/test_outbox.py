@@ -46,15 +46,27 @@ def test_messages_stay_until_acknowledged(tmp_path: Path) -> None:
 
 
 def test_only_a_put_waits_for_the_disk(tmp_path: Path) -> None:
-    """A send's count and an ack are written unsynced; the connection goes back to FULL, so
-    the next put is power-cut safe, and a reopened outbox (a process restart) has them."""
+    """A put commits at synchronous=FULL (in WAL mode: the log synced), a send's count and an
+    ack at NORMAL; a reopened outbox (a process restart) has them all."""
     path = tmp_path / "outbox.sqlite"
     box = Outbox(path, clock=lambda: 5.0)
+    assert box._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    normal = 1  # PRAGMA synchronous: 0 OFF, 1 NORMAL, 2 FULL
+    assert box._db.execute("PRAGMA synchronous").fetchone()[0] == normal
+    level, writes = ["NORMAL"], []
+
+    def seen(sql: str) -> None:
+        if sql.startswith("PRAGMA synchronous="):
+            level[0] = sql.split("=")[1]
+        elif sql.split()[0] in ("INSERT", "UPDATE", "DELETE"):
+            writes.append((sql.split()[0], level[0]))
+
+    box._db.set_trace_callback(seen)
     a, b = box.put("t/a", b"A"), box.put("t/b", b"B")
     box.mark_sent(b, 7.0)
     assert box.ack(a)
-    full = 2  # PRAGMA synchronous: 0 OFF, 1 NORMAL, 2 FULL
-    assert box._db.execute("PRAGMA synchronous").fetchone()[0] == full
+    assert writes == [("INSERT", "FULL"), ("INSERT", "FULL"), ("UPDATE", "NORMAL"),
+                      ("DELETE", "NORMAL")]  # fmt: skip
     box.close()
     entries = Outbox(path).pending()
     assert [(e.msg_id, e.attempts, e.last_sent_at) for e in entries] == [(b, 1, 7.0)]
