@@ -97,14 +97,13 @@ def test_a_forwarded_message_skips_the_rate_limit_and_the_relay() -> None:
     assert checks.looked_up == ["dev-1"]
 
 
-def test_a_forwarded_topic_reads_as_bad_without_a_relay() -> None:
-    got = route(Checks(), relay_topic(ME, "dev-1", UpChannel.ROUND), relaying=False)
-    assert isinstance(got, Refused)
-    assert (got.channel, got.outcome) == ("invalid", "bad_topic")
-
-
-def test_another_instances_relay_topic_is_a_bad_topic() -> None:
-    got = route(Checks(), relay_topic(OTHER, "dev-1", UpChannel.ROUND))
+@pytest.mark.parametrize(
+    ("instance", "relaying"),
+    [(ME, False), (OTHER, True)],
+    ids=["mine-without-a-relay", "another-instances"],
+)
+def test_a_relay_topic_not_for_this_relay_is_a_bad_topic(instance: str, relaying: bool) -> None:
+    got = route(Checks(), relay_topic(instance, "dev-1", UpChannel.ROUND), relaying=relaying)
     assert isinstance(got, Refused)
     assert (got.channel, got.outcome) == ("invalid", "bad_topic")
 
