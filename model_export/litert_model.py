@@ -19,6 +19,7 @@ import contextlib
 import inspect
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -45,25 +46,66 @@ def _accepts(cls: Callable[..., Any], name: str) -> bool:
         return False
 
 
+class _StderrFilter:
+    """One fd-2 redirect shared by every thread inside ``_drop_stderr_line``.
+
+    Threads load models concurrently (a device process runs hundreds of devices); if each
+    swapped fd 2 on its own, one finishing after another would put the other's temp file
+    back as fd 2 for good. The first thread in redirects, the last one out restores.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved = -1
+        self._capture: Any = None
+        self._notices: set[bytes] = set()
+
+    def enter(self, notice: bytes) -> bool:
+        with self._lock:
+            if self._users == 0:
+                try:
+                    saved = os.dup(2)
+                except OSError:  # no usable fd 2 (e.g. some embedded hosts): nothing to filter
+                    return False
+                # Closed by the last thread out (leave), not here.
+                self._saved = saved
+                self._capture = tempfile.TemporaryFile()  # noqa: SIM115
+                os.dup2(self._capture.fileno(), 2)
+            self._users += 1
+            self._notices.add(notice)
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users > 0:
+                return
+            notices, self._notices = self._notices, set()
+            capture, self._capture = self._capture, None
+            os.dup2(self._saved, 2)
+            os.close(self._saved)
+            with capture:
+                capture.seek(0)
+                lines = capture.read().splitlines(True)
+            kept = [line for line in lines if not any(n in line for n in notices)]
+            if kept:
+                os.write(2, b"".join(kept))
+
+
+_STDERR = _StderrFilter()
+
+
 @contextlib.contextmanager
 def _drop_stderr_line(notice: bytes) -> Iterator[None]:
     """Hide one known, harmless native log line; every other stderr line is passed on."""
-    try:
-        saved = os.dup(2)
-    except OSError:  # no usable fd 2 (e.g. some embedded hosts): nothing to filter
+    if not _STDERR.enter(notice):
         yield
         return
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            kept = [line for line in capture.read().splitlines(True) if notice not in line]
-            if kept:
-                os.write(2, b"".join(kept))
+    try:
+        yield
+    finally:
+        _STDERR.leave()
 
 
 FloatArray = npt.NDArray[np.float32]

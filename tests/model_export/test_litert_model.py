@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -159,3 +160,50 @@ def test_runner_takes_another_interpreter_class(zoo_mlp: Exported) -> None:
     x, y = batches_for(zoo_mlp.manifest, seed=0, steps=1)[0]
     assert np.isfinite(model.train(x, y, 0.1))
     assert max_weight_diff(model.get_weights(), zoo_mlp.initial) > 0.0
+
+
+def test_models_loading_on_threads_give_stderr_back(
+    zoo_mlp: Exported, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Two loads overlap and the first in leaves first: fd 2 must end where it began (each
+    load swapping it alone once left the other's deleted temp file as fd 2)."""
+    import os
+    import threading
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    from fedrt.model_export.litert_model import _XNNPACK_NOTICE
+
+    both_in = threading.Barrier(2, timeout=30)
+    first_out = threading.Event()
+    order: list[str] = []
+
+    def interpreter(name: str) -> Any:
+        def make(*, model_content: bytes, num_threads: int | None) -> Interpreter:
+            both_in.wait()
+            if name == "second":
+                assert first_out.wait(30)
+            os.write(2, _XNNPACK_NOTICE + b"\n" + f"kept line from {name}\n".encode())
+            return Interpreter(model_content=model_content, num_threads=num_threads)
+
+        return make
+
+    def load(name: str) -> None:
+        LiteRTModel.open(zoo_mlp.directory, interpreter_cls=interpreter(name))
+        order.append(name)
+        if name == "first":
+            first_out.set()
+
+    before = os.fstat(2)
+    threads = [threading.Thread(target=load, args=(n,)) for n in ("first", "second")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    after = os.fstat(2)
+    assert order == ["first", "second"]
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+    err = capfd.readouterr().err
+    assert "kept line from first" in err
+    assert "kept line from second" in err
+    assert _XNNPACK_NOTICE.decode() not in err
