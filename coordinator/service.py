@@ -13,7 +13,8 @@ from fedrt.coordinator.api.context import ApiContext
 from fedrt.coordinator.api.ratelimit import RateLimiter
 from fedrt.coordinator.api.tls import https_setup
 from fedrt.coordinator.broker.embedded import EmbeddedAuth, EmbeddedBroker
-from fedrt.coordinator.broker.link import LinkSettings, MqttLink
+from fedrt.coordinator.broker.link import LinkSettings
+from fedrt.coordinator.broker.link_pool import LinkPool
 from fedrt.coordinator.broker.nats_queue import NatsQueueReader, QueueSettings
 from fedrt.coordinator.broker.reading import QUEUE_GROUP, reading_plan
 from fedrt.coordinator.config import CoordinatorConfig, describe
@@ -118,7 +119,7 @@ class CoordinatorService:
         corrupt = self.metrics.artifact_corrupt
         self.blobs.on_corrupt.append(lambda kind, _sha: corrupt.labels(kind=kind).inc())
         self.embedded: EmbeddedBroker | None = None
-        self.link: MqttLink | None = None
+        self.link: LinkPool | None = None
         # Several instances on one store: each device message reaches one (broker.reading).
         self.queue: NatsQueueReader | None = None
         self.relay: DeviceRelay | None = None
@@ -243,7 +244,7 @@ class CoordinatorService:
         if plan.split:
             self.relay = DeviceRelay(self.store, self.ownership.instance_id, self.publish,
                                      self.config.pace, clock=self.clock)  # fmt: skip
-        self.link = MqttLink(
+        self.link = LinkPool(
             LinkSettings(
                 host=host,
                 port=port,
@@ -260,6 +261,7 @@ class CoordinatorService:
                 incarnation=self.incarnation,
             ),
             self._on_mqtt_message,
+            connections=b.connections,
         )
         await self.link.start()
         if plan.queue_subject is not None:
@@ -276,8 +278,9 @@ class CoordinatorService:
                 self.relay.forward = self._forward_core
         log.info("device traffic: %s", plan.why)
         self._tick_task = asyncio.create_task(self._tick_loop(), name="fedrt-tick")
-        log.info("coordinator up: %s (listening on %s:%d), mqtt %s:%d", self.public_url,
-                 self.config.http.host, self.http_port, host, port)  # fmt: skip
+        log.info("coordinator up: %s (listening on %s:%d), mqtt %s:%d (%d publishing"
+                 " connections)", self.public_url, self.config.http.host, self.http_port, host,
+                 port, len(self.link.links))  # fmt: skip
 
     async def stop(self) -> None:
         """Graceful: stop ticking, let the driver persist, flush the outbox, close all."""
