@@ -79,6 +79,10 @@ class PahoTransport(Transport):
         # filter -> (handler, qos, subscription identifier)
         self._handlers: dict[str, tuple[Handler, int, int]] = {}
         self._next_sub_id = 1
+        # SUBSCRIBE packet id -> its filter, until the SUBACK.
+        self._subscribing: dict[int, str] = {}
+        # SUBACKs that refused a filter (each one cost the connection: see _on_subscribe).
+        self.subscription_refusals = 0
         self._started = False
         self.last_error: str | None = None
         # The last CONNACK refusal (typed), until a connection succeeds again.
@@ -113,6 +117,7 @@ class PahoTransport(Transport):
         client.on_connect_fail = self._on_connect_fail
         client.on_pre_connect = self._on_pre_connect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         self._client = client
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -312,11 +317,31 @@ class PahoTransport(Transport):
 
     def _send_subscribe(self, topic_filter: str, qos: int, sub_id: int) -> None:
         if not self._v5:
-            self._client.subscribe(topic_filter, qos)
+            _, mid = self._client.subscribe(topic_filter, qos)
+        else:
+            props = Properties(PacketTypes.SUBSCRIBE)  # type: ignore[no-untyped-call]
+            props.SubscriptionIdentifier = sub_id
+            _, mid = self._client.subscribe(topic_filter, qos, properties=props)
+        if mid is not None:
+            with self._lock:
+                self._subscribing[mid] = topic_filter
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, codes: list[ReasonCode], props: Any
+    ) -> None:
+        with self._lock:
+            topic_filter = self._subscribing.pop(mid, "?")
+        refused = [c for c in codes if c.is_failure]
+        if not refused:
             return
-        props = Properties(PacketTypes.SUBSCRIBE)  # type: ignore[no-untyped-call]
-        props.SubscriptionIdentifier = sub_id
-        self._client.subscribe(topic_filter, qos, properties=props)
+        # Connected but deaf: a NATS node whose JetStream timed out creating the consumer
+        # behind a QoS 1 subscription answers 0x80, and the device would wait for its plans
+        # for good (issue 17). Drop the connection instead: the reconnect, after the usual
+        # back-off and at the cluster's next listener, subscribes to everything again.
+        self.subscription_refusals += 1
+        self.last_error = f"the broker refused the subscription {topic_filter}: {refused[0]}"
+        log.warning("mqtt %s: %s; reconnecting", self.config.client_id, self.last_error)
+        self._network_lost()
 
     def unsubscribe(self, topic_filter: str) -> None:
         with self._lock:

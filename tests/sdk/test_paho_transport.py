@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from fedrt.protocol.topics import device_inbox
 from fedrt.sdk.errors import SdkConfigError
 from fedrt.sdk.network_loop import NetworkLoop
 from fedrt.sdk.transport import MqttConfig, PahoTransport, ReconnectBackoff
 from tests.sdk.transport_support import TIMEOUT, Inbox, eventually, fast, probe
+from tests.support.nats import needs_nats, running_cluster
 
 if TYPE_CHECKING:
     from fedrt.coordinator.broker.embedded import EmbeddedBroker
@@ -186,4 +188,35 @@ def test_mqtt_311_mode_works_with_the_embedded_amqtt_broker(
         assert later.get().payload == b"queued while offline"
     finally:
         for t in (again, sub, pub):
+            t.close()
+
+
+@needs_nats
+def test_a_refused_subscription_costs_the_connection_not_the_inbox(
+    tmp_path: Path, loop: NetworkLoop | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A SUBACK failure (a NATS node whose JetStream timed out creating the inbox's consumer
+    answers the same 0x80 as a permission refusal) must not leave the device connected and
+    deaf: it reconnects, and every subscription goes out again."""
+    with running_cluster(tmp_path, devices=("dev-deaf", "dev-other")) as nc:
+        host, port = nc.cluster.mqtt_addresses[0]
+        t = PahoTransport(
+            fast(host, port, "dev-deaf", username="dev-deaf", password=nc.passwords["dev-deaf"],
+                 protocol=4),
+            loop=loop,
+        )  # fmt: skip
+        inbox = Inbox()
+        t.subscribe(device_inbox("dev-deaf"), inbox)
+        t.subscribe(device_inbox("dev-other"), inbox)  # not its own: refused every time
+        t.start()
+        try:
+            assert eventually(lambda: t.subscription_refusals >= 2 and t.connection_count >= 2)
+            said = [
+                r.getMessage()
+                for r in caplog.records
+                if "refused the subscription" in r.getMessage()
+            ]
+            assert said
+            assert all(device_inbox("dev-other") in m and "reconnecting" in m for m in said)
+        finally:
             t.close()
