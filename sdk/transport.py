@@ -13,6 +13,7 @@ import logging
 import random
 import socket
 import ssl
+import threading
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -81,8 +82,9 @@ class PahoTransport(Transport):
         self._next_sub_id = 1
         # SUBSCRIBE packet id -> its filter, until the SUBACK.
         self._subscribing: dict[int, str] = {}
-        # SUBACKs that refused a filter (each one cost the connection: see _on_subscribe).
+        # Refused SUBACKs (_on_subscribe): in all, and in a row per filter.
         self.subscription_refusals = 0
+        self._refused: dict[str, int] = {}
         self._started = False
         self.last_error: str | None = None
         # The last CONNACK refusal (typed), until a connection succeeds again.
@@ -330,18 +332,35 @@ class PahoTransport(Transport):
         self, client: mqtt.Client, userdata: Any, mid: int, codes: list[ReasonCode], props: Any
     ) -> None:
         with self._lock:
-            topic_filter = self._subscribing.pop(mid, "?")
-        refused = [c for c in codes if c.is_failure]
-        if not refused:
-            return
+            topic_filter = self._subscribing.pop(mid, None)
+            if topic_filter is None:
+                return
+            if not any(c.is_failure for c in codes):
+                self._refused.pop(topic_filter, None)
+                return
+            tries = self._refused.get(topic_filter, 0)
+            self._refused[topic_filter] = tries + 1
         # Connected but deaf: a NATS node whose JetStream timed out creating the consumer
         # behind a QoS 1 subscription answers 0x80, and the device would wait for its plans
-        # for good (issue 17). Drop the connection instead: the reconnect, after the usual
-        # back-off and at the cluster's next listener, subscribes to everything again.
+        # for good (issue 17). Ask again after the reconnect back-off. Not by reconnecting:
+        # a reconnect also reloads the session and every consumer, which is what an
+        # overloaded cluster has too much of (measured: a storm of them).
+        delay = self._backoff.delay(tries)
         self.subscription_refusals += 1
-        self.last_error = f"the broker refused the subscription {topic_filter}: {refused[0]}"
-        log.warning("mqtt %s: %s; reconnecting", self.config.client_id, self.last_error)
-        self._network_lost()
+        self.last_error = f"the broker refused the subscription {topic_filter}"
+        log.warning("mqtt %s: %s (%s); asking again in %.1f s", self.config.client_id,
+                    self.last_error, codes[0], delay)  # fmt: skip
+        timer = threading.Timer(delay, self._subscribe_again, args=(topic_filter,))
+        timer.daemon = True
+        timer.start()
+
+    def _subscribe_again(self, topic_filter: str) -> None:
+        with self._lock:
+            known = self._handlers.get(topic_filter)
+            running = self._started
+        # Not connected: the next connect subscribes to every filter anyway.
+        if known is not None and running and self.connected:
+            self._send_subscribe(topic_filter, known[1], known[2])
 
     def unsubscribe(self, topic_filter: str) -> None:
         with self._lock:
