@@ -24,6 +24,10 @@ acts on the returned commands (``participant_commands``). Events in:
   window the coordinator gives later replaces that back-off. ``coordinator_online`` with a
   new incarnation means the coordinator restarted and lost its rounds: the device leaves
   the one it was in and checks in again within ``restart_spread``.
+* A round's replies sent on its cohort topic are forgotten (``Forget``) once the round is
+  over for the device: the window that ends it, its deadline passing, or a plan, window or
+  announcement of a later round (the Abandon that leaves a round waits for the latter).
+  Nobody reads that topic after the round: they would be resent for ever.
 
 Times from the coordinator are relative, so they are turned into device-clock deadlines on
 receipt. Every input that cannot be taken raises a ``RoundError`` (or a SecAgg+
@@ -80,6 +84,14 @@ _NEXT_REQUEST = {
     rm.Stage.CONSISTENCY_CHECK: rm.Stage.UNMASK,
 }
 _SEEN_LIMIT = 4096
+# Windows that end the device's part in the round they name.
+_ROUND_OVER = frozenset(
+    {
+        rm.ReconnectReason.ROUND_COMPLETE,
+        rm.ReconnectReason.ROUND_ABANDONED,
+        rm.ReconnectReason.DROPPED,
+    }
+)
 
 
 class Participant(ParticipantRestarts):
@@ -207,9 +219,15 @@ class Participant(ParticipantRestarts):
     def _on_announcement(self, message: rm.TaskAnnouncement, now: float) -> list[Command]:
         opened = message.accepting and not (self.announcement and self.announcement.accepting)
         self.announcement = message
+        # The rounds before the announced one are over (the one this device is in ends
+        # with its window or its deadline): a device offline when they ended learns it here.
+        last = message.round_id - 1
+        if self.state in (P.TRAINING, P.REPORTING) and self.round_id is not None:
+            last = min(last, self.round_id - 1)
+        out = self._forget_cohort(last)
         # Devices whose window passed while the task took no check-ins all wait for this
         # announcement; spread, they do not all check in within the second it arrives.
-        return self._spread(now) if opened else []
+        return out + self._spread(now) if opened else out
 
     def _spread(self, now: float) -> list[Command]:
         spread = self.config.checkin_spread
@@ -222,6 +240,7 @@ class Participant(ParticipantRestarts):
         if ack.acked not in self._unacked:
             raise DuplicateMessageId(f"nothing outstanding with id {ack.acked}", msg_id=ack.acked)
         self._unacked.discard(ack.acked)
+        self._cohort.pop(ack.acked, None)
         out: list[Command] = [Forget(msg_id=ack.acked)]
         if ack.acked == self._leaving:
             # The coordinator knows this device left its round: come back (unless it gave a
@@ -252,12 +271,12 @@ class Participant(ParticipantRestarts):
             raise UnexpectedMessage(f"a plan arrived while {self.state.value}")
         secagg = self._check_secagg(plan)
         deadline = now + max(0.0, plan.report_within - self.config.deadline_margin)
-        self._take(plan, secagg)
+        out = self._take(plan, secagg)
         self._held = None  # a fresh TRAIN plan (or a sync round) replaces any kept update
         self._move(P.TRAINING, deadline)
         if plan.kind is rm.RoundKind.EVALUATE:
-            return [Evaluate(plan=plan, deadline=deadline)]
-        return [Train(plan=plan, deadline=deadline)]
+            return [*out, Evaluate(plan=plan, deadline=deadline)]
+        return [*out, Train(plan=plan, deadline=deadline)]
 
     def _on_cohort_plan(self, plan: rm.Plan, now: float) -> list[Command]:
         """An async cohort round asks for the kept update: encode it at once, discounted
@@ -267,11 +286,11 @@ class Participant(ParticipantRestarts):
             raise UnexpectedMessage("an async cohort plan arrived, and no update is kept for it")
         if self.state not in (P.IDLE, P.CHECKED_IN):
             raise UnexpectedMessage(f"a plan arrived while {self.state.value}")
-        self._take(plan, self._check_secagg(plan))
+        out = self._take(plan, self._check_secagg(plan))
         self._held = None
         self._move(P.TRAINING, now + plan.report_within)
         delta, n_examples = report(held, plan)
-        return self._send_update(plan, delta, n_examples, now)
+        return out + self._send_update(plan, delta, n_examples, now)
 
     def _send_update(
         self, plan: rm.Plan, delta: npt.NDArray[np.floating], n_examples: int, now: float
@@ -288,11 +307,14 @@ class Participant(ParticipantRestarts):
         )
         return self._answer(plan, stage, payload, now, plan.report_within)
 
-    def _take(self, plan: rm.Plan, secagg: SecAggConfig | None) -> None:
+    def _take(self, plan: rm.Plan, secagg: SecAggConfig | None) -> list[Command]:
+        """Make ``plan`` the round's; returns the Forgets of earlier rounds' cohort replies
+        (a plan of a later round says they are over)."""
         self.plan, self.round_id, self._answered, self._client = plan, plan.round_id, None, None
         self._secagg = secagg
         self._since = self._next_msg_id
         self._seen = {k for k in self._seen if k[0] == plan.round_id}
+        return self._forget_cohort(plan.round_id - 1)
 
     def _check_secagg(self, plan: rm.Plan) -> SecAggConfig | None:
         """``plan``'s SecAgg+ configuration (None: a plain round); ``MalformedMessage`` if
@@ -330,16 +352,6 @@ class Participant(ParticipantRestarts):
         assert self.plan is not None
         return self._answer(self.plan, req.stage, reply, now, req.respond_within)
 
-    def _forget_cohort_replies(self) -> list[Command]:
-        """The coordinator ended our round: replies of it still unacknowledged on a cohort
-        topic are dropped, since the cohort's owner stops reading that topic after the round
-        (an old reply resent there would never be acknowledged)."""
-        if self.plan is None or not self.plan.cohort_topic:
-            return []
-        mine = sorted(m for m in self._unacked if m >= self._since)
-        self._unacked.difference_update(mine)
-        return [Forget(msg_id=m) for m in mine]
-
     def _on_reconnect(self, window: rm.ReconnectWindow, now: float) -> list[Command]:
         current = self.state in (P.TRAINING, P.REPORTING)
         if current and window.round_id != self.round_id:
@@ -356,8 +368,12 @@ class Participant(ParticipantRestarts):
         out: list[Command] = []
         if self.state is P.TRAINING:
             out.append(CancelTraining(reason=window.reason.name.lower()))
+        # The window's round is over for this device if it ends the device's part in it
+        # (e.g. a window queued while the device was offline, after its deadline); the rounds
+        # before it are over whatever the window says (round 0, a check-in's: none).
+        over = current or window.reason in _ROUND_OVER
+        out += self._forget_cohort(window.round_id if over else window.round_id - 1)
         if current:
-            out += self._forget_cohort_replies()
             out.append(RoundEnded(round_id=window.round_id, reason=window.reason))
         self._to_idle(at, silence=False)
         out.append(ScheduleCheckIn(at=at))

@@ -6,7 +6,8 @@ The ``Device`` facade acts on each command, in order:
 ``Publish``        encode the message (``round_codec.encode_message``), keep it in the
                    on-disk outbox under ``message.msg_id``, publish it (QoS 1) to
                    ``topics.device_up(device_id, channel)``
-``Forget``         the coordinator acknowledged ``msg_id``: drop it from the outbox
+``Forget``         drop ``msg_id`` from the outbox: the coordinator acknowledged it, or
+                   nobody will (a cohort topic's reply whose round is over)
 ``Train``          fetch and verify ``plan.model``, train in idle windows, then call
                    ``training_done`` or ``training_abandoned`` before ``deadline``
 ``Evaluate``       same for evaluation: ``evaluation_done`` / ``training_abandoned``

@@ -36,6 +36,7 @@ class ParticipantRestarts(ParticipantBookkeeping):
             raise IllegalTransition("restart() comes first, on a new participant")
         state = P(facts.state)
         self._unacked = set(facts.unacked)
+        self._cohort = {m: r for m, r in facts.cohort if m in self._unacked}
         self.incarnation = facts.coordinator
         self._since = min(self._unacked, default=self._next_msg_id)
         kept = (rm.Stage.PLAIN_UPDATE, rm.Stage.EVALUATION)
@@ -59,6 +60,7 @@ class ParticipantRestarts(ParticipantBookkeeping):
         )
         out: list[Command] = [Forget(msg_id=i) for i in sorted(self._unacked)]
         self._unacked.clear()
+        self._cohort.clear()
         out.append(self._publish(msg))
         self._leaving = msg.msg_id
         out.append(RoundEnded(round_id=facts.round_id, reason=None, detail=msg.detail))
@@ -88,6 +90,7 @@ class ParticipantRestarts(ParticipantBookkeeping):
         at = now + float(self._rng.uniform(0.0, self.config.restart_spread))
         out: list[Command] = [Forget(msg_id=i) for i in sorted(self._unacked)]
         self._unacked.clear()
+        self._cohort.clear()
         self._seen.clear()
         self._leaving = None
         if self.state is P.IDLE and (not self._silence or self.not_before <= at):

@@ -16,6 +16,7 @@ from fedrt.sdk.jitter import Jitter
 from fedrt.sdk.participant_commands import (
     CancelTraining,
     Command,
+    Forget,
     ParticipantConfig,
     Publish,
     RoundEnded,
@@ -74,6 +75,9 @@ class ParticipantBookkeeping:
         self._answered: rm.Stage | None = None
         self._client: SecAggClient | None = None
         self._unacked: set[int] = set()
+        # Of those, the ones sent on a cohort topic: id -> round. Nobody reads that topic once
+        # its round is over, so they are forgotten then (``_forget_cohort``), not resent.
+        self._cohort: dict[int, int] = {}
         self._seen: set[tuple[int, int]] = set()
         # The Abandon sent after a restart: once acknowledged, the device may check in again.
         self._leaving: int | None = None
@@ -99,6 +103,7 @@ class ParticipantBookkeeping:
             secagg=in_round and self.plan is not None and self.plan.secagg is not None,
             unacked=tuple(sorted(self._unacked)),
             coordinator=self.incarnation,
+            cohort=tuple(sorted(self._cohort.items())),
         )
 
     def next_deadline(self) -> float | None:
@@ -139,6 +144,8 @@ class ParticipantBookkeeping:
         self, reason: rm.AbandonReason, detail: str, now: float, *, cancel: bool = True
     ) -> list[Command]:
         assert self.plan is not None
+        # The round's earlier replies are not wanted now; the Abandon is, while it runs.
+        forgotten = self._forget_cohort(self.plan.round_id)
         msg = rm.Abandon(
             msg_id=self._msg_id(),
             task_id=self.plan.task_id,
@@ -147,14 +154,19 @@ class ParticipantBookkeeping:
             detail=detail[:256],
         )
         out: list[Command] = [CancelTraining(reason=reason.name.lower())] if cancel else []
+        out += forgotten
         out.append(self._publish(msg))
         if reason is rm.AbandonReason.MODEL_UNAVAILABLE:
             # Likely the coordinator's fault (a bad artifact): once it has the Abandon, check
             # in again and let it say when, instead of backing off for a quarter of an hour.
             self._leaving = msg.msg_id
-        return out + self._end(None, detail or reason.name.lower(), now)
+        return out + self._end(None, detail or reason.name.lower(), now, forget=False)
 
-    def _end(self, reason: rm.ReconnectReason | None, detail: str, now: float) -> list[Command]:
+    def _end(
+        self, reason: rm.ReconnectReason | None, detail: str, now: float, *, forget: bool = True
+    ) -> list[Command]:
+        """Leave the check-in or round and back off; ``forget``: the round's replies still
+        unacknowledged on its cohort topic too (the device gave up on it: they are late)."""
         c = self.config
         wait = float(self._rng.uniform(c.retry_earliest, c.retry_latest))
         if self.state is P.CHECKED_IN:
@@ -164,6 +176,8 @@ class ParticipantBookkeeping:
         at = now + wait
         out: list[Command] = []
         if self.round_id is not None and self.state is not P.CHECKED_IN:
+            if forget:
+                out += self._forget_cohort(self.round_id)
             out.append(RoundEnded(round_id=self.round_id, reason=reason, detail=detail))
         self._to_idle(at, silence=True)
         out.append(ScheduleCheckIn(at=at))
@@ -193,7 +207,20 @@ class ParticipantBookkeeping:
         cohort = ""
         if plan is not None and not isinstance(msg, rm.CheckIn) and msg.round_id == plan.round_id:
             cohort = plan.cohort_topic
+            if cohort:
+                self._cohort[msg.msg_id] = msg.round_id
         return Publish(channel=channel, message=msg, cohort=cohort)
+
+    def _forget_cohort(self, last_round: int) -> list[Command]:
+        """Forget the unacknowledged messages sent on the cohort topics of rounds up to
+        ``last_round``, which the caller knows are over for this device: the cohort's owner
+        stops reading a topic after its round, so they would be resent for ever. Messages
+        on the plain topics stay (always read: acknowledged, LATE at worst)."""
+        gone = sorted(m for m, r in self._cohort.items() if r <= last_round)
+        for m in gone:
+            del self._cohort[m]
+        self._unacked.difference_update(gone)
+        return [Forget(msg_id=m) for m in gone]
 
     def _msg_id(self) -> int:
         self._next_msg_id += 1

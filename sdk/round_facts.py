@@ -45,6 +45,9 @@ class RoundFacts:
     unacked: tuple[int, ...] = ()
     # The coordinator incarnation last heard (``topics.coordinator_presence``); None: none.
     coordinator: str | None = None
+    # (id, round) of the unacknowledged ids sent on a cohort topic: forgotten once that
+    # round is over, since nobody reads its topic then (a file from an older SDK: none).
+    cohort: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.state not in _STATES:
@@ -57,6 +60,11 @@ class RoundFacts:
             raise SdkConfigError("round facts: secagg must be a bool")
         if len(self.unacked) > _MAX_UNACKED or not all(_uint(i) for i in self.unacked):
             raise SdkConfigError("round facts: unacked must be message ids")
+        if len(self.cohort) > _MAX_UNACKED or not all(
+            isinstance(p, tuple) and len(p) == 2 and _uint(p[0]) and _uint(p[1])
+            for p in self.cohort
+        ):
+            raise SdkConfigError("round facts: cohort must be (message id, round id) pairs")
         if self.coordinator is not None:
             try:
                 check_incarnation(self.coordinator)
@@ -64,7 +72,7 @@ class RoundFacts:
                 raise SdkConfigError(f"round facts: {exc}") from None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "state": self.state,
             "round_id": self.round_id,
             "answered": self.answered.name if self.answered is not None else None,
@@ -72,13 +80,16 @@ class RoundFacts:
             "unacked": sorted(self.unacked),
             "coordinator": self.coordinator,
         }
+        if self.cohort:  # absent when empty: a file an older SDK still reads
+            data["cohort"] = [list(p) for p in sorted(self.cohort)]
+        return data
 
     @classmethod
     def from_json(cls, data: object) -> RoundFacts:
         """Facts read back from ``to_json``; ``SdkConfigError`` when they are not."""
         if not isinstance(data, dict):
             raise SdkConfigError("round facts must be a JSON object")
-        known = {"state", "round_id", "answered", "secagg", "unacked", "coordinator"}
+        known = {"state", "round_id", "answered", "secagg", "unacked", "coordinator", "cohort"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise SdkConfigError(f"round facts: unknown key(s) {', '.join(unknown)}")
@@ -90,6 +101,9 @@ class RoundFacts:
         unacked = data.get("unacked", [])
         if not isinstance(unacked, list):
             raise SdkConfigError("round facts: unacked must be a list")
+        cohort = data.get("cohort", [])
+        if not isinstance(cohort, list) or not all(isinstance(p, list) for p in cohort):
+            raise SdkConfigError("round facts: cohort must be a list of pairs")
         return cls(
             state=data.get("state"),  # type: ignore[arg-type]  # checked in __post_init__
             round_id=data.get("round_id"),
@@ -97,6 +111,7 @@ class RoundFacts:
             secagg=data.get("secagg", False),
             unacked=tuple(unacked),
             coordinator=data.get("coordinator"),
+            cohort=tuple(tuple(p) for p in cohort),
         )
 
 

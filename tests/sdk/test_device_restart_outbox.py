@@ -6,18 +6,13 @@ import json
 import queue
 from pathlib import Path
 
-import numpy as np
-
 from fedrt.protocol import round_messages as rm
 from fedrt.protocol.round_codec import decode_from_device, encode_message
 from fedrt.protocol.topics import UpChannel, device_inbox, device_up, device_up_filter
-from fedrt.sdk.credentials import Credentials
-from fedrt.sdk.device import Device, DeviceConfig
-from fedrt.sdk.example_store import ExampleStore
 from fedrt.sdk.memory_transport import MemoryBroker, MemoryTransport
 from fedrt.sdk.outbox import Outbox
-from fedrt.sdk.scripted_state import ScriptedDeviceState, idle_plugged_in
 from fedrt.sdk.transport import Message
+from tests.sdk.device_support import enroll, memory_device
 
 DEVICE, TASK = "dev-restart", "task-1"
 
@@ -29,9 +24,7 @@ def _next(inbox: queue.Queue[Message]) -> rm.DeviceMessage:
 def test_a_restart_in_a_secagg_round_sends_only_the_abandon_then_checks_in(
     tmp_path: Path,
 ) -> None:
-    Credentials(device_id=DEVICE, mqtt_username=DEVICE, mqtt_password="pw",
-                coordinator_public_key=b"k" * 32, mqtt_host="memory",
-                mqtt_port=1).save(tmp_path)  # fmt: skip
+    enroll(tmp_path, DEVICE)
     # What the killed process left: its masked input of round 4, never acknowledged.
     masked = rm.StageResponse(msg_id=7, task_id=TASK, round_id=4, stage=rm.Stage.MASKED_INPUT,
                               payload=b"\x01" * 64)  # fmt: skip
@@ -48,13 +41,7 @@ def test_a_restart_in_a_secagg_round_sends_only_the_abandon_then_checks_in(
     received: queue.Queue[Message] = queue.Queue()
     coordinator.subscribe(device_up_filter(), received.put)
     coordinator.start()
-    store = ExampleStore(tmp_path / "ex.sqlite3", x_shape=(4,), x_dtype=np.float32)
-    store.extend([np.zeros(4, np.float32)] * 4, [0, 1, 0, 1])
-    config = DeviceConfig(data_dir=tmp_path, coordinator_url="http://127.0.0.1:9", task_id=TASK,
-                          poll_s=0.05)  # fmt: skip
-    device = Device(config, store=store,
-                    device_state=ScriptedDeviceState([(0.0, idle_plugged_in())]),
-                    transport_factory=lambda c: MemoryTransport(broker, c.client_id))  # fmt: skip
+    device, store = memory_device(tmp_path, TASK, broker)
     try:
         device.start()
         abandon = _next(received)

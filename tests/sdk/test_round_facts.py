@@ -135,12 +135,19 @@ def test_restart_comes_first_and_bad_facts_are_typed_errors() -> None:
         {"state": "idle", "secagg": "yes"},
         {"state": "idle", "surprise": 1},
         {"state": "idle", "coordinator": "not hex"},
+        {"state": "idle", "cohort": 3},
+        {"state": "idle", "cohort": [[4]]},
+        {"state": "idle", "cohort": [[4, -1]]},
     ):
         with pytest.raises(SdkConfigError):
             RoundFacts.from_json(bad)
     facts = RoundFacts(state="reporting", round_id=3, answered=rm.Stage.MASKED_INPUT,
-                       secagg=True, unacked=(4, 9), coordinator="0a1b2c3d")  # fmt: skip
+                       secagg=True, unacked=(4, 9), coordinator="0a1b2c3d",
+                       cohort=((9, 3),))  # fmt: skip
     assert RoundFacts.from_json(json.loads(json.dumps(facts.to_json()))) == facts
+    # An older SDK's file names no cohort replies, and a file without them is one it reads.
+    assert RoundFacts.from_json({"state": "idle", "unacked": [4]}).cohort == ()
+    assert "cohort" not in RoundFacts(state="idle", unacked=(4,)).to_json()
 
 
 def test_a_device_restarted_across_a_coordinator_restart_leaves_its_round() -> None:
