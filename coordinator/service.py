@@ -183,6 +183,7 @@ class CoordinatorService:
             state=self.state,
             mqtt_nodes=() if self.embedded else tuple(self.config.broker.addresses[1:]),
             mqtt_protocol=4 if self.config.broker.nats else None,
+            mqtt_inbox_qos=None if self.config.broker.device_inbox_qos == 1 else 0,
         )
 
     def _mqtt_client_id(self, username: str) -> str:

@@ -64,8 +64,13 @@ class Credentials:
     # the MQTT version the broker speaks (NATS: 4, 3.1.1); None: the device's own choice.
     mqtt_nodes: tuple[tuple[str, int], ...] = ()
     mqtt_protocol: int | None = None
+    # The QoS to read the inbox at, as the coordinator said (0 on a fleet-scale NATS
+    # cluster: no JetStream consumer per device); None: 1.
+    mqtt_inbox_qos: int | None = None
 
     def __post_init__(self) -> None:
+        if self.mqtt_inbox_qos not in (None, 0, 1):
+            raise SdkConfigError(f"mqtt.inbox_qos must be 0 or 1, not {self.mqtt_inbox_qos!r}")
         if self.ca_pem is not None:
             trust_context(ca_pem=self.ca_pem)  # a bad PEM fails here, not at the first download
 
@@ -85,6 +90,8 @@ class Credentials:
             out["mqtt"]["nodes"] = [{"host": h, "port": p} for h, p in self.mqtt_nodes]
         if self.mqtt_protocol is not None:
             out["mqtt"]["protocol"] = self.mqtt_protocol
+        if self.mqtt_inbox_qos is not None:
+            out["mqtt"]["inbox_qos"] = self.mqtt_inbox_qos
         return out
 
     @classmethod
@@ -107,6 +114,7 @@ class Credentials:
                     (str(node["host"]), int(node["port"])) for node in mqtt.get("nodes", ())
                 ),
                 mqtt_protocol=None if mqtt.get("protocol") is None else int(mqtt["protocol"]),
+                mqtt_inbox_qos=None if mqtt.get("inbox_qos") is None else int(mqtt["inbox_qos"]),
             )
         except (KeyError, TypeError, ValueError, binascii.Error) as exc:
             raise SdkConfigError(f"malformed credentials: {exc!r}") from None

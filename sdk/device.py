@@ -97,7 +97,8 @@ class Device(DeviceRuntime):
             self._transport.network_changed(False)
         self._outbox = Outbox(self.config.data_dir / "outbox.sqlite3")
         self._sender = ReliableSender(self._transport, self._outbox)
-        self._transport.subscribe(device_inbox(creds.device_id), self._on_inbox)
+        inbox_qos = 1 if creds.mqtt_inbox_qos is None else creds.mqtt_inbox_qos
+        self._transport.subscribe(device_inbox(creds.device_id), self._on_inbox, qos=inbox_qos)
         # Announcements and presence are retained state, re-read at every (re)connect (the
         # transport subscribes again each time), so QoS 0 loses nothing a device needs;
         # on a NATS cluster each QoS 1 subscription is a replicated JetStream consumer,

@@ -230,6 +230,14 @@ def _add_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> N
         "--dp-budget", type=float, default=d["dp_budget"], help="stop before epsilon passes it"
     )
     parser.add_argument(
+        "--inbox-qos",
+        type=int,
+        choices=[0, 1],
+        default=d["inbox_qos"],
+        help="the QoS devices read their inbox at (broker.device_inbox_qos; 0: no JetStream"
+        " consumer per device on a NATS cluster)",
+    )
+    parser.add_argument(
         "--device-processes",
         type=int,
         default=d["device_processes"],
@@ -306,6 +314,7 @@ def _config(args: argparse.Namespace) -> Any:
         personal_layers=args.personal_layers,
         finetune_steps=args.finetune_steps,
         device_processes=args.device_processes,
+        inbox_qos=args.inbox_qos,
         pace_rate=args.pace_rate,
     )
 

@@ -282,6 +282,7 @@ class Simulation:
             coordinators=cfg.coordinators,
             store_url=cfg.store,
             pace=pace,
+            inbox_qos=cfg.inbox_qos,
         )
         self._evaluator = evaluator
         chaos: ChaosRunner | None = None

@@ -156,6 +156,10 @@ class SimConfig:
     # process). One process stops scaling past a few thousand MQTT clients. None: automatic
     # (``device_process_count``).
     device_processes: int | None = None
+    # The QoS the devices read their inbox at (``[broker] device_inbox_qos``): 1 keeps what
+    # arrives while a device is away; 0 needs no JetStream consumer per device on a NATS
+    # cluster (docs/coordinator.md, "NATS cluster").
+    inbox_qos: int = 1
     # Pace steering (coordinator.selection.pace): devices turned away come back at most
     # pace_rate a second. High by default (small fleets); lower it for large ones.
     pace_rate: float = 1000.0
@@ -241,6 +245,7 @@ class SimConfig:
             "--personal-layers and --finetune-steps are evaluated on each device's held-out "
             "share: give --holdout (e.g. 0.2)",
         )
+        need(self.inbox_qos in (0, 1), "--inbox-qos must be 0 or 1")
         need(
             self.device_processes is None or 1 <= self.device_processes <= 64,
             "--device-processes must be in 1..64",

@@ -66,12 +66,14 @@ class LocalStack:
         coordinators: int = 1,
         store_url: str | None = None,
         pace: PaceConfig | None = None,
+        inbox_qos: int = 1,
     ) -> None:
         self.directory = directory
         self.coordinators = coordinators
         self.store_url = store_url
         # Pace steering of instances of their own (the in-process driver gets its own).
         self.pace = pace
+        self.inbox_qos = inbox_qos
         # coordinators > 1: the instances running rounds, processes of their own.
         self.instances: Instances | None = None
         self.broker_choice = broker
@@ -95,6 +97,8 @@ class LocalStack:
             choice = "mosquitto" if mosquitto_available() else "embedded"
         many = self.coordinators > 1
         broker = self._broker_config(choice)
+        if self.inbox_qos != broker.device_inbox_qos:
+            broker = broker.model_copy(update={"device_inbox_qos": self.inbox_qos})
         if many:
             broker = mosquitto_accounts(broker, self.coordinators)
         config = CoordinatorConfig(

@@ -57,6 +57,9 @@ class ApiContext:
     # (``broker.nodes``), and the MQTT version they must speak (NATS: 4, 3.1.1); None: any.
     mqtt_nodes: tuple[tuple[str, int], ...] = ()
     mqtt_protocol: int | None = None
+    # The QoS devices read their inbox at (``broker.device_inbox_qos``); None: 1, said by
+    # leaving it out (what every SDK did before it was told).
+    mqtt_inbox_qos: int | None = None
     # Where handlers that touch the store run (``state_thread``); None: on the server's loop.
     state: StateThread | None = None
     # Device passwords that matched before (HTTP Basic), so each is hashed once, not per request.

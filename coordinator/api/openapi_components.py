@@ -142,6 +142,8 @@ def response_schemas() -> dict[str, Schema]:
                     {
                         "nodes": {"type": "array", "items": obj({"host": STR, "port": INT})},
                         "protocol": {"type": "integer", "enum": [4, 5]},
+                        # The QoS to read the inbox at (broker.device_inbox_qos); absent: 1.
+                        "inbox_qos": {"type": "integer", "enum": [0, 1]},
                     },
                 ),
             },

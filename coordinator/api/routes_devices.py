@@ -44,6 +44,8 @@ async def enroll(request: web.Request) -> web.Response:
         reply["mqtt"]["nodes"] = [{"host": h, "port": p} for h, p in ctx.mqtt_nodes]
     if ctx.mqtt_protocol is not None:
         reply["mqtt"]["protocol"] = ctx.mqtt_protocol
+    if ctx.mqtt_inbox_qos is not None:
+        reply["mqtt"]["inbox_qos"] = ctx.mqtt_inbox_qos
     # Where to fetch models from, and the CA to verify that server with from now on.
     if grant.coordinator_url is not None:
         reply["coordinator_url"] = grant.coordinator_url

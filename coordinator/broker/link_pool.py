@@ -53,6 +53,15 @@ class LinkPool:
     def connected(self) -> bool:
         return self.primary.connected
 
+    # The reading link's counters: what a caller watching "the coordinator's link" means.
+    @property
+    def connects(self) -> int:
+        return self.primary.connects
+
+    @property
+    def last_error(self) -> BrokerError | None:
+        return self.primary.last_error
+
     @property
     def outbox_size(self) -> int:
         return sum(link.outbox_size for link in self.links)

@@ -75,6 +75,12 @@ class BrokerConfig(SettingsModel):
     # ~300 a second per connection on a quiet 3-node cluster, 4 connections ~1,200), and 1
     # elsewhere (Mosquitto answers from memory, and may tie one client id to the username).
     publish_connections: SettingInt | None = None
+    # The QoS devices read their inbox at, handed to them at enrollment (``mqtt.inbox_qos``).
+    # 1: the broker keeps what arrives while a device is away (on NATS each device's QoS 1
+    # subscription is a replicated JetStream consumer: one per device). 0: no consumer; what
+    # arrives while a device is away is lost, and the device's check-in retries and SecAgg+'s
+    # dropout tolerance cover it (docs/coordinator.md, "NATS cluster").
+    device_inbox_qos: SettingInt = 1
 
     @field_validator("url")
     @classmethod
@@ -135,6 +141,10 @@ class BrokerConfig(SettingsModel):
                 raise ConfigError(
                     "broker.publish_connections above 1 needs a NATS cluster (nats_auth_file)"
                 )
+        if self.device_inbox_qos not in (0, 1):
+            raise ConfigError(
+                f"broker.device_inbox_qos must be 0 or 1, not {self.device_inbox_qos}"
+            )
         if self.publish_connections is not None and not (
             1 <= self.publish_connections <= MAX_PUBLISH_CONNECTIONS
         ):

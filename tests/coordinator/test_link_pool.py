@@ -107,6 +107,8 @@ async def _exercise(host: str, port: int, others: list[tuple[str, int]], passwor
     await pool.start(timeout=30.0)
     try:
         assert all(link.connected for link in pool.links)
+        assert pool.connects == 1  # the reading link's count, as simulate's chaos reads it
+        assert pool.last_error is None
         for n in range(PER_DEVICE):
             for d in DEVICES:
                 pool.enqueue(device_inbox(d), f"{n}".encode(), 1)

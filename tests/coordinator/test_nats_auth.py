@@ -293,6 +293,8 @@ def test_nats_broker_settings_are_checked() -> None:
     assert ok.addresses == [("127.0.0.1", 4222), ("h2", 1884), ("::1", 1885)]
     assert ok.max_qos == 1
     assert BrokerConfig(url="mqtt://127.0.0.1:1").max_qos == 2
+    with pytest.raises(ConfigError, match="device_inbox_qos must be 0 or 1"):
+        BrokerConfig(**nats, password=Secret("p"), device_inbox_qos=2)
 
 
 @needs_nats
@@ -312,6 +314,7 @@ def test_the_coordinator_enrolls_devices_onto_the_cluster(tmp_path: Path) -> Non
         with ServiceThread(make_config(tmp_path / "coord", broker=broker)) as svc:
             grant = enroll_device(svc)
             assert grant["mqtt"]["protocol"] == 4
+            assert "inbox_qos" not in grant["mqtt"]  # QoS 1 unless broker.device_inbox_qos
             assert grant["mqtt"]["nodes"] == [{"host": h, "port": p} for h, p in others]
             device_id = grant["device_id"]
             assert device_id in nc.cluster.auth_path.read_text()
