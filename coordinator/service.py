@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 
 # last_seen is for dashboards: writing it once per 10 s per device spares the disk.
 _SEEN_FLUSH_S = 10.0
+# In data_dir: the cohort topics the MQTT link follows (broker/followed.py).
+FOLLOWED_FILE = "mqtt-followed.json"
 
 
 class CoordinatorService:
@@ -260,6 +262,7 @@ class CoordinatorService:
                 max_qos=b.max_qos,
                 status_topic=coordinator_status(),
                 incarnation=self.incarnation,
+                followed_file=self.config.data_dir / FOLLOWED_FILE,
             ),
             self._on_mqtt_message,
             connections=b.connections,

@@ -12,6 +12,7 @@ import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -20,6 +21,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from fedrt.coordinator.broker.followed import FollowedFile
 from fedrt.coordinator.broker.paho_asyncio import PahoConnection
 from fedrt.coordinator.errors import BrokerError, BrokerRefused, ConfigError
 from fedrt.protocol.round_codec import MAGIC, TAGS
@@ -96,6 +98,9 @@ class LinkSettings:
     fallbacks: Sequence[tuple[str, int]] = ()
     # The highest QoS the broker takes (NATS: 1; a QoS 2 publish closes the connection).
     max_qos: int = 2
+    # Where the filters ``follow`` adds are kept across a crash (broker/followed.py); None:
+    # nowhere, and a crash leaves them subscribed in the persistent session.
+    followed_file: Path | None = None
 
     def __post_init__(self) -> None:
         if self.protocol not in (MQTT_V311, MQTT_V5):
@@ -159,6 +164,9 @@ class MqttLink:
         self.handled = 0
         # Filters read besides ``settings.subscriptions`` (``follow``), in insertion order.
         self._following: dict[str, None] = {}
+        self._followed = FollowedFile(settings.followed_file) if settings.followed_file else None
+        # What an earlier process followed: unsubscribed at the first connect unless followed.
+        self._stale = self._followed.load() if self._followed is not None else []
 
     @property
     def connected(self) -> bool:
@@ -216,6 +224,8 @@ class MqttLink:
                 self._following[topic_filter] = None
             else:
                 self._following.pop(topic_filter, None)
+        if self._followed is not None and filters:
+            self._followed.save(self._following)
         conn = self._conn
         if conn is None or not filters:
             return  # the next connect subscribes to what is followed then
@@ -336,6 +346,11 @@ class MqttLink:
         late = [f for f in self._following if f not in wanted]  # followed while subscribing
         if late:
             conn.client.subscribe([(f, 1) for f in late])
+        stale = [f for f in self._stale if f not in self._following and f not in wanted]
+        if stale:
+            conn.client.unsubscribe(stale)
+            log.info("MQTT: unsubscribed %d filter(s) an earlier process followed", len(stale))
+        self._stale = []
         if s.status_topic is not None:
             online = conn.publish(s.status_topic, coordinator_presence(s.incarnation), 1, True)
             await conn.answer(online, _ANSWER_TIMEOUT_S, "presence PUBACK")

@@ -128,6 +128,7 @@ def _publisher_settings(settings: LinkSettings, k: int) -> LinkSettings:
         subscriptions=(),
         status_topic=None,
         incarnation=None,
+        followed_file=None,
     )
 
 

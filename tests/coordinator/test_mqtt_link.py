@@ -412,3 +412,57 @@ def test_a_full_outbox_counts_both_lanes() -> None:
 
 async def _ignore(topic: str, payload: bytes) -> None:
     return None
+
+
+@pytest.mark.parametrize("kept", [True, False], ids=["followed-file", "no-file"])
+def test_a_restart_unsubscribes_what_the_crashed_process_followed(
+    tmp_path: Path, kept: bool
+) -> None:
+    """The session is persistent: a cohort topic followed when the process died is still
+    subscribed at the broker. With ``followed_file`` the next process unsubscribes it at its
+    first connect (without, it keeps receiving a round it knows nothing of)."""
+    broker = MosquittoBroker(BrokerConfig(directory=tmp_path / "m"))
+    broker.start()
+    device = TestClient(broker.host, broker.port, client_id="device")
+    got: list[tuple[str, bytes]] = []
+    settings = LinkSettings(
+        host=broker.host,
+        port=broker.port,
+        identifier="coord",
+        subscriptions=("in/#",),
+        followed_file=tmp_path / "followed.json" if kept else None,
+    )
+
+    async def handle(topic: str, payload: bytes) -> None:
+        got.append((topic, payload))
+
+    async def scenario() -> None:
+        crashed = MqttLink(settings, handle)
+        await crashed.start()
+        crashed.follow(["cohort/old/#", "cohort/kept/#"])
+        for _ in range(40):  # bounded: until the SUBSCRIBE has taken effect
+            await asyncio.to_thread(device.publish, "cohort/old/1", b"before")
+            await until(lambda: bool(got), 0.25)
+            if got:
+                break
+        assert got[0] == ("cohort/old/1", b"before")
+        await crashed.stop()  # as a crash would: nothing unfollowed
+        got.clear()
+        restarted = MqttLink(settings, handle)
+        restarted.follow(["cohort/kept/#"])  # the new process follows this one again
+        await restarted.start()
+        for topic, payload in (("cohort/old/1", b"stale"), ("cohort/kept/1", b"kept"),
+                               ("in/x", b"marker")):  # fmt: skip
+            await asyncio.to_thread(device.publish, topic, payload)
+        await until(lambda: ("in/x", b"marker") in got, 10)
+        await restarted.stop()
+
+    try:
+        device.connect()
+        asyncio.run(scenario())
+    finally:
+        device.close()
+        broker.stop()
+    assert ("in/x", b"marker") in got
+    assert ("cohort/kept/1", b"kept") in got
+    assert (("cohort/old/1", b"stale") in got) is not kept
