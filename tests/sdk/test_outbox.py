@@ -248,6 +248,10 @@ def _send_until_received(sender: ReliableSender, coord: Coordinator) -> bool:
     return coord.first.wait(0.3)
 
 
+# The device "dies" (close) while paho may be mid-connect: once, on a loaded CI run, the GC
+# then found a loopback socket of its client unclosed (not reproduced in isolation).
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_device_reboot_resends_under_the_same_id(
     mosquitto: MosquittoBroker, tmp_path: Path
 ) -> None:
